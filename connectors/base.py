@@ -1,0 +1,64 @@
+"""The seam between workers and task types: one small protocol per connector.
+
+A connector is a class registered under the entry-point group `headrace.connectors`
+(the entry-point name is the task `type` in flows). It declares a pydantic model of its
+properties and one coroutine that runs an attempt. It never talks to Kafka: the worker
+hands it a `TaskContext` for logs and turns its return value or exception into a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from headrace.errors import HeadraceError
+from headrace.messages import LogLevel
+
+
+class TaskFailed(HeadraceError):
+    """The task ran and failed (non-zero exit, bad response): the attempt ends FAILED."""
+
+
+class ConnectorProperties(BaseModel):
+    """Base of every connector's properties model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+LogSink = Callable[[LogLevel, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What a running attempt may know and do besides computing its outputs."""
+
+    execution_id: str
+    namespace: str
+    flow_id: str
+    task_id: str
+    task_run_id: str
+    attempt: int
+    log_sink: LogSink
+    workdir: Path
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    async def log(self, level: LogLevel, message: str) -> None:
+        await self.log_sink(level, message)
+
+    async def info(self, message: str) -> None:
+        await self.log_sink(LogLevel.INFO, message)
+
+    async def error(self, message: str) -> None:
+        await self.log_sink(LogLevel.ERROR, message)
+
+
+class Connector(Protocol):
+    """A task type. `run` returns the attempt's outputs or raises `TaskFailed`."""
+
+    Properties: ClassVar[type[ConnectorProperties]]
+
+    async def run(self, properties: Any, context: TaskContext) -> dict[str, Any]: ...

@@ -1,0 +1,210 @@
+"""Avro encoding of every topic value, self-describing so any consumer can decode it.
+
+Wire format: Avro single-object encoding (marker `C3 01`, the 8-byte little-endian
+CRC-64-AVRO fingerprint of the writer schema, then the Avro binary body). A consumer
+looks the fingerprint up among the schema versions it knows, so producers and consumers
+upgrade independently: a reader decodes an older writer's message with Avro's schema
+resolution (new fields take their defaults).
+
+Schemas live as `.avsc` files in `headrace.schemas`; a file named `io.headrace.X.avsc`
+holds a named type other schemas refer to.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import fastavro.schema
+import orjson
+
+from headrace import messages as m
+from headrace.errors import CodecError
+from headrace.messages import Message
+from headrace.states import State
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = len(MAGIC) + 8
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    name: str
+    parsed: Any
+    fingerprint: bytes
+    canonical: str
+
+
+def load_schema_file(path: Path) -> Schema:
+    parsed = fastavro.schema.load_schema(str(path))
+    canonical = fastavro.schema.to_parsing_canonical_form(parsed)
+    fingerprint = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+    return Schema(parsed["name"], parsed, fingerprint, canonical)
+
+
+class SchemaRegistry:
+    """Current schema per record name, and every known version per fingerprint."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, Schema] = {}
+        self.by_fingerprint: dict[bytes, Schema] = {}
+
+    def add(self, schema: Schema, *, current: bool = True) -> None:
+        self.by_fingerprint[schema.fingerprint] = schema
+        if current:
+            self.current[schema.name] = schema
+
+    @classmethod
+    def bundled(cls) -> SchemaRegistry:
+        registry = cls()
+        folder = resources.files("headrace.schemas")
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".avsc") and not entry.name.startswith("io.headrace."):
+                with resources.as_file(entry) as path:
+                    registry.add(load_schema_file(path))
+        return registry
+
+
+_registry = SchemaRegistry.bundled()
+
+
+def registry() -> SchemaRegistry:
+    return _registry
+
+
+def encode(message: Message) -> bytes:
+    schema = _registry.current[message.SCHEMA]
+    buffer = io.BytesIO()
+    buffer.write(MAGIC)
+    buffer.write(schema.fingerprint)
+    fastavro.schemaless_writer(buffer, schema.parsed, _to_avro(message))
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> Message:
+    """Decode any topic value; the fingerprint says which message it is."""
+    if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+        raise CodecError("not an Avro single-object encoded message (bad marker)")
+    writer = _registry.by_fingerprint.get(data[2:HEADER_SIZE])
+    if writer is None:
+        raise CodecError(f"unknown schema fingerprint {data[2:HEADER_SIZE].hex()}")
+    reader = _registry.current.get(writer.name)
+    if reader is None:
+        raise CodecError(f"no current schema for {writer.name}")
+    body = io.BytesIO(data[HEADER_SIZE:])
+    try:
+        if reader is writer:
+            record = fastavro.schemaless_reader(body, writer.parsed, None)
+        else:
+            record = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
+    except (EOFError, ValueError, IndexError, fastavro.read.SchemaResolutionError) as exc:
+        raise CodecError(f"corrupt {writer.name} message: {exc}") from exc
+    return _from_avro(_CLASS_BY_SCHEMA[writer.name], record)
+
+
+def encode_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _to_avro(message: Message) -> dict[str, Any]:
+    record = {name: getattr(message, name) for name in message.__slots__}
+    for name in message.JSON_FIELDS:
+        record[name] = encode_json(record[name])
+    if isinstance(message, m.ExecutionEvent):
+        if message.execution is not None:
+            record["execution"] = _execution_to_avro(message.execution)
+        if message.task_run is not None:
+            record["task_run"] = _task_run_to_avro(message.task_run)
+    return record
+
+
+def _from_avro(cls: type, record: dict[str, Any]) -> Message:
+    for name in cls.JSON_FIELDS:
+        record[name] = orjson.loads(record[name])
+    if cls is m.ExecutionEvent:
+        if record["execution"] is not None:
+            record["execution"] = _execution_from_avro(record["execution"])
+        if record["task_run"] is not None:
+            record["task_run"] = _task_run_from_avro(record["task_run"])
+    elif cls is m.TaskResult:
+        record["state"] = State(record["state"])
+    elif cls is m.LogRecord:
+        record["level"] = m.LogLevel(record["level"])
+    elif cls is m.ExecutionCommand:
+        record["kind"] = m.CommandKind(record["kind"])
+    return cls(**record)
+
+
+def _histories_to_avro(histories: list[m.StateChange]) -> list[dict[str, Any]]:
+    return [{"state": h.state, "date": h.date} for h in histories]
+
+
+def _histories_from_avro(records: list[dict[str, Any]]) -> list[m.StateChange]:
+    return [m.StateChange(State(r["state"]), r["date"]) for r in records]
+
+
+def _execution_to_avro(snapshot: m.ExecutionSnapshot) -> dict[str, Any]:
+    return {
+        "namespace": snapshot.namespace,
+        "flow_id": snapshot.flow_id,
+        "flow_revision": snapshot.flow_revision,
+        "state": snapshot.state,
+        "histories": _histories_to_avro(snapshot.histories),
+        "inputs": encode_json(snapshot.inputs),
+        "outputs": encode_json(snapshot.outputs),
+        "labels": snapshot.labels,
+        "trigger": encode_json(snapshot.trigger),
+    }
+
+
+def _execution_from_avro(record: dict[str, Any]) -> m.ExecutionSnapshot:
+    return m.ExecutionSnapshot(
+        namespace=record["namespace"],
+        flow_id=record["flow_id"],
+        flow_revision=record["flow_revision"],
+        state=State(record["state"]),
+        histories=_histories_from_avro(record["histories"]),
+        inputs=orjson.loads(record["inputs"]),
+        outputs=orjson.loads(record["outputs"]),
+        labels=record["labels"],
+        trigger=orjson.loads(record["trigger"]),
+    )
+
+
+def _task_run_to_avro(snapshot: m.TaskRunSnapshot) -> dict[str, Any]:
+    return {
+        "id": snapshot.id,
+        "task_id": snapshot.task_id,
+        "parent_task_run_id": snapshot.parent_task_run_id,
+        "value": snapshot.value,
+        "state": snapshot.state,
+        "histories": _histories_to_avro(snapshot.histories),
+        "attempts": [
+            {"state": a.state, "started_at": a.started_at, "ended_at": a.ended_at, "error": a.error}
+            for a in snapshot.attempts
+        ],
+        "outputs": encode_json(snapshot.outputs),
+    }
+
+
+def _task_run_from_avro(record: dict[str, Any]) -> m.TaskRunSnapshot:
+    return m.TaskRunSnapshot(
+        id=record["id"],
+        task_id=record["task_id"],
+        parent_task_run_id=record["parent_task_run_id"],
+        value=record["value"],
+        state=State(record["state"]),
+        histories=_histories_from_avro(record["histories"]),
+        attempts=[
+            m.AttemptSnapshot(State(a["state"]), a["started_at"], a["ended_at"], a["error"])
+            for a in record["attempts"]
+        ],
+        outputs=orjson.loads(record["outputs"]),
+    )
+
+
+_CLASS_BY_SCHEMA: dict[str, type] = {cls.SCHEMA: cls for cls in m.MESSAGE_TYPES}

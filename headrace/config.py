@@ -1,0 +1,53 @@
+"""Settings every service reads from the environment, in one place.
+
+Each setting has one environment variable; `Settings.from_env()` is called once at a
+service's start and the value is passed down, so nothing else reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from headrace.errors import ConfigError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/headrace"
+    # Partitions of the co-partitioned executor topics: the ceiling on executor processes.
+    partitions: int = 8
+    # The embedded broker answers a fetch after half of fetch_max_wait_ms (DESIGN §5):
+    # keep it low there. On real Kafka a long-poll wait costs nothing, so 500 ms is fine.
+    low_latency: bool = True
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    worker_concurrency: int = 64
+    executor_store: str = "memory://"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        try:
+            return cls(
+                kafka_bootstrap=env.get("HEADRACE_KAFKA_BOOTSTRAP", defaults.kafka_bootstrap),
+                database_url=env.get("HEADRACE_DATABASE_URL", defaults.database_url),
+                partitions=int(env.get("HEADRACE_PARTITIONS", defaults.partitions)),
+                low_latency=env.get("HEADRACE_LOW_LATENCY", "1") not in ("0", "false", "no"),
+                gateway_host=env.get("HEADRACE_GATEWAY_HOST", defaults.gateway_host),
+                gateway_port=int(env.get("HEADRACE_GATEWAY_PORT", defaults.gateway_port)),
+                worker_concurrency=int(
+                    env.get("HEADRACE_WORKER_CONCURRENCY", defaults.worker_concurrency)
+                ),
+                executor_store=env.get("HEADRACE_EXECUTOR_STORE", defaults.executor_store),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        return 5 if self.low_latency else 500

@@ -1,0 +1,96 @@
+"""The flow language as typed, immutable values.
+
+A `Flow` is what `headrace.flow.loader` builds from YAML after validation; the executor
+core, the gateway and the CLI only ever see these values. Names in YAML are camelCase
+(Kestra's), attributes here are snake_case. Task-type-specific properties stay in
+`Task.properties`: the connector of that type validates them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$"
+NAMESPACE_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
+    )
+
+
+class InputType(StrEnum):
+    STRING = "STRING"
+    INT = "INT"
+    FLOAT = "FLOAT"
+    BOOLEAN = "BOOLEAN"
+    JSON = "JSON"
+    DATETIME = "DATETIME"
+
+
+class Input(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    type: InputType
+    description: str | None = None
+    required: bool = True
+    defaults: Any = None
+
+
+class RetryPolicy(_Model):
+    """How often, and after how long, a failed task is attempted again."""
+
+    type: Literal["constant", "exponential"]
+    interval: timedelta
+    max_attempts: int = Field(ge=1)
+    max_duration: timedelta | None = None
+    max_interval: timedelta | None = None
+    delay_factor: float = Field(default=2.0, gt=1.0)
+
+    def delay_before(self, attempt: int) -> timedelta:
+        """Wait before `attempt` (2 for the first retry)."""
+        if self.type == "constant":
+            delay = self.interval
+        else:
+            delay = self.interval * (self.delay_factor ** (attempt - 2))
+        if self.max_interval is not None:
+            delay = min(delay, self.max_interval)
+        return delay
+
+
+class Task(_Model):
+    """One step of a flow. Keys not known here are the connector's `properties`."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="allow"
+    )
+
+    id: str = Field(pattern=ID_PATTERN)
+    type: str
+    description: str | None = None
+    retry: RetryPolicy | None = None
+    timeout: timedelta | None = None
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Flow(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    namespace: str = Field(pattern=NAMESPACE_PATTERN)
+    description: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    inputs: list[Input] = Field(default_factory=list)
+    tasks: list[Task] = Field(min_length=1)
+
+    def task(self, task_id: str) -> Task:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)

@@ -1,0 +1,194 @@
+"""What travels on Kafka: one dataclass per topic value, decoded at the edge.
+
+Each class mirrors the Avro schema of the same name in `schemas/`. Fields that hold
+free-form JSON (inputs, outputs, properties) are `dict`s here and orjson-encoded strings
+on the wire; `headrace.codec` does that conversion, nothing else needs to know.
+Times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from headrace.states import State
+
+Json = dict[str, Any]
+
+
+class LogLevel(StrEnum):
+    TRACE = "TRACE"
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
+class CommandKind(StrEnum):
+    TIMER = "TIMER"
+    KILL = "KILL"
+    RESUME = "RESUME"
+    RESTART = "RESTART"
+
+
+@dataclass(slots=True)
+class TriggerEvent:
+    """Starts one execution of a flow revision (topic `triggers`)."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.TriggerEvent"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("inputs", "trigger")
+
+    event_id: str
+    execution_id: str
+    namespace: str
+    flow_id: str
+    flow_revision: int
+    inputs: Json
+    time: datetime
+    labels: dict[str, str] = field(default_factory=dict)
+    trigger: Json = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TaskRequest:
+    """One attempt of one task run, for a worker (topic `task-requests`)."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.TaskRequest"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("properties",)
+
+    execution_id: str
+    namespace: str
+    flow_id: str
+    flow_revision: int
+    task_run_id: str
+    task_id: str
+    attempt: int
+    type: str
+    properties: Json
+    time: datetime
+    timeout_ms: int | None = None
+
+
+@dataclass(slots=True)
+class TaskResult:
+    """The outcome of one attempt (topic `task-results`)."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.TaskResult"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("outputs",)
+
+    execution_id: str
+    task_run_id: str
+    attempt: int
+    state: State
+    started_at: datetime
+    ended_at: datetime
+    outputs: Json = field(default_factory=dict)
+    error: str | None = None
+    worker_id: str = ""
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """One log line of an execution (topic `logs`)."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.LogRecord"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    id: str
+    execution_id: str
+    namespace: str
+    flow_id: str
+    time: datetime
+    level: LogLevel
+    message: str
+    task_run_id: str | None = None
+    task_id: str | None = None
+    attempt: int | None = None
+
+
+@dataclass(slots=True)
+class StateChange:
+    state: State
+    date: datetime
+
+
+@dataclass(slots=True)
+class ExecutionSnapshot:
+    """An execution without its task runs: bounded size, whatever the flow does."""
+
+    namespace: str
+    flow_id: str
+    flow_revision: int
+    state: State
+    histories: list[StateChange]
+    inputs: Json
+    outputs: Json = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    trigger: Json = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class AttemptSnapshot:
+    state: State
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class TaskRunSnapshot:
+    id: str
+    task_id: str
+    state: State
+    histories: list[StateChange]
+    attempts: list[AttemptSnapshot]
+    outputs: Json = field(default_factory=dict)
+    parent_task_run_id: str | None = None
+    value: str | None = None
+
+
+@dataclass(slots=True)
+class ExecutionEvent:
+    """A change of one execution or of one task run (topic `executions`).
+
+    Exactly one of `execution` and `task_run` is set. `seq` grows by one per event of an
+    execution, so consumers can drop replayed or stale events.
+    """
+
+    SCHEMA: ClassVar[str] = "io.headrace.ExecutionEvent"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    execution_id: str
+    seq: int
+    time: datetime
+    execution: ExecutionSnapshot | None = None
+    task_run: TaskRunSnapshot | None = None
+
+
+@dataclass(slots=True)
+class ExecutionCommand:
+    """Acts on a running execution (topic `execution-commands`): timers, kill, resume."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.ExecutionCommand"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ("payload",)
+
+    command_id: str
+    execution_id: str
+    kind: CommandKind
+    time: datetime
+    task_run_id: str | None = None
+    attempt: int | None = None
+    payload: Json = field(default_factory=dict)
+
+
+Message = TriggerEvent | TaskRequest | TaskResult | LogRecord | ExecutionEvent | ExecutionCommand
+MESSAGE_TYPES: tuple[type, ...] = (
+    TriggerEvent,
+    TaskRequest,
+    TaskResult,
+    LogRecord,
+    ExecutionEvent,
+    ExecutionCommand,
+)

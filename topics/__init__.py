@@ -1,0 +1,23 @@
+"""Kafka topics as code."""
+
+from headrace.topics.definitions import (
+    ALL_TOPICS,
+    EXECUTION_COMMANDS,
+    EXECUTIONS,
+    LOGS,
+    TASK_REQUESTS,
+    TASK_RESULTS,
+    TRIGGERS,
+    TopicSpec,
+)
+
+__all__ = [
+    "ALL_TOPICS",
+    "EXECUTIONS",
+    "EXECUTION_COMMANDS",
+    "LOGS",
+    "TASK_REQUESTS",
+    "TASK_RESULTS",
+    "TRIGGERS",
+    "TopicSpec",
+]

@@ -1,0 +1,58 @@
+"""Every Kafka topic headrace uses, as code: `headrace topics apply` makes the broker match.
+
+All topics are keyed by execution id. `triggers`, `task-results` and `execution-commands`
+are the executor's inputs and must be co-partitioned (same partition count, same key), so
+that one executor partition owns an execution's whole life.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+class Cleanup(StrEnum):
+    DELETE = "delete"
+    COMPACT = "compact"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    key: str
+    value_schema: str  # Avro record name in `headrace.schemas`
+    retention_ms: int
+    cleanup: Cleanup = Cleanup.DELETE
+    executor_input: bool = False  # co-partitioned with the executor's table
+
+    def config(self) -> dict[str, str]:
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": str(self.cleanup)}
+
+
+TRIGGERS = TopicSpec(
+    "triggers", "execution id", "io.headrace.TriggerEvent", 7 * DAY_MS, executor_input=True
+)
+TASK_RESULTS = TopicSpec(
+    "task-results", "execution id", "io.headrace.TaskResult", 7 * DAY_MS, executor_input=True
+)
+EXECUTION_COMMANDS = TopicSpec(
+    "execution-commands",
+    "execution id",
+    "io.headrace.ExecutionCommand",
+    7 * DAY_MS,
+    executor_input=True,
+)
+TASK_REQUESTS = TopicSpec("task-requests", "execution id", "io.headrace.TaskRequest", 7 * DAY_MS)
+EXECUTIONS = TopicSpec("executions", "execution id", "io.headrace.ExecutionEvent", 7 * DAY_MS)
+LOGS = TopicSpec("logs", "execution id", "io.headrace.LogRecord", 7 * DAY_MS)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    TRIGGERS,
+    TASK_RESULTS,
+    EXECUTION_COMMANDS,
+    TASK_REQUESTS,
+    EXECUTIONS,
+    LOGS,
+)
