@@ -57,8 +57,18 @@ class TaskContext:
 
 
 class Connector(Protocol):
-    """A task type. `run` returns the attempt's outputs or raises `TaskFailed`."""
+    """A task type. `run` returns the attempt's outputs or raises `TaskFailed`.
+
+    A connector that never touches `context.workdir` may set the class attribute
+    `uses_workdir = False`: the worker then skips creating (and removing) a temporary
+    directory per attempt, which costs more than a whole `log` task.
+    """
 
     Properties: ClassVar[type[ConnectorProperties]]
 
     async def run(self, properties: Any, context: TaskContext) -> dict[str, Any]: ...
+
+
+def uses_workdir(connector_class: type) -> bool:
+    """Whether attempts of this connector get a fresh temporary directory (default: yes)."""
+    return bool(getattr(connector_class, "uses_workdir", True))

@@ -1,4 +1,11 @@
-"""`log`: write one message to the execution's logs. The simplest task there is."""
+"""`log`: write one message to the execution's logs. The simplest task there is.
+
+Properties:
+- `message` (string, required): the text to log; expressions are rendered before.
+- `level` (TRACE, DEBUG, INFO, WARN, ERROR; default INFO).
+
+Outputs: none (`{}`).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,11 @@ class LogProperties(ConnectorProperties):
 
 
 class LogConnector:
+    """Logs `message` at `level`."""
+
     Properties = LogProperties
+    uses_workdir = False
 
     async def run(self, properties: LogProperties, context: TaskContext) -> dict[str, Any]:
-        raise NotImplementedError  # being written
+        await context.log(properties.level, properties.message)
+        return {}

@@ -1,12 +1,32 @@
-"""`shell`: run commands in a shell; output lines become log lines."""
+"""`shell`: run commands in a shell; output lines become log lines.
+
+Properties:
+- `commands` (list of strings, at least one): run in order as one `/bin/sh` script with
+  `set -e`, so the first failing command ends the task.
+- `env` (map of strings): added to the worker's environment.
+- `workingDirectory` (string): where the commands run; default a fresh temporary
+  directory per attempt, removed afterwards.
+
+Outputs:
+- `exitCode`: 0 (a non-zero exit fails the attempt with "exit code N: <last stderr line>").
+- any value printed to stdout as a line `::{"outputs": {"key": value}}::` (Kestra's
+  convention); such lines are not logged.
+
+stdout lines are logged at INFO and stderr lines at WARN, as they come. A timeout, a kill
+or a worker shutdown ends the whole process group.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from headrace.connectors._process import child_environment, run_process
 from headrace.connectors.base import ConnectorProperties, TaskContext
+
+SCRIPT_NAME = ".headrace-commands.sh"
 
 
 class ShellProperties(ConnectorProperties):
@@ -16,7 +36,16 @@ class ShellProperties(ConnectorProperties):
 
 
 class ShellConnector:
+    """Runs `commands` with `/bin/sh -e`."""
+
     Properties = ShellProperties
 
     async def run(self, properties: ShellProperties, context: TaskContext) -> dict[str, Any]:
-        raise NotImplementedError  # being written
+        # The script goes to the attempt's own directory, never into a user's working
+        # directory; a file (not `sh -c`) has no argument-length limit.
+        script = context.workdir / SCRIPT_NAME
+        script.write_text("set -e\n" + "\n".join(properties.commands) + "\n")
+        cwd = Path(properties.working_directory or context.workdir)
+        return await run_process(
+            ["/bin/sh", str(script)], context, env=child_environment(properties.env), cwd=cwd
+        )

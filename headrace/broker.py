@@ -69,4 +69,6 @@ def start_embedded_broker(port: int | None = None) -> EmbeddedBroker:
         except OSError:
             time.sleep(0.02)
     process.kill()
-    raise BrokerError(f"the embedded broker did not listen on port {port} within {READY_TIMEOUT_S}s")
+    raise BrokerError(
+        f"the embedded broker did not listen on port {port} within {READY_TIMEOUT_S}s"
+    )

@@ -42,8 +42,8 @@ def make_consumer(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         # Group timeouts: the embedded broker answers JoinGroup after about half of them.
-        session_timeout_ms=10_000 if settings.low_latency else 45_000,
-        heartbeat_interval_ms=1_000 if settings.low_latency else 3_000,
+        session_timeout_ms=4_000 if settings.low_latency else 45_000,
+        heartbeat_interval_ms=500 if settings.low_latency else 3_000,
         rebalance_timeout_ms=4_000 if settings.low_latency else 60_000,
         max_poll_records=2_000,
     )

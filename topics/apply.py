@@ -93,12 +93,7 @@ async def _partition_counts(admin: AIOKafkaAdminClient) -> dict[str, int]:
 
 
 async def _config_drifted(admin: AIOKafkaAdminClient, spec: TopicSpec) -> bool:
-    try:
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, spec.name)]
-        )
-    except Exception:  # noqa: BLE001 - some brokers (Tansu) lack DescribeConfigs; creation set them
-        return False
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])
     have: dict[str, str] = {}
     for response in responses:
         for resource in response.resources:

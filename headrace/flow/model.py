@@ -12,8 +12,10 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+from headrace.flow.durations import Duration
 
 ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$"
 NAMESPACE_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -46,10 +48,10 @@ class RetryPolicy(_Model):
     """How often, and after how long, a failed task is attempted again."""
 
     type: Literal["constant", "exponential"]
-    interval: timedelta
+    interval: Duration
     max_attempts: int = Field(ge=1)
-    max_duration: timedelta | None = None
-    max_interval: timedelta | None = None
+    max_duration: Duration | None = None
+    max_interval: Duration | None = None
     delay_factor: float = Field(default=2.0, gt=1.0)
 
     def delay_before(self, attempt: int) -> timedelta:
@@ -74,7 +76,35 @@ class Task(_Model):
     type: str
     description: str | None = None
     retry: RetryPolicy | None = None
-    timeout: timedelta | None = None
+    timeout: Duration | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("timeout must be longer than zero")
+        return value
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Trigger(_Model):
+    """Starts executions (schedule, flow, kafka, webhook). Type-specific keys: `properties`.
+
+    The scheduler and gateway interpret the trigger types; the loader only checks the
+    common shape and that ids are unique.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="allow"
+    )
+
+    id: str = Field(pattern=ID_PATTERN)
+    type: str
+    description: str | None = None
+    disabled: bool = False
 
     @property
     def properties(self) -> dict[str, Any]:
@@ -88,9 +118,17 @@ class Flow(_Model):
     labels: dict[str, str] = Field(default_factory=dict)
     inputs: list[Input] = Field(default_factory=list)
     tasks: list[Task] = Field(min_length=1)
+    # Run when a task of `tasks` fails, and always at the end (Kestra's `errors`/`finally`).
+    errors: list[Task] = Field(default_factory=list)
+    finally_: list[Task] = Field(default_factory=list, alias="finally")
+    triggers: list[Trigger] = Field(default_factory=list)
+
+    def all_tasks(self) -> list[Task]:
+        """`tasks`, then `errors`, then `finally`: task ids are unique across all three."""
+        return [*self.tasks, *self.errors, *self.finally_]
 
     def task(self, task_id: str) -> Task:
-        for task in self.tasks:
+        for task in self.all_tasks():
             if task.id == task_id:
                 return task
         raise KeyError(task_id)

@@ -1,0 +1,13 @@
+# One image for every service: `docker compose` picks the service by command.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY headrace ./headrace
+COPY services ./services
+COPY topics ./topics
+COPY schemas ./schemas
+COPY connectors ./connectors
+COPY examples ./examples
+RUN pip install --no-cache-dir . && useradd --create-home headrace
+USER headrace
+ENTRYPOINT ["headrace"]

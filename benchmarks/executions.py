@@ -1,0 +1,182 @@
+"""Benchmark: N executions of a three-task flow of `log` tasks through `headrace server local`.
+
+Reports executions/s (first start request to last execution end) and the median and p95
+of the gap between one task's end and the next task's start (the orchestration overhead
+per hop: result -> executor -> request -> worker), taken from the task runs' attempt
+times as indexed in PostgreSQL.
+
+    python benchmarks/executions.py [--executions 1000] [--concurrency 100]
+
+It starts its own `headrace server local` on a free port (embedded broker and embedded
+PostgreSQL unless HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL are set) and stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import aiohttp
+
+FLOW = """\
+id: bench
+namespace: benchmarks
+tasks:
+  - id: first
+    type: log
+    message: "first {{ execution.id }}"
+  - id: second
+    type: log
+    message: "second"
+  - id: third
+    type: log
+    message: "third"
+"""
+TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def wait_up(session: aiohttp.ClientSession, url: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"headrace server local exited with {server.returncode}")
+        try:
+            async with session.get(url + "/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    raise SystemExit("server not up after 120 s")
+
+
+async def run(executions: int, concurrency: int, url: str) -> dict[str, float]:
+    api = url + "/api/v1"
+    async with aiohttp.ClientSession() as session:
+        async with session.put(
+            f"{api}/flows/benchmarks/bench",
+            data=FLOW,
+            headers={"Content-Type": "application/x-yaml"},
+        ) as response:
+            response.raise_for_status()
+
+        semaphore = asyncio.Semaphore(concurrency)
+        ids: list[str] = []
+
+        async def start() -> None:
+            async with (
+                semaphore,
+                session.post(f"{api}/executions/benchmarks/bench", json={}) as r,
+            ):
+                r.raise_for_status()
+                ids.append((await r.json())["id"])
+
+        started = time.time()
+        await asyncio.gather(*(start() for _ in range(executions)))
+        submitted = time.time()
+        print(f"submitted {executions} executions in {submitted - started:.2f}s", flush=True)
+
+        deadline = time.monotonic() + 600
+        while True:
+            async with session.get(
+                f"{api}/executions",
+                params={"flowId": "bench", "namespace": "benchmarks", "size": 1},
+            ) as r:
+                total = (await r.json())["total"]
+            done = 0
+            for state in TERMINAL:
+                async with session.get(
+                    f"{api}/executions",
+                    params={
+                        "flowId": "bench",
+                        "namespace": "benchmarks",
+                        "state": state,
+                        "size": 1,
+                    },
+                ) as r:
+                    done += (await r.json())["total"]
+            print(f"\r{done}/{executions} executions ended", end="", flush=True)
+            if done >= executions and total >= executions:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("executions did not end within 600 s")
+            await asyncio.sleep(0.5)
+        print()
+
+        gaps: list[float] = []
+        ends: list[datetime] = []
+        states: dict[str, int] = {}
+        for execution_id in ids:
+            async with session.get(f"{api}/executions/{execution_id}") as r:
+                execution = await r.json()
+            states[execution["state"]["current"]] = states.get(execution["state"]["current"], 0) + 1
+            runs = execution["taskRunList"]
+            for before, after in itertools.pairwise(runs):
+                end = datetime.fromisoformat(before["attempts"][-1]["state"]["endDate"])
+                begin = datetime.fromisoformat(after["attempts"][0]["state"]["startDate"])
+                gaps.append((begin - end).total_seconds() * 1000)
+            ends.append(datetime.fromisoformat(runs[-1]["attempts"][-1]["state"]["endDate"]))
+        elapsed = max(ends).timestamp() - started
+        return {
+            "executions": executions,
+            "success": states.get("SUCCESS", 0),
+            "elapsed_s": elapsed,
+            "executions_per_s": executions / elapsed,
+            "hop_median_ms": statistics.median(gaps),
+            "hop_p95_ms": percentile(gaps, 0.95),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--executions", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    args = parser.parse_args()
+    port = free_port()
+    env = dict(os.environ)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "headrace", "server", "local", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        async def go() -> dict[str, float]:
+            async with aiohttp.ClientSession() as session:
+                await wait_up(session, url, server)
+            return await run(args.executions, args.concurrency, url)
+
+        result = asyncio.run(go())
+    finally:
+        server.terminate()
+        server.wait(60)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    for key, value in result.items():
+        print(f"{key:>18}: {value:.2f}" if isinstance(value, float) else f"{key:>18}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Runs one subprocess for a connector: streams its output as log lines, collects outputs.
+
+Shared by `shell` and `python`. stdout lines become INFO log lines and stderr lines WARN,
+as they arrive. A stdout line `::{"outputs": {...}}::` (Kestra's convention) is not logged:
+its values are merged into the attempt's outputs. The child runs in its own session, so
+cancellation (timeout, shutdown, kill) and the end of the attempt signal the whole process
+group: no orphan survives its attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from headrace.connectors.base import TaskContext, TaskFailed
+from headrace.messages import LogLevel
+
+# Seconds between SIGTERM and SIGKILL when an attempt is cancelled: long enough for a
+# script's trap to clean up, short enough that a shutdown grace period is not eaten up.
+TERMINATE_GRACE_S = 2.0
+# A line longer than this (bytes) is logged in pieces, so one huge line cannot eat memory.
+MAX_LINE_BYTES = 1024 * 1024
+READ_CHUNK_BYTES = 64 * 1024
+STREAM_LIMIT_BYTES = 64 * 1024  # asyncio's default pipe buffer threshold
+OUTPUTS_PREFIX = "::"
+OUTPUTS_SUFFIX = "::"
+
+
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The worker's environment plus the task's `env`; Python children stay unbuffered."""
+    env = dict(os.environ)
+    # Without this a Python child buffers stdout in a pipe and nothing streams until exit.
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def parse_outputs_line(line: str) -> dict[str, Any] | None:
+    """The outputs carried by a `::{"outputs": {...}}::` line, or None for any other line."""
+    if not (line.startswith(OUTPUTS_PREFIX) and line.endswith(OUTPUTS_SUFFIX)) or len(line) < 5:
+        return None
+    try:
+        payload = orjson.loads(line[len(OUTPUTS_PREFIX) : -len(OUTPUTS_SUFFIX)])
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("outputs"), dict):
+        return None
+    return payload["outputs"]
+
+
+async def _read_lines(
+    stream: asyncio.StreamReader, on_line: Callable[[str], Awaitable[None]]
+) -> None:
+    buffer = b""
+    while True:
+        chunk = await stream.read(READ_CHUNK_BYTES)
+        if not chunk:
+            break
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            await on_line(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
+        while len(buffer) > MAX_LINE_BYTES:
+            piece, buffer = buffer[:MAX_LINE_BYTES], buffer[MAX_LINE_BYTES:]
+            await on_line(piece.decode("utf-8", errors="replace"))
+    if buffer:
+        await on_line(buffer.rstrip(b"\r").decode("utf-8", errors="replace"))
+
+
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Reports the child's exit at once: `Process.wait()` also waits for its pipes to close,
+    which a background grandchild holding stdout would delay forever."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+async def _spawn(
+    argv: list[str], *, env: Mapping[str, str], cwd: Path
+) -> tuple[asyncio.subprocess.Process, _ExitAwareProtocol, asyncio.SubprocessTransport]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _ExitAwareProtocol(STREAM_LIMIT_BYTES, loop),
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,  # its own process group: killpg reaches every descendant
+    )
+    return asyncio.subprocess.Process(transport, protocol, loop), protocol, transport
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    # The group may be gone already (normal exit): nothing to do then.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+async def _terminate(
+    pid: int, protocol: _ExitAwareProtocol, transport: asyncio.SubprocessTransport
+) -> None:
+    """SIGTERM the group, then SIGKILL it after a grace period (or at once if the leader left)."""
+    _signal_group(pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(protocol.exited), TERMINATE_GRACE_S)
+    _signal_group(pid, signal.SIGKILL)
+    await protocol.exited
+    # Closes our pipe ends even if a process that left the group still holds the others.
+    transport.close()
+
+
+async def run_process(
+    argv: list[str],
+    context: TaskContext,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+) -> dict[str, Any]:
+    """Run `argv` to completion; returns the emitted outputs plus `exitCode` (0).
+
+    Raises `TaskFailed("exit code N: <last stderr line>")` on a non-zero exit.
+    """
+    outputs: dict[str, Any] = {}
+    last_stderr = ""
+
+    async def on_stdout(line: str) -> None:
+        emitted = parse_outputs_line(line)
+        if emitted is None:
+            await context.log(LogLevel.INFO, line)
+        else:
+            outputs.update(emitted)
+
+    async def on_stderr(line: str) -> None:
+        nonlocal last_stderr
+        if line.strip():
+            last_stderr = line
+        await context.log(LogLevel.WARN, line)
+
+    try:
+        process, protocol, transport = await _spawn(argv, env=env, cwd=cwd)
+    except OSError as exc:  # a missing working directory, an unusable interpreter
+        raise TaskFailed(f"could not start {argv[0]}: {exc}") from exc
+    assert process.stdout is not None and process.stderr is not None
+    readers = [
+        asyncio.create_task(_read_lines(process.stdout, on_stdout)),
+        asyncio.create_task(_read_lines(process.stderr, on_stderr)),
+    ]
+    try:
+        await protocol.exited
+        # Background children may still hold the pipes open: end them with their parent.
+        _signal_group(process.pid, signal.SIGKILL)
+        await asyncio.gather(*readers)
+        code = await process.wait()
+    except BaseException:
+        # Cancelled (timeout, shutdown) or a log sink failed: the group must not outlive us.
+        for reader in readers:
+            reader.cancel()
+        await asyncio.shield(_terminate(process.pid, protocol, transport))
+        raise
+    if code != 0:
+        reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        raise TaskFailed(f"{reason}: {last_stderr}" if last_stderr else reason)
+    return {**outputs, "exitCode": code}

@@ -1,0 +1,310 @@
+"""The `headrace` command line: servers, topics, flows, executions, logs.
+
+Every command either succeeds or prints `error: …` (with details, one per line) and
+exits non-zero; a user never sees a traceback for an error we anticipated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from headrace.api_client import ApiClient, ApiError
+from headrace.config import DEFAULT_URL, Settings
+from headrace.errors import HeadraceError
+
+SERVICE_NAMES = ("gateway", "scheduler", "executor", "worker", "indexer")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ApiError as exc:
+        _print_error(str(exc), exc.errors)
+        sys.exit(1)
+    except HeadraceError as exc:
+        _print_error(str(exc), getattr(exc, "errors", None))
+        sys.exit(1)
+
+
+def _print_error(message: str, errors: Any = None) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    for error in errors or []:
+        click.echo(f"  {_format_error(error)}", err=True)
+
+
+def _format_error(error: Any) -> str:
+    if isinstance(error, dict):
+        where = error.get("path") or error.get("input") or ""
+        if error.get("line"):
+            where = f"line {error['line']}:{error.get('column') or 1}: {where}"
+        hint = f" (hint: {error['hint']})" if error.get("hint") else ""
+        return f"{where}: {error.get('message', '')}{hint}" if where else str(error)
+    return str(error)
+
+
+@click.group()
+@click.option(
+    "--server",
+    envvar="HEADRACE_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="URL of the headrace gateway (env HEADRACE_URL).",
+)
+@click.pass_context
+def cli(ctx: click.Context, server: str) -> None:
+    """headrace: declarative YAML flows, run over Kafka."""
+    ctx.obj = ApiClient(server)
+
+
+# --- servers -------------------------------------------------------------------------
+
+
+@cli.group()
+def server() -> None:
+    """Run headrace services."""
+
+
+@server.command("local")
+@click.option("--port", default=8080, show_default=True, help="Port of the gateway (REST API).")
+@click.option("--partitions", default=8, show_default=True, help="Partitions per topic.")
+def server_local(port: int, partitions: int) -> None:
+    """Embedded broker + embedded PostgreSQL + every service, in one command.
+
+    Uses HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL instead when they are set.
+    """
+    from headrace.local_server import run_local_server
+
+    run_local_server(port=port, partitions=partitions)
+
+
+def _service_command(name: str) -> Callable[[], None]:
+    @server.command(name)
+    @click.option("--log-level", default="WARNING", show_default=True)
+    def command(log_level: str) -> None:
+        from headrace.services.main import run_service
+
+        run_service(name, Settings.from_env(), loglevel=log_level.upper())
+
+    command.__doc__ = f"Run the {name} service (settings from HEADRACE_* variables)."
+    return command
+
+
+for _name in SERVICE_NAMES:
+    _service_command(_name)
+
+
+# --- topics --------------------------------------------------------------------------
+
+
+@cli.group()
+def topics() -> None:
+    """Kafka topics."""
+
+
+@topics.command("apply")
+@click.option("--partitions", type=int, default=None, help="Default: HEADRACE_PARTITIONS or 8.")
+def topics_apply(partitions: int | None) -> None:
+    """Create or reconcile the topics on HEADRACE_KAFKA_BOOTSTRAP."""
+    from headrace.topics.apply import apply_topics
+
+    settings = Settings.from_env()
+    report = asyncio.run(
+        apply_topics(
+            settings.kafka_bootstrap, partitions or settings.partitions, progress=click.echo
+        )
+    )
+    for warning in report.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    click.echo(
+        f"topics: {len(report.created)} created, {len(report.reconfigured)} reconfigured, "
+        f"{len(report.unchanged)} unchanged"
+    )
+
+
+# --- flows ---------------------------------------------------------------------------
+
+
+@cli.group()
+def flow() -> None:
+    """Validate, apply, list and export flows."""
+
+
+@flow.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def flow_validate(paths: tuple[Path, ...]) -> None:
+    """Validate flow files (or folders of them) locally; report every error."""
+    from headrace.flow_files import load_folder
+
+    files, errors = load_folder(paths)
+    for error in errors:
+        click.secho(str(error), fg="red", err=True)
+    if errors:
+        raise HeadraceError(f"{len(errors)} of {len(files) + len(errors)} flow files are invalid")
+    click.echo(f"{len(files)} flow files valid")
+
+
+@flow.command("apply")
+@click.argument("folder", type=click.Path(exists=True, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option(
+    "--prune", is_flag=True, help="Delete server flows of the same namespaces not in FOLDER."
+)
+@click.pass_obj
+def flow_apply(api: ApiClient, folder: Path, dry_run: bool, prune: bool) -> None:
+    """Apply a folder of flows: validated all first, then created or updated."""
+    from headrace.flow_files import apply_folder
+
+    apply_folder(api, folder, dry_run=dry_run, prune=prune, echo=click.echo)
+
+
+@flow.command("list")
+@click.option("--namespace", default=None)
+@click.pass_obj
+def flow_list(api: ApiClient, namespace: str | None) -> None:
+    """List the latest revision of every flow."""
+    flows = api.request("GET", "/flows", params={"namespace": namespace})
+    for item in flows.get("results", flows) if isinstance(flows, dict) else flows:
+        click.echo(f"{item['namespace']}/{item['id']}  revision {item['revision']}")
+
+
+@flow.command("export")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--namespace", default=None)
+@click.pass_obj
+def flow_export(api: ApiClient, folder: Path, namespace: str | None) -> None:
+    """Write every flow's latest source to FOLDER/<namespace>/<id>.yaml."""
+    flows = api.request("GET", "/flows", params={"namespace": namespace})
+    items = flows.get("results", flows) if isinstance(flows, dict) else flows
+    for item in items:
+        full = api.request("GET", f"/flows/{item['namespace']}/{item['id']}")
+        path = folder / item["namespace"] / f"{item['id']}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(full["source"])
+        click.echo(f"wrote {path}")
+
+
+# --- executions ----------------------------------------------------------------------
+
+
+@cli.group()
+def execution() -> None:
+    """Start and inspect executions."""
+
+
+@execution.command("start")
+@click.argument("namespace")
+@click.argument("flow_id")
+@click.option("--input", "inputs", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
+@click.option("--wait", is_flag=True, help="Wait for the end and print the execution.")
+@click.option("--timeout", default=300, show_default=True, help="Seconds to wait with --wait.")
+@click.pass_obj
+def execution_start(
+    api: ApiClient, namespace: str, flow_id: str, inputs: tuple[str, ...], wait: bool, timeout: int
+) -> None:
+    """Start an execution of NAMESPACE/FLOW_ID."""
+    values: dict[str, str] = {}
+    for item in inputs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--input")
+        values[key] = value
+    params = {"wait": "true", "timeout": str(timeout)} if wait else None
+    result = api.request(
+        "POST",
+        f"/executions/{namespace}/{flow_id}",
+        params=params,
+        json_body=values,
+        timeout_s=timeout + 10 if wait else None,
+    )
+    if wait:
+        _echo_execution(result)
+        if result["state"]["current"] not in ("SUCCESS", "WARNING"):
+            sys.exit(1)
+    else:
+        click.echo(f"started execution {result['id']}")
+
+
+@execution.command("show")
+@click.argument("execution_id")
+@click.pass_obj
+def execution_show(api: ApiClient, execution_id: str) -> None:
+    """Show one execution with its task runs."""
+    _echo_execution(api.request("GET", f"/executions/{execution_id}"))
+
+
+@execution.command("list")
+@click.option("--namespace", default=None)
+@click.option("--flow-id", default=None)
+@click.option("--state", default=None)
+@click.option("--size", default=25, show_default=True)
+@click.pass_obj
+def execution_list(
+    api: ApiClient, namespace: str | None, flow_id: str | None, state: str | None, size: int
+) -> None:
+    """List recent executions."""
+    page = api.request(
+        "GET",
+        "/executions",
+        params={"namespace": namespace, "flowId": flow_id, "state": state, "size": size},
+    )
+    for item in page["results"]:
+        click.echo(
+            f"{item['id']}  {item['namespace']}/{item['flowId']}  {item['state']['current']}"
+        )
+    click.echo(f"{len(page['results'])} of {page['total']}")
+
+
+@cli.command("logs")
+@click.argument("execution_id")
+@click.option("--min-level", default=None, help="TRACE, DEBUG, INFO, WARN or ERROR.")
+@click.pass_obj
+def logs(api: ApiClient, execution_id: str, min_level: str | None) -> None:
+    """Print the log lines of an execution."""
+    records = api.request("GET", f"/logs/{execution_id}", params={"minLevel": min_level})
+    for record in records:
+        task = record.get("taskId") or "-"
+        click.echo(f"{record['timestamp']}  {record['level']:<5}  {task}  {record['message']}")
+
+
+def _echo_execution(execution: dict[str, Any]) -> None:
+    state = execution["state"]["current"]
+    color = {"SUCCESS": "green", "FAILED": "red", "WARNING": "yellow"}.get(state)
+    click.echo(
+        f"execution {execution['id']}  {execution['namespace']}/{execution['flowId']}"
+        f"  revision {execution['flowRevision']}"
+    )
+    click.echo(
+        "state     " + click.style(state, fg=color, bold=True) + _duration(execution["state"])
+    )
+    runs = execution.get("taskRunList") or []
+    if runs:
+        width = max(len(r["taskId"]) for r in runs)
+        for run in runs:
+            outputs = run.get("outputs") or {}
+            shown = ", ".join(f"{k}={v!r}" for k, v in outputs.items())
+            click.echo(
+                f"  {run['taskId']:<{width}}  {run['state']['current']:<8}"
+                f"  attempts {len(run.get('attempts') or [])}{_duration(run['state'])}"
+                + (f"  outputs: {shown}" if shown else "")
+            )
+
+
+def _duration(state: dict[str, Any]) -> str:
+    histories = state.get("histories") or []
+    if len(histories) < 2:
+        return ""
+    start = datetime.fromisoformat(histories[0]["date"])
+    end = datetime.fromisoformat(histories[-1]["date"])
+    return f"  ({(end - start).total_seconds():.2f}s)"

@@ -1,0 +1,282 @@
+"""An execution's whole state, as the executor keeps it in its table.
+
+`Execution` holds what the core needs to decide the next step: the task runs with their
+attempts, the pending timers and the event sequence number. `to_bytes` is compact on
+purpose (positional orjson arrays, states as small ints, times as epoch microseconds):
+a million idle executions must fit in one RocksDB-backed table. The wire and API shapes
+(`messages.ExecutionSnapshot`, `messages.TaskRunSnapshot`) are built by `snapshot()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from headrace import messages
+from headrace.errors import HeadraceError
+from headrace.messages import StateChange
+from headrace.states import State
+
+FORMAT_VERSION = 1
+
+# Stored codes: fixed by hand, never derived from the enum's order, so adding a state to
+# `State` cannot silently change what stored executions mean.
+_STATE_CODES: dict[State, int] = {
+    State.CREATED: 0,
+    State.QUEUED: 1,
+    State.RUNNING: 2,
+    State.PAUSED: 3,
+    State.RETRYING: 4,
+    State.SUCCESS: 5,
+    State.WARNING: 6,
+    State.FAILED: 7,
+    State.KILLING: 8,
+    State.KILLED: 9,
+    State.CANCELLED: 10,
+    State.SKIPPED: 11,
+}
+_STATES_BY_CODE: dict[int, State] = {code: state for state, code in _STATE_CODES.items()}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class StateDecodeError(HeadraceError):
+    """Stored execution bytes are corrupt or of an unknown format version."""
+
+
+class TimerKind(StrEnum):
+    RETRY = "retry"  # start the next attempt of a task run
+    TIMEOUT = "timeout"  # backstop: the worker running the attempt may have died
+
+
+@dataclass(slots=True)
+class Attempt:
+    number: int  # 1 for the first attempt
+    state: State
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: str | None = None
+
+    def snapshot(self) -> messages.AttemptSnapshot:
+        return messages.AttemptSnapshot(self.state, self.started_at, self.ended_at, self.error)
+
+
+@dataclass(slots=True)
+class TaskRun:
+    id: str
+    task_id: str
+    state: State
+    histories: list[StateChange]
+    attempts: list[Attempt]
+    outputs: dict[str, Any]
+    parent_task_run_id: str | None = None
+    value: str | None = None
+
+    def snapshot(self) -> messages.TaskRunSnapshot:
+        return messages.TaskRunSnapshot(
+            id=self.id,
+            task_id=self.task_id,
+            state=self.state,
+            histories=list(self.histories),
+            attempts=[attempt.snapshot() for attempt in self.attempts],
+            outputs=self.outputs,
+            parent_task_run_id=self.parent_task_run_id,
+            value=self.value,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """Something the core must hear about at `due`, even across executor restarts."""
+
+    due: datetime
+    kind: TimerKind
+    task_run_id: str
+    attempt: int  # the attempt to start (retry) or to give up on (timeout)
+
+
+@dataclass(slots=True)
+class Execution:
+    id: str
+    namespace: str
+    flow_id: str
+    flow_revision: int
+    inputs: dict[str, Any]
+    labels: dict[str, str]
+    trigger: dict[str, Any]
+    state: State
+    histories: list[StateChange]
+    task_runs: list[TaskRun]
+    outputs: dict[str, Any]
+    seq: int  # sequence number of the last `ExecutionEvent` emitted for this execution
+    timers: list[Timer]  # pending, in the order they were set
+    created_at: datetime
+
+    def snapshot(self) -> messages.ExecutionSnapshot:
+        """The execution without its task runs: bounded size, whatever the flow does."""
+        return messages.ExecutionSnapshot(
+            namespace=self.namespace,
+            flow_id=self.flow_id,
+            flow_revision=self.flow_revision,
+            state=self.state,
+            histories=list(self.histories),
+            inputs=self.inputs,
+            outputs=self.outputs,
+            labels=self.labels,
+            trigger=self.trigger,
+        )
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            [
+                FORMAT_VERSION,
+                self.id,
+                self.namespace,
+                self.flow_id,
+                self.flow_revision,
+                self.inputs,
+                self.labels,
+                self.trigger,
+                _STATE_CODES[self.state],
+                _encode_histories(self.histories),
+                [_encode_task_run(task_run) for task_run in self.task_runs],
+                self.outputs,
+                self.seq,
+                [_encode_timer(timer) for timer in self.timers],
+                _micros(self.created_at),
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Execution:
+        try:
+            fields = orjson.loads(data)
+            if fields[0] != FORMAT_VERSION:
+                raise StateDecodeError(f"unknown execution format version {fields[0]!r}")
+            (
+                _,
+                id_,
+                namespace,
+                flow_id,
+                flow_revision,
+                inputs,
+                labels,
+                trigger,
+                state,
+                histories,
+                task_runs,
+                outputs,
+                seq,
+                timers,
+                created_at,
+            ) = fields
+            return cls(
+                id=id_,
+                namespace=namespace,
+                flow_id=flow_id,
+                flow_revision=flow_revision,
+                inputs=inputs,
+                labels=labels,
+                trigger=trigger,
+                state=_STATES_BY_CODE[state],
+                histories=_decode_histories(histories),
+                task_runs=[_decode_task_run(task_run) for task_run in task_runs],
+                outputs=outputs,
+                seq=seq,
+                timers=[_decode_timer(timer) for timer in timers],
+                created_at=_datetime(created_at),
+            )
+        except (orjson.JSONDecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            raise StateDecodeError(f"corrupt stored execution: {exc}") from exc
+
+
+def _micros(value: datetime) -> int:
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _datetime(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _optional_micros(value: datetime | None) -> int | None:
+    return None if value is None else _micros(value)
+
+
+def _optional_datetime(micros: int | None) -> datetime | None:
+    return None if micros is None else _datetime(micros)
+
+
+def _encode_histories(histories: list[StateChange]) -> list[int]:
+    # Flat [state, time, state, time, ...]: no per-change array brackets.
+    flat: list[int] = []
+    for change in histories:
+        flat.append(_STATE_CODES[change.state])
+        flat.append(_micros(change.date))
+    return flat
+
+
+def _decode_histories(flat: list[int]) -> list[StateChange]:
+    pairs = zip(flat[::2], flat[1::2], strict=True)
+    return [StateChange(_STATES_BY_CODE[state], _datetime(date)) for state, date in pairs]
+
+
+def _encode_task_run(task_run: TaskRun) -> list[Any]:
+    encoded: list[Any] = [
+        task_run.id,
+        task_run.task_id,
+        _STATE_CODES[task_run.state],
+        _encode_histories(task_run.histories),
+        [
+            [
+                attempt.number,
+                _STATE_CODES[attempt.state],
+                _optional_micros(attempt.started_at),
+                _optional_micros(attempt.ended_at),
+                attempt.error,
+            ]
+            for attempt in task_run.attempts
+        ],
+        task_run.outputs,
+    ]
+    # Trailing optional fields only when set: most task runs have neither.
+    if task_run.parent_task_run_id is not None or task_run.value is not None:
+        encoded += [task_run.parent_task_run_id, task_run.value]
+    return encoded
+
+
+def _decode_task_run(encoded: list[Any]) -> TaskRun:
+    id_, task_id, state, histories, attempts, outputs, *optional = encoded
+    parent, value = optional if optional else (None, None)
+    return TaskRun(
+        id=id_,
+        task_id=task_id,
+        state=_STATES_BY_CODE[state],
+        histories=_decode_histories(histories),
+        attempts=[
+            Attempt(
+                number=number,
+                state=_STATES_BY_CODE[attempt_state],
+                started_at=_optional_datetime(started_at),
+                ended_at=_optional_datetime(ended_at),
+                error=error,
+            )
+            for number, attempt_state, started_at, ended_at, error in attempts
+        ],
+        outputs=outputs,
+        parent_task_run_id=parent,
+        value=value,
+    )
+
+
+def _encode_timer(timer: Timer) -> list[Any]:
+    return [_micros(timer.due), str(timer.kind), timer.task_run_id, timer.attempt]
+
+
+def _decode_timer(encoded: list[Any]) -> Timer:
+    due, kind, task_run_id, attempt = encoded
+    return Timer(_datetime(due), TimerKind(kind), task_run_id, attempt)

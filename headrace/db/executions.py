@@ -1,0 +1,125 @@
+"""Reading executions and their task runs, in the API's JSON shape (DESIGN §4, Kestra's).
+
+Rows are written by the indexer (`headrace.db.indexing`); histories and attempts are
+stored already in the API shape, so reading is a rename of columns, not a rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from headrace.states import State
+
+MAX_PAGE_SIZE = 1_000
+
+_EXECUTION_COLUMNS = (
+    "id, namespace, flow_id, flow_revision, state, histories, inputs, outputs, labels,"
+    " trigger, created_at, updated_at, start_date, end_date"
+)
+_TASK_RUN_COLUMNS = (
+    "id, task_id, parent_task_run_id, value, state, histories, attempts, outputs,"
+    " start_date, end_date"
+)
+
+
+def execution_json(row: asyncpg.Record, task_runs: Sequence[asyncpg.Record] | None) -> dict:
+    """One execution as the API answers it; `taskRunList` left out when `task_runs` is None."""
+    body: dict[str, Any] = {
+        "id": row["id"],
+        "namespace": row["namespace"],
+        "flowId": row["flow_id"],
+        "flowRevision": row["flow_revision"],
+        "labels": row["labels"],
+        "inputs": row["inputs"],
+        "outputs": row["outputs"],
+        "trigger": row["trigger"],
+        "state": {
+            "current": row["state"],
+            "histories": row["histories"],
+            "startDate": row["start_date"],
+            "endDate": row["end_date"],
+        },
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+    }
+    if task_runs is not None:
+        body["taskRunList"] = [task_run_json(r) for r in task_runs]
+    return body
+
+
+def task_run_json(row: asyncpg.Record) -> dict:
+    return {
+        "id": row["id"],
+        "taskId": row["task_id"],
+        "parentTaskRunId": row["parent_task_run_id"],
+        "value": row["value"],
+        "state": {
+            "current": row["state"],
+            "histories": row["histories"],
+            "startDate": row["start_date"],
+            "endDate": row["end_date"],
+        },
+        "attempts": row["attempts"],
+        "outputs": row["outputs"],
+    }
+
+
+class ExecutionRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def get(self, id: str) -> dict | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = $1", id
+            )
+            if row is None:
+                return None
+            task_runs = await conn.fetch(
+                f"SELECT {_TASK_RUN_COLUMNS} FROM task_runs WHERE execution_id = $1"
+                " ORDER BY created_at, first_seq, id",
+                id,
+            )
+        return execution_json(row, task_runs)
+
+    async def state(self, id: str) -> State | None:
+        """The current state alone: what a waiting client polls."""
+        value = await self._pool.fetchval("SELECT state FROM executions WHERE id = $1", id)
+        return None if value is None else State(value)
+
+    async def list(
+        self,
+        namespace: str | None = None,
+        flow_id: str | None = None,
+        state: Sequence[State] | State | None = None,
+        page: int = 1,
+        size: int = 25,
+    ) -> tuple[list[dict], int]:
+        """One page of executions, newest first, without their task runs; and the total."""
+        if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page must be >= 1 and size within 1..{MAX_PAGE_SIZE}")
+        states = None
+        if state is not None:
+            states = [str(state)] if isinstance(state, str) else [str(s) for s in state]
+        where = (
+            "($1::text IS NULL OR namespace = $1 OR starts_with(namespace, $1 || '.'))"
+            " AND ($2::text IS NULL OR flow_id = $2)"
+            " AND ($3::text[] IS NULL OR state = ANY($3))"
+        )
+        async with self._pool.acquire() as conn:
+            total = await conn.fetchval(
+                f"SELECT count(*) FROM executions WHERE {where}", namespace, flow_id, states
+            )
+            rows = await conn.fetch(
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE {where}"
+                " ORDER BY created_at DESC, id LIMIT $4 OFFSET $5",
+                namespace,
+                flow_id,
+                states,
+                size,
+                (page - 1) * size,
+            )
+        return [execution_json(r, None) for r in rows], total

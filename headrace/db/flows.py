@@ -1,0 +1,148 @@
+"""Flow revisions in PostgreSQL: every version of a flow's YAML, as written.
+
+A save writes a new revision only when the source differs from the latest one; a delete
+writes a tombstone revision (same source, `deleted`), after which the flow is gone for
+readers but its old revisions stay readable by number (executions still running them).
+Saves of one flow are serialised by a transaction-scoped advisory lock on its key, so
+concurrent saves get distinct, consecutive revisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+import asyncpg
+
+from headrace.errors import HeadraceError
+
+
+class FlowExistsError(HeadraceError):
+    """`create` found a live flow with that namespace and id."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    namespace: str
+    id: str
+    revision: int
+    source: str
+    created_at: datetime
+    deleted: bool = False
+
+
+class SaveResult(NamedTuple):
+    revision: int
+    created: bool  # True when a new revision was written
+
+
+_COLUMNS = "namespace, id, revision, source, created_at, deleted"
+
+_LATEST = f"""
+SELECT {_COLUMNS} FROM flows
+WHERE namespace = $1 AND id = $2
+ORDER BY revision DESC LIMIT 1
+"""
+
+
+def _record(row: asyncpg.Record) -> FlowRecord:
+    return FlowRecord(**dict(row))
+
+
+class FlowRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def save(self, namespace: str, id: str, source: str) -> SaveResult:
+        """Store `source` as the flow's latest revision unless it already is."""
+        return await self._save(namespace, id, source, if_absent=False)
+
+    async def create(self, namespace: str, id: str, source: str) -> int:
+        """Store a flow that must not exist yet (deleted ones may come back)."""
+        result = await self._save(namespace, id, source, if_absent=True)
+        return result.revision
+
+    async def _save(self, namespace: str, id: str, source: str, *, if_absent: bool) -> SaveResult:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock_flow(conn, namespace, id)
+            latest = await conn.fetchrow(_LATEST, namespace, id)
+            if latest is not None and not latest["deleted"]:
+                if if_absent:
+                    raise FlowExistsError(f"flow {namespace}.{id} already exists")
+                if latest["source"] == source:
+                    return SaveResult(latest["revision"], False)
+            revision = 1 if latest is None else latest["revision"] + 1
+            await conn.execute(
+                "INSERT INTO flows (namespace, id, revision, source) VALUES ($1, $2, $3, $4)",
+                namespace,
+                id,
+                revision,
+                source,
+            )
+            return SaveResult(revision, True)
+
+    async def get(self, namespace: str, id: str, revision: int | None = None) -> FlowRecord | None:
+        """The latest live revision, or the given one (None for a tombstone or unknown)."""
+        if revision is None:
+            row = await self._pool.fetchrow(_LATEST, namespace, id)
+        else:
+            row = await self._pool.fetchrow(
+                f"SELECT {_COLUMNS} FROM flows WHERE namespace = $1 AND id = $2 AND revision = $3",
+                namespace,
+                id,
+                revision,
+            )
+        if row is None or row["deleted"]:
+            return None
+        return _record(row)
+
+    async def list(self, namespace: str | None = None) -> list[FlowRecord]:
+        """Latest revision of each live flow, in `namespace` and its sub-namespaces."""
+        rows = await self._pool.fetch(
+            f"""
+            SELECT * FROM (
+                SELECT DISTINCT ON (namespace, id) {_COLUMNS} FROM flows
+                WHERE $1::text IS NULL OR namespace = $1 OR starts_with(namespace, $1 || '.')
+                ORDER BY namespace, id, revision DESC
+            ) latest
+            WHERE NOT deleted
+            ORDER BY namespace, id
+            """,
+            namespace,
+        )
+        return [_record(r) for r in rows]
+
+    async def revisions(self, namespace: str, id: str) -> list[int]:
+        """Every revision number of a flow, tombstones included, oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT revision FROM flows WHERE namespace = $1 AND id = $2 ORDER BY revision",
+            namespace,
+            id,
+        )
+        return [r["revision"] for r in rows]
+
+    async def delete(self, namespace: str, id: str) -> bool:
+        """Write a tombstone revision; False when there was no live flow."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock_flow(conn, namespace, id)
+            latest = await conn.fetchrow(_LATEST, namespace, id)
+            if latest is None or latest["deleted"]:
+                return False
+            await conn.execute(
+                "INSERT INTO flows (namespace, id, revision, source, deleted)"
+                " VALUES ($1, $2, $3, $4, true)",
+                namespace,
+                id,
+                latest["revision"] + 1,
+                latest["source"],
+            )
+            return True
+
+
+async def _lock_flow(conn: asyncpg.Connection, namespace: str, id: str) -> None:
+    # Held until the transaction ends; the PK would reject a duplicate revision anyway,
+    # the lock turns that error into a wait.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"flow/{namespace}/{id}"
+    )

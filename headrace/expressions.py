@@ -1,0 +1,288 @@
+"""Renders the `{{ … }}` expressions of task properties, safely and fast.
+
+Jinja2 in an immutable sandbox: an expression reads its context (`inputs`, `outputs`,
+`execution`, `flow`, `labels`, `trigger`, `taskrun`) and cannot reach Python internals or
+mutate what it reads. An undefined name is an error, never an empty string.
+
+Secrets never exist where expressions are rendered (the executor): `secret('NAME')`
+renders to a marker, and the worker, which holds the secrets, swaps markers for values
+with `resolve_secrets` just before the task runs.
+
+This module does no I/O and reads no clock: rendering is a pure function of its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2.environment import Template, TemplateExpression
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
+
+from headrace.errors import HeadraceError
+
+SECRET_MARKER_PREFIX = "\x00secret:"
+SECRET_MARKER_SUFFIX = "\x00"
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_SECRET_MARKER = re.compile(
+    re.escape(SECRET_MARKER_PREFIX) + r"([^\x00]*)" + re.escape(SECRET_MARKER_SUFFIX)
+)
+
+# Strings rendered per second in the executor are many and mostly the same few hundred:
+# compiling is ~100x slower than rendering, so compiled templates are kept by source.
+TEMPLATE_CACHE_SIZE = 4096
+
+# One-liner memory bombs (`'x' * 10**10`) are refused; loops are bounded by the
+# sandbox's `range` limit (100,000 items), not here.
+MAX_SEQUENCE_LENGTH = 1_000_000
+MAX_EXPONENT = 10_000
+
+# `{{ x }}` alone, optionally with whitespace control and surrounding blanks.
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+
+
+class ExpressionError(HeadraceError):
+    """An expression could not be rendered: syntax, undefined name, forbidden access."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class _Undefined(StrictUndefined):
+    """StrictUndefined whose message says which key is missing and which ones exist."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        name = self._undefined_name
+        obj = self._undefined_obj
+        if obj is missing:
+            return f"{name!r} is undefined"
+        if isinstance(obj, Mapping):
+            keys = ", ".join(sorted(str(key) for key in obj)) or "none"
+            return f"{name!r} is undefined (available keys: {keys})"
+        return f"{type(obj).__name__} value has no attribute {name!r}"
+
+
+def _secret(name: Any) -> str:
+    if not isinstance(name, str) or not _SECRET_NAME.match(name):
+        raise SecurityError(f"invalid secret name {name!r}")
+    return f"{SECRET_MARKER_PREFIX}{name}{SECRET_MARKER_SUFFIX}"
+
+
+def _tojson(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_json_default).decode()
+
+
+def _fromjson(value: Any) -> Any:
+    return orjson.loads(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, tuple | set | frozenset | range):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"exponent {right} is too large (max {MAX_EXPONENT})")
+        else:
+            for seq, count in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(count, int)
+                    and len(seq) * count > MAX_SEQUENCE_LENGTH
+                ):
+                    raise SecurityError(
+                        f"repetition would create {len(seq) * count} items "
+                        f"(max {MAX_SEQUENCE_LENGTH})"
+                    )
+        return super().call_binop(context, operator, left, right)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # `outputs.extract.items` must mean the output named "items", not dict.items.
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_ENV = _Environment(
+    undefined=_Undefined,
+    autoescape=False,
+    keep_trailing_newline=True,  # scripts keep their final newline
+)
+_ENV.globals["secret"] = _secret
+_ENV.filters["tojson"] = _tojson
+_ENV.filters["fromjson"] = _fromjson
+
+
+def has_template(text: str) -> bool:
+    """True when `text` holds Jinja syntax and must be rendered."""
+    return "{{" in text or "{%" in text
+
+
+@lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
+def _compile_template(source: str) -> Template:
+    return _ENV.from_string(source)
+
+
+@lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
+def _compile_single(source: str) -> TemplateExpression | None:
+    """The expression of a string that is exactly one `{{ … }}`, else None."""
+    match = _SINGLE_EXPRESSION.match(source)
+    if match is None:
+        return None
+    expr = match.group("expr")
+    if "{{" in expr or "}}" in expr or "{%" in expr:
+        return None  # several expressions: `{{ a }}-{{ b }}`
+    # Whitespace control marks (`{{- x -}}`) touch the braces; `{{ -1 }}` has a blank.
+    if expr[:1] in "-+":
+        expr = expr[1:]
+    if expr[-1:] in "-+":
+        expr = expr[:-1]
+    return _ENV.compile_expression(expr, undefined_to_none=False)
+
+
+def cache_info() -> Any:
+    """Hit/miss counters of the compiled-template cache (for tests and metrics)."""
+    return _compile_template.cache_info()
+
+
+def _native(value: Any) -> Any:
+    """A JSON-friendly value from an expression's result."""
+    if value is None or isinstance(value, str | bool | int | float | dict | list):
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        return value
+    if isinstance(value, tuple | range):
+        return list(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _render_string(source: str, context: Mapping[str, Any], path: str) -> Any:
+    try:
+        expression = _compile_single(source)
+        if expression is not None:
+            result = expression(context)
+            if isinstance(result, Undefined):
+                result._fail_with_undefined_error()
+            return _native(result)
+        return _compile_template(source).render(context)
+    except TemplateSyntaxError as exc:
+        raise ExpressionError(path, f"template syntax error: {exc.message}") from exc
+    except TemplateError as exc:
+        raise ExpressionError(path, f"{exc.message} in {_preview(source)}") from exc
+    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        # Errors of the user's expression (`1/0`, `'a' + 1`, bad JSON for fromjson).
+        raise ExpressionError(path, f"{type(exc).__name__}: {exc} in {_preview(source)}") from exc
+
+
+def _preview(source: str, limit: int = 80) -> str:
+    return repr(source if len(source) <= limit else source[: limit - 1] + "…")
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def render_value(value: Any, context: Mapping[str, Any], path: str = "") -> Any:
+    """Render every template string inside `value` (dicts and lists recursively).
+
+    A string that is exactly one expression gives that expression's native value
+    (`"{{ inputs.n }}"` -> 3); other template strings give text; the rest is returned
+    as is. Raises `ExpressionError` naming `path` (e.g. `commands[1]`).
+    """
+    if isinstance(value, str):
+        if not has_template(value):
+            return value
+        return _render_string(value, context, path)
+    if isinstance(value, Mapping):
+        return {key: render_value(item, context, _join(path, key)) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [render_value(item, context, _join(path, i)) for i, item in enumerate(value)]
+    return value
+
+
+def render_properties(properties: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """Render a task's properties; error paths are property names (`env.TOKEN`)."""
+    return {key: render_value(value, context, str(key)) for key, value in properties.items()}
+
+
+def template_syntax_errors(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """(path, reason) for every string inside `value` that is not a valid template."""
+    found: list[tuple[str, str]] = []
+    if isinstance(value, str):
+        if has_template(value):
+            try:
+                _compile_template(value)
+            except TemplateSyntaxError as exc:
+                where = f" (line {exc.lineno})" if "\n" in value else ""
+                found.append((path, f"template syntax error: {exc.message}{where}"))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            found.extend(template_syntax_errors(item, _join(path, key)))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found.extend(template_syntax_errors(item, _join(path, i)))
+    return found
+
+
+def resolve_secrets(
+    value: Any, lookup: Callable[[str], str | None], path: str = ""
+) -> tuple[Any, list[str]]:
+    """Replace secret markers in every string of `value` by the secret's value.
+
+    Returns the resolved value and the secret values used (each once, in order of first
+    use) so that logs can mask them. Raises `ExpressionError` for an unknown secret.
+    """
+    used: list[str] = []
+
+    def resolve(item: Any, where: str) -> Any:
+        if isinstance(item, str):
+            if SECRET_MARKER_PREFIX not in item:
+                return item
+            return _SECRET_MARKER.sub(lambda match: substitute(match, where), item)
+        if isinstance(item, Mapping):
+            return {key: resolve(sub, _join(where, key)) for key, sub in item.items()}
+        if isinstance(item, list | tuple):
+            return [resolve(sub, _join(where, i)) for i, sub in enumerate(item)]
+        return item
+
+    def substitute(match: re.Match[str], where: str) -> str:
+        name = match.group(1)
+        secret = lookup(name)
+        if secret is None:
+            raise ExpressionError(where, f"secret {name} is not defined")
+        if secret not in used:
+            used.append(secret)
+        return secret
+
+    return resolve(value, path), used

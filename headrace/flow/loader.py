@@ -1,0 +1,465 @@
+"""Builds a `Flow` from YAML text, or says everything that is wrong with it.
+
+Three passes, all of which run so that one attempt shows every problem: YAML parsing
+(ruamel's round-trip loader keeps a line and column for every key and item), the
+pydantic models of `headrace.flow.model`, then the rules a model cannot express alone:
+task types known to the connector registry, each connector's properties, template
+syntax, unique ids, input defaults that fit their type. Each problem is located by
+walking the YAML tree along the error's path.
+
+No I/O besides `load_flow_file` reading its file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Mapping
+from datetime import date, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from headrace.connectors.registry import connector_classes
+from headrace.expressions import has_template, template_syntax_errors
+from headrace.flow.durations import DURATION_HINT
+from headrace.flow.errors import FlowError, FlowValidationError
+from headrace.flow.inputs import coerce_input
+from headrace.flow.model import Flow, InputType, Task
+
+# A flow is a few hundred nodes; aliases (`*a`) can make a small text expand
+# exponentially ("billion laughs"), so conversion stops well before that hurts.
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+FLOW_CACHE_SIZE = 512  # distinct flow revisions kept parsed per process
+
+ID_HINT = "ids use letters, digits, '_' and '-', and start with a letter or a digit"
+NAMESPACE_HINT = "namespaces use lowercase letters, digits, '.', '_' and '-', e.g. company.data"
+TASK_LISTS = ("tasks", "errors", "finally")
+
+Loc = tuple[str | int, ...]
+
+
+class _TooLarge(Exception):
+    """The document expands beyond MAX_NODES or MAX_DEPTH."""
+
+
+def load_flow_file(path: str | Path) -> Flow:
+    """Read and load one flow file; errors name the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowValidationError(
+            str(path), [FlowError("", None, None, f"cannot read the file: {exc}")]
+        ) from exc
+    return load_flow(text, source=str(path))
+
+
+def load_flow(text: str, source: str = "<flow>") -> Flow:
+    """Parse and validate a flow. Raises `FlowValidationError` listing every problem.
+
+    Valid flows are cached by their text (the gateway and executor load the same stored
+    revision for every execution; parsing costs milliseconds). `Flow` is frozen: do not
+    mutate its lists either.
+    """
+    try:
+        return _load_cached(text)
+    except FlowValidationError as exc:
+        raise FlowValidationError(source, exc.errors) from None
+
+
+@lru_cache(maxsize=FLOW_CACHE_SIZE)
+def _load_cached(text: str) -> Flow:
+    return _load(text, "<flow>")  # exceptions are not cached: errors are recomputed
+
+
+def _load(text: str, source: str) -> Flow:
+    tree = _parse_yaml(text, source)
+    if not isinstance(tree, CommentedMap):
+        found = "an empty document" if tree is None else _short(tree)
+        raise FlowValidationError(
+            source,
+            [
+                FlowError(
+                    "", 1, 1, f"a flow must be a YAML mapping, found {found}", "start with `id:`"
+                )
+            ],
+        )
+    try:
+        data = _plain(tree, [0], 0)
+    except _TooLarge as exc:
+        raise FlowValidationError(source, [FlowError("", 1, 1, str(exc))]) from None
+
+    errors: list[FlowError] = []
+    flow: Flow | None = None
+    try:
+        flow = Flow.model_validate(data)
+    except ValidationError as exc:
+        errors.extend(_model_errors(exc, tree, (), Flow))
+    errors.extend(_rule_errors(data, tree))
+    if errors or flow is None:
+        raise FlowValidationError(source, _sorted_unique(errors))
+    return flow
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    yaml = YAML(typ="rt")  # one per call: YAML instances are not thread-safe
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or str(exc)
+        if exc.context:
+            problem += f" ({exc.context})"
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        error = FlowError("", line, column, f"invalid YAML: {problem}")
+        raise FlowValidationError(source, [error]) from None
+    except YAMLError as exc:
+        # The reader's errors (e.g. control characters) give a character offset only.
+        line = column = None
+        position = getattr(exc, "position", None)
+        if isinstance(position, int):
+            line = text.count("\n", 0, position) + 1
+            column = position - text.rfind("\n", 0, position)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        error = FlowError("", line, column, f"invalid YAML: {reason}")
+        raise FlowValidationError(source, [error]) from None
+
+
+def _plain(node: Any, budget: list[int], depth: int) -> Any:
+    """Plain dicts, lists and scalars (ruamel's subclasses dropped); dates become ISO text."""
+    budget[0] += 1
+    if budget[0] > MAX_NODES:
+        raise _TooLarge(f"the document expands to more than {MAX_NODES} nodes")
+    if depth > MAX_DEPTH:
+        raise _TooLarge(f"the document nests deeper than {MAX_DEPTH} levels")
+    if isinstance(node, Mapping):
+        return {_plain(k, budget, depth + 1): _plain(v, budget, depth + 1) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(item, budget, depth + 1) for item in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, datetime | date):
+        # Flows travel as JSON: a YAML timestamp is kept as the text ISO-8601 gives.
+        return node.isoformat()
+    return node
+
+
+# ---------------------------------------------------------------- locating problems
+
+
+def _path(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(part)):
+            text += f".{part}" if text else str(part)
+        else:
+            text += f"[{str(part)!r}]"
+    return text
+
+
+def _position(tree: Any, loc: Loc, on_key: bool = False) -> tuple[int | None, int | None]:
+    """1-based line and column of the node at `loc`, or of its nearest existing parent."""
+    node = tree
+    line = col = None
+    if hasattr(node, "lc"):
+        line, col = node.lc.line, node.lc.col
+    for i, part in enumerate(loc):
+        try:
+            if isinstance(node, CommentedMap) and part in node:
+                last = i == len(loc) - 1
+                line, col = node.lc.key(part) if on_key and last else node.lc.value(part)
+                node = node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+                line, col = node.lc.item(part)
+                node = node[part]
+            else:
+                break
+        except (KeyError, TypeError):  # merged keys (`<<: *x`) have no marks of their own
+            break
+    if line is None or col is None:
+        return None, None
+    return line + 1, col + 1
+
+
+def _error(tree: Any, loc: Loc, message: str, hint: str | None = None, on_key: bool = False):
+    line, column = _position(tree, loc, on_key)
+    return FlowError(_path(loc), line, column, message, hint)
+
+
+def _sorted_unique(errors: list[FlowError]) -> list[FlowError]:
+    unique = list(dict.fromkeys(errors))
+    return sorted(unique, key=lambda e: (e.line or 1 << 30, e.column or 0, e.path))
+
+
+# ------------------------------------------------------------ pydantic's errors
+
+
+def _aliases(model: type[BaseModel]) -> dict[str, str]:
+    """YAML key -> field name of `model`."""
+    return {(field.alias or name): name for name, field in model.model_fields.items()}
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _model_at(root: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The model class that validates the mapping at `loc`, when there is one."""
+    current: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            if typing.get_origin(current) is not list:
+                return None
+            current = _unwrap(typing.get_args(current)[0])
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        name = _aliases(current).get(str(part))
+        if name is None:
+            return None
+        current = _unwrap(current.model_fields[name].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def _describe(err: Mapping[str, Any], loc: Loc, root: type[BaseModel]) -> tuple[str, str | None]:
+    """Message and hint for one pydantic error, in the words of the YAML author."""
+    kind = err["type"]
+    value = err.get("input")
+    last = loc[-1] if loc else ""
+    if kind == "missing":
+        return "is required", _MISSING_HINTS.get(loc)
+    if kind == "extra_forbidden":
+        model = _model_at(root, loc[:-1])
+        allowed = sorted(_aliases(model)) if model else []
+        hint = _did_you_mean(str(last), allowed) if allowed else None
+        known = f"known keys: {', '.join(allowed)}" if allowed else None
+        return f"unknown key {last!r}", " ".join(h for h in (hint, known) if h) or None
+    if kind == "string_pattern_mismatch":
+        hint = NAMESPACE_HINT if last == "namespace" else ID_HINT if last == "id" else None
+        return f"invalid value {value!r}", hint
+    if kind == "duration":
+        return err["msg"], DURATION_HINT
+    if kind == "too_short" and isinstance(value, list):
+        if loc == ("tasks",):
+            return "a flow needs at least one task", "add a task under `tasks:`"
+        return f"needs at least {err.get('ctx', {}).get('min_length', 1)} item(s)", None
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"must be a mapping (key: value), got {_short(value)}", None
+    if kind == "list_type":
+        return f"must be a list, got {_short(value)}", None
+    message = str(err["msg"]).removeprefix("Value error, ")
+    message = message.replace("Input should be", "must be")
+    if "input" in err and ", got " not in message:
+        message += f", got {_short(value)}"
+    return message, None
+
+
+_MISSING_HINTS: dict[Loc, str] = {
+    ("id",): "give the flow an id, e.g. `id: hello-world`",
+    ("namespace",): "give the flow a namespace, e.g. `namespace: company.team`",
+    ("tasks",): "add a `tasks:` list with at least one task",
+}
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _model_errors(
+    exc: ValidationError, tree: Any, prefix: Loc, root: type[BaseModel]
+) -> list[FlowError]:
+    errors = []
+    for err in exc.errors():
+        where = tuple(err["loc"])
+        on_key = err["type"] == "extra_forbidden"
+        if where and where[-1] == "[key]":  # pydantic's marker for a bad mapping key
+            where, on_key = where[:-1], True
+        message, hint = _describe(err, where, root)
+        errors.append(_error(tree, prefix + where, message, hint, on_key=on_key))
+    return errors
+
+
+# ----------------------------------------------------- rules beyond the models
+
+_TASK_KEYS = frozenset(_aliases(Task))
+
+
+def _task_property_models() -> dict[str, type[BaseModel] | None]:
+    """Task type -> pydantic model of its properties (None: the type checks its own)."""
+    return {name: getattr(cls, "Properties", None) for name, cls in connector_classes().items()}
+
+
+def _rule_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
+    errors: list[FlowError] = []
+    errors.extend(_task_errors(data, tree))
+    errors.extend(_input_errors(data, tree))
+    errors.extend(_duplicate_ids(data, tree, ("triggers",), "trigger"))
+    return errors
+
+
+def _entries(data: dict[str, Any], key: str) -> list[tuple[Loc, dict[str, Any]]]:
+    items = data.get(key)
+    if not isinstance(items, list):
+        return []
+    return [((key, i), item) for i, item in enumerate(items) if isinstance(item, dict)]
+
+
+def _duplicate_ids(
+    data: dict[str, Any], tree: Any, keys: tuple[str, ...], what: str
+) -> list[FlowError]:
+    errors = []
+    first: dict[str, Loc] = {}
+    for key in keys:
+        for loc, item in _entries(data, key):
+            ident = item.get("id")
+            if not isinstance(ident, str):
+                continue
+            if ident in first:
+                line, _ = _position(tree, (*first[ident], "id"))
+                hint = f"first used at line {line}" if line else None
+                errors.append(_error(tree, (*loc, "id"), f"duplicate {what} id {ident!r}", hint))
+            else:
+                first[ident] = loc
+    return errors
+
+
+def _task_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
+    errors = _duplicate_ids(data, tree, TASK_LISTS, "task")
+    models = _task_property_models()
+    known = sorted(models)
+    for key in TASK_LISTS:
+        for loc, task in _entries(data, key):
+            task_type = task.get("type")
+            if not isinstance(task_type, str):
+                continue  # the model reports a missing or non-text type
+            if task_type not in models:
+                hint = _did_you_mean(task_type, known)
+                listing = f"known types: {', '.join(known)}"
+                errors.append(
+                    _error(
+                        tree,
+                        (*loc, "type"),
+                        f"unknown task type {task_type!r}",
+                        f"{hint} {listing}" if hint else listing,
+                    )
+                )
+                continue
+            properties = {k: v for k, v in task.items() if k not in _TASK_KEYS}
+            model = models[task_type]
+            if model is not None:
+                errors.extend(_property_errors(model, properties, task_type, tree, loc))
+            for path, reason in template_syntax_errors(properties):
+                errors.append(_error(tree, (*loc, *_split(path)), reason))
+    return errors
+
+
+def _split(path: str) -> Loc:
+    """`env.A[2]` -> ('env', 'A', 2): the inverse of the expressions module's paths."""
+    parts: list[str | int] = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        parts.append(int(index) if index else name)
+    return tuple(parts)
+
+
+def _property_errors(
+    model: type[BaseModel],
+    properties: dict[str, Any],
+    task_type: str,
+    tree: Any,
+    loc: Loc,
+) -> list[FlowError]:
+    try:
+        model.model_validate(properties)
+    except ValidationError as exc:
+        errors = []
+        allowed = sorted(_aliases(model))
+        for err in exc.errors():
+            where = tuple(err["loc"])
+            kind = err["type"]
+            if kind == "extra_forbidden":
+                name = str(where[-1])
+                hint = _did_you_mean(name, allowed)
+                known = f"known properties: {', '.join(allowed)}"
+                errors.append(
+                    _error(
+                        tree,
+                        (*loc, *where),
+                        f"unknown property {name!r} for task type {task_type!r}",
+                        f"{hint} {known}" if hint else known,
+                        on_key=True,
+                    )
+                )
+                continue
+            if kind != "missing" and _is_template_at(properties, where):
+                continue  # rendered at run time: its type is only known then
+            message, hint = _describe(err, where, model)
+            if kind == "missing":
+                message = f"property {where[-1]!r} is required by task type {task_type!r}"
+            errors.append(_error(tree, (*loc, *where), message, hint))
+        return errors
+    return []
+
+
+def _is_template_at(value: Any, where: Loc) -> bool:
+    """True when the value at `where`, or a container on the way there, is a template."""
+    for part in where:
+        if isinstance(value, str) and has_template(value):
+            return True
+        in_dict = isinstance(value, dict) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        if not (in_dict or in_list):
+            return False
+        value = value[part]
+    return isinstance(value, str) and has_template(value)
+
+
+def _input_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
+    errors = _duplicate_ids(data, tree, ("inputs",), "input")
+    for loc, definition in _entries(data, "inputs"):
+        default = definition.get("defaults")
+        type_name = definition.get("type")
+        if default is None or not isinstance(type_name, str):
+            continue
+        if type_name not in InputType.__members__:
+            continue
+        try:
+            coerce_input(InputType(type_name), default)
+        except ValueError as exc:
+            errors.append(_error(tree, (*loc, "defaults"), f"invalid default: {exc}"))
+    return errors

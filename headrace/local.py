@@ -1,0 +1,178 @@
+"""Run every service as its own process on one machine: `headrace server local` and tests.
+
+Each service is `python -m headrace server <name>`, a real process talking over Kafka
+like in production. Processes are started in their own session (a Ctrl-C reaches only
+us; we stop them in order) and die with us on Linux even if we are killed
+(PR_SET_PDEATHSIG), so no process is left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from headrace.config import Settings
+from headrace.errors import HeadraceError
+
+SERVICES = ("indexer", "executor", "worker", "scheduler", "gateway")
+STOP_GRACE_S = 15.0
+READY_TIMEOUT_S = 60.0
+
+
+class StackError(HeadraceError):
+    """A service failed to start or died."""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def service_env(settings: Settings, ready_file: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env |= {
+        "HEADRACE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "HEADRACE_DATABASE_URL": settings.database_url,
+        "HEADRACE_PARTITIONS": str(settings.partitions),
+        "HEADRACE_LOW_LATENCY": "1" if settings.low_latency else "0",
+        "HEADRACE_GATEWAY_HOST": settings.gateway_host,
+        "HEADRACE_GATEWAY_PORT": str(settings.gateway_port),
+        "HEADRACE_WORKER_CONCURRENCY": str(settings.worker_concurrency),
+        "HEADRACE_EXECUTOR_STORE": settings.executor_store,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if ready_file is not None:
+        env["HEADRACE_READY_FILE"] = str(ready_file)
+    return env
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    ready_file: Path
+    output: IO[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class LocalStack:
+    """The five services as child processes, with their output in `log_dir`."""
+
+    settings: Settings
+    log_dir: Path | None = None
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._state_dir = Path(tempfile.mkdtemp(prefix="headrace-stack-"))
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
+
+    def start(
+        self,
+        services: Iterable[str] = SERVICES,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        for name in services:
+            self.start_service(name)
+        self.wait_ready(progress)
+
+    def start_service(self, name: str) -> ServiceProcess:
+        ready_file = self._state_dir / f"{name}-{len(self.processes)}.ready"
+        output = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "headrace", "server", name],
+            env=service_env(self.settings, ready_file),
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        service = ServiceProcess(name, process, ready_file, output)
+        self.processes.append(service)
+        return service
+
+    def wait_ready(self, progress: Callable[[str], None] = lambda _: None) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        pending = [p for p in self.processes if not p.ready_file.exists()]
+        while pending:
+            for service in pending:
+                if not service.alive:
+                    raise StackError(
+                        f"service {service.name} exited with code {service.process.returncode}"
+                        + (
+                            f"; see {self.log_dir / (service.name + '.log')}"
+                            if self.log_dir
+                            else ""
+                        )
+                    )
+                if service.ready_file.exists():
+                    progress(f"{service.name} ready")
+            pending = [p for p in pending if not p.ready_file.exists()]
+            if time.monotonic() > deadline:
+                names = ", ".join(p.name for p in pending)
+                raise StackError(f"services not ready after {READY_TIMEOUT_S:.0f}s: {names}")
+            time.sleep(0.05)
+        _wait_http_ok(self.url + "/healthz", deadline)
+
+    def first_dead(self) -> ServiceProcess | None:
+        return next((p for p in self.processes if not p.alive), None)
+
+    def stop_service(self, service: ServiceProcess) -> None:
+        if service.alive:
+            service.process.send_signal(signal.SIGTERM)
+        try:
+            service.process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+        if service.output is not None:
+            service.output.close()
+
+    def stop(self) -> None:
+        # Ingress first, then the services downstream of it.
+        for service in self.processes:
+            if service.alive:
+                service.process.send_signal(signal.SIGTERM)
+        for service in reversed(self.processes):
+            self.stop_service(service)
+        self.processes.clear()
+
+
+def _wait_http_ok(url: str, deadline: float) -> None:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise StackError(f"{url} did not answer 200 in time")
+        time.sleep(0.05)
+
+
+def mark_ready() -> None:
+    """Called by a service once it serves: tells a supervising LocalStack."""
+    path = os.environ.get("HEADRACE_READY_FILE")
+    if path:
+        Path(path).touch()

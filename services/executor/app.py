@@ -1,0 +1,138 @@
+"""The executor as a Faust app: one agent over the co-partitioned input topics.
+
+Inputs (`triggers`, `task-results`, `execution-commands`) are keyed by execution id and
+have the same partition count as the state table's changelog, so the process that owns
+partition N owns every execution hashed to N for its whole life. Add executor
+processes and Faust rebalances partitions (and their table state) between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+import faust
+from mode import Service
+
+from headrace.config import Settings
+from headrace.db.flows import FlowRepository
+from headrace.db.pool import create_pool
+from headrace.kafka import make_producer
+from headrace.local import mark_ready
+from headrace.services.executor.faust_tuning import faust_settings, install_fetch_wait
+from headrace.services.executor.flows import FlowCache
+from headrace.services.executor.runtime import ExecutorRuntime, InputEvent
+from headrace.topics import EXECUTION_COMMANDS, TASK_RESULTS, TRIGGERS
+
+log = logging.getLogger(__name__)
+
+APP_ID = "headrace-executor"
+TABLE_NAME = "executions"
+# A batch closes after this many events, or when no event came for BATCH_WITHIN_S.
+# 2 ms bounds the latency a batch adds per hop while letting bursts share table reads.
+BATCH_MAX = 1_000
+BATCH_WITHIN_S = 0.002
+
+
+class _Runtime:
+    """Builds the I/O resources once, from whichever of agent or service asks first."""
+
+    def __init__(self, settings: Settings, table: Any) -> None:
+        self.settings = settings
+        self.table = table
+        self._lock = asyncio.Lock()
+        self.runtime: ExecutorRuntime | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+
+    async def get(self) -> ExecutorRuntime:
+        async with self._lock:
+            if self.runtime is None:
+                self._pool = await create_pool(self.settings.database_url)
+                producer = make_producer(self.settings, "headrace-executor")
+                await producer.start()
+                runtime = ExecutorRuntime(
+                    self.table, FlowCache(FlowRepository(self._pool)), producer
+                )
+                self._timer_task = asyncio.ensure_future(runtime.timers.run())
+                self.runtime = runtime
+            return self.runtime
+
+    async def close(self) -> None:
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+        if self.runtime is not None:
+            await self.runtime.producer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+
+def create_app(settings: Settings) -> faust.App:
+    if settings.low_latency:
+        install_fetch_wait(settings.fetch_max_wait_ms)
+    app = faust.App(
+        APP_ID,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store=settings.executor_store,
+        autodiscover=False,
+        # The table holds `Execution.to_bytes()` under the execution id: no Faust codec.
+        table_key_serializer="raw",
+        table_value_serializer="raw",
+        **faust_settings(settings),
+    )
+    inputs = app.topic(
+        TRIGGERS.name,
+        TASK_RESULTS.name,
+        EXECUTION_COMMANDS.name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    holder: _Runtime
+
+    async def rebuild_timers() -> None:
+        runtime = await holder.get()
+        count = runtime.rebuild_timers()
+        if count:
+            log.info("recovered %d pending timers", count)
+
+    table = app.Table(
+        TABLE_NAME,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        on_recover=rebuild_timers,
+    )
+    holder = _Runtime(settings, table)
+
+    @app.agent(inputs)
+    async def execute(stream: faust.StreamT) -> None:
+        runtime = await holder.get()
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await runtime.process_batch(
+                InputEvent(e.message.key, e.message.value, e.message.partition) for e in events
+            )
+
+    @app.service
+    class RuntimeService(Service):
+        async def on_stop(self) -> None:
+            await holder.close()
+
+    return app
+
+
+class _Worker(faust.Worker):
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        mark_ready()
+
+
+def run_executor(settings: Settings, loglevel: str = "warning") -> None:
+    """Run the executor until SIGINT/SIGTERM (Faust's worker owns the event loop)."""
+    app = create_app(settings)
+    worker = _Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

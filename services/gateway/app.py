@@ -1,0 +1,104 @@
+"""The gateway's aiohttp application and its life cycle (`run_gateway`).
+
+Start-up order: PostgreSQL pool and migrations, the Kafka producer, the LISTEN
+connection, then the socket; shutdown in reverse. `/healthz` answers 200 only when
+PostgreSQL answers and the producer is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import asyncpg
+from aiohttp import web
+
+from headrace.config import Settings
+from headrace.db.executions import ExecutionRepository
+from headrace.db.flows import FlowRepository
+from headrace.db.logs import LogRepository
+from headrace.db.migrate import migrate
+from headrace.db.pool import create_pool
+from headrace.kafka import make_producer
+from headrace.services.gateway import executions_api, flows_api, logs_api
+from headrace.services.gateway.context import GATEWAY, Gateway, gateway
+from headrace.services.gateway.responses import error_middleware, json_response
+from headrace.services.gateway.waiter import ExecutionWaiter
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+# Request bodies above this are refused with 413; a flow or a set of inputs is far smaller.
+MAX_BODY_BYTES = 1024 * 1024
+HEALTH_TIMEOUT_S = 2.0
+# In-flight requests (a `wait=true` one may hold for minutes) get this long at shutdown.
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    problems = []
+    try:
+        await gw.pool.fetchval("SELECT 1", timeout=HEALTH_TIMEOUT_S)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        problems.append(f"postgresql: {exc or type(exc).__name__}")
+    if not gw.producer_started:
+        problems.append("kafka producer not started")
+    if problems:
+        return json_response({"status": "unavailable", "problems": problems}, status=503)
+    return json_response({"status": "ok"})
+
+
+def make_app(gw: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
+    app[GATEWAY] = gw
+    flows_api.add_routes(app, API_PREFIX)
+    executions_api.add_routes(app, API_PREFIX)
+    logs_api.add_routes(app, API_PREFIX)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def run_gateway(
+    settings: Settings, stop: asyncio.Event, ready: Callable[[int], None] | None = None
+) -> None:
+    pool = await create_pool(settings.database_url)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(pool.close)
+        await migrate(pool)
+        producer = make_producer(settings, "headrace-gateway")
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        executions = ExecutionRepository(pool)
+        waiter = ExecutionWaiter(settings.database_url, executions)
+        await waiter.start()
+        stack.push_async_callback(waiter.close)
+        gw = Gateway(
+            pool=pool,
+            producer=producer,
+            flows=FlowRepository(pool),
+            executions=executions,
+            logs=LogRepository(pool),
+            waiter=waiter,
+            producer_started=True,
+        )
+        runner = web.AppRunner(make_app(gw), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
+        await site.start()
+        port = _bound_port(runner, settings.gateway_port)
+        log.info("gateway listening on http://%s:%d", settings.gateway_host, port)
+        if ready is not None:
+            ready(port)
+        await stop.wait()
+        gw.producer_started = False  # healthz says 503 while draining
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return configured

@@ -1,0 +1,111 @@
+"""Reading request bodies and query parameters, with the right 4xx when they are wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import isodate
+import orjson
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from headrace.services.gateway.responses import ApiError
+
+YAML_TYPES = frozenset({"application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml"})
+FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+
+
+async def read_yaml(request: web.Request) -> str:
+    if request.content_type not in YAML_TYPES:
+        raise ApiError(
+            415, f"expected a YAML body (application/x-yaml), got {request.content_type}"
+        )
+    data = await request.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the body is not UTF-8: {exc}") from exc
+
+
+async def read_inputs(request: web.Request) -> dict[str, Any]:
+    """Execution inputs from a JSON object, a form (multipart or urlencoded), or no body."""
+    if not request.body_exists:
+        return {}
+    if request.content_type == "application/json":
+        data = await request.read()
+        if not data.strip():
+            return {}
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"malformed JSON body: {exc}") from exc
+        if not isinstance(value, dict):
+            raise ApiError(400, "the inputs must be a JSON object")
+        return value
+    if request.content_type in FORM_TYPES:
+        form = await request.post()
+        return _form_values(form)
+    raise ApiError(
+        415,
+        "inputs must be application/json, multipart/form-data or "
+        f"application/x-www-form-urlencoded, got {request.content_type}",
+    )
+
+
+def _form_values(form: MultiDictProxy[Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in form.items():
+        if isinstance(value, web.FileField):
+            try:
+                value = value.file.read().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ApiError(400, f"file input {key!r} is not UTF-8 text") from exc
+        values[key] = value
+    return values
+
+
+def query_int(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ApiError(400, f"query parameter {name!r} must be an integer, got {raw!r}") from exc
+    if not minimum <= value <= maximum:
+        raise ApiError(400, f"query parameter {name!r} must be within {minimum}..{maximum}")
+    return value
+
+
+def query_bool(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "").lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise ApiError(400, f"query parameter {name!r} must be true or false, got {raw!r}")
+
+
+def query_seconds(request: web.Request, name: str, default: float) -> float:
+    """A duration in seconds (`300`, `2.5`) or ISO 8601 (`PT5M`)."""
+    raw = request.query.get(name)
+    if not raw:
+        return default
+    try:
+        seconds = isodate.parse_duration(raw).total_seconds() if raw[:1] in "Pp" else float(raw)
+    except (ValueError, isodate.ISO8601Error) as exc:
+        raise ApiError(400, f"query parameter {name!r} is not a duration: {raw!r}") from exc
+    if seconds <= 0:
+        raise ApiError(400, f"query parameter {name!r} must be positive")
+    return seconds
+
+
+def query_labels(request: web.Request) -> dict[str, str]:
+    """Labels as Kestra's API takes them: repeated `labels=key:value`."""
+    labels: dict[str, str] = {}
+    for item in request.query.getall("labels", []):
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise ApiError(400, f"label {item!r} is not key:value")
+        labels[key] = value
+    return labels

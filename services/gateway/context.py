@@ -1,0 +1,32 @@
+"""What every handler needs, built once per gateway and stored on the application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from headrace.db.executions import ExecutionRepository
+from headrace.db.flows import FlowRepository
+from headrace.db.logs import LogRepository
+from headrace.services.gateway.waiter import ExecutionWaiter
+
+
+@dataclass
+class Gateway:
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    flows: FlowRepository
+    executions: ExecutionRepository
+    logs: LogRepository
+    waiter: ExecutionWaiter
+    producer_started: bool = False
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def gateway(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]

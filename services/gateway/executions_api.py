@@ -1,0 +1,162 @@
+"""`/api/v1/executions`: start an execution (publish a trigger), read and list them,
+and send kill / resume / restart commands.
+
+Starting validates the inputs against the flow's latest revision, assigns the id and
+publishes a `TriggerEvent`; the executor does the rest. Reads come from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from headrace import codec
+from headrace.flow.errors import FlowValidationError
+from headrace.flow.inputs import InputValidationError, resolve_inputs
+from headrace.flow.loader import load_flow
+from headrace.messages import CommandKind, ExecutionCommand, Message, TriggerEvent
+from headrace.services.gateway.bodies import (
+    query_bool,
+    query_int,
+    query_labels,
+    query_seconds,
+    read_inputs,
+)
+from headrace.services.gateway.context import Gateway, gateway
+from headrace.services.gateway.ids import new_execution_id
+from headrace.services.gateway.responses import ApiError, json_response
+from headrace.states import State
+from headrace.topics.definitions import EXECUTION_COMMANDS, TRIGGERS
+
+DEFAULT_WAIT_S = 300.0
+MAX_WAIT_S = 24 * 3600.0  # a client holding a request longer should poll instead
+DEFAULT_PAGE_SIZE = 25
+MAX_PAGE_SIZE = 1_000
+
+
+async def publish(gw: Gateway, topic: str, message: Message) -> None:
+    """Send and await the broker's ack: a 202 must mean the message is on the topic."""
+    try:
+        await gw.producer.send_and_wait(
+            topic, codec.encode(message), key=message.execution_id.encode()
+        )
+    except KafkaError as exc:
+        raise ApiError(503, f"the broker did not accept the message: {exc}") from exc
+
+
+async def start_execution(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    namespace, flow_id = request.match_info["namespace"], request.match_info["flowId"]
+    wait = query_bool(request, "wait")
+    timeout_s = min(query_seconds(request, "timeout", DEFAULT_WAIT_S), MAX_WAIT_S)
+    labels = query_labels(request)
+    raw_inputs = await read_inputs(request)
+
+    record = await gw.flows.get(namespace, flow_id)
+    if record is None:
+        raise ApiError(404, f"flow {namespace}/{flow_id} not found")
+    try:
+        flow = load_flow(record.source, f"{namespace}/{flow_id}@{record.revision}")
+    except FlowValidationError as exc:
+        raise ApiError(422, "the stored flow no longer validates", exc.to_json()) from exc
+    try:
+        inputs = resolve_inputs(flow, raw_inputs)
+    except InputValidationError as exc:
+        errors = [{"input": input_id, "message": reason} for input_id, reason in exc.errors]
+        raise ApiError(422, "invalid inputs", errors) from exc
+
+    execution_id = new_execution_id()
+    trigger = {"type": "api"}
+    await publish(
+        gw,
+        TRIGGERS.name,
+        TriggerEvent(
+            event_id=new_execution_id(),
+            execution_id=execution_id,
+            namespace=namespace,
+            flow_id=flow_id,
+            flow_revision=record.revision,
+            inputs=inputs,
+            time=datetime.now(UTC),
+            labels=labels,
+            trigger=trigger,
+        ),
+    )
+    if not wait:
+        return json_response(
+            {
+                "id": execution_id,
+                "namespace": namespace,
+                "flowId": flow_id,
+                "flowRevision": record.revision,
+                "inputs": inputs,
+                "labels": labels,
+                "trigger": trigger,
+                "state": {"current": str(State.CREATED)},
+            },
+            status=202,
+        )
+    execution = await gw.waiter.wait_for_end(execution_id, timeout_s)
+    if execution is None:
+        raise ApiError(
+            504, f"execution {execution_id} did not end within {timeout_s:g} s", id=execution_id
+        )
+    return json_response(execution)
+
+
+async def get_execution(request: web.Request) -> web.Response:
+    execution_id = request.match_info["id"]
+    execution = await gateway(request).executions.get(execution_id)
+    if execution is None:
+        raise ApiError(404, f"execution {execution_id} not found")
+    return json_response(execution)
+
+
+async def list_executions(request: web.Request) -> web.Response:
+    states = []
+    for raw in request.query.getall("state", []):
+        for name in raw.split(","):
+            try:
+                states.append(State(name.strip().upper()))
+            except ValueError as exc:
+                raise ApiError(400, f"unknown state {name!r}") from exc
+    page = query_int(request, "page", 1, 1, 1_000_000)
+    size = query_int(request, "size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    results, total = await gateway(request).executions.list(
+        namespace=request.query.get("namespace") or None,
+        flow_id=request.query.get("flowId") or None,
+        state=states or None,
+        page=page,
+        size=size,
+    )
+    return json_response({"results": results, "total": total, "page": page, "size": size})
+
+
+def _command_handler(kind: CommandKind):
+    async def handler(request: web.Request) -> web.Response:
+        gw = gateway(request)
+        execution_id = request.match_info["id"]
+        if await gw.executions.state(execution_id) is None:
+            raise ApiError(404, f"execution {execution_id} not found")
+        command = ExecutionCommand(
+            command_id=new_execution_id(),
+            execution_id=execution_id,
+            kind=kind,
+            time=datetime.now(UTC),
+        )
+        await publish(gw, EXECUTION_COMMANDS.name, command)
+        return json_response({"id": execution_id, "command": str(kind)}, status=202)
+
+    return handler
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    # Commands first: aiohttp tries routes in order and `/executions/{id}/kill` also has
+    # the shape of `/executions/{namespace}/{flowId}` (as in Kestra's API).
+    for kind in (CommandKind.KILL, CommandKind.RESUME, CommandKind.RESTART):
+        app.router.add_post(prefix + "/executions/{id}/" + kind.lower(), _command_handler(kind))
+    app.router.add_post(prefix + "/executions/{namespace}/{flowId}", start_execution)
+    app.router.add_get(prefix + "/executions/{id}", get_execution)
+    app.router.add_get(f"{prefix}/executions", list_executions)

@@ -1,0 +1,134 @@
+"""`/api/v1/flows`: store, read, list, delete and validate flows (YAML bodies)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from headrace.db.flows import FlowExistsError, FlowRecord
+from headrace.flow.errors import FlowValidationError
+from headrace.flow.loader import load_flow
+from headrace.flow.model import Flow
+from headrace.services.gateway.bodies import query_int, read_yaml
+from headrace.services.gateway.context import gateway
+from headrace.services.gateway.responses import ApiError, json_response
+
+MAX_REVISION = 2**31 - 1
+
+
+def _parse(source: str, name: str = "<request body>") -> Flow:
+    try:
+        return load_flow(source, name)
+    except FlowValidationError as exc:
+        raise ApiError(422, "invalid flow", exc.to_json()) from exc
+
+
+def flow_json(record: FlowRecord, flow: Flow | None = None) -> dict[str, Any]:
+    """The stored revision, with the parsed definition's fields when it still loads."""
+    body: dict[str, Any] = {}
+    if flow is None:
+        try:
+            flow = load_flow(record.source, f"{record.namespace}/{record.id}@{record.revision}")
+        except FlowValidationError:
+            flow = None  # stored under older rules: the source is still served
+    if flow is not None:
+        body.update(flow.model_dump(mode="json", by_alias=True, exclude_none=True))
+    body.update(
+        namespace=record.namespace,
+        id=record.id,
+        revision=record.revision,
+        source=record.source,
+        createdAt=record.created_at,
+    )
+    return body
+
+
+async def create_flow(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    source = await read_yaml(request)
+    flow = _parse(source)
+    try:
+        revision = await gw.flows.create(flow.namespace, flow.id, source)
+    except FlowExistsError as exc:
+        raise ApiError(409, f"flow {flow.namespace}/{flow.id} already exists") from exc
+    record = await gw.flows.get(flow.namespace, flow.id, revision)
+    assert record is not None  # revisions are never removed
+    return json_response(flow_json(record, flow), status=201)
+
+
+async def put_flow(request: web.Request) -> web.Response:
+    """Create or update; 201 when a new revision was written, 200 when unchanged."""
+    gw = gateway(request)
+    namespace, flow_id = request.match_info["namespace"], request.match_info["id"]
+    source = await read_yaml(request)
+    flow = _parse(source)
+    mismatches = [
+        {"path": key, "line": None, "column": None, "message": msg, "hint": None}
+        for key, ok, msg in (
+            ("namespace", flow.namespace == namespace, f"must be {namespace!r} (the URL's)"),
+            ("id", flow.id == flow_id, f"must be {flow_id!r} (the URL's)"),
+        )
+        if not ok
+    ]
+    if mismatches:
+        raise ApiError(422, "the flow's namespace and id must match the URL", mismatches)
+    revision, created = await gw.flows.save(namespace, flow_id, source)
+    record = await gw.flows.get(namespace, flow_id, revision)
+    assert record is not None
+    return json_response(flow_json(record, flow), status=201 if created else 200)
+
+
+async def get_flow(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    namespace, flow_id = request.match_info["namespace"], request.match_info["id"]
+    revision = None
+    if request.query.get("revision"):
+        revision = query_int(request, "revision", 0, 1, MAX_REVISION)
+    record = await gw.flows.get(namespace, flow_id, revision)
+    if record is None:
+        what = f"flow {namespace}/{flow_id}" + (f" revision {revision}" if revision else "")
+        raise ApiError(404, f"{what} not found")
+    return json_response(flow_json(record))
+
+
+async def list_flows(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    records = await gw.flows.list(request.query.get("namespace") or None)
+    results = [
+        {
+            "namespace": r.namespace,
+            "id": r.id,
+            "revision": r.revision,
+            "source": r.source,
+            "createdAt": r.created_at,
+        }
+        for r in records
+    ]
+    return json_response({"results": results, "total": len(results)})
+
+
+async def delete_flow(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    namespace, flow_id = request.match_info["namespace"], request.match_info["id"]
+    if not await gw.flows.delete(namespace, flow_id):
+        raise ApiError(404, f"flow {namespace}/{flow_id} not found")
+    return web.Response(status=204)
+
+
+async def validate_flow(request: web.Request) -> web.Response:
+    source = await read_yaml(request)
+    try:
+        flow = load_flow(source, "<request body>")
+    except FlowValidationError as exc:
+        return json_response({"valid": False, "errors": exc.to_json()})
+    return json_response({"valid": True, "errors": [], "namespace": flow.namespace, "id": flow.id})
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    app.router.add_post(f"{prefix}/flows", create_flow)
+    app.router.add_post(f"{prefix}/flows/validate", validate_flow)
+    app.router.add_get(f"{prefix}/flows", list_flows)
+    app.router.add_get(prefix + "/flows/{namespace}/{id}", get_flow)
+    app.router.add_put(prefix + "/flows/{namespace}/{id}", put_flow)
+    app.router.add_delete(prefix + "/flows/{namespace}/{id}", delete_flow)

@@ -1,0 +1,113 @@
+"""The indexer's loop: fetch a batch, write it in one transaction, then commit offsets.
+
+At-least-once (DESIGN §3): offsets are committed only after the transaction, so a crash
+replays the batch, and `headrace.db.indexing` makes a replay harmless. Undecodable
+messages are logged and skipped: one poison message must not stop the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+import asyncpg
+from aiokafka import ConsumerRecord
+from aiokafka.errors import CommitFailedError
+
+from headrace import codec
+from headrace.config import Settings
+from headrace.db.indexing import write_batch
+from headrace.db.migrate import migrate
+from headrace.db.pool import create_pool
+from headrace.errors import CodecError
+from headrace.kafka import make_consumer
+from headrace.messages import ExecutionEvent, LogRecord
+from headrace.topics.definitions import EXECUTIONS, LOGS
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "headrace-indexer"
+# How long one fetch waits for data before the loop looks at `stop` again.
+POLL_TIMEOUT_MS = 200
+# Back-off after PostgreSQL was unreachable, before the same batch is written again.
+RETRY_DELAY_S = 1.0
+
+
+async def run_indexer(settings: Settings, stop: asyncio.Event) -> None:
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        await migrate(pool)
+        consumer = make_consumer(
+            settings,
+            EXECUTIONS.name,
+            LOGS.name,
+            group_id=GROUP_ID,
+            client_id=f"headrace-indexer-{socket.gethostname()}",
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                records = [r for batch in fetched.values() for r in batch]
+                if not records:
+                    continue
+                started = time.perf_counter()
+                events, logs = decode_batch(records)
+                await _write_until_done(pool, events, logs, stop)
+                log.debug(
+                    "indexed %d events and %d log lines in %.1f ms",
+                    len(events),
+                    len(logs),
+                    (time.perf_counter() - started) * 1000,
+                )
+                try:
+                    await consumer.commit()
+                except CommitFailedError as exc:
+                    # A rebalance took the partitions: their new owner replays, harmlessly.
+                    log.warning("offset commit failed after a rebalance: %s", exc)
+        finally:
+            await consumer.stop()
+    finally:
+        await pool.close()
+
+
+def decode_batch(records: list[ConsumerRecord]) -> tuple[list[ExecutionEvent], list[LogRecord]]:
+    events: list[ExecutionEvent] = []
+    logs: list[LogRecord] = []
+    for record in records:
+        try:
+            message = codec.decode(record.value)
+        except CodecError as exc:
+            log.error(
+                "skipping undecodable message %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
+            continue
+        if isinstance(message, ExecutionEvent):
+            events.append(message)
+        elif isinstance(message, LogRecord):
+            logs.append(message)
+        else:
+            log.error("skipping unexpected %s on %s", type(message).__name__, record.topic)
+    return events, logs
+
+
+async def _write_until_done(
+    pool: asyncpg.Pool, events: list[ExecutionEvent], logs: list[LogRecord], stop: asyncio.Event
+) -> None:
+    """Write the batch, retrying while PostgreSQL is unreachable (offsets wait meanwhile)."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                await write_batch(conn, events, logs)
+            return
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            log.warning("PostgreSQL unavailable, retrying the batch: %s", exc)
+            if stop.is_set():
+                raise
+            await asyncio.sleep(RETRY_DELAY_S)

@@ -1,0 +1,57 @@
+"""Run one service in this process: `headrace server <name>`.
+
+Asyncio services get a `stop` event set by SIGINT/SIGTERM; the executor is a Faust
+worker, which owns its event loop and signal handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from headrace.config import Settings
+from headrace.local import mark_ready
+
+ServiceMain = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+
+def run_service(name: str, settings: Settings, loglevel: str = "WARNING") -> None:
+    logging.basicConfig(
+        level=loglevel, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+    )
+    if name == "executor":
+        from headrace.services.executor.app import run_executor
+
+        run_executor(settings, loglevel=loglevel.lower())
+        return
+    asyncio.run(_run_async(name, settings))
+
+
+async def _run_async(name: str, settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if name == "gateway":
+        from headrace.services.gateway import run_gateway
+
+        await run_gateway(settings, stop, ready=lambda _port: mark_ready())
+    elif name == "worker":
+        from headrace.services.worker import run_worker
+
+        mark_ready()
+        await run_worker(settings, stop)
+    elif name == "indexer":
+        from headrace.services.indexer import run_indexer
+
+        mark_ready()
+        await run_indexer(settings, stop)
+    elif name == "scheduler":
+        from headrace.services.scheduler import run_scheduler
+
+        mark_ready()
+        await run_scheduler(settings, stop)
+    else:
+        raise ValueError(f"unknown service {name}")

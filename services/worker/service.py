@@ -1,0 +1,252 @@
+"""The worker service: consumes `task-requests`, runs attempts concurrently, publishes results.
+
+At-least-once (DESIGN §3): a request's offset is committed only once its result and log
+lines were acknowledged by the broker, and per partition only up to the oldest attempt
+still running (`OffsetTracker`). A worker that dies or is stopped mid-attempt leaves that
+offset uncommitted, so the request is redelivered to the next owner of the partition.
+The executor ignores duplicate results (task run id + attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from headrace import codec
+from headrace.config import Settings
+from headrace.errors import CodecError
+from headrace.kafka import make_consumer, make_producer
+from headrace.messages import LogRecord, TaskRequest
+from headrace.services.worker.offsets import OffsetTracker
+from headrace.services.worker.runner import SecretLookup, env_secret_lookup, run_attempt
+from headrace.topics.definitions import LOGS, TASK_REQUESTS, TASK_RESULTS
+
+log = logging.getLogger(__name__)
+
+WORKER_GROUP = "headrace-workers"
+# Seconds running attempts get to finish after a stop before they are cancelled (and
+# redelivered elsewhere): most tasks end within it, a stuck one does not hold a deploy.
+SHUTDOWN_GRACE_S = 10.0
+# Seconds between offset commits: short, so a restart re-runs few finished attempts.
+COMMIT_INTERVAL_S = 0.2
+# How long one fetch waits for records (ms), hence how soon a stop is noticed.
+POLL_TIMEOUT_MS = 100
+
+AttemptKey = tuple[str, int]  # (task_run_id, attempt)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(slots=True)
+class _Running:
+    task: asyncio.Task[None]
+    # Every fetched copy of this attempt's request: all are done when the attempt is.
+    offsets: list[tuple[TopicPartition, int]] = field(default_factory=list)
+    # Holds a concurrency slot until its connector returned; acks are awaited slot-free.
+    busy: bool = True
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._worker.commit(revoked)
+        self._worker.tracker.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("worker %s assigned %d partition(s)", self._worker.worker_id, len(assigned))
+
+
+class Worker:
+    """One worker process's consumer, producer and running attempts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str,
+        *,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        secret_lookup: SecretLookup = env_secret_lookup,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.tracker = OffsetTracker()
+        self._capacity = max(1, settings.worker_concurrency)
+        self._grace_s = shutdown_grace_s
+        self._secret_lookup = secret_lookup
+        self._running: dict[AttemptKey, _Running] = {}
+        self._busy = 0  # attempts whose connector still runs: what the capacity bounds
+        self._room = asyncio.Event()
+        self._paused = False
+        self._consumer = make_consumer(settings, group_id=WORKER_GROUP, client_id=worker_id)
+        self._producer = make_producer(settings, client_id=worker_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._consumer.subscribe([TASK_REQUESTS.name], listener=_CommitOnRevoke(self))
+        await self._producer.start()
+        try:
+            await self._consumer.start()
+            try:
+                log.info("worker %s started (concurrency %d)", self.worker_id, self._capacity)
+                committer = asyncio.create_task(self._commit_periodically())
+                try:
+                    await self._fetch_until(stop)
+                finally:
+                    await self._drain()
+                    committer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await committer
+                    await self.commit()
+            finally:
+                await self._consumer.stop()
+        finally:
+            await self._producer.stop()
+            log.info("worker %s stopped", self.worker_id)
+
+    async def _fetch_until(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            free = self._capacity - self._busy
+            if free <= 0:
+                await self._wait_for_room()
+                if self._capacity - self._busy <= 0:
+                    # Full: partitions are paused, but polling keeps the group membership
+                    # alive (max.poll.interval) and returns only newly assigned partitions.
+                    self._pause()
+                    batches = await self._consumer.getmany(timeout_ms=0, max_records=1)
+                    self._dispatch_all(batches)
+                continue
+            self._resume()
+            batches = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=free)
+            self._dispatch_all(batches)
+
+    async def _wait_for_room(self) -> None:
+        self._room.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), POLL_TIMEOUT_MS / 1000)
+
+    def _pause(self) -> None:
+        self._consumer.pause(*self._consumer.assignment())
+        self._paused = True
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._consumer.resume(*self._consumer.paused())
+            self._paused = False
+
+    def _dispatch_all(self, batches: dict[TopicPartition, list]) -> None:
+        for partition, records in batches.items():
+            for record in records:
+                self._dispatch(partition, record.offset, record.value)
+
+    def _dispatch(self, partition: TopicPartition, offset: int, value: bytes) -> None:
+        self.tracker.start(partition, offset)
+        try:
+            request = codec.decode(value)
+        except CodecError as exc:
+            log.error("skipping undecodable task request at %s@%d: %s", partition, offset, exc)
+            self.tracker.done(partition, offset)
+            return
+        if not isinstance(request, TaskRequest):
+            log.error("skipping a %s on %s@%d", type(request).__name__, partition, offset)
+            self.tracker.done(partition, offset)
+            return
+        key = (request.task_run_id, request.attempt)
+        running = self._running.get(key)
+        if running is not None:
+            # A redelivered copy of an attempt that is still running here: do not run it twice.
+            running.offsets.append((partition, offset))
+            return
+        task = asyncio.create_task(self._attempt(request, key), name=f"attempt {key}")
+        self._running[key] = _Running(task, [(partition, offset)])
+        self._busy += 1
+
+    def _release_slot(self, running: _Running) -> None:
+        if running.busy:
+            running.busy = False
+            self._busy -= 1
+            self._room.set()
+
+    async def _attempt(self, request: TaskRequest, key: AttemptKey) -> None:
+        message_key = request.execution_id.encode()
+        deliveries: list[asyncio.Future] = []
+
+        async def publish_log(record: LogRecord) -> None:
+            deliveries.append(
+                await self._producer.send(LOGS.name, codec.encode(record), key=message_key)
+            )
+
+        try:
+            result = await run_attempt(
+                request,
+                worker_id=self.worker_id,
+                publish_log=publish_log,
+                secret_lookup=self._secret_lookup,
+            )
+            deliveries.append(
+                await self._producer.send(TASK_RESULTS.name, codec.encode(result), key=message_key)
+            )
+            # Waiting for acks takes a broker round trip: let the next attempt start meanwhile.
+            self._release_slot(self._running[key])
+            await asyncio.gather(*deliveries)
+            for partition, offset in self._running[key].offsets:
+                self.tracker.done(partition, offset)
+        except KafkaError:
+            # Not acknowledged: leave the offset uncommitted so the request runs again.
+            log.exception("could not publish the result of %s attempt %d", *key)
+        finally:
+            self._release_slot(self._running.pop(key))
+
+    async def _drain(self) -> None:
+        """Give running attempts the grace period, then cancel the rest (redelivered later)."""
+        tasks = [running.task for running in self._running.values()]
+        if not tasks:
+            return
+        current = asyncio.current_task()
+        grace = 0.0 if current is not None and current.cancelling() else self._grace_s
+        log.info(
+            "worker %s: waiting up to %ss for %d attempt(s)", self.worker_id, grace, len(tasks)
+        )
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _commit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL_S)
+            await self.commit()
+
+    async def commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        positions = self.tracker.committable(partitions)
+        if not positions:
+            return
+        try:
+            await self._consumer.commit(positions)
+        except KafkaError as exc:
+            # Retried at the next tick; if the partition moved, its next owner redelivers.
+            log.warning("worker %s: offset commit failed: %r", self.worker_id, exc)
+            return
+        self.tracker.mark_committed(positions)
+
+
+async def run_worker(
+    settings: Settings,
+    stop: asyncio.Event,
+    worker_id: str | None = None,
+    *,
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+) -> None:
+    """Run a worker until `stop` is set, then shut down cleanly (see `Worker`)."""
+    worker = Worker(settings, worker_id or default_worker_id(), shutdown_grace_s=shutdown_grace_s)
+    await worker.run(stop)

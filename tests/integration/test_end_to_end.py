@@ -1,0 +1,226 @@
+"""A flow end to end: REST API -> Kafka -> executor -> workers -> indexer -> PostgreSQL.
+
+Every service runs as its own process (as under `headrace server local`), on the
+session's embedded broker and database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from headrace.api_client import ApiClient, ApiError
+from headrace.broker import free_port
+from headrace.config import Settings
+from headrace.db.migrate import migrate_url
+from headrace.local import LocalStack
+
+ROOT = Path(__file__).resolve().parents[2]
+
+THREE_TASKS = """\
+id: three-tasks
+namespace: tests.e2e
+inputs:
+  - id: who
+    type: STRING
+    defaults: world
+tasks:
+  - id: make
+    type: shell
+    commands:
+      - echo "making for {{ inputs.who }}"
+      - |
+        echo '::{"outputs": {"word": "hello-{{ inputs.who }}", "n": 3}}::'
+  - id: double
+    type: python
+    script: |
+      from headrace.task import outputs
+      n = {{ outputs.make.n }}
+      print("doubling", n)
+      outputs(doubled=n * 2, word="{{ outputs.make.word }}".upper())
+  - id: say
+    type: log
+    message: "{{ outputs.double.word }} x{{ outputs.double.doubled }}"
+"""
+
+ALWAYS_FAILS = """\
+id: always-fails
+namespace: tests.e2e
+tasks:
+  - id: boom
+    type: shell
+    retry:
+      type: constant
+      interval: PT0.1S
+      maxAttempts: 3
+    commands:
+      - echo "about to fail" >&2
+      - exit 7
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    asyncio.run(migrate_url(settings.database_url))
+    stack_settings = dataclasses.replace(settings, gateway_port=free_port())
+    stack = LocalStack(stack_settings, log_dir=tmp_path_factory.mktemp("stack-logs"))
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack: LocalStack) -> ApiClient:
+    return ApiClient(stack.url, timeout_s=60)
+
+
+def put_flow(api: ApiClient, source: str, namespace: str, flow_id: str) -> dict:
+    return api.request(
+        "PUT",
+        f"/flows/{namespace}/{flow_id}",
+        body=source.encode(),
+        content_type="application/x-yaml",
+    )
+
+
+def wait_for_logs(api: ApiClient, execution_id: str, count: int, timeout_s: float = 30) -> list:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logs = api.request("GET", f"/logs/{execution_id}")
+        if len(logs) >= count or time.monotonic() > deadline:
+            return logs
+        time.sleep(0.1)
+
+
+def test_three_tasks_succeed_with_outputs_passed_along(api: ApiClient) -> None:
+    put_flow(api, THREE_TASKS, "tests.e2e", "three-tasks")
+    execution = api.request(
+        "POST",
+        "/executions/tests.e2e/three-tasks",
+        params={"wait": "true", "timeout": "60"},
+        json_body={"who": "kafka"},
+    )
+    assert execution["state"]["current"] == "SUCCESS"
+    assert execution["inputs"] == {"who": "kafka"}
+    runs = {run["taskId"]: run for run in execution["taskRunList"]}
+    assert [run["taskId"] for run in execution["taskRunList"]] == ["make", "double", "say"]
+    assert runs["make"]["outputs"]["word"] == "hello-kafka"
+    assert runs["double"]["outputs"]["doubled"] == 6
+    assert runs["double"]["outputs"]["word"] == "HELLO-KAFKA"
+    assert all(run["state"]["current"] == "SUCCESS" for run in runs.values())
+    assert all(len(run["attempts"]) == 1 for run in runs.values())
+
+    logs = wait_for_logs(api, execution["id"], 4)
+    messages = [(line["taskId"], line["message"]) for line in logs]
+    assert ("make", "making for kafka") in messages
+    assert ("double", "doubling 3") in messages
+    assert ("say", "HELLO-KAFKA x6") in messages
+
+
+def test_failing_task_ends_failed_after_exactly_three_attempts(api: ApiClient) -> None:
+    put_flow(api, ALWAYS_FAILS, "tests.e2e", "always-fails")
+    execution = api.request(
+        "POST",
+        "/executions/tests.e2e/always-fails",
+        params={"wait": "true", "timeout": "60"},
+        json_body={},
+    )
+    assert execution["state"]["current"] == "FAILED"
+    (run,) = execution["taskRunList"]
+    assert run["state"]["current"] == "FAILED"
+    assert len(run["attempts"]) == 3
+    assert all(a["state"]["current"] == "FAILED" for a in run["attempts"])
+    assert "exit code 7" in (run["attempts"][-1].get("error") or "")
+    logs = wait_for_logs(api, execution["id"], 3)
+    assert sum(1 for line in logs if line["message"] == "about to fail") == 3
+
+
+def test_invalid_flow_is_refused_with_a_precise_message(api: ApiClient) -> None:
+    source = THREE_TASKS.replace("type: python", "type: pyhton").replace(
+        "id: three-tasks", "id: broken"
+    )
+    with pytest.raises(ApiError) as refused:
+        put_flow(api, source, "tests.e2e", "broken")
+    assert refused.value.status == 422
+    (error,) = [e for e in refused.value.errors if "pyhton" in e["message"]]
+    assert error["path"] == "tasks[1].type"
+    assert error["line"] == source.splitlines().index("    type: pyhton") + 1
+    assert "python" in (error.get("hint") or "")
+    with pytest.raises(ApiError) as missing:
+        api.request("GET", "/flows/tests.e2e/broken")
+    assert missing.value.status == 404
+
+
+def test_bad_inputs_are_refused_and_start_nothing(api: ApiClient) -> None:
+    put_flow(api, THREE_TASKS, "tests.e2e", "three-tasks")
+    before = api.request("GET", "/executions", params={"flowId": "three-tasks"})["total"]
+    with pytest.raises(ApiError) as refused:
+        api.request("POST", "/executions/tests.e2e/three-tasks", json_body={"nobody": "x"})
+    assert refused.value.status == 422
+    assert api.request("GET", "/executions", params={"flowId": "three-tasks"})["total"] == before
+
+
+def run_cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HEADRACE_URL=stack.url)
+    return subprocess.run(
+        [sys.executable, "-m", "headrace", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_readme_tour_through_the_cli(stack: LocalStack) -> None:
+    applied = run_cli(stack, "flow", "apply", "examples/")
+    assert applied.returncode == 0, applied.stderr
+    assert "examples/hello" in applied.stdout
+
+    again = run_cli(stack, "flow", "apply", "examples/")
+    assert again.returncode == 0, again.stderr
+    assert "0 applied" in again.stdout  # unchanged flows make no new revision
+
+    started = run_cli(
+        stack, "execution", "start", "examples", "hello", "--input", "name=tour", "--wait"
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "SUCCESS" in started.stdout
+    execution_id = started.stdout.split()[1]
+
+    shown = run_cli(stack, "execution", "show", execution_id)
+    assert "letters=4" in shown.stdout
+
+    deadline = time.monotonic() + 30
+    while True:
+        logs = run_cli(stack, "logs", execution_id)
+        if "tour has 4 letters" in logs.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert logs.returncode == 0, logs.stderr
+    assert "Hello, tour!" in logs.stdout
+    assert "tour has 4 letters" in logs.stdout
+
+    failed = run_cli(stack, "execution", "start", "examples", "flaky", "--wait")
+    assert failed.returncode == 1
+    assert "FAILED" in failed.stdout
+
+
+def test_cli_reports_unreachable_server_without_traceback() -> None:
+    env = dict(os.environ, HEADRACE_URL=f"http://127.0.0.1:{free_port()}")
+    result = subprocess.run(
+        [sys.executable, "-m", "headrace", "flow", "list"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "cannot reach headrace" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,309 @@
+"""The REST gateway over a real socket, a real broker and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer
+
+from headrace import codec
+from headrace.config import Settings
+from headrace.db.executions import ExecutionRepository
+from headrace.db.flows import FlowRepository
+from headrace.db.indexing import write_batch
+from headrace.db.logs import LogRepository
+from headrace.db.pool import create_pool
+from headrace.kafka import make_consumer, make_producer
+from headrace.messages import ExecutionEvent, ExecutionSnapshot, StateChange, TriggerEvent
+from headrace.services.gateway import make_app, run_gateway
+from headrace.services.gateway.context import Gateway
+from headrace.services.gateway.ids import ID_LENGTH
+from headrace.services.gateway.waiter import ExecutionWaiter
+from headrace.states import State
+
+DEADLINE_S = 20.0
+YAML = {"Content-Type": "application/x-yaml"}
+
+
+def flow_yaml(namespace: str, flow_id: str = "hello", message: str = "hi") -> str:
+    return f"""\
+id: {flow_id}
+namespace: {namespace}
+inputs:
+  - id: count
+    type: INT
+  - id: name
+    type: STRING
+    defaults: world
+tasks:
+  - id: greet
+    type: log
+    message: "{message} {{{{ inputs.name }}}}"
+"""
+
+
+@pytest.fixture(scope="module")
+async def base_url(settings: Settings) -> AsyncIterator[str]:
+    stop = asyncio.Event()
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_gateway(settings, stop, ready=port.set_result))
+    await asyncio.wait_for(asyncio.shield(port), DEADLINE_S)
+    yield f"http://{settings.gateway_host}:{port.result()}"
+    stop.set()
+    await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url: str, base_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url)  # the gateway has migrated
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"test.gw{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def triggers(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
+    consumer = make_consumer(settings, "triggers", group_id=None, client_id="test-gateway")
+    await consumer.start()
+    yield consumer
+    await consumer.stop()
+
+
+async def next_trigger(
+    consumer: AIOKafkaConsumer, execution_id: str | None = None, namespace: str | None = None
+) -> TriggerEvent:
+    """The first trigger on the (shared) topic with this execution id or namespace."""
+    async with asyncio.timeout(DEADLINE_S):
+        async for record in consumer:
+            message = codec.decode(record.value)
+            if isinstance(message, TriggerEvent) and (
+                message.execution_id == execution_id or message.namespace == namespace
+            ):
+                return message
+    raise AssertionError("unreachable")
+
+
+async def json_of(response: aiohttp.ClientResponse) -> Any:
+    assert response.content_type == "application/json", await response.text()
+    return await response.json()
+
+
+async def test_healthz(http: aiohttp.ClientSession) -> None:
+    async with http.get("/healthz") as response:
+        assert response.status == 200
+        assert await json_of(response) == {"status": "ok"}
+
+
+async def test_flow_create_update_get_list_delete(
+    http: aiohttp.ClientSession, namespace: str
+) -> None:
+    source = flow_yaml(namespace)
+    async with http.post("/api/v1/flows", data=source, headers=YAML) as response:
+        assert response.status == 201
+        body = await json_of(response)
+        assert (body["namespace"], body["id"], body["revision"]) == (namespace, "hello", 1)
+        assert body["source"] == source and body["tasks"][0]["id"] == "greet"
+    async with http.post("/api/v1/flows", data=source, headers=YAML) as response:
+        assert response.status == 409
+        assert "already exists" in (await json_of(response))["message"]
+
+    url = f"/api/v1/flows/{namespace}/hello"
+    async with http.put(url, data=source, headers=YAML) as response:
+        assert response.status == 200 and (await json_of(response))["revision"] == 1
+    changed = flow_yaml(namespace, message="hello")
+    async with http.put(url, data=changed, headers=YAML) as response:
+        assert response.status == 201 and (await json_of(response))["revision"] == 2
+    async with http.put(f"/api/v1/flows/{namespace}/other", data=changed, headers=YAML) as r:
+        assert r.status == 422
+        assert [e["path"] for e in (await json_of(r))["errors"]] == ["id"]
+
+    async with http.get(url) as response:
+        assert (await json_of(response))["source"] == changed
+    async with http.get(url, params={"revision": "1"}) as response:
+        assert (await json_of(response))["source"] == source
+    async with http.get("/api/v1/flows", params={"namespace": namespace}) as response:
+        listed = await json_of(response)
+        assert [(f["id"], f["revision"]) for f in listed["results"]] == [("hello", 2)]
+
+    async with http.delete(url) as response:
+        assert response.status == 204
+    async with http.get(url) as response:
+        assert response.status == 404
+        assert "not found" in (await json_of(response))["message"]
+    async with http.delete(url) as response:
+        assert response.status == 404
+
+
+async def test_invalid_flow_is_422_with_path_and_line(
+    http: aiohttp.ClientSession, namespace: str
+) -> None:
+    source = f"id: bad\nnamespace: {namespace}\ntasks:\n  - id: a\n    type: log\n    retry: 3\n"
+    async with http.post("/api/v1/flows", data=source, headers=YAML) as response:
+        assert response.status == 422
+        errors = (await json_of(response))["errors"]
+        assert any(e["path"].startswith("tasks[0].retry") and e["line"] == 6 for e in errors)
+    async with http.post("/api/v1/flows/validate", data=source, headers=YAML) as response:
+        assert response.status == 200
+        body = await json_of(response)
+        assert body["valid"] is False
+        assert any(e["path"].startswith("tasks[0].retry") for e in body["errors"])
+    valid = flow_yaml(namespace)
+    async with http.post("/api/v1/flows/validate", data=valid, headers=YAML) as response:
+        assert await json_of(response) == {
+            "valid": True,
+            "errors": [],
+            "namespace": namespace,
+            "id": "hello",
+        }
+
+
+async def test_wrong_content_type_and_oversize_body(
+    http: aiohttp.ClientSession, namespace: str
+) -> None:
+    async with http.post("/api/v1/flows", json={"id": "x"}) as response:
+        assert response.status == 415
+        assert "message" in await json_of(response)
+    big = flow_yaml(namespace) + "#" * (1024 * 1024 + 1) + "\n"
+    async with http.post("/api/v1/flows", data=big, headers=YAML) as response:
+        assert response.status == 413
+        assert "message" in await json_of(response)
+    async with http.get("/api/v1/nowhere") as response:
+        assert response.status == 404
+        assert "message" in await json_of(response)
+
+
+async def test_start_execution_publishes_a_trigger(
+    http: aiohttp.ClientSession, namespace: str, triggers: AIOKafkaConsumer
+) -> None:
+    async with http.post("/api/v1/flows", data=flow_yaml(namespace), headers=YAML) as response:
+        assert response.status == 201
+    url = f"/api/v1/executions/{namespace}/hello"
+    async with http.post(url, json={"count": "3"}, params={"labels": "team:data"}) as response:
+        assert response.status == 202
+        started = await json_of(response)
+    assert len(started["id"]) == ID_LENGTH
+    trigger = await next_trigger(triggers, started["id"])
+    assert (trigger.namespace, trigger.flow_id, trigger.flow_revision) == (namespace, "hello", 1)
+    assert trigger.inputs == {"count": 3, "name": "world"}
+    assert trigger.trigger == {"type": "api"} and trigger.labels == {"team": "data"}
+
+    # The same inputs as a form.
+    async with http.post(url, data={"count": "4", "name": "form"}) as response:
+        assert response.status == 202
+        form_id = (await json_of(response))["id"]
+    assert (await next_trigger(triggers, form_id)).inputs == {"count": 4, "name": "form"}
+
+
+async def test_execution_errors(http: aiohttp.ClientSession, namespace: str) -> None:
+    async with http.post("/api/v1/flows", data=flow_yaml(namespace), headers=YAML) as response:
+        assert response.status == 201
+    url = f"/api/v1/executions/{namespace}/hello"
+    async with http.post(url, json={"count": "three", "extra": 1}) as response:
+        assert response.status == 422
+        errors = (await json_of(response))["errors"]
+        assert {e["input"] for e in errors} == {"count", "extra"}
+    async with http.post(url, data=b"{not json", headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400
+    async with http.post(f"/api/v1/executions/{namespace}/missing", json={}) as response:
+        assert response.status == 404
+    async with http.get("/api/v1/executions/doesnotexist") as response:
+        assert response.status == 404
+    async with http.get("/api/v1/executions", params={"state": "NOPE"}) as response:
+        assert response.status == 400
+
+
+async def test_wait_answers_with_the_finished_execution(
+    http: aiohttp.ClientSession,
+    namespace: str,
+    triggers: AIOKafkaConsumer,
+    pool: asyncpg.Pool,
+) -> None:
+    async with http.post("/api/v1/flows", data=flow_yaml(namespace), headers=YAML) as response:
+        assert response.status == 201
+    url = f"/api/v1/executions/{namespace}/hello"
+
+    async def start() -> tuple[int, Any]:
+        async with http.post(url, json={"count": 1}, params={"wait": "true"}) as response:
+            return response.status, await json_of(response)
+
+    waiting = asyncio.create_task(start())
+    # Play the executor and the indexer: take the trigger, write the finished execution.
+    # The id is not known before the answer: this test's namespace is unique.
+    trigger = await next_trigger(triggers, namespace=namespace)
+    now = datetime.now(UTC)
+    snapshot = ExecutionSnapshot(
+        namespace=namespace,
+        flow_id="hello",
+        flow_revision=trigger.flow_revision,
+        state=State.SUCCESS,
+        histories=[StateChange(State.CREATED, now), StateChange(State.SUCCESS, now)],
+        inputs=trigger.inputs,
+    )
+    async with pool.acquire() as conn:
+        event = ExecutionEvent(trigger.execution_id, 1, now, execution=snapshot)
+        await write_batch(conn, [event], [])
+    status, body = await asyncio.wait_for(waiting, DEADLINE_S)
+    assert status == 200
+    assert body["id"] == trigger.execution_id and body["state"]["current"] == "SUCCESS"
+    assert body["taskRunList"] == []
+
+    async with http.get(f"/api/v1/executions/{trigger.execution_id}") as response:
+        assert (await json_of(response))["inputs"] == {"count": 1, "name": "world"}
+    async with http.get("/api/v1/executions", params={"namespace": namespace}) as response:
+        page = await json_of(response)
+        assert page["total"] == 1 and page["results"][0]["id"] == trigger.execution_id
+    async with http.get(f"/api/v1/logs/{trigger.execution_id}") as response:
+        assert await json_of(response) == []
+
+
+async def test_wait_times_out_with_504(http: aiohttp.ClientSession, namespace: str) -> None:
+    async with http.post("/api/v1/flows", data=flow_yaml(namespace), headers=YAML) as response:
+        assert response.status == 201
+    url = f"/api/v1/executions/{namespace}/hello"
+    params = {"wait": "true", "timeout": "0.3"}
+    async with http.post(url, json={"count": 1}, params=params) as response:
+        assert response.status == 504
+        body = await json_of(response)
+        assert len(body["id"]) == ID_LENGTH and "did not end" in body["message"]
+
+
+async def test_database_gone_gives_json_500_and_unhealthy(
+    settings: Settings, database_url: str
+) -> None:
+    closed = await create_pool(database_url)
+    await closed.close()
+    executions = ExecutionRepository(closed)
+    gateway = Gateway(
+        pool=closed,
+        producer=make_producer(settings, "test-unstarted"),  # never started
+        flows=FlowRepository(closed),
+        executions=executions,
+        logs=LogRepository(closed),
+        waiter=ExecutionWaiter(database_url, executions),
+    )
+    async with TestClient(TestServer(make_app(gateway))) as client:
+        response = await client.get("/api/v1/executions/some-id")
+        assert response.status == 500
+        body = await json_of(response)
+        assert body["message"] == f"internal error (request id {body['request_id']})"
+        response = await client.get("/healthz")
+        assert response.status == 503
+        assert len((await json_of(response))["problems"]) == 2

@@ -1,0 +1,157 @@
+"""The wire format: every message round-trips, is self-describing, and evolves safely."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import fastavro
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from headrace import codec
+from headrace import messages as m
+from headrace.errors import CodecError
+from headrace.states import State
+
+NOW = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=10,
+)
+json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=5)
+times = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+
+
+def samples() -> list[m.Message]:
+    history = [m.StateChange(State.CREATED, NOW), m.StateChange(State.RUNNING, NOW)]
+    return [
+        m.TriggerEvent(
+            "ev1", "ex1", "ns", "flow", 3, {"a": [1, 2]}, NOW, {"team": "x"}, {"type": "api"}
+        ),
+        m.TaskRequest(
+            "ex1", "ns", "flow", 3, "tr1", "t", 2, "shell", {"commands": ["ls"]}, NOW, 5000
+        ),
+        m.TaskResult("ex1", "tr1", 2, State.FAILED, NOW, NOW, {}, "exit code 1", "w1"),
+        m.LogRecord("l1", "ex1", "ns", "flow", NOW, m.LogLevel.WARN, "héllo", "tr1", "t", 2),
+        m.ExecutionEvent(
+            "ex1",
+            4,
+            NOW,
+            execution=m.ExecutionSnapshot("ns", "flow", 3, State.RUNNING, history, {"a": 1}),
+        ),
+        m.ExecutionEvent(
+            "ex1",
+            5,
+            NOW,
+            task_run=m.TaskRunSnapshot(
+                "tr1",
+                "t",
+                State.SUCCESS,
+                history,
+                [m.AttemptSnapshot(State.SUCCESS, NOW, NOW)],
+                {"x": 1},
+            ),
+        ),
+        m.ExecutionCommand("c1", "ex1", m.CommandKind.TIMER, NOW, "tr1", 2, {"timer": "retry"}),
+    ]
+
+
+@pytest.mark.parametrize("message", samples(), ids=lambda msg: type(msg).__name__)
+def test_every_message_round_trips(message: m.Message) -> None:
+    assert codec.decode(codec.encode(message)) == message
+
+
+@given(
+    inputs=json_objects,
+    labels=st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+    time=times,
+    revision=st.integers(1, 2**31 - 1),
+)
+def test_trigger_round_trips_any_json_inputs(inputs, labels, time, revision) -> None:
+    event = m.TriggerEvent("e", "x", "ns", "f", revision, inputs, time, labels)
+    assert codec.decode(codec.encode(event)) == event
+
+
+def test_encoding_is_avro_single_object_readable_by_any_avro_library() -> None:
+    """A downstream consumer decodes with the .avsc file alone, no headrace code."""
+    record = samples()[3]
+    data = codec.encode(record)
+    assert data[:2] == b"\xc3\x01"
+    schema_dir = Path(codec.__file__).resolve().parents[1] / "schemas"
+    schema = fastavro.schema.load_schema(str(schema_dir / "LogRecord.avsc"))
+    canonical = fastavro.schema.to_parsing_canonical_form(schema)
+    assert data[2:10] == bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+    decoded = fastavro.schemaless_reader(io.BytesIO(data[10:]), schema, None)
+    assert decoded["message"] == "héllo"
+    assert decoded["level"] == "WARN"
+
+
+def test_an_older_writer_schema_is_read_with_defaults_for_new_fields(tmp_path: Path) -> None:
+    """Schema evolution: a producer still on an older LogRecord (no task fields) is decoded."""
+    schema_dir = Path(codec.__file__).resolve().parents[1] / "schemas"
+    current = json.loads((schema_dir / "LogRecord.avsc").read_text())
+    old = dict(
+        current,
+        fields=[
+            f for f in current["fields"] if f["name"] not in ("task_run_id", "task_id", "attempt")
+        ],
+    )
+    path = tmp_path / "LogRecord.avsc"
+    path.write_text(json.dumps(old))
+    old_schema = codec.load_schema_file(path)
+    assert old_schema.fingerprint != codec.registry().current["io.headrace.LogRecord"].fingerprint
+    codec.registry().add(old_schema, current=False)
+
+    body = io.BytesIO()
+    fastavro.schemaless_writer(
+        body,
+        old_schema.parsed,
+        {
+            "id": "l",
+            "execution_id": "e",
+            "namespace": "n",
+            "flow_id": "f",
+            "time": NOW,
+            "level": "INFO",
+            "message": "old",
+        },
+    )
+    decoded = codec.decode(codec.MAGIC + old_schema.fingerprint + body.getvalue())
+    assert decoded == m.LogRecord("l", "e", "n", "f", NOW, m.LogLevel.INFO, "old")
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "bad marker"),
+        (b'{"json": true}', "bad marker"),
+        (b"\xc3\x01" + b"\x00" * 8 + b"x", "unknown schema fingerprint"),
+    ],
+)
+def test_garbage_is_refused_with_a_codec_error(data: bytes, reason: str) -> None:
+    with pytest.raises(CodecError, match=reason):
+        codec.decode(data)
+
+
+def test_truncated_body_is_a_codec_error() -> None:
+    data = codec.encode(samples()[0])
+    with pytest.raises(CodecError, match="corrupt"):
+        codec.decode(data[:-5])
+
+
+def test_times_keep_microseconds_and_utc() -> None:
+    later = NOW + timedelta(microseconds=7)
+    event = m.TriggerEvent("e", "x", "ns", "f", 1, {}, later)
+    decoded = codec.decode(codec.encode(event))
+    assert decoded.time == later
+    assert decoded.time.tzinfo is not None

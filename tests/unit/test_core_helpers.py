@@ -1,0 +1,151 @@
+"""A small harness for core tests: feed events to `advance`, look at what came out.
+
+No broker, no clock: each event is delivered at a time the test chooses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from headrace import messages
+from headrace.core.advance import advance
+from headrace.core.events import (
+    Command,
+    EmitLog,
+    Event,
+    PublishEvent,
+    RequestTask,
+    SetTimer,
+    Start,
+    TaskFinished,
+    TimerFired,
+)
+from headrace.core.state import Execution, Timer
+from headrace.flow.model import Flow
+from headrace.states import State
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def make_flow(
+    *tasks: dict[str, Any],
+    flow_id: str = "demo",
+    errors: list[dict[str, Any]] | None = None,
+    finally_: list[dict[str, Any]] | None = None,
+) -> Flow:
+    """A flow of `tasks`, with optional `errors` and `finally` branches."""
+    return Flow.model_validate(
+        {
+            "id": flow_id,
+            "namespace": "company.team",
+            "tasks": list(tasks),
+            "errors": errors or [],
+            "finally": finally_ or [],
+        }
+    )
+
+
+def log_task(task_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": task_id, "type": "log", "message": f"hello from {task_id}", **extra}
+
+
+def trigger(execution_id: str = "ex1", inputs: dict[str, Any] | None = None) -> Start:
+    return Start(
+        messages.TriggerEvent(
+            event_id=f"trigger-{execution_id}",
+            execution_id=execution_id,
+            namespace="company.team",
+            flow_id="demo",
+            flow_revision=1,
+            inputs=inputs or {},
+            time=T0,
+            labels={"team": "data"},
+            trigger={"type": "api"},
+        )
+    )
+
+
+def finished(
+    request: messages.TaskRequest,
+    state: State = State.SUCCESS,
+    *,
+    outputs: dict[str, Any] | None = None,
+    error: str | None = None,
+    started_at: datetime | None = None,
+    ended_at: datetime | None = None,
+) -> TaskFinished:
+    started = started_at or request.time
+    return TaskFinished(
+        messages.TaskResult(
+            execution_id=request.execution_id,
+            task_run_id=request.task_run_id,
+            attempt=request.attempt,
+            state=state,
+            started_at=started,
+            ended_at=ended_at or started + timedelta(milliseconds=10),
+            outputs=outputs or {},
+            error=error,
+        )
+    )
+
+
+def fired(execution_id: str, timer: Timer) -> TimerFired:
+    return TimerFired(
+        messages.ExecutionCommand(
+            command_id=f"timer:{execution_id}:{timer.task_run_id}:{timer.attempt}:{timer.kind}",
+            execution_id=execution_id,
+            kind=messages.CommandKind.TIMER,
+            time=timer.due,
+            task_run_id=timer.task_run_id,
+            attempt=timer.attempt,
+            payload={"timer": str(timer.kind)},
+        )
+    )
+
+
+def requests(commands: list[Command]) -> list[messages.TaskRequest]:
+    return [c.request for c in commands if isinstance(c, RequestTask)]
+
+
+def events(commands: list[Command]) -> list[messages.ExecutionEvent]:
+    return [c.event for c in commands if isinstance(c, PublishEvent)]
+
+
+def logs(commands: list[Command]) -> list[messages.LogRecord]:
+    return [c.record for c in commands if isinstance(c, EmitLog)]
+
+
+def timers(commands: list[Command]) -> list[Timer]:
+    return [c.timer for c in commands if isinstance(c, SetTimer)]
+
+
+@dataclass
+class Run:
+    """One execution driven by hand: `send` an event, get the commands of that step."""
+
+    flow: Flow
+    execution: Execution | None = None
+    history: list[Command] = field(default_factory=list)
+
+    def send(self, event: Event, now: datetime = T0) -> list[Command]:
+        before = None if self.execution is None else self.execution.to_bytes()
+        step = advance(self.execution, event, self.flow, now)
+        if self.execution is not None:
+            # The core copies on write: what it was given must be left as it was.
+            assert self.execution.to_bytes() == before
+        if not step.commands:
+            assert step.execution is self.execution, "a no-op must return the same object"
+        self.execution = step.execution
+        self.history += step.commands
+        return step.commands
+
+    @property
+    def state(self) -> State:
+        assert self.execution is not None
+        return self.execution.state
+
+    def task_states(self) -> dict[str, State]:
+        assert self.execution is not None
+        return {run.task_id: run.state for run in self.execution.task_runs}

@@ -1,0 +1,92 @@
+"""The stored form of an execution: exact round trips, compact, corrupt data refused."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from headrace.core.state import (
+    Attempt,
+    Execution,
+    StateDecodeError,
+    TaskRun,
+    Timer,
+    TimerKind,
+)
+from headrace.messages import StateChange
+from headrace.states import State
+from tests.unit.test_core_helpers import T0
+
+
+def _execution() -> Execution:
+    later = T0 + timedelta(seconds=1, microseconds=7)
+    return Execution(
+        id="ex1",
+        namespace="company.team",
+        flow_id="demo",
+        flow_revision=3,
+        inputs={"n": 1, "names": ["a", "b"], "nested": {"x": None}},
+        labels={"team": "data"},
+        trigger={"type": "api"},
+        state=State.RUNNING,
+        histories=[StateChange(State.CREATED, T0), StateChange(State.RUNNING, T0)],
+        task_runs=[
+            TaskRun(
+                id="tr1",
+                task_id="a",
+                state=State.SUCCESS,
+                histories=[StateChange(State.CREATED, T0), StateChange(State.SUCCESS, later)],
+                attempts=[Attempt(1, State.SUCCESS, T0, later, None)],
+                outputs={"x": 42},
+            ),
+            TaskRun(
+                id="tr2",
+                task_id="b",
+                state=State.RETRYING,
+                histories=[StateChange(State.RETRYING, later)],
+                attempts=[Attempt(1, State.FAILED, later, None, "boom")],
+                outputs={},
+                parent_task_run_id="tr1",
+                value="v",
+            ),
+        ],
+        outputs={},
+        seq=5,
+        timers=[Timer(later, TimerKind.RETRY, "tr2", 2), Timer(later, TimerKind.TIMEOUT, "tr2", 1)],
+        created_at=T0,
+    )
+
+
+def test_round_trip_is_exact():
+    execution = _execution()
+    restored = Execution.from_bytes(execution.to_bytes())
+    assert restored == execution
+    assert restored.timers[0].kind is TimerKind.RETRY
+    assert restored.task_runs[0].state is State.SUCCESS
+    assert restored.created_at.tzinfo is not None
+    assert restored.to_bytes() == execution.to_bytes()
+
+
+def test_stored_form_is_compact():
+    # Two task runs, two timers, inputs and outputs: well under half a kilobyte.
+    assert len(_execution().to_bytes()) < 450
+
+
+@pytest.mark.parametrize("data", [b"", b"[", b"[99]", b'[1, "ex1"]', b"{}"])
+def test_corrupt_bytes_raise_a_headrace_error(data):
+    with pytest.raises(StateDecodeError):
+        Execution.from_bytes(data)
+
+
+def test_snapshots_hold_no_task_runs():
+    execution = _execution()
+    snapshot = execution.snapshot()
+    assert snapshot.state is State.RUNNING and snapshot.flow_revision == 3
+    assert not hasattr(snapshot, "task_runs")
+    run = execution.task_runs[1].snapshot()
+    assert (run.id, run.parent_task_run_id, run.value) == ("tr2", "tr1", "v")
+    assert run.attempts[0].error == "boom"
+    # Snapshots do not alias the live lists the core keeps appending to.
+    execution.histories.append(StateChange(State.SUCCESS, T0))
+    assert len(snapshot.histories) == 2

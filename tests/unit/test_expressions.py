@@ -1,0 +1,216 @@
+"""Expressions: native values, strict undefined names, the sandbox, secrets, the cache."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from headrace.expressions import (
+    SECRET_MARKER_PREFIX,
+    SECRET_MARKER_SUFFIX,
+    ExpressionError,
+    cache_info,
+    render_properties,
+    render_value,
+    resolve_secrets,
+    template_syntax_errors,
+)
+
+CONTEXT: dict[str, Any] = {
+    "inputs": {"n": 3, "name": "Ada", "on": True, "cfg": {"a": [1, 2]}, "none": None},
+    "outputs": {"extract": {"rows": 120, "items": ["x", "y"]}},
+    "execution": {"id": "exec-1", "startDate": "2024-05-01T12:00:00+00:00"},
+    "flow": {"id": "nightly", "namespace": "company.data", "revision": 4},
+    "labels": {"team": "data"},
+    "trigger": {"body": {"event": "push"}},
+    "taskrun": {"id": "tr-1", "attempt": 2},
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ inputs.n }}", 3),
+        ("  {{ inputs.n }}  ", 3),
+        ("{{- inputs.n -}}", 3),
+        ("{{ inputs.on }}", True),
+        ("{{ inputs.cfg }}", {"a": [1, 2]}),
+        ("{{ inputs.none }}", None),
+        ("{{ inputs.n * 2 + 1 }}", 7),
+        ("{{ -1 }}", -1),
+        ("{{ outputs.extract.items }}", ["x", "y"]),  # the output, not dict.items
+        ("{{ outputs['extract'].rows }}", 120),
+        ("{{ trigger.body.event }}", "push"),
+        ("{{ inputs.get('missing', 'fallback') }}", "fallback"),
+        ("{{ (1, 2) }}", [1, 2]),
+    ],
+)
+def test_a_lone_expression_gives_its_native_value(template: str, expected: Any) -> None:
+    assert render_value(template, CONTEXT) == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("n={{ inputs.n }}", "n=3"),
+        ("{{ inputs.n }}{{ inputs.n }}", "33"),
+        ("{{ flow.namespace }}.{{ flow.id }} r{{ flow.revision }}", "company.data.nightly r4"),
+        ("{% if inputs.on %}yes{% else %}no{% endif %}", "yes"),
+        ("{% for i in outputs.extract['items'] %}{{ i }},{% endfor %}", "x,y,"),
+        ("echo {{ inputs.name }}\n", "echo Ada\n"),  # the final newline survives
+        ("{{ inputs.cfg | tojson }}", '{"a":[1,2]}'),
+        ("{{ execution.id }}/{{ taskrun.attempt }}", "exec-1/2"),
+        ("<{{ inputs.name }}>", "<Ada>"),  # no HTML escaping
+    ],
+)
+def test_other_templates_give_text(template: str, expected: str) -> None:
+    assert render_value(template, CONTEXT) == expected
+
+
+def test_fromjson_gives_native_values() -> None:
+    assert render_value("{{ '{\"r\": [5]}' | fromjson }}", CONTEXT) == {"r": [5]}
+
+
+def test_strings_without_templates_come_back_untouched() -> None:
+    text = "echo ${#ARR[@]} {not a template} }}"
+    assert render_value(text, CONTEXT) is text
+    assert render_value(5, CONTEXT) == 5
+
+
+def test_containers_are_rendered_recursively() -> None:
+    properties = {
+        "commands": ["echo {{ inputs.name }}", "exit {{ inputs.n }}"],
+        "env": {"COUNT": "{{ inputs.n }}", "PLAIN": "x"},
+        "retries": 2,
+    }
+    assert render_properties(properties, CONTEXT) == {
+        "commands": ["echo Ada", "exit 3"],
+        "env": {"COUNT": 3, "PLAIN": "x"},
+        "retries": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ missing }}", "'missing' is undefined"),
+        ("{{ inputs.colour }}", "'colour' is undefined (available keys: cfg, n, name, none, on)"),
+        ("hello {{ inputs.colour }}", "'colour' is undefined"),
+        ("{{ outputs.load.rows }}", "'load' is undefined (available keys: extract)"),
+        ("{{ inputs.colour | upper }}", "'colour' is undefined"),
+    ],
+)
+def test_undefined_names_are_errors_naming_them(template: str, reason: str) -> None:
+    with pytest.raises(ExpressionError) as caught:
+        render_properties({"env": {"A": template}}, CONTEXT)
+    assert caught.value.path == "env.A"
+    assert reason in caught.value.reason
+    assert str(caught.value).startswith("env.A: ")
+
+
+def test_paths_name_list_items() -> None:
+    with pytest.raises(ExpressionError) as caught:
+        render_properties({"commands": ["ok", "{{ nope }}"]}, CONTEXT)
+    assert caught.value.path == "commands[1]"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__ }}",
+        "x {{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ inputs.__class__.__init__.__globals__ }}",
+        "{{ cycler.__init__.__globals__.os }}",
+        "{{ render_value }}",
+        "{{ inputs.cfg.update({'a': 0}) }}",
+        "{{ outputs.extract['items'].append('z') }}",
+        "{{ 'a' * 100000000 }}",
+        "{{ 9 ** 99999999 }}",
+    ],
+)
+def test_the_sandbox_holds(template: str) -> None:
+    with pytest.raises(ExpressionError):
+        render_value(template, CONTEXT, "p")
+    assert CONTEXT["inputs"]["cfg"] == {"a": [1, 2]}
+    assert CONTEXT["outputs"]["extract"]["items"] == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ 1 / 0 }}", "ZeroDivisionError"),
+        ("{{ 'x' | fromjson }}", "JSONDecodeError"),
+        ("{{ inputs.n ", "template syntax error"),
+    ],
+)
+def test_evaluation_failures_are_expression_errors(template: str, reason: str) -> None:
+    with pytest.raises(ExpressionError, match=reason):
+        render_value(template, CONTEXT, "p")
+
+
+def test_template_syntax_errors_are_found_without_rendering() -> None:
+    value = {
+        "message": "{{ inputs.name }",
+        "commands": ["ok", "{% for x in y %}no end"],
+        "env": {"A": "{{ a | notafilter }}", "B": "{{ fine }}"},
+        "n": 5,
+    }
+    found = dict(template_syntax_errors(value))
+    assert set(found) == {"message", "commands[1]", "env.A"}
+    assert all(reason.startswith("template syntax error:") for reason in found.values())
+    assert template_syntax_errors("{{ undefined_is_fine_here }}") == []
+
+
+def test_secrets_render_to_markers_and_resolve_in_the_worker() -> None:
+    rendered = render_properties(
+        {
+            "url": "{{ secret('API_URL') }}",
+            "headers": {"Authorization": "Bearer {{ secret('TOKEN') }}"},
+            "commands": ["curl -H 'x: {{ secret(\"TOKEN\") }}' {{ inputs.name }}"],
+        },
+        CONTEXT,
+    )
+    marker = f"{SECRET_MARKER_PREFIX}TOKEN{SECRET_MARKER_SUFFIX}"
+    assert rendered["headers"]["Authorization"] == f"Bearer {marker}"
+    assert "s3cr3t" not in repr(rendered)  # the executor never sees a value
+
+    vault = {"API_URL": "https://api.example", "TOKEN": "s3cr3t"}
+    resolved, used = resolve_secrets(rendered, vault.get)
+    assert resolved == {
+        "url": "https://api.example",
+        "headers": {"Authorization": "Bearer s3cr3t"},
+        "commands": ["curl -H 'x: s3cr3t' Ada"],
+    }
+    assert used == ["https://api.example", "s3cr3t"]
+
+
+def test_an_unknown_secret_is_an_error_naming_it() -> None:
+    rendered = render_value({"env": ["{{ secret('NOPE') }}"]}, CONTEXT)
+    with pytest.raises(ExpressionError) as caught:
+        resolve_secrets(rendered, {}.get)
+    assert caught.value.reason == "secret NOPE is not defined"
+    assert caught.value.path == "env[0]"
+
+
+def test_values_without_markers_resolve_to_themselves() -> None:
+    value = {"a": ["plain", 1, None]}
+    assert resolve_secrets(value, {}.get) == (value, [])
+
+
+@pytest.mark.parametrize("name", ["", "a b", "../x", 5])
+def test_secret_names_are_checked(name: Any) -> None:
+    with pytest.raises(ExpressionError, match="invalid secret name"):
+        render_value(f"{{{{ secret({name!r}) }}}}", CONTEXT)
+
+
+def test_compiled_templates_are_cached() -> None:
+    template = f"{uuid.uuid4().hex}: {{{{ inputs.name }}}} has {{{{ inputs.n }}}}"
+    before = cache_info()
+    for _ in range(100):
+        assert render_value(template, CONTEXT).endswith(": Ada has 3")
+    after = cache_info()
+    assert after.misses - before.misses == 1
+    assert after.hits - before.hits == 99

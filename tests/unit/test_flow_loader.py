@@ -1,0 +1,559 @@
+"""The flow loader: good flows become `Flow` values; bad ones say where and why."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headrace.flow import FlowError, FlowValidationError, load_flow, load_flow_file
+
+NIGHTLY = """\
+id: nightly-elt
+namespace: company.data
+description: Loads the warehouse every night.
+labels:
+  team: data
+inputs:
+  - id: full_refresh
+    type: BOOLEAN
+    defaults: false
+  - id: since
+    type: DATETIME
+    required: false
+  - id: batch_size
+    type: INT
+    defaults: 500
+tasks:
+  - id: announce
+    type: log
+    message: "{{ flow.id }} starts, full refresh: {{ inputs.full_refresh }}"
+  - id: extract
+    type: shell
+    commands:
+      - ./extract.sh --since "{{ inputs.since }}"
+      - echo done
+    env:
+      API_TOKEN: "{{ secret('API_TOKEN') }}"
+    workingDirectory: /srv/elt
+    retry: {type: exponential, interval: PT10S, maxAttempts: 5, maxInterval: PT5M}
+    timeout: PT1H
+  - id: transform
+    type: python
+    script: |
+      import json
+      print(json.dumps({"rows": {{ inputs.batch_size }}}))
+    retry:
+      type: constant
+      interval: PT0.1S
+      maxAttempts: 3
+errors:
+  - id: alert
+    type: log
+    level: ERROR
+    message: "{{ flow.id }} failed: {{ execution.id }}"
+finally:
+  - id: goodbye
+    type: log
+    message: bye
+triggers:
+  - id: every-night
+    type: schedule
+    cron: "0 2 * * *"
+    timezone: Europe/Paris
+"""
+
+
+def errors_of(text: str) -> list[FlowError]:
+    with pytest.raises(FlowValidationError) as caught:
+        load_flow(textwrap.dedent(text), "flow.yaml")
+    return caught.value.errors
+
+
+def only_error(text: str) -> FlowError:
+    errors = errors_of(text)
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+# ------------------------------------------------------------------ good flows
+
+
+def test_a_realistic_flow_loads_with_every_section() -> None:
+    flow = load_flow(NIGHTLY, "nightly.yaml")
+
+    assert (flow.id, flow.namespace, flow.labels) == (
+        "nightly-elt",
+        "company.data",
+        {"team": "data"},
+    )
+    assert [i.id for i in flow.inputs] == ["full_refresh", "since", "batch_size"]
+    assert flow.inputs[1].required is False
+    assert [t.id for t in flow.tasks] == ["announce", "extract", "transform"]
+    extract = flow.task("extract")
+    assert extract.properties == {
+        "commands": ['./extract.sh --since "{{ inputs.since }}"', "echo done"],
+        "env": {"API_TOKEN": "{{ secret('API_TOKEN') }}"},
+        "workingDirectory": "/srv/elt",
+    }
+    assert extract.timeout == timedelta(hours=1)
+    assert extract.retry is not None
+    assert extract.retry.max_attempts == 5
+    assert extract.retry.delay_before(2) == timedelta(seconds=10)
+    assert extract.retry.delay_before(4) == timedelta(seconds=40)
+    assert extract.retry.delay_before(10) == timedelta(minutes=5)  # capped by maxInterval
+    assert flow.task("transform").retry.interval == timedelta(milliseconds=100)
+    assert [t.id for t in flow.errors] == ["alert"]
+    assert [t.id for t in flow.finally_] == ["goodbye"]
+    assert flow.task("goodbye").properties == {"message": "bye"}
+    assert flow.triggers[0].properties == {"cron": "0 2 * * *", "timezone": "Europe/Paris"}
+
+
+def test_a_minimal_flow_loads() -> None:
+    flow = load_flow("id: hello\nnamespace: demo\ntasks:\n  - {id: hi, type: log, message: hi}\n")
+    assert flow.tasks[0].properties == {"message": "hi"}
+    assert flow.inputs == [] and flow.errors == [] and flow.triggers == []
+
+
+def test_templates_may_stand_where_a_property_needs_another_type() -> None:
+    flow = load_flow(
+        textwrap.dedent("""\
+        id: dynamic
+        namespace: demo
+        tasks:
+          - id: run
+            type: shell
+            commands: "{{ inputs.commands }}"
+            env: "{{ outputs.setup.env }}"
+          - id: say
+            type: log
+            message: hi
+            level: "{{ inputs.level }}"
+        """)
+    )
+    assert flow.task("run").properties["commands"] == "{{ inputs.commands }}"
+
+
+def test_load_flow_file_reads_the_file_and_names_it_in_errors(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(NIGHTLY)
+    assert load_flow_file(good).id == "nightly-elt"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\nnamespace: demo\ntasks: []\n")
+    with pytest.raises(FlowValidationError) as caught:
+        load_flow_file(bad)
+    assert str(caught.value).startswith(f"{bad}:3:8: tasks: a flow needs at least one task")
+
+
+def test_a_missing_file_is_a_flow_error(tmp_path: Path) -> None:
+    with pytest.raises(FlowValidationError, match="cannot read the file"):
+        load_flow_file(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PT0.1S", timedelta(milliseconds=100)),
+        ("PT10S", timedelta(seconds=10)),
+        ("PT1H", timedelta(hours=1)),
+        ("P1D", timedelta(days=1)),
+        ("PT1M30S", timedelta(seconds=90)),
+    ],
+)
+def test_iso_durations_are_accepted(text: str, expected: timedelta) -> None:
+    flow = load_flow(
+        f"id: d\nnamespace: n\ntasks:\n  - {{id: t, type: log, message: m, timeout: {text}}}\n"
+    )
+    assert flow.tasks[0].timeout == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("10s", "invalid duration '10s'"),
+        ("garbage", "invalid duration 'garbage'"),
+        ("P1M", "months or years"),
+        ("-PT1S", "is negative"),
+        ("10", "expected a string like PT10S"),
+        ("PT0S", "timeout must be longer than zero"),
+    ],
+)
+def test_bad_durations_name_the_field(text: str, message: str) -> None:
+    error = only_error(f"""\
+        id: d
+        namespace: n
+        tasks:
+          - id: t
+            type: log
+            message: m
+            timeout: {text}
+        """)
+    assert (error.path, error.line, error.column) == ("tasks[0].timeout", 7, 14)
+    assert message in error.message
+
+
+# ---------------------------------------------------------- one error per kind
+
+
+def test_invalid_yaml_gives_the_parser_position() -> None:
+    error = only_error("id: x\nnamespace: n\ntasks: [\n  {id: a, type: log\n")
+    assert error.path == ""
+    assert error.line == 5 and error.column == 1
+    assert error.message.startswith("invalid YAML:")
+
+
+def test_duplicate_yaml_keys_are_invalid_yaml() -> None:
+    error = only_error("id: x\nnamespace: n\nid: y\ntasks: []\n")
+    assert error.line == 3
+    assert "duplicate key" in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [("", "an empty document"), ("- id: x\n", "a list"), ("just text\n", "'just text'")],
+)
+def test_the_top_level_must_be_a_mapping(text: str, found: str) -> None:
+    error = only_error(text)
+    assert error.message == f"a flow must be a YAML mapping, found {found}"
+
+
+def test_missing_id_namespace_and_tasks_are_all_reported() -> None:
+    errors = errors_of("description: nothing else\n")
+    assert [(e.path, e.message) for e in errors] == [
+        ("id", "is required"),
+        ("namespace", "is required"),
+        ("tasks", "is required"),
+    ]
+    assert all(e.line == 1 and e.hint for e in errors)
+
+
+def test_invalid_id_and_namespace_explain_the_rule() -> None:
+    errors = errors_of(
+        "id: my flow\nnamespace: Company.Data\ntasks: [{id: t, type: log, message: m}]\n"
+    )
+    assert [(e.path, e.line, e.column) for e in errors] == [("id", 1, 5), ("namespace", 2, 12)]
+    assert errors[0].message == "invalid value 'my flow'"
+    assert "letters, digits" in errors[0].hint
+    assert "lowercase" in errors[1].hint
+
+
+def test_an_empty_task_list_is_refused() -> None:
+    error = only_error("id: x\nnamespace: n\ntasks: []\n")
+    assert (error.path, error.line, error.message) == ("tasks", 3, "a flow needs at least one task")
+
+
+def test_unknown_top_level_keys_suggest_the_right_one() -> None:
+    error = only_error(
+        "id: x\nnamespace: n\ntask:\n  - {id: a, type: log, message: m}\n"
+        "tasks: [{id: t, type: log, message: m}]\n"
+    )
+    assert (error.path, error.line, error.column) == ("task", 3, 1)
+    assert error.message == "unknown key 'task'"
+    assert error.hint.startswith("did you mean 'tasks'?")
+
+
+def test_unknown_task_types_suggest_and_list_the_known_ones() -> None:
+    error = only_error("""\
+        id: x
+        namespace: n
+        tasks:
+          - id: a
+            type: shel
+            commands: [ls]
+        """)
+    assert (error.path, error.line, error.column) == ("tasks[0].type", 5, 11)
+    assert error.message == "unknown task type 'shel'"
+    assert error.hint.startswith("did you mean 'shell'?")
+    assert "known types: " in error.hint and "log" in error.hint
+
+
+def test_task_ids_are_unique_across_tasks_errors_and_finally() -> None:
+    errors = errors_of("""\
+        id: x
+        namespace: n
+        tasks:
+          - {id: a, type: log, message: m}
+          - {id: a, type: log, message: m}
+        errors:
+          - {id: a, type: log, message: m}
+        """)
+    assert [(e.path, e.line) for e in errors] == [("tasks[1].id", 5), ("errors[0].id", 7)]
+    assert errors[0].message == "duplicate task id 'a'"
+    assert errors[0].hint == "first used at line 4"
+
+
+def test_retry_policies_are_checked_field_by_field() -> None:
+    errors = errors_of("""\
+        id: x
+        namespace: n
+        tasks:
+          - id: a
+            type: log
+            message: m
+            retry:
+              type: linear
+              interval: 10s
+              maxAttempts: 0
+        """)
+    assert [(e.path, e.line, e.column) for e in errors] == [
+        ("tasks[0].retry.type", 8, 13),
+        ("tasks[0].retry.interval", 9, 17),
+        ("tasks[0].retry.maxAttempts", 10, 20),
+    ]
+    assert errors[0].message == "must be 'constant' or 'exponential', got 'linear'"
+    assert "ISO-8601" in errors[1].hint
+    assert errors[2].message == "must be greater than or equal to 1, got 0"
+
+
+def test_a_misspelt_retry_key_is_both_unknown_and_missing() -> None:
+    errors = errors_of("""\
+        id: x
+        namespace: n
+        tasks:
+          - id: a
+            type: log
+            message: m
+            retry: {type: constant, interval: PT1S, maxAtempts: 3}
+        """)
+    # The missing key points at the retry mapping, the typo at itself.
+    assert [(e.path, e.line, e.column, e.message) for e in errors] == [
+        ("tasks[0].retry.maxAttempts", 7, 12, "is required"),
+        ("tasks[0].retry.maxAtempts", 7, 45, "unknown key 'maxAtempts'"),
+    ]
+    assert errors[1].hint.startswith("did you mean 'maxAttempts'?")
+
+
+def test_connector_properties_unknown_and_missing() -> None:
+    errors = errors_of("""\
+        id: x
+        namespace: n
+        tasks:
+          - id: a
+            type: log
+            mesage: hello
+          - id: b
+            type: shell
+            commands: []
+            workingDir: /tmp
+        """)
+    assert [(e.path, e.line) for e in errors] == [
+        ("tasks[0].message", 4),
+        ("tasks[0].mesage", 6),
+        ("tasks[1].commands", 9),
+        ("tasks[1].workingDir", 10),
+    ]
+    assert errors[0].message == "property 'message' is required by task type 'log'"
+    assert errors[1].message == "unknown property 'mesage' for task type 'log'"
+    assert errors[1].hint.startswith("did you mean 'message'?")
+    assert "workingDirectory" in errors[3].hint
+
+
+def test_template_values_still_need_known_properties() -> None:
+    errors = errors_of("""\
+        id: x
+        namespace: n
+        tasks:
+          - id: a
+            type: log
+            text: "{{ inputs.text }}"
+        """)
+    assert {e.path for e in errors} == {"tasks[0].message", "tasks[0].text"}
+
+
+def test_property_types_are_checked_when_not_templates() -> None:
+    error = only_error("""\
+        id: x
+        namespace: n
+        tasks:
+          - id: a
+            type: log
+            message: hi
+            level: LOUD
+        """)
+    assert (error.path, error.line, error.column) == ("tasks[0].level", 7, 12)
+    assert "got 'LOUD'" in error.message
+
+
+def test_template_syntax_errors_name_the_property() -> None:
+    errors = errors_of("""\
+        id: x
+        namespace: n
+        tasks:
+          - id: a
+            type: log
+            message: "{{ inputs.name }"
+          - id: b
+            type: shell
+            commands:
+              - echo ok
+              - "echo {% if x %}yes"
+            env:
+              A: "{{ inputs.a | nosuchfilter }}"
+        """)
+    assert [(e.path, e.line) for e in errors] == [
+        ("tasks[0].message", 6),
+        ("tasks[1].commands[1]", 11),
+        ("tasks[1].env.A", 13),
+    ]
+    assert all(e.message.startswith("template syntax error:") for e in errors)
+    assert "nosuchfilter" in errors[2].message
+
+
+def test_input_definitions_are_checked() -> None:
+    errors = errors_of("""\
+        id: x
+        namespace: n
+        inputs:
+          - id: size
+            type: INT
+            defaults: 1.5
+          - id: size
+            type: STRING
+          - id: when
+            type: DATETIME
+            defaults: yesterday
+          - id: kind
+            type: TEXT
+        tasks:
+          - {id: a, type: log, message: m}
+        """)
+    assert [(e.path, e.line) for e in errors] == [
+        ("inputs[0].defaults", 6),
+        ("inputs[1].id", 7),
+        ("inputs[2].defaults", 11),
+        ("inputs[3].type", 13),
+    ]
+    assert errors[0].message == "invalid default: expected an integer, got 1.5"
+    assert errors[1].message == "duplicate input id 'size'"
+    assert "ISO-8601" in errors[2].message
+
+
+def test_trigger_ids_are_unique() -> None:
+    error = only_error("""\
+        id: x
+        namespace: n
+        tasks:
+          - {id: a, type: log, message: m}
+        triggers:
+          - {id: t, type: schedule, cron: "* * * * *"}
+          - {id: t, type: schedule, cron: "0 * * * *"}
+        """)
+    assert (error.path, error.line, error.message) == (
+        "triggers[1].id",
+        7,
+        "duplicate trigger id 't'",
+    )
+
+
+def test_a_task_that_is_not_a_mapping() -> None:
+    error = only_error("id: x\nnamespace: n\ntasks:\n  - just a string\n")
+    assert (error.path, error.line, error.column) == ("tasks[0]", 4, 5)
+    assert error.message.startswith("must be a mapping")
+
+
+# ------------------------------------------------------------ many at once
+
+
+def test_several_errors_are_reported_together_in_line_order() -> None:
+    with pytest.raises(FlowValidationError) as caught:
+        load_flow(
+            textwrap.dedent("""\
+            id: bad flow
+            namespace: demo
+            colour: blue
+            tasks:
+              - id: a
+                type: shel
+              - id: a
+                type: log
+                message: "{{ x }"
+                timeout: 5m
+            """),
+            "bad.yaml",
+        )
+    error = caught.value
+    assert [(e.line, e.path) for e in error.errors] == [
+        (1, "id"),
+        (3, "colour"),
+        (6, "tasks[0].type"),
+        (7, "tasks[1].id"),
+        (9, "tasks[1].message"),
+        (10, "tasks[1].timeout"),
+    ]
+    lines = str(error).splitlines()
+    assert len(lines) == 6
+    assert lines[0] == (
+        "bad.yaml:1:5: id: invalid value 'bad flow' "
+        "(hint: ids use letters, digits, '_' and '-', and start with a letter or a digit)"
+    )
+    assert lines[5].startswith("bad.yaml:10:14: tasks[1].timeout: invalid duration '5m' (hint: ")
+    as_json = error.to_json()
+    assert as_json[2] == {
+        "path": "tasks[0].type",
+        "line": 6,
+        "column": 11,
+        "message": "unknown task type 'shel'",
+        "hint": error.errors[2].hint,
+    }
+
+
+def test_an_alias_bomb_is_refused_quickly() -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        levels.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    text = "id: x\nnamespace: n\n" + "\n".join(levels) + "\ntasks: *a8\n"
+    error = only_error(text)
+    assert "more than" in error.message
+
+
+_YAML_ALPHABET = "abt:-[]{},'\"\n #&*!|>?%@`\t0123456789.{}"
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=8),
+    st.sampled_from(["{{ x", "PT1S"]),
+)
+_KEYS = st.sampled_from(["id", "namespace", "tasks", "type", "message", "retry", "inputs", "x"])
+_TREES = st.recursive(
+    _SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_KEYS, children, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet=_YAML_ALPHABET, max_size=80))
+def test_any_text_loads_or_gives_flow_errors(text: str) -> None:
+    try:
+        load_flow(text)
+    except FlowValidationError as error:
+        assert error.errors
+        assert all(e.line is None or e.line >= 1 for e in error.errors)
+
+
+@settings(max_examples=150, deadline=None)
+@given(tree=st.dictionaries(_KEYS, _TREES, max_size=6))
+def test_any_structure_loads_or_gives_located_errors(tree: dict) -> None:
+    text = orjson.dumps(tree).decode()  # JSON is YAML
+    try:
+        load_flow(text)
+    except FlowValidationError as error:
+        assert error.errors
+        assert all(e.line is not None for e in error.errors)
+
+
+def test_valid_flows_are_cached_and_errors_keep_their_source() -> None:
+    assert load_flow(NIGHTLY, "a.yaml") is load_flow(NIGHTLY, "b.yaml")
+    bad = "id: x\nnamespace: n\ntasks: []\n"
+    for source in ("first.yaml", "second.yaml"):
+        with pytest.raises(FlowValidationError) as caught:
+            load_flow(bad, source)
+        assert caught.value.source == source
+        assert str(caught.value).startswith(f"{source}:3:8: ")

@@ -1,0 +1,147 @@
+"""Execution inputs: coercion by type, defaults, and every problem reported at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from headrace.flow import InputType, InputValidationError, coerce_input, load_flow, resolve_inputs
+
+FLOW = load_flow("""\
+id: inputs-demo
+namespace: demo
+inputs:
+  - id: name
+    type: STRING
+  - id: count
+    type: INT
+    defaults: 3
+  - id: ratio
+    type: FLOAT
+    required: false
+  - id: dry_run
+    type: BOOLEAN
+    defaults: "no"
+  - id: config
+    type: JSON
+    defaults: '{"a": 1}'
+  - id: since
+    type: DATETIME
+    required: false
+tasks:
+  - {id: t, type: log, message: "{{ inputs.name }}"}
+""")
+
+
+@pytest.mark.parametrize(
+    ("input_type", "given", "expected"),
+    [
+        (InputType.STRING, "hello", "hello"),
+        (InputType.STRING, 42, "42"),
+        (InputType.INT, "42", 42),
+        (InputType.INT, " -7 ", -7),
+        (InputType.INT, 42, 42),
+        (InputType.INT, 4.0, 4),
+        (InputType.FLOAT, "1.5", 1.5),
+        (InputType.FLOAT, 2, 2.0),
+        (InputType.FLOAT, "1e3", 1000.0),
+        (InputType.BOOLEAN, "true", True),
+        (InputType.BOOLEAN, "TRUE", True),
+        (InputType.BOOLEAN, "Yes", True),
+        (InputType.BOOLEAN, "1", True),
+        (InputType.BOOLEAN, "false", False),
+        (InputType.BOOLEAN, "no", False),
+        (InputType.BOOLEAN, "0", False),
+        (InputType.BOOLEAN, False, False),
+        (InputType.BOOLEAN, 1, True),
+        (InputType.JSON, '{"a": [1, 2]}', {"a": [1, 2]}),
+        (InputType.JSON, "3", 3),
+        (InputType.JSON, {"already": "parsed"}, {"already": "parsed"}),
+        (InputType.JSON, [1, "x"], [1, "x"]),
+        (InputType.DATETIME, "2024-05-01T12:00:00Z", "2024-05-01T12:00:00+00:00"),
+        (InputType.DATETIME, "2024-05-01T14:00:00+02:00", "2024-05-01T12:00:00+00:00"),
+        (InputType.DATETIME, "2024-05-01T12:00:00", "2024-05-01T12:00:00+00:00"),
+        (InputType.DATETIME, "2024-05-01", "2024-05-01T00:00:00+00:00"),
+        (InputType.DATETIME, "2024-05-01T12:00:00.250Z", "2024-05-01T12:00:00.250000+00:00"),
+    ],
+)
+def test_values_are_coerced_to_their_type(input_type: InputType, given: Any, expected: Any) -> None:
+    result = coerce_input(input_type, given)
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("input_type", "given", "reason"),
+    [
+        (InputType.STRING, {"a": 1}, "expected a string, got an object"),
+        (InputType.STRING, True, "expected a string, got a boolean"),
+        (InputType.INT, "1.5", "expected an integer"),
+        (InputType.INT, 1.5, "expected an integer"),
+        (InputType.INT, True, "got a boolean"),
+        (InputType.INT, "ten", "expected an integer"),
+        (InputType.FLOAT, "abc", "expected a number"),
+        (InputType.FLOAT, "nan", "finite"),
+        (InputType.FLOAT, False, "got a boolean"),
+        (InputType.BOOLEAN, "maybe", "expected a boolean"),
+        (InputType.BOOLEAN, 2, "expected a boolean"),
+        (InputType.JSON, "{not json", "invalid JSON"),
+        (InputType.DATETIME, "tomorrow", "ISO-8601"),
+        (InputType.DATETIME, 1714560000, "ISO-8601"),
+    ],
+)
+def test_values_that_do_not_fit_are_refused(input_type: InputType, given: Any, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        coerce_input(input_type, given)
+
+
+def test_defaults_apply_and_optional_inputs_are_none() -> None:
+    resolved = resolve_inputs(FLOW, {"name": "Ada"})
+    assert resolved == {
+        "name": "Ada",
+        "count": 3,
+        "ratio": None,
+        "dry_run": False,
+        "config": {"a": 1},
+        "since": None,
+    }
+
+
+def test_given_values_override_defaults_and_the_result_is_json() -> None:
+    raw = {
+        "name": "Ada",
+        "count": "10",
+        "ratio": "0.25",
+        "dry_run": "TRUE",
+        "config": '{"b": [1, 2]}',
+        "since": "2024-01-01T01:00:00+01:00",
+    }
+    resolved = resolve_inputs(FLOW, raw)
+    assert resolved == {
+        "name": "Ada",
+        "count": 10,
+        "ratio": 0.25,
+        "dry_run": True,
+        "config": {"b": [1, 2]},
+        "since": "2024-01-01T00:00:00+00:00",
+    }
+    assert orjson.loads(orjson.dumps(resolved)) == resolved
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(InputValidationError) as caught:
+        resolve_inputs(FLOW, {"count": "many", "dry_run": "perhaps", "colour": "blue"})
+    errors = dict(caught.value.errors)
+    assert set(errors) == {"colour", "name", "count", "dry_run"}
+    assert errors["name"] == "required input has no value"
+    assert errors["colour"].startswith("unknown input (declared inputs: config, count,")
+    assert "expected an integer" in errors["count"]
+    assert str(caught.value).startswith("invalid inputs: ")
+
+
+def test_an_explicit_null_counts_as_missing() -> None:
+    with pytest.raises(InputValidationError) as caught:
+        resolve_inputs(FLOW, {"name": None})
+    assert caught.value.errors == [("name", "required input has no value")]
