@@ -6,8 +6,11 @@ tests and benchmarks; production points `HEADRACE_KAFKA_BOOTSTRAP` at real Kafka
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -18,6 +21,13 @@ READY_TIMEOUT_S = 10.0
 
 class BrokerError(HeadraceError):
     """The embedded broker could not be started."""
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec: get SIGTERM when the parent dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -58,6 +68,7 @@ def start_embedded_broker(port: int | None = None) -> EmbeddedBroker:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C reaches headrace, which stops the broker itself
+        preexec_fn=die_with_parent,
     )
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -8,8 +8,8 @@ us; we stop them in order) and die with us on Linux even if we are killed
 
 from __future__ import annotations
 
-import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from headrace.broker import die_with_parent
 from headrace.config import Settings
 from headrace.errors import HeadraceError
 
@@ -31,12 +32,6 @@ READY_TIMEOUT_S = 60.0
 
 class StackError(HeadraceError):
     """A service failed to start or died."""
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def service_env(settings: Settings, ready_file: Path | None = None) -> dict[str, str]:
@@ -105,7 +100,7 @@ class LocalStack:
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         service = ServiceProcess(name, process, ready_file, output)
         self.processes.append(service)
@@ -156,6 +151,7 @@ class LocalStack:
         for service in reversed(self.processes):
             self.stop_service(service)
         self.processes.clear()
+        shutil.rmtree(self._state_dir, ignore_errors=True)
 
 
 def _wait_http_ok(url: str, deadline: float) -> None:

