@@ -55,19 +55,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def wait_up(session: aiohttp.ClientSession, url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"headrace server local exited with {server.returncode}")
-        try:
-            async with session.get(url + "/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.2)
-    raise SystemExit("server not up after 120 s")
+def wait_up(server: subprocess.Popen[str]) -> None:
+    """Every service is ready once `server local` prints its "headrace is up" line."""
+    assert server.stdout is not None
+    for line in server.stdout:
+        if line.startswith("headrace is up"):
+            return
+    raise SystemExit(f"headrace server local exited with {server.wait()} before it was up")
 
 
 async def run(executions: int, concurrency: int, url: str) -> dict[str, float]:
@@ -157,17 +151,14 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "headrace", "server", "local", "--port", str(port)],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
 
-        async def go() -> dict[str, float]:
-            async with aiohttp.ClientSession() as session:
-                await wait_up(session, url, server)
-            return await run(args.executions, args.concurrency, url)
-
-        result = asyncio.run(go())
+        wait_up(server)
+        result = asyncio.run(run(args.executions, args.concurrency, url))
     finally:
         server.terminate()
         server.wait(60)

@@ -19,7 +19,6 @@ from mode import Service
 from headrace.config import Settings
 from headrace.db.flows import FlowRepository
 from headrace.db.pool import create_pool
-from headrace.kafka import make_producer
 from headrace.local import mark_ready
 from headrace.services.executor.faust_tuning import faust_settings, install_fetch_wait
 from headrace.services.executor.flows import FlowCache
@@ -39,7 +38,8 @@ BATCH_WITHIN_S = 0.002
 class _Runtime:
     """Builds the I/O resources once, from whichever of agent or service asks first."""
 
-    def __init__(self, settings: Settings, table: Any) -> None:
+    def __init__(self, app: faust.App, settings: Settings, table: Any) -> None:
+        self.app = app
         self.settings = settings
         self.table = table
         self._lock = asyncio.Lock()
@@ -51,10 +51,8 @@ class _Runtime:
         async with self._lock:
             if self.runtime is None:
                 self._pool = await create_pool(self.settings.database_url)
-                producer = make_producer(self.settings, "headrace-executor")
-                await producer.start()
                 runtime = ExecutorRuntime(
-                    self.table, FlowCache(FlowRepository(self._pool)), producer
+                    self.table, FlowCache(FlowRepository(self._pool)), self.app.producer
                 )
                 self._timer_task = asyncio.ensure_future(runtime.timers.run())
                 self.runtime = runtime
@@ -63,8 +61,6 @@ class _Runtime:
     async def close(self) -> None:
         if self._timer_task is not None:
             self._timer_task.cancel()
-        if self.runtime is not None:
-            await self.runtime.producer.stop()
         if self._pool is not None:
             await self._pool.close()
 
@@ -107,7 +103,7 @@ def create_app(settings: Settings) -> faust.App:
         partitions=settings.partitions,
         on_recover=rebuild_timers,
     )
-    holder = _Runtime(settings, table)
+    holder = _Runtime(app, settings, table)
 
     @app.agent(inputs)
     async def execute(stream: faust.StreamT) -> None:
@@ -126,6 +122,12 @@ def create_app(settings: Settings) -> faust.App:
 
 
 class _Worker(faust.Worker):
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        # Faust's terminal spinner sets the root logger to DEBUG so that it spins per log
+        # record: every aiokafka send then builds a debug LogRecord (10% of executor CPU,
+        # measured with py-spy), and it writes cursor escape codes into service logs.
+        self.spinner = None
+
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         mark_ready()

@@ -1,9 +1,11 @@
 """The executor's I/O shell around the pure core: decode, load, advance, store, produce.
 
 `process_batch` handles a batch of input events: one table read and one table write per
-execution per batch, all produces of the batch awaited together before Faust may commit
-the batch's offsets (at-least-once: a crash replays the batch; the core ignores what it
-has already seen).
+execution per batch. Produces are handed to Faust's producer and not awaited one by one:
+Faust flushes its producer before every offset commit, so an input offset is committed
+only once everything it caused is on the broker (at-least-once: a crash replays from the
+last commit; the core ignores what it has already seen). A failed produce stops the
+executor before the next batch, so the batch is replayed rather than lost.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-
-from aiokafka import AIOKafkaProducer
 
 from headrace import codec
 from headrace.core.advance import advance
@@ -31,7 +31,7 @@ from headrace.core.events import (
     TimerFired,
 )
 from headrace.core.state import Execution, Timer
-from headrace.errors import CodecError
+from headrace.errors import CodecError, HeadraceError
 from headrace.messages import (
     CommandKind,
     ExecutionCommand,
@@ -44,6 +44,24 @@ from headrace.services.executor.timers import TimerQueue
 from headrace.topics import EXECUTION_COMMANDS, EXECUTIONS, LOGS, TASK_REQUESTS
 
 log = logging.getLogger(__name__)
+
+
+class Producer(Protocol):
+    """Faust's producer: `send` enqueues and returns the delivery future."""
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Any,
+    ) -> asyncio.Future[Any]: ...
+
+
+class ProduceFailed(HeadraceError):
+    """A message the executor produced was not accepted by the broker."""
 
 
 class StateTable(Protocol):
@@ -65,14 +83,17 @@ class InputEvent:
 class ExecutorRuntime:
     table: StateTable
     flows: FlowCache
-    producer: AIOKafkaProducer
+    producer: Producer
     timers: TimerQueue = field(init=False)
     processed: int = 0
+    failure: BaseException | None = None
 
     def __post_init__(self) -> None:
         self.timers = TimerQueue(self.fire_timer)
 
     async def process_batch(self, batch: Iterable[InputEvent]) -> None:
+        if self.failure is not None:
+            raise ProduceFailed(f"a produce failed; stopping to replay: {self.failure}")
         by_execution: dict[bytes, tuple[int, list[Message]]] = {}
         for item in batch:
             try:
@@ -82,7 +103,6 @@ class ExecutorRuntime:
                 continue
             by_execution.setdefault(item.key, (item.partition, []))[1].append(message)
 
-        sends: list[asyncio.Future[Any]] = []
         now = datetime.now(UTC)
         for key, (partition, messages) in by_execution.items():
             raw = self.table.data.get(key)
@@ -102,15 +122,13 @@ class ExecutorRuntime:
                     continue
                 step = advance(execution, event, flow, now)
                 execution = step.execution
-                sends += await self._apply(step.commands)
+                await self._apply(step.commands)
                 self.processed += 1
             if execution is not None and execution is not before:
                 value = execution.to_bytes()
                 if value != raw:
                     self.table.data[key] = value
                     self.table.send_changelog(partition, key, value)
-        if sends:
-            await asyncio.gather(*sends)
 
     async def _flow_for(self, execution: Execution | None, message: Message) -> Any:
         if execution is not None:
@@ -121,24 +139,28 @@ class ExecutorRuntime:
             return await self.flows.get(message.namespace, message.flow_id, message.flow_revision)
         return None
 
-    async def _apply(self, commands: list[Command]) -> list[asyncio.Future[Any]]:
-        sends = []
+    async def _apply(self, commands: list[Command]) -> None:
         for command in commands:
             match command:
                 case RequestTask(request=request):
-                    sends.append(await self._send(TASK_REQUESTS.name, request))
+                    await self._send(TASK_REQUESTS.name, request)
                 case PublishEvent(event=event):
-                    sends.append(await self._send(EXECUTIONS.name, event))
+                    await self._send(EXECUTIONS.name, event)
                 case EmitLog(record=record):
-                    sends.append(await self._send(LOGS.name, record))
+                    await self._send(LOGS.name, record)
                 case SetTimer(execution_id=execution_id, timer=timer):
                     self.timers.push(execution_id, timer)
-        return sends
 
-    async def _send(self, topic: str, message: Message) -> asyncio.Future[Any]:
-        return await self.producer.send(
-            topic, codec.encode(message), key=message.execution_id.encode()
+    async def _send(self, topic: str, message: Message) -> None:
+        delivery = await self.producer.send(
+            topic, message.execution_id.encode(), codec.encode(message), None, None, None
         )
+        delivery.add_done_callback(self._check_delivery)
+
+    def _check_delivery(self, delivery: asyncio.Future[Any]) -> None:
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self.failure = delivery.exception()
+            log.critical("produce failed: %s; the executor stops at the next batch", self.failure)
 
     async def fire_timer(self, execution_id: str, timer: Timer) -> None:
         command = ExecutionCommand(

@@ -1,0 +1,165 @@
+"""A dead service mid-execution loses nothing: its successor picks the execution up.
+
+The executor keeps each execution's state (and its pending timers) in a Faust table
+backed by a changelog topic; a new executor process recovers it. Services run as real
+processes (as under `headrace server local`) and are killed with SIGKILL, the hard way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import pytest
+
+from headrace.api_client import ApiClient, ApiError
+from headrace.broker import free_port
+from headrace.config import Settings
+from headrace.db.migrate import migrate_url
+from headrace.local import LocalStack, ServiceProcess
+
+SLOW_TASK = """\
+id: slow
+namespace: tests.resilience
+tasks:
+  - id: sleep
+    type: shell
+    commands:
+      - touch {marker}
+      - sleep 2
+  - id: after
+    type: log
+    message: "after the sleep"
+"""
+
+RETRY_LATER = """\
+id: retry-later
+namespace: tests.resilience
+tasks:
+  - id: second-time-lucky
+    type: shell
+    retry:
+      type: constant
+      interval: PT4S
+      maxAttempts: 2
+    commands:
+      - if [ -e {marker} ]; then exit 0; fi
+      - touch {marker}
+      - exit 1
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    asyncio.run(migrate_url(settings.database_url))
+    stack = LocalStack(
+        dataclasses.replace(settings, gateway_port=free_port()),
+        log_dir=tmp_path_factory.mktemp("resilience-logs"),
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def kill_hard(stack: LocalStack, name: str) -> ServiceProcess:
+    (service,) = [p for p in stack.processes if p.name == name and p.alive]
+    service.process.send_signal(signal.SIGKILL)
+    service.process.wait(10)
+    return service
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def apply(api: ApiClient, source: str, flow_id: str) -> None:
+    api.request(
+        "PUT",
+        f"/flows/tests.resilience/{flow_id}",
+        body=source.encode(),
+        content_type="application/x-yaml",
+    )
+
+
+def start(api: ApiClient, flow_id: str) -> str:
+    return api.request("POST", f"/executions/tests.resilience/{flow_id}", json_body={})["id"]
+
+
+def wait_for_end(api: ApiClient, execution_id: str) -> dict:
+    answer = {}
+
+    def ended() -> bool:
+        nonlocal answer
+        try:
+            answer = api.request("GET", f"/executions/{execution_id}")
+        except ApiError as exc:  # 404 until the indexer has written it
+            if exc.status != 404:
+                raise
+            return False
+        return answer["state"]["current"] in ("SUCCESS", "FAILED", "WARNING")
+
+    wait_until(ended, timeout_s=90)
+    return answer
+
+
+def test_executor_killed_while_a_task_runs(stack: LocalStack, tmp_path) -> None:
+    api = ApiClient(stack.url)
+    marker = tmp_path / "started"
+    apply(api, SLOW_TASK.format(marker=marker), "slow")
+    execution_id = start(api, "slow")
+    wait_until(marker.exists)
+
+    kill_hard(stack, "executor")
+    stack.start_service("executor")
+    stack.wait_ready()
+
+    execution = wait_for_end(api, execution_id)
+    assert execution["state"]["current"] == "SUCCESS"
+    assert [r["taskId"] for r in execution["taskRunList"]] == ["sleep", "after"]
+    assert all(len(r["attempts"]) == 1 for r in execution["taskRunList"])
+
+
+def test_retry_timer_survives_an_executor_restart(stack: LocalStack, tmp_path) -> None:
+    api = ApiClient(stack.url)
+    marker = tmp_path / "failed-once"
+    apply(api, RETRY_LATER.format(marker=marker), "retry-later")
+    execution_id = start(api, "retry-later")
+    wait_until(marker.exists)  # attempt 1 ran and failed; a 4 s retry timer is pending
+
+    kill_hard(stack, "executor")
+    stack.start_service("executor")
+    stack.wait_ready()
+
+    execution = wait_for_end(api, execution_id)
+    assert execution["state"]["current"] == "SUCCESS"
+    (run,) = execution["taskRunList"]
+    assert [a["state"]["current"] for a in run["attempts"]] == ["FAILED", "SUCCESS"]
+    first_end = datetime.fromisoformat(run["attempts"][0]["state"]["endDate"])
+    second_start = datetime.fromisoformat(run["attempts"][1]["state"]["startDate"])
+    assert (second_start - first_end).total_seconds() >= 4  # the backoff was honoured
+
+
+def test_worker_killed_mid_task_is_redelivered(stack: LocalStack, tmp_path) -> None:
+    api = ApiClient(stack.url)
+    marker = tmp_path / "started"
+    apply(api, SLOW_TASK.format(marker=marker), "slow")
+    execution_id = start(api, "slow")
+    wait_until(marker.exists)
+
+    kill_hard(stack, "worker")
+    marker.unlink()
+    stack.start_service("worker")
+    stack.wait_ready()
+
+    execution = wait_for_end(api, execution_id)
+    assert execution["state"]["current"] == "SUCCESS"
+    assert marker.exists()  # the task really ran a second time, on the new worker
