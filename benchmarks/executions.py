@@ -5,7 +5,11 @@ of the gap between one task's end and the next task's start (the orchestration o
 per hop: result -> executor -> request -> worker), taken from the task runs' attempt
 times as indexed in PostgreSQL.
 
-    python benchmarks/executions.py [--executions 1000] [--concurrency 100]
+    python benchmarks/executions.py [--executions 1000] [--concurrency 100] [--rate 0]
+
+By default every execution is started at once (a burst: throughput, and hop latency
+including queueing). `--rate 20` starts 20 executions per second instead, far below
+capacity, so the hop latency is the orchestration overhead alone.
 
 It starts its own `headrace server local` on a free port (embedded broker and embedded
 PostgreSQL unless HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL are set) and stops it.
@@ -64,7 +68,7 @@ def wait_up(server: subprocess.Popen[str]) -> None:
     raise SystemExit(f"headrace server local exited with {server.wait()} before it was up")
 
 
-async def run(executions: int, concurrency: int, url: str) -> dict[str, float]:
+async def run(executions: int, concurrency: int, rate: float, url: str) -> dict[str, float]:
     api = url + "/api/v1"
     async with aiohttp.ClientSession() as session:
         async with session.put(
@@ -86,7 +90,14 @@ async def run(executions: int, concurrency: int, url: str) -> dict[str, float]:
                 ids.append((await r.json())["id"])
 
         started = time.time()
-        await asyncio.gather(*(start() for _ in range(executions)))
+        if rate > 0:
+            pending = []
+            for _ in range(executions):
+                pending.append(asyncio.ensure_future(start()))
+                await asyncio.sleep(1 / rate)
+            await asyncio.gather(*pending)
+        else:
+            await asyncio.gather(*(start() for _ in range(executions)))
         submitted = time.time()
         print(f"submitted {executions} executions in {submitted - started:.2f}s", flush=True)
 
@@ -145,6 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--executions", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=0, help="starts per second; 0 = all at once")
     args = parser.parse_args()
     port = free_port()
     env = dict(os.environ)
@@ -158,7 +170,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
 
         wait_up(server)
-        result = asyncio.run(run(args.executions, args.concurrency, url))
+        result = asyncio.run(run(args.executions, args.concurrency, args.rate, url))
     finally:
         server.terminate()
         server.wait(60)

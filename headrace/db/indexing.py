@@ -3,7 +3,7 @@
 One call writes one consumer batch in one transaction. Each table gets one
 `INSERT … SELECT FROM unnest(…)`: one statement per table, whose RETURNING gives the
 executions that just ended. Measured on par with executemany (25-40k rows/s for both on
-a busy 2-core box, `python -m headrace.services.indexer.bench`). Executions and task runs
+a busy 2-core box, `python benchmarks/indexer.py`). Executions and task runs
 are upserted only when the event's `seq` is above the stored `last_seq`, so replays and
 reordering never move a row backwards; within a batch only the highest seq per row is
 kept (an upsert may not touch a row twice). Logs are inserted once per id.

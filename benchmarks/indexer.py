@@ -1,6 +1,6 @@
 """How many ExecutionEvent rows per second the indexer writes.
 
-    python -m headrace.services.indexer.bench [--database-url URL] [--events N]
+    python benchmarks/indexer.py [--database-url URL] [--events N]
 
 Two measures on a scratch database (created and dropped here):
 - `sql`: `write_batch` alone, batches of 2,000 (the consumer's max_poll_records), against
