@@ -174,9 +174,10 @@ def flow_apply(api: ApiClient, folder: Path, dry_run: bool, prune: bool) -> None
 @click.pass_obj
 def flow_list(api: ApiClient, namespace: str | None) -> None:
     """List the latest revision of every flow."""
-    flows = api.request("GET", "/flows", params={"namespace": namespace})
-    for item in flows.get("results", flows) if isinstance(flows, dict) else flows:
+    flows = api.request("GET", "/flows", params={"namespace": namespace})["results"]
+    for item in flows:
         click.echo(f"{item['namespace']}/{item['id']}  revision {item['revision']}")
+    click.echo(f"{len(flows)} flows")
 
 
 @flow.command("export")
@@ -185,14 +186,13 @@ def flow_list(api: ApiClient, namespace: str | None) -> None:
 @click.pass_obj
 def flow_export(api: ApiClient, folder: Path, namespace: str | None) -> None:
     """Write every flow's latest source to FOLDER/<namespace>/<id>.yaml."""
-    flows = api.request("GET", "/flows", params={"namespace": namespace})
-    items = flows.get("results", flows) if isinstance(flows, dict) else flows
-    for item in items:
-        full = api.request("GET", f"/flows/{item['namespace']}/{item['id']}")
+    flows = api.request("GET", "/flows", params={"namespace": namespace})["results"]
+    for item in flows:
         path = folder / item["namespace"] / f"{item['id']}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(full["source"])
+        path.write_text(item["source"])
         click.echo(f"wrote {path}")
+    click.echo(f"{len(flows)} flows exported")
 
 
 # --- executions ----------------------------------------------------------------------
@@ -299,6 +299,9 @@ def _echo_execution(execution: dict[str, Any]) -> None:
                 f"  attempts {len(run.get('attempts') or [])}{_duration(run['state'])}"
                 + (f"  outputs: {shown}" if shown else "")
             )
+            error = ((run.get("attempts") or [{}])[-1]).get("error")
+            if run["state"]["current"] == "FAILED" and error:
+                click.echo(f"  {'':<{width}}  error: {error}")
 
 
 def _duration(state: dict[str, Any]) -> str:

@@ -91,11 +91,12 @@ def apply_folder(
     if prune:
         wanted = {item.key for item in files}
         for namespace in sorted({item.flow.namespace for item in files}):
-            listing = api.request("GET", "/flows", params={"namespace": namespace})
+            listing = api.request("GET", "/flows", params={"namespace": namespace})["results"]
+            # The listing includes sub-namespaces; prune only the namespaces this folder owns.
             to_delete += [
                 (f["namespace"], f["id"])
                 for f in listing
-                if (f["namespace"], f["id"]) not in wanted
+                if f["namespace"] == namespace and (f["namespace"], f["id"]) not in wanted
             ]
 
     for action, item in plan:

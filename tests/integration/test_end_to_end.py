@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,13 @@ def test_three_tasks_succeed_with_outputs_passed_along(api: ApiClient) -> None:
     assert runs["double"]["outputs"]["word"] == "HELLO-KAFKA"
     assert all(run["state"]["current"] == "SUCCESS" for run in runs.values())
     assert all(len(run["attempts"]) == 1 for run in runs.values())
+    # A guard, not a benchmark (DESIGN §5): a hop measures ~15 ms here; stock Faust waits
+    # ~750 ms per fetch on the embedded broker. Over 400 ms, the low-latency setting is lost.
+    ordered = execution["taskRunList"]
+    for before, after in itertools.pairwise(ordered):
+        ended = datetime.fromisoformat(before["attempts"][-1]["state"]["endDate"])
+        started = datetime.fromisoformat(after["attempts"][0]["state"]["startDate"])
+        assert (started - ended).total_seconds() < 0.4, (before["taskId"], after["taskId"])
 
     logs = wait_for_logs(api, execution["id"], 3)
     assert len(logs) == 3  # one line per task; the outputs marker line is not a log line
@@ -226,3 +235,100 @@ def test_cli_reports_unreachable_server_without_traceback() -> None:
     assert result.returncode == 1
     assert "cannot reach headrace" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+WITH_ERRORS_BRANCH = """\
+id: with-errors
+namespace: tests.e2e
+tasks:
+  - id: extract
+    type: log
+    message: extracting
+  - id: transform
+    type: shell
+    commands:
+      - exit 2
+  - id: never
+    type: log
+    message: must not run
+errors:
+  - id: alert
+    type: log
+    level: ERROR
+    message: "{{ flow.id }} failed: {{ execution.id }}"
+finally:
+  - id: cleanup
+    type: log
+    message: cleaning up
+"""
+
+
+def test_errors_and_finally_branches_run_after_a_failure(api: ApiClient) -> None:
+    put_flow(api, WITH_ERRORS_BRANCH, "tests.e2e", "with-errors")
+    execution = api.request(
+        "POST", "/executions/tests.e2e/with-errors", params={"wait": "true"}, json_body={}
+    )
+    assert execution["state"]["current"] == "FAILED"
+    states = {run["taskId"]: run["state"]["current"] for run in execution["taskRunList"]}
+    assert states == {
+        "extract": "SUCCESS",
+        "transform": "FAILED",
+        "alert": "SUCCESS",
+        "cleanup": "SUCCESS",
+    }
+    logs = wait_for_logs(api, execution["id"], 4)
+    assert ("alert", "ERROR", f"with-errors failed: {execution['id']}") in [
+        (line["taskId"], line["level"], line["message"]) for line in logs
+    ]
+
+
+def test_flow_apply_dry_run_prune_and_export(stack: LocalStack, tmp_path: Path) -> None:
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    for name in ("one", "two"):
+        (folder / f"{name}.yaml").write_text(
+            f"id: {name}\nnamespace: tests.gitops\ntasks:\n  - id: t\n    type: log\n    message: {name}\n"
+        )
+    first = run_cli(stack, "flow", "apply", str(folder))
+    assert first.returncode == 0, first.stderr
+    assert "2 applied" in first.stdout
+
+    (folder / "two.yaml").unlink()
+    (folder / "one.yaml").write_text(
+        (folder / "one.yaml").read_text().replace("message: one", "message: uno")
+    )
+    plan = run_cli(stack, "flow", "apply", str(folder), "--dry-run", "--prune")
+    assert plan.returncode == 0, plan.stderr
+    assert "update    tests.gitops/one" in plan.stdout
+    assert "delete    tests.gitops/two" in plan.stdout
+    listed = run_cli(stack, "flow", "list", "--namespace", "tests.gitops")
+    assert "tests.gitops/two" in listed.stdout  # the dry run changed nothing
+
+    pruned = run_cli(stack, "flow", "apply", str(folder), "--prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "tests.gitops/one revision 2" in pruned.stdout
+    listed = run_cli(stack, "flow", "list", "--namespace", "tests.gitops")
+    assert "tests.gitops/two" not in listed.stdout
+
+    exported = run_cli(
+        stack, "flow", "export", str(tmp_path / "out"), "--namespace", "tests.gitops"
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "out" / "tests.gitops" / "one.yaml").read_text() == (
+        folder / "one.yaml"
+    ).read_text()
+
+
+def test_invalid_folder_applies_nothing(stack: LocalStack, tmp_path: Path) -> None:
+    (tmp_path / "good.yaml").write_text(
+        "id: good\nnamespace: tests.atomic\ntasks:\n  - id: t\n    type: log\n    message: hi\n"
+    )
+    (tmp_path / "bad.yaml").write_text(
+        "id: bad\nnamespace: tests.atomic\ntasks:\n  - id: t\n    type: nope\n"
+    )
+    result = run_cli(stack, "flow", "apply", str(tmp_path))
+    assert result.returncode == 1
+    assert "bad.yaml:5" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    listed = run_cli(stack, "flow", "list", "--namespace", "tests.atomic")
+    assert "tests.atomic/good" not in listed.stdout
