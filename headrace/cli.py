@@ -214,12 +214,7 @@ def execution_start(
     api: ApiClient, namespace: str, flow_id: str, inputs: tuple[str, ...], wait: bool, timeout: int
 ) -> None:
     """Start an execution of NAMESPACE/FLOW_ID."""
-    values: dict[str, str] = {}
-    for item in inputs:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--input")
-        values[key] = value
+    values = _key_values(inputs)
     params = {"wait": "true", "timeout": str(timeout)} if wait else None
     result = api.request(
         "POST",
@@ -264,6 +259,56 @@ def execution_list(
             f"{item['id']}  {item['namespace']}/{item['flowId']}  {item['state']['current']}"
         )
     click.echo(f"{len(page['results'])} of {page['total']}")
+
+
+@execution.command("kill")
+@click.argument("execution_id")
+@click.pass_obj
+def execution_kill(api: ApiClient, execution_id: str) -> None:
+    """Kill a running execution: its running tasks and subflows end KILLED."""
+    api.request("POST", f"/executions/{execution_id}/kill")
+    click.echo(f"kill requested for {execution_id}")
+
+
+@execution.command("restart")
+@click.argument("execution_id")
+@click.pass_obj
+def execution_restart(api: ApiClient, execution_id: str) -> None:
+    """Re-run a FAILED or KILLED execution from its failed task runs (successful ones are kept)."""
+    api.request("POST", f"/executions/{execution_id}/restart")
+    click.echo(f"restart requested for {execution_id}")
+
+
+@execution.command("resume")
+@click.argument("execution_id")
+@click.option("--input", "inputs", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
+@click.pass_obj
+def execution_resume(api: ApiClient, execution_id: str, inputs: tuple[str, ...]) -> None:
+    """Resume a PAUSED execution, optionally with inputs for the paused task."""
+    api.request("POST", f"/executions/{execution_id}/resume", json_body=_key_values(inputs))
+    click.echo(f"resume requested for {execution_id}")
+
+
+@execution.command("replay")
+@click.argument("execution_id")
+@click.option("--task-run-id", default=None, help="Replay from this task run (default: the start).")
+@click.pass_obj
+def execution_replay(api: ApiClient, execution_id: str, task_run_id: str | None) -> None:
+    """Start a new execution that replays EXECUTION_ID from a chosen task run."""
+    answer = api.request(
+        "POST", f"/executions/{execution_id}/replay", params={"taskRunId": task_run_id}
+    )
+    click.echo(f"replaying {execution_id} as new execution {answer['id']}")
+
+
+def _key_values(items: tuple[str, ...]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--input")
+        values[key] = value
+    return values
 
 
 @cli.command("logs")

@@ -183,7 +183,28 @@ class ExecutionCommand:
     payload: Json = field(default_factory=dict)
 
 
-Message = TriggerEvent | TaskRequest | TaskResult | LogRecord | ExecutionEvent | ExecutionCommand
+@dataclass(slots=True)
+class TaskKill:
+    """Cancels one attempt wherever it runs (topic `task-control`, read by every worker)."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.TaskKill"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    execution_id: str
+    task_run_id: str
+    attempt: int
+    time: datetime
+
+
+Message = (
+    TriggerEvent
+    | TaskRequest
+    | TaskResult
+    | LogRecord
+    | ExecutionEvent
+    | ExecutionCommand
+    | TaskKill
+)
 MESSAGE_TYPES: tuple[type, ...] = (
     TriggerEvent,
     TaskRequest,
@@ -191,4 +212,5 @@ MESSAGE_TYPES: tuple[type, ...] = (
     LogRecord,
     ExecutionEvent,
     ExecutionCommand,
+    TaskKill,
 )

@@ -47,6 +47,8 @@ EXECUTION_COMMANDS = TopicSpec(
 TASK_REQUESTS = TopicSpec("task-requests", "execution id", "io.headrace.TaskRequest", 7 * DAY_MS)
 EXECUTIONS = TopicSpec("executions", "execution id", "io.headrace.ExecutionEvent", 7 * DAY_MS)
 LOGS = TopicSpec("logs", "execution id", "io.headrace.LogRecord", 7 * DAY_MS)
+# Kills matter only while the attempt may still run: a day of retention is plenty.
+TASK_CONTROL = TopicSpec("task-control", "execution id", "io.headrace.TaskKill", DAY_MS)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     TRIGGERS,
@@ -55,4 +57,5 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TASK_REQUESTS,
     EXECUTIONS,
     LOGS,
+    TASK_CONTROL,
 )

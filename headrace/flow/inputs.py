@@ -1,8 +1,13 @@
 """Turns the inputs given to an execution into typed, JSON-ready values.
 
 Values come as strings (CLI `--input k=v`, form fields) or as JSON values (REST body);
-both are coerced to the flow's declared `InputType`. Defaults apply, and every problem
-is reported at once. The result travels on Kafka, so it is always JSON-serialisable.
+both are coerced to the flow's declared `InputType`, then checked against the input's
+rules (`values`, `validator`, `min`/`max`, `after`/`before`; an ARRAY applies them to
+each item). Defaults apply, and every problem is reported at once. The result travels
+on Kafka, so it is always JSON-serialisable.
+
+`definition_errors` checks an input *definition* (which rules fit which type, defaults
+that break them); the loader calls it so bad definitions are refused at load.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from headrace.errors import HeadraceError
-from headrace.flow.model import Flow, InputType
+from headrace.flow.model import Flow, Input, InputType
 
 _INT = re.compile(r"^[+-]?\d+$")
 _TRUE = frozenset({"true", "1", "yes"})
@@ -122,6 +128,40 @@ def _kind(value: Any) -> str:
     )
 
 
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+
+
+def _uri(value: Any) -> str:
+    text = _string(value).strip()
+    parts = urlsplit(text)
+    if not parts.scheme or not _URI_SCHEME.match(parts.scheme):
+        raise ValueError(f"expected an absolute URI with a scheme (https://…), got {value!r}")
+    if not (parts.netloc or parts.path):
+        raise ValueError(f"expected an absolute URI with something after the scheme, got {value!r}")
+    if any(c.isspace() for c in text):
+        raise ValueError(f"a URI cannot contain blanks, got {value!r}")
+    return text
+
+
+def _file(value: Any) -> str:
+    # A reference only (a path or a URI, e.g. s3://bucket/key): storing uploaded files
+    # is a later issue, so the text is kept as given.
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a file path or URI, got {_kind(value)}")
+    return value
+
+
+def _array(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ValueError(f"expected a JSON array like [1, 2], got {value!r}") from None
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list, got {_kind(value)}")
+    return list(value)
+
+
 _COERCERS: dict[InputType, Callable[[Any], Any]] = {
     InputType.STRING: _string,
     InputType.INT: _int,
@@ -129,12 +169,138 @@ _COERCERS: dict[InputType, Callable[[Any], Any]] = {
     InputType.BOOLEAN: _boolean,
     InputType.JSON: _json,
     InputType.DATETIME: _datetime,
+    InputType.ENUM: _string,
+    InputType.SELECT: _string,
+    InputType.ARRAY: _array,
+    InputType.URI: _uri,
+    InputType.FILE: _file,
 }
+
+# Which rule keys fit which (item) type; `definition_errors` refuses the others.
+_RULES: dict[str, frozenset[InputType]] = {
+    "values": frozenset({InputType.ENUM, InputType.SELECT}),
+    "validator": frozenset({InputType.STRING}),
+    "min": frozenset({InputType.INT, InputType.FLOAT}),
+    "max": frozenset({InputType.INT, InputType.FLOAT}),
+    "after": frozenset({InputType.DATETIME}),
+    "before": frozenset({InputType.DATETIME}),
+}
+# ARRAY items are single values: no nested arrays, and files are not uploaded yet.
+ITEM_TYPES = frozenset(InputType) - {InputType.ARRAY, InputType.FILE}
 
 
 def coerce_input(input_type: InputType, value: Any) -> Any:
-    """`value` as `input_type` wants it; raises `ValueError` with a reason otherwise."""
+    """`value` as `input_type` wants it; raises `ValueError` with a reason otherwise.
+
+    Only the type: `validate_input` applies a definition's rules too.
+    """
     return _COERCERS[input_type](value)
+
+
+def validate_input(definition: Input, value: Any) -> Any:
+    """`value` coerced to the input's type and checked against its rules.
+
+    Raises `ValueError` with a reason (for an ARRAY, naming the bad item).
+    """
+    if definition.type is InputType.ARRAY:
+        items = _array(value)
+        item_type = definition.item_type or InputType.STRING
+        checked = []
+        for i, item in enumerate(items):
+            try:
+                checked.append(_check(definition, item_type, item))
+            except ValueError as exc:
+                raise ValueError(f"item {i}: {exc}") from None
+        return checked
+    return _check(definition, definition.type, value)
+
+
+def _check(definition: Input, input_type: InputType, value: Any) -> Any:
+    result = coerce_input(input_type, value)
+    values = definition.values
+    if values is not None and input_type in _RULES["values"] and result not in values:
+        allowed = ", ".join(values)
+        raise ValueError(f"{result!r} is not one of the allowed values ({allowed})")
+    pattern = definition.validator
+    is_text = input_type is InputType.STRING
+    if pattern is not None and is_text and re.fullmatch(pattern, result) is None:
+        raise ValueError(f"{result!r} does not match the pattern {pattern!r}")
+    if input_type in _RULES["min"]:
+        if definition.min is not None and result < definition.min:
+            raise ValueError(f"{result} is less than the minimum {_number(definition.min)}")
+        if definition.max is not None and result > definition.max:
+            raise ValueError(f"{result} is more than the maximum {_number(definition.max)}")
+    if input_type is InputType.DATETIME:
+        moment = datetime.fromisoformat(result)
+        if definition.after is not None and moment <= _moment(definition.after):
+            raise ValueError(f"{result} is not after {definition.after}")
+        if definition.before is not None and moment >= _moment(definition.before):
+            raise ValueError(f"{result} is not before {definition.before}")
+    return result
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(_datetime(text))
+
+
+def definition_errors(definition: Input) -> list[tuple[str, str, str | None]]:
+    """(key, message, hint) for every rule of `definition` that cannot work.
+
+    A rule on a type it does not fit, an ENUM/SELECT without values, an ARRAY without a
+    usable `itemType`, a regex that does not compile, min above max, and a default that
+    breaks the rules.
+    """
+    found: list[tuple[str, str, str | None]] = []
+    kind = definition.type
+    effective = definition.item_type if kind is InputType.ARRAY else kind
+    if kind is InputType.ARRAY:
+        if definition.item_type is None:
+            found.append(("type", "an ARRAY input needs `itemType`", "add e.g. `itemType: STRING`"))
+        elif definition.item_type not in ITEM_TYPES:
+            allowed = ", ".join(sorted(ITEM_TYPES))
+            found.append(
+                ("itemType", f"items cannot be {definition.item_type}", f"use one of {allowed}")
+            )
+    elif definition.item_type is not None:
+        found.append(("itemType", f"`itemType` only applies to ARRAY inputs, not {kind}", None))
+    if effective in _RULES["values"] and not definition.values:
+        found.append(
+            (
+                "values" if definition.values is not None else "type",
+                f"a {effective} input needs a non-empty `values` list",
+                "list the choices, e.g. `values: [dev, prod]`",
+            )
+        )
+    for key, types_ in _RULES.items():
+        if getattr(definition, key) is None or effective is None or effective in types_:
+            continue
+        fits = " and ".join(sorted(types_))
+        found.append((key, f"`{key}` applies to {fits} inputs, not {kind}", None))
+    if definition.validator is not None:
+        try:
+            re.compile(definition.validator)
+        except re.error as exc:
+            found.append(("validator", f"invalid regular expression: {exc}", None))
+    low, high = definition.min, definition.max
+    if low is not None and high is not None and low > high:
+        found.append(("min", f"min {definition.min} is above max {definition.max}", None))
+    for key in ("after", "before"):
+        text = getattr(definition, key)
+        if text is not None:
+            try:
+                _moment(text)
+            except ValueError as exc:
+                found.append((key, str(exc), None))
+    if definition.defaults is not None and not found:
+        try:
+            validate_input(definition, definition.defaults)
+        except ValueError as exc:
+            found.append(("defaults", f"invalid default: {exc}", None))
+    return found
 
 
 def resolve_inputs(flow: Flow, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,7 +326,7 @@ def resolve_inputs(flow: Flow, raw: Mapping[str, Any]) -> dict[str, Any]:
             resolved[definition.id] = None
             continue
         try:
-            resolved[definition.id] = coerce_input(definition.type, value)
+            resolved[definition.id] = validate_input(definition, value)
         except ValueError as exc:
             errors.append((definition.id, str(exc)))
     if errors:

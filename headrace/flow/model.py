@@ -34,14 +34,60 @@ class InputType(StrEnum):
     BOOLEAN = "BOOLEAN"
     JSON = "JSON"
     DATETIME = "DATETIME"
+    ENUM = "ENUM"  # Kestra's older name for SELECT; both take `values`
+    SELECT = "SELECT"
+    ARRAY = "ARRAY"  # items of `itemType`
+    URI = "URI"
+    FILE = "FILE"  # a reference (path or URI) kept as given; uploads are a later issue
 
 
 class Input(_Model):
+    """One declared input. Which rule keys fit which type is checked by the loader
+    (`headrace.flow.inputs.definition_errors`), so that each problem gets its own path."""
+
     id: str = Field(pattern=ID_PATTERN)
     type: InputType
+    display_name: str | None = None
     description: str | None = None
     required: bool = True
     defaults: Any = None
+    values: list[str] | None = None  # ENUM / SELECT (and ARRAY of them)
+    item_type: InputType | None = None  # ARRAY
+    validator: str | None = None  # STRING: a regex the whole value must match
+    min: float | None = None  # INT / FLOAT, inclusive
+    max: float | None = None
+    after: str | None = None  # DATETIME, ISO-8601, exclusive
+    before: str | None = None
+
+
+class FlowOutput(_Model):
+    """A value the flow returns: `value` is an expression the core renders at the end."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    type: InputType | None = None  # when set, the rendered value is coerced to it
+    description: str | None = None
+    value: Any
+
+
+class ConcurrencyBehavior(StrEnum):
+    QUEUE = "QUEUE"  # wait until a running execution ends
+    CANCEL = "CANCEL"  # end the new execution as CANCELLED
+    FAIL = "FAIL"  # end the new execution as FAILED
+
+
+class Concurrency(_Model):
+    """How many executions of this flow may run at once (enforced by the executor)."""
+
+    limit: int = Field(ge=1)
+    behavior: ConcurrencyBehavior = ConcurrencyBehavior.QUEUE
+
+
+class PluginDefault(_Model):
+    """Property values merged into every task of `type` (the loader applies them)."""
+
+    type: str = Field(min_length=1)
+    values: dict[str, Any]
+    forced: bool = False  # when true, these values win over the task's own
 
 
 class RetryPolicy(_Model):
@@ -117,11 +163,43 @@ class Flow(_Model):
     description: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     inputs: list[Input] = Field(default_factory=list)
+    # Rendered by the core with the execution's context; expressions read them as `vars`.
+    variables: dict[str, Any] = Field(default_factory=dict)
+    outputs: list[FlowOutput] = Field(default_factory=list)
+    concurrency: Concurrency | None = None
+    # A disabled flow keeps its definition but cannot be started (the gateway refuses).
+    disabled: bool = False
+    # Already merged into the tasks by the loader; kept for export and display.
+    plugin_defaults: list[PluginDefault] = Field(default_factory=list)
     tasks: list[Task] = Field(min_length=1)
     # Run when a task of `tasks` fails, and always at the end (Kestra's `errors`/`finally`).
     errors: list[Task] = Field(default_factory=list)
     finally_: list[Task] = Field(default_factory=list, alias="finally")
     triggers: list[Trigger] = Field(default_factory=list)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_map(cls, value: Any) -> Any:
+        """Kestra accepts both `{k: v}` and `[{key: k, value: v}]`; scalars become text."""
+        if isinstance(value, list):
+            labels: dict[Any, Any] = {}
+            for i, item in enumerate(value):
+                if not (isinstance(item, dict) and set(item) == {"key", "value"}):
+                    raise ValueError(f"item {i} must be a mapping with `key` and `value`")
+                if item["key"] in labels:
+                    raise ValueError(f"label {item['key']!r} is given twice")
+                labels[item["key"]] = item["value"]
+            value = labels
+        if isinstance(value, dict):
+            return {
+                key: str(item).lower()
+                if isinstance(item, bool)
+                else str(item)
+                if isinstance(item, int | float)
+                else item
+                for key, item in value.items()
+            }
+        return value
 
     def all_tasks(self) -> list[Task]:
         """`tasks`, then `errors`, then `finally`: task ids are unique across all three."""

@@ -16,6 +16,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -24,9 +25,16 @@ from headrace import codec
 from headrace.config import Settings
 from headrace.errors import CodecError
 from headrace.kafka import make_consumer, make_producer
-from headrace.messages import LogRecord, TaskRequest
+from headrace.messages import LogRecord, TaskKill, TaskRequest, TaskResult
+from headrace.services.worker.kills import RecentKills, follow_kills
 from headrace.services.worker.offsets import OffsetTracker
-from headrace.services.worker.runner import SecretLookup, env_secret_lookup, run_attempt
+from headrace.services.worker.runner import (
+    PublishLog,
+    SecretLookup,
+    env_secret_lookup,
+    run_attempt,
+)
+from headrace.states import State
 from headrace.topics.definitions import LOGS, TASK_REQUESTS, TASK_RESULTS
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ def default_worker_id() -> str:
 @dataclass(slots=True)
 class _Running:
     task: asyncio.Task[None]
+    # The connector's own task, cancelled by a kill (set once the attempt has started).
+    connector: asyncio.Task[TaskResult] | None = None
     # Every fetched copy of this attempt's request: all are done when the attempt is.
     offsets: list[tuple[TopicPartition, int]] = field(default_factory=list)
     # Holds a concurrency slot until its connector returned; acks are awaited slot-free.
@@ -86,6 +96,8 @@ class Worker:
         self._grace_s = shutdown_grace_s
         self._secret_lookup = secret_lookup
         self._running: dict[AttemptKey, _Running] = {}
+        self._kills = RecentKills()
+        self.kills_followed = asyncio.Event()  # set once kills are being received
         self._busy = 0  # attempts whose connector still runs: what the capacity bounds
         self._room = asyncio.Event()
         self._paused = False
@@ -100,13 +112,19 @@ class Worker:
             try:
                 log.info("worker %s started (concurrency %d)", self.worker_id, self._capacity)
                 committer = asyncio.create_task(self._commit_periodically())
+                kills = asyncio.create_task(
+                    follow_kills(
+                        self.settings, self.worker_id, self.kill, stop, self.kills_followed
+                    )
+                )
                 try:
                     await self._fetch_until(stop)
                 finally:
                     await self._drain()
-                    committer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await committer
+                    for background in (committer, kills):
+                        background.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await background
                     await self.commit()
             finally:
                 await self._consumer.stop()
@@ -171,6 +189,18 @@ class Worker:
         self._running[key] = _Running(task, [(partition, offset)])
         self._busy += 1
 
+    def kill(self, kill: TaskKill) -> None:
+        """Cancel the attempt if it runs here; refuse to start it if it comes later."""
+        key = (kill.task_run_id, kill.attempt)
+        self._kills.add(key)
+        running = self._running.get(key)
+        if running is not None and running.connector is not None:
+            running.connector.cancel()
+            log.info("worker %s: killing %s attempt %d", self.worker_id, *key)
+
+    def knows_killed(self, task_run_id: str, attempt: int) -> bool:
+        return (task_run_id, attempt) in self._kills
+
     def _release_slot(self, running: _Running) -> None:
         if running.busy:
             running.busy = False
@@ -187,12 +217,7 @@ class Worker:
             )
 
         try:
-            result = await run_attempt(
-                request,
-                worker_id=self.worker_id,
-                publish_log=publish_log,
-                secret_lookup=self._secret_lookup,
-            )
+            result = await self._run_unless_killed(request, key, publish_log)
             deliveries.append(
                 await self._producer.send(TASK_RESULTS.name, codec.encode(result), key=message_key)
             )
@@ -206,6 +231,36 @@ class Worker:
             log.exception("could not publish the result of %s attempt %d", *key)
         finally:
             self._release_slot(self._running.pop(key))
+
+    async def _run_unless_killed(
+        self, request: TaskRequest, key: AttemptKey, publish_log: PublishLog
+    ) -> TaskResult:
+        started_at = datetime.now(UTC)
+        if key not in self._kills:
+            connector = asyncio.create_task(
+                run_attempt(
+                    request,
+                    worker_id=self.worker_id,
+                    publish_log=publish_log,
+                    secret_lookup=self._secret_lookup,
+                )
+            )
+            self._running[key].connector = connector
+            try:
+                return await connector
+            except asyncio.CancelledError:
+                if key not in self._kills or asyncio.current_task().cancelling():
+                    raise  # a shutdown, not a kill: the request will be redelivered
+        return TaskResult(
+            execution_id=request.execution_id,
+            task_run_id=request.task_run_id,
+            attempt=request.attempt,
+            state=State.KILLED,
+            started_at=started_at,
+            ended_at=datetime.now(UTC),
+            error="killed",
+            worker_id=self.worker_id,
+        )
 
     async def _drain(self) -> None:
         """Give running attempts the grace period, then cancel the rest (redelivered later)."""

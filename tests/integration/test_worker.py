@@ -21,11 +21,11 @@ from headrace import codec
 from headrace.config import Settings
 from headrace.expressions import SECRET_MARKER_PREFIX, SECRET_MARKER_SUFFIX
 from headrace.kafka import make_consumer, make_producer
-from headrace.messages import LogLevel, LogRecord, TaskRequest, TaskResult
-from headrace.services.worker import run_worker
+from headrace.messages import LogLevel, LogRecord, TaskKill, TaskRequest, TaskResult
 from headrace.services.worker.runner import MASK
+from headrace.services.worker.service import Worker
 from headrace.states import State
-from headrace.topics.definitions import LOGS, TASK_REQUESTS, TASK_RESULTS
+from headrace.topics.definitions import LOGS, TASK_CONTROL, TASK_REQUESTS, TASK_RESULTS
 
 DEADLINE_S = 30.0
 
@@ -113,9 +113,8 @@ class RunningWorker:
     def __init__(self, settings: Settings, worker_id: str, grace_s: float = 10.0) -> None:
         self.worker_id = worker_id
         self.stop_event = asyncio.Event()
-        self.task = asyncio.create_task(
-            run_worker(settings, self.stop_event, worker_id, shutdown_grace_s=grace_s)
-        )
+        self.worker = Worker(settings, worker_id, shutdown_grace_s=grace_s)
+        self.task = asyncio.create_task(self.worker.run(self.stop_event))
 
     async def stop(self) -> None:
         self.stop_event.set()
@@ -248,3 +247,50 @@ async def test_an_interrupted_attempt_is_redelivered_to_the_next_worker(
     assert runs.read_text().splitlines() == ["run", "run"]
     assert (LogLevel.INFO, "second run") in outcomes.messages(request.execution_id)
     assert len(outcomes.results[request.execution_id]) == 1
+
+
+async def publish_kill(settings: Settings, request: TaskRequest) -> None:
+    kill = TaskKill(request.execution_id, request.task_run_id, request.attempt, datetime.now(UTC))
+    producer = make_producer(settings, client_id="test-kill-producer")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            TASK_CONTROL.name, codec.encode(kill), key=kill.execution_id.encode()
+        )
+    finally:
+        await producer.stop()
+
+
+async def test_a_kill_cancels_the_running_attempt(
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker, tmp_path: Path
+) -> None:
+    survivor = tmp_path / "survived"
+    request = new_request("shell", {"commands": ["echo started", "sleep 30", f"touch {survivor}"]})
+    await produce(settings, request)
+    await outcomes.wait_for(
+        lambda: (LogLevel.INFO, "started") in outcomes.messages(request.execution_id),
+        "the task to start",
+    )
+    await publish_kill(settings, request)
+    result = await outcomes.result(request.execution_id)
+    assert result.state is State.KILLED
+    assert result.error == "killed"
+    assert (result.ended_at - result.started_at).total_seconds() < 30
+    assert not survivor.exists()
+
+
+async def test_a_kill_that_comes_first_stops_the_attempt_from_running(
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    request = new_request("shell", {"commands": [f"touch {ran}"]})
+    async with asyncio.timeout(DEADLINE_S):
+        await worker.worker.kills_followed.wait()
+    await publish_kill(settings, request)
+    async with asyncio.timeout(DEADLINE_S):  # the kill has reached the worker's memory
+        while not worker.worker.knows_killed(request.task_run_id, request.attempt):
+            await asyncio.sleep(0.01)
+    await produce(settings, request)
+    result = await outcomes.result(request.execution_id)
+    assert result.state is State.KILLED
+    assert not ran.exists()

@@ -1,0 +1,76 @@
+"""Kills reach every worker: a consumer outside any group follows `task-control` from its end.
+
+A kill names one attempt. The worker running it cancels it; a worker that fetches the
+request later remembers the kill and reports the attempt KILLED without running it. The
+memory is bounded: kills matter only while their request may still be in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+
+from aiokafka import TopicPartition
+
+from headrace import codec
+from headrace.config import Settings
+from headrace.errors import CodecError
+from headrace.kafka import make_consumer
+from headrace.messages import TaskKill
+from headrace.topics.definitions import TASK_CONTROL
+
+log = logging.getLogger(__name__)
+
+# Attempts remembered as killed; old entries go first. 100,000 keys are ~15 MB.
+REMEMBERED_KILLS = 100_000
+POLL_TIMEOUT_MS = 100
+
+AttemptKey = tuple[str, int]  # (task_run_id, attempt)
+
+
+class RecentKills:
+    def __init__(self, capacity: int = REMEMBERED_KILLS) -> None:
+        self._capacity = capacity
+        self._keys: OrderedDict[AttemptKey, None] = OrderedDict()
+
+    def add(self, key: AttemptKey) -> None:
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        while len(self._keys) > self._capacity:
+            self._keys.popitem(last=False)
+
+    def __contains__(self, key: AttemptKey) -> bool:
+        return key in self._keys
+
+
+async def follow_kills(
+    settings: Settings,
+    client_id: str,
+    on_kill: Callable[[TaskKill], None],
+    stop: asyncio.Event,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Call `on_kill` for every kill published from now on, until `stop` is set."""
+    consumer = make_consumer(settings, group_id=None, client_id=f"{client_id}-kills")
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(TASK_CONTROL.name) or set()
+        consumer.assign([TopicPartition(TASK_CONTROL.name, p) for p in sorted(partitions)])
+        await consumer.seek_to_end()
+        if started is not None:
+            started.set()
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        kill = codec.decode(record.value)
+                    except CodecError as exc:
+                        log.error("skipping undecodable kill: %s", exc)
+                        continue
+                    if isinstance(kill, TaskKill):
+                        on_kill(kill)
+    finally:
+        await consumer.stop()
