@@ -117,7 +117,9 @@ async def bench_end_to_end(database_url: str, events: list[ExecutionEvent]) -> f
     broker = start_embedded_broker()
     try:
         await apply_topics(broker.bootstrap, 4)
-        settings = Settings(kafka_bootstrap=broker.bootstrap, database_url=database_url)
+        settings = Settings(
+            kafka_bootstrap=broker.bootstrap, database_url=database_url, low_latency=True
+        )
         producer = make_producer(settings, "bench")
         await producer.start()
         for event in events:

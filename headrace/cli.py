@@ -151,22 +151,22 @@ def flow_validate(paths: tuple[Path, ...]) -> None:
     for error in errors:
         click.secho(str(error), fg="red", err=True)
     if errors:
-        raise HeadraceError(f"{len(errors)} of {len(files) + len(errors)} flow files are invalid")
-    click.echo(f"{len(files)} flow files valid")
+        raise HeadraceError(f"{len(errors)} of {len(files) + len(errors)} flow file(s) invalid")
+    click.echo(f"{len(files)} flow file(s) valid")
 
 
 @flow.command("apply")
-@click.argument("folder", type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option(
     "--prune", is_flag=True, help="Delete server flows of the same namespaces not in FOLDER."
 )
 @click.pass_obj
-def flow_apply(api: ApiClient, folder: Path, dry_run: bool, prune: bool) -> None:
-    """Apply a folder of flows: validated all first, then created or updated."""
+def flow_apply(api: ApiClient, paths: tuple[Path, ...], dry_run: bool, prune: bool) -> None:
+    """Apply flow files and folders: all validated first, then created or updated."""
     from headrace.flow_files import apply_folder
 
-    apply_folder(api, folder, dry_run=dry_run, prune=prune, echo=click.echo)
+    apply_folder(api, paths, dry_run=dry_run, prune=prune, echo=click.echo)
 
 
 @flow.command("list")

@@ -77,11 +77,17 @@ def registry() -> SchemaRegistry:
 
 
 def encode(message: Message) -> bytes:
+    """The message's bytes; raises `CodecError` for a value the wire format cannot carry
+    (an integer beyond 64 bits in a JSON field, a wrong type in an Avro one)."""
     schema = _registry.current[message.SCHEMA]
     buffer = io.BytesIO()
     buffer.write(MAGIC)
     buffer.write(schema.fingerprint)
-    fastavro.schemaless_writer(buffer, schema.parsed, _to_avro(message))
+    record = _to_avro(message)
+    try:
+        fastavro.schemaless_writer(buffer, schema.parsed, record)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode {schema.name}: {exc}") from exc
     return buffer.getvalue()
 
 
@@ -103,17 +109,26 @@ def decode(data: bytes) -> Message:
             record = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
     except (EOFError, ValueError, IndexError, fastavro.read.SchemaResolutionError) as exc:
         raise CodecError(f"corrupt {writer.name} message: {exc}") from exc
-    return _from_avro(_CLASS_BY_SCHEMA[writer.name], record)
+    # Valid Avro can still hold invalid JSON text or an unknown enum value: a consumer
+    # must see one error type for every bad message, or one poison message crash-loops it.
+    try:
+        return _from_avro(_CLASS_BY_SCHEMA[writer.name], record)
+    except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+        raise CodecError(f"invalid {writer.name} message: {exc}") from exc
 
 
-def encode_json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+def encode_json(value: Any, what: str = "value") -> str:
+    """`value` as JSON text; `CodecError` names `what` when JSON cannot carry it."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as exc:  # orjson.JSONEncodeError, e.g. an int beyond 64 bits
+        raise CodecError(f"{what} cannot be encoded as JSON: {exc}") from exc
 
 
 def _to_avro(message: Message) -> dict[str, Any]:
     record = {name: getattr(message, name) for name in message.__slots__}
     for name in message.JSON_FIELDS:
-        record[name] = encode_json(record[name])
+        record[name] = encode_json(record[name], f"{message.SCHEMA}.{name}")
     if isinstance(message, m.ExecutionEvent):
         if message.execution is not None:
             record["execution"] = _execution_to_avro(message.execution)
@@ -136,6 +151,9 @@ def _from_avro(cls: type, record: dict[str, Any]) -> Message:
         record["level"] = m.LogLevel(record["level"])
     elif cls is m.ExecutionCommand:
         record["kind"] = m.CommandKind(record["kind"])
+    elif cls is m.SlotRequest:
+        record["kind"] = m.SlotRequestKind(record["kind"])
+        record["behavior"] = m.ConcurrencyBehavior(record["behavior"])
     return cls(**record)
 
 
@@ -154,10 +172,10 @@ def _execution_to_avro(snapshot: m.ExecutionSnapshot) -> dict[str, Any]:
         "flow_revision": snapshot.flow_revision,
         "state": snapshot.state,
         "histories": _histories_to_avro(snapshot.histories),
-        "inputs": encode_json(snapshot.inputs),
-        "outputs": encode_json(snapshot.outputs),
+        "inputs": encode_json(snapshot.inputs, "execution.inputs"),
+        "outputs": encode_json(snapshot.outputs, "execution.outputs"),
         "labels": snapshot.labels,
-        "trigger": encode_json(snapshot.trigger),
+        "trigger": encode_json(snapshot.trigger, "execution.trigger"),
     }
 
 
@@ -187,7 +205,7 @@ def _task_run_to_avro(snapshot: m.TaskRunSnapshot) -> dict[str, Any]:
             {"state": a.state, "started_at": a.started_at, "ended_at": a.ended_at, "error": a.error}
             for a in snapshot.attempts
         ],
-        "outputs": encode_json(snapshot.outputs),
+        "outputs": encode_json(snapshot.outputs, "task_run.outputs"),
     }
 
 

@@ -20,9 +20,13 @@ class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/headrace"
     # Partitions of the co-partitioned executor topics: the ceiling on executor processes.
     partitions: int = 8
-    # The embedded broker answers a fetch after half of fetch_max_wait_ms (DESIGN §5):
-    # keep it low there. On real Kafka a long-poll wait costs nothing, so 500 ms is fine.
-    low_latency: bool = True
+    # Copies of each topic partition: 1 for one broker, 3 for a production cluster.
+    replication_factor: int = 1
+    # The embedded broker answers a fetch after half of fetch_max_wait_ms and a JoinGroup
+    # after half of the group timeouts (DESIGN §5): `server local` turns this on for it.
+    # Real Kafka needs it off: long polls cost nothing there, and it refuses session
+    # timeouts under group.min.session.timeout.ms (6 s by default).
+    low_latency: bool = False
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     worker_concurrency: int = 64
@@ -37,7 +41,10 @@ class Settings:
                 kafka_bootstrap=env.get("HEADRACE_KAFKA_BOOTSTRAP", defaults.kafka_bootstrap),
                 database_url=env.get("HEADRACE_DATABASE_URL", defaults.database_url),
                 partitions=int(env.get("HEADRACE_PARTITIONS", defaults.partitions)),
-                low_latency=env.get("HEADRACE_LOW_LATENCY", "1") not in ("0", "false", "no"),
+                replication_factor=int(
+                    env.get("HEADRACE_REPLICATION_FACTOR", defaults.replication_factor)
+                ),
+                low_latency=env.get("HEADRACE_LOW_LATENCY", "0").lower() in ("1", "true", "yes"),
                 gateway_host=env.get("HEADRACE_GATEWAY_HOST", defaults.gateway_host),
                 gateway_port=int(env.get("HEADRACE_GATEWAY_PORT", defaults.gateway_port)),
                 worker_concurrency=int(

@@ -1,8 +1,25 @@
 """Renders the `{{ … }}` expressions of task properties, safely and fast.
 
-Jinja2 in an immutable sandbox: an expression reads its context (`inputs`, `outputs`,
-`execution`, `flow`, `labels`, `trigger`, `taskrun`) and cannot reach Python internals or
-mutate what it reads. An undefined name is an error, never an empty string.
+Jinja2 in an immutable sandbox: an expression reads its context and cannot reach Python
+internals or mutate what it reads. An undefined name is an error, never an empty string.
+
+The context (built by the core, `headrace.core.context`):
+- `flow`: `id`, `namespace`, `revision`;  `execution`: `id`, `startDate`;
+- `inputs`: the coerced inputs;  `outputs`: `{task id: outputs}` of finished tasks;
+- `vars`: the flow's `variables`, rendered once per execution (`render_variables`);
+- `labels`, `trigger` (what started the execution), `taskrun` (`id`, `attempt`, `value`
+  inside a for-each), `parents` (for a subflow: the parent executions);
+- `_now` (NOW_KEY): the time of the event being processed, an aware `datetime` or ISO
+  text. `now()` returns it: the core never reads the clock, so the caller passes it.
+
+Functions: `secret(name)`, `now()`, `render(text)` (renders text that itself holds an
+expression, with the same context; at most MAX_RENDER_DEPTH levels). Filters beyond
+Jinja's own (`default`, `upper`, `lower`, `trim`, `replace`, `join`, `length`, ...):
+`date(format)`, `dateAdd(amount, unit)`, `timestamp`, `timestampMilli`,
+`toJson`/`tojson`, `fromJson`/`fromjson`, `slugify`, `substringBefore`,
+`substringAfter`, `substringBeforeLast`, `substringAfterLast`, `b64encode`/`base64encode`,
+`b64decode`/`base64decode`, `sha256`, `sha512`, `md5`; `default(x)` also replaces null.
+Dates are ISO-8601 text in and out.
 
 Secrets never exist where expressions are rendered (the executor): `secret('NAME')`
 renders to a marker, and the worker, which holds the secrets, swaps markers for values
@@ -13,15 +30,22 @@ This module does no I/O and reads no clock: rendering is a pure function of its 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import calendar
+import hashlib
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from contextvars import ContextVar
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, pass_context
 from jinja2.environment import Template, TemplateExpression
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context, Undefined
@@ -45,6 +69,13 @@ TEMPLATE_CACHE_SIZE = 4096
 # sandbox's `range` limit (100,000 items), not here.
 MAX_SEQUENCE_LENGTH = 1_000_000
 MAX_EXPONENT = 10_000
+
+# The context key holding the event time that `now()` returns (the core passes it).
+NOW_KEY = "_now"
+# `render()` may render text that renders text ...: bounded so a variable that renders
+# itself fails instead of recursing until the stack ends.
+MAX_RENDER_DEPTH = 5
+_render_depth: ContextVar[int] = ContextVar("headrace_render_depth", default=0)
 
 # `{{ x }}` alone, optionally with whitespace control and surrounding blanks.
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
@@ -103,6 +134,150 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# ------------------------------------------------------------ functions and filters
+
+
+def _as_datetime(value: Any) -> datetime:
+    """An aware datetime from a datetime, a date, ISO text or epoch seconds (UTC if naive)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        moment = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 date-time: {value!r}") from None
+    else:
+        raise ValueError(f"not a date-time: {value!r}")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@pass_context
+def _now(context: Context) -> str:
+    moment = context.get(NOW_KEY)
+    if moment is None:
+        raise ValueError(f"now() needs the event time in the context key {NOW_KEY!r}")
+    return _as_datetime(moment).isoformat()
+
+
+@pass_context
+def _render(context: Context, text: Any) -> Any:
+    if not isinstance(text, str) or not has_template(text):
+        return text
+    depth = _render_depth.get()
+    if depth >= MAX_RENDER_DEPTH:
+        raise SecurityError(f"render() nested more than {MAX_RENDER_DEPTH} levels")
+    token = _render_depth.set(depth + 1)
+    try:
+        return _compile_template(text).render(context.get_all())
+    finally:
+        _render_depth.reset(token)
+
+
+def _date(value: Any, format: str = "%Y-%m-%dT%H:%M:%S%z", timezone: str | None = None) -> str:
+    moment = _as_datetime(value)
+    if timezone is not None:
+        try:
+            moment = moment.astimezone(ZoneInfo(timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r}") from None
+    return moment.strftime(format)
+
+
+_UNITS = {
+    "SECONDS": timedelta(seconds=1),
+    "MINUTES": timedelta(minutes=1),
+    "HOURS": timedelta(hours=1),
+    "DAYS": timedelta(days=1),
+    "WEEKS": timedelta(weeks=1),
+}
+
+
+def _date_add(value: Any, amount: int, unit: str) -> str:
+    """Kestra's `dateAdd(-1, 'DAYS')`; months and years keep the day (clamped)."""
+    moment = _as_datetime(value)
+    name = str(unit).upper()
+    name = name if name.endswith("S") else name + "S"
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise ValueError(f"dateAdd amount must be an integer, got {amount!r}")
+    if name in _UNITS:
+        return (moment + _UNITS[name] * amount).isoformat()
+    if name in ("MONTHS", "YEARS"):
+        months = moment.month - 1 + amount * (12 if name == "YEARS" else 1)
+        year, month = moment.year + months // 12, months % 12 + 1
+        day = min(moment.day, calendar.monthrange(year, month)[1])
+        return moment.replace(year=year, month=month, day=day).isoformat()
+    units = ", ".join([*_UNITS, "MONTHS", "YEARS"])
+    raise ValueError(f"unknown unit {unit!r} (units: {units})")
+
+
+def _timestamp(value: Any) -> int:
+    return int(_as_datetime(value).timestamp())
+
+
+def _timestamp_milli(value: Any) -> int:
+    moment = _as_datetime(value)
+    return int(moment.timestamp()) * 1000 + moment.microsecond // 1000
+
+
+def _slugify(value: Any) -> str:
+    text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _substring_before(value: Any, separator: str) -> str:
+    text = str(value)
+    index = text.find(separator)
+    return text if index < 0 else text[:index]
+
+
+def _substring_after(value: Any, separator: str) -> str:
+    text = str(value)
+    index = text.find(separator)
+    return "" if index < 0 else text[index + len(separator) :]
+
+
+def _substring_before_last(value: Any, separator: str) -> str:
+    text = str(value)
+    index = text.rfind(separator)
+    return text if index < 0 else text[:index]
+
+
+def _substring_after_last(value: Any, separator: str) -> str:
+    text = str(value)
+    index = text.rfind(separator)
+    return "" if index < 0 else text[index + len(separator) :]
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _b64encode(value: Any) -> str:
+    return base64.b64encode(_bytes(value)).decode("ascii")
+
+
+def _b64decode(value: Any) -> str:
+    try:
+        return base64.b64decode(_bytes(value), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"not base64-encoded text: {exc}") from None
+
+
+def _default(value: Any, fallback: Any = "", boolean: bool = False) -> Any:
+    """Jinja's `default`, which also replaces null as Kestra's does (inputs left unset)."""
+    if value is None or isinstance(value, Undefined) or (boolean and not value):
+        return fallback
+    return value
+
+
+def _digest(name: str) -> Callable[[Any], str]:
+    return lambda value: hashlib.new(name, _bytes(value)).hexdigest()
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
@@ -135,9 +310,33 @@ _ENV = _Environment(
     autoescape=False,
     keep_trailing_newline=True,  # scripts keep their final newline
 )
-_ENV.globals["secret"] = _secret
-_ENV.filters["tojson"] = _tojson
-_ENV.filters["fromjson"] = _fromjson
+_ENV.globals.update(secret=_secret, now=_now, render=_render)
+_ENV.filters.update(
+    {
+        "tojson": _tojson,
+        "toJson": _tojson,
+        "fromjson": _fromjson,
+        "fromJson": _fromjson,
+        "date": _date,
+        "dateAdd": _date_add,
+        "timestamp": _timestamp,
+        "timestampMilli": _timestamp_milli,
+        "slugify": _slugify,
+        "substringBefore": _substring_before,
+        "substringAfter": _substring_after,
+        "substringBeforeLast": _substring_before_last,
+        "substringAfterLast": _substring_after_last,
+        "b64encode": _b64encode,
+        "base64encode": _b64encode,
+        "b64decode": _b64decode,
+        "base64decode": _b64decode,
+        "sha256": _digest("sha256"),
+        "sha512": _digest("sha512"),
+        "md5": _digest("md5"),
+        "default": _default,
+        "d": _default,
+    }
+)
 
 
 def has_template(text: str) -> bool:
@@ -236,6 +435,22 @@ def render_properties(properties: Mapping[str, Any], context: Mapping[str, Any])
     return {key: render_value(value, context, str(key)) for key, value in properties.items()}
 
 
+def render_variables(
+    variables: Mapping[str, Any], context: Mapping[str, Any], path: str = "variables"
+) -> dict[str, Any]:
+    """A flow's `variables` rendered with `context` (which need not hold `vars` yet).
+
+    Each variable sees the ones declared before it as `vars` (Kestra renders them
+    lazily; declaration order is the simple, predictable equivalent). Errors name
+    `variables.<key>`.
+    """
+    rendered: dict[str, Any] = {}
+    for key, value in variables.items():
+        scope = {**context, "vars": dict(rendered)}
+        rendered[key] = render_value(value, scope, _join(path, key))
+    return rendered
+
+
 def template_syntax_errors(value: Any, path: str = "") -> list[tuple[str, str]]:
     """(path, reason) for every string inside `value` that is not a valid template."""
     found: list[tuple[str, str]] = []
@@ -280,7 +495,10 @@ def resolve_secrets(
         name = match.group(1)
         secret = lookup(name)
         if secret is None:
-            raise ExpressionError(where, f"secret {name} is not defined")
+            raise ExpressionError(
+                where,
+                f"secret {name} is not defined: set HEADRACE_SECRET_{name} in the workers' environment",
+            )
         if secret not in used:
             used.append(secret)
         return secret

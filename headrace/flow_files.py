@@ -66,19 +66,22 @@ def load_folder(paths: Iterable[Path]) -> tuple[list[FlowFile], list[HeadraceErr
 
 def apply_folder(
     api: ApiClient,
-    folder: Path,
+    paths: Iterable[Path],
     *,
     dry_run: bool,
     prune: bool,
     echo: Callable[[str], None],
 ) -> None:
-    files, errors = load_folder([folder])
+    paths = list(paths)
+    files, errors = load_folder(paths)
     if errors:
         for error in errors:
             echo(str(error))
-        raise HeadraceError(f"{len(errors)} invalid flow files: nothing applied")
+        raise HeadraceError(f"{len(errors)} invalid flow file(s): nothing applied")
     if not files:
-        raise HeadraceError(f"no flow files (*.yaml, *.yml) in {folder}")
+        raise HeadraceError(
+            f"no flow files (*.yaml, *.yml) in {', '.join(str(p) for p in paths)}"
+        )
 
     plan: list[tuple[str, FlowFile]] = []
     for item in files:

@@ -24,6 +24,7 @@ from typing import IO
 from headrace.broker import die_with_parent
 from headrace.config import Settings
 from headrace.errors import HeadraceError
+from headrace.readiness import READY_FILE_ENV
 
 SERVICES = ("indexer", "executor", "worker", "scheduler", "gateway")
 STOP_GRACE_S = 15.0
@@ -48,7 +49,7 @@ def service_env(settings: Settings, ready_file: Path | None = None) -> dict[str,
         "PYTHONUNBUFFERED": "1",
     }
     if ready_file is not None:
-        env["HEADRACE_READY_FILE"] = str(ready_file)
+        env[READY_FILE_ENV] = str(ready_file)
     return env
 
 
@@ -129,6 +130,12 @@ class LocalStack:
             time.sleep(0.05)
         _wait_http_ok(self.url + "/healthz", deadline)
 
+    def restart(self, service: ServiceProcess) -> ServiceProcess:
+        """Replace a dead (or live) service process by a new one of the same service."""
+        self.stop_service(service)
+        self.processes.remove(service)
+        return self.start_service(service.name)
+
     def first_dead(self) -> ServiceProcess | None:
         return next((p for p in self.processes if not p.alive), None)
 
@@ -144,7 +151,8 @@ class LocalStack:
             service.output.close()
 
     def stop(self) -> None:
-        # Ingress first, then the services downstream of it.
+        # Every service gets SIGTERM at once and shuts down on its own; each is then
+        # awaited (and killed after STOP_GRACE_S).
         for service in self.processes:
             if service.alive:
                 service.process.send_signal(signal.SIGTERM)
@@ -165,10 +173,3 @@ def _wait_http_ok(url: str, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise StackError(f"{url} did not answer 200 in time")
         time.sleep(0.05)
-
-
-def mark_ready() -> None:
-    """Called by a service once it serves: tells a supervising LocalStack."""
-    path = os.environ.get("HEADRACE_READY_FILE")
-    if path:
-        Path(path).touch()

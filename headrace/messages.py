@@ -31,6 +31,8 @@ class CommandKind(StrEnum):
     KILL = "KILL"
     RESUME = "RESUME"
     RESTART = "RESTART"
+    REPLAY = "REPLAY"  # on the old execution: start a new one from one of its task runs
+    CHILD_ENDED = "CHILD_ENDED"  # a subflow's execution tells its parent it ended
 
 
 @dataclass(slots=True)
@@ -196,6 +198,35 @@ class TaskKill:
     time: datetime
 
 
+class SlotRequestKind(StrEnum):
+    ACQUIRE = "ACQUIRE"
+    RELEASE = "RELEASE"
+
+
+class ConcurrencyBehavior(StrEnum):
+    """What happens to an execution that finds its flow's concurrency limit reached."""
+
+    QUEUE = "QUEUE"
+    CANCEL = "CANCEL"
+    FAIL = "FAIL"
+
+
+@dataclass(slots=True)
+class SlotRequest:
+    """Asks for or returns a flow's running slot (topic `flow-slots`, keyed by flow)."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.SlotRequest"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    request_id: str
+    flow_key: str
+    execution_id: str
+    kind: SlotRequestKind
+    time: datetime
+    limit: int = 1
+    behavior: ConcurrencyBehavior = ConcurrencyBehavior.QUEUE
+
+
 Message = (
     TriggerEvent
     | TaskRequest
@@ -204,6 +235,7 @@ Message = (
     | ExecutionEvent
     | ExecutionCommand
     | TaskKill
+    | SlotRequest
 )
 MESSAGE_TYPES: tuple[type, ...] = (
     TriggerEvent,
@@ -213,4 +245,5 @@ MESSAGE_TYPES: tuple[type, ...] = (
     ExecutionEvent,
     ExecutionCommand,
     TaskKill,
+    SlotRequest,
 )

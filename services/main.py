@@ -12,7 +12,7 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from headrace.config import Settings
-from headrace.local import mark_ready
+from headrace.readiness import mark_ready
 
 ServiceMain = Callable[[Settings, asyncio.Event], Awaitable[None]]
 

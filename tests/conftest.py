@@ -89,5 +89,6 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
         kafka_bootstrap=broker.bootstrap,
         database_url=database_url,
         partitions=TEST_PARTITIONS,
+        low_latency=True,  # the embedded broker (DESIGN §5)
         gateway_port=0,
     )

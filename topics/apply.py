@@ -35,6 +35,7 @@ async def apply_topics(
     bootstrap: str,
     partitions: int,
     specs: tuple[TopicSpec, ...] = ALL_TOPICS,
+    replication_factor: int = 1,
     progress: Callable[[str], None] = lambda _: None,
 ) -> ApplyReport:
     report = ApplyReport()
@@ -44,9 +45,13 @@ async def apply_topics(
         existing = await _partition_counts(admin)
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            await admin.create_topics(
-                [NewTopic(s.name, partitions, 1, topic_configs=s.config()) for s in missing]
+            response = await admin.create_topics(
+                [
+                    NewTopic(s.name, partitions, replication_factor, topic_configs=s.config())
+                    for s in missing
+                ]
             )
+            _raise_topic_errors(response)
             report.created += [s.name for s in missing]
             for spec in missing:
                 progress(f"created {spec.name} ({partitions} partitions)")
@@ -55,7 +60,13 @@ async def apply_topics(
                 continue
             changed = False
             have = existing[spec.name]
-            if have < partitions:
+            if have != partitions and spec.fixed_partitions:
+                report.warnings.append(
+                    f"{spec.name} has {have} partitions, {partitions} asked: keeping {have}. "
+                    "The executor's state is partitioned like this topic; changing its "
+                    "partition count would move running executions away from their state"
+                )
+            elif have < partitions:
                 try:
                     await admin.create_partitions({spec.name: NewPartitions(partitions)})
                 except IncompatibleBrokerVersion:
@@ -85,6 +96,18 @@ async def apply_topics(
     finally:
         await admin.close()
     return report
+
+
+def _raise_topic_errors(response: object) -> None:
+    # Error code 36 is TOPIC_ALREADY_EXISTS: a concurrent `topics apply` won the race.
+    errors = [
+        f"{topic}: {message or code}"
+        for topic, code, *rest in getattr(response, "topic_errors", [])
+        for message in [rest[0] if rest else None]
+        if code not in (0, 36)
+    ]
+    if errors:
+        raise TopicsError("the broker refused to create topics: " + "; ".join(errors))
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient) -> dict[str, int]:

@@ -7,29 +7,46 @@ the executor service decodes messages into `Event`s, calls `advance`, stores the
 
 from headrace.core.advance import TIMEOUT_GRACE, Step, advance
 from headrace.core.events import (
+    ChildEnded,
     Command,
     EmitLog,
     Event,
+    Kill,
+    KillTask,
     PublishEvent,
+    Replay,
     RequestTask,
+    Restart,
+    Resume,
+    SendCommand,
     SetTimer,
     Start,
+    StartExecution,
     TaskFinished,
     TimerFired,
+    command_event,
 )
 from headrace.core.state import Attempt, Execution, StateDecodeError, TaskRun, Timer, TimerKind
 
 __all__ = [
     "TIMEOUT_GRACE",
     "Attempt",
+    "ChildEnded",
     "Command",
     "EmitLog",
     "Event",
     "Execution",
+    "Kill",
+    "KillTask",
     "PublishEvent",
+    "Replay",
     "RequestTask",
+    "Restart",
+    "Resume",
+    "SendCommand",
     "SetTimer",
     "Start",
+    "StartExecution",
     "StateDecodeError",
     "Step",
     "TaskFinished",
@@ -38,4 +55,5 @@ __all__ = [
     "TimerFired",
     "TimerKind",
     "advance",
+    "command_event",
 ]

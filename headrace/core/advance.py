@@ -1,60 +1,90 @@
 """`advance`: one event in, the new execution state and the commands to emit out.
 
-All flow semantics live here, and nothing else does: no I/O, no clock, no randomness
-(`now` and every id come in, or are derived from ids that came in), so replaying the
-same events gives byte-identical output. The executor's Faust agent is a thin shell:
-decode, load, `advance`, store, produce.
+All flow semantics live in the core, and nothing else does: no I/O, no clock, no
+randomness (`now` and every id come in, or are derived from ids that came in), so
+replaying the same events gives byte-identical output. The executor's Faust agent is a
+thin shell: decode, load, `advance`, store, produce.
 
 The input execution is never mutated: the result is a copy (copy-on-write of the lists
 and task runs a step touches). An event that changes nothing returns the very same
 execution object and no commands, so callers can skip the table write with `is`.
 
-First subset of the flow language: the tasks run in sequence, then the `errors` branch
-when one failed, then the `finally` branch (the order is in `branches`); retries with
-constant or exponential backoff (`maxAttempts`, `maxDuration`, `maxInterval`); task
-timeouts. This module reads events; `transition.Transition` holds the moves they share.
+This module has one handler per event; `tree` holds the task-run tree's semantics
+(containers, lanes, errors/finally) and `transition.Transition` the primitives.
 
 Events published per step: one `ExecutionEvent` per changed entity (the execution, or
 one task run), holding its state after the step; its `histories` carry every state it
-went through, so coalescing CREATED -> RUNNING into one event loses nothing and halves
-the messages per task run.
+went through, so coalescing CREATED -> RUNNING into one event loses nothing.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from headrace import messages
-from headrace.core.events import Event, Start, TaskFinished, TimerFired
+from headrace.core import tree
+from headrace.core.events import (
+    ChildEnded,
+    Event,
+    Kill,
+    KillTask,
+    Replay,
+    Restart,
+    Resume,
+    SendCommand,
+    Start,
+    StartExecution,
+    TaskFinished,
+    TimerFired,
+)
+from headrace.core.ids import command_id, task_run_id
 from headrace.core.retries import format_duration
-from headrace.core.state import Attempt, Execution, TimerKind
+from headrace.core.state import Attempt, Execution, TaskRun, TimerKind
 from headrace.core.transition import TIMEOUT_GRACE, Step, Transition
+from headrace.flow import flowables as f
 from headrace.flow.model import Flow
 from headrace.messages import CommandKind, StateChange
 from headrace.states import State
 
 __all__ = ["TIMEOUT_GRACE", "Step", "advance"]
 
+_SUCCEEDED = (State.SUCCESS, State.WARNING, State.SKIPPED)
+
 
 def advance(execution: Execution | None, event: Event, flow: Flow, now: datetime) -> Step:
     """Apply `event` to `execution` (None before its `Start`) of `flow`, at time `now`."""
+    if isinstance(event, Start):
+        if execution is not None:  # a redelivered trigger
+            return Step(execution, [])
+        return _start(event.trigger, flow, now)
+    if execution is None:
+        return Step(execution, [])
     match event:
-        case Start(trigger=trigger):
-            if execution is not None:  # a redelivered trigger
+        case Replay(command=command):
+            return _replay(execution, command, flow, now)
+        case Restart():
+            if execution.state not in (State.FAILED, State.KILLED):
                 return Step(execution, [])
-            return _start(trigger, flow, now)
+            return _restart(execution, flow, now)
+    if execution.state.is_terminal:
+        return Step(execution, [])
+    match event:
         case TaskFinished(result=result):
-            if execution is None or execution.state.is_terminal:
-                return Step(execution, [])
             return _task_finished(execution, result, flow, now)
         case TimerFired(command=command):
-            if execution is None or execution.state.is_terminal:
-                return Step(execution, [])
             return _timer_fired(execution, command, flow, now)
+        case Kill():
+            return _kill(execution, flow, now)
+        case Resume(command=command):
+            return _resume(execution, command, flow, now)
+        case ChildEnded(command=command):
+            return _child_ended(execution, command, flow, now)
     raise TypeError(f"not a core event: {event!r}")
 
 
 def _start(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Step:
+    seed = trigger.trigger.get("seed") if trigger.trigger.get("type") == "replay" else None
     execution = Execution(
         id=trigger.execution_id,
         namespace=trigger.namespace,
@@ -62,7 +92,8 @@ def _start(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Step:
         flow_revision=trigger.flow_revision,
         inputs=trigger.inputs,
         labels={**flow.labels, **trigger.labels},  # the trigger's own labels win
-        trigger=trigger.trigger,
+        # A replay's seed is only needed now: keep the stored trigger small.
+        trigger={k: v for k, v in trigger.trigger.items() if k != "seed"},
         state=State.CREATED,
         histories=[StateChange(State.CREATED, now)],
         task_runs=[],
@@ -73,14 +104,30 @@ def _start(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Step:
     )
     step = Transition(execution, flow, now, fresh=True)
     step.set_execution_state(State.RUNNING)
-    step.start_task(0)
+    for entry in seed or []:
+        step.add_task_run(
+            TaskRun(
+                id=entry["id"],
+                task_id=entry["taskId"],
+                state=State(entry["state"]),
+                histories=[StateChange(State(entry["state"]), now)],
+                attempts=[],
+                outputs=entry.get("outputs") or {},
+                parent_task_run_id=entry.get("parentTaskRunId"),
+                value=entry.get("value"),
+                iteration=entry.get("iteration"),
+                data=entry.get("data"),
+            )
+        )
+    tree.settle_root(step)
     return step.finish()
 
 
 def _task_finished(
     execution: Execution, result: messages.TaskResult, flow: Flow, now: datetime
 ) -> Step:
-    index = _find_task_run(execution, result.task_run_id)
+    step = Transition(execution, flow, now)
+    index = step.find(result.task_run_id)
     if index is None or not result.state.is_terminal:
         return Step(execution, [])
     task_run = execution.task_runs[index]
@@ -90,21 +137,23 @@ def _task_finished(
         or current is None
         or current.number != result.attempt
         or current.state is not State.RUNNING
+        or step.task_of(index).type in f.PROPERTY_MODELS  # the core runs these itself
     ):
         return Step(execution, [])  # a duplicate, or a result for an attempt we gave up on
 
-    step = Transition(execution, flow, now)
     step.remove_timer(TimerKind.TIMEOUT, task_run.id, result.attempt)
     writable = step.task_run(index)
     writable.attempts[-1] = Attempt(
         result.attempt, result.state, result.started_at, result.ended_at, result.error
     )
-    if result.state in (State.SUCCESS, State.WARNING):
+    if step.killing:
+        step.set_task_run_state(index, State.KILLED)
+    elif result.state in (State.SUCCESS, State.WARNING):
         writable.outputs = result.outputs
         step.set_task_run_state(index, result.state)
-        step.task_run_ended(index)
     else:
-        step.attempt_failed(index, result.error or f"attempt ended {result.state}")
+        tree.attempt_failed(step, index, result.error or f"attempt ended {result.state}")
+    tree.settle_parent(step, index)
     return step.finish()
 
 
@@ -124,17 +173,20 @@ def _timer_fired(
         ),
         None,
     )
-    index = _find_task_run(execution, command.task_run_id or "")
+    step = Transition(execution, flow, now)
+    index = step.find(command.task_run_id)
     if timer is None or index is None:
         return Step(execution, [])  # fired twice, or no longer wanted
 
-    step = Transition(execution, flow, now)
     step.remove_timer(timer.kind, timer.task_run_id, timer.attempt)
     task_run = execution.task_runs[index]
     current = task_run.attempts[-1]
     if timer.kind is TimerKind.RETRY:
         if task_run.state is State.RETRYING and current.number == timer.attempt - 1:
-            step.request_attempt(index, timer.attempt)
+            tree.request_attempt(step, index, timer.attempt)
+    elif timer.kind is TimerKind.PAUSE:
+        if task_run.state is State.PAUSED and current.number == timer.attempt:
+            tree.resume(step, index, {})
     elif (
         task_run.state is State.RUNNING
         and current.number == timer.attempt
@@ -148,13 +200,236 @@ def _timer_fired(
         step.task_run(index).attempts[-1] = Attempt(
             current.number, State.FAILED, current.started_at, now, error
         )
-        step.attempt_failed(index, error)
+        tree.attempt_failed(step, index, error)
+    tree.settle_parent(step, index)
     return step.finish()
 
 
-def _find_task_run(execution: Execution, task_run_id: str) -> int | None:
-    # From the end: in a sequential flow the run an event is about is always the last.
-    for index in range(len(execution.task_runs) - 1, -1, -1):
-        if execution.task_runs[index].id == task_run_id:
-            return index
-    return None
+def _kill(execution: Execution, flow: Flow, now: datetime) -> Step:
+    if execution.state is State.KILLING:
+        return Step(execution, [])
+    step = Transition(execution, flow, now)
+    step.set_execution_state(State.KILLING)
+    # Retry and pause timers are dropped; timeouts stay: they are the backstop for a
+    # worker that died and will never report the killed attempt.
+    execution = step.execution
+    execution.timers = [t for t in execution.timers if t.kind is TimerKind.TIMEOUT]
+    ended: list[int] = []
+    for index, run in enumerate(execution.task_runs):
+        if run.state.is_terminal:
+            continue
+        task_type = step.task_of(index).type
+        if task_type in f.CONTAINERS:
+            continue  # ends from its children
+        current = run.attempts[-1] if run.attempts else None
+        if task_type == f.SUBFLOW and run.state is State.RUNNING:
+            step.emit(SendCommand(_command(run.outputs["executionId"], CommandKind.KILL, now)))
+        elif (
+            task_type not in f.PROPERTY_MODELS
+            and run.state is State.RUNNING
+            and current is not None
+            and current.state is State.RUNNING
+        ):
+            step.emit(KillTask(execution.id, run.id, current.number))
+            continue  # KILLED when its result arrives
+        if current is not None and not current.state.is_terminal:
+            step.task_run(index).attempts[-1] = Attempt(
+                current.number, State.KILLED, current.started_at, now, "killed"
+            )
+        step.set_task_run_state(index, State.KILLED)
+        ended.append(index)
+    for index in reversed(ended):  # deepest first: children come after their parents
+        tree.settle_parent(step, index)
+    if not step.execution.state.is_terminal:
+        tree.settle_root(step)
+    return step.finish()
+
+
+def _command(execution_id: str, kind: CommandKind, now: datetime) -> messages.ExecutionCommand:
+    return messages.ExecutionCommand(
+        command_id=command_id(execution_id, str(kind), int(now.timestamp() * 1_000_000)),
+        execution_id=execution_id,
+        kind=kind,
+        time=now,
+    )
+
+
+def _resume(
+    execution: Execution, command: messages.ExecutionCommand, flow: Flow, now: datetime
+) -> Step:
+    targets = [
+        run.id
+        for run in execution.task_runs
+        if run.state is State.PAUSED
+        and (command.task_run_id is None or run.id == command.task_run_id)
+    ]
+    if not targets or execution.state is State.KILLING:
+        return Step(execution, [])
+    inputs = command.payload.get("inputs")
+    outputs: dict[str, Any] = inputs if isinstance(inputs, dict) else {}
+    step = Transition(execution, flow, now)
+    for run_id in targets:
+        index = step.find(run_id)
+        assert index is not None
+        tree.resume(step, index, outputs)
+        tree.settle_parent(step, index)
+    return step.finish()
+
+
+def _child_ended(
+    execution: Execution, command: messages.ExecutionCommand, flow: Flow, now: datetime
+) -> Step:
+    step = Transition(execution, flow, now)
+    index = step.find(command.task_run_id)
+    if index is None:
+        return Step(execution, [])
+    run = execution.task_runs[index]
+    child = command.payload.get("childExecutionId")
+    if (
+        step.task_of(index).type != f.SUBFLOW
+        or run.state is not State.RUNNING
+        or run.outputs.get("executionId") != child
+    ):
+        return Step(execution, [])  # a stale child (before a restart), or a duplicate
+    properties = step.node_of(index).properties
+    assert isinstance(properties, f.SubflowProperties)
+    child_state = State(command.payload.get("state", "FAILED"))
+    writable = step.task_run(index)
+    writable.outputs = {
+        "executionId": child,
+        "state": str(child_state),
+        "outputs": command.payload.get("outputs") or {},
+    }
+    current = writable.attempts[-1]
+    if child_state in (State.SUCCESS, State.WARNING):
+        end_state = child_state
+    else:
+        end_state = State.FAILED if properties.transmit_failed else State.SUCCESS
+    writable.attempts[-1] = Attempt(current.number, end_state, current.started_at, now)
+    if end_state is State.FAILED:
+        tree.fail_run(step, index, f"subflow execution {child} ended {child_state}")
+    else:
+        step.set_task_run_state(index, end_state)
+    tree.settle_parent(step, index)
+    return step.finish()
+
+
+def _restart(execution: Execution, flow: Flow, now: datetime) -> Step:
+    step = Transition(execution, flow, now)
+    # The errors and finally branches run afresh (new ids: `Transition.generation`).
+    plan = step.plan
+    branch_roots = {
+        i
+        for i, run in enumerate(execution.task_runs)
+        if run.parent_task_run_id is None and plan.node(run.task_id).branch != "tasks"
+    }
+    doomed = set(branch_roots)
+    for i, run in enumerate(execution.task_runs):
+        parent = step.find(run.parent_task_run_id)
+        if parent in doomed:
+            doomed.add(i)  # parents come before their children in the list
+    step.set_execution_state(State.RUNNING)
+    step.drop_task_runs(doomed)
+    for index, run in enumerate(step.execution.task_runs):
+        if run.parent_task_run_id is None and run.state in tree.FAILED_STATES:
+            _restart_run(step, index)
+    tree.settle_root(step)
+    return step.finish()
+
+
+def _restart_run(step: Transition, index: int) -> None:
+    run = step.execution.task_runs[index]
+    task = step.task_of(index)
+    if (task.type in f.CONTAINERS and run.data is not None) or task.type == f.SEQUENTIAL:
+        step.set_task_run_state(index, State.RUNNING)
+        for child in step.children(index):
+            if step.execution.task_runs[child].state in tree.FAILED_STATES:
+                _restart_run(step, child)
+        state = tree.evaluate(step, index)
+        if state is not None:
+            tree.end_run(step, index, state)
+        return
+    if task.type in f.CONTAINERS:  # its decision failed: take it again
+        tree.open_container(step, index)
+        return
+    number = run.attempts[-1].number + 1 if run.attempts else 1
+    writable = step.task_run(index)
+    if task.type not in f.PROPERTY_MODELS:
+        writable.data = len(run.attempts)  # retries count again from here
+    step.set_task_run_state(index, State.CREATED)
+    tree.begin(step, index, number)
+
+
+def _replay(
+    execution: Execution, command: messages.ExecutionCommand, flow: Flow, now: datetime
+) -> Step:
+    new_id = command.payload.get("newExecutionId")
+    chosen_id = command.payload.get("taskRunId")
+    step = Transition(execution, flow, now)
+    chosen = step.find(chosen_id)
+    if not isinstance(new_id, str) or chosen is None:
+        return Step(execution, [])
+    runs = execution.task_runs
+    related = {chosen}  # the chosen run, its ancestors and its descendants run again
+    parent = step.parent_index(chosen)
+    while parent is not None:
+        related.add(parent)
+        parent = step.parent_index(parent)
+    new_ids: dict[str, str] = {}
+    kept: set[int] = set()
+    seed: list[dict[str, Any]] = []
+    for i, run in enumerate(runs):
+        parent_index = step.find(run.parent_task_run_id)
+        new_parent = None if run.parent_task_run_id is None else new_ids[run.parent_task_run_id]
+        new_ids[run.id] = task_run_id(new_id, run.task_id, new_parent, run.iteration)
+        keep = (
+            run.state in _SUCCEEDED
+            and i not in related
+            and (i < chosen or parent_index in kept)
+            and not _under(step, i, chosen)
+        )
+        if keep:
+            kept.add(i)
+            entry: dict[str, Any] = {
+                "id": new_ids[run.id],
+                "taskId": run.task_id,
+                "state": str(run.state),
+                "outputs": run.outputs,
+            }
+            for key, value in (
+                ("parentTaskRunId", new_parent),
+                ("value", run.value),
+                ("iteration", run.iteration),
+                ("data", run.data),
+            ):
+                if value is not None:
+                    entry[key] = value
+            seed.append(entry)
+    # Size: this one message grows with the number of kept task runs. Replay is rare and
+    # user-initiated, so that is accepted here (design rule: messages stay bounded).
+    trigger = messages.TriggerEvent(
+        event_id=command_id(new_id, "replay"),
+        execution_id=new_id,
+        namespace=execution.namespace,
+        flow_id=execution.flow_id,
+        flow_revision=execution.flow_revision,
+        inputs=execution.inputs,
+        time=now,
+        labels=execution.labels,
+        trigger={
+            "type": "replay",
+            "executionId": execution.id,
+            "taskRunId": chosen_id,
+            "seed": seed,
+        },
+    )
+    return Step(execution, [StartExecution(trigger)])
+
+
+def _under(step: Transition, index: int, ancestor: int) -> bool:
+    current = step.parent_index(index)
+    while current is not None:
+        if current == ancestor:
+            return True
+        current = step.parent_index(current)
+    return False

@@ -34,7 +34,59 @@ class TimerFired:
     command: messages.ExecutionCommand
 
 
-Event = Start | TaskFinished | TimerFired
+@dataclass(slots=True)
+class Kill:
+    """Kill the execution: running attempts are cancelled, nothing new starts."""
+
+    command: messages.ExecutionCommand
+
+
+@dataclass(slots=True)
+class Resume:
+    """Resume paused task runs (all, or `command.task_run_id`); payload {"inputs": {...}}."""
+
+    command: messages.ExecutionCommand
+
+
+@dataclass(slots=True)
+class Restart:
+    """Run the failed (or killed) task runs of an ended execution again."""
+
+    command: messages.ExecutionCommand
+
+
+@dataclass(slots=True)
+class Replay:
+    """Start a new execution from a task run of this one.
+
+    Payload {"newExecutionId", "taskRunId"}; this execution itself does not change.
+    """
+
+    command: messages.ExecutionCommand
+
+
+@dataclass(slots=True)
+class ChildEnded:
+    """A subflow's execution ended; payload {"childExecutionId", "state", "outputs"}."""
+
+    command: messages.ExecutionCommand
+
+
+Event = Start | TaskFinished | TimerFired | Kill | Resume | Restart | Replay | ChildEnded
+
+_COMMAND_EVENTS: dict[messages.CommandKind, type] = {
+    messages.CommandKind.TIMER: TimerFired,
+    messages.CommandKind.KILL: Kill,
+    messages.CommandKind.RESUME: Resume,
+    messages.CommandKind.RESTART: Restart,
+    messages.CommandKind.REPLAY: Replay,
+    messages.CommandKind.CHILD_ENDED: ChildEnded,
+}
+
+
+def command_event(command: messages.ExecutionCommand) -> Event:
+    """The core event for an `ExecutionCommand` consumed from `execution-commands`."""
+    return _COMMAND_EVENTS[command.kind](command)
 
 
 @dataclass(slots=True)
@@ -70,4 +122,30 @@ class SetTimer:
     timer: Timer
 
 
-Command = RequestTask | PublishEvent | EmitLog | SetTimer
+@dataclass(slots=True)
+class KillTask:
+    """Cancel this attempt wherever a worker runs it (its result then arrives KILLED)."""
+
+    execution_id: str
+    task_run_id: str
+    attempt: int
+
+
+@dataclass(slots=True)
+class SendCommand:
+    """Produce to `execution-commands`: act on another execution (a subflow's parent or child)."""
+
+    command: messages.ExecutionCommand
+
+
+@dataclass(slots=True)
+class StartExecution:
+    """Produce to `triggers`: start another execution (a subflow's child, a replay).
+
+    `flow_revision` 0 means the latest revision: the executor shell resolves it.
+    """
+
+    trigger: messages.TriggerEvent
+
+
+Command = RequestTask | PublishEvent | EmitLog | SetTimer | KillTask | SendCommand | StartExecution

@@ -9,29 +9,43 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
-_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+from headrace.ids import base62
+
 _DIGEST_SIZE = 16  # bytes: 128 bits, like a UUID
-ID_LENGTH = 22  # base62 digits needed for 128 bits, so every id has the same length
-# Two digits per division: id derivation is on the executor's hot path (one per task run).
-_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
-_PAIR_BASE = len(_PAIRS)
 
 
 def derive_id(*parts: str | int) -> str:
     """A short base62 id derived from `parts` (order matters)."""
     # "\x1f" (unit separator) cannot appear in our ids, so ("a", "bc") != ("ab", "c").
     data = "\x1f".join(str(part) for part in parts).encode()
-    number = int.from_bytes(blake2b(data, digest_size=_DIGEST_SIZE).digest(), "big")
-    pairs = []
-    for _ in range(ID_LENGTH // 2):
-        number, pair = divmod(number, _PAIR_BASE)
-        pairs.append(_PAIRS[pair])
-    return "".join(reversed(pairs))
+    return base62(int.from_bytes(blake2b(data, digest_size=_DIGEST_SIZE).digest(), "big"))
 
 
-def task_run_id(execution_id: str, position: int) -> str:
-    """The task run of the task at `position` in the flow's `tasks`."""
-    return derive_id(execution_id, "taskrun", position)
+def task_run_id(
+    execution_id: str,
+    task_id: str,
+    parent_task_run_id: str | None = None,
+    iteration: int | None = None,
+    generation: int = 0,
+) -> str:
+    """The run of task `task_id` under its parent run (and for-each item).
+
+    `generation` counts restarts for the `errors`/`finally` branches, which run afresh
+    after each restart.
+    """
+    return derive_id(
+        execution_id, "taskrun", task_id, parent_task_run_id or "", iteration or 0, generation
+    )
+
+
+def child_execution_id(execution_id: str, task_run_id: str, attempt: int) -> str:
+    """The execution a `flow.subflow` task run starts (one per attempt: restarts)."""
+    return derive_id(execution_id, "subflow", task_run_id, attempt)
+
+
+def command_id(execution_id: str, *parts: str | int) -> str:
+    """An `ExecutionCommand` or trigger event id minted by the core."""
+    return derive_id(execution_id, "command", *parts)
 
 
 def log_id(execution_id: str, seq: int, ordinal: int) -> str:

@@ -8,7 +8,11 @@ from headrace.flow.model import RetryPolicy
 
 
 def retry_delay(
-    policy: RetryPolicy | None, failed_attempt: int, first_started_at: datetime, now: datetime
+    policy: RetryPolicy | None,
+    failed_attempt: int,
+    first_started_at: datetime,
+    now: datetime,
+    seed: str = "",
 ) -> timedelta | None:
     """The wait before the next attempt, or None when the task run has to fail.
 
@@ -17,7 +21,7 @@ def retry_delay(
     """
     if policy is None or failed_attempt >= policy.max_attempts:
         return None
-    delay = policy.delay_before(failed_attempt + 1)
+    delay = policy.delay_before(failed_attempt + 1, seed)
     if policy.max_duration is not None and now + delay - first_started_at > policy.max_duration:
         return None
     return delay

@@ -21,7 +21,7 @@ from headrace.errors import HeadraceError
 from headrace.messages import StateChange
 from headrace.states import State
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: task runs carry `iteration` and `data` (flowables)
 
 # Stored codes: fixed by hand, never derived from the enum's order, so adding a state to
 # `State` cannot silently change what stored executions mean.
@@ -52,6 +52,7 @@ class StateDecodeError(HeadraceError):
 class TimerKind(StrEnum):
     RETRY = "retry"  # start the next attempt of a task run
     TIMEOUT = "timeout"  # backstop: the worker running the attempt may have died
+    PAUSE = "pause"  # a `flow.pause` with a `delay` resumes on its own
 
 
 @dataclass(slots=True)
@@ -76,6 +77,11 @@ class TaskRun:
     outputs: dict[str, Any]
     parent_task_run_id: str | None = None
     value: str | None = None
+    # The for-each item this run belongs to (its index), when its parent is a for-each.
+    iteration: int | None = None
+    # A flowable's decision, kept so that it is taken once: the branch of an if/switch
+    # ("then", "else", "case:<key>", "defaults"), the rendered items of a for-each.
+    data: Any = None
 
     def snapshot(self) -> messages.TaskRunSnapshot:
         return messages.TaskRunSnapshot(
@@ -243,15 +249,18 @@ def _encode_task_run(task_run: TaskRun) -> list[Any]:
         ],
         task_run.outputs,
     ]
-    # Trailing optional fields only when set: most task runs have neither.
-    if task_run.parent_task_run_id is not None or task_run.value is not None:
-        encoded += [task_run.parent_task_run_id, task_run.value]
-    return encoded
+    # Trailing optional fields only when set: most task runs have none of them.
+    optional = [task_run.parent_task_run_id, task_run.value, task_run.iteration, task_run.data]
+    while optional and optional[-1] is None:
+        optional.pop()
+    return encoded + optional
 
 
 def _decode_task_run(encoded: list[Any]) -> TaskRun:
     id_, task_id, state, histories, attempts, outputs, *optional = encoded
-    parent, value = optional if optional else (None, None)
+    if len(optional) > 4:
+        raise ValueError(f"task run with {len(encoded)} fields")
+    parent, value, iteration, data = [*optional, None, None, None, None][:4]
     return TaskRun(
         id=id_,
         task_id=task_id,
@@ -270,6 +279,8 @@ def _decode_task_run(encoded: list[Any]) -> TaskRun:
         outputs=outputs,
         parent_task_run_id=parent,
         value=value,
+        iteration=iteration,
+        data=data,
     )
 
 

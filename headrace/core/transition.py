@@ -1,33 +1,22 @@
-"""`Transition`: one step of `advance` in the making, and the moves every step shares.
+"""`Transition`: one step of `advance` in the making, and the primitives every move uses.
 
-It holds a copy-on-write copy of the execution and collects what to emit. Its moves
-(start a task, request an attempt, fail an attempt, end a task run, end the execution)
-are where the flow's order lives: a task run that ends asks `branches.next_position`
-what to start next, so the main tasks, the `errors` branch and the `finally` branch
-follow each other without the event handlers knowing about them.
+It holds a copy-on-write copy of the execution, indexes of its task runs (by id, and by
+parent + task + for-each item) built on first use, and collects what to emit. The flow
+semantics that use these primitives live in `tree` (the task-run tree) and `advance`
+(one handler per event).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from headrace import messages
-from headrace.core.branches import (
-    Branch,
-    branch_end,
-    branch_of,
-    final_state,
-    next_position,
-    position_of,
-    task_at,
-)
-from headrace.core.context import render_context
-from headrace.core.events import Command, EmitLog, PublishEvent, RequestTask, SetTimer
-from headrace.core.ids import log_id, task_run_id
-from headrace.core.retries import format_duration, retry_delay
-from headrace.core.state import Attempt, Execution, TaskRun, Timer, TimerKind
-from headrace.expressions import ExpressionError, render_properties
+from headrace.core.events import Command, EmitLog, PublishEvent, SetTimer
+from headrace.core.ids import log_id
+from headrace.core.plan import Node, Plan, plan_of
+from headrace.core.state import Execution, TaskRun, Timer, TimerKind
 from headrace.flow.model import Flow, Task
 from headrace.messages import LogLevel, StateChange
 from headrace.states import State
@@ -38,7 +27,8 @@ enforces `timeout_ms` itself and reports the failure; the executor's timer is on
 backstop for a worker that died, so it must not race the worker's own report."""
 
 _EXECUTION = -1  # key of the execution among the entities a step changed
-_MILLISECOND = timedelta(milliseconds=1)
+
+ChildKey = tuple[str | None, str, int | None]  # parent task run id, task id, iteration
 
 
 @dataclass(slots=True)
@@ -52,25 +42,91 @@ class Step:
 class Transition:
     """One step in the making: a writable copy of the execution and what to emit."""
 
-    __slots__ = ("_changed", "_commands", "_logs", "_writable", "execution", "flow", "now")
+    __slots__ = (
+        "_by_id",
+        "_by_key",
+        "_changed",
+        "_commands",
+        "_logs",
+        "_writable",
+        "execution",
+        "flow",
+        "now",
+        "plan",
+    )
 
     def __init__(self, execution: Execution, flow: Flow, now: datetime, fresh: bool = False):
         self.execution = execution if fresh else _shallow_copy(execution)
         self.flow = flow
+        self.plan: Plan = plan_of(flow)
         self.now = now
         # Entities changed (task-run index or _EXECUTION), in order of first change: a
         # dict keeps insertion order and ignores repeats.
         self._changed: dict[int, None] = {}
         self._writable: set[int] = set()
-        self._logs: list[tuple[messages.LogLevel, str, int, int]] = []
+        self._logs: list[tuple[messages.LogLevel, str, int | None, int | None]] = []
         self._commands: list[Command] = []
+        self._by_id: dict[str, int] | None = None
+        self._by_key: dict[ChildKey, int] | None = None
+
+    # ------------------------------------------------------------------ lookups
+
+    def _index(self) -> tuple[dict[str, int], dict[ChildKey, int]]:
+        if self._by_id is None or self._by_key is None:
+            self._by_id, self._by_key = {}, {}
+            for i, run in enumerate(self.execution.task_runs):
+                self._by_id[run.id] = i
+                self._by_key[(run.parent_task_run_id, run.task_id, run.iteration)] = i
+        return self._by_id, self._by_key
+
+    def find(self, task_run_id: str | None) -> int | None:
+        if task_run_id is None:
+            return None
+        return self._index()[0].get(task_run_id)
+
+    def child(self, parent_id: str | None, task_id: str, iteration: int | None) -> int | None:
+        return self._index()[1].get((parent_id, task_id, iteration))
+
+    def parent_index(self, index: int) -> int | None:
+        return self.find(self.execution.task_runs[index].parent_task_run_id)
+
+    def children(self, index: int) -> list[int]:
+        parent_id = self.execution.task_runs[index].id
+        return [
+            i
+            for i, run in enumerate(self.execution.task_runs)
+            if run.parent_task_run_id == parent_id
+        ]
+
+    def node_of(self, index: int) -> Node:
+        return self.plan.node(self.execution.task_runs[index].task_id)
+
+    def task_of(self, index: int) -> Task:
+        """The flow's task that the task run at `index` runs."""
+        return self.node_of(index).task
+
+    @property
+    def killing(self) -> bool:
+        return self.execution.state is State.KILLING
+
+    @property
+    def generation(self) -> int:
+        """How many times the execution was restarted (from its state history)."""
+        histories = self.execution.histories
+        return sum(
+            1
+            for before, after in pairwise(histories)
+            if after.state is State.RUNNING and before.state in (State.FAILED, State.KILLED)
+        )
+
+    # ------------------------------------------------------------------ writes
 
     def changed(self, key: int) -> None:
         self._changed.setdefault(key)
 
-    def task_of(self, index: int) -> Task:
-        """The flow's task that the task run at `index` runs."""
-        return task_at(self.flow, position_of(self.flow, self.execution.task_runs[index].task_id))
+    def changed_now(self, index: int) -> bool:
+        """Whether the task run at `index` changed in this step."""
+        return index in self._changed
 
     def task_run(self, index: int) -> TaskRun:
         """The task run at `index`, copied on first write so the input stays untouched."""
@@ -85,9 +141,32 @@ class Transition:
                 old.outputs,
                 old.parent_task_run_id,
                 old.value,
+                old.iteration,
+                old.data,
             )
             self._writable.add(index)
         return self.execution.task_runs[index]
+
+    def add_task_run(self, run: TaskRun) -> int:
+        by_id, by_key = self._index()
+        index = len(self.execution.task_runs)
+        self.execution.task_runs.append(run)
+        by_id[run.id] = index
+        by_key[(run.parent_task_run_id, run.task_id, run.iteration)] = index
+        self._writable.add(index)
+        self.changed(index)
+        return index
+
+    def drop_task_runs(self, doomed: set[int]) -> None:
+        """Forget task runs (a restart re-runs the errors and finally branches afresh).
+
+        Only before any task run changed in this step: indexes shift.
+        """
+        assert all(key == _EXECUTION for key in self._changed), "drop before changes"
+        runs = self.execution.task_runs
+        self.execution.task_runs = [run for i, run in enumerate(runs) if i not in doomed]
+        self._writable.clear()
+        self._by_id = self._by_key = None
 
     def set_execution_state(self, state: State) -> None:
         execution = self.execution
@@ -114,114 +193,14 @@ class Transition:
                 del timers[i]
                 return
 
-    def log(self, level: LogLevel, message: str, index: int, attempt: int) -> None:
+    def remove_timers_of(self, task_run_id: str) -> None:
+        self.execution.timers = [t for t in self.execution.timers if t.task_run_id != task_run_id]
+
+    def log(self, level: LogLevel, message: str, index: int | None, attempt: int | None) -> None:
         self._logs.append((level, message, index, attempt))
 
-    def start_task(self, position: int) -> None:
-        """Create the task run of the task at `position` and request its first attempt."""
-        execution = self.execution
-        task = task_at(self.flow, position)
-        index = len(execution.task_runs)
-        execution.task_runs.append(
-            TaskRun(
-                id=task_run_id(execution.id, position),
-                task_id=task.id,
-                state=State.CREATED,
-                histories=[StateChange(State.CREATED, self.now)],
-                attempts=[],
-                outputs={},
-            )
-        )
-        self._writable.add(index)
-        self.changed(index)
-        self.request_attempt(index, 1)
-
-    def request_attempt(self, index: int, number: int) -> None:
-        execution = self.execution
-        task = self.task_of(index)
-        task_run = self.task_run(index)
-        try:
-            properties = render_properties(
-                task.properties, render_context(execution, task_run, number)
-            )
-        except ExpressionError as exc:
-            # Rendering is deterministic: another attempt would fail the same way.
-            error = f"task {task.id!r}: cannot render property {exc.path!r}: {exc.reason}"
-            task_run.attempts.append(Attempt(number, State.FAILED, self.now, self.now, error))
-            self.set_task_run_state(index, State.FAILED)
-            self.log(LogLevel.ERROR, error, index, number)
-            self.task_run_ended(index)
-            return
-
-        task_run.attempts.append(Attempt(number, State.RUNNING, self.now, None, None))
-        self.set_task_run_state(index, State.RUNNING)
-        timeout_ms = None if task.timeout is None else task.timeout // _MILLISECOND
-        self._commands.append(
-            RequestTask(
-                messages.TaskRequest(
-                    execution_id=execution.id,
-                    namespace=execution.namespace,
-                    flow_id=execution.flow_id,
-                    flow_revision=execution.flow_revision,
-                    task_run_id=task_run.id,
-                    task_id=task.id,
-                    attempt=number,
-                    type=task.type,
-                    properties=properties,
-                    time=self.now,
-                    timeout_ms=timeout_ms,
-                )
-            )
-        )
-        if task.timeout is not None:
-            due = self.now + task.timeout + TIMEOUT_GRACE
-            self.set_timer(Timer(due, TimerKind.TIMEOUT, task_run.id, number))
-
-    def attempt_failed(self, index: int, error: str) -> None:
-        """The current attempt has just failed: retry it later, or fail the task run."""
-        task = self.task_of(index)
-        task_run = self.task_run(index)
-        number = task_run.attempts[-1].number
-        first_started_at = task_run.attempts[0].started_at or task_run.histories[0].date
-        delay = retry_delay(task.retry, number, first_started_at, self.now)
-        if task.retry is not None and delay is not None:
-            self.set_task_run_state(index, State.RETRYING)
-            self.set_timer(Timer(self.now + delay, TimerKind.RETRY, task_run.id, number + 1))
-            self.log(
-                LogLevel.WARN,
-                f"attempt {number} of {task.retry.max_attempts} failed: {error};"
-                f" retrying in {format_duration(delay)}",
-                index,
-                number,
-            )
-            return
-        self.set_task_run_state(index, State.FAILED)
-        attempts = f" after {number} attempts" if number > 1 else ""
-        self.log(LogLevel.ERROR, f"task {task.id!r} failed{attempts}: {error}", index, number)
-        self.task_run_ended(index)
-
-    def task_run_ended(self, index: int) -> None:
-        """The task run at `index` has reached its end state: start what follows, or end."""
-        task_run = self.execution.task_runs[index]
-        failed = task_run.state is State.FAILED
-        position = position_of(self.flow, task_run.task_id)
-        branch = branch_of(self.flow, position)
-        if failed and branch is not Branch.MAIN:
-            rest = range(position + 1, branch_end(self.flow, branch))
-            skipped = [task_at(self.flow, later).id for later in rest]
-            if skipped:
-                self.log(
-                    LogLevel.WARN,
-                    f"{branch} branch stopped after {task_run.task_id!r} failed;"
-                    f" skipped: {', '.join(map(repr, skipped))}",
-                    index,
-                    task_run.attempts[-1].number,
-                )
-        following = next_position(self.flow, position, failed)
-        if following is None:
-            self.set_execution_state(final_state(self.execution.task_runs))
-        else:
-            self.start_task(following)
+    def emit(self, command: Command) -> None:
+        self._commands.append(command)
 
     def finish(self) -> Step:
         execution = self.execution
@@ -239,7 +218,7 @@ class Transition:
                 )
             commands.append(PublishEvent(event))
         for ordinal, (level, message, index, attempt) in enumerate(self._logs):
-            task_run = execution.task_runs[index]
+            task_run = None if index is None else execution.task_runs[index]
             commands.append(
                 EmitLog(
                     messages.LogRecord(
@@ -252,8 +231,8 @@ class Transition:
                         time=now,
                         level=level,
                         message=message,
-                        task_run_id=task_run.id,
-                        task_id=task_run.task_id,
+                        task_run_id=None if task_run is None else task_run.id,
+                        task_id=None if task_run is None else task_run.task_id,
                         attempt=attempt,
                     )
                 )

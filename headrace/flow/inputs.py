@@ -243,6 +243,10 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "AEIOU" else "a"
+
+
 def _moment(text: str) -> datetime:
     return datetime.fromisoformat(_datetime(text))
 
@@ -271,7 +275,7 @@ def definition_errors(definition: Input) -> list[tuple[str, str, str | None]]:
         found.append(
             (
                 "values" if definition.values is not None else "type",
-                f"a {effective} input needs a non-empty `values` list",
+                f"{_article(effective)} {effective} input needs a non-empty `values` list",
                 "list the choices, e.g. `values: [dev, prod]`",
             )
         )
@@ -287,7 +291,7 @@ def definition_errors(definition: Input) -> list[tuple[str, str, str | None]]:
             found.append(("validator", f"invalid regular expression: {exc}", None))
     low, high = definition.min, definition.max
     if low is not None and high is not None and low > high:
-        found.append(("min", f"min {definition.min} is above max {definition.max}", None))
+        found.append(("min", f"min {_number(low)} is above max {_number(high)}", None))
     for key in ("after", "before"):
         text = getattr(definition, key)
         if text is not None:

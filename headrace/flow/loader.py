@@ -31,8 +31,16 @@ from headrace.connectors.registry import connector_classes
 from headrace.expressions import has_template, template_syntax_errors
 from headrace.flow.durations import DURATION_HINT
 from headrace.flow.errors import FlowError, FlowValidationError
-from headrace.flow.inputs import coerce_input
-from headrace.flow.model import Flow, InputType, Task
+from headrace.flow.flowables import (
+    DAG,
+    PROPERTY_MODELS,
+    DagProperties,
+    child_list_keys,
+    dag_problems,
+)
+from headrace.flow.inputs import definition_errors
+from headrace.flow.model import TASK_TYPE_ALIASES, Flow, Input, PluginDefault, Task
+from headrace.flow.plugin_defaults import apply_plugin_defaults
 
 # A flow is a few hundred nodes; aliases (`*a`) can make a small text expand
 # exponentially ("billion laughs"), so conversion stops well before that hurts.
@@ -96,6 +104,8 @@ def _load(text: str, source: str) -> Flow:
         data = _plain(tree, [0], 0)
     except _TooLarge as exc:
         raise FlowValidationError(source, [FlowError("", 1, 1, str(exc))]) from None
+    # Before validation, so the models, the rules and the core see the merged tasks.
+    data = apply_plugin_defaults(data, _plugin_defaults(data))
 
     errors: list[FlowError] = []
     flow: Flow | None = None
@@ -330,6 +340,8 @@ def _rule_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
     errors.extend(_task_errors(data, tree))
     errors.extend(_input_errors(data, tree))
     errors.extend(_duplicate_ids(data, tree, ("triggers",), "trigger"))
+    errors.extend(_duplicate_ids(data, tree, ("outputs",), "output"))
+    errors.extend(_template_errors(data, tree, ("variables", "outputs")))
     return errors
 
 
@@ -360,32 +372,104 @@ def _duplicate_ids(
 
 
 def _task_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
-    errors = _duplicate_ids(data, tree, TASK_LISTS, "task")
+    tasks = [entry for key in TASK_LISTS for entry in _entries(data, key)]
+    for loc, task in list(tasks):
+        tasks.extend(_nested_tasks(loc, task))
+    errors = _duplicate_task_ids(tasks, tree)  # ids are unique across the whole tree
     models = _task_property_models()
-    known = sorted(models)
-    for key in TASK_LISTS:
-        for loc, task in _entries(data, key):
-            task_type = task.get("type")
-            if not isinstance(task_type, str):
-                continue  # the model reports a missing or non-text type
-            if task_type not in models:
-                hint = _did_you_mean(task_type, known)
-                listing = f"known types: {', '.join(known)}"
-                errors.append(
-                    _error(
-                        tree,
-                        (*loc, "type"),
-                        f"unknown task type {task_type!r}",
-                        f"{hint} {listing}" if hint else listing,
-                    )
+    known = sorted([*models, *PROPERTY_MODELS])
+    for loc, task in tasks:
+        task_type = task.get("type")
+        if not isinstance(task_type, str):
+            continue  # the model reports a missing or non-text type
+        task_type = TASK_TYPE_ALIASES.get(task_type, task_type)
+        if isinstance(task.get("runIf"), str):
+            for path, reason in template_syntax_errors(task["runIf"], "runIf"):
+                errors.append(_error(tree, (*loc, path), reason))
+        if task_type in PROPERTY_MODELS:
+            errors.extend(_flowable_errors(task_type, task, tree, loc))
+            continue
+        if task_type not in models:
+            hint = _did_you_mean(task_type, known)
+            listing = f"known types: {', '.join(known)}"
+            errors.append(
+                _error(
+                    tree,
+                    (*loc, "type"),
+                    f"unknown task type {task_type!r}",
+                    f"{hint} {listing}" if hint else listing,
                 )
-                continue
-            properties = {k: v for k, v in task.items() if k not in _TASK_KEYS}
-            model = models[task_type]
-            if model is not None:
-                errors.extend(_property_errors(model, properties, task_type, tree, loc))
-            for path, reason in template_syntax_errors(properties):
-                errors.append(_error(tree, (*loc, *_split(path)), reason))
+            )
+            continue
+        properties = {k: v for k, v in task.items() if k not in _TASK_KEYS}
+        model = models[task_type]
+        if model is not None:
+            errors.extend(_property_errors(model, properties, task_type, tree, loc))
+        for path, reason in template_syntax_errors(properties):
+            errors.append(_error(tree, (*loc, *_split(path)), reason))
+    return errors
+
+
+def _nested_tasks(loc: Loc, task: dict[str, Any]) -> list[tuple[Loc, dict[str, Any]]]:
+    """The task mappings nested in a flowable task, at any depth, with their locations."""
+    task_type = task.get("type")
+    task_type = TASK_TYPE_ALIASES.get(task_type, task_type) if isinstance(task_type, str) else None
+    found: list[tuple[Loc, dict[str, Any]]] = []
+    lists: list[tuple[Loc, Any]] = []
+    for key in child_list_keys(task_type or ""):
+        value = task.get(key)
+        if key == "cases" and isinstance(value, dict):
+            lists.extend(((*loc, key, case), items) for case, items in value.items())
+        elif task_type == DAG and isinstance(value, list):
+            for i, entry in enumerate(value):
+                if isinstance(entry, dict) and isinstance(entry.get("task"), dict):
+                    found.append(((*loc, key, i, "task"), entry["task"]))
+        else:
+            lists.append(((*loc, key), value))
+    for where, items in lists:
+        if isinstance(items, list):
+            found.extend(
+                ((*where, i), item) for i, item in enumerate(items) if isinstance(item, dict)
+            )
+    for where, child in list(found):
+        found.extend(_nested_tasks(where, child))
+    return found
+
+
+def _duplicate_task_ids(tasks: list[tuple[Loc, dict[str, Any]]], tree: Any) -> list[FlowError]:
+    errors = []
+    first: dict[str, Loc] = {}
+    for loc, task in tasks:
+        ident = task.get("id")
+        if not isinstance(ident, str):
+            continue
+        if ident in first:
+            line, _ = _position(tree, (*first[ident], "id"))
+            hint = f"first used at line {line}" if line else None
+            errors.append(_error(tree, (*loc, "id"), f"duplicate task id {ident!r}", hint))
+        else:
+            first[ident] = loc
+    return errors
+
+
+def _flowable_errors(task_type: str, task: dict[str, Any], tree: Any, loc: Loc) -> list[FlowError]:
+    """A flowable's own properties; its nested tasks are checked as tasks of their own."""
+    nested = child_list_keys(task_type)
+    properties = {k: v for k, v in task.items() if k not in _TASK_KEYS}
+    model = PROPERTY_MODELS[task_type]
+    errors = _property_errors(model, properties, task_type, tree, loc, nested)
+    if task_type == DAG:
+        try:
+            parsed = DagProperties.model_validate(properties)
+        except ValidationError:
+            parsed = None  # reported above
+        if parsed is not None:
+            errors.extend(
+                _error(tree, (*loc, *where), reason) for where, reason in dag_problems(parsed)
+            )
+    own = {k: v for k, v in properties.items() if k not in nested}
+    for path, reason in template_syntax_errors(own):
+        errors.append(_error(tree, (*loc, *_split(path)), reason))
     return errors
 
 
@@ -403,6 +487,7 @@ def _property_errors(
     task_type: str,
     tree: Any,
     loc: Loc,
+    nested: frozenset[str] = frozenset(),
 ) -> list[FlowError]:
     try:
         model.model_validate(properties)
@@ -412,6 +497,12 @@ def _property_errors(
         for err in exc.errors():
             where = tuple(err["loc"])
             kind = err["type"]
+            if len(where) > 1 and where[0] in nested:
+                # Inside a nested task (a flowable's child): worded like any task's error.
+                message, hint = _describe(err, where, model)
+                on_key = kind == "extra_forbidden"
+                errors.append(_error(tree, (*loc, *where), message, hint, on_key=on_key))
+                continue
             if kind == "extra_forbidden":
                 name = str(where[-1])
                 hint = _did_you_mean(name, allowed)
@@ -451,15 +542,33 @@ def _is_template_at(value: Any, where: Loc) -> bool:
 
 def _input_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
     errors = _duplicate_ids(data, tree, ("inputs",), "input")
-    for loc, definition in _entries(data, "inputs"):
-        default = definition.get("defaults")
-        type_name = definition.get("type")
-        if default is None or not isinstance(type_name, str):
-            continue
-        if type_name not in InputType.__members__:
-            continue
+    for loc, raw in _entries(data, "inputs"):
         try:
-            coerce_input(InputType(type_name), default)
-        except ValueError as exc:
-            errors.append(_error(tree, (*loc, "defaults"), f"invalid default: {exc}"))
+            definition = Input.model_validate(raw)
+        except ValidationError:
+            continue  # the Flow model reports it
+        for key, message, hint in definition_errors(definition):
+            errors.append(_error(tree, (*loc, key), message, hint))
     return errors
+
+
+def _template_errors(data: dict[str, Any], tree: Any, keys: tuple[str, ...]) -> list[FlowError]:
+    """Template syntax of flow-level values (`variables`, `outputs[i].value`)."""
+    errors = []
+    for key in keys:
+        if key in data:
+            for path, reason in template_syntax_errors(data[key], key):
+                errors.append(_error(tree, _split(path), reason))
+    return errors
+
+
+def _plugin_defaults(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
+    """The valid entries of `pluginDefaults`; the Flow model reports the invalid ones."""
+    entries = []
+    for _, raw in _entries(data, "pluginDefaults"):
+        try:
+            default = PluginDefault.model_validate(raw)
+        except ValidationError:
+            continue
+        entries.append((default.type, default.values, default.forced))
+    return entries

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from hashlib import blake2b
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from headrace.flow.durations import Duration
@@ -54,8 +55,8 @@ class Input(_Model):
     values: list[str] | None = None  # ENUM / SELECT (and ARRAY of them)
     item_type: InputType | None = None  # ARRAY
     validator: str | None = None  # STRING: a regex the whole value must match
-    min: float | None = None  # INT / FLOAT, inclusive
-    max: float | None = None
+    min: int | float | None = None  # INT / FLOAT, inclusive
+    max: int | float | None = None
     after: str | None = None  # DATETIME, ISO-8601, exclusive
     before: str | None = None
 
@@ -93,22 +94,60 @@ class PluginDefault(_Model):
 class RetryPolicy(_Model):
     """How often, and after how long, a failed task is attempted again."""
 
-    type: Literal["constant", "exponential"]
-    interval: Duration
+    type: Literal["constant", "exponential", "random"]
+    interval: Duration | None = None  # constant and exponential
     max_attempts: int = Field(ge=1)
     max_duration: Duration | None = None
-    max_interval: Duration | None = None
+    max_interval: Duration | None = None  # the cap (exponential), the upper bound (random)
+    min_interval: Duration | None = None  # random
     delay_factor: float = Field(default=2.0, gt=1.0)
 
-    def delay_before(self, attempt: int) -> timedelta:
-        """Wait before `attempt` (2 for the first retry)."""
+    @model_validator(mode="after")
+    def _intervals_fit_the_type(self) -> RetryPolicy:
+        if self.type == "random":
+            if self.min_interval is None or self.max_interval is None:
+                raise ValueError("a random retry needs minInterval and maxInterval")
+            if self.min_interval > self.max_interval:
+                raise ValueError("minInterval must not be longer than maxInterval")
+        elif self.interval is None:
+            raise ValueError(f"a {self.type} retry needs an interval")
+        return self
+
+    def delay_before(self, attempt: int, seed: str = "") -> timedelta:
+        """Wait before `attempt` (2 for the first retry).
+
+        `random` draws from a hash of `seed` and `attempt`, never from a random source:
+        the executor's core must give the same answer when it replays an event.
+        """
+        if self.type == "random":
+            low, high = self.min_interval or timedelta(0), self.max_interval or timedelta(0)
+            digest = blake2b(f"{seed}\x1f{attempt}".encode(), digest_size=8).digest()
+            return low + (high - low) * (int.from_bytes(digest, "big") / 2**64)
+        interval = self.interval or timedelta(0)
         if self.type == "constant":
-            delay = self.interval
+            delay = interval
         else:
-            delay = self.interval * (self.delay_factor ** (attempt - 2))
+            delay = interval * (self.delay_factor ** (attempt - 2))
         if self.max_interval is not None:
             delay = min(delay, self.max_interval)
         return delay
+
+
+TASK_TYPE_ALIASES: dict[str, str] = {
+    "io.kestra.plugin.core.flow.Sequential": "flow.sequential",
+    "io.kestra.plugin.core.flow.Parallel": "flow.parallel",
+    "io.kestra.plugin.core.flow.Dag": "flow.dag",
+    "io.kestra.plugin.core.flow.If": "flow.if",
+    "io.kestra.plugin.core.flow.Switch": "flow.switch",
+    "io.kestra.plugin.core.flow.ForEach": "flow.foreach",
+    "io.kestra.plugin.core.flow.Subflow": "flow.subflow",
+    "io.kestra.plugin.core.flow.Pause": "flow.pause",
+    "io.kestra.plugin.core.execution.Fail": "flow.fail",
+    "io.kestra.plugin.core.log.Log": "log",
+    "io.kestra.plugin.scripts.shell.Commands": "shell",
+    "io.kestra.plugin.scripts.python.Script": "python",
+}
+"""Kestra's type names -> ours, applied when a task is loaded."""
 
 
 class Task(_Model):
@@ -123,6 +162,16 @@ class Task(_Model):
     description: str | None = None
     retry: RetryPolicy | None = None
     timeout: Duration | None = None
+    # Kestra's: a failure ends the task run WARNING and the flow goes on.
+    allow_failure: bool = False
+    disabled: bool = False  # skipped entirely, as if absent
+    run_if: Any = None  # an expression; when it renders false the task run is SKIPPED
+
+    @field_validator("type")
+    @classmethod
+    def _canonical_type(cls, value: str) -> str:
+        # Kestra's fully-qualified names are accepted; the core only sees ours.
+        return TASK_TYPE_ALIASES.get(value, value)
 
     @field_validator("timeout")
     @classmethod

@@ -23,19 +23,13 @@ TASK_LISTS = ("tasks", "errors", "finally")
 
 @cache
 def _canonical() -> Callable[[str], str]:
-    """Alias -> canonical type name, from `headrace.flow.flowables` when it offers one."""
-    try:
-        from headrace.flow import flowables
-    except ImportError:  # flowables not there yet: names match literally
-        return lambda name: name
-    resolve = getattr(flowables, "canonical_type", None)
-    if callable(resolve):
-        return resolve
-    for attribute in ("TYPE_ALIASES", "ALIASES"):
-        aliases = getattr(flowables, attribute, None)
-        if isinstance(aliases, Mapping):
-            return lambda name, table=aliases: table.get(name, name)
-    return lambda name: name
+    """Alias -> canonical type name, from the table `Task` itself normalises types with."""
+    from headrace.flow import model
+
+    aliases = getattr(model, "TASK_TYPE_ALIASES", None)
+    if isinstance(aliases, Mapping):
+        return lambda name: aliases.get(name, name)
+    return lambda name: name  # no alias table: names match literally
 
 
 def canonical_type(name: str) -> str:
@@ -55,8 +49,10 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _is_task(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("id"), str) and (
-        isinstance(value.get("type"), str)
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("id"), str)
+        and (isinstance(value.get("type"), str))
     )
 
 
@@ -85,7 +81,9 @@ def apply_plugin_defaults(
         # id and type identify the task: a default never changes them.
         soft = {k: v for k, v in soft.items() if k not in ("id", "type")}
         hard = {k: v for k, v in hard.items() if k not in ("id", "type")}
-        return merge(merge(soft, task), hard)
+        merged = merge(merge(soft, task), hard)
+        # The task's own keys first, as written: exports and error listings read better.
+        return {**{key: merged[key] for key in task}, **merged}
 
     def walk(value: Any) -> Any:
         if isinstance(value, dict):

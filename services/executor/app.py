@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import asyncpg
@@ -19,7 +20,7 @@ from mode import Service
 from headrace.config import Settings
 from headrace.db.flows import FlowRepository
 from headrace.db.pool import create_pool
-from headrace.local import mark_ready
+from headrace.readiness import mark_ready
 from headrace.services.executor.faust_tuning import faust_settings, install_fetch_wait
 from headrace.services.executor.flows import FlowCache
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent
@@ -33,6 +34,7 @@ TABLE_NAME = "executions"
 # 2 ms bounds the latency a batch adds per hop while letting bursts share table reads.
 BATCH_MAX = 1_000
 BATCH_WITHIN_S = 0.002
+EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
 
 
 class _Runtime:
@@ -109,9 +111,16 @@ def create_app(settings: Settings) -> faust.App:
     async def execute(stream: faust.StreamT) -> None:
         runtime = await holder.get()
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await runtime.process_batch(
-                InputEvent(e.message.key, e.message.value, e.message.partition) for e in events
-            )
+            try:
+                await runtime.process_batch(
+                    InputEvent(e.message.key, e.message.value, e.message.partition) for e in events
+                )
+            except Exception:
+                # Faust would ack the batch and restart the agent: the batch would be lost.
+                # Exit instead; the supervisor restarts us and the batch is replayed from
+                # the last committed offset (see runtime.py for why that is safe).
+                log.critical("executor batch failed; exiting to replay it", exc_info=True)
+                os._exit(EXIT_BATCH_FAILED)
 
     @app.service
     class RuntimeService(Service):

@@ -38,7 +38,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `faust.App` beyond the broker and store."""
     conf: dict[str, Any] = {
         "topic_partitions": settings.partitions,
-        "topic_replication_factor": 1,
+        "topic_replication_factor": settings.replication_factor,
         "web_enabled": False,
         "table_standby_replicas": 0,
         "consumer_auto_offset_reset": "earliest",

@@ -1,11 +1,14 @@
-"""The executor's I/O shell around the pure core: decode, load, advance, store, produce.
+"""The executor's I/O shell around the pure core: decode, load, advance, produce, store.
 
 `process_batch` handles a batch of input events: one table read and one table write per
-execution per batch. Produces are handed to Faust's producer and not awaited one by one:
-Faust flushes its producer before every offset commit, so an input offset is committed
-only once everything it caused is on the broker (at-least-once: a crash replays from the
-last commit; the core ignores what it has already seen). A failed produce stops the
-executor before the next batch, so the batch is replayed rather than lost.
+execution per batch. Order matters for at-least-once delivery (DESIGN §3):
+1. advance every execution of the batch in memory;
+2. produce every command and wait until the broker has them all;
+3. only then write the new states to the table (and its changelog).
+A crash before 3 replays the batch from the old states: the same commands again, with the
+same ids, which consumers de-duplicate. A crash after 3 finds the events already applied,
+and their commands already delivered. Any error in a batch stops the process (see
+`app.py`): acking a batch we failed to apply would lose it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from headrace.core.events import (
     TimerFired,
 )
 from headrace.core.state import Execution, Timer
-from headrace.errors import CodecError, HeadraceError
+from headrace.errors import CodecError
 from headrace.messages import (
     CommandKind,
     ExecutionCommand,
@@ -60,10 +63,6 @@ class Producer(Protocol):
     ) -> asyncio.Future[Any]: ...
 
 
-class ProduceFailed(HeadraceError):
-    """A message the executor produced was not accepted by the broker."""
-
-
 class StateTable(Protocol):
     """What we need of the Faust table: its store and an explicit-partition changelog."""
 
@@ -85,15 +84,11 @@ class ExecutorRuntime:
     flows: FlowCache
     producer: Producer
     timers: TimerQueue = field(init=False)
-    processed: int = 0
-    failure: BaseException | None = None
 
     def __post_init__(self) -> None:
         self.timers = TimerQueue(self.fire_timer)
 
     async def process_batch(self, batch: Iterable[InputEvent]) -> None:
-        if self.failure is not None:
-            raise ProduceFailed(f"a produce failed; stopping to replay: {self.failure}")
         by_execution: dict[bytes, tuple[int, list[Message]]] = {}
         for item in batch:
             try:
@@ -104,31 +99,45 @@ class ExecutorRuntime:
             by_execution.setdefault(item.key, (item.partition, []))[1].append(message)
 
         now = datetime.now(UTC)
+        deliveries: list[asyncio.Future[Any]] = []
+        changed: list[tuple[bytes, int, bytes]] = []
         for key, (partition, messages) in by_execution.items():
             raw = self.table.data.get(key)
-            before = Execution.from_bytes(raw) if raw is not None else None
-            execution = before
+            execution = Execution.from_bytes(raw) if raw is not None else None
             for message in messages:
-                event = _core_event(message)
-                if event is None:
-                    continue
-                try:
-                    flow = await self._flow_for(execution, message)
-                except FlowNotFound as exc:
-                    log.error("execution %s: %s; event dropped", key.decode(), exc)
-                    continue
-                if flow is None:
-                    log.warning("execution %s unknown here; %s dropped", key.decode(), event)
-                    continue
-                step = advance(execution, event, flow, now)
-                execution = step.execution
-                await self._apply(step.commands)
-                self.processed += 1
-            if execution is not None and execution is not before:
+                execution = await self._advance(key, execution, message, now, deliveries)
+            if execution is not None:
                 value = execution.to_bytes()
                 if value != raw:
-                    self.table.data[key] = value
-                    self.table.send_changelog(partition, key, value)
+                    changed.append((key, partition, value))
+        if deliveries:
+            await asyncio.gather(*deliveries)
+        for key, partition, value in changed:
+            self.table.data[key] = value
+            self.table.send_changelog(partition, key, value)
+
+    async def _advance(
+        self,
+        key: bytes,
+        execution: Execution | None,
+        message: Message,
+        now: datetime,
+        deliveries: list[asyncio.Future[Any]],
+    ) -> Execution | None:
+        event = _core_event(message)
+        if event is None:
+            return execution
+        try:
+            flow = await self._flow_for(execution, message)
+        except FlowNotFound as exc:
+            log.error("execution %s: %s; event dropped", key.decode(), exc)
+            return execution
+        if flow is None:
+            log.warning("execution %s unknown here; %s dropped", key.decode(), event)
+            return execution
+        step = advance(execution, event, flow, now)
+        deliveries += await self._apply(step.commands)
+        return step.execution
 
     async def _flow_for(self, execution: Execution | None, message: Message) -> Any:
         if execution is not None:
@@ -139,28 +148,25 @@ class ExecutorRuntime:
             return await self.flows.get(message.namespace, message.flow_id, message.flow_revision)
         return None
 
-    async def _apply(self, commands: list[Command]) -> None:
+    async def _apply(self, commands: list[Command]) -> list[asyncio.Future[Any]]:
+        deliveries = []
         for command in commands:
             match command:
                 case RequestTask(request=request):
-                    await self._send(TASK_REQUESTS.name, request)
+                    deliveries.append(await self._send(TASK_REQUESTS.name, request))
                 case PublishEvent(event=event):
-                    await self._send(EXECUTIONS.name, event)
+                    deliveries.append(await self._send(EXECUTIONS.name, event))
                 case EmitLog(record=record):
-                    await self._send(LOGS.name, record)
+                    deliveries.append(await self._send(LOGS.name, record))
                 case SetTimer(execution_id=execution_id, timer=timer):
                     self.timers.push(execution_id, timer)
+        return deliveries
 
-    async def _send(self, topic: str, message: Message) -> None:
-        delivery = await self.producer.send(
+    async def _send(self, topic: str, message: Message) -> asyncio.Future[Any]:
+        """Enqueue on Faust's producer; the returned future resolves once the broker has it."""
+        return await self.producer.send(
             topic, message.execution_id.encode(), codec.encode(message), None, None, None
         )
-        delivery.add_done_callback(self._check_delivery)
-
-    def _check_delivery(self, delivery: asyncio.Future[Any]) -> None:
-        if not delivery.cancelled() and delivery.exception() is not None:
-            self.failure = delivery.exception()
-            log.critical("produce failed: %s; the executor stops at the next batch", self.failure)
 
     async def fire_timer(self, execution_id: str, timer: Timer) -> None:
         command = ExecutionCommand(
@@ -172,10 +178,11 @@ class ExecutorRuntime:
             attempt=timer.attempt,
             payload={"timer": str(timer.kind)},
         )
-        await self._send(EXECUTION_COMMANDS.name, command)
+        await (await self._send(EXECUTION_COMMANDS.name, command))
 
     def rebuild_timers(self) -> int:
-        """After recovery: index every pending timer held in the table."""
+        """After recovery: index every pending timer held in the table (and only those)."""
+        self.timers.clear()
         count = 0
         for key, raw in list(self.table.data.items()):
             execution = Execution.from_bytes(raw)

@@ -13,12 +13,17 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from headrace.core.state import Timer
 
+log = logging.getLogger(__name__)
+
 FireTimer = Callable[[str, Timer], Awaitable[None]]
+RETRY_FIRE_S = 1.0
 
 
 class TimerQueue:
@@ -27,13 +32,21 @@ class TimerQueue:
         self._heap: list[tuple[datetime, int, str, Timer]] = []
         self._order = itertools.count()  # ties break in push order, never on Timer
         self._changed = asyncio.Event()
+        self._pending: set[tuple[str, Timer]] = set()  # what the heap holds: no duplicates
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def push(self, execution_id: str, timer: Timer) -> None:
+        if (execution_id, timer) in self._pending:
+            return
+        self._pending.add((execution_id, timer))
         heapq.heappush(self._heap, (timer.due, next(self._order), execution_id, timer))
         self._changed.set()
+
+    def clear(self) -> None:
+        self._heap.clear()
+        self._pending.clear()
 
     async def run(self) -> None:
         """Fire timers as they come due; runs until cancelled."""
@@ -42,7 +55,18 @@ class TimerQueue:
             now = datetime.now(UTC)
             while self._heap and self._heap[0][0] <= now:
                 _, _, execution_id, timer = heapq.heappop(self._heap)
-                await self._fire(execution_id, timer)
+                self._pending.discard((execution_id, timer))
+                try:
+                    await self._fire(execution_id, timer)
+                except Exception:
+                    # The timer is still in the execution's state: try again shortly rather
+                    # than let one broker hiccup end every retry and timeout of this process.
+                    log.exception(
+                        "could not fire a timer of %s; retrying in %ss", execution_id, RETRY_FIRE_S
+                    )
+                    self.push(
+                        execution_id, replace(timer, due=now + timedelta(seconds=RETRY_FIRE_S))
+                    )
             wait = (self._heap[0][0] - now).total_seconds() if self._heap else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=wait)

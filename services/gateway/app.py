@@ -15,6 +15,7 @@ from collections.abc import Callable
 import asyncpg
 from aiohttp import web
 
+from headrace import __version__
 from headrace.config import Settings
 from headrace.db.executions import ExecutionRepository
 from headrace.db.flows import FlowRepository
@@ -51,6 +52,23 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+async def index(request: web.Request) -> web.Response:
+    """What a browser pointed at the server sees until the web UI lands: where things are."""
+    return json_response(
+        {
+            "name": "headrace",
+            "version": __version__,
+            "api": API_PREFIX,
+            "endpoints": [
+                f"{API_PREFIX}/flows",
+                f"{API_PREFIX}/executions",
+                f"{API_PREFIX}/logs/{{executionId}}",
+                "/healthz",
+            ],
+        }
+    )
+
+
 def make_app(gw: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[GATEWAY] = gw
@@ -58,6 +76,8 @@ def make_app(gw: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> web.Applicati
     executions_api.add_routes(app, API_PREFIX)
     logs_api.add_routes(app, API_PREFIX)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/", index)
+    app.router.add_get(API_PREFIX, index)
     return app
 
 

@@ -18,7 +18,13 @@ async def list_logs(request: web.Request) -> web.Response:
         except ValueError as exc:
             choices = ", ".join(LogLevel)
             raise ApiError(400, f"unknown minLevel {raw!r} (one of {choices})") from exc
-    records = await gateway(request).logs.list(request.match_info["executionId"], min_level)
+    gw = gateway(request)
+    execution_id = request.match_info["executionId"]
+    records = await gw.logs.list(execution_id, min_level)
+    # No lines and no execution: a mistyped id, not a quiet execution. (Lines may be
+    # indexed before their execution: then they are shown.)
+    if not records and await gw.executions.state(execution_id) is None:
+        raise ApiError(404, f"execution {execution_id} not found")
     return json_response(records)
 
 

@@ -31,7 +31,13 @@ async def test_apply_creates_every_topic_then_is_idempotent() -> None:
         broker.stop()
 
 
-async def test_executor_inputs_are_co_partitioned() -> None:
-    inputs = [t for t in ALL_TOPICS if t.executor_input]
-    assert {t.name for t in inputs} == {"triggers", "task-results", "execution-commands"}
-    assert all(t.key == "execution id" for t in ALL_TOPICS)
+async def test_apply_refuses_to_repartition_the_executors_inputs() -> None:
+    broker = start_embedded_broker()
+    try:
+        await apply_topics(broker.bootstrap, 3)
+        report = await apply_topics(broker.bootstrap, 5)
+        warned = {w.split()[0] for w in report.warnings}
+        assert {"triggers", "task-results", "execution-commands", "flow-slots"} <= warned
+        assert report.repartitioned == []
+    finally:
+        broker.stop()

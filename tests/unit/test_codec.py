@@ -155,3 +155,43 @@ def test_times_keep_microseconds_and_utc() -> None:
     decoded = codec.decode(codec.encode(event))
     assert decoded.time == later
     assert decoded.time.tzinfo is not None
+
+
+def _raw(schema_name: str, record: dict) -> bytes:
+    """Bytes that are valid Avro for the current schema, whatever the fields hold."""
+    schema = codec.registry().current[schema_name]
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, schema.parsed, record)
+    return codec.MAGIC + schema.fingerprint + body.getvalue()
+
+
+def test_invalid_json_inside_valid_avro_is_a_codec_error() -> None:
+    trigger = {
+        "event_id": "e",
+        "execution_id": "x",
+        "namespace": "ns",
+        "flow_id": "f",
+        "flow_revision": 1,
+        "inputs": "{not json",
+        "time": NOW,
+        "labels": {},
+        "trigger": "{}",
+    }
+    with pytest.raises(CodecError, match="invalid io.headrace.TriggerEvent"):
+        codec.decode(_raw("io.headrace.TriggerEvent", trigger))
+
+
+def test_invalid_json_in_a_nested_snapshot_is_a_codec_error() -> None:
+    event = samples()[4]
+    assert isinstance(event, m.ExecutionEvent) and event.execution is not None
+    record = codec._to_avro(event)
+    record["execution"]["outputs"] = "[1, 2"
+    with pytest.raises(CodecError, match="invalid io.headrace.ExecutionEvent"):
+        codec.decode(_raw("io.headrace.ExecutionEvent", record))
+
+
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1])
+def test_an_integer_json_cannot_carry_is_a_codec_error_on_encode(number: int) -> None:
+    event = m.TriggerEvent("e", "x", "ns", "f", 1, {"n": number}, NOW)
+    with pytest.raises(CodecError, match="TriggerEvent.inputs cannot be encoded as JSON"):
+        codec.encode(event)

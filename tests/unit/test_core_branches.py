@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
-from headrace.core.branches import Branch, branch_of, next_position, position_of
 from headrace.core.ids import task_run_id
 from headrace.core.state import Execution, TimerKind
 from headrace.messages import LogLevel
@@ -64,7 +61,7 @@ def test_a_failure_runs_the_errors_branch_then_ends_failed():
     (alert,) = requests(commands)
     assert alert.task_id == "alert"
     assert alert.properties == {"message": "demo failed: ex1 after 12"}
-    assert alert.task_run_id == task_run_id("ex1", 3)  # position in tasks + errors + finally
+    assert alert.task_run_id == task_run_id("ex1", "alert")
     assert run.state is State.RUNNING
     assert run.task_states() == {
         "extract": State.SUCCESS,
@@ -272,36 +269,3 @@ def test_the_errors_branch_survives_a_round_trip_through_bytes():
     assert run.send(finished(a, State.FAILED, error="boom")) == []
     run.send(finished(e2))
     assert run.state is State.FAILED
-
-
-@pytest.mark.parametrize(
-    ("position", "failed", "expected"),
-    [
-        (0, False, 1),  # main -> next main
-        (1, False, 4),  # last main succeeded -> first finally (errors skipped)
-        (0, True, 2),  # main failed -> first errors
-        (2, False, 3),  # errors -> next errors
-        (2, True, 4),  # errors failed -> first finally
-        (3, False, 4),  # last errors -> first finally
-        (4, False, 5),  # finally -> next finally
-        (4, True, None),  # finally failed -> end
-        (5, False, None),  # last finally -> end
-    ],
-)
-def test_next_position_over_two_tasks_two_errors_two_finally(position, failed, expected):
-    flow = make_flow(
-        log_task("m0"),
-        log_task("m1"),
-        errors=[log_task("e0"), log_task("e1")],
-        finally_=[log_task("f0"), log_task("f1")],
-    )
-    assert next_position(flow, position, failed) == expected
-
-
-def test_positions_and_branches():
-    flow = make_flow(log_task("m0"), errors=[log_task("e0")], finally_=[log_task("f0")])
-    assert [position_of(flow, task_id) for task_id in ("m0", "e0", "f0")] == [0, 1, 2]
-    assert [branch_of(flow, p) for p in range(3)] == [Branch.MAIN, Branch.ERRORS, Branch.FINALLY]
-    assert next_position(make_flow(log_task("m0")), 0, True) is None
-    with pytest.raises(KeyError):
-        position_of(flow, "nope")

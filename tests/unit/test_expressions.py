@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 
 from headrace.expressions import (
+    NOW_KEY,
     SECRET_MARKER_PREFIX,
     SECRET_MARKER_SUFFIX,
     ExpressionError,
     cache_info,
     render_properties,
     render_value,
+    render_variables,
     resolve_secrets,
     template_syntax_errors,
 )
@@ -191,7 +193,7 @@ def test_an_unknown_secret_is_an_error_naming_it() -> None:
     rendered = render_value({"env": ["{{ secret('NOPE') }}"]}, CONTEXT)
     with pytest.raises(ExpressionError) as caught:
         resolve_secrets(rendered, {}.get)
-    assert caught.value.reason == "secret NOPE is not defined"
+    assert caught.value.reason.startswith("secret NOPE is not defined: set HEADRACE_SECRET_NOPE")
     assert caught.value.path == "env[0]"
 
 
@@ -214,3 +216,105 @@ def test_compiled_templates_are_cached() -> None:
     after = cache_info()
     assert after.misses - before.misses == 1
     assert after.hits - before.hits == 99
+
+
+# --------------------------------------------- functions and filters (issue 5)
+
+NOW = "2024-05-01T12:30:00+00:00"
+TIMED: dict[str, Any] = {
+    **CONTEXT,
+    NOW_KEY: NOW,
+    "vars": {"env": "prod"},
+    "inputs": {
+        **CONTEXT["inputs"],
+        "template": "{{ flow.id }}-{{ vars.env }}",
+        "loop": "{{ render(inputs.loop) }}",
+        "evil": "{{ ''.__class__.__mro__ }}",
+        "text": "{{ 7 * 6 }}",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ now() }}", NOW),
+        ("{{ now() | date('%Y/%m/%d') }}", "2024/05/01"),
+        ("{{ now() | date('%H:%M', 'Europe/Paris') }}", "14:30"),
+        ("{{ '2024-05-01' | date('%d.%m.%Y') }}", "01.05.2024"),
+        ("{{ now() | dateAdd(-1, 'DAYS') }}", "2024-04-30T12:30:00+00:00"),
+        ("{{ now() | dateAdd(90, 'minutes') }}", "2024-05-01T14:00:00+00:00"),
+        ("{{ '2024-03-31T00:00:00Z' | dateAdd(-1, 'MONTHS') }}", "2024-02-29T00:00:00+00:00"),
+        ("{{ '2024-02-29T00:00:00Z' | dateAdd(1, 'YEAR') }}", "2025-02-28T00:00:00+00:00"),
+        ("{{ now() | timestamp }}", 1714566600),
+        ("{{ now() | timestampMilli }}", 1714566600000),
+        ("{{ 0 | date('%Y') }}", "1970"),
+        ("{{ {'a': [1, 2]} | toJson }}", '{"a":[1,2]}'),
+        ("{{ ('{\"a\": 1}' | fromJson).a }}", 1),
+        ("{{ ' Ada ' | trim | upper }}", "ADA"),
+        ("{{ 'a-b' | replace('-', '+') }}", "a+b"),
+        ("{{ 'Héllo, World!' | slugify }}", "hello-world"),
+        ("{{ 'a.b.c' | substringBefore('.') }}", "a"),
+        ("{{ 'a.b.c' | substringAfter('.') }}", "b.c"),
+        ("{{ 'a.b.c' | substringBeforeLast('.') }}", "a.b"),
+        ("{{ 'a.b.c' | substringAfterLast('.') }}", "c"),
+        ("{{ 'abc' | substringBefore('/') }}", "abc"),
+        ("{{ 'abc' | substringAfter('/') }}", ""),
+        ("{{ 'hi' | b64encode }}", "aGk="),
+        ("{{ 'aGk=' | base64decode }}", "hi"),
+        ("{{ 'x' | sha256 }}", "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"),
+        ("{{ inputs.none | default('fallback') }}", "fallback"),
+        ("{{ render(inputs.template) }}", "nightly-prod"),
+        ("{{ render(inputs.text) }}", "42"),
+        ("{{ render(42) }}", 42),
+        ("{{ vars.env }}", "prod"),
+    ],
+)
+def test_functions_and_filters(template: str, expected: Any) -> None:
+    assert render_value(template, TIMED, "p") == expected
+
+
+def test_data_is_never_rendered_unless_render_is_asked() -> None:
+    assert render_value("{{ inputs.text }}", TIMED, "p") == "{{ 7 * 6 }}"
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{{ render(inputs.loop) }}", "render() nested more than 5 levels"),
+        ("{{ render(inputs.evil) }}", "unsafe"),
+        ("{{ render(\"{{ ''.__class__ }}\") }}", "unsafe"),
+        ("{{ now() | dateAdd(1, 'FORTNIGHTS') }}", "unknown unit 'FORTNIGHTS'"),
+        ("{{ now() | dateAdd('1', 'DAYS') }}", "amount must be an integer"),
+        ("{{ 'soon' | date('%Y') }}", "not an ISO-8601 date-time: 'soon'"),
+        ("{{ now() | date('%Y', 'Mars/Olympus') }}", "unknown time zone"),
+        ("{{ '%%%' | b64decode }}", "not base64-encoded text"),
+    ],
+)
+def test_function_failures_name_the_property_and_reason(template: str, reason: str) -> None:
+    with pytest.raises(ExpressionError) as caught:
+        render_value(template, TIMED, "message")
+    assert caught.value.path == "message"
+    assert reason in caught.value.reason
+
+
+def test_now_without_the_event_time_is_an_error_not_the_clock() -> None:
+    with pytest.raises(
+        ExpressionError, match="now\\(\\) needs the event time in the context key '_now'"
+    ):
+        render_value("{{ now() }}", CONTEXT, "p")
+
+
+def test_variables_render_in_order_and_see_earlier_ones_as_vars() -> None:
+    rendered = render_variables(
+        {"who": "{{ inputs.name }}", "greeting": "hello {{ vars.who }}", "n": 3},
+        CONTEXT,
+    )
+    assert rendered == {"who": "Ada", "greeting": "hello Ada", "n": 3}
+
+
+def test_a_variable_failing_names_its_key() -> None:
+    with pytest.raises(ExpressionError) as caught:
+        render_variables({"a": "{{ vars.b }}", "b": "x"}, CONTEXT)
+    assert caught.value.path == "variables.a"
+    assert "'b' is undefined" in caught.value.reason

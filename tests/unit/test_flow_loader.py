@@ -306,7 +306,7 @@ def test_retry_policies_are_checked_field_by_field() -> None:
         ("tasks[0].retry.interval", 9, 17),
         ("tasks[0].retry.maxAttempts", 10, 20),
     ]
-    assert errors[0].message == "must be 'constant' or 'exponential', got 'linear'"
+    assert errors[0].message == "must be 'constant', 'exponential' or 'random', got 'linear'"
     assert "ISO-8601" in errors[1].hint
     assert errors[2].message == "must be greater than or equal to 1, got 0"
 
@@ -557,3 +557,257 @@ def test_valid_flows_are_cached_and_errors_keep_their_source() -> None:
             load_flow(bad, source)
         assert caught.value.source == source
         assert str(caught.value).startswith(f"{source}:3:8: ")
+
+
+# --------------------------------------------------- flow properties (issue 5)
+
+PROPERTIES = """\
+id: properties
+namespace: demo
+labels:
+  - {key: team, value: data}
+  - {key: priority, value: 1}
+variables:
+  greeting: "hello {{ inputs.who }}"
+  static: 42
+outputs:
+  - id: message
+    type: STRING
+    value: "{{ vars.greeting }}"
+  - id: rows
+    value: "{{ outputs.count.rows }}"
+concurrency:
+  limit: 2
+  behavior: CANCEL
+disabled: true
+inputs:
+  - {id: who, type: STRING, defaults: world}
+tasks:
+  - {id: count, type: log, message: hi}
+"""
+
+
+def test_flow_properties_load() -> None:
+    flow = load_flow(PROPERTIES)
+    assert flow.labels == {"team": "data", "priority": "1"}
+    assert flow.variables == {"greeting": "hello {{ inputs.who }}", "static": 42}
+    assert [(o.id, o.type, o.value) for o in flow.outputs] == [
+        ("message", "STRING", "{{ vars.greeting }}"),
+        ("rows", None, "{{ outputs.count.rows }}"),
+    ]
+    assert flow.concurrency is not None
+    assert (flow.concurrency.limit, flow.concurrency.behavior) == (2, "CANCEL")
+    assert flow.disabled is True
+
+
+def test_flow_properties_default_to_off() -> None:
+    flow = load_flow("id: a\nnamespace: n\ntasks:\n  - {id: t, type: log, message: m}\n")
+    assert (flow.variables, flow.outputs, flow.concurrency, flow.disabled) == ({}, [], None, False)
+    assert flow.concurrency is None and flow.plugin_defaults == []
+
+
+def test_labels_as_a_map_keep_working_and_scalars_become_text() -> None:
+    flow = load_flow(
+        "id: a\nnamespace: n\nlabels: {team: data, n: 2, on: true}\n"
+        "tasks:\n  - {id: t, type: log, message: m}\n"
+    )
+    assert flow.labels == {"team": "data", "n": "2", "on": "true"}
+
+
+@pytest.mark.parametrize(
+    ("snippet", "path", "message"),
+    [
+        ("labels:\n  - {key: a}\n", "labels", "item 0 must be a mapping with `key` and `value`"),
+        (
+            "labels:\n  - {key: a, value: b}\n  - {key: a, value: c}\n",
+            "labels",
+            "label 'a' is given twice",
+        ),
+        ("concurrency: {limit: 0}\n", "concurrency.limit", "greater than or equal to 1"),
+        ("concurrency: {limit: 1, behavior: WAIT}\n", "concurrency.behavior", "'QUEUE'"),
+        ("concurrency: {behavior: FAIL}\n", "concurrency.limit", "is required"),
+        ("disabled: maybe\n", "disabled", "valid boolean"),
+        ("variables: [a]\n", "variables", "must be a mapping"),
+        ("outputs:\n  - {id: o}\n", "outputs[0].value", "is required"),
+        ("outputs:\n  - {id: o, value: '{{ x '}\n", "outputs[0].value", "template syntax"),
+        ("variables:\n  a: '{% if %}'\n", "variables.a", "template syntax"),
+        ("pluginDefaults:\n  - {type: log}\n", "pluginDefaults[0].values", "is required"),
+        ("pluginDefaults:\n  - {values: {}}\n", "pluginDefaults[0].type", "is required"),
+    ],
+)
+def test_bad_flow_properties_name_the_path(snippet: str, path: str, message: str) -> None:
+    errors = errors_of(
+        "id: a\nnamespace: n\n" + snippet + "tasks:\n  - {id: t, type: log, message: m}\n"
+    )
+    assert any(e.path == path and message in e.message for e in errors), errors
+    assert all(e.line is not None for e in errors)
+
+
+def test_duplicate_output_ids_are_refused() -> None:
+    error = only_error("""\
+        id: a
+        namespace: n
+        outputs:
+          - {id: o, value: "1"}
+          - {id: o, value: "2"}
+        tasks:
+          - {id: t, type: log, message: m}
+        """)
+    assert (error.path, error.line, error.message) == (
+        "outputs[1].id",
+        5,
+        "duplicate output id 'o'",
+    )
+    assert error.hint == "first used at line 4"
+
+
+@pytest.mark.parametrize(
+    ("definition", "path", "message"),
+    [
+        ("{id: e, type: ENUM}", "inputs[0].type", "an ENUM input needs a non-empty `values`"),
+        ("{id: e, type: SELECT, values: []}", "inputs[0].values", "a SELECT input needs"),
+        (
+            "{id: e, type: SELECT, values: [a], defaults: b}",
+            "inputs[0].defaults",
+            "invalid default",
+        ),
+        ("{id: e, type: ARRAY}", "inputs[0].type", "an ARRAY input needs `itemType`"),
+        ("{id: e, type: ARRAY, itemType: FILE}", "inputs[0].itemType", "items cannot be FILE"),
+        ("{id: e, type: STRING, itemType: INT}", "inputs[0].itemType", "only applies to ARRAY"),
+        ("{id: e, type: INT, validator: x}", "inputs[0].validator", "applies to STRING inputs"),
+        ("{id: e, type: STRING, validator: '('}", "inputs[0].validator", "invalid regular"),
+        ("{id: e, type: STRING, min: 1}", "inputs[0].min", "applies to FLOAT and INT inputs"),
+        ("{id: e, type: INT, min: 5, max: 1}", "inputs[0].min", "min 5 is above max 1"),
+        ("{id: e, type: INT, max: 1, defaults: 2}", "inputs[0].defaults", "more than the maximum"),
+        ("{id: e, type: DATETIME, after: soon}", "inputs[0].after", "ISO-8601"),
+        ("{id: e, type: BOOLEAN, values: [a]}", "inputs[0].values", "applies to ENUM and SELECT"),
+        ("{id: e, type: URI, defaults: nowhere}", "inputs[0].defaults", "absolute URI"),
+        ("{id: e, type: ARRAY, itemType: INT, defaults: [a]}", "inputs[0].defaults", "item 0"),
+        ("{id: e, type: STRING, displayname: x}", "inputs[0].displayname", "unknown key"),
+    ],
+)
+def test_bad_input_definitions_are_refused_at_load(
+    definition: str, path: str, message: str
+) -> None:
+    error = only_error(f"""\
+        id: a
+        namespace: n
+        inputs:
+          - {definition}
+        tasks:
+          - {{id: t, type: log, message: m}}
+        """)
+    assert error.path == path and message in error.message, error
+    assert error.line == 4
+
+
+def test_a_missing_values_list_has_a_hint() -> None:
+    error = only_error("""\
+        id: a
+        namespace: n
+        inputs:
+          - id: env
+            type: SELECT
+        tasks:
+          - {id: t, type: log, message: m}
+        """)
+    assert (error.path, error.line, error.column) == ("inputs[0].type", 5, 11)
+    assert error.hint == "list the choices, e.g. `values: [dev, prod]`"
+
+
+# ---------------------------------------------------------------- pluginDefaults
+
+DEFAULTS = """\
+id: defaults
+namespace: demo
+pluginDefaults:
+  - type: log
+    values: {level: WARN, message: from the defaults}
+  - type: shell
+    forced: true
+    values:
+      env: {A: forced}
+tasks:
+  - {id: own, type: log, message: mine}
+  - {id: bare, type: log}
+  - id: sh
+    type: shell
+    commands: [env]
+    env: {A: own, B: kept}
+errors:
+  - {id: alert, type: log, level: ERROR}
+"""
+
+
+def test_plugin_defaults_fill_what_a_task_leaves_unset() -> None:
+    flow = load_flow(DEFAULTS)
+    assert flow.task("own").properties == {"level": "WARN", "message": "mine"}
+    assert flow.task("bare").properties == {"level": "WARN", "message": "from the defaults"}
+    assert flow.task("alert").properties == {"level": "ERROR", "message": "from the defaults"}
+    assert flow.plugin_defaults[0].type == "log"
+
+
+def test_forced_plugin_defaults_win_and_maps_merge_key_by_key() -> None:
+    flow = load_flow(DEFAULTS)
+    assert flow.task("sh").properties["env"] == {"A": "forced", "B": "kept"}
+
+
+def test_plugin_defaults_are_validated_like_the_task_own_properties() -> None:
+    errors = errors_of("""\
+        id: a
+        namespace: n
+        pluginDefaults:
+          - {type: log, values: {colour: red}}
+        tasks:
+          - {id: t, type: log, message: m}
+        """)
+    assert [(e.path, e.message) for e in errors] == [
+        ("tasks[0].colour", "unknown property 'colour' for task type 'log'")
+    ]
+
+
+def test_plugin_defaults_reach_nested_tasks_and_never_change_id_or_type() -> None:
+    from headrace.flow.plugin_defaults import apply_plugin_defaults
+
+    data = {
+        "tasks": [
+            {
+                "id": "par",
+                "type": "parallel",
+                "tasks": [{"id": "inner", "type": "log"}],
+                "then": {"branch": [{"id": "deep", "type": "log", "level": "ERROR"}]},
+            }
+        ]
+    }
+    merged = apply_plugin_defaults(
+        data, [("log", {"id": "x", "type": "y", "level": "INFO", "message": "m"}, False)]
+    )
+    inner = merged["tasks"][0]["tasks"][0]
+    deep = merged["tasks"][0]["then"]["branch"][0]
+    assert inner == {"id": "inner", "type": "log", "level": "INFO", "message": "m"}
+    assert deep == {"id": "deep", "type": "log", "level": "ERROR", "message": "m"}
+    assert "message" not in merged["tasks"][0]
+    assert data["tasks"][0]["tasks"][0] == {"id": "inner", "type": "log"}  # input untouched
+
+
+def test_plugin_defaults_match_kestra_aliases_and_nested_flowable_tasks() -> None:
+    flow = load_flow("""\
+id: aliases
+namespace: demo
+pluginDefaults:
+  - type: io.kestra.plugin.core.log.Log
+    values: {level: WARN}
+tasks:
+  - id: par
+    type: io.kestra.plugin.core.flow.Parallel
+    tasks:
+      - {id: a, type: log, message: hi}
+      - id: b
+        type: flow.if
+        condition: "{{ true }}"
+        then:
+          - {id: c, type: io.kestra.plugin.core.log.Log, message: deep, level: ERROR}
+""")
+    children = flow.tasks[0].properties["tasks"]
+    assert children[0] == {"id": "a", "type": "log", "message": "hi", "level": "WARN"}
+    assert children[1]["then"][0]["level"] == "ERROR"

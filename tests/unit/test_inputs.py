@@ -7,7 +7,14 @@ from typing import Any
 import orjson
 import pytest
 
-from headrace.flow import InputType, InputValidationError, coerce_input, load_flow, resolve_inputs
+from headrace.flow import (
+    InputType,
+    InputValidationError,
+    coerce_input,
+    load_flow,
+    resolve_inputs,
+    validate_input,
+)
 
 FLOW = load_flow("""\
 id: inputs-demo
@@ -145,3 +152,134 @@ def test_an_explicit_null_counts_as_missing() -> None:
     with pytest.raises(InputValidationError) as caught:
         resolve_inputs(FLOW, {"name": None})
     assert caught.value.errors == [("name", "required input has no value")]
+
+
+# ------------------------------------------------ rich types and validation rules
+
+RULES = load_flow("""\
+id: rules-demo
+namespace: demo
+inputs:
+  - id: env
+    type: SELECT
+    displayName: Environment
+    values: [dev, prod]
+    defaults: dev
+  - id: legacy
+    type: ENUM
+    values: [a, b]
+    required: false
+  - id: ids
+    type: ARRAY
+    itemType: INT
+    min: 1
+    required: false
+  - id: tags
+    type: ARRAY
+    itemType: SELECT
+    values: [red, blue]
+    required: false
+  - id: endpoint
+    type: URI
+    required: false
+  - id: report
+    type: FILE
+    required: false
+  - id: code
+    type: STRING
+    validator: "[A-Z]{3}"
+    required: false
+  - id: size
+    type: FLOAT
+    min: 0.5
+    max: 10
+    required: false
+  - id: since
+    type: DATETIME
+    after: 2020-01-01T00:00:00Z
+    before: "2030-01-01T00:00:00+00:00"
+    required: false
+tasks:
+  - {id: hi, type: log, message: hi}
+""")
+
+
+def test_rule_inputs_load_with_their_rules() -> None:
+    env = RULES.inputs[0]
+    assert (env.type, env.display_name, env.values) == (
+        InputType.SELECT,
+        "Environment",
+        ["dev", "prod"],
+    )
+    assert RULES.inputs[2].item_type is InputType.INT
+    assert RULES.inputs[2].min == 1 and isinstance(RULES.inputs[2].min, int)
+
+
+def test_valid_values_pass_every_rule() -> None:
+    resolved = resolve_inputs(
+        RULES,
+        {
+            "legacy": "b",
+            "ids": "[1, 2, 3]",
+            "tags": ["red", "blue"],
+            "endpoint": "s3://bucket/key",
+            "report": "/data/report.csv",
+            "code": "ABC",
+            "size": "0.5",
+            "since": "2024-05-01T00:00:00+02:00",
+        },
+    )
+    assert resolved == {
+        "env": "dev",
+        "legacy": "b",
+        "ids": [1, 2, 3],
+        "tags": ["red", "blue"],
+        "endpoint": "s3://bucket/key",
+        "report": "/data/report.csv",
+        "code": "ABC",
+        "size": 0.5,
+        "since": "2024-04-30T22:00:00+00:00",
+    }
+    orjson.dumps(resolved)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("env", "staging", "'staging' is not one of the allowed values (dev, prod)"),
+        ("legacy", "c", "'c' is not one of the allowed values (a, b)"),
+        ("ids", "[1, 0]", "item 1: 0 is less than the minimum 1"),
+        ("ids", "[1, 'x']", "expected a JSON array"),
+        ("ids", {"a": 1}, "expected a list, got an object"),
+        ("ids", ["x"], "item 0: expected an integer, got 'x'"),
+        ("tags", ["green"], "item 0: 'green' is not one of the allowed values (red, blue)"),
+        ("endpoint", "example.com/path", "expected an absolute URI with a scheme"),
+        ("endpoint", "https://a b", "cannot contain blanks"),
+        ("report", "", "expected a file path or URI"),
+        ("code", "ABCD", "'ABCD' does not match the pattern '[A-Z]{3}'"),
+        ("code", "xABC", "does not match"),
+        ("size", 0.4, "0.4 is less than the minimum 0.5"),
+        ("size", 11, "11.0 is more than the maximum 10"),
+        ("since", "2019-12-31T23:59:59Z", "is not after 2020-01-01T00:00:00"),
+        ("since", "2030-01-01T00:00:00Z", "is not before 2030-01-01T00:00:00+00:00"),
+    ],
+)
+def test_values_breaking_a_rule_are_refused_with_the_reason(
+    name: str, value: Any, reason: str
+) -> None:
+    with pytest.raises(InputValidationError) as caught:
+        resolve_inputs(RULES, {name: value})
+    assert caught.value.errors[0][0] == name
+    assert reason in caught.value.errors[0][1]
+
+
+def test_every_broken_rule_is_reported_at_once() -> None:
+    with pytest.raises(InputValidationError) as caught:
+        resolve_inputs(RULES, {"env": "x", "code": "x", "size": 99})
+    assert [name for name, _ in caught.value.errors] == ["env", "code", "size"]
+
+
+def test_validate_input_applies_rules_of_a_definition() -> None:
+    assert validate_input(RULES.inputs[0], " prod".strip()) == "prod"
+    with pytest.raises(ValueError, match="not one of"):
+        validate_input(RULES.inputs[0], "PROD")

@@ -1,0 +1,119 @@
+"""The flow as a tree the core can walk: every task by id, with its parent and properties.
+
+Built once per `Flow` object (flows are immutable and cached by the loader) and kept in
+a small cache keyed by the object's identity. Disabled tasks are left out here, so the
+rest of the core never sees them ("as if absent").
+
+A container's children run in *lanes*: a lane is a list of tasks that run one after the
+other (`Lane.iteration` is the for-each item it belongs to). A sequential task has one
+lane, a parallel or dag task one lane per child, an if/switch one lane (the chosen
+branch), a for-each one lane per item; concurrency limits count lanes that are going.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+from headrace.flow import flowables as f
+from headrace.flow.model import Flow, Task
+
+MAX_CACHED_FLOWS = 1024  # distinct flow objects indexed at once (the loader caches 512)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    task: Task
+    parent: str | None  # id of the enclosing flowable task; None at the top level
+    branch: str  # top level: "tasks", "errors" or "finally"; else the parent's list key
+    properties: f._Properties | None  # parsed, for flowable types
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    tasks: list[Task]
+    iteration: int | None = None
+    value: str | None = None
+    depends_on: tuple[str, ...] = ()  # dag: task ids that must have succeeded first
+
+
+@dataclass(slots=True)
+class Plan:
+    nodes: dict[str, Node] = field(default_factory=dict)
+    main: list[Task] = field(default_factory=list)
+    errors: list[Task] = field(default_factory=list)
+    finally_: list[Task] = field(default_factory=list)
+
+    def node(self, task_id: str) -> Node:
+        return self.nodes[task_id]
+
+    def lanes(self, task: Task, data: object) -> tuple[list[Lane], int]:
+        """The lanes of a container task run (given its decision `data`), and its limit.
+
+        Limit 0: no limit.
+        """
+        properties = self.nodes[task.id].properties
+        match properties:
+            case f.SequentialProperties(tasks=tasks):
+                return [Lane(enabled(tasks))], 0
+            case f.ParallelProperties(tasks=tasks, concurrency=limit):
+                return [Lane([t]) for t in enabled(tasks)], limit or 0
+            case f.DagProperties(tasks=entries, concurrency=limit):
+                disabled = {e.task.id for e in entries if e.task.disabled}
+                return [
+                    Lane([e.task], depends_on=tuple(d for d in e.depends_on if d not in disabled))
+                    for e in entries
+                    if not e.task.disabled
+                ], limit or 0
+            case f.IfProperties():
+                branch = properties.then if data == "then" else properties.else_
+                return ([Lane(enabled(branch))] if data is not None else []), 0
+            case f.SwitchProperties():
+                if isinstance(data, str) and data.startswith("case:"):
+                    return [Lane(enabled(properties.cases[data[5:]]))], 0
+                return ([Lane(enabled(properties.defaults))] if data is not None else []), 0
+            case f.ForEachProperties(tasks=tasks, concurrency_limit=limit):
+                items = data if isinstance(data, list) else []
+                children = enabled(tasks)
+                return [Lane(children, i, value) for i, value in enumerate(items)], limit
+        return [], 0
+
+
+def enabled(tasks: list[Task]) -> list[Task]:
+    return [task for task in tasks if not task.disabled]
+
+
+_CACHE: dict[int, tuple[weakref.ref[Flow], Plan]] = {}
+
+
+def plan_of(flow: Flow) -> Plan:
+    """The tree of `flow`, built on first use."""
+    cached = _CACHE.get(id(flow))
+    if cached is not None and cached[0]() is flow:
+        return cached[1]
+    plan = _build(flow)
+    if len(_CACHE) >= MAX_CACHED_FLOWS:
+        _CACHE.clear()  # rare: rebuilding costs well under a millisecond per flow
+    _CACHE[id(flow)] = (weakref.ref(flow), plan)
+    return plan
+
+
+def _build(flow: Flow) -> Plan:
+    plan = Plan(main=enabled(flow.tasks), errors=enabled(flow.errors))
+    plan.finally_ = enabled(flow.finally_)
+    for branch, tasks in (
+        ("tasks", flow.tasks),
+        ("errors", flow.errors),
+        ("finally", flow.finally_),
+    ):
+        for task in tasks:
+            _add(plan, task, None, branch)
+    return plan
+
+
+def _add(plan: Plan, task: Task, parent: str | None, branch: str) -> None:
+    properties = f.parse_properties(task)
+    plan.nodes[task.id] = Node(task, parent, branch, properties)
+    for loc, children in f.child_lists(properties):
+        for child in children:
+            _add(plan, child, task.id, str(loc[0]))

@@ -1,0 +1,87 @@
+"""Flow concurrency limits, as a pure function over one flow's slots.
+
+A flow with `concurrency: {limit, behavior}` lets at most `limit` of its executions run at
+once, across every executor process: its slots live in one place, the partition of
+`flow-slots` that owns the flow's key. Executions ask for a slot when they start and give
+it back when they end; the answer goes back to the execution as a command.
+
+Requests arrive at least once, so every transition is idempotent: holders and the queue
+are sets of execution ids, a second ACQUIRE from a holder is granted again (its first
+answer may have been lost), a RELEASE from a non-holder is ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import orjson
+
+from headrace.messages import ConcurrencyBehavior, SlotRequest, SlotRequestKind
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSlots:
+    limit: int = 1
+    holders: tuple[str, ...] = ()
+    queue: tuple[str, ...] = ()  # waiting executions, first come first served
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([self.limit, self.holders, self.queue])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FlowSlots:
+        limit, holders, queue = orjson.loads(data)
+        return cls(limit, tuple(holders), tuple(queue))
+
+
+@dataclass(frozen=True, slots=True)
+class SlotAnswer:
+    """Tell `execution_id` whether it may run; when not, `behavior` says what it becomes."""
+
+    execution_id: str
+    granted: bool
+    behavior: ConcurrencyBehavior | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStep:
+    slots: FlowSlots
+    answers: list[SlotAnswer] = field(default_factory=list)
+
+
+def decide(slots: FlowSlots | None, request: SlotRequest) -> SlotStep:
+    slots = slots or FlowSlots(limit=request.limit)
+    if request.kind is SlotRequestKind.ACQUIRE:
+        return _acquire(replace(slots, limit=request.limit), request)
+    return _release(slots, request.execution_id)
+
+
+def _acquire(slots: FlowSlots, request: SlotRequest) -> SlotStep:
+    execution_id = request.execution_id
+    if execution_id in slots.holders:
+        return SlotStep(slots, [SlotAnswer(execution_id, True)])
+    if execution_id in slots.queue:
+        return SlotStep(slots)
+    if len(slots.holders) < slots.limit:
+        return SlotStep(
+            replace(slots, holders=(*slots.holders, execution_id)),
+            [SlotAnswer(execution_id, True)],
+        )
+    if request.behavior is ConcurrencyBehavior.QUEUE:
+        return SlotStep(replace(slots, queue=(*slots.queue, execution_id)))
+    return SlotStep(slots, [SlotAnswer(execution_id, False, request.behavior)])
+
+
+def _release(slots: FlowSlots, execution_id: str) -> SlotStep:
+    if execution_id in slots.queue:  # ended (killed) while waiting
+        return SlotStep(replace(slots, queue=tuple(e for e in slots.queue if e != execution_id)))
+    if execution_id not in slots.holders:
+        return SlotStep(slots)
+    holders = [e for e in slots.holders if e != execution_id]
+    queue = list(slots.queue)
+    answers = []
+    while queue and len(holders) < slots.limit:
+        admitted = queue.pop(0)
+        holders.append(admitted)
+        answers.append(SlotAnswer(admitted, True))
+    return SlotStep(replace(slots, holders=tuple(holders), queue=tuple(queue)), answers)

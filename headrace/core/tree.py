@@ -1,0 +1,560 @@
+"""The task-run tree: starting task runs, and ending containers from their children.
+
+Kestra's semantics, spelled out because users rely on them:
+
+- A container (sequential, parallel, dag, if, switch, for-each) is RUNNING while its
+  children run. Its children run in lanes (`plan.Lane`): the next task of a lane starts
+  when the previous one succeeded (SUCCESS, WARNING or SKIPPED); a lane whose task run
+  FAILED (or was KILLED) stops, no new lane starts after that, and once nothing runs the
+  container ends FAILED. Otherwise it ends WARNING if a child did, else SUCCESS.
+  Concurrency limits count the lanes that are going.
+- The top level is one lane of `tasks`; when it failed, the `errors` lane runs; then,
+  whatever happened, the `finally` lane. The execution ends FAILED if any of the three
+  failed, else WARNING if a top-level task run did, else SUCCESS.
+- `allowFailure`: a task run that would end FAILED ends WARNING (with an ERROR log).
+- While the execution is KILLING nothing new starts; containers end KILLED.
+
+Nothing here calls back up the tree by itself: a move that ends a task run leaves it to
+the caller to `settle` the parent (the evaluation loop of a container, or an event
+handler). That keeps the recursion bounded by the nesting depth of the flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from headrace import messages
+from headrace.core.context import render_context
+from headrace.core.events import RequestTask, SendCommand, StartExecution
+from headrace.core.ids import child_execution_id, command_id, task_run_id
+from headrace.core.plan import Lane
+from headrace.core.retries import format_duration, retry_delay
+from headrace.core.state import Attempt, TaskRun, Timer, TimerKind
+from headrace.core.transition import TIMEOUT_GRACE, Transition
+from headrace.expressions import ExpressionError, render_properties, render_value
+from headrace.flow import flowables as f
+from headrace.flow.inputs import coerce_input
+from headrace.flow.model import Task
+from headrace.messages import CommandKind, LogLevel, StateChange
+from headrace.states import State
+
+_MILLISECOND = timedelta(milliseconds=1)
+FAILED_STATES = (State.FAILED, State.KILLED)
+
+
+class LaneKind(Enum):
+    NEXT = 1  # `position` is the next task to start
+    ACTIVE = 2  # a task run of the lane is not over
+    FAILED = 3
+    DONE = 4
+
+
+@dataclass(slots=True)
+class LaneStatus:
+    kind: LaneKind
+    position: int = 0
+    warned: bool = False
+
+
+def lane_status(step: Transition, parent_id: str | None, lane: Lane) -> LaneStatus:
+    runs = step.execution.task_runs
+    warned = False
+    for position, task in enumerate(lane.tasks):
+        index = step.child(parent_id, task.id, lane.iteration)
+        if index is None:
+            return LaneStatus(LaneKind.NEXT, position, warned)
+        state = runs[index].state
+        if not state.is_terminal:
+            return LaneStatus(LaneKind.ACTIVE, position, warned)
+        if state in FAILED_STATES:
+            return LaneStatus(LaneKind.FAILED, position, warned)
+        warned = warned or state is State.WARNING
+    return LaneStatus(LaneKind.DONE, len(lane.tasks), warned)
+
+
+# ------------------------------------------------------------------- contexts
+
+
+def context_for(step: Transition, index: int | None, attempt: int = 1) -> dict[str, Any]:
+    """The expression context of the task run at `index` (None: the execution)."""
+    execution = step.execution
+    task_run = None if index is None else execution.task_runs[index]
+    parents: list[str] = []
+    if index is not None:
+        # Enclosing for-each items, closest first: the value of each for-each ancestor
+        # is the item of the loop around it.
+        current = step.parent_index(index)
+        while current is not None:
+            run = execution.task_runs[current]
+            if step.task_of(current).type == f.FOREACH and run.value is not None:
+                parents.append(run.value)
+            current = step.parent_index(current)
+    variables = getattr(step.flow, "variables", None) or {}
+    return render_context(execution, task_run, attempt, variables=variables, parents=parents)
+
+
+def render(step: Transition, index: int, value: Any, path: str, attempt: int = 1) -> Any:
+    """`value` rendered for the task run at `index`; raises `ExpressionError`."""
+    return render_value(value, context_for(step, index, attempt), path)
+
+
+def truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "none", "null")
+    return bool(value)
+
+
+def item_text(value: Any) -> str:
+    """A for-each item as `taskrun.value` shows it: text as is, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    return json_text(value)
+
+
+def json_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+# ------------------------------------------------------------- starting runs
+
+
+def start_child(step: Transition, task: Task, parent: int | None, lane: Lane) -> int:
+    """Create the run of `task` in `lane` under `parent` (None: top level) and begin it.
+
+    The run may end at once (SKIPPED, a render error, an empty container): the caller
+    looks at its state.
+    """
+    execution = step.execution
+    parent_run = None if parent is None else execution.task_runs[parent]
+    parent_id = None if parent_run is None else parent_run.id
+    if lane.iteration is not None:
+        value = lane.value
+    else:
+        value = None if parent_run is None else parent_run.value
+    node = step.plan.node(task.id)
+    generation = step.generation if parent is None and node.branch != "tasks" else 0
+    run_id = task_run_id(execution.id, task.id, parent_id, lane.iteration, generation)
+    index = step.add_task_run(
+        TaskRun(
+            id=run_id,
+            task_id=task.id,
+            state=State.CREATED,
+            histories=[StateChange(State.CREATED, step.now)],
+            attempts=[],
+            outputs={},
+            parent_task_run_id=parent_id,
+            value=value,
+            iteration=lane.iteration,
+        )
+    )
+    if task.run_if is not None:
+        try:
+            go = truthy(render(step, index, task.run_if, "runIf"))
+        except ExpressionError as exc:
+            fail_run(step, index, f"task {task.id!r}: cannot render {exc.path!r}: {exc.reason}")
+            return index
+        if not go:
+            step.set_task_run_state(index, State.SKIPPED)
+            return index
+    begin(step, index, 1)
+    return index
+
+
+def begin(step: Transition, index: int, number: int) -> None:
+    """Begin (or, on restart, begin again) the run at `index` with attempt `number`."""
+    task = step.task_of(index)
+    if task.type in f.CONTAINERS:
+        open_container(step, index)
+    elif task.type == f.PAUSE:
+        pause(step, index, number)
+    elif task.type == f.FAIL:
+        fail_on_purpose(step, index, number)
+    elif task.type == f.SUBFLOW:
+        start_subflow(step, index, number)
+    else:
+        request_attempt(step, index, number)
+
+
+def open_container(step: Transition, index: int) -> None:
+    step.set_task_run_state(index, State.RUNNING)
+    run = step.execution.task_runs[index]
+    if run.data is None:
+        try:
+            decide(step, index)
+        except ExpressionError as exc:
+            task = step.task_of(index)
+            fail_run(step, index, f"task {task.id!r}: cannot render {exc.path!r}: {exc.reason}")
+            return
+        except ValueError as exc:
+            fail_run(step, index, f"task {step.task_of(index).id!r}: {exc}")
+            return
+    state = evaluate(step, index)
+    if state is not None:
+        end_run(step, index, state)
+
+
+def decide(step: Transition, index: int) -> None:
+    """Take a container's one-time decision (branch, items), rendered now, kept in `data`."""
+    node = step.node_of(index)
+    properties = node.properties
+    run = step.task_run(index)
+    match properties:
+        case f.IfProperties(condition=condition):
+            run.data = "then" if truthy(render(step, index, condition, "condition")) else "else"
+        case f.SwitchProperties(value=value, cases=cases):
+            rendered = render(step, index, value, "value")
+            key = rendered if isinstance(rendered, str) else json_text(rendered)
+            run.data = f"case:{key}" if key in cases else "defaults"
+            run.outputs = {"value": key, "defaults": key not in cases}
+        case f.ForEachProperties(values=values):
+            items = render(step, index, values, "values")
+            if isinstance(items, str):
+                items = _parse_json_list(items)
+            if not isinstance(items, list):
+                raise ValueError(f"values must give a list, got {type(items).__name__}")
+            run.data = [item_text(item) for item in items]
+
+
+def _parse_json_list(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"values must give a list, got text that is not JSON: {exc}") from exc
+
+
+def request_attempt(step: Transition, index: int, number: int) -> None:
+    execution = step.execution
+    task = step.task_of(index)
+    try:
+        properties = render_properties(task.properties, context_for(step, index, number))
+    except ExpressionError as exc:
+        # Rendering is deterministic: another attempt would fail the same way.
+        error = f"task {task.id!r}: cannot render property {exc.path!r}: {exc.reason}"
+        step.task_run(index).attempts.append(
+            Attempt(number, State.FAILED, step.now, step.now, error)
+        )
+        fail_run(step, index, error)
+        return
+    task_run = step.task_run(index)
+    task_run.attempts.append(Attempt(number, State.RUNNING, step.now, None, None))
+    step.set_task_run_state(index, State.RUNNING)
+    timeout_ms = None if task.timeout is None else task.timeout // _MILLISECOND
+    step.emit(
+        RequestTask(
+            messages.TaskRequest(
+                execution_id=execution.id,
+                namespace=execution.namespace,
+                flow_id=execution.flow_id,
+                flow_revision=execution.flow_revision,
+                task_run_id=task_run.id,
+                task_id=task.id,
+                attempt=number,
+                type=task.type,
+                properties=properties,
+                time=step.now,
+                timeout_ms=timeout_ms,
+            )
+        )
+    )
+    if task.timeout is not None:
+        due = step.now + task.timeout + TIMEOUT_GRACE
+        step.set_timer(Timer(due, TimerKind.TIMEOUT, task_run.id, number))
+
+
+def pause(step: Transition, index: int, number: int) -> None:
+    properties = step.node_of(index).properties
+    assert isinstance(properties, f.PauseProperties)
+    run = step.task_run(index)
+    run.attempts.append(Attempt(number, State.RUNNING, step.now, None, None))
+    step.set_task_run_state(index, State.PAUSED)
+    if properties.delay is not None:
+        step.set_timer(Timer(step.now + properties.delay, TimerKind.PAUSE, run.id, number))
+    if step.execution.state is State.RUNNING:
+        step.set_execution_state(State.PAUSED)
+
+
+def resume(step: Transition, index: int, outputs: dict[str, Any]) -> None:
+    """A PAUSED task run succeeds with `outputs`; the caller settles its parent."""
+    run = step.task_run(index)
+    step.remove_timers_of(run.id)
+    current = run.attempts[-1]
+    run.attempts[-1] = Attempt(current.number, State.SUCCESS, current.started_at, step.now)
+    run.outputs = outputs
+    step.set_task_run_state(index, State.SUCCESS)
+    if step.execution.state is State.PAUSED and not any(
+        other.state is State.PAUSED for other in step.execution.task_runs
+    ):
+        step.set_execution_state(State.RUNNING)
+
+
+def fail_on_purpose(step: Transition, index: int, number: int) -> None:
+    properties = step.node_of(index).properties
+    assert isinstance(properties, f.FailProperties)
+    try:
+        message = str(render(step, index, properties.message, "message", number))
+    except ExpressionError as exc:
+        message = f"cannot render {exc.path!r}: {exc.reason}"
+    step.task_run(index).attempts.append(Attempt(number, State.FAILED, step.now, step.now, message))
+    fail_run(step, index, f"task {step.task_of(index).id!r} failed: {message}")
+
+
+def start_subflow(step: Transition, index: int, number: int) -> None:
+    execution = step.execution
+    task = step.task_of(index)
+    properties = step.node_of(index).properties
+    assert isinstance(properties, f.SubflowProperties)
+    run = step.task_run(index)
+    try:
+        inputs = render(step, index, properties.inputs, "inputs", number)
+        labels = render(step, index, properties.labels, "labels", number)
+    except ExpressionError as exc:
+        error = f"task {task.id!r}: cannot render {exc.path!r}: {exc.reason}"
+        run.attempts.append(Attempt(number, State.FAILED, step.now, step.now, error))
+        fail_run(step, index, error)
+        return
+    child = child_execution_id(execution.id, run.id, number)
+    step.emit(
+        StartExecution(
+            messages.TriggerEvent(
+                event_id=command_id(child, "trigger"),
+                execution_id=child,
+                namespace=properties.namespace,
+                flow_id=properties.flow_id,
+                flow_revision=0,  # the latest: the executor shell resolves it
+                inputs=inputs,
+                time=step.now,
+                labels={str(k): str(v) for k, v in labels.items()},
+                trigger={
+                    "type": "subflow",
+                    "parentExecutionId": execution.id,
+                    "parentTaskRunId": run.id,
+                    "parentNamespace": execution.namespace,
+                    "parentFlowId": execution.flow_id,
+                },
+            )
+        )
+    )
+    run.outputs = {"executionId": child}
+    if properties.wait:
+        run.attempts.append(Attempt(number, State.RUNNING, step.now, None, None))
+        step.set_task_run_state(index, State.RUNNING)
+    else:
+        run.attempts.append(Attempt(number, State.SUCCESS, step.now, step.now, None))
+        step.set_task_run_state(index, State.SUCCESS)
+
+
+# --------------------------------------------------------------- ending runs
+
+
+def fail_run(step: Transition, index: int, error: str) -> None:
+    """End the run FAILED (WARNING with allowFailure) and log why; no settling."""
+    attempts = step.execution.task_runs[index].attempts
+    number = attempts[-1].number if attempts else None
+    step.log(LogLevel.ERROR, error, index, number)
+    end_run(step, index, State.FAILED)
+
+
+def end_run(step: Transition, index: int, state: State) -> None:
+    task = step.task_of(index)
+    if state is State.FAILED and task.allow_failure:
+        state = State.WARNING
+        step.log(LogLevel.WARN, f"task {task.id!r} failed; allowed (allowFailure)", index, None)
+    step.set_task_run_state(index, state)
+
+
+def attempt_failed(step: Transition, index: int, error: str) -> None:
+    """The current attempt has just failed: retry it later, or end the task run."""
+    task = step.task_of(index)
+    task_run = step.task_run(index)
+    number = task_run.attempts[-1].number
+    if step.killing:
+        step.set_task_run_state(index, State.KILLED)
+        return
+    base = _restart_base(task_run)
+    first_started_at = task_run.attempts[base].started_at or task_run.histories[0].date
+    delay = retry_delay(task.retry, number - base, first_started_at, step.now, task_run.id)
+    if task.retry is not None and delay is not None:
+        step.set_task_run_state(index, State.RETRYING)
+        step.set_timer(Timer(step.now + delay, TimerKind.RETRY, task_run.id, number + 1))
+        step.log(
+            LogLevel.WARN,
+            f"attempt {number - base} of {task.retry.max_attempts} failed: {error};"
+            f" retrying in {format_duration(delay)}",
+            index,
+            number,
+        )
+        return
+    attempts = f" after {number - base} attempts" if number - base > 1 else ""
+    fail_run(step, index, f"task {task.id!r} failed{attempts}: {error}")
+
+
+def _restart_base(task_run: TaskRun) -> int:
+    """Attempts made before the last restart: they do not count against the retry budget.
+
+    A restarted worker task run keeps that count in `data` (containers keep decisions).
+    """
+    return task_run.data if isinstance(task_run.data, int) else 0
+
+
+def settle(step: Transition, container: int | None) -> None:
+    """Re-evaluate `container` (None: the top level) and, as it ends, its ancestors."""
+    while container is not None:
+        state = evaluate(step, container)
+        if state is None:
+            return
+        end_run(step, container, state)
+        container = step.parent_index(container)
+    settle_root(step)
+
+
+def settle_parent(step: Transition, index: int) -> None:
+    """After the run at `index` may have ended: move its parent on."""
+    if step.execution.task_runs[index].state.is_terminal:
+        settle(step, step.parent_index(index))
+
+
+def evaluate(step: Transition, index: int) -> State | None:
+    """Start what can start in the container at `index`; its end state once it is over."""
+    run = step.execution.task_runs[index]
+    task = step.task_of(index)
+    lanes, limit = step.plan.lanes(task, run.data)
+    while True:
+        statuses = [lane_status(step, run.id, lane) for lane in lanes]
+        failed = any(s.kind is LaneKind.FAILED for s in statuses)
+        started = False
+        if not step.killing and not failed:
+            going = sum(
+                1
+                for s in statuses
+                if s.kind is LaneKind.ACTIVE or (s.kind is LaneKind.NEXT and s.position > 0)
+            )
+            done = {
+                lane.tasks[0].id
+                for lane, s in zip(lanes, statuses, strict=True)
+                if s.kind is LaneKind.DONE and lane.tasks
+            }
+            for lane, s in zip(lanes, statuses, strict=True):
+                if s.kind is LaneKind.NEXT and s.position > 0:
+                    start_child(step, lane.tasks[s.position], index, lane)
+                    started = True
+            for lane, s in zip(lanes, statuses, strict=True):
+                if s.kind is not LaneKind.NEXT or s.position > 0:
+                    continue
+                if limit and going >= limit:
+                    break
+                if any(d not in done for d in lane.depends_on):
+                    continue
+                start_child(step, lane.tasks[0], index, lane)
+                going += 1
+                started = True
+        if not started:
+            break
+        run = step.execution.task_runs[index]
+    if any(s.kind is LaneKind.ACTIVE for s in statuses):
+        return None
+    if step.killing and any(s.kind is not LaneKind.DONE for s in statuses):
+        return State.KILLED
+    if failed or any(s.kind is LaneKind.NEXT for s in statuses):
+        return State.FAILED  # NEXT here: a dag whose remaining tasks can never start
+    return State.WARNING if any(s.warned for s in statuses) else State.SUCCESS
+
+
+def settle_root(step: Transition) -> None:
+    """Move the top level on: `tasks`, then `errors` after a failure, then `finally`."""
+    plan = step.plan
+    lanes = [Lane(plan.main), Lane(plan.errors), Lane(plan.finally_)]
+    reported: set[str] = set()
+    while True:
+        main, errors, finally_ = (lane_status(step, None, lane) for lane in lanes)
+        for name, lane, status in (("errors", lanes[1], errors), ("finally", lanes[2], finally_)):
+            if status.kind is LaneKind.FAILED and name not in reported:
+                reported.add(name)
+                _report_stopped_branch(step, name, lane, status.position)
+        if any(s.kind is LaneKind.ACTIVE for s in (main, errors, finally_)):
+            return
+        if step.killing:
+            end_execution(step, State.KILLED)
+            return
+        if main.kind is LaneKind.NEXT:
+            start_child(step, plan.main[main.position], None, lanes[0])
+            continue
+        if main.kind is LaneKind.FAILED and errors.kind is LaneKind.NEXT:
+            start_child(step, plan.errors[errors.position], None, lanes[1])
+            continue
+        if finally_.kind is LaneKind.NEXT:
+            start_child(step, plan.finally_[finally_.position], None, lanes[2])
+            continue
+        break
+    statuses = (main, errors, finally_)
+    if any(s.kind is LaneKind.FAILED for s in statuses):
+        end_execution(step, State.FAILED)
+    else:
+        end_execution(step, State.WARNING if any(s.warned for s in statuses) else State.SUCCESS)
+
+
+def _report_stopped_branch(step: Transition, name: str, lane: Lane, position: int) -> None:
+    """Say once, in the step where it happened, which tasks a failed branch skipped."""
+    failed = lane.tasks[position]
+    index = step.child(None, failed.id, None)
+    skipped = [task.id for task in lane.tasks[position + 1 :]]
+    if index is None or not skipped or not step.changed_now(index):
+        return
+    step.log(
+        LogLevel.WARN,
+        f"{name} branch stopped after {failed.id!r} failed; skipped: {', '.join(map(repr, skipped))}",
+        index,
+        None,
+    )
+
+
+def end_execution(step: Transition, state: State) -> None:
+    execution = step.execution
+    if state in (State.SUCCESS, State.WARNING):
+        try:
+            execution.outputs = flow_outputs(step)
+        except (ExpressionError, ValueError) as exc:
+            step.log(LogLevel.ERROR, f"cannot render the flow's outputs: {exc}", None, None)
+            state = State.FAILED
+    step.set_execution_state(state)
+    parent = execution.trigger.get("parentExecutionId")
+    if isinstance(parent, str):
+        step.emit(
+            SendCommand(
+                messages.ExecutionCommand(
+                    command_id=command_id(execution.id, "child-ended", len(execution.histories)),
+                    execution_id=parent,
+                    kind=CommandKind.CHILD_ENDED,
+                    time=step.now,
+                    task_run_id=execution.trigger.get("parentTaskRunId"),
+                    payload={
+                        "childExecutionId": execution.id,
+                        "state": str(state),
+                        "outputs": execution.outputs,
+                    },
+                )
+            )
+        )
+
+
+def flow_outputs(step: Transition) -> dict[str, Any]:
+    """The flow's `outputs` rendered at the end; raises `ExpressionError`/`ValueError`."""
+    definitions = getattr(step.flow, "outputs", None) or []
+    if not definitions:
+        return {}
+    context = context_for(step, None)
+    result: dict[str, Any] = {}
+    for definition in definitions:
+        value = render_value(definition.value, context, f"outputs.{definition.id}")
+        output_type = getattr(definition, "type", None)
+        if output_type is not None:
+            try:
+                value = coerce_input(output_type, value)
+            except ValueError as exc:
+                raise ValueError(f"output {definition.id!r}: {exc}") from exc
+        result[definition.id] = value
+    return result

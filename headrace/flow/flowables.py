@@ -1,0 +1,195 @@
+"""Flowable task types: tasks that run other tasks (sequential, parallel, dag, if, ...).
+
+Their properties are validated here, by one pydantic model per type, and nested tasks are
+plain `Task`s, so a flow is a tree. The executor's core runs these types itself; every
+other type goes to a worker. `child_lists` is the one place that knows where a flowable
+keeps its children (the loader recurses with it, the core indexes the tree with it).
+
+Kestra's names (`io.kestra.plugin.core.flow.Parallel`, ...) are normalised to ours by
+`Task` when a flow is loaded (`model.TASK_TYPE_ALIASES`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from headrace.flow.durations import Duration
+from headrace.flow.model import ID_PATTERN, NAMESPACE_PATTERN, Task
+
+SEQUENTIAL = "flow.sequential"
+PARALLEL = "flow.parallel"
+DAG = "flow.dag"
+IF = "flow.if"
+SWITCH = "flow.switch"
+FOREACH = "flow.foreach"
+SUBFLOW = "flow.subflow"
+PAUSE = "flow.pause"
+FAIL = "flow.fail"
+
+CONTAINERS = frozenset({SEQUENTIAL, PARALLEL, DAG, IF, SWITCH, FOREACH})
+"""Types whose task run is RUNNING while its children run and ends from them."""
+
+
+class _Properties(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
+    )
+
+
+class SequentialProperties(_Properties):
+    tasks: list[Task] = Field(min_length=1)
+
+
+class ParallelProperties(_Properties):
+    tasks: list[Task] = Field(min_length=1)
+    concurrency: int | None = Field(default=None, ge=1)  # None: all at once
+
+
+class DagTask(_Properties):
+    task: Task
+    depends_on: list[str] = Field(default_factory=list)
+
+
+class DagProperties(_Properties):
+    tasks: list[DagTask] = Field(min_length=1)
+    concurrency: int | None = Field(default=None, ge=1)
+
+
+class IfProperties(_Properties):
+    condition: Any  # an expression, or a plain boolean
+    then: list[Task] = Field(min_length=1)
+    else_: list[Task] = Field(default_factory=list, alias="else")
+
+
+class SwitchProperties(_Properties):
+    value: Any  # an expression; its text selects the case
+    cases: dict[str, list[Task]] = Field(default_factory=dict)
+    defaults: list[Task] = Field(default_factory=list)
+
+
+class ForEachProperties(_Properties):
+    values: list[Any] | str  # a list, or an expression giving one
+    concurrency_limit: int = Field(default=1, ge=0)  # 0: every item at once
+    tasks: list[Task] = Field(min_length=1)
+
+
+class SubflowProperties(_Properties):
+    namespace: str = Field(pattern=NAMESPACE_PATTERN)
+    flow_id: str = Field(pattern=ID_PATTERN)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    wait: bool = True
+    transmit_failed: bool = True
+
+
+class PauseProperties(_Properties):
+    delay: Duration | None = None  # None: wait for a manual resume
+
+
+class FailProperties(_Properties):
+    message: str = "failed on purpose"
+
+
+PROPERTY_MODELS: dict[str, type[_Properties]] = {
+    SEQUENTIAL: SequentialProperties,
+    PARALLEL: ParallelProperties,
+    DAG: DagProperties,
+    IF: IfProperties,
+    SWITCH: SwitchProperties,
+    FOREACH: ForEachProperties,
+    SUBFLOW: SubflowProperties,
+    PAUSE: PauseProperties,
+    FAIL: FailProperties,
+}
+
+Loc = tuple[str | int, ...]
+
+
+def parse_properties(task: Task) -> _Properties | None:
+    """The typed properties of a flowable task; None for a worker's task type.
+
+    Raises pydantic's `ValidationError`; a loaded flow has been validated already.
+    """
+    model = PROPERTY_MODELS.get(task.type)
+    return None if model is None else model.model_validate(task.properties)
+
+
+def child_lists(properties: _Properties | None) -> list[tuple[Loc, list[Task]]]:
+    """Every list of nested tasks, with its location relative to the task."""
+    match properties:
+        case SequentialProperties(tasks=tasks) | ParallelProperties(tasks=tasks):
+            return [(("tasks",), tasks)]
+        case ForEachProperties(tasks=tasks):
+            return [(("tasks",), tasks)]
+        case DagProperties(tasks=entries):
+            return [(("tasks", i, "task"), [entry.task]) for i, entry in enumerate(entries)]
+        case IfProperties():
+            return [(("then",), properties.then), (("else",), properties.else_)]
+        case SwitchProperties():
+            cases: list[tuple[Loc, list[Task]]] = [
+                (("cases", key), tasks) for key, tasks in properties.cases.items()
+            ]
+            return [*cases, (("defaults",), properties.defaults)]
+    return []
+
+
+def child_list_keys(task_type: str) -> frozenset[str]:
+    """Property keys that hold nested tasks (left out of template checks: they recurse)."""
+    return {
+        SEQUENTIAL: frozenset({"tasks"}),
+        PARALLEL: frozenset({"tasks"}),
+        FOREACH: frozenset({"tasks"}),
+        DAG: frozenset({"tasks"}),
+        IF: frozenset({"then", "else"}),
+        SWITCH: frozenset({"cases", "defaults"}),
+    }.get(task_type, frozenset())
+
+
+def dag_problems(properties: DagProperties) -> list[tuple[Loc, str]]:
+    """Unknown `dependsOn` ids and cycles, located under the dag task."""
+    problems: list[tuple[Loc, str]] = []
+    ids = [entry.task.id for entry in properties.tasks]
+    known = set(ids)
+    for i, entry in enumerate(properties.tasks):
+        for j, dependency in enumerate(entry.depends_on):
+            if dependency not in known:
+                problems.append(
+                    (("tasks", i, "dependsOn", j), f"unknown task {dependency!r} in this dag")
+                )
+            elif dependency == entry.task.id:
+                problems.append((("tasks", i, "dependsOn", j), "a task cannot depend on itself"))
+    graph = {
+        entry.task.id: [d for d in entry.depends_on if d in known and d != entry.task.id]
+        for entry in properties.tasks
+    }
+    cycle = _find_cycle(graph)
+    if cycle:
+        index = ids.index(cycle[0])
+        problems.append((("tasks", index, "dependsOn"), f"dependency cycle: {' -> '.join(cycle)}"))
+    return problems
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
+    """One cycle of `graph` as a path that ends where it starts, or []."""
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return []
