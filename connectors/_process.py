@@ -5,6 +5,10 @@ as they arrive. A stdout line `::{"outputs": {...}}::` (Kestra's convention) is 
 its values are merged into the attempt's outputs. The child runs in its own session, so
 cancellation (timeout, shutdown, kill) and the end of the attempt signal the whole process
 group: no orphan survives its attempt.
+
+The child inherits the worker's environment minus every `HEADRACE_*` variable: those hold
+the worker's secrets (`HEADRACE_SECRET_*`), database URL and the like, which a task must
+only get through `{{ secret('NAME') }}` in its own `env`.
 """
 
 from __future__ import annotations
@@ -31,11 +35,16 @@ READ_CHUNK_BYTES = 64 * 1024
 STREAM_LIMIT_BYTES = 64 * 1024  # asyncio's default pipe buffer threshold
 OUTPUTS_PREFIX = "::"
 OUTPUTS_SUFFIX = "::"
+# Worker configuration and secrets: never inherited by a task's process.
+WORKER_ENV_PREFIX = "HEADRACE_"
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
-    """The worker's environment plus the task's `env`; Python children stay unbuffered."""
-    env = dict(os.environ)
+    """The worker's environment without `HEADRACE_*`, plus the task's `env`; Python
+    children stay unbuffered."""
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith(WORKER_ENV_PREFIX)
+    }
     # Without this a Python child buffers stdout in a pipe and nothing streams until exit.
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -161,7 +170,15 @@ async def run_process(
         asyncio.create_task(_read_lines(process.stderr, on_stderr)),
     ]
     try:
-        await protocol.exited
+        # Wait for the exit, but end at once if a reader failed (its log sink raised): the
+        # child would otherwise block on a full pipe and never exit.
+        waiting: set[asyncio.Future[Any]] = {protocol.exited, *readers}
+        while not protocol.exited.done():
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                error = None if finished is protocol.exited else finished.exception()
+                if error is not None:
+                    raise error
         # Background children may still hold the pipes open: end them with their parent.
         _signal_group(process.pid, signal.SIGKILL)
         await asyncio.gather(*readers)

@@ -3,7 +3,8 @@
 Properties:
 - `commands` (list of strings, at least one): run in order as one `/bin/sh` script with
   `set -e`, so the first failing command ends the task.
-- `env` (map of strings): added to the worker's environment.
+- `env` (map of strings): added to the worker's environment, which the task
+  inherits without its `HEADRACE_*` variables (secrets, database URL).
 - `workingDirectory` (string): where the commands run; default a fresh temporary
   directory per attempt, removed afterwards.
 

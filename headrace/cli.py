@@ -19,6 +19,7 @@ from headrace.api_client import ApiClient, ApiError
 from headrace.config import DEFAULT_URL, Settings
 from headrace.errors import HeadraceError
 
+LOG_PAGE_SIZE = 10_000  # the API's largest page
 SERVICE_NAMES = ("gateway", "scheduler", "executor", "worker", "indexer")
 
 
@@ -174,7 +175,9 @@ def flow_apply(api: ApiClient, paths: tuple[Path, ...], dry_run: bool, prune: bo
 @click.pass_obj
 def flow_list(api: ApiClient, namespace: str | None) -> None:
     """List the latest revision of every flow."""
-    flows = api.request("GET", "/flows", params={"namespace": namespace})["results"]
+    from headrace.flow_files import list_flows
+
+    flows = list_flows(api, namespace)
     for item in flows:
         click.echo(f"{item['namespace']}/{item['id']}  revision {item['revision']}")
     click.echo(f"{len(flows)} flows")
@@ -186,7 +189,9 @@ def flow_list(api: ApiClient, namespace: str | None) -> None:
 @click.pass_obj
 def flow_export(api: ApiClient, folder: Path, namespace: str | None) -> None:
     """Write every flow's latest source to FOLDER/<namespace>/<id>.yaml."""
-    flows = api.request("GET", "/flows", params={"namespace": namespace})["results"]
+    from headrace.flow_files import list_flows
+
+    flows = list_flows(api, namespace)
     for item in flows:
         path = folder / item["namespace"] / f"{item['id']}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -317,10 +322,21 @@ def _key_values(items: tuple[str, ...]) -> dict[str, str]:
 @click.pass_obj
 def logs(api: ApiClient, execution_id: str, min_level: str | None) -> None:
     """Print the log lines of an execution."""
-    records = api.request("GET", f"/logs/{execution_id}", params={"minLevel": min_level})
-    for record in records:
-        task = record.get("taskId") or "-"
-        click.echo(f"{record['timestamp']}  {record['level']:<5}  {task}  {record['message']}")
+    page = 1
+    while True:
+        records = api.request(
+            "GET",
+            f"/logs/{execution_id}",
+            params={"minLevel": min_level, "page": page, "size": LOG_PAGE_SIZE},
+        )
+        for record in records:
+            task = record.get("taskId") or "-"
+            click.echo(
+                f"{record['timestamp']}  {record['level']:<5}  {task:<20}  {record['message']}"
+            )
+        if len(records) < LOG_PAGE_SIZE:
+            return
+        page += 1
 
 
 def _echo_execution(execution: dict[str, Any]) -> None:

@@ -14,4 +14,5 @@ class ConfigError(HeadraceError):
 
 
 class CodecError(HeadraceError):
-    """A Kafka message could not be decoded: unknown schema fingerprint or corrupt bytes."""
+    """A Kafka message could not be decoded (unknown schema fingerprint, corrupt bytes,
+    invalid JSON or enum inside) or encoded (a value the wire format cannot carry)."""

@@ -9,14 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from headrace.api_client import ApiClient, ApiError
 from headrace.errors import HeadraceError
-from headrace.flow.errors import FlowValidationError
+from headrace.flow.errors import FlowError, FlowValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
 
 FLOW_SUFFIXES = (".yaml", ".yml")
+# Flows per listing request when pruning (the gateway's maximum page size).
+LIST_PAGE_SIZE = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +43,37 @@ def find_flow_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+def read_flow_source(path: Path) -> str:
+    """The file's text as UTF-8 (flows are UTF-8 whatever the locale); an unreadable
+    file is a `FlowValidationError` naming it, as `load_flow_file` reports it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowValidationError(
+            str(path), [FlowError("", None, None, f"cannot read the file: {exc}")]
+        ) from exc
+
+
+def list_flows(api: ApiClient, namespace: str | None) -> list[dict[str, Any]]:
+    """Every flow the server lists under `namespace`, following the pages."""
+    flows: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        params = {"namespace": namespace, "page": page, "size": LIST_PAGE_SIZE}
+        answer = api.request("GET", "/flows", params=params)
+        flows += answer["results"]
+        if not answer["results"] or len(flows) >= answer["total"]:
+            return flows
+        page += 1
+
+
 def load_folder(paths: Iterable[Path]) -> tuple[list[FlowFile], list[HeadraceError]]:
     files: list[FlowFile] = []
     errors: list[HeadraceError] = []
     seen: dict[tuple[str, str], Path] = {}
     for path in find_flow_files(paths):
-        source = path.read_text()
         try:
+            source = read_flow_source(path)
             flow = load_flow(source, str(path))
         except FlowValidationError as exc:
             errors.append(exc)
@@ -79,9 +106,7 @@ def apply_folder(
             echo(str(error))
         raise HeadraceError(f"{len(errors)} invalid flow file(s): nothing applied")
     if not files:
-        raise HeadraceError(
-            f"no flow files (*.yaml, *.yml) in {', '.join(str(p) for p in paths)}"
-        )
+        raise HeadraceError(f"no flow files (*.yaml, *.yml) in {', '.join(str(p) for p in paths)}")
 
     plan: list[tuple[str, FlowFile]] = []
     for item in files:
@@ -94,7 +119,7 @@ def apply_folder(
     if prune:
         wanted = {item.key for item in files}
         for namespace in sorted({item.flow.namespace for item in files}):
-            listing = api.request("GET", "/flows", params={"namespace": namespace})["results"]
+            listing = list_flows(api, namespace)
             # The listing includes sub-namespaces; prune only the namespaces this folder owns.
             to_delete += [
                 (f["namespace"], f["id"])

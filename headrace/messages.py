@@ -33,6 +33,8 @@ class CommandKind(StrEnum):
     RESTART = "RESTART"
     REPLAY = "REPLAY"  # on the old execution: start a new one from one of its task runs
     CHILD_ENDED = "CHILD_ENDED"  # a subflow's execution tells its parent it ended
+    SLOT_GRANTED = "SLOT_GRANTED"  # the flow's concurrency slot is this execution's
+    SLOT_DENIED = "SLOT_DENIED"  # limit reached; payload {"behavior": "CANCEL"|"FAIL"}
 
 
 @dataclass(slots=True)

@@ -46,8 +46,7 @@ async def _run_async(name: str, settings: Settings) -> None:
     elif name == "indexer":
         from headrace.services.indexer import run_indexer
 
-        mark_ready()
-        await run_indexer(settings, stop)
+        await run_indexer(settings, stop, ready=mark_ready)
     elif name == "scheduler":
         from headrace.services.scheduler import run_scheduler
 

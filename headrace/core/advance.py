@@ -33,6 +33,8 @@ from headrace.core.events import (
     Restart,
     Resume,
     SendCommand,
+    SlotDenied,
+    SlotGranted,
     Start,
     StartExecution,
     TaskFinished,
@@ -44,7 +46,7 @@ from headrace.core.state import Attempt, Execution, TaskRun, TimerKind
 from headrace.core.transition import TIMEOUT_GRACE, Step, Transition
 from headrace.flow import flowables as f
 from headrace.flow.model import Flow
-from headrace.messages import CommandKind, StateChange
+from headrace.messages import CommandKind, LogLevel, StateChange
 from headrace.states import State
 
 __all__ = ["TIMEOUT_GRACE", "Step", "advance"]
@@ -80,6 +82,10 @@ def advance(execution: Execution | None, event: Event, flow: Flow, now: datetime
             return _resume(execution, command, flow, now)
         case ChildEnded(command=command):
             return _child_ended(execution, command, flow, now)
+        case SlotGranted():
+            return _slot_granted(execution, flow, now)
+        case SlotDenied(command=command):
+            return _slot_denied(execution, command, flow, now)
     raise TypeError(f"not a core event: {event!r}")
 
 
@@ -103,7 +109,11 @@ def _start(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Step:
         created_at=now,
     )
     step = Transition(execution, flow, now, fresh=True)
-    step.set_execution_state(State.RUNNING)
+    queued = flow.concurrency is not None
+    if queued:
+        step.queue_for_slot()  # nothing starts before the slot is granted
+    else:
+        step.set_execution_state(State.RUNNING)
     for entry in seed or []:
         step.add_task_run(
             TaskRun(
@@ -119,7 +129,37 @@ def _start(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Step:
                 data=entry.get("data"),
             )
         )
-    tree.settle_root(step)
+    if not queued:
+        tree.settle_root(step)
+    return step.finish()
+
+
+def _slot_granted(execution: Execution, flow: Flow, now: datetime) -> Step:
+    if execution.state is not State.QUEUED:
+        return Step(execution, [])  # a duplicate or late grant
+    step = Transition(execution, flow, now)
+    histories = execution.histories
+    if len(histories) >= 2 and histories[-2].state.is_terminal:
+        _rerun(step)  # queued by a restart
+    else:
+        step.set_execution_state(State.RUNNING)
+        tree.settle_root(step)
+    return step.finish()
+
+
+def _slot_denied(
+    execution: Execution, command: messages.ExecutionCommand, flow: Flow, now: datetime
+) -> Step:
+    if execution.state is not State.QUEUED:
+        return Step(execution, [])  # a duplicate, or an answer to an earlier claim
+    step = Transition(execution, flow, now)
+    limit = flow.concurrency.limit if flow.concurrency is not None else 1
+    if command.payload.get("behavior") == "FAIL":
+        step.log(LogLevel.ERROR, f"concurrency limit of {limit} reached", None, None)
+        tree.end_execution(step, State.FAILED)
+    else:
+        step.log(LogLevel.WARN, f"concurrency limit of {limit} reached: cancelled", None, None)
+        tree.end_execution(step, State.CANCELLED)
     return step.finish()
 
 
@@ -316,6 +356,16 @@ def _child_ended(
 
 def _restart(execution: Execution, flow: Flow, now: datetime) -> Step:
     step = Transition(execution, flow, now)
+    if flow.concurrency is not None:
+        step.queue_for_slot()  # `_rerun` once the slot is granted
+    else:
+        _rerun(step)
+    return step.finish()
+
+
+def _rerun(step: Transition) -> None:
+    """Run the failed task runs of an ended execution again (RUNNING from here)."""
+    execution = step.execution
     # The errors and finally branches run afresh (new ids: `Transition.generation`).
     plan = step.plan
     branch_roots = {
@@ -334,7 +384,6 @@ def _restart(execution: Execution, flow: Flow, now: datetime) -> Step:
         if run.parent_task_run_id is None and run.state in tree.FAILED_STATES:
             _restart_run(step, index)
     tree.settle_root(step)
-    return step.finish()
 
 
 def _restart_run(step: Transition, index: int) -> None:

@@ -72,7 +72,32 @@ class ChildEnded:
     command: messages.ExecutionCommand
 
 
-Event = Start | TaskFinished | TimerFired | Kill | Resume | Restart | Replay | ChildEnded
+@dataclass(slots=True)
+class SlotGranted:
+    """The flow's concurrency slot is this QUEUED execution's: it may run now."""
+
+    command: messages.ExecutionCommand
+
+
+@dataclass(slots=True)
+class SlotDenied:
+    """The flow's concurrency limit is reached; payload {"behavior": "CANCEL"|"FAIL"}."""
+
+    command: messages.ExecutionCommand
+
+
+Event = (
+    Start
+    | TaskFinished
+    | TimerFired
+    | Kill
+    | Resume
+    | Restart
+    | Replay
+    | ChildEnded
+    | SlotGranted
+    | SlotDenied
+)
 
 _COMMAND_EVENTS: dict[messages.CommandKind, type] = {
     messages.CommandKind.TIMER: TimerFired,
@@ -81,6 +106,8 @@ _COMMAND_EVENTS: dict[messages.CommandKind, type] = {
     messages.CommandKind.RESTART: Restart,
     messages.CommandKind.REPLAY: Replay,
     messages.CommandKind.CHILD_ENDED: ChildEnded,
+    messages.CommandKind.SLOT_GRANTED: SlotGranted,
+    messages.CommandKind.SLOT_DENIED: SlotDenied,
 }
 
 
@@ -148,4 +175,24 @@ class StartExecution:
     trigger: messages.TriggerEvent
 
 
-Command = RequestTask | PublishEvent | EmitLog | SetTimer | KillTask | SendCommand | StartExecution
+@dataclass(slots=True)
+class RequestSlot:
+    """Produce to `flow-slots` (key `request.flow_key`): ask for or give back a flow's slot.
+
+    The slot agent answers an ACQUIRE with an `ExecutionCommand` SLOT_GRANTED or
+    SLOT_DENIED to `request.execution_id`; a RELEASE gets no answer.
+    """
+
+    request: messages.SlotRequest
+
+
+Command = (
+    RequestTask
+    | PublishEvent
+    | EmitLog
+    | SetTimer
+    | KillTask
+    | SendCommand
+    | StartExecution
+    | RequestSlot
+)

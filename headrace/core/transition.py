@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 
 from headrace import messages
-from headrace.core.events import Command, EmitLog, PublishEvent, SetTimer
+from headrace.core.concurrency import claim_open, slot_request
+from headrace.core.events import Command, EmitLog, PublishEvent, RequestSlot, SetTimer
 from headrace.core.ids import log_id
 from headrace.core.plan import Node, Plan, plan_of
 from headrace.core.state import Execution, TaskRun, Timer, TimerKind
 from headrace.flow.model import Flow, Task
-from headrace.messages import LogLevel, StateChange
+from headrace.messages import LogLevel, SlotRequestKind, StateChange
 from headrace.states import State
 
 TIMEOUT_GRACE = timedelta(seconds=30)
@@ -111,12 +112,16 @@ class Transition:
 
     @property
     def generation(self) -> int:
-        """How many times the execution was restarted (from its state history)."""
+        """How many times the execution was restarted (from its state history).
+
+        A restart goes RUNNING again, or QUEUED first when the flow has a concurrency limit.
+        """
         histories = self.execution.histories
         return sum(
             1
             for before, after in pairwise(histories)
-            if after.state is State.RUNNING and before.state in (State.FAILED, State.KILLED)
+            if after.state in (State.RUNNING, State.QUEUED)
+            and before.state in (State.FAILED, State.KILLED)
         )
 
     # ------------------------------------------------------------------ writes
@@ -170,11 +175,27 @@ class Transition:
 
     def set_execution_state(self, state: State) -> None:
         execution = self.execution
+        # Every end gives back the flow's slot, if one was asked for: the one place where
+        # an execution ends, so no end (kill, denial, failure) can forget it.
+        release = state.is_terminal and claim_open(execution.histories)
         execution.state = state
         execution.histories.append(StateChange(state, self.now))
         if state.is_terminal:
             execution.timers.clear()  # nothing is waited for any more: keep idle state small
+        if release:
+            self._release_slot()
         self.changed(_EXECUTION)
+
+    def queue_for_slot(self) -> None:
+        """QUEUED until the flow's concurrency slot is granted: ask for it."""
+        self.set_execution_state(State.QUEUED)
+        request = slot_request(self.execution, self.flow, SlotRequestKind.ACQUIRE, self.now)
+        self._commands.append(RequestSlot(request))
+
+    def _release_slot(self) -> None:
+        # Counted after the QUEUED entries: same claim number as its ACQUIRE.
+        request = slot_request(self.execution, self.flow, SlotRequestKind.RELEASE, self.now)
+        self._commands.append(RequestSlot(request))
 
     def set_task_run_state(self, index: int, state: State) -> None:
         task_run = self.task_run(index)

@@ -46,6 +46,17 @@ ORDER BY revision DESC LIMIT 1
 """
 
 
+# Latest revision of each live flow in namespace $1 (NULL: all) and its sub-namespaces.
+_LIVE = f"""
+SELECT * FROM (
+    SELECT DISTINCT ON (namespace, id) {_COLUMNS} FROM flows
+    WHERE $1::text IS NULL OR namespace = $1 OR starts_with(namespace, $1 || '.')
+    ORDER BY namespace, id, revision DESC
+) latest
+WHERE NOT deleted
+"""
+
+
 def _record(row: asyncpg.Record) -> FlowRecord:
     return FlowRecord(**dict(row))
 
@@ -99,19 +110,24 @@ class FlowRepository:
 
     async def list(self, namespace: str | None = None) -> list[FlowRecord]:
         """Latest revision of each live flow, in `namespace` and its sub-namespaces."""
-        rows = await self._pool.fetch(
-            f"""
-            SELECT * FROM (
-                SELECT DISTINCT ON (namespace, id) {_COLUMNS} FROM flows
-                WHERE $1::text IS NULL OR namespace = $1 OR starts_with(namespace, $1 || '.')
-                ORDER BY namespace, id, revision DESC
-            ) latest
-            WHERE NOT deleted
-            ORDER BY namespace, id
-            """,
-            namespace,
-        )
+        rows = await self._pool.fetch(f"{_LIVE} ORDER BY namespace, id", namespace)
         return [_record(r) for r in rows]
+
+    async def page(
+        self, namespace: str | None = None, page: int = 1, size: int = 100
+    ) -> tuple[list[FlowRecord], int]:
+        """One page of `list` (by namespace and id), and the number of flows in all."""
+        if page < 1 or size < 1:
+            raise ValueError("page and size must be >= 1")
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            total = await conn.fetchval(f"SELECT count(*) FROM ({_LIVE}) live", namespace)
+            rows = await conn.fetch(
+                f"{_LIVE} ORDER BY namespace, id LIMIT $2 OFFSET $3",
+                namespace,
+                size,
+                (page - 1) * size,
+            )
+        return [_record(r) for r in rows], total
 
     async def revisions(self, namespace: str, id: str) -> list[int]:
         """Every revision number of a flow, tombstones included, oldest first."""

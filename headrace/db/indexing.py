@@ -10,15 +10,23 @@ kept (an upsert may not touch a row twice). Logs are inserted once per id.
 
 Executions that reached a terminal state in the batch are announced with
 `NOTIFY headrace_executions, '<id>'`, delivered when the transaction commits.
+
+PostgreSQL stores no NUL in text (`\x00`) nor in jsonb (`\u0000`): every text value and
+every JSON document is written with NUL replaced by U+FFFD, so a task output holding
+one cannot stop the index. A row PostgreSQL still refuses (`DATA_ERRORS`) is set apart
+by `write_each`, which writes a batch message by message.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from headrace.db.pool import dumps
 from headrace.messages import (
@@ -32,6 +40,22 @@ from headrace.states import TERMINAL_STATES, State
 NOTIFY_CHANNEL = "headrace_executions"
 
 _TERMINAL = [str(s) for s in TERMINAL_STATES]
+
+# What PostgreSQL answers for a value it cannot store (class 22 data exceptions, class
+# 23 constraints, 54 limits such as an index row too big), and orjson for JSON it cannot
+# write (nested deeper than it reads): the row's fault, not the server's, so retrying
+# the same batch would fail forever.
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    orjson.JSONEncodeError,
+)
+
+REPLACEMENT = "\ufffd"
+# `\u0000` in orjson's output, unless its backslash is itself escaped (`\\u0000` is the
+# six characters of a string that merely mentions it).
+_JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 _UPSERT_EXECUTIONS = """
 INSERT INTO executions AS e (id, namespace, flow_id, flow_revision, state, histories, inputs,
@@ -87,7 +111,14 @@ ON CONFLICT (id) DO NOTHING
 
 
 def _json(value: Any) -> str:
-    return dumps(value).decode()
+    data = dumps(value)
+    if b"\\u0000" in data:  # rare: skip the regex otherwise
+        data = _JSON_NUL.sub(rb"\1\\ufffd", data)
+    return data.decode()
+
+
+def _text(value: str | None) -> str | None:
+    return value if value is None or "\x00" not in value else value.replace("\x00", REPLACEMENT)
 
 
 def _histories(histories: list[StateChange]) -> str:
@@ -157,6 +188,38 @@ async def write_batch(
     return finished
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message PostgreSQL would not store, and why."""
+
+    message: ExecutionEvent | LogRecord
+    error: Exception
+
+
+async def write_each(
+    conn: asyncpg.Connection, events: Iterable[ExecutionEvent], logs: Iterable[LogRecord]
+) -> tuple[list[str], list[Rejected]]:
+    """Write message by message, each in its own transaction, after a batch hit one of
+    `DATA_ERRORS`: the good rows are stored, the refused ones returned, not raised.
+
+    Returns the executions now terminal and the rejected messages. Slow (one transaction
+    per message), so only for a batch that failed.
+    """
+    finished: list[str] = []
+    rejected: list[Rejected] = []
+    for event in events:
+        try:
+            finished += await write_batch(conn, [event], [])
+        except DATA_ERRORS as exc:
+            rejected.append(Rejected(event, exc))
+    for record in logs:
+        try:
+            await write_batch(conn, [], [record])
+        except DATA_ERRORS as exc:
+            rejected.append(Rejected(record, exc))
+    return finished, rejected
+
+
 async def _upsert_executions(conn: asyncpg.Connection, events: list[ExecutionEvent]) -> list[str]:
     columns: list[list[Any]] = [[] for _ in range(15)]
     for event in events:
@@ -165,9 +228,9 @@ async def _upsert_executions(conn: asyncpg.Connection, events: list[ExecutionEve
         start, end = _span(snap.histories, snap.state)
         created = snap.histories[0].date if snap.histories else event.time
         row = (
-            event.execution_id,
-            snap.namespace,
-            snap.flow_id,
+            _text(event.execution_id),
+            _text(snap.namespace),
+            _text(snap.flow_id),
             snap.flow_revision,
             str(snap.state),
             _histories(snap.histories),
@@ -194,11 +257,11 @@ async def _upsert_task_runs(conn: asyncpg.Connection, events: list[ExecutionEven
         assert run is not None
         start, end = _span(run.histories, run.state)
         row = (
-            run.id,
-            event.execution_id,
-            run.task_id,
-            run.parent_task_run_id,
-            run.value,
+            _text(run.id),
+            _text(event.execution_id),
+            _text(run.task_id),
+            _text(run.parent_task_run_id),
+            _text(run.value),
             str(run.state),
             _histories(run.histories),
             _attempts(run.attempts),
@@ -217,16 +280,16 @@ async def _insert_logs(conn: asyncpg.Connection, records: list[LogRecord]) -> No
     columns: list[list[Any]] = [[] for _ in range(10)]
     for r in records:
         row = (
-            r.id,
-            r.execution_id,
-            r.namespace,
-            r.flow_id,
-            r.task_run_id,
-            r.task_id,
+            _text(r.id),
+            _text(r.execution_id),
+            _text(r.namespace),
+            _text(r.flow_id),
+            _text(r.task_run_id),
+            _text(r.task_id),
             r.attempt,
             r.time,
             str(r.level),
-            r.message,
+            _text(r.message),
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)

@@ -25,6 +25,12 @@ from headrace.errors import HeadraceError
 from headrace.flow.model import Flow, Input, InputType
 
 _INT = re.compile(r"^[+-]?\d+$")
+# Signed 64-bit, as JSON readers in other languages (and orjson, which encodes the
+# message) can hold; a bigger number fits FLOAT or STRING.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# PostgreSQL text and jsonb cannot store NUL, and the worker's output markers are
+# delimited by control characters: no input may carry one.
+NUL = "\x00"
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
@@ -52,12 +58,18 @@ def _int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected an integer, got a boolean")
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and _INT.match(value.strip()):
-        return int(value.strip())
-    raise ValueError(f"expected an integer, got {value!r}")
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and _INT.match(value.strip()):
+        number = int(value.strip())
+    else:
+        raise ValueError(f"expected an integer, got {value!r}")
+    if not INT_MIN <= number <= INT_MAX:
+        raise ValueError(
+            f"{value!r} is out of the INT range ({INT_MIN}..{INT_MAX}); use a FLOAT or STRING input"
+        )
+    return number
 
 
 def _float(value: Any) -> float:
@@ -94,13 +106,15 @@ def _boolean(value: Any) -> bool:
 def _json(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            return orjson.loads(value)
+            value = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"invalid JSON: {exc}") from None
     try:
-        return orjson.loads(orjson.dumps(value))  # proves it serialises; copies it
+        # Proves it serialises (parsed text too: orjson reads deeper nesting and bigger
+        # integers than it writes) and copies it.
+        return orjson.loads(orjson.dumps(value))
     except TypeError as exc:
-        raise ValueError(f"not a JSON value: {exc}") from None
+        raise ValueError(f"not a JSON value we can carry: {exc}") from None
 
 
 def _datetime(value: Any) -> str:
@@ -217,6 +231,8 @@ def validate_input(definition: Input, value: Any) -> Any:
 
 def _check(definition: Input, input_type: InputType, value: Any) -> Any:
     result = coerce_input(input_type, value)
+    if _has_nul(result):
+        raise ValueError("contains a NUL character (\\x00), which cannot be stored")
     values = definition.values
     if values is not None and input_type in _RULES["values"] and result not in values:
         allowed = ", ".join(values)
@@ -237,6 +253,22 @@ def _check(definition: Input, input_type: InputType, value: Any) -> Any:
         if definition.before is not None and moment >= _moment(definition.before):
             raise ValueError(f"{result} is not before {definition.before}")
     return result
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a NUL is in `value`'s text, or in any key or text nested in it (JSON)."""
+    pending = [value]  # a loop, not recursion: JSON may nest deeper than Python's stack
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if NUL in item:
+                return True
+        elif isinstance(item, dict):
+            pending += item.keys()
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+    return False
 
 
 def _number(value: float) -> str:

@@ -22,6 +22,11 @@ class FlowCache:
         self._repository = repository
         self._flows: dict[tuple[str, str, int], Flow] = {}
 
+    async def latest_revision(self, namespace: str, flow_id: str) -> int | None:
+        """The newest live revision (not cached: flows change), None if none."""
+        record = await self._repository.get(namespace, flow_id)
+        return None if record is None else record.revision
+
     async def get(self, namespace: str, flow_id: str, revision: int) -> Flow:
         key = (namespace, flow_id, revision)
         flow = self._flows.get(key)

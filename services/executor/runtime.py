@@ -14,6 +14,7 @@ and their commands already delivered. Any error in a batch stops the process (se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -26,12 +27,15 @@ from headrace.core.events import (
     Command,
     EmitLog,
     Event,
+    KillTask,
     PublishEvent,
     RequestTask,
+    SendCommand,
     SetTimer,
     Start,
+    StartExecution,
     TaskFinished,
-    TimerFired,
+    command_event,
 )
 from headrace.core.state import Execution, Timer
 from headrace.errors import CodecError
@@ -39,12 +43,20 @@ from headrace.messages import (
     CommandKind,
     ExecutionCommand,
     Message,
+    TaskKill,
     TaskResult,
     TriggerEvent,
 )
 from headrace.services.executor.flows import FlowCache, FlowNotFound
 from headrace.services.executor.timers import TimerQueue
-from headrace.topics import EXECUTION_COMMANDS, EXECUTIONS, LOGS, TASK_REQUESTS
+from headrace.topics import (
+    EXECUTION_COMMANDS,
+    EXECUTIONS,
+    LOGS,
+    TASK_CONTROL,
+    TASK_REQUESTS,
+    TRIGGERS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +172,43 @@ class ExecutorRuntime:
                     deliveries.append(await self._send(LOGS.name, record))
                 case SetTimer(execution_id=execution_id, timer=timer):
                     self.timers.push(execution_id, timer)
+                case KillTask(execution_id=execution_id, task_run_id=run_id, attempt=attempt):
+                    kill = TaskKill(execution_id, run_id, attempt, datetime.now(UTC))
+                    deliveries.append(await self._send(TASK_CONTROL.name, kill))
+                case SendCommand(command=sent):
+                    deliveries.append(await self._send(EXECUTION_COMMANDS.name, sent))
+                case StartExecution(trigger=trigger):
+                    deliveries.append(await self._start_execution(trigger))
         return deliveries
+
+    async def _start_execution(self, trigger: TriggerEvent) -> asyncio.Future[Any]:
+        """Start another execution; revision 0 asks for the flow's latest revision."""
+        if trigger.flow_revision == 0:
+            latest = await self.flows.latest_revision(trigger.namespace, trigger.flow_id)
+            if latest is None:
+                return await self._child_flow_missing(trigger)
+            trigger = dataclasses.replace(trigger, flow_revision=latest)
+        return await self._send(TRIGGERS.name, trigger)
+
+    async def _child_flow_missing(self, trigger: TriggerEvent) -> asyncio.Future[Any]:
+        """A subflow names a flow that does not exist: its parent task fails at once."""
+        parent = trigger.trigger.get("parentExecutionId")
+        reason = f"flow {trigger.namespace}/{trigger.flow_id} not found"
+        log.warning("cannot start execution %s: %s", trigger.execution_id, reason)
+        ended = ExecutionCommand(
+            command_id=f"child-missing:{trigger.execution_id}",
+            execution_id=parent,
+            kind=CommandKind.CHILD_ENDED,
+            time=datetime.now(UTC),
+            task_run_id=trigger.trigger.get("parentTaskRunId"),
+            payload={
+                "childExecutionId": trigger.execution_id,
+                "state": "FAILED",
+                "outputs": {},
+                "error": reason,
+            },
+        )
+        return await self._send(EXECUTION_COMMANDS.name, ended)
 
     async def _send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         """Enqueue on Faust's producer; the returned future resolves once the broker has it."""
@@ -197,7 +245,7 @@ def _core_event(message: Message) -> Event | None:
         return Start(message)
     if isinstance(message, TaskResult):
         return TaskFinished(message)
-    if isinstance(message, ExecutionCommand) and message.kind is CommandKind.TIMER:
-        return TimerFired(message)
-    log.warning("executor ignores %s messages for now", type(message).__name__)
+    if isinstance(message, ExecutionCommand):
+        return command_event(message)
+    log.warning("the executor does not consume %s messages", type(message).__name__)
     return None

@@ -24,6 +24,7 @@ from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.kafka import make_producer
 from headrace.services.gateway import executions_api, flows_api, logs_api
+from headrace.services.gateway.bodies import refuse_nul_in_url
 from headrace.services.gateway.context import GATEWAY, Gateway, gateway
 from headrace.services.gateway.responses import error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
@@ -70,7 +71,10 @@ async def index(request: web.Request) -> web.Response:
 
 
 def make_app(gw: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
+    # error_middleware first: it turns what the inner ones raise into JSON answers.
+    app = web.Application(
+        middlewares=[error_middleware, refuse_nul_in_url], client_max_size=max_body_bytes
+    )
     app[GATEWAY] = gw
     flows_api.add_routes(app, API_PREFIX)
     executions_api.add_routes(app, API_PREFIX)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import isodate
@@ -10,6 +11,20 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from headrace.services.gateway.responses import ApiError
+
+NUL = "\x00"
+
+
+@web.middleware
+async def refuse_nul_in_url(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """400 for a NUL (`%00`) anywhere in the path or query: PostgreSQL cannot compare
+    text holding one, so it would otherwise surface as a 500 from the first query."""
+    if NUL in request.path or any(NUL in k or NUL in v for k, v in request.query.items()):
+        raise ApiError(400, "the URL contains a NUL character (%00)")
+    return await handler(request)
+
 
 YAML_TYPES = frozenset({"application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml"})
 FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
@@ -75,6 +90,17 @@ def query_int(request: web.Request, name: str, default: int, minimum: int, maxim
     if not minimum <= value <= maximum:
         raise ApiError(400, f"query parameter {name!r} must be within {minimum}..{maximum}")
     return value
+
+
+# Far beyond any real listing; bounds OFFSET so a typo cannot ask for a huge scan.
+MAX_PAGE = 1_000_000
+
+
+def query_page(request: web.Request, default_size: int, max_size: int) -> tuple[int, int]:
+    """`page` (from 1) and `size` query parameters, checked against their bounds."""
+    page = query_int(request, "page", 1, 1, MAX_PAGE)
+    size = query_int(request, "size", default_size, 1, max_size)
+    return page, size
 
 
 def query_bool(request: web.Request, name: str) -> bool:

@@ -10,11 +10,16 @@ from headrace.db.flows import FlowExistsError, FlowRecord
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
-from headrace.services.gateway.bodies import query_int, read_yaml
+from headrace.services.gateway.bodies import query_int, query_page, read_yaml
 from headrace.services.gateway.context import gateway
 from headrace.services.gateway.responses import ApiError, json_response
 
 MAX_REVISION = 2**31 - 1
+# Flows per listing page. Each carries its source, so the maximum stays modest; the
+# default is the maximum so that a client reading one page sees every flow of a
+# typical installation (clients should still follow `total`).
+MAX_FLOW_PAGE_SIZE = 1_000
+DEFAULT_FLOW_PAGE_SIZE = MAX_FLOW_PAGE_SIZE
 
 
 def _parse(source: str, name: str = "<request body>") -> Flow:
@@ -94,7 +99,8 @@ async def get_flow(request: web.Request) -> web.Response:
 
 async def list_flows(request: web.Request) -> web.Response:
     gw = gateway(request)
-    records = await gw.flows.list(request.query.get("namespace") or None)
+    page, size = query_page(request, DEFAULT_FLOW_PAGE_SIZE, MAX_FLOW_PAGE_SIZE)
+    records, total = await gw.flows.page(request.query.get("namespace") or None, page, size)
     results = [
         {
             "namespace": r.namespace,
@@ -105,7 +111,7 @@ async def list_flows(request: web.Request) -> web.Response:
         }
         for r in records
     ]
-    return json_response({"results": results, "total": len(results)})
+    return json_response({"results": results, "total": total, "page": page, "size": size})
 
 
 async def delete_flow(request: web.Request) -> web.Response:

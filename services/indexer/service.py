@@ -2,7 +2,8 @@
 
 At-least-once (DESIGN §3): offsets are committed only after the transaction, so a crash
 replays the batch, and `headrace.db.indexing` makes a replay harmless. Undecodable
-messages are logged and skipped: one poison message must not stop the index.
+messages are logged and skipped, and so are messages PostgreSQL refuses to store (the
+batch is then written message by message): one poison message must not stop the index.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -18,7 +20,7 @@ from aiokafka.errors import CommitFailedError
 
 from headrace import codec
 from headrace.config import Settings
-from headrace.db.indexing import write_batch
+from headrace.db.indexing import DATA_ERRORS, Rejected, write_batch, write_each
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.errors import CodecError
@@ -33,9 +35,15 @@ GROUP_ID = "headrace-indexer"
 POLL_TIMEOUT_MS = 200
 # Back-off after PostgreSQL was unreachable, before the same batch is written again.
 RETRY_DELAY_S = 1.0
+# A refused value is logged this far: enough to find the message, not a megabyte line.
+MAX_LOGGED_CHARS = 500
 
 
-async def run_indexer(settings: Settings, stop: asyncio.Event) -> None:
+async def run_indexer(
+    settings: Settings, stop: asyncio.Event, ready: Callable[[], None] | None = None
+) -> None:
+    """Index until `stop` is set; `ready()` is called once migrations ran and the
+    consumer joined its group (partitions assigned)."""
     pool = await create_pool(settings.database_url, min_size=1, max_size=2)
     try:
         await migrate(pool)
@@ -46,8 +54,10 @@ async def run_indexer(settings: Settings, stop: asyncio.Event) -> None:
             group_id=GROUP_ID,
             client_id=f"headrace-indexer-{socket.gethostname()}",
         )
-        await consumer.start()
+        await consumer.start()  # returns once the group gave it its partitions
         try:
+            if ready is not None:
+                ready()
             while not stop.is_set():
                 fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
                 records = [r for batch in fetched.values() for r in batch]
@@ -100,14 +110,41 @@ def decode_batch(records: list[ConsumerRecord]) -> tuple[list[ExecutionEvent], l
 async def _write_until_done(
     pool: asyncpg.Pool, events: list[ExecutionEvent], logs: list[LogRecord], stop: asyncio.Event
 ) -> None:
-    """Write the batch, retrying while PostgreSQL is unreachable (offsets wait meanwhile)."""
+    """Write the batch, retrying while PostgreSQL is unreachable (offsets wait meanwhile).
+
+    When PostgreSQL refuses a value, the batch is written message by message and the
+    refused messages are logged with their ids (the log is their dead letter).
+    """
     while True:
         try:
             async with pool.acquire() as conn:
-                await write_batch(conn, events, logs)
+                try:
+                    await write_batch(conn, events, logs)
+                except DATA_ERRORS as exc:
+                    log.warning("batch refused (%s), writing it message by message", _short(exc))
+                    _, rejected = await write_each(conn, events, logs)
+                    for item in rejected:
+                        _log_rejected(item)
             return
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             log.warning("PostgreSQL unavailable, retrying the batch: %s", exc)
             if stop.is_set():
                 raise
             await asyncio.sleep(RETRY_DELAY_S)
+
+
+def _log_rejected(item: Rejected) -> None:
+    message = item.message
+    if isinstance(message, ExecutionEvent):
+        what = f"execution event {message.execution_id!r} seq {message.seq}"
+        if message.task_run is not None:
+            what += f" (task run {message.task_run.id!r})"
+    else:
+        what = f"log line of execution {message.execution_id!r}, id {message.id!r}"
+    log.error("skipping %s, PostgreSQL refused it: %s", _short(what), _short(item.error))
+
+
+def _short(value: object) -> str:
+    # An id or an asyncpg argument error can be huge (that may be why it was refused).
+    text = str(value)
+    return text if len(text) <= MAX_LOGGED_CHARS else text[:MAX_LOGGED_CHARS] + "…"

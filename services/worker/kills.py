@@ -3,6 +3,11 @@
 A kill names one attempt. The worker running it cancels it; a worker that fetches the
 request later remembers the kill and reports the attempt KILLED without running it. The
 memory is bounded: kills matter only while their request may still be in flight.
+
+A worker sees only kills published while it listens (it starts at the end of the topic):
+a kill published while no worker was up is not seen. The attempt then runs to its end and
+the executor, which recorded the kill, ends the task run KILLED when its result comes.
+A missing `task-control` topic is an error (`KillListenerError`), never silently ignored.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from aiokafka import TopicPartition
 
 from headrace import codec
 from headrace.config import Settings
-from headrace.errors import CodecError
+from headrace.errors import CodecError, HeadraceError
 from headrace.kafka import make_consumer
 from headrace.messages import TaskKill
 from headrace.topics.definitions import TASK_CONTROL
@@ -28,6 +33,10 @@ REMEMBERED_KILLS = 100_000
 POLL_TIMEOUT_MS = 100
 
 AttemptKey = tuple[str, int]  # (task_run_id, attempt)
+
+
+class KillListenerError(HeadraceError):
+    """Kills cannot be followed (no `task-control` partitions): the worker must not run."""
 
 
 class RecentKills:
@@ -51,14 +60,31 @@ async def follow_kills(
     on_kill: Callable[[TaskKill], None],
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
+    *,
+    topic: str = TASK_CONTROL.name,
 ) -> None:
-    """Call `on_kill` for every kill published from now on, until `stop` is set."""
+    """Call `on_kill` for every kill published from now on, until `stop` is set.
+
+    Raises `KillListenerError` if `topic` has no partitions (not created: `headrace topics
+    apply`). `started` is set once the end offsets are known: later kills are seen.
+    """
     consumer = make_consumer(settings, group_id=None, client_id=f"{client_id}-kills")
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(TASK_CONTROL.name) or set()
-        consumer.assign([TopicPartition(TASK_CONTROL.name, p) for p in sorted(partitions)])
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer.topics()  # refreshes the metadata: the topic may be brand new
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise KillListenerError(
+                f"topic '{topic}' has no partitions, so kills cannot reach this worker:"
+                " create the topics with `headrace topics apply`"
+            )
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
         await consumer.seek_to_end()
+        for partition in assigned:
+            await consumer.position(partition)  # resolves the lazy seek now, not at a fetch
         if started is not None:
             started.set()
         while not stop.is_set():

@@ -3,7 +3,18 @@
 No Kafka here: log records go to the `publish_log` callable the service passes in. Every
 outcome is data: an unknown type, a bad property, a timeout, `TaskFailed` or a connector
 bug all end as a FAILED result (a bug also gets a traceback in the worker's own log).
-Only cancellation escapes: a cancelled attempt has no result, its request is redelivered.
+Two things escape: cancellation (a cancelled attempt has no result, its request is
+redelivered) and a failure of `publish_log` (Kafka's fault, not the task's: the worker
+handles it; the attempt is not reported FAILED).
+
+Everything published is made safe first:
+- the values of ALL the worker's `HEADRACE_SECRET_*` variables (not only those the task
+  referenced) are masked in log lines, the error text and every string of the outputs;
+  values shorter than `MIN_MASKED_SECRET_CHARS` are not masked (masking "1" would garble
+  every line and hide nothing worth hiding);
+- NUL characters become U+FFFD: PostgreSQL refuses `\\x00` in text and `\\u0000` in jsonb;
+- at most `MAX_LOG_LINES` lines per run of an attempt, each cut to `MAX_LOG_LINE_BYTES`;
+- outputs over `MAX_OUTPUTS_BYTES` of JSON fail the attempt.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -33,9 +45,24 @@ log = logging.getLogger(__name__)
 
 MASK = "******"
 SECRET_ENV_PREFIX = "HEADRACE_SECRET_"
+# Shorter secret values are not masked: replacing every "a" or "42" would make logs
+# unreadable while protecting nothing (such a value is guessed in a few tries anyway).
+MIN_MASKED_SECRET_CHARS = 3
+# PostgreSQL rejects NUL in text and jsonb; one would crash-loop the indexer.
+NUL = "\x00"
+REPLACEMENT_CHARACTER = "\ufffd"
+# Outputs travel in the result, in execution events and in the executor's state; Kafka's
+# default max.message.bytes is 1 MB, so one attempt's outputs must stay well below it.
+MAX_OUTPUTS_BYTES = 256 * 1024
+# Lines published per run of an attempt: a runaway loop must not flood `logs` and the
+# database. Then one warning line, and the rest is dropped.
+MAX_LOG_LINES = 10_000
+# A longer line (UTF-8 bytes) is cut and marked: the log is for people, not for data.
+MAX_LOG_LINE_BYTES = 16 * 1024
 
 PublishLog = Callable[[LogRecord], Awaitable[None]]
 SecretLookup = Callable[[str], str | None]
+SecretValues = Callable[[], Iterable[str]]
 
 
 def env_secret_lookup(name: str) -> str | None:
@@ -43,16 +70,67 @@ def env_secret_lookup(name: str) -> str | None:
     return os.environ.get(SECRET_ENV_PREFIX + name)
 
 
+def env_secret_values() -> list[str]:
+    """The values of every `HEADRACE_SECRET_*` variable: all are masked, used or not."""
+    return [value for name, value in os.environ.items() if name.startswith(SECRET_ENV_PREFIX)]
+
+
+def new_run_nonce() -> str:
+    """Tells apart two runs of one attempt (a redelivery), so their log ids differ."""
+    return secrets.token_hex(4)
+
+
 class Masker:
-    """Replaces secret values in text; longest first, so a secret containing another hides whole."""
+    """Makes text publishable: masks secret values (longest first, so a secret containing
+    another hides whole) and replaces NUL characters."""
 
     def __init__(self, values: Iterable[str]) -> None:
-        self._values = sorted({v for v in values if v}, key=len, reverse=True)
+        self._values = sorted(
+            {v for v in values if len(v) >= MIN_MASKED_SECRET_CHARS}, key=len, reverse=True
+        )
 
     def __call__(self, text: str) -> str:
         for value in self._values:
             text = text.replace(value, MASK)
-        return text
+        return text.replace(NUL, REPLACEMENT_CHARACTER)
+
+    def value(self, item: Any) -> Any:
+        """`item` with every string in it (dict keys too, at any depth) made publishable."""
+        if isinstance(item, str):
+            return self(item)
+        if isinstance(item, dict):
+            return {
+                self(key) if isinstance(key, str) else key: self.value(sub)
+                for key, sub in item.items()
+            }
+        if isinstance(item, list | tuple):
+            return [self.value(sub) for sub in item]
+        return item
+
+
+def cut_line(message: str) -> str:
+    """`message`, cut to `MAX_LOG_LINE_BYTES` of UTF-8 with a marker saying how long it was."""
+    if len(message) * 4 <= MAX_LOG_LINE_BYTES:  # fast path: cannot be too long
+        return message
+    encoded = message.encode("utf-8", errors="replace")
+    if len(encoded) <= MAX_LOG_LINE_BYTES:
+        return message
+    kept = encoded[:MAX_LOG_LINE_BYTES].decode("utf-8", errors="ignore")
+    return f"{kept} [line truncated: {len(encoded)} bytes, at most {MAX_LOG_LINE_BYTES}]"
+
+
+def describe_size(size: int) -> str:
+    """`3.2 MB`, `300.5 KiB`: a size as people read it in an error message."""
+    if size >= 1_000_000:
+        return f"{size / 1_000_000:.1f} MB"
+    return f"{size / 1024:.1f} KiB"
+
+
+def oversized_outputs_error(size: int) -> str:
+    return (
+        f"outputs are {describe_size(size)}, over the {MAX_OUTPUTS_BYTES // 1024} KiB limit: "
+        "write large data to a file or a table and pass its location"
+    )
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -96,35 +174,58 @@ async def run_attempt(
     worker_id: str,
     publish_log: PublishLog,
     secret_lookup: SecretLookup = env_secret_lookup,
+    secret_values: SecretValues = env_secret_values,
     connectors: Mapping[str, type[Connector]] | None = None,
+    run_nonce: str | None = None,
 ) -> TaskResult:
-    """Run `request` to its end and describe the outcome; raises only `CancelledError`."""
+    """Run `request` to its end and describe the outcome.
+
+    Raises only `CancelledError` and what `publish_log` raised (an infrastructure failure:
+    the attempt then has no result). `secret_values` gives every secret value to mask.
+    """
     started_at = _now()
-    mask = Masker(())
+    nonce = run_nonce or new_run_nonce()
+    known_secrets = list(secret_values())
+    mask = Masker(known_secrets)
     line_number = 0
+    publish_failure: BaseException | None = None
+
+    async def publish(level: LogLevel, message: str) -> None:
+        nonlocal line_number, publish_failure
+        line_number += 1
+        record = LogRecord(
+            # Unique per run of the attempt: a redelivered run's lines are new lines (the
+            # indexer ignores an id it has seen), and ids stay stable across log replays.
+            id=f"{request.task_run_id}:{request.attempt}:{nonce}:{line_number}",
+            execution_id=request.execution_id,
+            namespace=request.namespace,
+            flow_id=request.flow_id,
+            time=_now(),
+            level=level,
+            message=message,
+            task_run_id=request.task_run_id,
+            task_id=request.task_id,
+            attempt=request.attempt,
+        )
+        try:
+            await publish_log(record)
+        except Exception as exc:
+            # Remembered: a connector that swallows it must not turn it into its own result.
+            publish_failure = exc
+            raise
 
     async def log_sink(level: LogLevel, message: str) -> None:
-        nonlocal line_number
-        line_number += 1
-        await publish_log(
-            LogRecord(
-                # Stable across redeliveries of the same attempt: the indexer upserts on it.
-                id=f"{request.task_run_id}:{request.attempt}:{line_number}",
-                execution_id=request.execution_id,
-                namespace=request.namespace,
-                flow_id=request.flow_id,
-                time=_now(),
-                level=level,
-                message=mask(message),
-                task_run_id=request.task_run_id,
-                task_id=request.task_id,
-                attempt=request.attempt,
-            )
-        )
+        if line_number < MAX_LOG_LINES:
+            await publish(level, cut_line(mask(message)))
+        elif line_number == MAX_LOG_LINES:
+            await publish(LogLevel.WARN, f"log output truncated after {MAX_LOG_LINES} lines")
+        # else: dropped
 
     def finish(
         state: State, outputs: dict[str, Any] | None = None, error: str | None = None
     ) -> TaskResult:
+        if publish_failure is not None:
+            raise publish_failure
         return TaskResult(
             execution_id=request.execution_id,
             task_run_id=request.task_run_id,
@@ -145,7 +246,7 @@ async def run_attempt(
         raw_properties, used = resolve_secrets(request.properties, secret_lookup)
     except HeadraceError as exc:
         return finish(State.FAILED, error=str(exc))
-    mask = Masker(used)
+    mask = Masker([*known_secrets, *used])
     try:
         properties = connector_class.Properties.model_validate(raw_properties)
     except ValidationError as exc:
@@ -175,6 +276,8 @@ async def run_attempt(
     except TaskFailed as exc:
         return finish(State.FAILED, error=str(exc))
     except Exception as exc:
+        if publish_failure is not None:
+            raise publish_failure from None  # Kafka's failure, not the task's
         # A connector bug or an unexpected condition: the attempt fails, the worker lives on.
         log.exception(
             "task %s attempt %d (%s, execution %s) raised",
@@ -186,8 +289,11 @@ async def run_attempt(
         return finish(State.FAILED, error=f"{type(exc).__name__}: {exc}")
     if not isinstance(outputs, dict):
         return finish(State.FAILED, error=f"connector '{request.type}' returned no outputs dict")
+    outputs = mask.value(outputs)
     try:
-        orjson.dumps(outputs)
+        size = len(orjson.dumps(outputs))
     except TypeError as exc:
         return finish(State.FAILED, error=f"outputs are not JSON-serialisable: {exc}")
+    if size > MAX_OUTPUTS_BYTES:
+        return finish(State.FAILED, error=oversized_outputs_error(size))
     return finish(State.SUCCESS, outputs)

@@ -5,6 +5,10 @@ lines were acknowledged by the broker, and per partition only up to the oldest a
 still running (`OffsetTracker`). A worker that dies or is stopped mid-attempt leaves that
 offset uncommitted, so the request is redelivered to the next owner of the partition.
 The executor ignores duplicate results (task run id + attempt).
+
+Kafka failures while publishing are retried until they pass or the worker stops
+(`AttemptPublisher`); they never become a task failure. A worker that cannot follow kills
+stops with an error rather than silently ignoring them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,15 +28,18 @@ from aiokafka.errors import KafkaError
 
 from headrace import codec
 from headrace.config import Settings
-from headrace.errors import CodecError
+from headrace.errors import CodecError, HeadraceError
 from headrace.kafka import make_consumer, make_producer
 from headrace.messages import LogRecord, TaskKill, TaskRequest, TaskResult
-from headrace.services.worker.kills import RecentKills, follow_kills
+from headrace.services.worker.kills import KillListenerError, RecentKills, follow_kills
 from headrace.services.worker.offsets import OffsetTracker
+from headrace.services.worker.publisher import AttemptPublisher, PublishAborted
 from headrace.services.worker.runner import (
     PublishLog,
     SecretLookup,
+    SecretValues,
     env_secret_lookup,
+    env_secret_values,
     run_attempt,
 )
 from headrace.states import State
@@ -75,6 +83,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
         self._worker.tracker.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._worker.joined.set()
         log.info("worker %s assigned %d partition(s)", self._worker.worker_id, len(assigned))
 
 
@@ -88,6 +97,7 @@ class Worker:
         *,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
         secret_lookup: SecretLookup = env_secret_lookup,
+        secret_values: SecretValues = env_secret_values,
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
@@ -95,16 +105,24 @@ class Worker:
         self._capacity = max(1, settings.worker_concurrency)
         self._grace_s = shutdown_grace_s
         self._secret_lookup = secret_lookup
+        self._secret_values = secret_values
+        self._stop = asyncio.Event()  # replaced by the one `run` gets
         self._running: dict[AttemptKey, _Running] = {}
         self._kills = RecentKills()
         self.kills_followed = asyncio.Event()  # set once kills are being received
+        self.joined = asyncio.Event()  # set once the group gave this worker its partitions
+        self._ready: Callable[[], None] | None = None
         self._busy = 0  # attempts whose connector still runs: what the capacity bounds
         self._room = asyncio.Event()
         self._paused = False
         self._consumer = make_consumer(settings, group_id=WORKER_GROUP, client_id=worker_id)
         self._producer = make_producer(settings, client_id=worker_id)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
+        """Serve until `stop` is set; `ready()` is called once partitions are assigned and
+        kills are followed. Raises `KillListenerError` if kills cannot be followed."""
+        self._stop = stop
+        self._ready = ready
         self._consumer.subscribe([TASK_REQUESTS.name], listener=_CommitOnRevoke(self))
         await self._producer.start()
         try:
@@ -112,28 +130,56 @@ class Worker:
             try:
                 log.info("worker %s started (concurrency %d)", self.worker_id, self._capacity)
                 committer = asyncio.create_task(self._commit_periodically())
-                kills = asyncio.create_task(
-                    follow_kills(
-                        self.settings, self.worker_id, self.kill, stop, self.kills_followed
-                    )
-                )
+                kills = asyncio.create_task(self._follow_kills(stop))
                 try:
-                    await self._fetch_until(stop)
+                    await self._fetch_until(stop, kills)
                 finally:
-                    await self._drain()
-                    for background in (committer, kills):
-                        background.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await background
-                    await self.commit()
+                    try:
+                        await self._drain()
+                    finally:
+                        try:
+                            await self._end_background(committer, kills)
+                        finally:
+                            # Whatever failed above, finished attempts are not run twice.
+                            await self.commit()
             finally:
                 await self._consumer.stop()
         finally:
             await self._producer.stop()
             log.info("worker %s stopped", self.worker_id)
 
-    async def _fetch_until(self, stop: asyncio.Event) -> None:
+    async def _follow_kills(self, stop: asyncio.Event) -> None:
+        await follow_kills(self.settings, self.worker_id, self.kill, stop, self.kills_followed)
+
+    async def _end_background(self, *tasks: asyncio.Task[None]) -> None:
+        for background in tasks:
+            background.cancel()
+            try:
+                await background
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("worker %s: %s failed", self.worker_id, background.get_name())
+
+    def _check_kills(self, kills: asyncio.Task[None]) -> None:
+        """A worker deaf to kills would run killed attempts to their end: fail loudly."""
+        if not kills.done() or self._stop.is_set():
+            return
+        error = None if kills.cancelled() else kills.exception()
+        if isinstance(error, HeadraceError):
+            raise error
+        raise KillListenerError(f"the kill listener stopped: {error!r}") from error
+
+    def _check_ready(self) -> None:
+        if self._ready is not None and self.joined.is_set() and self.kills_followed.is_set():
+            ready, self._ready = self._ready, None
+            log.info("worker %s ready", self.worker_id)
+            ready()
+
+    async def _fetch_until(self, stop: asyncio.Event, kills: asyncio.Task[None]) -> None:
         while not stop.is_set():
+            self._check_kills(kills)
+            self._check_ready()
             free = self._capacity - self._busy
             if free <= 0:
                 await self._wait_for_room()
@@ -208,27 +254,27 @@ class Worker:
             self._room.set()
 
     async def _attempt(self, request: TaskRequest, key: AttemptKey) -> None:
-        message_key = request.execution_id.encode()
-        deliveries: list[asyncio.Future] = []
+        publisher = AttemptPublisher(
+            self._producer,
+            request.execution_id.encode(),
+            self._stop,
+            label=f"worker {self.worker_id}: {key[0]} attempt {key[1]}",
+        )
 
         async def publish_log(record: LogRecord) -> None:
-            deliveries.append(
-                await self._producer.send(LOGS.name, codec.encode(record), key=message_key)
-            )
+            await publisher.send(LOGS.name, codec.encode(record))
 
         try:
             result = await self._run_unless_killed(request, key, publish_log)
-            deliveries.append(
-                await self._producer.send(TASK_RESULTS.name, codec.encode(result), key=message_key)
-            )
+            await publisher.send(TASK_RESULTS.name, codec.encode(result))
             # Waiting for acks takes a broker round trip: let the next attempt start meanwhile.
             self._release_slot(self._running[key])
-            await asyncio.gather(*deliveries)
+            await publisher.flush()
             for partition, offset in self._running[key].offsets:
                 self.tracker.done(partition, offset)
-        except KafkaError:
+        except PublishAborted as exc:
             # Not acknowledged: leave the offset uncommitted so the request runs again.
-            log.exception("could not publish the result of %s attempt %d", *key)
+            log.warning("%s; the request will be redelivered", exc)
         finally:
             self._release_slot(self._running.pop(key))
 
@@ -243,6 +289,7 @@ class Worker:
                     worker_id=self.worker_id,
                     publish_log=publish_log,
                     secret_lookup=self._secret_lookup,
+                    secret_values=self._secret_values,
                 )
             )
             self._running[key].connector = connector
@@ -301,7 +348,12 @@ async def run_worker(
     worker_id: str | None = None,
     *,
     shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+    ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run a worker until `stop` is set, then shut down cleanly (see `Worker`)."""
+    """Run a worker until `stop` is set, then shut down cleanly (see `Worker`).
+
+    `ready()` is called once, when the worker has joined the group, got its partitions and
+    follows kills (a readiness probe: before that, requests would wait).
+    """
     worker = Worker(settings, worker_id or default_worker_id(), shutdown_grace_s=shutdown_grace_s)
-    await worker.run(stop)
+    await worker.run(stop, ready)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 
-from headrace import codec
+from headrace import codec, flow_files
+from headrace.api_client import ApiClient
 from headrace.config import Settings
 from headrace.db.executions import ExecutionRepository
 from headrace.db.flows import FlowRepository
@@ -22,7 +23,14 @@ from headrace.db.indexing import write_batch
 from headrace.db.logs import LogRepository
 from headrace.db.pool import create_pool
 from headrace.kafka import make_consumer, make_producer
-from headrace.messages import ExecutionEvent, ExecutionSnapshot, StateChange, TriggerEvent
+from headrace.messages import (
+    ExecutionEvent,
+    ExecutionSnapshot,
+    LogLevel,
+    LogRecord,
+    StateChange,
+    TriggerEvent,
+)
 from headrace.services.gateway import make_app, run_gateway
 from headrace.services.gateway.context import Gateway
 from headrace.services.gateway.ids import ID_LENGTH
@@ -307,3 +315,144 @@ async def test_database_gone_gives_json_500_and_unhealthy(
         response = await client.get("/healthz")
         assert response.status == 503
         assert len((await json_of(response))["problems"]) == 2
+
+
+async def triggers_on_topic(settings: Settings, namespace: str) -> list[TriggerEvent]:
+    """Every trigger of `namespace` on the topic now: read from the start to the end offsets.
+
+    A start is answered only after the broker acked its trigger, so once the answers are
+    in, the end offsets taken here cover anything those requests published.
+    """
+    consumer = make_consumer(settings, "triggers", group_id=None, client_id="test-gateway-audit")
+    await consumer.start()
+    try:
+        partitions = list(consumer.assignment())
+        assert partitions, "the triggers topic has no partitions assigned"
+        end = await consumer.end_offsets(partitions)
+        found: list[TriggerEvent] = []
+        async with asyncio.timeout(DEADLINE_S):
+            while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for record in records:
+                        message = codec.decode(record.value)
+                        if isinstance(message, TriggerEvent) and message.namespace == namespace:
+                            found.append(message)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_refused_starts_publish_no_trigger(
+    http: aiohttp.ClientSession, namespace: str, settings: Settings
+) -> None:
+    async with http.post("/api/v1/flows", data=flow_yaml(namespace), headers=YAML) as response:
+        assert response.status == 201
+    disabled = flow_yaml(namespace, flow_id="off") + "disabled: true\n"
+    async with http.post("/api/v1/flows", data=disabled, headers=YAML) as response:
+        assert response.status == 201
+    url = f"/api/v1/executions/{namespace}/hello"
+
+    refused: list[tuple[str, dict[str, Any], int, str]] = [
+        (url, {"count": "three"}, 422, "count"),
+        (url, {"count": 1e20}, 422, "count"),  # beyond 64 bits: was a 500
+        (url, {"count": 2**63}, 422, "count"),
+        (url, {"count": 1, "name": "a\x00b"}, 422, "name"),
+        (url, {"count": 1, "nobody": "x"}, 422, "nobody"),
+        (f"/api/v1/executions/{namespace}/missing", {}, 404, "not found"),
+        (f"/api/v1/executions/{namespace}/off", {"count": 1}, 409, "is disabled"),
+    ]
+    for target, inputs, status, says in refused:
+        async with http.post(target, json=inputs) as response:
+            assert response.status == status, (inputs, await response.text())
+            body = await json_of(response)
+            if status == 422:
+                assert [e["input"] for e in body["errors"]] == [says]
+            else:
+                assert says in body["message"]
+    async with http.post(url, json={"count": 1, "name": "a\x00b"}) as response:
+        error = (await json_of(response))["errors"][0]
+        assert "NUL character" in error["message"]
+
+    # The one accepted start proves the reading below sees triggers at all.
+    async with http.post(url, json={"count": 1}) as response:
+        assert response.status == 202
+        accepted = (await json_of(response))["id"]
+    assert [t.execution_id for t in await triggers_on_topic(settings, namespace)] == [accepted]
+
+
+async def test_nul_in_the_url_is_400_not_500(http: aiohttp.ClientSession, namespace: str) -> None:
+    for path, params in (
+        (f"/api/v1/flows/{namespace}/a%00b", {}),
+        ("/api/v1/executions/x%00y", {}),
+        ("/api/v1/logs/x%00y", {}),
+        ("/api/v1/executions", {"namespace": "a\x00"}),
+    ):
+        async with http.get(path, params=params) as response:
+            assert response.status == 400, (path, await response.text())
+            assert "NUL" in (await json_of(response))["message"]
+
+
+async def test_logs_of_an_unknown_execution_are_404(http: aiohttp.ClientSession) -> None:
+    async with http.get(f"/api/v1/logs/{uuid.uuid4().hex}") as response:
+        assert response.status == 404
+        assert "not found" in (await json_of(response))["message"]
+
+
+async def test_logs_are_paged(http: aiohttp.ClientSession, pool: asyncpg.Pool) -> None:
+    execution_id = uuid.uuid4().hex
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    lines = [
+        LogRecord(
+            f"{execution_id}-{n}",
+            execution_id,
+            "test.logs",
+            "f",
+            base + timedelta(seconds=n),
+            LogLevel.INFO,
+            f"line {n}",
+        )
+        for n in range(5)
+    ]
+    async with pool.acquire() as conn:
+        await write_batch(conn, [], lines)
+    url = f"/api/v1/logs/{execution_id}"
+    async with http.get(url) as response:
+        assert [r["message"] for r in await json_of(response)] == [f"line {n}" for n in range(5)]
+    async with http.get(url, params={"page": "2", "size": "2"}) as response:
+        assert [r["message"] for r in await json_of(response)] == ["line 2", "line 3"]
+    async with http.get(url, params={"page": "4", "size": "2"}) as response:
+        assert await json_of(response) == []  # past the end of a known execution's lines
+    for bad in ({"size": "10001"}, {"size": "0"}, {"page": "0"}, {"page": "x"}):
+        async with http.get(url, params=bad) as response:
+            assert response.status == 400, bad
+
+
+async def test_flows_are_listed_a_page_at_a_time(
+    http: aiohttp.ClientSession, namespace: str
+) -> None:
+    for flow_id in ("c", "a", "b"):
+        source = flow_yaml(namespace, flow_id=flow_id)
+        async with http.post("/api/v1/flows", data=source, headers=YAML) as response:
+            assert response.status == 201
+    params = {"namespace": namespace}
+    async with http.get("/api/v1/flows", params=params) as response:
+        body = await json_of(response)
+        assert [f["id"] for f in body["results"]] == ["a", "b", "c"] and body["total"] == 3
+    async with http.get("/api/v1/flows", params={**params, "page": "2", "size": "2"}) as response:
+        body = await json_of(response)
+        assert [f["id"] for f in body["results"]] == ["c"] and body["total"] == 3
+    async with http.get("/api/v1/flows", params={**params, "size": "100000"}) as response:
+        assert response.status == 400
+
+
+async def test_flow_files_listing_follows_the_pages(
+    http: aiohttp.ClientSession, base_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for flow_id in ("a", "b", "c"):
+        source = flow_yaml(namespace, flow_id=flow_id)
+        async with http.post("/api/v1/flows", data=source, headers=YAML) as response:
+            assert response.status == 201
+    monkeypatch.setattr(flow_files, "LIST_PAGE_SIZE", 2)
+    # The client is synchronous: off the loop that serves the gateway.
+    listed = await asyncio.to_thread(flow_files.list_flows, ApiClient(base_url), namespace)
+    assert [f["id"] for f in listed] == ["a", "b", "c"]

@@ -13,7 +13,7 @@ import pytest
 
 from headrace.config import Settings
 from headrace.db.executions import ExecutionRepository
-from headrace.db.indexing import NOTIFY_CHANNEL, write_batch
+from headrace.db.indexing import NOTIFY_CHANNEL, write_batch, write_each
 from headrace.db.logs import LogRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
@@ -102,7 +102,9 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="module")
 async def indexer(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[asyncio.Task[None]]:
     stop = asyncio.Event()
-    task = asyncio.create_task(run_indexer(settings, stop))
+    ready = asyncio.Event()
+    task = asyncio.create_task(run_indexer(settings, stop, ready=ready.set))
+    await asyncio.wait_for(ready.wait(), DEADLINE_S)
     yield task
     stop.set()
     await asyncio.wait_for(task, 10)
@@ -281,3 +283,104 @@ async def test_list_filters_and_pages(pool: asyncpg.Pool) -> None:
     page2, total = await repo.list(namespace=namespace, flow_id="hello", page=2, size=2)
     assert total == 5 and len(page2) == 2
     assert "taskRunList" not in page2[0]
+
+
+async def test_ready_is_called_once_migrated_and_consuming(
+    indexer: asyncio.Task[None], pool: asyncpg.Pool
+) -> None:
+    # The fixture awaited `ready`: the indexer runs, and the schema is there.
+    assert not indexer.done()
+    assert await pool.fetchval("SELECT to_regclass('executions') IS NOT NULL")
+
+
+def with_nul(text: str) -> str:
+    return f"{text}\x00end"
+
+
+async def test_nul_characters_are_stored_as_replacement_characters(
+    indexer: asyncio.Task[None], publish: Callable, pool: asyncpg.Pool
+) -> None:
+    """PostgreSQL refuses NUL in text and \\u0000 in jsonb: one such event used to stop
+    the indexer for good."""
+    eid = new_id()
+    event = execution_event(
+        eid,
+        1,
+        State.CREATED,
+        State.SUCCESS,
+        namespace=with_nul("test.nul"),
+        inputs={with_nul("key"): [with_nul("value"), "\\u0000 is only mentioned"]},
+    )
+    run = task_run_event(eid, 2, f"{eid}-a", State.CREATED)
+    assert run.task_run is not None
+    run.task_run.value = with_nul("item")
+    run.task_run.outputs = {"out": with_nul("put")}
+    line = log_record(eid, 1)
+    line.message = with_nul("message")
+    await publish("executions", [event, run])
+    await publish("logs", [line])
+    executions = ExecutionRepository(pool)
+
+    async def indexed() -> bool:
+        assert not indexer.done(), "the indexer stopped"
+        got = await executions.get(eid)
+        return (
+            got is not None
+            and len(got["taskRunList"]) == 1
+            and await pool.fetchval("SELECT count(*) FROM logs WHERE execution_id = $1", eid) == 1
+        )
+
+    await eventually(indexed, "the rows holding NUL characters")
+    execution = await executions.get(eid)
+    assert execution is not None
+    assert execution["namespace"] == "test.nul\ufffdend"
+    assert execution["inputs"] == {"key\ufffdend": ["value\ufffdend", "\\u0000 is only mentioned"]}
+    [task_run] = execution["taskRunList"]
+    assert task_run["value"] == "item\ufffdend" and task_run["outputs"] == {"out": "put\ufffdend"}
+    [stored] = await LogRepository(pool).list(eid)
+    assert stored["message"] == "message\ufffdend"
+
+
+def too_big_for_an_index() -> str:
+    # Random text does not compress: far above btree's 2704-byte row limit.
+    return "".join(uuid.uuid4().hex for _ in range(1_000))
+
+
+async def test_a_row_postgresql_refuses_is_skipped_and_the_rest_written(
+    pool: asyncpg.Pool,
+) -> None:
+    eid = new_id()
+    good = [execution_event(eid, 1, State.CREATED), log_record(eid, 1)]
+    bad_event = execution_event(new_id(), 1, State.CREATED, namespace=too_big_for_an_index())
+    bad_log = log_record(eid, 2)
+    bad_log.id = too_big_for_an_index()
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.ProgramLimitExceededError):
+            await write_batch(conn, [good[0], bad_event], [good[1], bad_log])
+        finished, rejected = await write_each(conn, [good[0], bad_event], [good[1], bad_log])
+    assert finished == []
+    assert [r.message for r in rejected] == [bad_event, bad_log]
+    assert await pool.fetchval("SELECT count(*) FROM executions WHERE id = $1", eid) == 1
+    assert [r["message"] for r in await LogRepository(pool).list(eid)] == ["line 1"]
+
+
+async def test_the_indexer_skips_a_refused_row_and_keeps_going(
+    indexer: asyncio.Task[None], publish: Callable, pool: asyncpg.Pool, caplog: Any
+) -> None:
+    eid = new_id()
+    bad = log_record(eid, 1)
+    bad.id = too_big_for_an_index()
+    await publish("logs", [bad, log_record(eid, 2)])
+    await publish("executions", [execution_event(eid, 1, State.CREATED)])
+
+    async def good_rows_indexed() -> bool:
+        assert not indexer.done(), "the indexer stopped"
+        logs = await pool.fetchval("SELECT count(*) FROM logs WHERE execution_id = $1", eid)
+        runs = await pool.fetchval("SELECT count(*) FROM executions WHERE id = $1", eid)
+        return logs == 1 and runs == 1
+
+    await eventually(good_rows_indexed, "the rows around the refused one")
+    assert [r["message"] for r in await LogRepository(pool).list(eid)] == ["line 2"]
+    assert any(
+        "skipping log line" in r.getMessage() and eid in r.getMessage() for r in caplog.records
+    )

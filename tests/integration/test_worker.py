@@ -16,14 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.structs import RecordMetadata
 
 from headrace import codec
 from headrace.config import Settings
 from headrace.expressions import SECRET_MARKER_PREFIX, SECRET_MARKER_SUFFIX
 from headrace.kafka import make_consumer, make_producer
 from headrace.messages import LogLevel, LogRecord, TaskKill, TaskRequest, TaskResult
+from headrace.services.worker import service
+from headrace.services.worker.kills import KillListenerError, follow_kills
 from headrace.services.worker.runner import MASK
-from headrace.services.worker.service import Worker
+from headrace.services.worker.service import WORKER_GROUP, Worker
 from headrace.states import State
 from headrace.topics.definitions import LOGS, TASK_CONTROL, TASK_REQUESTS, TASK_RESULTS
 
@@ -96,25 +101,58 @@ class Outcomes:
         return [(r.level, r.message) for r in self.logs[execution_id]]
 
 
-async def produce(settings: Settings, *requests: TaskRequest) -> None:
+async def produce(settings: Settings, *requests: TaskRequest) -> list[RecordMetadata]:
+    """Publish `requests`; returns where each landed (partition, offset)."""
     producer = make_producer(settings, client_id="test-worker-producer")
     await producer.start()
     try:
-        for request in requests:
+        deliveries = [
             await producer.send(
                 TASK_REQUESTS.name, codec.encode(request), key=request.execution_id.encode()
             )
-        await producer.flush()
+            for request in requests
+        ]
+        return list(await asyncio.gather(*deliveries))
     finally:
         await producer.stop()
 
 
+async def committed_offset(settings: Settings, partition: int) -> int | None:
+    """The workers' group's committed position on one `task-requests` partition."""
+    # A consumer of the group that never subscribes: it asks the coordinator without
+    # joining (aiokafka's admin client cannot decode the embedded broker's OffsetFetch).
+    reader = make_consumer(settings, group_id=WORKER_GROUP, client_id="test-offset-reader")
+    await reader.start()
+    try:
+        return await reader.committed(TopicPartition(TASK_REQUESTS.name, partition))
+    finally:
+        await reader.stop()
+
+
+async def wait_for_commit(settings: Settings, where: RecordMetadata) -> None:
+    """Until the offset after `where` is committed (polled: commits are not announced)."""
+    async with asyncio.timeout(DEADLINE_S):
+        while (await committed_offset(settings, where.partition) or 0) <= where.offset:
+            await asyncio.sleep(0.05)
+
+
 class RunningWorker:
-    def __init__(self, settings: Settings, worker_id: str, grace_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str,
+        grace_s: float = 10.0,
+        *,
+        worker_class: type[Worker] = Worker,
+        prepare: Callable[[Worker], None] | None = None,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
         self.worker_id = worker_id
         self.stop_event = asyncio.Event()
-        self.worker = Worker(settings, worker_id, shutdown_grace_s=grace_s)
-        self.task = asyncio.create_task(self.worker.run(self.stop_event))
+        self.worker = worker_class(settings, worker_id, shutdown_grace_s=grace_s)
+        if prepare is not None:
+            prepare(self.worker)
+        self.task = asyncio.create_task(self.worker.run(self.stop_event, ready))
 
     async def stop(self) -> None:
         self.stop_event.set()
@@ -161,9 +199,11 @@ async def test_log_and_shell_tasks_publish_results_and_logs(
         3,
     )
     logs = outcomes.logs[shell_task.execution_id]
-    assert sorted(r.id for r in logs) == [
-        f"{shell_task.task_run_id}:3:1",
-        f"{shell_task.task_run_id}:3:2",
+    ids = sorted(r.id.split(":") for r in logs)
+    nonce = ids[0][2]  # random per run of the attempt
+    assert ids == [
+        [shell_task.task_run_id, "3", nonce, "1"],
+        [shell_task.task_run_id, "3", nonce, "2"],
     ]
     assert {(r.level, r.message) for r in logs} == {(LogLevel.INFO, "one"), (LogLevel.WARN, "two")}
 
@@ -247,6 +287,10 @@ async def test_an_interrupted_attempt_is_redelivered_to_the_next_worker(
     assert runs.read_text().splitlines() == ["run", "run"]
     assert (LogLevel.INFO, "second run") in outcomes.messages(request.execution_id)
     assert len(outcomes.results[request.execution_id]) == 1
+    # Both runs' lines are kept: the second run's ids do not collide with the first's.
+    ids = [r.id for r in outcomes.logs[request.execution_id]]
+    assert len(set(ids)) == len(ids) == 2  # "first run", "second run"
+    assert len({i.rsplit(":", 1)[0] for i in ids}) == 2  # one nonce per run
 
 
 async def publish_kill(settings: Settings, request: TaskRequest) -> None:
@@ -294,3 +338,180 @@ async def test_a_kill_that_comes_first_stops_the_attempt_from_running(
     result = await outcomes.result(request.execution_id)
     assert result.state is State.KILLED
     assert not ran.exists()
+
+
+# --- hardening -------------------------------------------------------------------------
+
+
+def fail_result_sends(worker: Worker, execution_id: str, times: int | None) -> list[str]:
+    """Make the worker's real producer fail sends of this execution's results: first when
+    enqueuing, then when acknowledging (`times` failures, None for ever)."""
+    original = worker._producer.send
+    failures: list[str] = []
+
+    async def send(topic: str, value: bytes, key: bytes | None = None, **kwargs: Any):
+        ours = topic == TASK_RESULTS.name and key == execution_id.encode()
+        if ours and (times is None or len(failures) < times):
+            failures.append("enqueue" if len(failures) % 2 == 0 else "ack")
+            if failures[-1] == "enqueue":
+                raise KafkaConnectionError("injected: broker unreachable")
+            delivery = asyncio.get_running_loop().create_future()
+            delivery.set_exception(KafkaConnectionError("injected: not acknowledged"))
+            return delivery
+        return await original(topic, value, key=key, **kwargs)
+
+    worker._producer.send = send  # type: ignore[method-assign]  # fault injection
+    return failures
+
+
+async def test_a_result_that_cannot_be_published_is_retried_and_commits_continue(
+    settings: Settings, outcomes: Outcomes
+) -> None:
+    first = new_request("log", {"message": "first"})
+    # Same execution, so the same partition: its commit must not stall behind the first.
+    second = new_request(
+        "log", {"message": "second"}, execution_id=first.execution_id, task_run_id="second-run"
+    )
+    failures: list[list[str]] = []
+    running = RunningWorker(
+        settings,
+        f"flaky-{uuid.uuid4().hex[:6]}",
+        prepare=lambda w: failures.append(fail_result_sends(w, first.execution_id, times=3)),
+    )
+    try:
+        where = await produce(settings, first, second)
+        await outcomes.wait_for(
+            lambda: len(outcomes.results[first.execution_id]) == 2, "both results"
+        )
+        assert failures == [["enqueue", "ack", "enqueue"]]
+        assert {r.task_run_id: r.state for r in outcomes.results[first.execution_id]} == {
+            first.task_run_id: State.SUCCESS,
+            "second-run": State.SUCCESS,
+        }
+        print("WHERE", where)
+        await asyncio.sleep(1)
+        print("TRACKER", running.worker.tracker._partitions)
+        for pt in range(4):
+            print("OWN", pt, await running.worker._consumer.committed(TopicPartition(TASK_REQUESTS.name, pt)))
+            print("READER", pt, await committed_offset(settings, pt))
+        await wait_for_commit(settings, where[1])
+    finally:
+        await running.stop()
+
+
+async def test_a_stop_while_publishing_fails_leaves_the_offset_uncommitted(
+    settings: Settings, outcomes: Outcomes
+) -> None:
+    request = new_request("log", {"message": "never acknowledged"})
+    failures: list[list[str]] = []
+    running = RunningWorker(
+        settings,
+        f"broken-{uuid.uuid4().hex[:6]}",
+        prepare=lambda w: failures.append(fail_result_sends(w, request.execution_id, None)),
+    )
+    (where,) = await produce(settings, request)
+    await outcomes.wait_for(lambda: bool(outcomes.logs[request.execution_id]), "the log line")
+    async with asyncio.timeout(DEADLINE_S):
+        while not failures[0]:
+            await asyncio.sleep(0.01)
+    await running.stop()  # does not hang on the failing publish
+    assert outcomes.results[request.execution_id] == []
+    committed = await committed_offset(settings, where.partition)
+    assert committed is None or committed <= where.offset  # redelivered to the next worker
+
+
+async def test_tasks_do_not_see_the_workers_secrets_and_all_secrets_are_masked(
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEADRACE_SECRET_X", "xq-7781-secret")
+    request = new_request(
+        "shell", {"commands": ["env", "echo literal xq-7781-secret", "echo end-of-env"]}
+    )
+    await produce(settings, request)
+    assert (await outcomes.result(request.execution_id)).state == State.SUCCESS
+    await outcomes.wait_for(
+        lambda: (LogLevel.INFO, "end-of-env") in outcomes.messages(request.execution_id),
+        "the last line",
+    )
+    printed = [message for _, message in outcomes.messages(request.execution_id)]
+    assert not any("HEADRACE_" in line for line in printed)  # not inherited
+    assert any(line.startswith("PATH=") for line in printed)
+    assert f"literal {MASK}" in printed  # masked though the task never referenced it
+
+
+async def test_a_missing_control_topic_is_an_error(settings: Settings) -> None:
+    with pytest.raises(KillListenerError, match="has no partitions"):
+        async with asyncio.timeout(DEADLINE_S):
+            await follow_kills(
+                settings,
+                "test-kills",
+                lambda kill: None,
+                asyncio.Event(),
+                topic=f"missing-{uuid.uuid4().hex[:8]}",
+            )
+
+
+class DeafWorker(Worker):
+    """Its kill listener works, then dies when the test says so."""
+
+    lose_kills: asyncio.Event
+
+    async def _follow_kills(self, stop: asyncio.Event) -> None:
+        self.kills_followed.set()
+        await self.lose_kills.wait()
+        raise KillListenerError("injected: lost the kill listener")
+
+
+async def test_a_dead_kill_listener_stops_the_worker_after_a_final_commit(
+    settings: Settings, outcomes: Outcomes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the final commit can commit: the periodic one never comes.
+    monkeypatch.setattr(service, "COMMIT_INTERVAL_S", 3600.0)
+    go = tmp_path / "go"
+    request = new_request(
+        "shell", {"commands": ["echo started", f"while [ ! -f {go} ]; do sleep 0.02; done"]}
+    )
+
+    def prepare(worker: Worker) -> None:
+        worker.lose_kills = asyncio.Event()  # type: ignore[attr-defined]
+
+    running = RunningWorker(
+        settings, f"deaf-{uuid.uuid4().hex[:6]}", worker_class=DeafWorker, prepare=prepare
+    )
+    (where,) = await produce(settings, request)
+    await outcomes.wait_for(
+        lambda: (LogLevel.INFO, "started") in outcomes.messages(request.execution_id),
+        "the task to start",
+    )
+    running.worker.lose_kills.set()  # type: ignore[attr-defined]
+    go.touch()  # the attempt ends during the shutdown's grace period
+    with pytest.raises(KillListenerError, match="lost the kill listener"):
+        async with asyncio.timeout(DEADLINE_S):
+            await running.task  # fails loudly instead of serving without kills
+    assert (await outcomes.result(request.execution_id)).state == State.SUCCESS
+    assert (await committed_offset(settings, where.partition) or 0) == where.offset + 1
+
+
+async def test_ready_is_called_once_joined_and_following_kills(
+    settings: Settings, outcomes: Outcomes
+) -> None:
+    calls: list[tuple[bool, bool]] = []
+    became_ready = asyncio.Event()
+
+    def ready() -> None:
+        calls.append((running.worker.joined.is_set(), running.worker.kills_followed.is_set()))
+        became_ready.set()
+
+    running = RunningWorker(settings, f"ready-{uuid.uuid4().hex[:6]}", ready=ready)
+    try:
+        async with asyncio.timeout(DEADLINE_S):
+            await became_ready.wait()
+        # Ready means serving: a kill published now reaches it (the listener is at the end).
+        request = new_request("shell", {"commands": ["sleep 30"]})
+        await publish_kill(settings, request)
+        async with asyncio.timeout(DEADLINE_S):
+            while not running.worker.knows_killed(request.task_run_id, request.attempt):
+                await asyncio.sleep(0.01)
+    finally:
+        await running.stop()
+    assert calls == [(True, True)]

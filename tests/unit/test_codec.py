@@ -177,7 +177,7 @@ def test_invalid_json_inside_valid_avro_is_a_codec_error() -> None:
         "labels": {},
         "trigger": "{}",
     }
-    with pytest.raises(CodecError, match="invalid io.headrace.TriggerEvent"):
+    with pytest.raises(CodecError, match=r"invalid io\.headrace\.TriggerEvent"):
         codec.decode(_raw("io.headrace.TriggerEvent", trigger))
 
 
@@ -186,12 +186,12 @@ def test_invalid_json_in_a_nested_snapshot_is_a_codec_error() -> None:
     assert isinstance(event, m.ExecutionEvent) and event.execution is not None
     record = codec._to_avro(event)
     record["execution"]["outputs"] = "[1, 2"
-    with pytest.raises(CodecError, match="invalid io.headrace.ExecutionEvent"):
+    with pytest.raises(CodecError, match=r"invalid io\.headrace\.ExecutionEvent"):
         codec.decode(_raw("io.headrace.ExecutionEvent", record))
 
 
 @pytest.mark.parametrize("number", [2**64, -(2**63) - 1])
 def test_an_integer_json_cannot_carry_is_a_codec_error_on_encode(number: int) -> None:
     event = m.TriggerEvent("e", "x", "ns", "f", 1, {"n": number}, NOW)
-    with pytest.raises(CodecError, match="TriggerEvent.inputs cannot be encoded as JSON"):
+    with pytest.raises(CodecError, match=r"TriggerEvent\.inputs cannot be encoded as JSON"):
         codec.encode(event)

@@ -248,3 +248,37 @@ def test_task_outputs_prints_the_marker_line(capsys: pytest.CaptureFixture[str])
 
 def test_process_alive_helper_sees_this_process() -> None:
     assert process_alive(os.getpid())
+
+
+async def test_tasks_do_not_inherit_the_workers_headrace_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEADRACE_SECRET_X", "leaky-secret-value")
+    monkeypatch.setenv("HEADRACE_DATABASE_URL", "postgresql://u:pw@db/headrace")
+    lines = Lines()
+    await run_shell(tmp_path, lines, commands=["env"], env={"HEADRACE_MINE": "given"})
+    printed = "\n".join(lines.texts())
+    assert "leaky-secret-value" not in printed and "HEADRACE_SECRET_X" not in printed
+    assert "HEADRACE_DATABASE_URL" not in printed
+    assert "HEADRACE_MINE=given" in printed  # the task's own env is added on top
+    assert f"PATH={os.environ['PATH']}" in printed.splitlines()
+
+
+async def test_a_failing_log_sink_ends_the_process_instead_of_hanging(tmp_path: Path) -> None:
+    # The script writes forever: if the failed reader stopped draining the pipe while the
+    # worker waited for the exit, both would wait for ever.
+    class SinkDown(Exception):
+        pass
+
+    async def sink(level: LogLevel, message: str) -> None:
+        raise SinkDown
+
+    pid_file = tmp_path / "script.pid"
+    context = make_context(tmp_path / "attempt", Lines())
+    context.log_sink = sink
+    properties = ShellProperties(commands=[f"echo $$ > {pid_file}", "while true; do echo x; done"])
+    with pytest.raises(SinkDown):
+        async with asyncio.timeout(DEADLINE_S):
+            await ShellConnector().run(properties, context)
+    pid = int(pid_file.read_text())
+    await wait_until(lambda: not process_alive(pid), f"script {pid} to die")

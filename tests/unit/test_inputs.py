@@ -283,3 +283,61 @@ def test_validate_input_applies_rules_of_a_definition() -> None:
     assert validate_input(RULES.inputs[0], " prod".strip()) == "prod"
     with pytest.raises(ValueError, match="not one of"):
         validate_input(RULES.inputs[0], "PROD")
+
+
+# ------------------------------------------------ what the wire and the database cannot carry
+
+
+@pytest.mark.parametrize("given", [2**63, -(2**63) - 1, 1e20, "99999999999999999999", 2**64])
+def test_int_inputs_are_bounded_to_signed_64_bits(given: Any) -> None:
+    with pytest.raises(ValueError, match="out of the INT range"):
+        coerce_input(InputType.INT, given)
+
+
+@pytest.mark.parametrize("given", [2**63 - 1, -(2**63), str(2**63 - 1)])
+def test_the_int_range_ends_are_accepted(given: Any) -> None:
+    assert coerce_input(InputType.INT, given) == int(given)
+
+
+def test_json_nested_deeper_than_can_be_encoded_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a JSON value we can carry"):
+        coerce_input(InputType.JSON, "[" * 300 + "]" * 300)
+    with pytest.raises(ValueError, match="not a JSON value we can carry"):
+        coerce_input(InputType.JSON, {"n": 2**64})
+
+
+NUL_FLOW = load_flow("""\
+id: nul-demo
+namespace: demo
+inputs:
+  - {id: text, type: STRING, required: false}
+  - {id: choice, type: ENUM, values: [a, b], required: false}
+  - {id: link, type: URI, required: false}
+  - {id: report, type: FILE, required: false}
+  - {id: config, type: JSON, required: false}
+  - {id: names, type: ARRAY, itemType: STRING, required: false}
+tasks:
+  - {id: hi, type: log, message: hi}
+""")
+
+
+@pytest.mark.parametrize(
+    ("input_id", "given"),
+    [
+        ("text", "a\x00b"),
+        ("choice", "a\x00"),
+        ("link", "https://example.com/\x00"),
+        ("report", "s3://bucket/\x00key"),
+        ("config", {"deep": [{"x": "\x00"}]}),
+        ("config", {"key\x00": 1}),
+        ("config", '{"a": "\\u0000"}'),
+        ("names", ["fine", "not\x00fine"]),
+    ],
+)
+def test_nul_characters_are_refused_in_every_text_input(input_id: str, given: Any) -> None:
+    with pytest.raises(InputValidationError) as caught:
+        resolve_inputs(NUL_FLOW, {input_id: given})
+    [(name, reason)] = caught.value.errors
+    assert name == input_id and "NUL character" in reason
+    if input_id == "names":
+        assert reason.startswith("item 1:")

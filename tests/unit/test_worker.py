@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from headrace.connectors.base import ConnectorProperties, TaskContext
 from headrace.connectors.registry import connector_classes
 from headrace.expressions import SECRET_MARKER_PREFIX, SECRET_MARKER_SUFFIX
 from headrace.messages import LogLevel, LogRecord, TaskRequest
 from headrace.services.worker.offsets import OffsetTracker
-from headrace.services.worker.runner import MASK, run_attempt
+from headrace.services.worker.runner import (
+    MASK,
+    MAX_LOG_LINE_BYTES,
+    MAX_LOG_LINES,
+    MAX_OUTPUTS_BYTES,
+    Masker,
+    oversized_outputs_error,
+    run_attempt,
+)
 from headrace.states import State
 
 # --- OffsetTracker -------------------------------------------------------------------
@@ -110,7 +120,13 @@ class BuggyConnector:
         return {"ratio": 1 / 0}
 
 
-async def attempt(req: TaskRequest, secrets: dict[str, str] | None = None):
+async def attempt(
+    req: TaskRequest,
+    secrets: dict[str, str] | None = None,
+    *,
+    known_secrets: tuple[str, ...] = (),
+    run_nonce: str | None = "n0nce",
+):
     records: list[LogRecord] = []
 
     async def publish(record: LogRecord) -> None:
@@ -122,21 +138,33 @@ async def attempt(req: TaskRequest, secrets: dict[str, str] | None = None):
         worker_id="w1",
         publish_log=publish,
         secret_lookup=(secrets or {}).get,
+        secret_values=lambda: known_secrets,
         connectors=connectors,
+        run_nonce=run_nonce,
     )
     return result, records
 
 
-async def test_a_successful_attempt_carries_outputs_and_stable_log_ids() -> None:
+async def test_a_successful_attempt_carries_outputs_and_per_run_log_ids() -> None:
     result, records = await attempt(request("shell", {"commands": ["echo a", "echo b"]}))
     assert (result.state, result.outputs, result.error) == (State.SUCCESS, {"exitCode": 0}, None)
     assert (result.execution_id, result.task_run_id, result.attempt) == ("exec-1", "run-1", 2)
     assert result.worker_id == "w1" and result.started_at <= result.ended_at
     assert [(r.id, r.message, r.level) for r in records] == [
-        ("run-1:2:1", "a", LogLevel.INFO),
-        ("run-1:2:2", "b", LogLevel.INFO),
+        ("run-1:2:n0nce:1", "a", LogLevel.INFO),
+        ("run-1:2:n0nce:2", "b", LogLevel.INFO),
     ]
     assert all((r.task_id, r.attempt, r.namespace) == ("task", 2, "ns") for r in records)
+
+
+async def test_two_runs_of_one_attempt_log_under_different_ids() -> None:
+    # A redelivered attempt runs again: its lines must not collide with the first run's
+    # (the indexer ignores ids it has seen).
+    req = request("log", {"message": "hi"})
+    _, first = await attempt(req, run_nonce=None)
+    _, second = await attempt(req, run_nonce=None)
+    assert first[0].id.startswith("run-1:2:") and first[0].id.endswith(":1")
+    assert first[0].id != second[0].id
 
 
 async def test_unknown_type_fails() -> None:
@@ -183,3 +211,141 @@ async def test_an_unknown_secret_fails_the_attempt() -> None:
     result, _ = await attempt(request("log", {"message": marker}))
     assert result.state == State.FAILED
     assert "MISSING" in result.error
+
+
+# --- publishing failures -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        {"type": "log", "message": "hello"},
+        {"type": "shell", "commands": ["echo one", "echo two", "sleep 30"]},
+    ],
+)
+async def test_a_failing_log_publish_escapes_instead_of_failing_the_task(
+    properties: dict[str, Any],
+) -> None:
+    async def publish(record: LogRecord) -> None:
+        raise KafkaConnectionError("broker down")
+
+    type_ = properties.pop("type")
+    with pytest.raises(KafkaConnectionError):
+        async with asyncio.timeout(10):
+            await run_attempt(request(type_, properties), worker_id="w1", publish_log=publish)
+
+
+class SwallowingProperties(ConnectorProperties):
+    pass
+
+
+class SwallowingConnector:
+    """Catches whatever its log call raises: still not the task's failure."""
+
+    Properties: ClassVar = SwallowingProperties
+
+    async def run(self, properties: SwallowingProperties, context: TaskContext) -> dict[str, Any]:
+        try:
+            await context.info("hello")
+        except Exception as exc:
+            return {"swallowed": str(exc)}
+        return {}
+
+
+async def test_a_swallowed_publish_failure_still_escapes() -> None:
+    async def publish(record: LogRecord) -> None:
+        raise KafkaConnectionError("broker down")
+
+    with pytest.raises(KafkaConnectionError):
+        await run_attempt(
+            request("swallow", {}),
+            worker_id="w1",
+            publish_log=publish,
+            connectors={"swallow": SwallowingConnector},
+        )
+
+
+# --- what is published is safe ---------------------------------------------------------
+
+
+async def test_every_known_secret_is_masked_in_logs_error_and_outputs() -> None:
+    # The task references no secret: the worker's secrets are masked all the same.
+    script = """
+import sys
+from headrace.task import outputs
+print("password is hunter22, short one is ab")
+outputs(nested={"list": ["x hunter22 y", 3], "hunter22": True}, plain="hunter22")
+print("bad hunter22", file=sys.stderr)
+sys.exit(2)
+"""
+    result, records = await attempt(
+        request("python", {"script": script}), known_secrets=("hunter22", "ab", "")
+    )
+    assert records[0].message == f"password is {MASK}, short one is ab"  # "ab" too short
+    assert result.state == State.FAILED
+    assert result.error == f"exit code 2: bad {MASK}"
+    assert all("hunter22" not in r.message for r in records)
+
+    ok = script.replace("sys.exit(2)", "")
+    result, _ = await attempt(request("python", {"script": ok}), known_secrets=("hunter22",))
+    assert result.outputs == {
+        "nested": {"list": [f"x {MASK} y", 3], MASK: True},
+        "plain": MASK,
+        "exitCode": 0,
+    }
+
+
+def test_masker_ignores_empty_and_very_short_values() -> None:
+    mask = Masker(["", "a", "ab", "abc"])
+    assert mask("a ab abc abcd") == f"a ab {MASK} {MASK}d"
+
+
+async def test_nul_characters_are_replaced_everywhere() -> None:
+    script = r"""
+import sys
+from headrace.task import outputs
+print("a\x00b")
+outputs(**{"k\x00": ["v\x00"]})
+"""
+    result, records = await attempt(request("python", {"script": script}))
+    assert records[0].message == "a\ufffdb"
+    assert result.outputs == {"k\ufffd": ["v\ufffd"], "exitCode": 0}
+
+    failing = request("shell", {"commands": [r"printf 'bad\000thing\n' >&2", "exit 1"]})
+    result, _ = await attempt(failing)
+    assert result.error == "exit code 1: bad\ufffdthing"
+
+
+async def test_outputs_over_the_limit_fail_the_attempt() -> None:
+    script = f"from headrace.task import outputs\noutputs(blob='x' * {MAX_OUTPUTS_BYTES})\n"
+    result, _ = await attempt(request("python", {"script": script}))
+    assert result.state == State.FAILED
+    assert result.outputs == {}
+    assert result.error.startswith("outputs are 256.0 KiB, over the 256 KiB limit: ")
+
+
+def test_oversized_outputs_message() -> None:
+    assert oversized_outputs_error(3_200_000) == (
+        "outputs are 3.2 MB, over the 256 KiB limit: write large data to a file or a table"
+        " and pass its location"
+    )
+
+
+async def test_log_volume_is_capped() -> None:
+    script = f"""
+print("é" * {MAX_LOG_LINE_BYTES})
+for n in range({MAX_LOG_LINES + 50}):
+    print(n)
+"""
+    result, records = await attempt(request("python", {"script": script}))
+    assert result.state == State.SUCCESS
+    assert len(records) == MAX_LOG_LINES + 1
+    long_line = records[0].message
+    assert long_line.startswith("é" * (MAX_LOG_LINE_BYTES // 2))
+    assert long_line.endswith(f"[line truncated: {2 * MAX_LOG_LINE_BYTES} bytes, at most 16384]")
+    assert len(long_line.encode()) < MAX_LOG_LINE_BYTES + 100
+    assert records[-2].message == str(MAX_LOG_LINES - 2)
+    assert (records[-1].level, records[-1].message) == (
+        LogLevel.WARN,
+        "log output truncated after 10000 lines",
+    )

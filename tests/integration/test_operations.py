@@ -1,0 +1,295 @@
+"""The flow language and execution operations through the real services.
+
+Kill, pause/resume, restart, replay, subflows and flowable tasks, each driven through
+the REST API against every service running as its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from headrace.api_client import ApiClient, ApiError
+from headrace.broker import free_port
+from headrace.config import Settings
+from headrace.db.migrate import migrate_url
+from headrace.local import LocalStack
+
+NAMESPACE = "tests.ops"
+TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
+    asyncio.run(migrate_url(settings.database_url))
+    stack = LocalStack(
+        dataclasses.replace(settings, gateway_port=free_port()),
+        log_dir=tmp_path_factory.mktemp("ops-logs"),
+    )
+    try:
+        stack.start()
+        yield ApiClient(stack.url, timeout_s=60)
+    finally:
+        stack.stop()
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return value
+
+
+def execution(api: ApiClient, execution_id: str) -> dict | None:
+    try:
+        return api.request("GET", f"/executions/{execution_id}")
+    except ApiError as exc:
+        if exc.status == 404:  # not indexed yet
+            return None
+        raise
+
+
+def wait_for_state(api: ApiClient, execution_id: str, *states: str) -> dict:
+    return wait_until(
+        lambda: (e := execution(api, execution_id)) and e["state"]["current"] in states and e
+    )
+
+
+def apply_and_start(api: ApiClient, source: str, flow_id: str, **inputs: Any) -> str:
+    api.request(
+        "PUT",
+        f"/flows/{NAMESPACE}/{flow_id}",
+        body=source.encode(),
+        content_type="application/x-yaml",
+    )
+    return api.request("POST", f"/executions/{NAMESPACE}/{flow_id}", json_body=inputs)["id"]
+
+
+def runs_by_task(execution: dict) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {}
+    for run in execution["taskRunList"]:
+        runs.setdefault(run["taskId"], []).append(run)
+    return runs
+
+
+def log_messages(api: ApiClient, execution_id: str) -> list[str]:
+    return [line["message"] for line in api.request("GET", f"/logs/{execution_id}")]
+
+
+def test_kill_stops_the_running_task_and_what_follows(api: ApiClient, tmp_path: Path) -> None:
+    started, finished = tmp_path / "started", tmp_path / "finished"
+    execution_id = apply_and_start(
+        api,
+        f"""
+id: long
+namespace: {NAMESPACE}
+tasks:
+  - id: sleep
+    type: shell
+    commands: ["touch {started}", "sleep 60", "touch {finished}"]
+  - id: never
+    type: log
+    message: must not run
+""",
+        "long",
+    )
+    wait_until(started.exists)
+    api.request("POST", f"/executions/{execution_id}/kill")
+    ended = wait_for_state(api, execution_id, *TERMINAL)
+    assert ended["state"]["current"] == "KILLED"
+    runs = runs_by_task(ended)
+    assert runs["sleep"][0]["state"]["current"] == "KILLED"
+    assert "never" not in runs
+    assert not finished.exists()
+
+
+def test_pause_then_resume_with_inputs(api: ApiClient) -> None:
+    execution_id = apply_and_start(
+        api,
+        f"""
+id: approval
+namespace: {NAMESPACE}
+tasks:
+  - id: before
+    type: log
+    message: waiting for approval
+  - id: approve
+    type: flow.pause
+  - id: after
+    type: log
+    message: "approved by {{{{ outputs.approve.approver }}}}"
+""",
+        "approval",
+    )
+    paused = wait_for_state(api, execution_id, "PAUSED")
+    assert runs_by_task(paused)["approve"][0]["state"]["current"] == "PAUSED"
+    api.request("POST", f"/executions/{execution_id}/resume", json_body={"approver": "ada"})
+    ended = wait_for_state(api, execution_id, *TERMINAL)
+    assert ended["state"]["current"] == "SUCCESS"
+    assert wait_until(lambda: "approved by ada" in log_messages(api, execution_id))
+
+
+def test_restart_reruns_only_the_failed_task(api: ApiClient, tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed"
+    execution_id = apply_and_start(
+        api,
+        f"""
+id: fragile
+namespace: {NAMESPACE}
+tasks:
+  - id: first
+    type: log
+    message: first
+  - id: check
+    type: shell
+    commands: ["test -e {fixed}"]
+""",
+        "fragile",
+    )
+    failed = wait_for_state(api, execution_id, *TERMINAL)
+    assert failed["state"]["current"] == "FAILED"
+    fixed.touch()
+    api.request("POST", f"/executions/{execution_id}/restart")
+    ended = wait_for_state(api, execution_id, "SUCCESS")
+    runs = runs_by_task(ended)
+    assert len(runs["first"]) == 1 and len(runs["first"][0]["attempts"]) == 1
+    assert [a["state"]["current"] for a in runs["check"][0]["attempts"]] == ["FAILED", "SUCCESS"]
+
+
+def test_replay_from_a_task_run_makes_a_new_execution(api: ApiClient) -> None:
+    source = f"""
+id: replayable
+namespace: {NAMESPACE}
+tasks:
+  - id: one
+    type: shell
+    commands: ['echo ''::{{"outputs": {{"n": 7}}}}::''']
+  - id: two
+    type: log
+    message: "n is {{{{ outputs.one.n }}}}"
+"""
+    execution_id = apply_and_start(api, source, "replayable")
+    original = wait_for_state(api, execution_id, "SUCCESS")
+    second = runs_by_task(original)["two"][0]
+    answer = api.request(
+        "POST", f"/executions/{execution_id}/replay", params={"taskRunId": second["id"]}
+    )
+    assert answer["id"] != execution_id
+    replayed = wait_for_state(api, answer["id"], *TERMINAL)
+    assert replayed["state"]["current"] == "SUCCESS"
+    runs = runs_by_task(replayed)
+    assert runs["one"][0]["outputs"]["n"] == 7  # kept from the original
+    assert runs["two"][0]["id"] != second["id"]
+    assert wait_until(lambda: "n is 7" in log_messages(api, answer["id"]))
+
+
+def test_subflow_passes_inputs_and_returns_outputs(api: ApiClient) -> None:
+    api.request(
+        "PUT",
+        f"/flows/{NAMESPACE}/child",
+        body=f"""
+id: child
+namespace: {NAMESPACE}
+inputs:
+  - id: x
+    type: INT
+tasks:
+  - id: square
+    type: python
+    script: |
+      from headrace.task import outputs
+      outputs(y={{{{ inputs.x }}}} ** 2)
+outputs:
+  - id: y
+    value: "{{{{ outputs.square.y }}}}"
+""".encode(),
+        content_type="application/x-yaml",
+    )
+    execution_id = apply_and_start(
+        api,
+        f"""
+id: parent
+namespace: {NAMESPACE}
+tasks:
+  - id: call
+    type: flow.subflow
+    namespace: {NAMESPACE}
+    flowId: child
+    inputs:
+      x: 12
+  - id: report
+    type: log
+    message: "child said {{{{ outputs.call.outputs.y }}}}"
+""",
+        "parent",
+    )
+    ended = wait_for_state(api, execution_id, *TERMINAL)
+    assert ended["state"]["current"] == "SUCCESS", ended
+    call = runs_by_task(ended)["call"][0]
+    assert call["outputs"]["state"] == "SUCCESS"
+    child = wait_for_state(api, call["outputs"]["executionId"], "SUCCESS")
+    assert child["trigger"]["parentExecutionId"] == execution_id
+    assert wait_until(lambda: "child said 144" in log_messages(api, execution_id))
+
+
+def test_parallel_foreach_and_if(api: ApiClient) -> None:
+    execution_id = apply_and_start(
+        api,
+        f"""
+id: shapes
+namespace: {NAMESPACE}
+inputs:
+  - id: deep
+    type: BOOLEAN
+    defaults: true
+tasks:
+  - id: fan
+    type: flow.parallel
+    tasks:
+      - id: left
+        type: log
+        message: left
+      - id: right
+        type: log
+        message: right
+  - id: each
+    type: flow.foreach
+    values: ["a", "b", "c"]
+    concurrencyLimit: 2
+    tasks:
+      - id: item
+        type: log
+        message: "item {{{{ taskrun.value }}}}"
+  - id: choose
+    type: flow.if
+    condition: "{{{{ inputs.deep }}}}"
+    then:
+      - id: deep-branch
+        type: log
+        message: went deep
+    else:
+      - id: shallow-branch
+        type: log
+        message: stayed shallow
+""",
+        "shapes",
+    )
+    ended = wait_for_state(api, execution_id, *TERMINAL)
+    assert ended["state"]["current"] == "SUCCESS"
+    runs = runs_by_task(ended)
+    assert sorted(r["value"] for r in runs["item"]) == ["a", "b", "c"]
+    assert "shallow-branch" not in runs
+    messages = wait_until(lambda: (m := log_messages(api, execution_id)) and "went deep" in m and m)
+    assert {"left", "right", "item a", "item b", "item c"} <= set(messages)
+    # The parallel branches both ended before the foreach began (sequential at top level).
+    fan_end = max(datetime.fromisoformat(r["state"]["endDate"]) for r in runs["fan"])
+    first_item = min(datetime.fromisoformat(r["state"]["startDate"]) for r in runs["item"])
+    assert fan_end <= first_item

@@ -1,0 +1,32 @@
+"""Flow files read from disk: UTF-8 whatever the locale, unreadable files named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from headrace.flow.errors import FlowValidationError
+from headrace.flow_files import load_folder
+
+FLOW = 'id: {id}\nnamespace: demo\ntasks:\n  - {{id: hi, type: log, message: "{message}"}}\n'
+
+
+def test_flow_files_are_read_as_utf8(tmp_path: Path) -> None:
+    (tmp_path / "greet.yaml").write_bytes(FLOW.format(id="greet", message="héllo ✓").encode())
+    files, errors = load_folder([tmp_path])
+    assert errors == []
+    [item] = files
+    assert "héllo ✓" in item.source and item.flow.id == "greet"
+
+
+def test_unreadable_files_are_errors_naming_the_file(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(FLOW.format(id="old", message="caf\xe9").encode("latin-1"))
+    missing = tmp_path / "missing.yml"
+    (tmp_path / "fine.yaml").write_text(FLOW.format(id="fine", message="ok"), encoding="utf-8")
+    files, errors = load_folder([tmp_path, missing])
+    assert [f.flow.id for f in files] == ["fine"]
+    assert all(isinstance(e, FlowValidationError) for e in errors)
+    messages = sorted(str(e) for e in errors)
+    assert len(messages) == 2
+    assert str(latin1) in messages[0] and "cannot read the file" in messages[0]
+    assert str(missing) in messages[1] and "cannot read the file" in messages[1]
