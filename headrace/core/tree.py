@@ -447,7 +447,7 @@ def evaluate(step: Transition, index: int) -> State | None:
                     continue
                 if limit and going >= limit:
                     break
-                if False:
+                if any(d not in done for d in lane.depends_on):
                     continue
                 start_child(step, lane.tasks[0], index, lane)
                 going += 1

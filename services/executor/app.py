@@ -24,12 +24,13 @@ from headrace.readiness import mark_ready
 from headrace.services.executor.faust_tuning import faust_settings, install_fetch_wait
 from headrace.services.executor.flows import FlowCache
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent
-from headrace.topics import EXECUTION_COMMANDS, TASK_RESULTS, TRIGGERS
+from headrace.topics import EXECUTION_COMMANDS, FLOW_SLOTS, TASK_RESULTS, TRIGGERS
 
 log = logging.getLogger(__name__)
 
 APP_ID = "headrace-executor"
 TABLE_NAME = "executions"
+SLOTS_TABLE_NAME = "flow-slots"
 # A batch closes after this many events, or when no event came for BATCH_WITHIN_S.
 # 2 ms bounds the latency a batch adds per hop while letting bursts share table reads.
 BATCH_MAX = 1_000
@@ -40,10 +41,11 @@ EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
 class _Runtime:
     """Builds the I/O resources once, from whichever of agent or service asks first."""
 
-    def __init__(self, app: faust.App, settings: Settings, table: Any) -> None:
+    def __init__(self, app: faust.App, settings: Settings, table: Any, slots_table: Any) -> None:
         self.app = app
         self.settings = settings
         self.table = table
+        self.slots_table = slots_table
         self._lock = asyncio.Lock()
         self.runtime: ExecutorRuntime | None = None
         self._pool: asyncpg.Pool | None = None
@@ -54,7 +56,10 @@ class _Runtime:
             if self.runtime is None:
                 self._pool = await create_pool(self.settings.database_url)
                 runtime = ExecutorRuntime(
-                    self.table, FlowCache(FlowRepository(self._pool)), self.app.producer
+                    self.table,
+                    self.slots_table,
+                    FlowCache(FlowRepository(self._pool)),
+                    self.app.producer,
                 )
                 self._timer_task = asyncio.ensure_future(runtime.timers.run())
                 self.runtime = runtime
@@ -105,7 +110,22 @@ def create_app(settings: Settings) -> faust.App:
         partitions=settings.partitions,
         on_recover=rebuild_timers,
     )
-    holder = _Runtime(app, settings, table)
+    slot_requests = app.topic(
+        FLOW_SLOTS.name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    # Keyed by flow, partitioned like `flow-slots`: one owner per flow's slots.
+    slots_table = app.Table(
+        SLOTS_TABLE_NAME,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+    )
+    holder = _Runtime(app, settings, table, slots_table)
 
     @app.agent(inputs)
     async def execute(stream: faust.StreamT) -> None:
@@ -120,6 +140,18 @@ def create_app(settings: Settings) -> faust.App:
                 # Exit instead; the supervisor restarts us and the batch is replayed from
                 # the last committed offset (see runtime.py for why that is safe).
                 log.critical("executor batch failed; exiting to replay it", exc_info=True)
+                os._exit(EXIT_BATCH_FAILED)
+
+    @app.agent(slot_requests)
+    async def allocate_slots(stream: faust.StreamT) -> None:
+        runtime = await holder.get()
+        async for event in stream.events():
+            try:
+                await runtime.process_slot_request(
+                    InputEvent(event.message.key, event.message.value, event.message.partition)
+                )
+            except Exception:
+                log.critical("slot request failed; exiting to replay it", exc_info=True)
                 os._exit(EXIT_BATCH_FAILED)
 
     @app.service

@@ -29,6 +29,7 @@ from headrace.core.events import (
     Event,
     KillTask,
     PublishEvent,
+    RequestSlot,
     RequestTask,
     SendCommand,
     SetTimer,
@@ -37,12 +38,14 @@ from headrace.core.events import (
     TaskFinished,
     command_event,
 )
+from headrace.core.slots import FlowSlots, decide
 from headrace.core.state import Execution, Timer
 from headrace.errors import CodecError
 from headrace.messages import (
     CommandKind,
     ExecutionCommand,
     Message,
+    SlotRequest,
     TaskKill,
     TaskResult,
     TriggerEvent,
@@ -52,6 +55,7 @@ from headrace.services.executor.timers import TimerQueue
 from headrace.topics import (
     EXECUTION_COMMANDS,
     EXECUTIONS,
+    FLOW_SLOTS,
     LOGS,
     TASK_CONTROL,
     TASK_REQUESTS,
@@ -93,6 +97,7 @@ class InputEvent:
 @dataclass
 class ExecutorRuntime:
     table: StateTable
+    slots_table: StateTable
     flows: FlowCache
     producer: Producer
     timers: TimerQueue = field(init=False)
@@ -179,6 +184,8 @@ class ExecutorRuntime:
                     deliveries.append(await self._send(EXECUTION_COMMANDS.name, sent))
                 case StartExecution(trigger=trigger):
                     deliveries.append(await self._start_execution(trigger))
+                case RequestSlot(request=slot_request):
+                    deliveries.append(await self._send(FLOW_SLOTS.name, slot_request))
         return deliveries
 
     async def _start_execution(self, trigger: TriggerEvent) -> asyncio.Future[Any]:
@@ -212,9 +219,41 @@ class ExecutorRuntime:
 
     async def _send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         """Enqueue on Faust's producer; the returned future resolves once the broker has it."""
+        # Every topic is keyed by execution id, but flow-slots, keyed by flow.
+        key = message.flow_key if isinstance(message, SlotRequest) else message.execution_id
         return await self.producer.send(
-            topic, message.execution_id.encode(), codec.encode(message), None, None, None
+            topic, key.encode(), codec.encode(message), None, None, None
         )
+
+    async def process_slot_request(self, item: InputEvent) -> None:
+        """One request of the flow-slots agent: decide, answer, then store (as for batches)."""
+        try:
+            request = codec.decode(item.value)
+        except CodecError as exc:
+            log.error("dropping undecodable slot request: %s", exc)
+            return
+        if not isinstance(request, SlotRequest):
+            log.error("dropping a %s found on flow-slots", type(request).__name__)
+            return
+        raw = self.slots_table.data.get(item.key)
+        step = decide(FlowSlots.from_bytes(raw) if raw is not None else None, request)
+        deliveries = []
+        for answer in step.answers:
+            kind = CommandKind.SLOT_GRANTED if answer.granted else CommandKind.SLOT_DENIED
+            command = ExecutionCommand(
+                command_id=f"slot:{request.request_id}:{answer.execution_id}",
+                execution_id=answer.execution_id,
+                kind=kind,
+                time=datetime.now(UTC),
+                payload={} if answer.behavior is None else {"behavior": str(answer.behavior)},
+            )
+            deliveries.append(await self._send(EXECUTION_COMMANDS.name, command))
+        if deliveries:
+            await asyncio.gather(*deliveries)
+        value = step.slots.to_bytes()
+        if value != raw:
+            self.slots_table.data[item.key] = value
+            self.slots_table.send_changelog(item.partition, item.key, value)
 
     async def fire_timer(self, execution_id: str, timer: Timer) -> None:
         command = ExecutionCommand(

@@ -232,7 +232,7 @@ class Worker:
             running.offsets.append((partition, offset))
             return
         task = asyncio.create_task(self._attempt(request, key), name=f"attempt {key}")
-        self._running[key] = _Running(task, [(partition, offset)])
+        self._running[key] = _Running(task, offsets=[(partition, offset)])
         self._busy += 1
 
     def kill(self, kill: TaskKill) -> None:

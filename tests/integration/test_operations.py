@@ -293,3 +293,40 @@ tasks:
     fan_end = max(datetime.fromisoformat(r["state"]["endDate"]) for r in runs["fan"])
     first_item = min(datetime.fromisoformat(r["state"]["startDate"]) for r in runs["item"])
     assert fan_end <= first_item
+
+
+def test_concurrency_limit_queues_then_fails_over_the_limit(api: ApiClient, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    source = f"""
+id: one-at-a-time
+namespace: {NAMESPACE}
+concurrency:
+  limit: 1
+tasks:
+  - id: hold
+    type: shell
+    commands: ["while [ ! -e {release} ]; do sleep 0.05; done"]
+"""
+    first = apply_and_start(api, source, "one-at-a-time")
+    wait_for_state(api, first, "RUNNING")
+    second = api.request("POST", f"/executions/{NAMESPACE}/one-at-a-time", json_body={})["id"]
+    queued = wait_for_state(api, second, "QUEUED")
+    assert queued["taskRunList"] == []  # waits for the slot: nothing started
+    release.touch()
+    done_first = wait_for_state(api, first, *TERMINAL)
+    done_second = wait_for_state(api, second, *TERMINAL)
+    assert done_first["state"]["current"] == done_second["state"]["current"] == "SUCCESS"
+    first_end = datetime.fromisoformat(done_first["state"]["endDate"])
+    second_start = datetime.fromisoformat(done_second["taskRunList"][0]["state"]["startDate"])
+    assert second_start >= first_end
+
+    failing = source.replace("limit: 1", "limit: 1\n  behavior: FAIL").replace(
+        "one-at-a-time", "fail-fast"
+    )
+    release.unlink()
+    holder = apply_and_start(api, failing, "fail-fast")
+    wait_for_state(api, holder, "RUNNING")
+    refused = api.request("POST", f"/executions/{NAMESPACE}/fail-fast", json_body={})["id"]
+    assert wait_for_state(api, refused, *TERMINAL)["state"]["current"] == "FAILED"
+    release.touch()
+    assert wait_for_state(api, holder, *TERMINAL)["state"]["current"] == "SUCCESS"

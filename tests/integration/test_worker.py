@@ -27,6 +27,7 @@ from headrace.kafka import make_consumer, make_producer
 from headrace.messages import LogLevel, LogRecord, TaskKill, TaskRequest, TaskResult
 from headrace.services.worker import service
 from headrace.services.worker.kills import KillListenerError, follow_kills
+from headrace.services.worker.publisher import FLUSH_EVERY_SENDS, AttemptPublisher
 from headrace.services.worker.runner import MASK
 from headrace.services.worker.service import WORKER_GROUP, Worker
 from headrace.states import State
@@ -388,12 +389,6 @@ async def test_a_result_that_cannot_be_published_is_retried_and_commits_continue
             first.task_run_id: State.SUCCESS,
             "second-run": State.SUCCESS,
         }
-        print("WHERE", where)
-        await asyncio.sleep(1)
-        print("TRACKER", running.worker.tracker._partitions)
-        for pt in range(4):
-            print("OWN", pt, await running.worker._consumer.committed(TopicPartition(TASK_REQUESTS.name, pt)))
-            print("READER", pt, await committed_offset(settings, pt))
         await wait_for_commit(settings, where[1])
     finally:
         await running.stop()
@@ -515,3 +510,32 @@ async def test_ready_is_called_once_joined_and_following_kills(
     finally:
         await running.stop()
     assert calls == [(True, True)]
+
+
+async def test_pending_log_sends_stay_bounded(settings: Settings, outcomes: Outcomes) -> None:
+    execution_id = f"wt-{uuid.uuid4().hex[:12]}"
+    producer = make_producer(settings, client_id="test-publisher")
+    await producer.start()
+    try:
+        publisher = AttemptPublisher(producer, execution_id.encode(), asyncio.Event(), "test")
+        most = 0
+        for n in range(3 * FLUSH_EVERY_SENDS):
+            record = LogRecord(
+                f"{execution_id}:{n}",
+                execution_id,
+                "ns",
+                "flow",
+                datetime.now(UTC),
+                LogLevel.INFO,
+                f"line {n}",
+            )
+            await publisher.send(LOGS.name, codec.encode(record))
+            most = max(most, publisher.pending_count)
+        await publisher.flush()
+        assert publisher.pending_count == 0
+    finally:
+        await producer.stop()
+    assert most < FLUSH_EVERY_SENDS  # acknowledgements are awaited as it goes
+    await outcomes.wait_for(
+        lambda: len(outcomes.logs[execution_id]) == 3 * FLUSH_EVERY_SENDS, "every line"
+    )
