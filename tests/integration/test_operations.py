@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -330,3 +333,57 @@ tasks:
     assert wait_for_state(api, refused, *TERMINAL)["state"]["current"] == "FAILED"
     release.touch()
     assert wait_for_state(api, holder, *TERMINAL)["state"]["current"] == "SUCCESS"
+
+
+def cli(api: ApiClient, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HEADRACE_URL=api.base_url)
+    return subprocess.run(
+        [sys.executable, "-m", "headrace", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_operations_from_the_cli(api: ApiClient, tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed"
+    source = f"""
+id: cli-ops
+namespace: {NAMESPACE}
+tasks:
+  - id: gate
+    type: flow.pause
+  - id: check
+    type: shell
+    commands: ["test -e {fixed}"]
+  - id: after
+    type: log
+    message: "resumed with {{{{ outputs.gate.note }}}}"
+"""
+    execution_id = apply_and_start(api, source, "cli-ops")
+    wait_for_state(api, execution_id, "PAUSED")
+
+    wrong = cli(api, "execution", "restart", execution_id)
+    assert wrong.returncode == 1
+    assert "it is PAUSED" in wrong.stderr and "Traceback" not in wrong.stderr
+
+    resumed = cli(api, "execution", "resume", execution_id, "--input", "note=hi")
+    assert resumed.returncode == 0, resumed.stderr
+    assert wait_for_state(api, execution_id, *TERMINAL)["state"]["current"] == "FAILED"
+
+    fixed.touch()
+    restarted = cli(api, "execution", "restart", execution_id)
+    assert restarted.returncode == 0, restarted.stderr
+    ended = wait_for_state(api, execution_id, "SUCCESS")
+    assert wait_until(lambda: "resumed with hi" in log_messages(api, execution_id))
+
+    replayed = cli(api, "execution", "replay", execution_id)
+    assert replayed.returncode == 0, replayed.stderr
+    new_id = replayed.stdout.split()[-1]
+    assert new_id != execution_id
+    assert wait_for_state(api, new_id, "PAUSED")  # from the start: the gate pauses again
+    killed = cli(api, "execution", "kill", new_id)
+    assert killed.returncode == 0, killed.stderr
+    assert wait_for_state(api, new_id, *TERMINAL)["state"]["current"] == "KILLED"
+    assert len(runs_by_task(ended)["check"][0]["attempts"]) == 2
