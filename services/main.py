@@ -41,8 +41,7 @@ async def _run_async(name: str, settings: Settings) -> None:
     elif name == "worker":
         from headrace.services.worker import run_worker
 
-        mark_ready()
-        await run_worker(settings, stop)
+        await run_worker(settings, stop, ready=mark_ready)
     elif name == "indexer":
         from headrace.services.indexer import run_indexer
 

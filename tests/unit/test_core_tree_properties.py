@@ -359,6 +359,8 @@ class World:
             assert execution.state is self.ended
         if self.ended is not None:
             assert execution.state is self.ended
+        # Within a step too: histories keep every state, and no restart happens here.
+        assert sum(c.state.is_terminal for c in execution.histories) <= 1, "ended twice"
 
         for run in execution.task_runs:
             if run.id not in existed:
@@ -366,8 +368,8 @@ class World:
             info = self.infos[run.task_id]
             if info.task["type"] == "log":
                 assert len(run.attempts) <= info.max_attempts, "retried beyond maxAttempts"
-            if run.id in existed and existed[run.id].state.is_terminal:
-                assert run.state is existed[run.id].state, "a task run ended twice"
+            ends = sum(c.state.is_terminal for c in run.histories)
+            assert ends <= 1, f"task run {run.task_id} ended twice"
         for command in commands:
             if isinstance(command, RequestTask):
                 request = command.request
