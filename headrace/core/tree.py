@@ -404,6 +404,10 @@ def _restart_base(task_run: TaskRun) -> int:
 def settle(step: Transition, container: int | None) -> None:
     """Re-evaluate `container` (None: the top level) and, as it ends, its ancestors."""
     while container is not None:
+        if step.execution.task_runs[container].state.is_terminal:
+            # Ended earlier in this step: a kill ends several runs of one container,
+            # and the first one settled it (re-evaluating would end it twice).
+            return
         state = evaluate(step, container)
         if state is None:
             return
@@ -466,6 +470,8 @@ def evaluate(step: Transition, index: int) -> State | None:
 
 def settle_root(step: Transition) -> None:
     """Move the top level on: `tasks`, then `errors` after a failure, then `finally`."""
+    if step.execution.state.is_terminal:
+        return  # ended earlier in this step
     plan = step.plan
     lanes = [Lane(plan.main), Lane(plan.errors), Lane(plan.finally_)]
     reported: set[str] = set()

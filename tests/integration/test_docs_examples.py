@@ -35,7 +35,11 @@ DEADLINE_S = 120
 
 # Examples that show the intended behaviour but hit a known engine bug: they must still
 # fail (strict xfail), so the marker is removed as soon as the engine is fixed.
-KNOWN_ISSUES: dict[str, str] = {}
+KNOWN_ISSUES: dict[str, str] = {
+    "variables-chained": "the executor renders variables all at once: 'vars' is undefined",
+    "now-demo": "the core does not put the event time in the context: now() fails",
+    "subflow-defaults": "a subflow's inputs skip the child's defaults and coercion",
+}
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +134,69 @@ def outcomes(api: ApiClient) -> dict[str, Outcome]:
     return started
 
 
+def _states(execution: dict, task_id: str) -> list[str]:
+    return [r["state"]["current"] for r in execution["taskRunList"] if r["taskId"] == task_id]
+
+
+def _attempts(execution: dict, task_id: str) -> list[str]:
+    (run,) = [r for r in execution["taskRunList"] if r["taskId"] == task_id]
+    return [attempt["state"]["current"] for attempt in run["attempts"]]
+
+
+def _outputs(execution: dict, task_id: str) -> dict:
+    (run,) = [r for r in execution["taskRunList"] if r["taskId"] == task_id]
+    return run["outputs"]
+
+
+def _values(execution: dict, task_id: str) -> list[str]:
+    return sorted(r["value"] for r in execution["taskRunList"] if r["taskId"] == task_id)
+
+
+# What the reference says about each example, beyond its end state.
+CHECKS: dict[str, Callable[[dict], None]] = {
+    "errors-finally-demo": lambda e: (
+        _states(e, "never") == [] and _states(e, "alert") == _states(e, "cleanup") == ["SUCCESS"]
+    ),
+    "retry-constant": lambda e: _attempts(e, "always-fails") == ["FAILED"] * 3,
+    "retry-exponential": lambda e: _attempts(e, "flaky-api") == ["FAILED", "FAILED", "SUCCESS"],
+    "retry-random": lambda e: _attempts(e, "jittered") == ["FAILED", "SUCCESS"],
+    "timeout-demo": lambda e: _attempts(e, "too-slow") == ["FAILED"],
+    "allow-failure-demo": lambda e: (
+        _states(e, "optional-refresh") == ["WARNING"] and _states(e, "goes-on") == ["SUCCESS"]
+    ),
+    "run-if-demo": lambda e: (
+        _states(e, "old-step") == []
+        and _states(e, "notify-team") == ["SKIPPED"]
+        and _states(e, "always") == ["SUCCESS"]
+    ),
+    "outputs-demo": lambda e: (
+        e["outputs"] == {"rows": 42, "summary": "outputs-demo loaded 42 rows"}
+    ),
+    "parallel-failure": lambda e: _states(e, "fine") == ["SUCCESS"] and _states(e, "after") == [],
+    "if-demo": lambda e: _states(e, "full") == [] and _states(e, "incremental") == ["SUCCESS"],
+    "switch-demo": lambda e: (
+        _outputs(e, "convert") == {"value": "parquet", "defaults": True}
+        and _states(e, "unsupported") == ["SUCCESS"]
+    ),
+    "foreach-demo": lambda e: (
+        _values(e, "count") == ["apac", "eu", "us"]
+        and _values(e, "check-column") == ["id", "id", "total"]
+    ),
+    "subflow-demo": lambda e: (
+        _outputs(e, "call")["state"] == "SUCCESS" and _outputs(e, "call")["outputs"] == {"y": 144}
+    ),
+    "subflow-transmit-failed": lambda e: (
+        _outputs(e, "best-effort")["state"] == "FAILED"
+        and set(_outputs(e, "fire-and-forget")) == {"executionId"}
+    ),
+    "pause-for-approval": lambda e: (
+        _outputs(e, "approval") == {"approved": "yes", "approver": "ada"}
+        and _states(e, "published") == ["SUCCESS"]
+    ),
+    "fail-demo": lambda e: _states(e, "load") == [] and _states(e, "report") == ["SUCCESS"],
+}
+
+
 def _ids() -> list[str]:
     return [example.flow_id for example in runnable_examples()]
 
@@ -154,6 +221,13 @@ def test_example_ends_as_documented(outcomes: dict[str, Outcome], flow_id: str) 
     assert state == outcome.example.expect, json.dumps(outcome.final, indent=1)[:4000]
     if outcome.example.resume is not None:
         assert outcome.resumes >= 1
+    check = CHECKS.get(flow_id)
+    if check is not None:
+        assert check(outcome.final), json.dumps(outcome.final, indent=1)[:4000]
+
+
+def test_every_check_names_an_example() -> None:
+    assert set(CHECKS) <= set(_ids())
 
 
 def _ended_as_expected(outcome: Outcome) -> bool:
@@ -192,3 +266,26 @@ def test_examples_folder_validates_and_the_elt_pipeline_runs(api: ApiClient) -> 
     assert ended["outputs"]["report_statement"] == call["outputs"]["outputs"]["statement"]
     # Both extracts ran in the parallel branch, on the first attempt or after a retry.
     assert {"extract-orders", "extract-customers"} <= set(runs)
+
+
+def test_the_approval_example_waits_for_a_resume(api: ApiClient) -> None:
+    lines: list[str] = []
+    apply_folder(
+        api, [EXAMPLES_DIR / "approval.yaml"], dry_run=False, prune=False, echo=lines.append
+    )
+    execution_id = api.request("POST", "/executions/examples/approval", json_body={})["id"]
+    paused = wait_until(
+        lambda: (e := execution(api, execution_id)) and e["state"]["current"] == "PAUSED" and e
+    )
+    assert _states(paused, "wait-for-approval") == ["PAUSED"]
+    assert _states(paused, "decide") == []
+    api.request(
+        "POST",
+        f"/executions/{execution_id}/resume",
+        json_body={"approved": "true", "approver": "ada"},
+    )
+    ended = wait_until(
+        lambda: (e := execution(api, execution_id)) and e["state"]["current"] in TERMINAL and e
+    )
+    assert ended["state"]["current"] == "SUCCESS"
+    assert _states(ended, "publish") == ["SUCCESS"] and _states(ended, "rejected") == []

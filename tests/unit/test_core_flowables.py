@@ -375,3 +375,28 @@ def test_tree_state_round_trips_through_bytes():
     restored = Execution.from_bytes(run.execution.to_bytes())
     assert restored == run.execution
     assert restored.task_runs[0].data == ["1", '{"k":2}']
+
+
+def test_a_kill_that_ends_several_runs_of_one_container_ends_everything_once():
+    # Found by the tree property test: the second killed pause re-settled the for-each
+    # that the first one had already ended KILLED, and the execution ended twice.
+    run = Run(
+        make_flow(
+            {
+                "id": "each",
+                "type": "flow.foreach",
+                "values": [1, 2],
+                "concurrencyLimit": 0,
+                "tasks": [{"id": "wait", "type": "flow.pause"}],
+            },
+            log_task("after"),
+        )
+    )
+    run.send(trigger())
+    assert run.state is State.PAUSED
+    run.send(Kill(command(CommandKind.KILL)))
+    assert run.state is State.KILLED
+    assert [h.state for h in run.execution.histories][-2:] == [State.KILLING, State.KILLED]
+    for task_run in run.execution.task_runs:
+        assert task_run.state is State.KILLED
+        assert sum(h.state.is_terminal for h in task_run.histories) == 1
