@@ -41,6 +41,7 @@ from headrace.core.events import (
 from headrace.core.slots import FlowSlots, decide
 from headrace.core.state import Execution, Timer
 from headrace.errors import CodecError
+from headrace.flow.inputs import InputValidationError, resolve_inputs
 from headrace.messages import (
     CommandKind,
     ExecutionCommand,
@@ -189,18 +190,32 @@ class ExecutorRuntime:
         return deliveries
 
     async def _start_execution(self, trigger: TriggerEvent) -> asyncio.Future[Any]:
-        """Start another execution; revision 0 asks for the flow's latest revision."""
+        """Start another execution. A subflow's child is checked here as the gateway checks
+        an API start: revision 0 becomes the latest, inputs are typed and defaulted."""
         if trigger.flow_revision == 0:
             latest = await self.flows.latest_revision(trigger.namespace, trigger.flow_id)
             if latest is None:
-                return await self._child_flow_missing(trigger)
+                return await self._child_refused(
+                    trigger, f"flow {trigger.namespace}/{trigger.flow_id} not found"
+                )
             trigger = dataclasses.replace(trigger, flow_revision=latest)
+        if trigger.trigger.get("type") == "subflow":
+            flow = await self.flows.get(trigger.namespace, trigger.flow_id, trigger.flow_revision)
+            if flow.disabled:
+                return await self._child_refused(
+                    trigger, f"flow {trigger.namespace}/{trigger.flow_id} is disabled"
+                )
+            try:
+                inputs = resolve_inputs(flow, trigger.inputs)
+            except InputValidationError as exc:
+                problems = "; ".join(f"{name}: {reason}" for name, reason in exc.errors)
+                return await self._child_refused(trigger, f"invalid subflow inputs: {problems}")
+            trigger = dataclasses.replace(trigger, inputs=inputs)
         return await self._send(TRIGGERS.name, trigger)
 
-    async def _child_flow_missing(self, trigger: TriggerEvent) -> asyncio.Future[Any]:
-        """A subflow names a flow that does not exist: its parent task fails at once."""
+    async def _child_refused(self, trigger: TriggerEvent, reason: str) -> asyncio.Future[Any]:
+        """A subflow's child cannot start: its parent task fails at once, saying why."""
         parent = trigger.trigger.get("parentExecutionId")
-        reason = f"flow {trigger.namespace}/{trigger.flow_id} not found"
         log.warning("cannot start execution %s: %s", trigger.execution_id, reason)
         ended = ExecutionCommand(
             command_id=f"child-missing:{trigger.execution_id}",

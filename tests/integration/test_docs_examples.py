@@ -38,7 +38,6 @@ DEADLINE_S = 120
 KNOWN_ISSUES: dict[str, str] = {
     "variables-chained": "the executor renders variables all at once: 'vars' is undefined",
     "now-demo": "the core does not put the event time in the context: now() fails",
-    "subflow-defaults": "a subflow's inputs skip the child's defaults and coercion",
 }
 
 
