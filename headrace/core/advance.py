@@ -175,7 +175,7 @@ def _task_finished(
     if (
         task_run.state is not State.RUNNING
         or current is None
-        or current.number < result.attempt
+        or current.number != result.attempt
         or current.state is not State.RUNNING
         or step.task_of(index).type in f.PROPERTY_MODELS  # the core runs these itself
     ):

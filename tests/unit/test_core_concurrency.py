@@ -117,7 +117,7 @@ def test_granted_it_runs_like_any_start_and_gives_the_slot_back_once_at_the_end(
     # A redelivered grant, or one arriving late, changes nothing.
     assert run.send(granted()) == []
     (b,) = requests(run.send(finished(a)))
-    assert slot_requests(run.history) != [] and len(slot_requests(run.history)) == 1
+    assert len(slot_requests(run.history)) == 1  # the acquire only, while running
     commands = run.send(finished(b))
     assert run.state is State.SUCCESS
     (release,) = slot_requests(commands)
@@ -243,6 +243,20 @@ def test_a_restart_reruns_the_errors_branch_afresh_after_the_grant():
     assert a2.task_id == "a" and [r.task_id for r in run.execution.task_runs] == ["a"]
     (e2,) = requests(run.send(finished(a2, State.FAILED, error="again")))
     assert e2.task_run_id != e.task_run_id  # a new generation of the errors branch
+
+
+def test_a_restart_after_a_denial_asks_again_and_runs_from_the_start():
+    run = Run(limited_flow(log_task("a"), behavior="FAIL"))
+    run.send(trigger())
+    run.send(denied("FAIL"))
+    run.send(Restart(command(CommandKind.RESTART).command))
+    assert run.state is State.QUEUED
+    (a,) = requests(run.send(granted()))
+    run.send(finished(a))
+    assert run.state is State.SUCCESS
+    kinds = [r.kind for r in slot_requests(run.history)]
+    assert kinds == [ACQUIRE, RELEASE, ACQUIRE, RELEASE]
+    assert len({r.request_id for r in slot_requests(run.history)}) == 4
 
 
 # ------------------------------------------- both halves: executions and flow slots
