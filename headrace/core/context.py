@@ -3,19 +3,38 @@
 Like Kestra: inside a for-each, `{{ taskrun.value }}` is the current item and
 `{{ parents }}` the enclosing loops' items (closest first, `parent` is the first);
 outputs of task runs that carry a value are keyed by it (`outputs.task[value].key`).
-`vars` are the flow's `variables`, rendered with the same context.
+`vars` are the flow's `variables`, rendered in declaration order with the same context
+(each sees the ones before it). `now()` is the time of the event being processed: the
+core never reads the clock, so replaying events renders the same text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from headrace.core.state import Execution, TaskRun
-from headrace.expressions import render_value
+from headrace.expressions import NOW_KEY, render_variables
 from headrace.states import State
 
 _SUCCEEDED = (State.SUCCESS, State.WARNING)
+
+
+def _loop_values(run: TaskRun, by_id: Mapping[str, TaskRun]) -> list[str]:
+    """The for-each items a task run sits in, outermost first.
+
+    A task run inside a loop iteration carries that iteration's item as its `value`, as
+    do the task runs between it and its loop; each change of value going up is one loop.
+    """
+    values: list[str] = []
+    current: TaskRun | None = run
+    while current is not None:
+        if current.value is not None and (not values or values[-1] != current.value):
+            values.append(current.value)
+        parent = current.parent_task_run_id
+        current = by_id.get(parent) if parent is not None else None
+    return values[::-1]
 
 
 def render_context(
@@ -23,6 +42,7 @@ def render_context(
     task_run: TaskRun | None,
     attempt: int,
     *,
+    now: datetime,
     variables: Mapping[str, Any] | None = None,
     parents: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -31,15 +51,22 @@ def render_context(
     Raises `ExpressionError` when a variable does not render.
     """
     outputs: dict[str, Any] = {}
+    by_id = {run.id: run for run in execution.task_runs}
     for run in execution.task_runs:
         if run.state not in _SUCCEEDED:
             continue
-        if run.value is None:
+        values = _loop_values(run, by_id)
+        if not values:
             outputs[run.task_id] = run.outputs
-        else:
-            by_value = outputs.setdefault(run.task_id, {})
-            if isinstance(by_value, dict):
-                by_value[run.value] = run.outputs
+            continue
+        # Inside nested loops, one level per loop: `outputs.task[outer][inner]`.
+        node = outputs.setdefault(run.task_id, {})
+        for value in values[:-1]:
+            if not isinstance(node, dict):
+                break
+            node = node.setdefault(value, {})
+        if isinstance(node, dict):
+            node[values[-1]] = run.outputs
     context: dict[str, Any] = {
         "inputs": execution.inputs,
         "outputs": outputs,
@@ -51,6 +78,7 @@ def render_context(
         },
         "labels": execution.labels,
         "trigger": execution.trigger,
+        NOW_KEY: now,
     }
     if task_run is not None:
         context["taskrun"] = {
@@ -62,8 +90,5 @@ def render_context(
         loops = [{"taskrun": {"value": value}} for value in parents or []]
         context["parents"] = loops
         context["parent"] = loops[0] if loops else None
-    if variables:
-        context["vars"] = render_value(dict(variables), context, "variables")
-    else:
-        context["vars"] = {}
+    context["vars"] = render_variables(variables, context) if variables else {}
     return context

@@ -94,8 +94,14 @@ def context_for(step: Transition, index: int | None, attempt: int = 1) -> dict[s
             if step.task_of(current).type == f.FOREACH and run.value is not None:
                 parents.append(run.value)
             current = step.parent_index(current)
-    variables = getattr(step.flow, "variables", None) or {}
-    return render_context(execution, task_run, attempt, variables=variables, parents=parents)
+    return render_context(
+        execution,
+        task_run,
+        attempt,
+        now=step.now,
+        variables=step.flow.variables,
+        parents=parents,
+    )
 
 
 def render(step: Transition, index: int, value: Any, path: str, attempt: int = 1) -> Any:

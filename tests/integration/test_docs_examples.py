@@ -36,8 +36,6 @@ DEADLINE_S = 120
 # Examples that show the intended behaviour but hit a known engine bug: they must still
 # fail (strict xfail), so the marker is removed as soon as the engine is fixed.
 KNOWN_ISSUES: dict[str, str] = {
-    "variables-chained": "the executor renders variables all at once: 'vars' is undefined",
-    "now-demo": "the core does not put the event time in the context: now() fails",
 }
 
 

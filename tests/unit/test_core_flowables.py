@@ -400,3 +400,33 @@ def test_a_kill_that_ends_several_runs_of_one_container_ends_everything_once():
     for task_run in run.execution.task_runs:
         assert task_run.state is State.KILLED
         assert sum(h.state.is_terminal for h in task_run.histories) == 1
+
+
+def test_nested_foreach_outputs_are_keyed_by_every_loop_value():
+    flow = make_flow(
+        {
+            "id": "outer",
+            "type": "flow.foreach",
+            "values": ["a", "b"],
+            "tasks": [
+                {
+                    "id": "inner",
+                    "type": "flow.foreach",
+                    "values": ["x"],
+                    "tasks": [
+                        {"id": "leaf", "type": "log", "message": "{{ parent.taskrun.value }}"}
+                    ],
+                }
+            ],
+        },
+        {
+            "id": "report",
+            "type": "log",
+            "message": "{{ outputs.leaf.a.x.n }}/{{ outputs.leaf.b.x.n }}",
+        },
+    )
+    run = Run(flow)
+    (first,) = requests(run.send(trigger()))
+    (second,) = requests(run.send(finished(first, outputs={"n": 1})))
+    (report,) = requests(run.send(finished(second, outputs={"n": 2})))
+    assert report.properties["message"] == "1/2"
