@@ -35,8 +35,7 @@ DEADLINE_S = 120
 
 # Examples that show the intended behaviour but hit a known engine bug: they must still
 # fail (strict xfail), so the marker is removed as soon as the engine is fixed.
-KNOWN_ISSUES: dict[str, str] = {
-}
+KNOWN_ISSUES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
