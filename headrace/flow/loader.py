@@ -41,6 +41,7 @@ from headrace.flow.flowables import (
 from headrace.flow.inputs import definition_errors
 from headrace.flow.model import TASK_TYPE_ALIASES, Flow, Input, PluginDefault, Task
 from headrace.flow.plugin_defaults import apply_plugin_defaults
+from headrace.flow.triggers import TRIGGER_TYPES, canonical_trigger_type
 
 # A flow is a few hundred nodes; aliases (`*a`) can make a small text expand
 # exponentially ("billion laughs"), so conversion stops well before that hurts.
@@ -340,6 +341,7 @@ def _rule_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
     errors.extend(_task_errors(data, tree))
     errors.extend(_input_errors(data, tree))
     errors.extend(_duplicate_ids(data, tree, ("triggers",), "trigger"))
+    errors.extend(_trigger_errors(data, tree))
     errors.extend(_duplicate_ids(data, tree, ("outputs",), "output"))
     errors.extend(_template_errors(data, tree, ("variables", "outputs")))
     return errors
@@ -481,6 +483,36 @@ def _split(path: str) -> Loc:
     return tuple(parts)
 
 
+_TRIGGER_KEYS = frozenset({"id", "type", "description", "disabled"})
+
+
+def _trigger_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
+    errors: list[FlowError] = []
+    known = sorted(TRIGGER_TYPES)
+    for loc, trigger in _entries(data, "triggers"):
+        trigger_type = trigger.get("type")
+        if not isinstance(trigger_type, str):
+            continue  # the model reports a missing or non-text type
+        model = TRIGGER_TYPES.get(canonical_trigger_type(trigger_type))
+        if model is None:
+            hint = _did_you_mean(trigger_type, known)
+            listing = f"known trigger types: {', '.join(known)}"
+            errors.append(
+                _error(
+                    tree,
+                    (*loc, "type"),
+                    f"unknown trigger type {trigger_type!r}",
+                    f"{hint} {listing}" if hint else listing,
+                )
+            )
+            continue
+        properties = {k: v for k, v in trigger.items() if k not in _TRIGGER_KEYS}
+        errors.extend(
+            _property_errors(model, properties, trigger_type, tree, loc, what="trigger type")
+        )
+    return errors
+
+
 def _property_errors(
     model: type[BaseModel],
     properties: dict[str, Any],
@@ -488,6 +520,7 @@ def _property_errors(
     tree: Any,
     loc: Loc,
     nested: frozenset[str] = frozenset(),
+    what: str = "task type",
 ) -> list[FlowError]:
     try:
         model.model_validate(properties)
@@ -511,7 +544,7 @@ def _property_errors(
                     _error(
                         tree,
                         (*loc, *where),
-                        f"unknown property {name!r} for task type {task_type!r}",
+                        f"unknown property {name!r} for {what} {task_type!r}",
                         f"{hint} {known}" if hint else known,
                         on_key=True,
                     )
@@ -521,7 +554,7 @@ def _property_errors(
                 continue  # rendered at run time: its type is only known then
             message, hint = _describe(err, where, model)
             if kind == "missing":
-                message = f"property {where[-1]!r} is required by task type {task_type!r}"
+                message = f"property {where[-1]!r} is required by {what} {task_type!r}"
             errors.append(_error(tree, (*loc, *where), message, hint))
         return errors
     return []

@@ -11,12 +11,15 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 from hashlib import blake2b
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from headrace.flow.durations import Duration
+
+if TYPE_CHECKING:
+    from headrace.flow.triggers import TriggerProperties
 
 ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$"
 NAMESPACE_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -204,6 +207,19 @@ class Trigger(_Model):
     @property
     def properties(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @property
+    def kind(self) -> str:
+        """The canonical trigger type (Kestra's names resolved)."""
+        from headrace.flow.triggers import canonical_trigger_type
+
+        return canonical_trigger_type(self.type)
+
+    def spec(self) -> TriggerProperties:
+        """The typed properties of this trigger (already validated at load)."""
+        from headrace.flow.triggers import TRIGGER_TYPES
+
+        return TRIGGER_TYPES[self.kind].model_validate(self.properties)
 
 
 class Flow(_Model):
