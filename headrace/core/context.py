@@ -24,13 +24,13 @@ _SUCCEEDED = (State.SUCCESS, State.WARNING)
 def _loop_values(run: TaskRun, by_id: Mapping[str, TaskRun]) -> list[str]:
     """The for-each items a task run sits in, outermost first.
 
-    A task run inside a loop iteration carries that iteration's item as its `value`, as
-    do the task runs between it and its loop; each change of value going up is one loop.
+    The task runs of one loop iteration (the for-each's direct children) carry the
+    iteration's index and item: each of them up the parent chain is one loop.
     """
     values: list[str] = []
     current: TaskRun | None = run
     while current is not None:
-        if current.value is not None and (not values or values[-1] != current.value):
+        if current.iteration is not None and current.value is not None:
             values.append(current.value)
         parent = current.parent_task_run_id
         current = by_id.get(parent) if parent is not None else None
