@@ -49,7 +49,6 @@ async def _run_async(name: str, settings: Settings) -> None:
     elif name == "scheduler":
         from headrace.services.scheduler import run_scheduler
 
-        mark_ready()
-        await run_scheduler(settings, stop)
+        await run_scheduler(settings, stop, ready=mark_ready)
     else:
         raise ValueError(f"unknown service {name}")

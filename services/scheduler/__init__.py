@@ -1,25 +1,44 @@
-"""The scheduler: publishes trigger events for cron schedules, flow-completion and Kafka
-triggers (issue "Triggers and ingress"). For now it only holds its place in the
-deployment and checks that it can reach the broker, so that compose files and
-`headrace server local` already have their final shape.
+"""The scheduler: turns schedule, flow-completion and Kafka triggers into trigger events.
+
+It only publishes `TriggerEvent`s on `triggers`, each with an execution id derived from
+what fired (flow, trigger, tick or upstream execution or message): a tick published
+twice — by a restarted scheduler or by two schedulers at once — is the same execution,
+and the executor ignores the second. Webhook triggers are served by the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
+from collections.abc import Callable
 
 from headrace.config import Settings
+from headrace.db.flows import FlowRepository
+from headrace.db.migrate import migrate
+from headrace.db.pool import create_pool
 from headrace.kafka import make_producer
+from headrace.services.scheduler.catalog import TriggerCatalog
 
-log = logging.getLogger(__name__)
 
-
-async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
-    producer = make_producer(settings, "headrace-scheduler")
-    await producer.start()
-    try:
-        log.info("scheduler up: no trigger types are scheduled yet")
-        await stop.wait()
-    finally:
-        await producer.stop()
+async def run_scheduler(
+    settings: Settings, stop: asyncio.Event, ready: Callable[[], None] | None = None
+) -> None:
+    pool = await create_pool(settings.database_url)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(pool.close)
+        await migrate(pool)
+        producer = make_producer(settings, "headrace-scheduler")
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        catalog = TriggerCatalog(FlowRepository(pool))
+        await catalog.refresh()
+        components = [catalog.run(stop)]
+        tasks = [asyncio.create_task(component) for component in components]
+        if ready is not None:
+            ready()
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
