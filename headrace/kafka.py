@@ -31,7 +31,11 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
 
 
 def make_consumer(
-    settings: Settings, *topics: str, group_id: str | None, client_id: str
+    settings: Settings,
+    *topics: str,
+    group_id: str | None,
+    client_id: str,
+    auto_offset_reset: str = "earliest",  # where a group without committed offsets starts
 ) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
@@ -39,7 +43,7 @@ def make_consumer(
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=auto_offset_reset,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         # Group timeouts: the embedded broker answers JoinGroup after about half of them.
         session_timeout_ms=4_000 if settings.low_latency else 45_000,

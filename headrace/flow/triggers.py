@@ -122,6 +122,14 @@ class KafkaTrigger(TriggerProperties):
     value_deserializer: Literal["JSON", "STRING", "AVRO"] = "JSON"
     batch: KafkaBatch | None = None  # None: one execution per message
 
+    @field_validator("value_deserializer")
+    @classmethod
+    def _supported_deserializer(cls, value: str) -> str:
+        # A user topic has no schema registry here to find an Avro writer schema in.
+        if value == "AVRO":
+            raise ValueError("AVRO is not supported yet: use JSON or STRING")
+        return value
+
 
 TRIGGER_TYPES: dict[str, type[TriggerProperties]] = {
     SCHEDULE: ScheduleTrigger,

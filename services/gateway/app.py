@@ -23,7 +23,13 @@ from headrace.db.logs import LogRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.kafka import make_producer
-from headrace.services.gateway import executions_api, flows_api, logs_api
+from headrace.services.gateway import (
+    executions_api,
+    flows_api,
+    logs_api,
+    triggers_api,
+    webhooks_api,
+)
 from headrace.services.gateway.bodies import refuse_nul_in_url
 from headrace.services.gateway.context import GATEWAY, Gateway, gateway
 from headrace.services.gateway.responses import error_middleware, json_response
@@ -77,8 +83,10 @@ def make_app(gw: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> web.Applicati
     )
     app[GATEWAY] = gw
     flows_api.add_routes(app, API_PREFIX)
+    webhooks_api.add_routes(app, API_PREFIX)  # before the generic /executions routes
     executions_api.add_routes(app, API_PREFIX)
     logs_api.add_routes(app, API_PREFIX)
+    triggers_api.add_routes(app, API_PREFIX)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", index)
     app.router.add_get(API_PREFIX, index)

@@ -16,8 +16,12 @@ from headrace.config import Settings
 from headrace.db.flows import FlowRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
+from headrace.db.triggers import TriggerStateRepository
 from headrace.kafka import make_producer
 from headrace.services.scheduler.catalog import TriggerCatalog
+from headrace.services.scheduler.flow_triggers import FlowTriggers
+from headrace.services.scheduler.kafka_triggers import KafkaTriggers
+from headrace.services.scheduler.schedules import ScheduleRunner
 
 
 async def run_scheduler(
@@ -32,7 +36,13 @@ async def run_scheduler(
         stack.push_async_callback(producer.stop)
         catalog = TriggerCatalog(FlowRepository(pool))
         await catalog.refresh()
-        components = [catalog.run(stop)]
+        flow_triggers = FlowTriggers(settings, producer, catalog)
+        await flow_triggers.start()  # joined before ready: no execution end is missed
+        stack.push_async_callback(flow_triggers.close)
+        kafka_triggers = KafkaTriggers(settings, producer, catalog)
+        components = [catalog.run(stop), flow_triggers.run(stop), kafka_triggers.run(stop)]
+        schedules = ScheduleRunner(catalog, TriggerStateRepository(pool), producer)
+        components.append(schedules.run(stop))
         tasks = [asyncio.create_task(component) for component in components]
         if ready is not None:
             ready()

@@ -1,0 +1,214 @@
+"""Cron ticks of a schedule trigger as UTC instants: the pure time arithmetic, no I/O.
+
+A schedule is read on the wall clock of its time zone (croniter iterates naive local
+times, where daylight saving does not exist), and each wall-clock tick becomes one UTC
+instant, which is the tick's identity:
+
+- a wall-clock time that does not exist (spring forward, e.g. 02:30 on the last Sunday
+  of March in Europe/Paris) fires once, at the instant the clocks change (03:00 CEST):
+  a nightly `0 2 * * *` job still runs that night;
+- a wall-clock time that happens twice (fall back) fires once, at its first occurrence:
+  `0 2 * * *` and `30 * * * *` do not run twice in the repeated hour;
+- two wall-clock ticks that land on the same instant (`0 2,3 * * *` on the spring
+  forward day) are one tick.
+
+The mapping from wall-clock ticks to instants never goes backwards, which is what lets
+`iter_ticks` and `previous_before` walk croniter in one direction and stop at the first
+fit. Nothing here reads the clock: callers pass `now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from headrace.errors import HeadraceError
+
+# The largest jump of a zone's offset in one transition (double summer time was 2 h):
+# how far back `previous_before` must look when `before` sits in a repeated hour.
+_MAX_OFFSET_JUMP = timedelta(hours=3)
+
+
+class CronError(HeadraceError):
+    """A cron expression or time zone that croniter or zoneinfo refuses."""
+
+
+class MissedPolicy(StrEnum):
+    """What a schedule does with ticks it missed while no scheduler ran (`recoverMissedSchedules`)."""
+
+    ALL = "ALL"  # fire every missed tick, oldest first
+    LAST = "LAST"  # fire only the latest missed tick
+    NONE = "NONE"  # fire none of them
+
+
+def as_utc(instant: datetime) -> datetime:
+    if instant.tzinfo is None:
+        raise ValueError(f"{instant!r} has no time zone")
+    return instant.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CronSchedule:
+    cron: str
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if not croniter.is_valid(self.cron):
+            raise CronError(f"invalid cron expression {self.cron!r}")
+        try:
+            ZoneInfo(self.timezone)
+        except (KeyError, ValueError) as exc:
+            raise CronError(f"unknown time zone {self.timezone!r}") from exc
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)  # zoneinfo caches instances by key
+
+    def wall(self, instant: datetime) -> datetime:
+        """The naive wall-clock time of `instant` in the schedule's zone."""
+        return as_utc(instant).astimezone(self.zone).replace(tzinfo=None)
+
+    def instant(self, wall: datetime) -> datetime:
+        """The UTC instant a naive wall-clock tick fires at (see the module docstring)."""
+        first = wall.replace(tzinfo=self.zone, fold=0)
+        utc = first.astimezone(UTC)
+        if utc.astimezone(self.zone).replace(tzinfo=None) == wall:
+            return utc  # exists (fold=0 is the first occurrence when it repeats)
+        # In a gap: fold=1 reads it with the offset after the change, fold=0 with the one
+        # before; the change lies between the two readings.
+        low = wall.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
+        high = utc
+        if low > high:
+            low, high = high, low
+        return self._offset_change(low, high)
+
+    def _offset_change(self, low: datetime, high: datetime) -> datetime:
+        """The first instant in (low, high] with `high`'s UTC offset (zones change on whole seconds)."""
+        target = high.astimezone(self.zone).utcoffset()
+        while high - low > timedelta(seconds=1):
+            middle = low + (high - low) / 2
+            middle = middle.replace(microsecond=0)
+            if middle <= low:
+                break
+            if middle.astimezone(self.zone).utcoffset() == target:
+                high = middle
+            else:
+                low = middle
+        return high
+
+    def iter_ticks(self, after: datetime) -> Iterator[datetime]:
+        """Every tick strictly after `after`, ascending, as UTC instants (endless)."""
+        after = as_utc(after)
+        walls = croniter(self.cron, self.wall(after))
+        last: datetime | None = None
+        while True:
+            tick = self.instant(walls.get_next(datetime))
+            if tick > after and tick != last:
+                last = tick
+                yield tick
+
+    def next_after(self, after: datetime) -> datetime:
+        return next(self.iter_ticks(after))
+
+    def previous_before(self, before: datetime) -> datetime | None:
+        """The latest tick strictly before `before` (None if croniter finds none)."""
+        before = as_utc(before)
+        local = before.astimezone(self.zone)
+        start = local.replace(tzinfo=None)
+        if local.fold:  # in the second pass of a repeated hour: later walls map earlier
+            start += _MAX_OFFSET_JUMP
+        walls = croniter(self.cron, start)
+        for _ in range(1_000_000):
+            try:
+                wall = walls.get_prev(datetime)
+            except (ValueError, OverflowError):  # walked past year 1
+                return None
+            tick = self.instant(wall)
+            if tick < before:
+                return tick
+        return None
+
+    def ticks(self, after: datetime, until: datetime, limit: int) -> list[datetime]:
+        """Ticks in (after, until], at most `limit` of them (the oldest)."""
+        until = as_utc(until)
+        found: list[datetime] = []
+        if limit <= 0:
+            return found
+        for tick in self.iter_ticks(after):
+            if tick > until:
+                break
+            found.append(tick)
+            if len(found) >= limit:
+                break
+        return found
+
+    def local_iso(self, tick: datetime) -> str:
+        """`tick` as ISO-8601 text with the zone's offset (`2024-03-31T03:00:00+02:00`)."""
+        return as_utc(tick).astimezone(self.zone).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class DuePlan:
+    """What one scheduler pass does for one schedule."""
+
+    fire: list[datetime]  # ticks to publish, ascending
+    advance_to: datetime | None  # the new `last_tick` (None: nothing to record)
+    skipped_missed: int  # missed ticks the policy drops
+    truncated: bool  # more than `limit` ticks were due: the next pass continues
+
+
+def plan_due(
+    schedule: CronSchedule,
+    policy: MissedPolicy,
+    last_tick: datetime,
+    now: datetime,
+    *,
+    late_after: timedelta,
+    limit: int,
+) -> DuePlan:
+    """Which ticks in (last_tick, now] to fire.
+
+    A tick older than `late_after` at `now` was missed (the scheduler was down or
+    stalled); the policy decides about those. Ticks newer than that are on time and
+    always fire. ALL fires at most `limit` per pass, oldest first, and reports truncation.
+    """
+    now = as_utc(now)
+    cutoff = now - late_after
+    if policy is MissedPolicy.ALL:
+        due = schedule.ticks(last_tick, now, limit + 1)
+        truncated = len(due) > limit
+        fire = due[:limit]
+        return DuePlan(fire, fire[-1] if fire else None, 0, truncated)
+    # LAST / NONE: count the missed ticks without materialising an unbounded list.
+    fire: list[datetime] = []
+    latest_missed: datetime | None = None
+    missed = 0
+    for tick in schedule.iter_ticks(last_tick):
+        if tick > now:
+            break
+        if tick <= cutoff:
+            latest_missed = tick
+            missed += 1
+            if missed > limit:
+                # Jump ahead instead of counting years of per-second ticks one by one.
+                skip_to = schedule.previous_before(cutoff + timedelta(microseconds=1))
+                if skip_to is not None and skip_to > tick:
+                    latest_missed = skip_to
+                break
+        else:
+            fire.append(tick)
+    if missed > limit:
+        # The loop stopped early: the on-time ticks after the jump still fire.
+        fire = schedule.ticks(latest_missed, now, limit) if latest_missed else fire
+    if policy is MissedPolicy.LAST and latest_missed is not None:
+        fire.insert(0, latest_missed)
+        skipped = missed - 1
+    else:
+        skipped = missed
+    advance = max([*fire, *([latest_missed] if latest_missed else [])], default=None)
+    return DuePlan(fire, advance, skipped, False)

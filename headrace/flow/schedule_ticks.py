@@ -1,0 +1,81 @@
+"""One tick of a schedule trigger as the `TriggerEvent` that starts its execution (pure).
+
+The scheduler (live ticks) and the gateway (backfills) both build events here, so a
+tick has the same execution id whoever publishes it, however often: the id is derived
+from (namespace, flow id, trigger id, tick instant in UTC), and the executor ignores a
+start for an execution it already has.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from headrace.core.ids import derive_id
+from headrace.expressions import NOW_KEY, render_value
+from headrace.flow.cron import CronSchedule, as_utc
+from headrace.flow.inputs import resolve_inputs
+from headrace.flow.model import Flow
+from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
+from headrace.messages import TriggerEvent
+
+
+def tick_execution_id(namespace: str, flow_id: str, trigger_id: str, tick: datetime) -> str:
+    return derive_id(namespace, flow_id, "schedule", trigger_id, as_utc(tick).isoformat())
+
+
+def schedule_of(spec: ScheduleTrigger) -> CronSchedule:
+    return CronSchedule(spec.cron, spec.timezone)
+
+
+def tick_trigger(
+    trigger_id: str, schedule: CronSchedule, tick: datetime, *, backfill: bool = False
+) -> dict[str, Any]:
+    """The execution's `trigger` (what `{{ trigger.date }}` reads); dates in the zone's offset."""
+    previous = schedule.previous_before(tick)
+    trigger: dict[str, Any] = {
+        "type": SCHEDULE,
+        "id": trigger_id,
+        "date": schedule.local_iso(tick),
+        "next": schedule.local_iso(schedule.next_after(tick)),
+        "previous": schedule.local_iso(previous) if previous is not None else None,
+    }
+    if backfill:
+        trigger["backfill"] = True
+    return trigger
+
+
+def tick_event(
+    flow: Flow,
+    revision: int,
+    trigger_id: str,
+    spec: ScheduleTrigger,
+    tick: datetime,
+    *,
+    backfill: bool = False,
+) -> TriggerEvent:
+    """The event that starts the execution of `tick`.
+
+    Raises `ExpressionError` (an input expression fails) or `InputValidationError`
+    (the rendered inputs do not fit the flow).
+    """
+    schedule = schedule_of(spec)
+    trigger = tick_trigger(trigger_id, schedule, tick, backfill=backfill)
+    context = {
+        "trigger": trigger,
+        "flow": {"id": flow.id, "namespace": flow.namespace, "revision": revision},
+        NOW_KEY: as_utc(tick),
+    }
+    rendered = render_value(dict(spec.inputs), context, "inputs")
+    inputs = resolve_inputs(flow, rendered)
+    execution_id = tick_execution_id(flow.namespace, flow.id, trigger_id, tick)
+    return TriggerEvent(
+        event_id=derive_id(execution_id, "trigger-event"),
+        execution_id=execution_id,
+        namespace=flow.namespace,
+        flow_id=flow.id,
+        flow_revision=revision,
+        inputs=inputs,
+        time=as_utc(tick),
+        trigger=trigger,
+    )

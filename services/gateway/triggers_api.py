@@ -1,0 +1,221 @@
+"""`/api/v1/triggers`: the declared triggers with their runtime state, the runtime
+on/off switch, and schedule backfills.
+
+A backfill publishes one `TriggerEvent` per tick of [start, end) with the ids the
+scheduler would use for those ticks (`headrace.flow.schedule_ticks`): running it twice,
+or over ticks the scheduler already fired, starts nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from headrace import codec
+from headrace.db.flows import FlowRecord
+from headrace.db.triggers import TriggerState, TriggerStateRepository
+from headrace.errors import CodecError
+from headrace.expressions import ExpressionError
+from headrace.flow.errors import FlowValidationError
+from headrace.flow.inputs import InputValidationError
+from headrace.flow.loader import load_flow
+from headrace.flow.model import Flow, Trigger
+from headrace.flow.schedule_ticks import schedule_of, tick_event
+from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
+from headrace.messages import TriggerEvent
+from headrace.services.gateway.context import Gateway, gateway
+from headrace.services.gateway.responses import ApiError, json_response
+from headrace.topics.definitions import TRIGGERS
+
+# Ticks one backfill request may publish; a larger range is refused (split it).
+MAX_BACKFILL_TICKS = 10_000
+
+
+def _load(record: FlowRecord) -> Flow | None:
+    try:
+        return load_flow(record.source, f"{record.namespace}/{record.id}@{record.revision}")
+    except FlowValidationError:
+        return None  # stored before a stricter validator: it declares nothing we can run
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _trigger_json(flow: Flow, trigger: Trigger, state: TriggerState | None) -> dict[str, Any]:
+    runtime_disabled = bool(state and state.disabled)
+    item: dict[str, Any] = {
+        "namespace": flow.namespace,
+        "flowId": flow.id,
+        "triggerId": trigger.id,
+        "type": trigger.kind,
+        "disabled": flow.disabled or trigger.disabled or runtime_disabled,
+        "disabledInFlow": flow.disabled or trigger.disabled,
+        "runtimeDisabled": runtime_disabled,
+        "lastTick": _iso(state.last_tick) if state else None,
+        "lastExecutionId": state.last_execution_id if state else None,
+        "lastError": state.last_error if state else None,
+        "updatedAt": _iso(state.updated_at) if state else None,
+    }
+    if trigger.kind == SCHEDULE:
+        spec = trigger.spec()
+        assert isinstance(spec, ScheduleTrigger)
+        item["cron"], item["timezone"] = spec.cron, spec.timezone
+        # From the watermark, not the stored next_tick: a switch or a cron edit moves it.
+        since = state.last_tick if state and state.last_tick else datetime.now(UTC)
+        item["nextTick"] = _iso(schedule_of(spec).next_after(since))
+    return item
+
+
+async def list_triggers(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    namespace = request.query.get("namespace") or None
+    flow_id = request.query.get("flowId") or None
+    states = await TriggerStateRepository(gw.pool).list(namespace, flow_id)
+    results = []
+    for record in await gw.flows.list(namespace):
+        if flow_id is not None and record.id != flow_id:
+            continue
+        flow = _load(record)
+        if flow is None:
+            continue
+        for trigger in flow.triggers:
+            key = (flow.namespace, flow.id, trigger.id)
+            results.append(_trigger_json(flow, trigger, states.get(key)))
+    return json_response({"results": results, "total": len(results)})
+
+
+async def _declared(gw: Gateway, request: web.Request) -> tuple[FlowRecord, Flow, Trigger]:
+    namespace, flow_id = request.match_info["namespace"], request.match_info["flowId"]
+    trigger_id = request.match_info["triggerId"]
+    record = await gw.flows.get(namespace, flow_id)
+    if record is None:
+        raise ApiError(404, f"flow {namespace}/{flow_id} not found")
+    flow = _load(record)
+    if flow is None:
+        raise ApiError(422, f"the stored flow {namespace}/{flow_id} no longer validates")
+    trigger = next((t for t in flow.triggers if t.id == trigger_id), None)
+    if trigger is None:
+        known = ", ".join(t.id for t in flow.triggers) or "none"
+        raise ApiError(
+            404, f"flow {namespace}/{flow_id} has no trigger {trigger_id!r} (triggers: {known})"
+        )
+    return record, flow, trigger
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read() or b"null")
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"malformed JSON body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+async def set_trigger(request: web.Request) -> web.Response:
+    """`PUT {"disabled": true|false}`: the runtime switch every scheduler honours."""
+    gw = gateway(request)
+    _, flow, trigger = await _declared(gw, request)
+    body = await _json_object(request)
+    disabled = body.get("disabled")
+    if not isinstance(disabled, bool):
+        raise ApiError(400, 'expected {"disabled": true} or {"disabled": false}')
+    key = (flow.namespace, flow.id, trigger.id)
+    state = await TriggerStateRepository(gw.pool).set_disabled(key, disabled, datetime.now(UTC))
+    return json_response(_trigger_json(flow, trigger, state))
+
+
+def _moment(body: dict[str, Any], name: str, zone: ZoneInfo) -> datetime:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name!r} must be an ISO-8601 date-time, e.g. 2024-03-01T00:00:00Z")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ApiError(400, f"{name!r} is not an ISO-8601 date-time: {value!r}") from exc
+    # Without an offset, the time is read on the trigger's wall clock.
+    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+
+
+async def backfill(request: web.Request) -> web.Response:
+    """`POST {"start": ISO, "end": ISO}`: start every tick of [start, end)."""
+    gw = gateway(request)
+    record, flow, trigger = await _declared(gw, request)
+    if trigger.kind != SCHEDULE:
+        raise ApiError(
+            400, f"trigger {trigger.id!r} is a {trigger.kind} trigger; only schedules backfill"
+        )
+    if flow.disabled:
+        raise ApiError(409, f"flow {flow.namespace}/{flow.id} is disabled")
+    spec = trigger.spec()
+    assert isinstance(spec, ScheduleTrigger)
+    schedule = schedule_of(spec)
+    body = await _json_object(request)
+    start = _moment(body, "start", schedule.zone)
+    end = _moment(body, "end", schedule.zone)
+    if end <= start:
+        raise ApiError(400, "'end' must be after 'start'")
+    just_before = timedelta(microseconds=1)
+    ticks = schedule.ticks(start - just_before, end - just_before, MAX_BACKFILL_TICKS + 1)
+    if len(ticks) > MAX_BACKFILL_TICKS:
+        raise ApiError(
+            400,
+            f"the range holds more than {MAX_BACKFILL_TICKS} ticks; backfill it in smaller ranges",
+        )
+    events = [_backfill_event(flow, record.revision, trigger, spec, tick) for tick in ticks]
+    await _publish_all(gw, events)
+    return json_response(
+        {
+            "namespace": flow.namespace,
+            "flowId": flow.id,
+            "triggerId": trigger.id,
+            "count": len(events),
+            "executionIds": [event.execution_id for event in events],
+        }
+    )
+
+
+def _backfill_event(
+    flow: Flow, revision: int, trigger: Trigger, spec: ScheduleTrigger, tick: datetime
+) -> TriggerEvent:
+    try:
+        return tick_event(flow, revision, trigger.id, spec, tick, backfill=True)
+    except InputValidationError as exc:
+        errors = [{"input": input_id, "message": reason} for input_id, reason in exc.errors]
+        raise ApiError(
+            422, f"the trigger's inputs are invalid for tick {tick.isoformat()}", errors
+        ) from exc
+    except ExpressionError as exc:
+        raise ApiError(
+            422, f"the trigger's inputs do not render for tick {tick.isoformat()}: {exc}"
+        ) from exc
+
+
+async def _publish_all(gw: Gateway, events: list[TriggerEvent]) -> None:
+    """Send every event, then await every ack: a 200 means they are all on the topic."""
+    try:
+        values = [codec.encode(event) for event in events]
+    except CodecError as exc:
+        raise ApiError(422, f"a trigger event cannot be encoded: {exc}") from exc
+    try:
+        acks = [
+            await gw.producer.send(TRIGGERS.name, value, key=event.execution_id.encode())
+            for event, value in zip(events, values, strict=True)
+        ]
+        await asyncio.gather(*acks)
+    except KafkaError as exc:
+        raise ApiError(503, f"the broker did not accept the events: {exc}") from exc
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    app.router.add_get(f"{prefix}/triggers", list_triggers)
+    base = prefix + "/triggers/{namespace}/{flowId}/{triggerId}"
+    app.router.add_put(base, set_trigger)
+    app.router.add_post(base + "/backfill", backfill)

@@ -1,0 +1,270 @@
+"""`POST|GET /api/v1/executions/webhook/{namespace}/{flowId}/{key}`: webhook ingress.
+
+A request starts the flow's latest revision when one of its enabled `webhook` triggers
+has that key. The key is the only secret guarding the URL, so every refusal before it
+is known to be right (unknown flow, disabled flow, wrong key, disabled trigger) answers
+the same 404 body, and keys are compared in constant time against every webhook trigger
+of the flow. Once the key matched, the answer may say what is wrong (conditions, inputs).
+
+The execution sees `trigger = {type, id, body, headers, parameters}`; the trigger's
+`conditions` and `inputs` are rendered against it. Nothing is published for a refused
+request, nor for one whose conditions are not met.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from headrace.expressions import ExpressionError, render_value
+from headrace.flow.errors import FlowValidationError
+from headrace.flow.inputs import InputValidationError, resolve_inputs
+from headrace.flow.loader import load_flow
+from headrace.flow.model import Flow
+from headrace.flow.triggers import WEBHOOK, WebhookTrigger
+from headrace.messages import TriggerEvent
+from headrace.services.gateway.bodies import FORM_TYPES, NUL, query_bool, query_seconds
+from headrace.services.gateway.context import Gateway, gateway
+from headrace.services.gateway.executions_api import DEFAULT_WAIT_S, MAX_WAIT_S, publish
+from headrace.services.gateway.ids import new_execution_id
+from headrace.services.gateway.responses import ApiError, json_response
+from headrace.states import State
+from headrace.topics.definitions import TRIGGERS
+
+log = logging.getLogger(__name__)
+
+NOT_FOUND = "webhook not found"
+# Header values a flow has no business reading: credentials of the caller.
+REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+REDACTED = "***"
+# Parsed flows by (namespace, id, revision): revisions never change, so entries never go
+# stale; parsing YAML on every webhook call would cost more than the rest of the request.
+FLOW_CACHE_SIZE = 1024
+# Rendered condition values that mean "no" (a template that renders text gives text).
+FALSE_TEXTS = frozenset({"", "false", "0", "no", "none", "null"})
+
+
+class FlowCache:
+    """A small LRU of parsed flow revisions."""
+
+    def __init__(self, size: int = FLOW_CACHE_SIZE) -> None:
+        self._size = size
+        self._flows: OrderedDict[tuple[str, str, int], Flow] = OrderedDict()
+
+    def get(self, namespace: str, flow_id: str, revision: int, source: str) -> Flow:
+        key = (namespace, flow_id, revision)
+        flow = self._flows.get(key)
+        if flow is None:
+            flow = load_flow(source, f"{namespace}/{flow_id}@{revision}")
+            self._flows[key] = flow
+            if len(self._flows) > self._size:
+                self._flows.popitem(last=False)
+        else:
+            self._flows.move_to_end(key)
+        return flow
+
+
+FLOW_CACHE = web.AppKey("webhook_flow_cache", FlowCache)
+
+
+def matching_trigger(flow: Flow, key: str) -> tuple[str, WebhookTrigger] | None:
+    """The enabled webhook trigger whose key is `key`, compared in constant time.
+
+    Every webhook trigger is compared, matched or not, so the time taken does not say
+    which trigger (or which part of the key) differed.
+    """
+    given = key.encode()
+    found: tuple[str, WebhookTrigger] | None = None
+    for trigger in flow.triggers:
+        if trigger.kind != WEBHOOK:
+            continue
+        spec = trigger.spec()
+        assert isinstance(spec, WebhookTrigger)
+        equal = hmac.compare_digest(spec.key.encode(), given)
+        if equal and not trigger.disabled and found is None:
+            found = (trigger.id, spec)
+    return found
+
+
+async def _find(
+    gw: Gateway, cache: FlowCache, namespace: str, flow_id: str, key: str
+) -> tuple[int, Flow, tuple[str, WebhookTrigger]]:
+    record = await gw.flows.get(namespace, flow_id)
+    if record is None:
+        raise ApiError(404, NOT_FOUND)
+    try:
+        flow = cache.get(namespace, flow_id, record.revision, record.source)
+    except FlowValidationError:
+        log.warning("webhook for %s/%s: the stored flow no longer validates", namespace, flow_id)
+        raise ApiError(404, NOT_FOUND) from None
+    match = matching_trigger(flow, key)
+    if flow.disabled or match is None:
+        raise ApiError(404, NOT_FOUND)
+    return record.revision, flow, match
+
+
+async def read_body(request: web.Request) -> Any:
+    """JSON (any value), a form (as a dict), raw text, or None when there is no body."""
+    if not request.body_exists:
+        return None
+    if request.content_type in FORM_TYPES:
+        return _form_dict(await request.post())
+    data = await request.read()  # over client_max_size: aiohttp's 413, made JSON upstream
+    if not data:
+        return None
+    if request.content_type == "application/json" or request.content_type.endswith("+json"):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"malformed JSON body: {exc}") from exc
+    try:
+        return data.decode(request.charset or "utf-8")
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise ApiError(400, f"the body is not text in its declared charset: {exc}") from exc
+
+
+def _form_dict(form: MultiDictProxy[Any]) -> dict[str, Any]:
+    """Form fields; a repeated field becomes a list, a file its UTF-8 text."""
+    values: dict[str, Any] = {}
+    for name in form:
+        if name in values:
+            continue
+        items = [_form_value(name, value) for value in form.getall(name)]
+        values[name] = items[0] if len(items) == 1 else items
+    return values
+
+
+def _form_value(name: str, value: Any) -> Any:
+    if isinstance(value, web.FileField):
+        try:
+            return value.file.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, f"file field {name!r} is not UTF-8 text") from exc
+    return value
+
+
+def _multi_dict(pairs: Mapping[str, str] | MultiDictProxy[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, value in pairs.items():
+        if name in values:
+            previous = values[name]
+            values[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            values[name] = value
+    return values
+
+
+def request_headers(request: web.Request) -> dict[str, Any]:
+    """Headers with lower-cased names; credentials keep their name, lose their value."""
+    headers: dict[str, Any] = {}
+    for name, value in request.headers.items():
+        lowered = name.lower()
+        value = REDACTED if lowered in REDACTED_HEADERS else value
+        if lowered in headers:
+            headers[lowered] = f"{headers[lowered]}, {value}"
+        else:
+            headers[lowered] = value
+    return headers
+
+
+def contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False
+
+
+def is_true(value: Any) -> bool:
+    """A rendered condition: native values by Python truth, text unless it reads false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in FALSE_TEXTS
+    return bool(value)
+
+
+async def webhook(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    namespace, flow_id = request.match_info["namespace"], request.match_info["flowId"]
+    wait = query_bool(request, "wait")
+    timeout_s = min(query_seconds(request, "timeout", DEFAULT_WAIT_S), MAX_WAIT_S)
+    revision, flow, (trigger_id, spec) = await _find(
+        gw, request.app[FLOW_CACHE], namespace, flow_id, request.match_info["key"]
+    )
+
+    body = await read_body(request)
+    # A NUL could forge the secret markers expressions render to (`\0secret:NAME\0`).
+    if contains_nul(body):
+        raise ApiError(422, "the body contains a NUL character")
+    trigger = {
+        "type": WEBHOOK,
+        "id": trigger_id,
+        "body": body,
+        "headers": request_headers(request),
+        "parameters": _multi_dict(request.query),
+    }
+    context = {"trigger": trigger}
+    try:
+        for index, condition in enumerate(spec.conditions):
+            path = f"triggers.{trigger_id}.conditions[{index}]"
+            if not is_true(render_value(condition, context, path)):
+                return json_response({"executed": False, "reason": "conditions not met"})
+        raw_inputs = render_value(spec.inputs, context, f"triggers.{trigger_id}.inputs")
+    except ExpressionError as exc:
+        raise ApiError(422, f"the webhook trigger's expression failed: {exc}") from exc
+    try:
+        inputs = resolve_inputs(flow, raw_inputs)
+    except InputValidationError as exc:
+        errors = [{"input": input_id, "message": reason} for input_id, reason in exc.errors]
+        raise ApiError(422, "invalid inputs", errors) from exc
+
+    execution_id = new_execution_id()
+    await publish(
+        gw,
+        TRIGGERS.name,
+        TriggerEvent(
+            event_id=new_execution_id(),
+            execution_id=execution_id,
+            namespace=namespace,
+            flow_id=flow_id,
+            flow_revision=revision,
+            inputs=inputs,
+            time=datetime.now(UTC),
+            trigger=trigger,
+        ),
+    )
+    if not wait:
+        return json_response(
+            {
+                "id": execution_id,
+                "namespace": namespace,
+                "flowId": flow_id,
+                "flowRevision": revision,
+                "state": {"current": str(State.CREATED)},
+            },
+            status=202,
+        )
+    execution = await gw.waiter.wait_for_end(execution_id, timeout_s)
+    if execution is None:
+        raise ApiError(
+            504, f"execution {execution_id} did not end within {timeout_s:g} s", id=execution_id
+        )
+    return json_response(execution)
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    # Before the executions routes: aiohttp tries routes in order of registration.
+    app[FLOW_CACHE] = FlowCache()
+    path = prefix + "/executions/webhook/{namespace}/{flowId}/{key}"
+    app.router.add_post(path, webhook)
+    # No implicit HEAD: a probe must not start an execution.
+    app.router.add_get(path, webhook, allow_head=False)

@@ -1,0 +1,120 @@
+"""Turn "this trigger fired" into a `TriggerEvent` on `triggers`, with a derived id.
+
+Every scheduler component (schedules, flow triggers, Kafka triggers) starts executions
+through here. The execution id is a hash of the declared trigger and of what fired it
+(a tick, an upstream execution, a topic offset), never random: publishing the same
+cause twice — after a crash between publish and offset commit, or from two schedulers —
+names the same execution, and the executor ignores the second Start.
+
+It must not decide *whether* to fire: callers do; it only renders the trigger's
+`inputs` (expressions over `trigger`), types them against the flow, and publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from headrace import codec
+from headrace.core.ids import derive_id
+from headrace.errors import CodecError, HeadraceError
+from headrace.expressions import ExpressionError, render_value
+from headrace.flow.inputs import InputValidationError, resolve_inputs
+from headrace.messages import TriggerEvent
+from headrace.services.scheduler.catalog import DeclaredTrigger
+from headrace.topics.definitions import TRIGGERS
+
+log = logging.getLogger(__name__)
+
+
+class TriggerStartError(HeadraceError):
+    """A trigger fired but its `inputs` do not render or do not fit the flow."""
+
+
+def trigger_execution_id(declared: DeclaredTrigger, cause: Sequence[str | int]) -> str:
+    """The execution a trigger starts for `cause` (e.g. `("offset", topic, 0, 42)`).
+
+    The flow revision is left out on purpose: a cause re-published after the flow
+    changed is still the same execution.
+    """
+    namespace, flow_id, trigger_id = declared.key
+    return derive_id("trigger", namespace, flow_id, trigger_id, *cause)
+
+
+def build_start(
+    declared: DeclaredTrigger,
+    data: Mapping[str, Any],
+    cause: Sequence[str | int],
+    time: datetime,
+    labels: Mapping[str, str] | None = None,
+) -> TriggerEvent:
+    """The Start for `declared` fired by `cause`; `data` becomes the execution's `trigger`.
+
+    `data` gets `id` (the trigger's id) added. Raises `TriggerStartError` when the
+    trigger's `inputs` cannot be rendered with `{"trigger": data}` or do not fit the flow.
+    """
+    trigger = {**data, "id": declared.trigger.id}
+    where = f"{declared.flow.namespace}/{declared.flow.id} trigger {declared.trigger.id!r}"
+    try:
+        raw = render_value(declared.trigger.spec().inputs, {"trigger": trigger}, "inputs")
+        inputs = resolve_inputs(declared.flow, raw)
+    except (ExpressionError, InputValidationError) as exc:
+        raise TriggerStartError(f"{where}: {exc}") from exc
+    execution_id = trigger_execution_id(declared, cause)
+    return TriggerEvent(
+        event_id=derive_id(execution_id, "trigger-event"),
+        execution_id=execution_id,
+        namespace=declared.flow.namespace,
+        flow_id=declared.flow.id,
+        flow_revision=declared.revision,
+        inputs=inputs,
+        time=time,
+        labels=dict(labels or {}),
+        trigger=trigger,
+    )
+
+
+def try_build_start(
+    declared: DeclaredTrigger,
+    data: Mapping[str, Any],
+    cause: Sequence[str | int],
+    time: datetime,
+    labels: Mapping[str, str] | None = None,
+) -> TriggerEvent | None:
+    """`build_start`, or None with an error log: a start that can never succeed is
+    dropped (retrying the same cause would fail the same way)."""
+    try:
+        return build_start(declared, data, cause, time, labels)
+    except TriggerStartError as exc:
+        log.error("not starting an execution: %s", exc)
+        return None
+
+
+async def publish_starts(producer: AIOKafkaProducer, events: Iterable[TriggerEvent]) -> int:
+    """Publish every event and return once the broker acknowledged all of them.
+
+    Callers commit the offsets that caused these starts only after this returns. An
+    event the wire format cannot carry (say, an integer beyond 64 bits in a message
+    value) is logged and skipped: it would fail the same way every time.
+    """
+    pending = []
+    for event in events:
+        try:
+            value = codec.encode(event)
+        except CodecError as exc:
+            log.error(
+                "not starting %s/%s (execution %s): %s",
+                event.namespace,
+                event.flow_id,
+                event.execution_id,
+                exc,
+            )
+            continue
+        pending.append(await producer.send(TRIGGERS.name, value, key=event.execution_id.encode()))
+    await asyncio.gather(*pending)
+    return len(pending)

@@ -1,0 +1,201 @@
+"""Flow triggers through the real services: an upstream's end starts its downstream flows."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from headrace.api_client import ApiClient, ApiError
+from headrace.broker import free_port
+from headrace.config import Settings
+from headrace.db.migrate import migrate_url
+from headrace.local import LocalStack
+from headrace.services.scheduler.flow_triggers import CHAIN_LIMIT
+
+TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
+
+
+@dataclasses.dataclass
+class Stack:
+    api: ApiClient
+    log_dir: Path
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    asyncio.run(migrate_url(settings.database_url))
+    log_dir = tmp_path_factory.mktemp("flow-trigger-logs")
+    local = LocalStack(dataclasses.replace(settings, gateway_port=free_port()), log_dir=log_dir)
+    try:
+        local.start()
+        yield Stack(ApiClient(local.url, timeout_s=60), log_dir)
+    finally:
+        local.stop()
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return value
+
+
+def namespace() -> str:
+    # Every test its own namespace: triggers of one test never see another's executions.
+    return f"tests.flowtrig.n{uuid.uuid4().hex[:8]}"
+
+
+def apply(api: ApiClient, source: str) -> None:
+    api.request("POST", "/flows", body=source.encode(), content_type="application/x-yaml")
+
+
+def executions(api: ApiClient, ns: str, flow_id: str) -> list[dict]:
+    page = api.request("GET", f"/executions?namespace={ns}&flowId={flow_id}&size=100")
+    return page["results"]
+
+
+def ended(api: ApiClient, ns: str, flow_id: str, count: int = 1) -> list[dict]:
+    def done() -> list[dict] | None:
+        found = [e for e in executions(api, ns, flow_id) if e["state"]["current"] in TERMINAL]
+        return found if len(found) >= count else None
+
+    return wait_until(done)
+
+
+def logs(api: ApiClient, execution_id: str) -> list[str]:
+    try:
+        return [line["message"] for line in api.request("GET", f"/logs/{execution_id}")]
+    except ApiError as exc:
+        if exc.status == 404:
+            return []
+        raise
+
+
+def upstream(ns: str, fail: bool = False) -> str:
+    return f"""
+id: orders
+namespace: {ns}
+labels: {{team: data}}
+tasks:
+  - id: work
+    type: shell
+    commands: ["{"exit 1" if fail else "echo ok"}"]
+outputs:
+  - id: total
+    type: INT
+    value: 42
+"""
+
+
+def downstream(ns: str, flow_id: str = "report") -> str:
+    return f"""
+id: {flow_id}
+namespace: {ns}
+inputs:
+  - id: upstream
+    type: STRING
+tasks:
+  - id: say
+    type: log
+    message: "after {{{{ trigger.executionId }}}} total={{{{ trigger.outputs.total }}}} in={{{{ inputs.upstream }}}}"
+triggers:
+  - id: after-orders
+    type: flow
+    inputs:
+      upstream: "{{{{ trigger.executionId }}}}"
+    preconditions:
+      flows:
+        - namespace: {ns}
+          flowId: orders
+          states: [SUCCESS]
+          labels: {{team: data}}
+"""
+
+
+def test_a_successful_upstream_starts_the_downstream(stack: Stack) -> None:
+    api, ns = stack.api, namespace()
+    apply(api, upstream(ns))
+    apply(api, downstream(ns))
+    up = api.request("POST", f"/executions/{ns}/orders?wait=true")
+    assert up["state"]["current"] == "SUCCESS"
+    [down] = ended(api, ns, "report")
+    assert down["state"]["current"] == "SUCCESS"
+    assert down["trigger"]["type"] == "flow"
+    assert down["trigger"]["executionId"] == up["id"]
+    assert down["trigger"]["chain"] == [f"{ns}/orders"]
+    line = f"after {up['id']} total=42 in={up['id']}"
+    assert wait_until(lambda: line in logs(api, down["id"]))
+
+
+def test_a_failed_upstream_does_not_start_a_success_only_trigger(stack: Stack) -> None:
+    api, ns = stack.api, namespace()
+    apply(api, upstream(ns, fail=True))
+    apply(api, downstream(ns))
+    # A second, catch-all trigger on FAILED proves the end was seen and processed.
+    apply(
+        api,
+        f"""
+id: on-failure
+namespace: {ns}
+tasks:
+  - id: say
+    type: log
+    message: "{{{{ trigger.state }}}}"
+triggers:
+  - id: failed
+    type: flow
+    preconditions:
+      flows:
+        - namespace: {ns}
+          states: [FAILED]
+""",
+    )
+    up = api.request("POST", f"/executions/{ns}/orders?wait=true")
+    assert up["state"]["current"] == "FAILED"
+    [alert] = ended(api, ns, "on-failure")
+    assert alert["trigger"]["executionId"] == up["id"]
+    # The flow-trigger consumer handles an end's matches together: none for `report`.
+    assert executions(api, ns, "report") == []
+
+
+def scheduler_log(stack: Stack) -> str:
+    return (stack.log_dir / "scheduler.log").read_text(errors="replace")
+
+
+def test_a_self_triggering_flow_stops_at_the_chain_limit(stack: Stack) -> None:
+    api, ns = stack.api, namespace()
+    apply(
+        api,
+        f"""
+id: again
+namespace: {ns}
+tasks:
+  - id: say
+    type: log
+    message: "{{{{ trigger.type }}}}"
+triggers:
+  - id: self
+    type: flow
+    preconditions:
+      flows:
+        - namespace: {ns}
+          flowId: again
+""",
+    )
+    api.request("POST", f"/executions/{ns}/again")
+    # The API start plus one per chain link up to the limit.
+    ended(api, ns, "again", CHAIN_LIMIT + 1)
+    wait_until(
+        lambda: "flow trigger loop cut" in scheduler_log(stack) and ns in scheduler_log(stack)
+    )
+    assert len(executions(api, ns, "again")) == CHAIN_LIMIT + 1
+    chains = sorted(len(e["trigger"].get("chain", [])) for e in executions(api, ns, "again"))
+    assert chains == list(range(CHAIN_LIMIT + 1))
