@@ -389,7 +389,9 @@ def _rerun(step: Transition) -> None:
 def _restart_run(step: Transition, index: int) -> None:
     run = step.execution.task_runs[index]
     task = step.task_of(index)
-    if (task.type in f.CONTAINERS and run.data is not None) or task.type == f.SEQUENTIAL:
+    # Sequential, parallel and dag take no decision (their `data` stays None): only an
+    # if/switch/for-each without one failed before deciding and must decide again.
+    if task.type in f.CONTAINERS and (run.data is not None or task.type not in f.DECIDING):
         step.set_task_run_state(index, State.RUNNING)
         for child in step.children(index):
             if step.execution.task_runs[child].state in tree.FAILED_STATES:

@@ -32,6 +32,9 @@ FAIL = "flow.fail"
 CONTAINERS = frozenset({SEQUENTIAL, PARALLEL, DAG, IF, SWITCH, FOREACH})
 """Types whose task run is RUNNING while its children run and ends from them."""
 
+DECIDING = frozenset({IF, SWITCH, FOREACH})
+"""Containers that take a one-time decision (a branch, the items) before their children run."""
+
 
 class _Properties(BaseModel):
     model_config = ConfigDict(

@@ -321,6 +321,68 @@ def test_restart_reruns_failed_runs_keeps_successes_and_reruns_errors():
     ]
 
 
+def test_restart_inside_parallel_reruns_the_failed_lane_only():
+    flow = make_flow({"id": "p", "type": "flow.parallel", "tasks": [log_task("a"), log_task("b")]})
+    run = Run(flow)
+    a, b = requests(run.send(trigger()))
+    run.send(finished(a, State.FAILED, error="x"))
+    run.send(finished(b))
+    assert run.state is State.FAILED
+    (a2,) = requests(run.send(Restart(command(CommandKind.RESTART))))
+    assert (a2.task_id, a2.attempt, a2.task_run_id) == ("a", 2, a.task_run_id)
+    assert states(run) == {"p": State.RUNNING, "a": State.RUNNING, "b": State.SUCCESS}
+    run.send(finished(a2))
+    assert states(run)["p"] is State.SUCCESS and run.state is State.SUCCESS
+
+
+def test_restart_inside_dag_reruns_the_failed_task_then_its_dependents():
+    flow = make_flow(
+        {
+            "id": "d",
+            "type": "flow.dag",
+            "tasks": [
+                {"task": log_task("a")},
+                {"task": log_task("b"), "dependsOn": ["a"]},
+                {"task": log_task("c")},
+            ],
+        }
+    )
+    run = Run(flow)
+    a, c = requests(run.send(trigger()))
+    run.send(finished(c))
+    run.send(finished(a, State.FAILED, error="x"))
+    assert run.state is State.FAILED and "b" not in states(run)
+    (a2,) = requests(run.send(Restart(command(CommandKind.RESTART))))
+    assert (a2.task_id, a2.attempt) == ("a", 2)
+    (b,) = requests(run.send(finished(a2)))
+    assert b.task_id == "b"
+    run.send(finished(b))
+    assert run.state is State.SUCCESS
+
+
+def test_restart_of_a_nested_container_inside_parallel_reaches_the_failed_task():
+    flow = make_flow(
+        {
+            "id": "p",
+            "type": "flow.parallel",
+            "tasks": [
+                {"id": "s", "type": "flow.sequential", "tasks": [log_task("a"), log_task("b")]},
+                log_task("c"),
+            ],
+        }
+    )
+    run = Run(flow)
+    a, c = requests(run.send(trigger()))
+    run.send(finished(c))
+    (b,) = requests(run.send(finished(a)))
+    run.send(finished(b, State.FAILED, error="x"))
+    assert run.state is State.FAILED
+    (b2,) = requests(run.send(Restart(command(CommandKind.RESTART))))
+    assert (b2.task_id, b2.attempt) == ("b", 2)
+    run.send(finished(b2))
+    assert run.state is State.SUCCESS
+
+
 def test_replay_seeds_a_new_execution_from_a_chosen_task_run():
     flow = make_flow(log_task("a"), log_task("b", message="{{ outputs.a.x }}"))
     run = Run(flow)
