@@ -24,6 +24,7 @@ from typing import Any
 
 from headrace import messages
 from headrace.core import tree
+from headrace.core.concurrency import answers_current_claim
 from headrace.core.events import (
     ChildEnded,
     Event,
@@ -42,7 +43,7 @@ from headrace.core.events import (
 )
 from headrace.core.ids import command_id, task_run_id
 from headrace.core.retries import format_duration
-from headrace.core.state import Attempt, Execution, TaskRun, TimerKind
+from headrace.core.state import MAX_APPLIED_COMMANDS, Attempt, Execution, TaskRun, TimerKind
 from headrace.core.transition import TIMEOUT_GRACE, Step, Transition
 from headrace.flow import flowables as f
 from headrace.flow.model import Flow
@@ -56,6 +57,25 @@ _SUCCEEDED = (State.SUCCESS, State.WARNING, State.SKIPPED)
 
 def advance(execution: Execution | None, event: Event, flow: Flow, now: datetime) -> Step:
     """Apply `event` to `execution` (None before its `Start`) of `flow`, at time `now`."""
+    if execution is None or not isinstance(event, _ONCE):
+        return _dispatch(execution, event, flow, now)
+    command_id_ = event.command.command_id
+    if command_id_ in execution.applied:
+        return Step(execution, [])  # a redelivery: applied already
+    step = _dispatch(execution, event, flow, now)
+    if step.execution is not execution and step.execution is not None:
+        step.execution.applied = [*execution.applied, command_id_][-MAX_APPLIED_COMMANDS:]
+    return step
+
+
+# Operator commands are remembered by id: their effect depends on a state that comes
+# back (paused again, failed again after a restart), so state checks alone cannot tell
+# a redelivery from a new command. Other events carry their own staleness check (task
+# run id + attempt, pending timer, child execution id, slot claim).
+_ONCE = (Kill, Resume, Restart)
+
+
+def _dispatch(execution: Execution | None, event: Event, flow: Flow, now: datetime) -> Step:
     if isinstance(event, Start):
         if execution is not None:  # a redelivered trigger
             return Step(execution, [])
@@ -82,8 +102,8 @@ def advance(execution: Execution | None, event: Event, flow: Flow, now: datetime
             return _resume(execution, command, flow, now)
         case ChildEnded(command=command):
             return _child_ended(execution, command, flow, now)
-        case SlotGranted():
-            return _slot_granted(execution, flow, now)
+        case SlotGranted(command=command):
+            return _slot_granted(execution, command, flow, now)
         case SlotDenied(command=command):
             return _slot_denied(execution, command, flow, now)
     raise TypeError(f"not a core event: {event!r}")
@@ -134,9 +154,11 @@ def _start(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Step:
     return step.finish()
 
 
-def _slot_granted(execution: Execution, flow: Flow, now: datetime) -> Step:
-    if execution.state is not State.QUEUED:
-        return Step(execution, [])  # a duplicate or late grant
+def _slot_granted(
+    execution: Execution, command: messages.ExecutionCommand, flow: Flow, now: datetime
+) -> Step:
+    if execution.state is not State.QUEUED or not answers_current_claim(execution, command):
+        return Step(execution, [])  # a duplicate or late grant, or one for an earlier claim
     step = Transition(execution, flow, now)
     histories = execution.histories
     if len(histories) >= 2 and histories[-2].state.is_terminal:
@@ -150,7 +172,7 @@ def _slot_granted(execution: Execution, flow: Flow, now: datetime) -> Step:
 def _slot_denied(
     execution: Execution, command: messages.ExecutionCommand, flow: Flow, now: datetime
 ) -> Step:
-    if execution.state is not State.QUEUED:
+    if execution.state is not State.QUEUED or not answers_current_claim(execution, command):
         return Step(execution, [])  # a duplicate, or an answer to an earlier claim
     step = Transition(execution, flow, now)
     limit = flow.concurrency.limit if flow.concurrency is not None else 1

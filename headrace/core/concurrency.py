@@ -45,9 +45,8 @@ def slot_request(
 ) -> SlotRequest:
     """The ACQUIRE (or the RELEASE) of the execution's latest claim."""
     concurrency = flow.concurrency
-    claim = sum(1 for change in execution.histories if change.state is State.QUEUED)
     return SlotRequest(
-        request_id=command_id(execution.id, "slot", str(kind), claim),
+        request_id=_request_id(execution, kind),
         flow_key=f"{execution.namespace}/{execution.flow_id}",
         execution_id=execution.id,
         kind=kind,
@@ -60,6 +59,23 @@ def slot_request(
     )
 
 
+def answers_current_claim(execution: Execution, command: ExecutionCommand) -> bool:
+    """Whether a slot answer is for the execution's latest claim, not an earlier one.
+
+    An answer from before claims were named (no "claim" in its payload) is taken as
+    current, as it always was.
+    """
+    claim = command.payload.get("claim")
+    return claim is None or claim == _request_id(execution, SlotRequestKind.ACQUIRE)
+
+
+def _request_id(execution: Execution, kind: SlotRequestKind) -> str:
+    # The claim number counts the QUEUED entries: one per ACQUIRE, so a replay of the
+    # same events mints the same ids.
+    claim = sum(1 for change in execution.histories if change.state is State.QUEUED)
+    return command_id(execution.id, "slot", str(kind), claim)
+
+
 def answer_command(answer: SlotAnswer, request: SlotRequest) -> ExecutionCommand:
     """The command that brings a slot agent's `answer` to its execution.
 
@@ -67,11 +83,14 @@ def answer_command(answer: SlotAnswer, request: SlotRequest) -> ExecutionCommand
     executions): with the answered execution's id, it makes the command id unique and
     the same when the agent processes the request again.
     """
+    payload: dict[str, str] = {}
     if answer.granted:
-        kind, payload = CommandKind.SLOT_GRANTED, {}
+        kind = CommandKind.SLOT_GRANTED
     else:
-        behavior = answer.behavior or ConcurrencyBehavior.CANCEL
-        kind, payload = CommandKind.SLOT_DENIED, {"behavior": str(behavior)}
+        kind = CommandKind.SLOT_DENIED
+        payload["behavior"] = str(answer.behavior or ConcurrencyBehavior.CANCEL)
+    if answer.claim is not None:
+        payload["claim"] = answer.claim
     return ExecutionCommand(
         command_id=command_id(answer.execution_id, "slot-answer", request.request_id),
         execution_id=answer.execution_id,

@@ -7,11 +7,14 @@ it back when they end; the answer goes back to the execution as a command.
 
 Requests arrive at least once, so every transition is idempotent: holders and the queue
 are sets of execution ids, a second ACQUIRE from a holder is granted again (its first
-answer may have been lost), a RELEASE from a non-holder is ignored.
+answer may have been lost), a RELEASE from a non-holder is ignored. Every answer names
+the claim it answers (the ACQUIRE's request id): an execution ignores an answer to one
+of its earlier claims, e.g. a redelivered grant arriving after a restart queued it again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import orjson
@@ -24,14 +27,20 @@ class FlowSlots:
     limit: int = 1
     holders: tuple[str, ...] = ()
     queue: tuple[str, ...] = ()  # waiting executions, first come first served
+    # The ACQUIRE request id of each waiting execution, for the answer that admits it.
+    # Slots stored before claims existed have none: their answers then name no claim.
+    claims: Mapping[str, str] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([self.limit, self.holders, self.queue])
+        fields: list[object] = [self.limit, self.holders, self.queue]
+        if self.claims:
+            fields.append(self.claims)
+        return orjson.dumps(fields)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FlowSlots:
-        limit, holders, queue = orjson.loads(data)
-        return cls(limit, tuple(holders), tuple(queue))
+        limit, holders, queue, *claims = orjson.loads(data)
+        return cls(limit, tuple(holders), tuple(queue), claims[0] if claims else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,7 @@ class SlotAnswer:
     execution_id: str
     granted: bool
     behavior: ConcurrencyBehavior | None = None
+    claim: str | None = None  # request id of the ACQUIRE answered; None: unknown (old state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,24 +67,28 @@ def decide(slots: FlowSlots | None, request: SlotRequest) -> SlotStep:
 
 
 def _acquire(slots: FlowSlots, request: SlotRequest) -> SlotStep:
-    execution_id = request.execution_id
+    execution_id, claim = request.execution_id, request.request_id
     if execution_id in slots.holders:
-        return SlotStep(slots, [SlotAnswer(execution_id, True)])
+        return SlotStep(slots, [SlotAnswer(execution_id, True, claim=claim)])
     if execution_id in slots.queue:
         return SlotStep(slots)
     if len(slots.holders) < slots.limit:
         return SlotStep(
             replace(slots, holders=(*slots.holders, execution_id)),
-            [SlotAnswer(execution_id, True)],
+            [SlotAnswer(execution_id, True, claim=claim)],
         )
     if request.behavior is ConcurrencyBehavior.QUEUE:
-        return SlotStep(replace(slots, queue=(*slots.queue, execution_id)))
-    return SlotStep(slots, [SlotAnswer(execution_id, False, request.behavior)])
+        claims = {**slots.claims, execution_id: claim}
+        return SlotStep(replace(slots, queue=(*slots.queue, execution_id), claims=claims))
+    return SlotStep(slots, [SlotAnswer(execution_id, False, request.behavior, claim)])
 
 
 def _release(slots: FlowSlots, execution_id: str) -> SlotStep:
+    claims = dict(slots.claims)
     if execution_id in slots.queue:  # ended (killed) while waiting
-        return SlotStep(replace(slots, queue=tuple(e for e in slots.queue if e != execution_id)))
+        claims.pop(execution_id, None)
+        queue = tuple(e for e in slots.queue if e != execution_id)
+        return SlotStep(replace(slots, queue=queue, claims=claims))
     if execution_id not in slots.holders:
         return SlotStep(slots)
     holders = [e for e in slots.holders if e != execution_id]
@@ -83,5 +97,7 @@ def _release(slots: FlowSlots, execution_id: str) -> SlotStep:
     while queue and len(holders) < slots.limit:
         admitted = queue.pop(0)
         holders.append(admitted)
-        answers.append(SlotAnswer(admitted, True))
-    return SlotStep(replace(slots, holders=tuple(holders), queue=tuple(queue)), answers)
+        answers.append(SlotAnswer(admitted, True, claim=claims.pop(admitted, None)))
+    return SlotStep(
+        replace(slots, holders=tuple(holders), queue=tuple(queue), claims=claims), answers
+    )

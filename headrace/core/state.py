@@ -9,7 +9,7 @@ a million idle executions must fit in one RocksDB-backed table. The wire and API
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -21,7 +21,13 @@ from headrace.errors import HeadraceError
 from headrace.messages import StateChange
 from headrace.states import State
 
-FORMAT_VERSION = 2  # 2: task runs carry `iteration` and `data` (flowables)
+FORMAT_VERSION = 3  # 2: task runs carry `iteration` and `data`; 3: `applied` command ids
+_READABLE_VERSIONS = (2, 3)  # 2 decodes with no applied commands
+
+MAX_APPLIED_COMMANDS = 256
+"""Command ids an execution remembers to ignore redeliveries. Operator commands (kill,
+resume, restart) are rare: 256 covers any realistic redelivery window while bounding the
+idle state (about 6 KB at worst, nothing for most executions)."""
 
 # Stored codes: fixed by hand, never derived from the enum's order, so adding a state to
 # `State` cannot silently change what stored executions mean.
@@ -122,6 +128,9 @@ class Execution:
     seq: int  # sequence number of the last `ExecutionEvent` emitted for this execution
     timers: list[Timer]  # pending, in the order they were set
     created_at: datetime
+    # Ids of the last operator commands applied, oldest first (at most MAX_APPLIED_COMMANDS):
+    # Kafka delivers at least once, and a redelivered resume or restart must not act twice.
+    applied: list[str] = field(default_factory=list)
 
     def snapshot(self) -> messages.ExecutionSnapshot:
         """The execution without its task runs: bounded size, whatever the flow does."""
@@ -155,6 +164,7 @@ class Execution:
                 self.seq,
                 [_encode_timer(timer) for timer in self.timers],
                 _micros(self.created_at),
+                self.applied,
             ]
         )
 
@@ -162,8 +172,10 @@ class Execution:
     def from_bytes(cls, data: bytes) -> Execution:
         try:
             fields = orjson.loads(data)
-            if fields[0] != FORMAT_VERSION:
+            if fields[0] not in _READABLE_VERSIONS:
                 raise StateDecodeError(f"unknown execution format version {fields[0]!r}")
+            if fields[0] == 2:
+                fields.append([])
             (
                 _,
                 id_,
@@ -180,6 +192,7 @@ class Execution:
                 seq,
                 timers,
                 created_at,
+                applied,
             ) = fields
             return cls(
                 id=id_,
@@ -196,6 +209,7 @@ class Execution:
                 seq=seq,
                 timers=[_decode_timer(timer) for timer in timers],
                 created_at=_datetime(created_at),
+                applied=applied,
             )
         except (orjson.JSONDecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
             raise StateDecodeError(f"corrupt stored execution: {exc}") from exc

@@ -278,4 +278,5 @@ def _shallow_copy(execution: Execution) -> Execution:
         seq=execution.seq,
         timers=list(execution.timers),
         created_at=execution.created_at,
+        applied=execution.applied,  # replaced, never mutated
     )

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from headrace import codec
 from headrace.core.advance import advance
+from headrace.core.concurrency import answer_command
 from headrace.core.events import (
     Command,
     EmitLog,
@@ -254,14 +255,7 @@ class ExecutorRuntime:
         step = decide(FlowSlots.from_bytes(raw) if raw is not None else None, request)
         deliveries = []
         for answer in step.answers:
-            kind = CommandKind.SLOT_GRANTED if answer.granted else CommandKind.SLOT_DENIED
-            command = ExecutionCommand(
-                command_id=f"slot:{request.request_id}:{answer.execution_id}",
-                execution_id=answer.execution_id,
-                kind=kind,
-                time=datetime.now(UTC),
-                payload={} if answer.behavior is None else {"behavior": str(answer.behavior)},
-            )
+            command = answer_command(answer, request)  # names the claim it answers
             deliveries.append(await self._send(EXECUTION_COMMANDS.name, command))
         if deliveries:
             await asyncio.gather(*deliveries)

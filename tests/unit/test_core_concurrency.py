@@ -319,4 +319,4 @@ def test_answer_commands_are_deterministic_and_carry_the_behavior():
     (answer,) = step.answers
     first, again = answer_command(answer, request), answer_command(answer, request)
     assert first == again and first.kind is CommandKind.SLOT_DENIED
-    assert first.payload == {"behavior": "FAIL"} and first.execution_id == "ex1"
+    assert first.payload == {"behavior": "FAIL", "claim": "r1"} and first.execution_id == "ex1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
 import pytest
 
 from headrace.core.state import (
@@ -66,6 +67,20 @@ def test_round_trip_is_exact():
     assert restored.task_runs[0].state is State.SUCCESS
     assert restored.created_at.tzinfo is not None
     assert restored.to_bytes() == execution.to_bytes()
+
+
+def test_applied_command_ids_round_trip():
+    execution = _execution()
+    execution.applied = ["cmd-1", "cmd-2"]
+    assert Execution.from_bytes(execution.to_bytes()) == execution
+
+
+def test_format_2_states_still_decode_with_no_applied_commands():
+    current = orjson.loads(_execution().to_bytes())
+    assert current[0] == 3 and current[-1] == []
+    stored_by_format_2 = orjson.dumps([2, *current[1:-1]])
+    restored = Execution.from_bytes(stored_by_format_2)
+    assert restored == _execution() and restored.applied == []
 
 
 def test_stored_form_is_compact():

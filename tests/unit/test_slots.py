@@ -17,34 +17,42 @@ ACQUIRE, RELEASE = SlotRequestKind.ACQUIRE, SlotRequestKind.RELEASE
 def request(
     kind: SlotRequestKind, execution_id: str, limit: int = 1, behavior=ConcurrencyBehavior.QUEUE
 ):
-    return SlotRequest("r", "ns/flow", execution_id, kind, NOW, limit, behavior)
+    return SlotRequest(
+        f"{kind}:{execution_id}", "ns/flow", execution_id, kind, NOW, limit, behavior
+    )
+
+
+def grant(execution_id: str) -> SlotAnswer:
+    """A grant that names the execution's ACQUIRE as the claim it answers."""
+    return SlotAnswer(execution_id, True, claim=f"ACQUIRE:{execution_id}")
 
 
 def test_grants_up_to_the_limit_then_queues_in_order() -> None:
     step = decide(None, request(ACQUIRE, "a", limit=2))
-    assert step.answers == [SlotAnswer("a", True)]
+    assert step.answers == [grant("a")]
     step = decide(step.slots, request(ACQUIRE, "b", limit=2))
-    assert step.answers == [SlotAnswer("b", True)]
+    assert step.answers == [grant("b")]
     step = decide(step.slots, request(ACQUIRE, "c", limit=2))
     assert step.answers == [] and step.slots.queue == ("c",)
     step = decide(step.slots, request(ACQUIRE, "d", limit=2))
     step = decide(step.slots, request(RELEASE, "a"))
-    assert step.answers == [SlotAnswer("c", True)]
+    assert step.answers == [grant("c")]  # admitted by a's release, still naming c's claim
     assert step.slots.holders == ("b", "c") and step.slots.queue == ("d",)
+    assert step.slots.claims == {"d": "ACQUIRE:d"}
 
 
 def test_cancel_and_fail_behaviors_refuse_at_once() -> None:
     slots = decide(None, request(ACQUIRE, "a")).slots
     for behavior in (ConcurrencyBehavior.CANCEL, ConcurrencyBehavior.FAIL):
         step = decide(slots, request(ACQUIRE, "b", behavior=behavior))
-        assert step.answers == [SlotAnswer("b", False, behavior)]
+        assert step.answers == [SlotAnswer("b", False, behavior, "ACQUIRE:b")]
         assert step.slots == slots
 
 
 def test_duplicates_are_harmless() -> None:
     slots = decide(None, request(ACQUIRE, "a")).slots
     again = decide(slots, request(ACQUIRE, "a"))
-    assert again.answers == [SlotAnswer("a", True)] and again.slots == slots
+    assert again.answers == [grant("a")] and again.slots == slots
     queued = decide(slots, request(ACQUIRE, "b")).slots
     assert decide(queued, request(ACQUIRE, "b")).slots == queued
     released = decide(queued, request(RELEASE, "a")).slots
@@ -59,8 +67,15 @@ def test_an_execution_ending_while_queued_leaves_the_queue() -> None:
 
 
 def test_round_trips_through_bytes() -> None:
-    slots = FlowSlots(3, ("a", "b"), ("c",))
+    slots = FlowSlots(3, ("a", "b"), ("c",), {"c": "ACQUIRE:c"})
     assert FlowSlots.from_bytes(slots.to_bytes()) == slots
+    assert FlowSlots.from_bytes(FlowSlots(3, ("a",)).to_bytes()) == FlowSlots(3, ("a",))
+
+
+def test_slots_stored_before_claims_decode_and_admit_without_a_claim() -> None:
+    old = FlowSlots.from_bytes(b'[1,["a"],["b"]]')
+    assert old == FlowSlots(1, ("a",), ("b",))
+    assert decide(old, request(RELEASE, "a")).answers == [SlotAnswer("b", True)]
 
 
 @given(
@@ -82,3 +97,4 @@ def test_the_limit_always_holds_and_nobody_is_both_waiting_and_running(limit, re
         assert set(slots.holders) <= granted  # every holder was told it may run
         if len(slots.holders) < limit:
             assert not slots.queue  # nobody waits while a slot is free
+        assert set(slots.claims) == set(slots.queue)  # a claim kept for each waiting one
