@@ -424,13 +424,15 @@ def trigger_publish(
 @click.option("--flow-id", default=None)
 @click.pass_obj
 def trigger_list(api: ApiClient, namespace: str | None, flow_id: str | None) -> None:
-    """List declared triggers with their state (disabled, last and next tick)."""
+    """List declared triggers with their state (disabled, last and next fire time)."""
     page = api.request("GET", "/triggers", params={"namespace": namespace, "flowId": flow_id})
     for item in page["results"]:
         state = "disabled" if item["disabled"] else "enabled"
         line = f"{item['namespace']}/{item['flowId']}/{item['triggerId']}  {item['type']}  {state}"
         if item["type"] == "schedule":
             line += f"  last {item['lastTick'] or '-'}  next {item['nextTick'] or '-'}"
+        else:
+            line += f"  last fired {item.get('lastFiredAt') or '-'}"
         if item.get("lastError"):
             line += f"  error: {item['lastError']}"
         click.echo(line)

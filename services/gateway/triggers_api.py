@@ -48,7 +48,26 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat()
 
 
-def _trigger_json(flow: Flow, trigger: Trigger, state: TriggerState | None) -> dict[str, Any]:
+async def _last_fired(gw: Gateway, flow: Flow, trigger: Trigger) -> tuple[str, datetime] | None:
+    """The newest execution this trigger started (any kind of trigger), from the index."""
+    row = await gw.pool.fetchrow(
+        "SELECT id, created_at FROM executions"
+        " WHERE namespace = $1 AND flow_id = $2 AND trigger->>'id' = $3"
+        " AND trigger->>'type' = $4 ORDER BY created_at DESC LIMIT 1",
+        flow.namespace,
+        flow.id,
+        trigger.id,
+        trigger.kind,
+    )
+    return None if row is None else (row["id"], row["created_at"])
+
+
+def _trigger_json(
+    flow: Flow,
+    trigger: Trigger,
+    state: TriggerState | None,
+    last_fired: tuple[str, datetime] | None = None,
+) -> dict[str, Any]:
     runtime_disabled = bool(state and state.disabled)
     item: dict[str, Any] = {
         "namespace": flow.namespace,
@@ -61,6 +80,9 @@ def _trigger_json(flow: Flow, trigger: Trigger, state: TriggerState | None) -> d
         "lastTick": _iso(state.last_tick) if state else None,
         "lastExecutionId": state.last_execution_id if state else None,
         "lastError": state.last_error if state else None,
+        # What it last started as the index knows it (every kind; schedules also `lastTick`).
+        "lastFiredAt": _iso(last_fired[1]) if last_fired else None,
+        "lastFiredExecutionId": last_fired[0] if last_fired else None,
         "updatedAt": _iso(state.updated_at) if state else None,
     }
     if trigger.kind == SCHEDULE:
@@ -87,7 +109,8 @@ async def list_triggers(request: web.Request) -> web.Response:
             continue
         for trigger in flow.triggers:
             key = (flow.namespace, flow.id, trigger.id)
-            results.append(_trigger_json(flow, trigger, states.get(key)))
+            fired = await _last_fired(gw, flow, trigger)
+            results.append(_trigger_json(flow, trigger, states.get(key), fired))
     return json_response({"results": results, "total": len(results)})
 
 
@@ -129,7 +152,7 @@ async def set_trigger(request: web.Request) -> web.Response:
         raise ApiError(400, 'expected {"disabled": true} or {"disabled": false}')
     key = (flow.namespace, flow.id, trigger.id)
     state = await TriggerStateRepository(gw.pool).set_disabled(key, disabled, datetime.now(UTC))
-    return json_response(_trigger_json(flow, trigger, state))
+    return json_response(_trigger_json(flow, trigger, state, await _last_fired(gw, flow, trigger)))
 
 
 def _moment(body: dict[str, Any], name: str, zone: ZoneInfo) -> datetime:

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from headrace.db.triggers import TriggerStateRepository
 from headrace.expressions import ExpressionError, render_value
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import InputValidationError, resolve_inputs
@@ -107,6 +108,9 @@ async def _find(
         raise ApiError(404, NOT_FOUND) from None
     match = matching_trigger(flow, key)
     if flow.disabled or match is None:
+        raise ApiError(404, NOT_FOUND)
+    state = await TriggerStateRepository(gw.pool).get((namespace, flow_id, match[0]))
+    if state is not None and state.disabled:  # switched off by the API or CLI
         raise ApiError(404, NOT_FOUND)
     return record.revision, flow, match
 

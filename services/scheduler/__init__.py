@@ -34,21 +34,30 @@ async def run_scheduler(
         producer = make_producer(settings, "headrace-scheduler")
         await producer.start()
         stack.push_async_callback(producer.stop)
-        catalog = TriggerCatalog(FlowRepository(pool))
+        states = TriggerStateRepository(pool)
+        catalog = TriggerCatalog(FlowRepository(pool), states)
         await catalog.refresh()
         flow_triggers = FlowTriggers(settings, producer, catalog)
         await flow_triggers.start()  # joined before ready: no execution end is missed
         stack.push_async_callback(flow_triggers.close)
         kafka_triggers = KafkaTriggers(settings, producer, catalog)
         components = [catalog.run(stop), flow_triggers.run(stop), kafka_triggers.run(stop)]
-        schedules = ScheduleRunner(catalog, TriggerStateRepository(pool), producer)
+        schedules = ScheduleRunner(catalog, states, producer)
         components.append(schedules.run(stop))
         tasks = [asyncio.create_task(component) for component in components]
+        stopped = asyncio.create_task(stop.wait())
         if ready is not None:
             ready()
         try:
-            await stop.wait()
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
+            for task in [stopped, *tasks]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(stopped, *tasks, return_exceptions=True)
+        # A component that ended before `stop` died: exit with its error rather than run
+        # on without it (server local and container restarts bring a whole one back).
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        if not stop.is_set():
+            raise RuntimeError("a scheduler component stopped on its own")

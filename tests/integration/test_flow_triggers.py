@@ -158,12 +158,20 @@ triggers:
           states: [FAILED]
 """,
     )
+    # The same trigger on a flow switched off at runtime (API/CLI) starts nothing.
+    muted = api.request("GET", f"/flows/{ns}/on-failure")["source"].replace(
+        "id: on-failure", "id: muted"
+    )
+    apply(api, muted)
+    api.request("PUT", f"/triggers/{ns}/muted/failed", json_body={"disabled": True})
     up = api.request("POST", f"/executions/{ns}/orders?wait=true")
     assert up["state"]["current"] == "FAILED"
     [alert] = ended(api, ns, "on-failure")
     assert alert["trigger"]["executionId"] == up["id"]
-    # The flow-trigger consumer handles an end's matches together: none for `report`.
+    # The flow-trigger consumer handles an end's matches together: none for `report`,
+    # none for the switched-off `muted`.
     assert executions(api, ns, "report") == []
+    assert executions(api, ns, "muted") == []
 
 
 def scheduler_log(stack: Stack) -> str:

@@ -353,7 +353,13 @@ def test_backfill_is_idempotent_through_api_and_cli(stack: LocalStack) -> None:
     assert set(cli.stdout.split()[:3]) == set(answer["executionIds"])
     # Once an execution started after the re-run has ended, a new one would show by now.
     marker = api.request("POST", f"/executions/{NAMESPACE}/{flow_id}", json_body={"at": "x"})
-    wait_until(lambda: any(e["id"] == marker["id"] for e in successes(api, flow_id)))
+    terminal = {"SUCCESS", "FAILED", "WARNING", "KILLED", "CANCELLED"}
+    wait_until(
+        lambda: any(
+            e["id"] == marker["id"] and e["state"]["current"] in terminal
+            for e in executions(api, flow_id)
+        )
+    )
     assert len(executions(api, flow_id)) == 4
 
     too_many = {"start": "2000-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"}

@@ -285,3 +285,30 @@ async def test_the_documented_example(
         assert (await answer(response))[1] == {"executed": False, "reason": "conditions not met"}
     [published] = await triggers_on_topic(settings, namespace)
     assert published.execution_id == started["id"] and published.inputs == {"branch": "main"}
+
+
+async def test_the_runtime_switch_closes_the_webhook_and_the_listing_shows_the_last_call(
+    http: aiohttp.ClientSession, namespace: str, settings: Settings
+) -> None:
+    await put_flow(http, namespace, "hook", hook_flow(namespace))
+    switch = f"/api/v1/triggers/{namespace}/hook/incoming"
+    async with http.put(switch, json={"disabled": True}) as response:
+        status, item = await answer(response)
+    assert status == 200 and item["runtimeDisabled"] and item["lastFiredAt"] is None
+    async with http.post(hook_url(namespace), json={"who": "eve"}) as response:
+        assert response.status == 404
+        assert await response.read() == b'{"message":"webhook not found"}'
+
+    async with http.put(switch, json={"disabled": False}) as response:
+        assert (await answer(response))[1]["runtimeDisabled"] is False
+    async with http.post(hook_url(namespace), json={"who": "ok"}) as response:
+        accepted = (await answer(response))[1]["id"]
+    assert [t.execution_id for t in await triggers_on_topic(settings, namespace)] == [accepted]
+
+    async def listed() -> dict:
+        params = {"namespace": namespace, "flowId": "hook"}
+        async with http.get("/api/v1/triggers", params=params) as response:
+            return (await answer(response))[1]["results"][0]
+
+    item = await until(listed, lambda found: found["lastFiredExecutionId"] is not None)
+    assert item["lastFiredExecutionId"] == accepted and item["lastFiredAt"] is not None

@@ -3,8 +3,10 @@ policies, and the trigger events a tick becomes."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -304,3 +306,16 @@ def test_invalid_inputs_raise() -> None:
     undefined = ScheduleTrigger(cron="0 2 * * *", inputs={"day": "{{ trigger.nope }}"})
     with pytest.raises(ExpressionError):
         tick_event(FLOW, 1, "every-night", undefined, utc(2024, 3, 31, 1))
+
+
+def test_the_documented_schedule_example_renders_its_tick() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "triggers.md").read_text()
+    section = docs.split("## Schedule", 1)[1].split("\n## ", 1)[0]
+    flow = load_flow(re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)[0], "docs.yaml")
+    (trigger,) = flow.triggers
+    spec = trigger.spec()
+    assert isinstance(spec, ScheduleTrigger) and spec.timezone == PARIS
+    # 02:00 does not exist on 31 March 2024 in Paris: the tick is 03:00 CEST.
+    event = tick_event(flow, 1, trigger.id, spec, utc(2024, 3, 31, 1))
+    assert event.inputs == {"day": "2024-03-31"}
+    assert event.trigger["date"] == "2024-03-31T03:00:00+02:00"
