@@ -13,9 +13,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from headrace.broker import free_port
 from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
+from tests.integration.test_kafka_triggers import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,6 +218,68 @@ def test_readme_tour_through_the_cli(stack: LocalStack) -> None:
     failed = run_cli(stack, "execution", "start", "examples", "flaky", "--wait")
     assert failed.returncode == 1
     assert "FAILED" in failed.stdout
+
+
+def test_readme_trigger_tour(stack: LocalStack, settings: Settings) -> None:
+    """The README's triggers part: a webhook call, a wrong key, a flow after a flow, a
+    Kafka message, and the trigger listing with a schedule switched off."""
+    applied = run_cli(stack, "flow", "apply", "examples/")
+    assert applied.returncode == 0, applied.stderr
+    api = ApiClient(stack.url)
+
+    hook = "/executions/webhook/examples/on-webhook/tour-0123456789abcdef"
+    called = api.request("POST", hook, json_body={"ref": "release", "pusher": "ada"})
+    with pytest.raises(ApiError) as wrong:
+        api.request("POST", hook.replace("tour-", "tuor-"), json_body={})
+    assert wrong.value.status == 404
+
+    hello = run_cli(stack, "execution", "start", "examples", "hello", "--wait")
+    hello_id = hello.stdout.split()[1]
+
+    group = "headrace-trigger-examples-from-kafka-orders"
+    wait_for(lambda: committed(settings, group, "examples.orders"), "the Kafka trigger to join")
+    sent = subprocess.run(
+        [
+            sys.executable,
+            "examples/produce.py",
+            settings.kafka_bootstrap,
+            "examples.orders",
+            '{"id": 7}',
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+
+    def ended(flow_id: str) -> list[dict]:
+        page = api.request(
+            "GET", "/executions", params={"namespace": "examples", "flowId": flow_id}
+        )
+        return [e for e in page["results"] if e["state"]["current"] == "SUCCESS"]
+
+    webhook_run = wait_for(lambda: ended("on-webhook"), "the webhook execution")[0]
+    assert webhook_run["id"] == called["id"] and webhook_run["inputs"] == {"branch": "release"}
+    after = wait_for(lambda: ended("after-hello"), "the flow-triggered execution")
+    assert hello_id in {e["trigger"]["executionId"] for e in after}
+    (kafka_run,) = wait_for(lambda: ended("from-kafka"), "the Kafka-triggered execution")
+    assert kafka_run["inputs"] == {"order": 7}
+
+    disabled = run_cli(stack, "trigger", "disable", "examples", "every-minute", "tick")
+    assert disabled.returncode == 0, disabled.stderr
+    listing = run_cli(stack, "trigger", "list", "--namespace", "examples")
+    assert "examples/every-minute/tick  schedule  disabled" in listing.stdout
+    assert "examples/on-webhook/push  webhook  enabled  last fired 20" in listing.stdout
+    assert "4 triggers" in listing.stdout
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
 
 
 def test_cli_reports_unreachable_server_without_traceback() -> None:
