@@ -8,12 +8,23 @@ serves `webhook` triggers.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastavro.schema import SchemaParseException, UnknownType, parse_schema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from headrace.flow.durations import Duration
@@ -113,6 +124,12 @@ class KafkaBatch(BaseModel):
     max_duration: Duration = timedelta(seconds=5)
 
 
+# An Avro schema as JSON: a record/enum/... object, a union list, or a type name.
+AvroSchema = dict[str, Any] | list[Any] | str
+# A bare name (`string`, `com.shop.Order`) needs no JSON quotes in YAML.
+_AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 class KafkaTrigger(TriggerProperties):
     """Start an execution per message (or per batch) of a Kafka topic."""
 
@@ -120,15 +137,95 @@ class KafkaTrigger(TriggerProperties):
     bootstrap_servers: str | None = None  # None: headrace's own Kafka
     group_id: str | None = None  # None: one group per trigger
     value_deserializer: Literal["JSON", "STRING", "AVRO"] = "JSON"
+    # AVRO only. A user topic has no schema of ours: the flow names the writer schema
+    # inline, or where to look it up by the id each message carries, or both (then the
+    # registry's schema is the writer's and the inline one the reader's).
+    avro_schema: AvroSchema | None = None
+    schema_registry_url: str | None = None
+    # How a value is framed: CONFLUENT (magic byte 0, 4-byte schema id, Avro body) or
+    # RAW (the Avro body alone). Bytes cannot tell them apart reliably: a raw body may
+    # start with 0 too (a null union branch, a zero int), so the flow says which.
+    avro_format: Literal["CONFLUENT", "RAW"] = "CONFLUENT"
     batch: KafkaBatch | None = None  # None: one execution per message
 
-    @field_validator("value_deserializer")
+    @field_validator("avro_schema", mode="before")
     @classmethod
-    def _supported_deserializer(cls, value: str) -> str:
-        # A user topic has no schema registry here to find an Avro writer schema in.
-        if value == "AVRO":
-            raise ValueError("AVRO is not supported yet: use JSON or STRING")
+    def _schema_from_text(cls, value: Any) -> Any:
+        if isinstance(value, dict | list | None) or (
+            isinstance(value, str) and _AVRO_NAME.fullmatch(value)
+        ):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("avroSchema must be a mapping, JSON text or a type name")
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(
+                f"avroSchema text is not JSON ({exc}): give the schema as a YAML mapping, "
+                "as JSON text, or as a type name such as `string`"
+            ) from None
+
+    @field_validator("avro_schema")
+    @classmethod
+    def _valid_schema(cls, value: AvroSchema | None, info: ValidationInfo) -> AvroSchema | None:
+        if value is None:
+            return value
+        _only_with_avro("avroSchema", info)
+        try:
+            parse_schema(value)
+        except KeyError as exc:  # fastavro's word for a missing key, e.g. a fixed's size
+            raise ValueError(f"invalid Avro schema, got no key {exc} where one is needed") from None
+        except UnknownType as exc:
+            raise ValueError(f"invalid Avro schema, got an unknown type {exc.name!r}") from None
+        except (SchemaParseException, ValueError, TypeError) as exc:
+            raise ValueError(f"invalid Avro schema, got this error from fastavro: {exc}") from None
         return value
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _valid_registry_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        _only_with_avro("schemaRegistryUrl", info)
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(
+                f"schemaRegistryUrl must be an http(s) URL such as http://registry:8081, "
+                f"got {value!r}"
+            )
+        return value.rstrip("/")
+
+    @field_validator("avro_format")
+    @classmethod
+    def _valid_format(cls, value: str, info: ValidationInfo) -> str:
+        _only_with_avro("avroFormat", info)
+        if value == "RAW" and info.data.get("schema_registry_url"):
+            raise ValueError(
+                "a RAW value carries no schema id to look up in schemaRegistryUrl: "
+                "use avroFormat CONFLUENT with a registry, or RAW with avroSchema alone"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _avro_has_a_schema(self) -> KafkaTrigger:
+        if self.value_deserializer == "AVRO" and not (
+            self.avro_schema is not None or self.schema_registry_url
+        ):
+            raise ValueError(
+                "valueDeserializer AVRO needs the writer schema, got neither avroSchema "
+                "(inline) nor schemaRegistryUrl (Confluent Schema Registry): give one or both"
+            )
+        return self
+
+
+def _only_with_avro(name: str, info: ValidationInfo) -> None:
+    # Without AVRO the key would be ignored and every message logged as undecodable.
+    deserializer = info.data.get("value_deserializer")
+    if deserializer is not None and deserializer != "AVRO":
+        raise ValueError(
+            f"{name} is only read with valueDeserializer AVRO, got valueDeserializer "
+            f"{deserializer}: add `valueDeserializer: AVRO` or remove {name}"
+        )
 
 
 TRIGGER_TYPES: dict[str, type[TriggerProperties]] = {

@@ -10,6 +10,8 @@ same executions, which the executor ignores.
 
 A message whose value cannot be decoded is logged (topic, partition, offset) and
 committed past: retrying cannot fix it, and it must not block the messages behind it.
+A schema registry that does not answer is the opposite case: the fetched messages are
+sought back to and read again after a growing delay, nothing is committed or skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 
@@ -33,6 +34,13 @@ from headrace.flow.triggers import KAFKA, KafkaTrigger
 from headrace.kafka import make_consumer
 from headrace.messages import TriggerEvent
 from headrace.services.scheduler.catalog import DeclaredTrigger, TriggerCatalog
+from headrace.services.scheduler.kafka_values import (
+    RegistryUnavailable,
+    SchemaRegistry,
+    UndecodableValue,
+    ValueDecoder,
+    value_decoder,
+)
 from headrace.services.scheduler.offsets import (
     NEW_GROUP_OFFSET_RESET,
     AssignmentTracker,
@@ -49,10 +57,10 @@ RECONCILE_INTERVAL_S = 1.0
 # after this long, not on every reconcile: one error line per 10 s, not per second.
 RESTART_DELAY_S = 10.0
 POLL_TIMEOUT_MS = 200
-
-
-class UndecodableValue(ValueError):
-    """A message value that does not fit the trigger's `valueDeserializer`."""
+# While a schema registry is down, the same messages are retried after 0.5 s, 1 s, 2 s…
+# up to 30 s: quick recovery from a blip, one warning per 30 s in a long outage.
+REGISTRY_RETRY_MIN_S = 0.5
+REGISTRY_RETRY_MAX_S = 30.0
 
 
 def default_group_id(declared: DeclaredTrigger) -> str:
@@ -60,18 +68,9 @@ def default_group_id(declared: DeclaredTrigger) -> str:
     return f"headrace-trigger-{namespace}-{flow_id}-{trigger_id}"
 
 
-def decode_value(raw: bytes | None, deserializer: str) -> Any:
+def decode_value(raw: bytes | None, decoder: ValueDecoder) -> Any:
     """The message value as the flow sees it; None for a tombstone (no value)."""
-    if raw is None:
-        return None
-    try:
-        if deserializer == "JSON":
-            return orjson.loads(raw)
-        if deserializer == "STRING":
-            return raw.decode("utf-8")
-    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UndecodableValue(f"not {deserializer}: {exc}") from exc
-    raise UndecodableValue(f"value deserializer {deserializer} is not supported")
+    return None if raw is None else decoder.decode(raw)
 
 
 def _text(raw: bytes | None) -> str | None:
@@ -79,14 +78,14 @@ def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", errors="replace")
 
 
-def message_data(record: ConsumerRecord, deserializer: str) -> dict[str, Any]:
+def message_data(record: ConsumerRecord, decoder: ValueDecoder) -> dict[str, Any]:
     """One message as trigger data; raises `UndecodableValue`."""
     return {
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
         "key": _text(record.key),
-        "value": decode_value(record.value, deserializer),
+        "value": decode_value(record.value, decoder),
         "timestamp": datetime.fromtimestamp(record.timestamp / 1000, UTC).isoformat(),
         # A header name given twice keeps its last value.
         "headers": {name: _text(value) for name, value in record.headers or ()},
@@ -102,11 +101,11 @@ def batch_cause(topic: str, records: Iterable[ConsumerRecord]) -> tuple[str | in
     return ("kafka-batch", topic, *(f"{p}:{a}-{b}" for p, (a, b) in sorted(ranges.items())))
 
 
-def _decoded(records: Iterable[ConsumerRecord], deserializer: str) -> list[dict[str, Any]]:
+def _decoded(records: Iterable[ConsumerRecord], decoder: ValueDecoder) -> list[dict[str, Any]]:
     decoded = []
     for record in records:
         try:
-            decoded.append(message_data(record, deserializer))
+            decoded.append(message_data(record, decoder))
         except UndecodableValue as exc:
             log.error(
                 "skipping message %s[%d]@%d: %s",
@@ -119,13 +118,16 @@ def _decoded(records: Iterable[ConsumerRecord], deserializer: str) -> list[dict[
 
 
 def message_starts(
-    declared: DeclaredTrigger, records: Iterable[ConsumerRecord], now: datetime
+    declared: DeclaredTrigger,
+    records: Iterable[ConsumerRecord],
+    now: datetime,
+    decoder: ValueDecoder | None = None,
 ) -> list[TriggerEvent]:
-    """One Start per decodable message."""
+    """One Start per decodable message (`decoder`: prepared for `records`)."""
     spec = declared.trigger.spec()
     assert isinstance(spec, KafkaTrigger)
     starts = []
-    for data in _decoded(records, spec.value_deserializer):
+    for data in _decoded(records, decoder or value_decoder(spec)):
         cause = ("kafka", data["topic"], data["partition"], data["offset"])
         start = try_build_start(declared, {"type": KAFKA, **data}, cause, now)
         if start is not None:
@@ -134,12 +136,15 @@ def message_starts(
 
 
 def batch_start(
-    declared: DeclaredTrigger, records: list[ConsumerRecord], now: datetime
+    declared: DeclaredTrigger,
+    records: list[ConsumerRecord],
+    now: datetime,
+    decoder: ValueDecoder | None = None,
 ) -> TriggerEvent | None:
     """One Start for the batch (None when no message in it decodes)."""
     spec = declared.trigger.spec()
     assert isinstance(spec, KafkaTrigger)
-    messages = _decoded(records, spec.value_deserializer)
+    messages = _decoded(records, decoder or value_decoder(spec))
     if not messages:
         return None
     data = {"type": KAFKA, "topic": spec.topic, "count": len(messages), "messages": messages}
@@ -157,6 +162,7 @@ class TriggerConsumer:
         # Replaced by the manager when a new flow revision keeps the trigger unchanged.
         self.declared = declared
         self._tracker = AssignmentTracker()
+        self._retry_s = REGISTRY_RETRY_MIN_S
 
     @property
     def spec(self) -> KafkaTrigger:
@@ -191,25 +197,55 @@ class TriggerConsumer:
             "kafka trigger %s/%s %s consumes %s", namespace, flow_id, trigger_id, self.spec.topic
         )
         try:
-            if self.spec.batch is None:
-                await self._per_message(consumer)
-            else:
-                await self._per_batch(consumer)
+            async with self._registry() as registry:
+                decoder = value_decoder(self.spec, registry)
+                if self.spec.batch is None:
+                    await self._per_message(consumer, decoder)
+                else:
+                    await self._per_batch(consumer, decoder)
         finally:
             await consumer.stop()
 
-    async def _per_message(self, consumer: AIOKafkaConsumer) -> None:
+    def _registry(self) -> contextlib.AbstractAsyncContextManager[SchemaRegistry | None]:
+        url = self.spec.schema_registry_url
+        return SchemaRegistry(url) if url else contextlib.nullcontext(None)
+
+    async def _prepared(
+        self, consumer: AIOKafkaConsumer, decoder: ValueDecoder, records: list[ConsumerRecord]
+    ) -> bool:
+        """Whether `decoder` can decode `records` now (their schemas are fetched).
+
+        If the registry is down, the records are sought back to, to be fetched and tried
+        again after a delay: nothing past them is committed and none is skipped.
+        """
+        try:
+            await decoder.prepare(record.value for record in records)
+        except RegistryUnavailable as exc:
+            log.warning(
+                "kafka trigger %s: %s; reading again in %.1f s",
+                "/".join(self.declared.key),
+                exc,
+                self._retry_s,
+            )
+            _rewind(consumer, records)
+            await asyncio.sleep(self._retry_s)
+            self._retry_s = min(self._retry_s * 2, REGISTRY_RETRY_MAX_S)
+            return False
+        self._retry_s = REGISTRY_RETRY_MIN_S
+        return True
+
+    async def _per_message(self, consumer: AIOKafkaConsumer, decoder: ValueDecoder) -> None:
         while True:
             await pin_new_partitions(consumer, self._tracker)
             fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
             records = [r for batch in fetched.values() for r in batch]
-            if not records:
+            if not records or not await self._prepared(consumer, decoder, records):
                 continue
-            starts = message_starts(self.declared, records, datetime.now(UTC))
+            starts = message_starts(self.declared, records, datetime.now(UTC), decoder)
             await publish_starts(self._producer, starts)
             await _commit(consumer)
 
-    async def _per_batch(self, consumer: AIOKafkaConsumer) -> None:
+    async def _per_batch(self, consumer: AIOKafkaConsumer, decoder: ValueDecoder) -> None:
         batch = self.spec.batch
         assert batch is not None
         max_duration_s = batch.max_duration.total_seconds()
@@ -224,6 +260,8 @@ class TriggerConsumer:
                 timeout_ms=wait_ms, max_records=batch.max_records - len(buffer)
             )
             records = [r for part in fetched.values() for r in part]
+            if records and not await self._prepared(consumer, decoder, records):
+                records = []  # sought back to: read again; the buffer is still due
             if records and not buffer:
                 deadline = time.monotonic() + max_duration_s
             buffer += records
@@ -231,7 +269,7 @@ class TriggerConsumer:
                 continue
             if len(buffer) < batch.max_records and time.monotonic() < deadline:
                 continue
-            start = batch_start(self.declared, buffer, datetime.now(UTC))
+            start = batch_start(self.declared, buffer, datetime.now(UTC), decoder)
             await publish_starts(self._producer, [start] if start else [])
             # Explicit offsets: what the batch held, not what may be fetched beyond it.
             ends: dict[TopicPartition, int] = {}
@@ -240,6 +278,18 @@ class TriggerConsumer:
                 ends[tp] = max(ends.get(tp, 0), record.offset + 1)
             await _commit(consumer, ends)
             buffer = []
+
+
+def _rewind(consumer: AIOKafkaConsumer, records: Iterable[ConsumerRecord]) -> None:
+    """Seek each partition back to its first record in `records`."""
+    firsts: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        firsts[tp] = min(firsts.get(tp, record.offset), record.offset)
+    assigned = consumer.assignment()
+    for tp, offset in firsts.items():
+        if tp in assigned:  # a partition lost meanwhile is read again by its new owner
+            consumer.seek(tp, offset)
 
 
 async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int] | None = None):

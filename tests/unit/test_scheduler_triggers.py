@@ -18,6 +18,7 @@ from headrace.services.scheduler.kafka_triggers import (
     decode_value,
     message_starts,
 )
+from headrace.services.scheduler.kafka_values import JsonDecoder, StringDecoder
 from headrace.services.scheduler.starts import TriggerStartError, build_start
 from headrace.states import State
 
@@ -153,8 +154,8 @@ def test_an_undecodable_message_is_skipped_not_fatal() -> None:
     starts = message_starts(declared(KAFKA_FLOW), [record(1, b"{bad"), record(2, b"1")], NOW)
     assert [s.trigger["offset"] for s in starts] == [2]
     with pytest.raises(UndecodableValue):
-        decode_value(b"\xff", "STRING")
-    assert decode_value(None, "JSON") is None
+        decode_value(b"\xff", StringDecoder())
+    assert decode_value(None, JsonDecoder()) is None
 
 
 def test_a_batch_is_one_execution_named_by_its_offset_ranges() -> None:
@@ -170,6 +171,7 @@ def test_a_batch_is_one_execution_named_by_its_offset_ranges() -> None:
     assert same.execution_id == start.execution_id != shorter.execution_id
 
 
-def test_avro_is_refused_at_validation() -> None:
-    with pytest.raises(FlowValidationError, match="AVRO is not supported yet"):
+def test_avro_without_a_writer_schema_is_refused_at_validation() -> None:
+    # Decoding AVRO itself: tests/unit/test_kafka_avro.py.
+    with pytest.raises(FlowValidationError, match="AVRO needs the writer schema"):
         load_flow(KAFKA_FLOW.replace("JSON", "AVRO"), "test")
