@@ -7,12 +7,15 @@ upgrade independently: a reader decodes an older writer's message with Avro's sc
 resolution (new fields take their defaults).
 
 Schemas live as `.avsc` files in `headrace.schemas`; a file named `io.headrace.X.avsc`
-holds a named type other schemas refer to.
+holds a named type other schemas refer to, and `X.vN.avsc` an earlier version of `X`,
+read but never written (a rolling upgrade leaves its messages in the topics). Upgrade
+consumers before producers: an older consumer cannot read a newer writer's messages.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,6 +32,7 @@ from headrace.states import State
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
+_EARLIER_VERSION = re.compile(r"\.v\d+\.avsc$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,8 @@ class SchemaRegistry:
         for entry in sorted(folder.iterdir(), key=lambda e: e.name):
             if entry.name.endswith(".avsc") and not entry.name.startswith("io.headrace."):
                 with resources.as_file(entry) as path:
-                    registry.add(load_schema_file(path))
+                    schema = load_schema_file(path)
+                registry.add(schema, current=_EARLIER_VERSION.search(entry.name) is None)
         return registry
 
 

@@ -22,8 +22,10 @@ Jinja's own (`default`, `upper`, `lower`, `trim`, `replace`, `join`, `length`, .
 Dates are ISO-8601 text in and out.
 
 Secrets never exist where expressions are rendered (the executor): `secret('NAME')`
-renders to a marker, and the worker, which holds the secrets, swaps markers for values
-with `resolve_secrets` just before the task runs.
+renders to a marker that only the attempt it was rendered for can resolve, and the
+worker, which holds the secrets, swaps markers for values just before the task runs
+(`headrace.secret_markers`). Filters never output NUL (it delimits markers, and
+PostgreSQL cannot store it): `b64decode` and `fromJson` give U+FFFD instead.
 
 This module does no I/O and reads no clock: rendering is a pure function of its inputs.
 """
@@ -52,14 +54,8 @@ from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
+from headrace import secret_markers
 from headrace.errors import HeadraceError
-
-SECRET_MARKER_PREFIX = "\x00secret:"
-SECRET_MARKER_SUFFIX = "\x00"
-_SECRET_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_SECRET_MARKER = re.compile(
-    re.escape(SECRET_MARKER_PREFIX) + r"([^\x00]*)" + re.escape(SECRET_MARKER_SUFFIX)
-)
 
 # Strings rendered per second in the executor are many and mostly the same few hundred:
 # compiling is ~100x slower than rendering, so compiled templates are kept by source.
@@ -112,10 +108,35 @@ class _Undefined(StrictUndefined):
         return f"{type(obj).__name__} value has no attribute {name!r}"
 
 
-def _secret(name: Any) -> str:
-    if not isinstance(name, str) or not _SECRET_NAME.match(name):
+@pass_context
+def _secret(context: Context, name: Any) -> str:
+    # render() may render text from outside (an input): that text must not reach secrets.
+    if _render_depth.get() > 0:
+        raise SecurityError("secret() cannot be called in text rendered by render()")
+    if not secret_markers.is_valid_name(name):
         raise SecurityError(f"invalid secret name {name!r}")
-    return f"{SECRET_MARKER_PREFIX}{name}{SECRET_MARKER_SUFFIX}"
+    scope = context.get(secret_markers.SCOPE_KEY)
+    if scope is None:  # not a task's properties: a marker that never resolves
+        return secret_markers.marker(name, "")
+    if not scope.nonce:
+        raise SecurityError("secret() needs the executor's secret seed (core.secret_seed)")
+    if name not in scope.names:
+        scope.names.append(name)
+    return secret_markers.marker(name, scope.nonce)
+
+
+_NUL = "\x00"
+
+
+def _without_nul(value: Any) -> Any:
+    """`value` with NUL replaced by U+FFFD in every string (keys too, at any depth)."""
+    if isinstance(value, str):
+        return value.replace(_NUL, "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
 
 
 def _tojson(value: Any) -> str:
@@ -123,7 +144,9 @@ def _tojson(value: Any) -> str:
 
 
 def _fromjson(value: Any) -> Any:
-    return orjson.loads(value)
+    parsed = orjson.loads(value)
+    # JSON holds NUL only as the escape \u0000: skip the walk for all other text.
+    return _without_nul(parsed) if "\\u0000" in str(value) else parsed
 
 
 def _json_default(value: Any) -> Any:
@@ -262,7 +285,7 @@ def _b64encode(value: Any) -> str:
 
 def _b64decode(value: Any) -> str:
     try:
-        return base64.b64decode(_bytes(value), validate=True).decode()
+        return _without_nul(base64.b64decode(_bytes(value), validate=True).decode())
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise ValueError(f"not base64-encoded text: {exc}") from None
 
@@ -468,39 +491,3 @@ def template_syntax_errors(value: Any, path: str = "") -> list[tuple[str, str]]:
         for i, item in enumerate(value):
             found.extend(template_syntax_errors(item, _join(path, i)))
     return found
-
-
-def resolve_secrets(
-    value: Any, lookup: Callable[[str], str | None], path: str = ""
-) -> tuple[Any, list[str]]:
-    """Replace secret markers in every string of `value` by the secret's value.
-
-    Returns the resolved value and the secret values used (each once, in order of first
-    use) so that logs can mask them. Raises `ExpressionError` for an unknown secret.
-    """
-    used: list[str] = []
-
-    def resolve(item: Any, where: str) -> Any:
-        if isinstance(item, str):
-            if SECRET_MARKER_PREFIX not in item:
-                return item
-            return _SECRET_MARKER.sub(lambda match: substitute(match, where), item)
-        if isinstance(item, Mapping):
-            return {key: resolve(sub, _join(where, key)) for key, sub in item.items()}
-        if isinstance(item, list | tuple):
-            return [resolve(sub, _join(where, i)) for i, sub in enumerate(item)]
-        return item
-
-    def substitute(match: re.Match[str], where: str) -> str:
-        name = match.group(1)
-        secret = lookup(name)
-        if secret is None:
-            raise ExpressionError(
-                where,
-                f"secret {name} is not defined: set HEADRACE_SECRET_{name} in the workers' environment",
-            )
-        if secret not in used:
-            used.append(secret)
-        return secret
-
-    return resolve(value, path), used

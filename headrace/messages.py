@@ -73,6 +73,9 @@ class TaskRequest:
     properties: Json
     time: datetime
     timeout_ms: int | None = None
+    # Which markers in `properties` the worker may resolve (see headrace.secret_markers).
+    secret_names: list[str] = field(default_factory=list)
+    secret_nonce: str = ""
 
 
 @dataclass(slots=True)

@@ -6,17 +6,44 @@ outputs of task runs that carry a value are keyed by it (`outputs.task[value].ke
 `vars` are the flow's `variables`, rendered in declaration order with the same context
 (each sees the ones before it). `now()` is the time of the event being processed: the
 core never reads the clock, so replaying events renders the same text.
+
+`secret()` markers need entropy the core cannot draw: the executor's shell wraps each
+`advance` call in `secret_seed(random text)`, and an attempt's properties render with a
+`SecretScope` whose nonce derives from that seed (see `headrace.secret_markers`). The
+seed is an input like `now`, ambient so that it need not be threaded through every event
+handler; without one (tests that do not set it), `secret()` in task properties fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
 from headrace.core.state import Execution, TaskRun
 from headrace.expressions import NOW_KEY, render_variables
+from headrace.secret_markers import SCOPE_KEY, SecretScope
 from headrace.states import State
+
+_secret_seed: ContextVar[str] = ContextVar("headrace_secret_seed", default="")
+
+
+@contextmanager
+def secret_seed(seed: str) -> Iterator[None]:
+    """Render the secret markers of `advance` calls made inside with `seed`: random text,
+    fresh for each call, that nobody outside the executor sees."""
+    token = _secret_seed.set(seed)
+    try:
+        yield
+    finally:
+        _secret_seed.reset(token)
+
+
+def current_secret_seed() -> str:
+    return _secret_seed.get()
+
 
 _SUCCEEDED = (State.SUCCESS, State.WARNING)
 
@@ -45,10 +72,13 @@ def render_context(
     now: datetime,
     variables: Mapping[str, Any] | None = None,
     parents: list[str] | None = None,
+    secrets: SecretScope | None = None,
 ) -> dict[str, Any]:
     """The context for `task_run` (None: the execution itself, for flow outputs).
 
-    Raises `ExpressionError` when a variable does not render.
+    `secrets`: only when rendering an attempt's task properties (`secret()` records
+    names there, and its markers can resolve). Raises `ExpressionError` when a variable
+    does not render.
     """
     outputs: dict[str, Any] = {}
     by_id = {run.id: run for run in execution.task_runs}
@@ -90,5 +120,7 @@ def render_context(
         loops = [{"taskrun": {"value": value}} for value in parents or []]
         context["parents"] = loops
         context["parent"] = loops[0] if loops else None
+    if secrets is not None:
+        context[SCOPE_KEY] = secrets  # before `vars`: a variable may hold a secret()
     context["vars"] = render_variables(variables, context) if variables else {}
     return context

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from headrace import messages
-from headrace.core.context import render_context
+from headrace.core.context import current_secret_seed, render_context
 from headrace.core.events import RequestTask, SendCommand, StartExecution
 from headrace.core.ids import child_execution_id, command_id, task_run_id
 from headrace.core.plan import Lane
@@ -41,6 +41,7 @@ from headrace.flow import flowables as f
 from headrace.flow.inputs import coerce_input
 from headrace.flow.model import Task
 from headrace.messages import CommandKind, LogLevel, StateChange
+from headrace.secret_markers import SecretScope, request_nonce
 from headrace.states import State
 
 _MILLISECOND = timedelta(milliseconds=1)
@@ -80,8 +81,11 @@ def lane_status(step: Transition, parent_id: str | None, lane: Lane) -> LaneStat
 # ------------------------------------------------------------------- contexts
 
 
-def context_for(step: Transition, index: int | None, attempt: int = 1) -> dict[str, Any]:
-    """The expression context of the task run at `index` (None: the execution)."""
+def context_for(
+    step: Transition, index: int | None, attempt: int = 1, secrets: SecretScope | None = None
+) -> dict[str, Any]:
+    """The expression context of the task run at `index` (None: the execution);
+    `secrets` only for an attempt's task properties."""
     execution = step.execution
     task_run = None if index is None else execution.task_runs[index]
     parents: list[str] = []
@@ -101,6 +105,7 @@ def context_for(step: Transition, index: int | None, attempt: int = 1) -> dict[s
         now=step.now,
         variables=step.flow.variables,
         parents=parents,
+        secrets=secrets,
     )
 
 
@@ -236,8 +241,11 @@ def _parse_json_list(text: str) -> Any:
 def request_attempt(step: Transition, index: int, number: int) -> None:
     execution = step.execution
     task = step.task_of(index)
+    run_id = execution.task_runs[index].id
+    nonce = request_nonce(current_secret_seed(), execution.id, run_id, number)
+    secrets = SecretScope(nonce)
     try:
-        properties = render_properties(task.properties, context_for(step, index, number))
+        properties = render_properties(task.properties, context_for(step, index, number, secrets))
     except ExpressionError as exc:
         # Rendering is deterministic: another attempt would fail the same way.
         error = f"task {task.id!r}: cannot render property {exc.path!r}: {exc.reason}"
@@ -264,6 +272,8 @@ def request_attempt(step: Transition, index: int, number: int) -> None:
                 properties=properties,
                 time=step.now,
                 timeout_ms=timeout_ms,
+                secret_names=list(secrets.names),
+                secret_nonce=nonce if secrets.names else "",
             )
         )
     )

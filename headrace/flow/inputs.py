@@ -231,7 +231,7 @@ def validate_input(definition: Input, value: Any) -> Any:
 
 def _check(definition: Input, input_type: InputType, value: Any) -> Any:
     result = coerce_input(input_type, value)
-    if _has_nul(result):
+    if has_nul(result):
         raise ValueError("contains a NUL character (\\x00), which cannot be stored")
     values = definition.values
     if values is not None and input_type in _RULES["values"] and result not in values:
@@ -255,7 +255,7 @@ def _check(definition: Input, input_type: InputType, value: Any) -> Any:
     return result
 
 
-def _has_nul(value: Any) -> bool:
+def has_nul(value: Any) -> bool:
     """Whether a NUL is in `value`'s text, or in any key or text nested in it (JSON)."""
     pending = [value]  # a loop, not recursion: JSON may nest deeper than Python's stack
     while pending:

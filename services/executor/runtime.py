@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import secrets
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 from headrace import codec
 from headrace.core.advance import advance
 from headrace.core.concurrency import answer_command
+from headrace.core.context import secret_seed
 from headrace.core.events import (
     Command,
     EmitLog,
@@ -154,7 +156,10 @@ class ExecutorRuntime:
         if flow is None:
             log.warning("execution %s unknown here; %s dropped", key.decode(), event)
             return execution
-        step = advance(execution, event, flow, now)
+        # Fresh per call, never published: it makes this call's secret markers unforgeable
+        # (headrace.secret_markers).
+        with secret_seed(secrets.token_hex(16)):
+            step = advance(execution, event, flow, now)
         deliveries += await self._apply(step.commands)
         return step.execution
 

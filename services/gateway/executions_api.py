@@ -16,7 +16,7 @@ from headrace import codec
 from headrace.db.executions import MAX_PAGE_SIZE
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowValidationError
-from headrace.flow.inputs import InputValidationError, resolve_inputs
+from headrace.flow.inputs import InputValidationError, has_nul, resolve_inputs
 from headrace.flow.loader import load_flow
 from headrace.messages import CommandKind, ExecutionCommand, Message, TriggerEvent
 from headrace.services.gateway.bodies import (
@@ -192,6 +192,10 @@ async def resume_execution(request: web.Request) -> web.Response:
     gw = gateway(request)
     execution_id = request.match_info["id"]
     inputs = await read_inputs(request)
+    # As for starts, whose inputs are checked: the body becomes the task's outputs, which
+    # PostgreSQL cannot store with a NUL and later tasks render into their properties.
+    if has_nul(inputs):
+        raise ApiError(400, "the body contains a NUL character (\\x00), which cannot be stored")
     await _execution_in_state(gw, execution_id, CommandKind.RESUME)
     await _send_command(gw, execution_id, CommandKind.RESUME, {"inputs": inputs})
     return json_response({"id": execution_id, "command": "RESUME"}, status=202)

@@ -7,6 +7,11 @@ Two things escape: cancellation (a cancelled attempt has no result, its request 
 redelivered) and a failure of `publish_log` (Kafka's fault, not the task's: the worker
 handles it; the attempt is not reported FAILED).
 
+Secrets: only the request's own markers resolve, those holding its `secret_nonce` and
+naming one of its `secret_names` (what the flow's `secret()` calls asked for when the
+executor rendered the properties). Marker-like text from anywhere else (an input, a
+webhook body, an upstream output) is data and reaches the task unchanged.
+
 Everything published is made safe first:
 - the values of ALL the worker's `HEADRACE_SECRET_*` variables (not only those the task
   referenced) are masked in log lines, the error text and every string of the outputs;
@@ -37,8 +42,8 @@ from pydantic import ValidationError
 from headrace.connectors.base import Connector, TaskContext, TaskFailed, uses_workdir
 from headrace.connectors.registry import connector_classes
 from headrace.errors import HeadraceError
-from headrace.expressions import resolve_secrets
 from headrace.messages import LogLevel, LogRecord, TaskRequest, TaskResult
+from headrace.secret_markers import resolve_secrets
 from headrace.states import State
 
 log = logging.getLogger(__name__)
@@ -243,7 +248,12 @@ async def run_attempt(
     if connector_class is None:
         return finish(State.FAILED, error=f"unknown task type '{request.type}'")
     try:
-        raw_properties, used = resolve_secrets(request.properties, secret_lookup)
+        raw_properties, used = resolve_secrets(
+            request.properties,
+            secret_lookup,
+            nonce=request.secret_nonce,
+            names=request.secret_names,
+        )
     except HeadraceError as exc:
         return finish(State.FAILED, error=str(exc))
     mask = Masker([*known_secrets, *used])

@@ -71,16 +71,40 @@ tasks:
 """
 
 
+E2E_SECRET = "e2e-tok-7c41d9"
+# The task checks the value by its SHA-256, so the flow's source does not hold it.
+SECRETS_FLOW = """\
+id: secrets
+namespace: tests.e2e
+inputs:
+  - id: note
+    type: STRING
+tasks:
+  - id: call
+    type: shell
+    env:
+      TOKEN: "{{ secret('E2E_TOKEN') }}"
+      NOTE: "{{ inputs.note }}"
+      EXPECTED: 0a2e376a7208a438cee8eabe16055cd535ca0844ee5f0cd240f3a64b88839ac1
+    commands:
+      - test "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)" = "$EXPECTED"
+      - echo "token=$TOKEN note=$NOTE"
+"""
+
+
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     asyncio.run(migrate_url(settings.database_url))
     stack_settings = dataclasses.replace(settings, gateway_port=free_port())
     stack = LocalStack(stack_settings, log_dir=tmp_path_factory.mktemp("stack-logs"))
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
+    with pytest.MonkeyPatch.context() as patch:
+        # The workers' one secret: services get this process's environment (restarts too).
+        patch.setenv("HEADRACE_SECRET_E2E_TOKEN", E2E_SECRET)
+        try:
+            stack.start()
+            yield stack
+        finally:
+            stack.stop()
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +162,21 @@ def test_three_tasks_succeed_with_outputs_passed_along(api: ApiClient) -> None:
     assert ("make", "making for kafka") in messages
     assert ("double", "doubling 3") in messages
     assert ("say", "HELLO-KAFKA x6") in messages
+
+
+def test_a_flow_secret_reaches_its_task_and_nothing_else(api: ApiClient) -> None:
+    put_flow(api, SECRETS_FLOW, "tests.e2e", "secrets")
+    execution = api.request(
+        "POST",
+        "/executions/tests.e2e/secrets",
+        params={"wait": "true", "timeout": "60"},
+        json_body={"note": "hello"},
+    )
+    (run,) = execution["taskRunList"]
+    assert execution["state"]["current"] == "SUCCESS", run["attempts"]  # the task had it
+    logs = wait_for_logs(api, execution["id"], 1)
+    assert [line["message"] for line in logs] == ["token=****** note=hello"]
+    assert E2E_SECRET not in str(execution)
 
 
 def test_failing_task_ends_failed_after_exactly_three_attempts(api: ApiClient) -> None:

@@ -24,10 +24,13 @@ from headrace.db.logs import LogRepository
 from headrace.db.pool import create_pool
 from headrace.kafka import make_consumer, make_producer
 from headrace.messages import (
+    CommandKind,
+    ExecutionCommand,
     ExecutionEvent,
     ExecutionSnapshot,
     LogLevel,
     LogRecord,
+    Message,
     StateChange,
     TriggerEvent,
 )
@@ -36,6 +39,7 @@ from headrace.services.gateway.context import Gateway
 from headrace.services.gateway.ids import ID_LENGTH
 from headrace.services.gateway.waiter import ExecutionWaiter
 from headrace.states import State
+from headrace.topics.definitions import EXECUTION_COMMANDS
 
 DEADLINE_S = 20.0
 YAML = {"Content-Type": "application/x-yaml"}
@@ -317,29 +321,35 @@ async def test_database_gone_gives_json_500_and_unhealthy(
         assert len((await json_of(response))["problems"]) == 2
 
 
-async def triggers_on_topic(settings: Settings, namespace: str) -> list[TriggerEvent]:
-    """Every trigger of `namespace` on the topic now: read from the start to the end offsets.
+async def messages_on_topic(settings: Settings, topic: str) -> list[Message]:
+    """Every message on `topic` now: read from the start to the end offsets.
 
-    A start is answered only after the broker acked its trigger, so once the answers are
-    in, the end offsets taken here cover anything those requests published.
+    The gateway answers only after the broker acked what it published, so once the
+    answers are in, the end offsets taken here cover anything those requests published.
     """
-    consumer = make_consumer(settings, "triggers", group_id=None, client_id="test-gateway-audit")
+    consumer = make_consumer(settings, topic, group_id=None, client_id="test-gateway-audit")
     await consumer.start()
     try:
         partitions = list(consumer.assignment())
-        assert partitions, "the triggers topic has no partitions assigned"
+        assert partitions, f"the {topic} topic has no partitions assigned"
         end = await consumer.end_offsets(partitions)
-        found: list[TriggerEvent] = []
+        found: list[Message] = []
         async with asyncio.timeout(DEADLINE_S):
             while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
-                    for record in records:
-                        message = codec.decode(record.value)
-                        if isinstance(message, TriggerEvent) and message.namespace == namespace:
-                            found.append(message)
+                    found += [codec.decode(record.value) for record in records]
         return found
     finally:
         await consumer.stop()
+
+
+async def triggers_on_topic(settings: Settings, namespace: str) -> list[TriggerEvent]:
+    """Every trigger of `namespace` on the topic now."""
+    return [
+        message
+        for message in await messages_on_topic(settings, "triggers")
+        if isinstance(message, TriggerEvent) and message.namespace == namespace
+    ]
 
 
 async def test_refused_starts_publish_no_trigger(
@@ -378,6 +388,44 @@ async def test_refused_starts_publish_no_trigger(
         assert response.status == 202
         accepted = (await json_of(response))["id"]
     assert [t.execution_id for t in await triggers_on_topic(settings, namespace)] == [accepted]
+
+
+async def test_a_resume_body_with_a_nul_is_400_and_sends_no_command(
+    http: aiohttp.ClientSession, namespace: str, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    # A PAUSED execution, written as the indexer would.
+    execution_id = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    snapshot = ExecutionSnapshot(
+        namespace=namespace,
+        flow_id="hello",
+        flow_revision=1,
+        state=State.PAUSED,
+        histories=[StateChange(State.RUNNING, now), StateChange(State.PAUSED, now)],
+        inputs={},
+    )
+    async with pool.acquire() as conn:
+        await write_batch(conn, [ExecutionEvent(execution_id, 1, now, execution=snapshot)], [])
+    url = f"/api/v1/executions/{execution_id}/resume"
+
+    # The body becomes the paused task's outputs: like start inputs, no NUL anywhere.
+    for body in ({"approved": "a\x00b"}, {"deep": [{"key\x00": 1}]}):
+        async with http.post(url, json=body) as response:
+            assert response.status == 400, (body, await response.text())
+            assert "NUL character" in (await json_of(response))["message"]
+    async with http.post(url, data={"approved": "a\x00b"}) as response:  # a form, too
+        assert response.status == 400, await response.text()
+
+    async with http.post(url, json={"approved": "yes"}) as response:
+        assert response.status == 202, await response.text()
+    sent = [
+        message
+        for message in await messages_on_topic(settings, EXECUTION_COMMANDS.name)
+        if isinstance(message, ExecutionCommand) and message.execution_id == execution_id
+    ]
+    assert [(c.kind, c.payload) for c in sent] == [
+        (CommandKind.RESUME, {"inputs": {"approved": "yes"}})
+    ]
 
 
 async def test_nul_in_the_url_is_400_not_500(http: aiohttp.ClientSession, namespace: str) -> None:

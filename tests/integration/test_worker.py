@@ -22,9 +22,9 @@ from aiokafka.structs import RecordMetadata
 
 from headrace import codec
 from headrace.config import Settings
-from headrace.expressions import SECRET_MARKER_PREFIX, SECRET_MARKER_SUFFIX
 from headrace.kafka import make_consumer, make_producer
 from headrace.messages import LogLevel, LogRecord, TaskKill, TaskRequest, TaskResult
+from headrace.secret_markers import marker, request_nonce
 from headrace.services.worker import service
 from headrace.services.worker.kills import KillListenerError, follow_kills
 from headrace.services.worker.publisher import FLUSH_EVERY_SENDS, AttemptPublisher
@@ -238,19 +238,45 @@ async def test_secrets_are_resolved_and_masked_in_logs(
     settings: Settings, outcomes: Outcomes, worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HEADRACE_SECRET_API_TOKEN", "tok-93b1f")
-    marker = f"{SECRET_MARKER_PREFIX}API_TOKEN{SECRET_MARKER_SUFFIX}"
+    nonce = request_nonce(uuid.uuid4().hex, "execution", "run", 1)
     request = new_request(
         "shell",
         {
             "commands": ['echo "using $TOKEN"', 'test "$TOKEN" = tok-93b1f'],
-            "env": {"TOKEN": marker},
+            "env": {"TOKEN": marker("API_TOKEN", nonce)},
         },
+        secret_names=["API_TOKEN"],
+        secret_nonce=nonce,
     )
     await produce(settings, request)
     result = await outcomes.result(request.execution_id)
     assert result.state == State.SUCCESS  # the command saw the real value
     await outcomes.wait_for(lambda: bool(outcomes.logs[request.execution_id]), "the log line")
     assert outcomes.messages(request.execution_id) == [(LogLevel.INFO, f"using {MASK}")]
+
+
+async def test_secret_markers_from_outside_are_not_resolved(
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `log` task whose message came from an input holding marker text, while the
+    flow's own secret('API_TOKEN') is in the request: the line shows the text as sent
+    (NUL made U+FFFD), not the value, which would have been masked."""
+    monkeypatch.setenv("HEADRACE_SECRET_API_TOKEN", "tok-93b1f")
+    nonce = request_nonce(uuid.uuid4().hex, "execution", "run", 1)
+    forged = ["\x00secret:API_TOKEN\x00", marker("API_TOKEN", ""), marker("API_TOKEN", "e" * 32)]
+    request = new_request(
+        "log",
+        {"message": " ".join(forged)},
+        secret_names=["API_TOKEN"],
+        secret_nonce=nonce,
+    )
+    await produce(settings, request)
+    assert (await outcomes.result(request.execution_id)).state == State.SUCCESS
+    await outcomes.wait_for(lambda: bool(outcomes.logs[request.execution_id]), "the log line")
+    ((level, line),) = outcomes.messages(request.execution_id)
+    assert level is LogLevel.INFO
+    assert line == " ".join(forged).replace("\x00", "\ufffd")
+    assert MASK not in line and "tok-93b1f" not in line
 
 
 async def test_an_interrupted_attempt_is_redelivered_to_the_next_worker(

@@ -63,6 +63,9 @@ def samples() -> list[m.Message]:
             ),
         ),
         m.ExecutionCommand("c1", "ex1", m.CommandKind.TIMER, NOW, "tr1", 2, {"timer": "retry"}),
+        m.TaskRequest(
+            "ex1", "ns", "flow", 3, "tr2", "t", 1, "log", {}, NOW, None, ["A", "B"], "ab" * 16
+        ),
     ]
 
 
@@ -128,6 +131,38 @@ def test_an_older_writer_schema_is_read_with_defaults_for_new_fields(tmp_path: P
     )
     decoded = codec.decode(codec.MAGIC + old_schema.fingerprint + body.getvalue())
     assert decoded == m.LogRecord("l", "e", "n", "f", NOW, m.LogLevel.INFO, "old")
+
+
+def test_a_task_request_from_an_older_executor_decodes_without_secrets() -> None:
+    """`TaskRequest.v1.avsc` is bundled: requests written before `secret_names` and
+    `secret_nonce` existed still decode during an upgrade, and resolve no secret."""
+    current = codec.registry().current["io.headrace.TaskRequest"]
+    (old,) = [
+        schema
+        for schema in codec.registry().by_fingerprint.values()
+        if schema.name == current.name and schema is not current
+    ]
+    assert {f["name"] for f in current.parsed["fields"]} - {
+        f["name"] for f in old.parsed["fields"]
+    } == {"secret_names", "secret_nonce"}
+    body = io.BytesIO()
+    record = {
+        "execution_id": "e",
+        "namespace": "n",
+        "flow_id": "f",
+        "flow_revision": 1,
+        "task_run_id": "r",
+        "task_id": "t",
+        "attempt": 1,
+        "type": "log",
+        "properties": '{"message": "hi"}',
+        "timeout_ms": None,
+        "time": NOW,
+    }
+    fastavro.schemaless_writer(body, old.parsed, record)
+    decoded = codec.decode(codec.MAGIC + old.fingerprint + body.getvalue())
+    assert decoded == m.TaskRequest("e", "n", "f", 1, "r", "t", 1, "log", {"message": "hi"}, NOW)
+    assert (decoded.secret_names, decoded.secret_nonce) == ([], "")
 
 
 @pytest.mark.parametrize(

@@ -9,15 +9,20 @@ import pytest
 
 from headrace.expressions import (
     NOW_KEY,
-    SECRET_MARKER_PREFIX,
-    SECRET_MARKER_SUFFIX,
     ExpressionError,
     cache_info,
     render_properties,
     render_value,
     render_variables,
-    resolve_secrets,
     template_syntax_errors,
+)
+from headrace.secret_markers import (
+    SCOPE_KEY,
+    SecretError,
+    SecretScope,
+    marker,
+    request_nonce,
+    resolve_secrets,
 )
 
 CONTEXT: dict[str, Any] = {
@@ -166,21 +171,30 @@ def test_template_syntax_errors_are_found_without_rendering() -> None:
     assert template_syntax_errors("{{ undefined_is_fine_here }}") == []
 
 
+NONCE = "0123456789abcdef0123456789abcdef"
+
+
+def with_scope(scope: SecretScope) -> dict[str, Any]:
+    """CONTEXT as the core builds it for an attempt's task properties."""
+    return {**CONTEXT, SCOPE_KEY: scope}
+
+
 def test_secrets_render_to_markers_and_resolve_in_the_worker() -> None:
+    scope = SecretScope(NONCE)
     rendered = render_properties(
         {
             "url": "{{ secret('API_URL') }}",
             "headers": {"Authorization": "Bearer {{ secret('TOKEN') }}"},
             "commands": ["curl -H 'x: {{ secret(\"TOKEN\") }}' {{ inputs.name }}"],
         },
-        CONTEXT,
+        with_scope(scope),
     )
-    marker = f"{SECRET_MARKER_PREFIX}TOKEN{SECRET_MARKER_SUFFIX}"
-    assert rendered["headers"]["Authorization"] == f"Bearer {marker}"
+    assert rendered["headers"]["Authorization"] == f"Bearer \x00secret:{NONCE}:TOKEN\x00"
+    assert scope.names == ["API_URL", "TOKEN"]  # each once, in order of first call
     assert "s3cr3t" not in repr(rendered)  # the executor never sees a value
 
     vault = {"API_URL": "https://api.example", "TOKEN": "s3cr3t"}
-    resolved, used = resolve_secrets(rendered, vault.get)
+    resolved, used = resolve_secrets(rendered, vault.get, nonce=NONCE, names=scope.names)
     assert resolved == {
         "url": "https://api.example",
         "headers": {"Authorization": "Bearer s3cr3t"},
@@ -189,17 +203,100 @@ def test_secrets_render_to_markers_and_resolve_in_the_worker() -> None:
     assert used == ["https://api.example", "s3cr3t"]
 
 
+def test_marker_text_from_outside_is_data_even_for_a_name_the_flow_uses() -> None:
+    """An input holding marker text lands next to a genuine secret('DB'): only the
+    genuine one resolves, whatever the forgery looks like."""
+    forgeries = [
+        "\x00secret:DB\x00",  # the format before nonces
+        marker("DB", ""),  # what secret() gives outside task properties
+        marker("DB", "f" * 32),  # a guessed nonce
+        marker("DB", request_nonce("other seed", "ex1", "tr-1", 2)),  # another attempt's
+    ]
+    scope = SecretScope(NONCE)
+    context = {**with_scope(scope), "inputs": {"note": "".join(forgeries)}}
+    rendered = render_properties(
+        {"password": "{{ secret('DB') }}", "body": "note: {{ inputs.note }}"}, context
+    )
+    resolved, used = resolve_secrets(rendered, {"DB": "db-pass"}.get, nonce=NONCE, names=["DB"])
+    assert resolved == {"password": "db-pass", "body": "note: " + "".join(forgeries)}
+    assert used == ["db-pass"]
+
+
+def test_only_the_listed_names_and_a_nonce_resolve() -> None:
+    value = {"a": marker("A", NONCE), "b": marker("B", NONCE)}
+    vault = {"A": "alpha", "B": "bravo"}
+    assert resolve_secrets(value, vault.get, nonce=NONCE, names=["A"]) == (
+        {"a": "alpha", "b": marker("B", NONCE)},
+        ["alpha"],
+    )
+    # A request without a nonce (an older executor's) resolves nothing: fail closed.
+    assert resolve_secrets(value, vault.get, nonce="", names=["A", "B"]) == (value, [])
+
+
 def test_an_unknown_secret_is_an_error_naming_it() -> None:
-    rendered = render_value({"env": ["{{ secret('NOPE') }}"]}, CONTEXT)
-    with pytest.raises(ExpressionError) as caught:
-        resolve_secrets(rendered, {}.get)
+    rendered = render_value({"env": ["{{ secret('NOPE') }}"]}, with_scope(SecretScope(NONCE)))
+    with pytest.raises(SecretError) as caught:
+        resolve_secrets(rendered, {}.get, nonce=NONCE, names=["NOPE"])
     assert caught.value.reason.startswith("secret NOPE is not defined: set HEADRACE_SECRET_NOPE")
     assert caught.value.path == "env[0]"
 
 
 def test_values_without_markers_resolve_to_themselves() -> None:
     value = {"a": ["plain", 1, None]}
-    assert resolve_secrets(value, {}.get) == (value, [])
+    assert resolve_secrets(value, {}.get, nonce=NONCE, names=["A"]) == (value, [])
+
+
+def test_outside_task_properties_a_secret_never_resolves() -> None:
+    # Flow outputs, for-each values, conditions: no scope, so no nonce.
+    rendered = render_value("{{ secret('TOKEN') }}", CONTEXT)
+    assert rendered == marker("TOKEN", "")
+    assert resolve_secrets(rendered, {"TOKEN": "s3cr3t"}.get, nonce="", names=["TOKEN"]) == (
+        rendered,
+        [],
+    )
+
+
+def test_secret_needs_a_nonce_in_task_properties() -> None:
+    with pytest.raises(ExpressionError, match="secret seed"):
+        render_value("{{ secret('TOKEN') }}", with_scope(SecretScope("")))
+
+
+def test_text_rendered_by_render_cannot_call_secret() -> None:
+    # render() renders text that may come from outside: an input must not ask for secrets.
+    scope = SecretScope(NONCE)
+    context = {**with_scope(scope), "inputs": {"template": "{{ secret('DB') }}"}}
+    with pytest.raises(ExpressionError, match=r"secret\(\) cannot be called in text rendered"):
+        render_value("{{ render(inputs.template) }}", context)
+    assert scope.names == []
+
+
+def test_request_nonces_are_distinct_per_attempt_and_empty_without_a_seed() -> None:
+    nonces = {
+        request_nonce("seed", "ex1", "tr-1", 1),
+        request_nonce("seed", "ex1", "tr-1", 2),
+        request_nonce("seed", "ex1", "tr-2", 1),
+        request_nonce("seed", "ex2", "tr-1", 1),
+        request_nonce("other", "ex1", "tr-1", 1),
+    }
+    assert len(nonces) == 5
+    assert all(len(n) == 32 and int(n, 16) >= 0 for n in nonces)
+    assert request_nonce("seed", "ex1", "tr-1", 1) == request_nonce("seed", "ex1", "tr-1", 1)
+    assert request_nonce("", "ex1", "tr-1", 1) == ""
+
+
+def test_decoding_filters_never_output_nul() -> None:
+    # Encoded text from outside: the NUL it hides comes out as U+FFFD.
+    inputs = {
+        "b64": "AHNlY3JldDpEQgA=",  # base64 of "\x00secret:DB\x00"
+        "json": '{"k\\u0000": ["\\u0000secret:DB\\u0000"]}',
+        "literal": '{"a": "\\\\u0000"}',  # an escaped backslash: text, not a NUL
+    }
+    context = {**CONTEXT, "inputs": inputs}
+    assert render_value("{{ inputs.b64 | b64decode }}", context) == "\ufffdsecret:DB\ufffd"
+    assert render_value("{{ inputs.json | fromJson }}", context) == {
+        "k\ufffd": ["\ufffdsecret:DB\ufffd"]
+    }
+    assert render_value("{{ inputs.literal | fromJson }}", context) == {"a": "\\u0000"}
 
 
 @pytest.mark.parametrize("name", ["", "a b", "../x", 5])

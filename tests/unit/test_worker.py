@@ -8,11 +8,12 @@ from typing import Any, ClassVar
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from pydantic import ConfigDict
 
 from headrace.connectors.base import ConnectorProperties, TaskContext
 from headrace.connectors.registry import connector_classes
-from headrace.expressions import SECRET_MARKER_PREFIX, SECRET_MARKER_SUFFIX
 from headrace.messages import LogLevel, LogRecord, TaskRequest
+from headrace.secret_markers import marker
 from headrace.services.worker.offsets import OffsetTracker
 from headrace.services.worker.runner import (
     MASK,
@@ -93,7 +94,15 @@ def test_duplicate_done_is_harmless() -> None:
 # --- run_attempt ---------------------------------------------------------------------
 
 
-def request(type_: str, properties: dict[str, Any], timeout_ms: int | None = None) -> TaskRequest:
+NONCE = "0123456789abcdef0123456789abcdef"
+
+
+def request(
+    type_: str,
+    properties: dict[str, Any],
+    timeout_ms: int | None = None,
+    secret_names: tuple[str, ...] = (),
+) -> TaskRequest:
     return TaskRequest(
         execution_id="exec-1",
         namespace="ns",
@@ -106,6 +115,8 @@ def request(type_: str, properties: dict[str, Any], timeout_ms: int | None = Non
         properties=properties,
         time=datetime.now(UTC),
         timeout_ms=timeout_ms,
+        secret_names=list(secret_names),
+        secret_nonce=NONCE if secret_names else "",
     )
 
 
@@ -120,6 +131,21 @@ class BuggyConnector:
         return {"ratio": 1 / 0}
 
 
+class RecordingProperties(ConnectorProperties):
+    model_config = ConfigDict(extra="allow")
+
+
+class RecordingConnector:
+    """Keeps the properties exactly as the task got them (outputs would be masked)."""
+
+    Properties: ClassVar = RecordingProperties
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    async def run(self, properties: RecordingProperties, context: TaskContext) -> dict[str, Any]:
+        self.received.append(properties.model_dump())
+        return {}
+
+
 async def attempt(
     req: TaskRequest,
     secrets: dict[str, str] | None = None,
@@ -132,7 +158,7 @@ async def attempt(
     async def publish(record: LogRecord) -> None:
         records.append(record)
 
-    connectors = {**connector_classes(), "buggy": BuggyConnector}
+    connectors = {**connector_classes(), "buggy": BuggyConnector, "recording": RecordingConnector}
     result = await run_attempt(
         req,
         worker_id="w1",
@@ -197,20 +223,46 @@ async def test_a_connector_bug_fails_the_attempt_with_its_type(
 
 
 async def test_secrets_are_resolved_and_masked() -> None:
-    marker = f"{SECRET_MARKER_PREFIX}TOKEN{SECRET_MARKER_SUFFIX}"
-    req = request(
-        "shell", {"commands": ['echo "token=$T" ; echo "$T" >&2; exit 4'], "env": {"T": marker}}
-    )
+    env = {"T": marker("TOKEN", NONCE)}
+    commands = ['echo "token=$T" ; echo "$T" >&2; exit 4']
+    req = request("shell", {"commands": commands, "env": env}, secret_names=("TOKEN",))
     result, records = await attempt(req, {"TOKEN": "s3cr3t"})
     assert [r.message for r in records] == [f"token={MASK}", MASK]
     assert result.error == f"exit code 4: {MASK}"
 
 
 async def test_an_unknown_secret_fails_the_attempt() -> None:
-    marker = f"{SECRET_MARKER_PREFIX}MISSING{SECRET_MARKER_SUFFIX}"
-    result, _ = await attempt(request("log", {"message": marker}))
+    req = request("log", {"message": marker("MISSING", NONCE)}, secret_names=("MISSING",))
+    result, _ = await attempt(req)
     assert result.state == State.FAILED
     assert "MISSING" in result.error
+
+
+async def test_forged_markers_reach_the_task_as_plain_text() -> None:
+    """The flow asked for DB (`password`); marker text that came with an input (`body`)
+    names DB too, or another secret the worker has: none of it resolves."""
+    forged = [
+        "\x00secret:DB\x00",  # the format before nonces
+        marker("DB", ""),
+        marker("DB", "f" * 32),  # a guessed nonce
+        marker("API_KEY", NONCE),  # the right nonce, a name the flow did not ask for
+    ]
+    properties = {"password": marker("DB", NONCE), "body": {"notes": forged}}
+    req = request("recording", properties, secret_names=("DB",))
+    RecordingConnector.received.clear()
+    result, _ = await attempt(req, {"DB": "db-pass", "API_KEY": "key-123"})
+    assert result.state == State.SUCCESS, result.error
+    assert RecordingConnector.received == [{"password": "db-pass", "body": {"notes": forged}}]
+
+
+async def test_a_request_without_a_nonce_resolves_nothing() -> None:
+    # An older executor's request (no secret fields): its markers are data, not secrets.
+    properties = {"password": marker("DB", "")}
+    req = request("recording", properties)
+    RecordingConnector.received.clear()
+    result, _ = await attempt(req, {"DB": "db-pass"})
+    assert result.state == State.SUCCESS, result.error
+    assert RecordingConnector.received == [properties]
 
 
 # --- publishing failures -------------------------------------------------------------
