@@ -22,7 +22,7 @@ TriggerKey = tuple[str, str, str]  # (namespace, flow id, trigger id)
 
 _COLUMNS = (
     "namespace, flow_id, trigger_id, last_tick, next_tick, last_execution_id, disabled,"
-    " last_error, updated_at"
+    " last_error, updated_at, schedule"
 )
 
 
@@ -37,6 +37,7 @@ class TriggerState:
     disabled: bool
     last_error: str | None
     updated_at: datetime
+    schedule: str | None = None  # the cron and zone `last_tick` was kept for
 
     @property
     def key(self) -> TriggerKey:
@@ -103,24 +104,53 @@ class TriggerStateRepository:
         return None if row is None else _state(row)
 
     async def ensure(
-        self, key: TriggerKey, first_seen: datetime, next_tick: datetime | None
+        self, key: TriggerKey, schedule: str, first_seen: datetime, next_tick: datetime | None
     ) -> TriggerState:
-        """The trigger's row, created with `last_tick = first_seen` when new.
+        """The schedule's row, its watermark at `first_seen` when it has none yet or was
+        kept for another schedule (`schedule`: the cron and zone, see `CronSchedule`).
 
-        A new trigger fires nothing before it was first seen; when two schedulers see
-        it at once, the first insert wins and both read that row.
+        A new or changed schedule fires nothing before it was first seen; when two
+        schedulers see it at once, the first write wins and both read that row.
         """
         row = await self._pool.fetchrow(
-            "INSERT INTO trigger_state (namespace, flow_id, trigger_id, last_tick, next_tick)"
-            " VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (namespace, flow_id, trigger_id)"
-            " DO UPDATE SET last_tick = coalesce(trigger_state.last_tick, EXCLUDED.last_tick)"
+            "INSERT INTO trigger_state"
+            " (namespace, flow_id, trigger_id, last_tick, next_tick, schedule)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (namespace, flow_id, trigger_id) DO UPDATE SET"
+            " last_tick = CASE WHEN trigger_state.last_tick IS NULL"
+            "   OR trigger_state.schedule <> EXCLUDED.schedule"
+            "   THEN EXCLUDED.last_tick ELSE trigger_state.last_tick END,"
+            " next_tick = CASE WHEN trigger_state.last_tick IS NULL"
+            "   OR trigger_state.schedule <> EXCLUDED.schedule"
+            "   THEN EXCLUDED.next_tick ELSE trigger_state.next_tick END,"
+            " schedule = EXCLUDED.schedule, updated_at = now()"
             f" RETURNING {_COLUMNS}",
             *key,
             first_seen,
             next_tick,
+            schedule,
         )
         return _state(row)
+
+    async def forget_undeclared(self, declared: list[TriggerKey], quiet_for_s: float) -> int:
+        """Drop the watermarks of schedules no longer declared (flow deleted or disabled
+        in YAML, trigger removed), so that one coming back starts from then; rows touched
+        in the last `quiet_for_s` seconds are kept (another scheduler may know newer
+        flows than our catalog). Returns how many were dropped."""
+        status = await self._pool.execute(
+            "UPDATE trigger_state SET last_tick = NULL, next_tick = NULL, updated_at = now()"
+            " WHERE schedule IS NOT NULL AND last_tick IS NOT NULL"
+            " AND updated_at < now() - make_interval(secs => $4)"
+            " AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[], $3::text[])"
+            "   AS d(namespace, flow_id, trigger_id)"
+            "   WHERE d.namespace = trigger_state.namespace"
+            "   AND d.flow_id = trigger_state.flow_id AND d.trigger_id = trigger_state.trigger_id)",
+            [k[0] for k in declared],
+            [k[1] for k in declared],
+            [k[2] for k in declared],
+            quiet_for_s,
+        )
+        return int(status.split()[-1])
 
     @asynccontextmanager
     async def claim(self, key: TriggerKey) -> AsyncIterator[ClaimedTrigger | None]:
@@ -163,3 +193,13 @@ class TriggerStateRepository:
             "SELECT namespace, flow_id, trigger_id FROM trigger_state WHERE disabled"
         )
         return {(r["namespace"], r["flow_id"], r["trigger_id"]) for r in rows}
+
+    async def disabled_in_flow(self, namespace: str, flow_id: str) -> set[str]:
+        """The ids of one flow's triggers switched off at runtime."""
+        rows = await self._pool.fetch(
+            "SELECT trigger_id FROM trigger_state WHERE namespace = $1 AND flow_id = $2"
+            " AND disabled",
+            namespace,
+            flow_id,
+        )
+        return {row["trigger_id"] for row in rows}

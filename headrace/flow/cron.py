@@ -7,14 +7,17 @@ instant, which is the tick's identity:
 - a wall-clock time that does not exist (spring forward, e.g. 02:30 on the last Sunday
   of March in Europe/Paris) fires once, at the instant the clocks change (03:00 CEST):
   a nightly `0 2 * * *` job still runs that night;
-- a wall-clock time that happens twice (fall back) fires once, at its first occurrence:
-  `0 2 * * *` and `30 * * * *` do not run twice in the repeated hour;
+- a wall-clock time that happens twice (fall back) fires once, at its first occurrence,
+  when the cron names its hours (`0 2 * * *` does not run twice that night); with any
+  hour (`*/5 * * * *`, `30 * * * *`, `@hourly`) it fires at both occurrences, so the
+  schedule keeps its rhythm through the repeated hour instead of pausing for it;
 - two wall-clock ticks that land on the same instant (`0 2,3 * * *` on the spring
   forward day) are one tick.
 
-The mapping from wall-clock ticks to instants never goes backwards, which is what lets
-`iter_ticks` and `previous_before` walk croniter in one direction and stop at the first
-fit. Nothing here reads the clock: callers pass `now`.
+The first occurrences never go backwards as croniter walks the wall clock; second
+occurrences (any-hour crons) all fall between the repeated hour's first pass and the
+hour after it, which is how `iter_ticks` and `previous_before` place them. Nothing here
+reads the clock: callers pass `now`.
 """
 
 from __future__ import annotations
@@ -25,13 +28,25 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from headrace.errors import HeadraceError
 
 # The largest jump of a zone's offset in one transition (double summer time was 2 h):
 # how far back `previous_before` must look when `before` sits in a repeated hour.
 _MAX_OFFSET_JUMP = timedelta(hours=3)
+
+
+# The macros croniter knows, as the fields they stand for (to read their hour field).
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 
 class CronError(HeadraceError):
@@ -64,6 +79,17 @@ class CronSchedule:
             ZoneInfo(self.timezone)
         except (KeyError, ValueError) as exc:
             raise CronError(f"unknown time zone {self.timezone!r}") from exc
+
+    @property
+    def fingerprint(self) -> str:
+        """What a watermark is kept for: a change of either starts the schedule afresh."""
+        return f"{self.cron.strip()} | {self.timezone}"
+
+    @property
+    def any_hour(self) -> bool:
+        """True when the cron fires in every hour (its hour field is `*`)."""
+        fields = _MACROS.get(self.cron.strip().lower(), self.cron).split()
+        return len(fields) >= 2 and fields[1] == "*"
 
     @property
     def zone(self) -> ZoneInfo:
@@ -101,16 +127,51 @@ class CronSchedule:
                 low = middle
         return high
 
+    def instants(self, wall: datetime) -> tuple[datetime, ...]:
+        """Every instant a wall-clock tick fires at: one, or two in a repeated hour
+        of an any-hour cron (the first occurrence, then the second)."""
+        first = self.instant(wall)
+        if not self.any_hour:
+            return (first,)
+        second = wall.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
+        if second == first or second.astimezone(self.zone).replace(tzinfo=None) != wall:
+            return (first,)  # not repeated (or in a spring-forward gap)
+        return (first, second)
+
+    def _repeat_length(self, wall: datetime) -> timedelta:
+        """How long the clocks go back if `wall` is in a repeated hour, else zero."""
+        first = wall.replace(tzinfo=self.zone, fold=0).utcoffset()
+        second = wall.replace(tzinfo=self.zone, fold=1).utcoffset()
+        assert first is not None and second is not None
+        return max(first - second, timedelta(0))
+
     def iter_ticks(self, after: datetime) -> Iterator[datetime]:
         """Every tick strictly after `after`, ascending, as UTC instants (endless)."""
         after = as_utc(after)
-        walls = croniter(self.cron, self.wall(after))
+        start = self.wall(after)
+        if self.any_hour:
+            # In a repeated hour's first pass, walls just before `after` fire again in the
+            # second pass, after `after`: start as far back as the clocks go back.
+            start -= self._repeat_length(start)
+        walls = croniter(self.cron, start)
         last: datetime | None = None
+        # Second occurrences wait until the first pass of the repeated hour is over.
+        second_pass: list[datetime] = []
         while True:
-            tick = self.instant(walls.get_next(datetime))
-            if tick > after and tick != last:
-                last = tick
-                yield tick
+            try:
+                wall = walls.get_next(datetime)
+            except CroniterBadDateError as exc:  # e.g. `0 0 30 2 *`: no 30 February
+                raise CronError(f"cron {self.cron!r} never fires after {after}") from exc
+            first, *second = self.instants(wall)
+            while second_pass and second_pass[0] < first:
+                tick = second_pass.pop(0)
+                if tick > after and tick != last:
+                    last = tick
+                    yield tick
+            if first > after and first != last:
+                last = first
+                yield first
+            second_pass += second
 
     def next_after(self, after: datetime) -> datetime:
         return next(self.iter_ticks(after))
@@ -123,15 +184,20 @@ class CronSchedule:
         if local.fold:  # in the second pass of a repeated hour: later walls map earlier
             start += _MAX_OFFSET_JUMP
         walls = croniter(self.cron, start)
+        best: datetime | None = None
         for _ in range(1_000_000):
             try:
                 wall = walls.get_prev(datetime)
             except (ValueError, OverflowError):  # walked past year 1
-                return None
-            tick = self.instant(wall)
-            if tick < before:
-                return tick
-        return None
+                return best
+            ticks = self.instants(wall)
+            earlier = [tick for tick in ticks if tick < before]
+            best = max([*earlier, *([best] if best else [])], default=None)
+            # A wall that fires once is later than every second occurrence before it:
+            # once one fits, nothing further back can be later.
+            if len(ticks) == 1 and best is not None:
+                return best
+        return best
 
     def ticks(self, after: datetime, until: datetime, limit: int) -> list[datetime]:
         """Ticks in (after, until], at most `limit` of them (the oldest)."""

@@ -9,7 +9,7 @@ serves `webhook` triggers.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from headrace.flow.cron import CronError, CronSchedule
 from headrace.flow.durations import Duration
 from headrace.states import State
 
@@ -45,6 +46,9 @@ TRIGGER_ALIASES = {
     "io.kestra.plugin.kafka.Trigger": KAFKA,
     "io.kestra.plugin.kafka.RealtimeTrigger": KAFKA,
 }
+
+# Any fixed instant: a cron that fires at all fires within years of it.
+_CRON_CHECK_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 
 # Webhook keys are the only secret guarding a webhook URL: short ones can be guessed.
 MIN_WEBHOOK_KEY_LENGTH = 16
@@ -75,6 +79,12 @@ class ScheduleTrigger(TriggerProperties):
                 f"invalid cron expression {value!r}: use 5 fields (minute hour day month "
                 "weekday), an optional 6th for seconds, or a macro such as @daily"
             )
+        # Valid fields can still name no date at all (30 February): refuse it here, or
+        # every scheduler pass would fail on it.
+        try:
+            CronSchedule(value).next_after(_CRON_CHECK_FROM)
+        except CronError:
+            raise ValueError(f"cron expression {value!r} never fires (no such date)") from None
         return value
 
     @field_validator("timezone")

@@ -55,6 +55,13 @@ def error_response(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def loggable_path(request: web.Request) -> str:
+    """The path without secrets: a webhook URL's last segment is its key."""
+    if request.match_info.get("key"):
+        return request.path.rsplit("/", 1)[0] + "/***"
+    return request.path
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -68,7 +75,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         request_id = uuid.uuid4().hex[:16]
         log.exception(
-            "request %s %s failed (request id %s)", request.method, request.path, request_id
+            "request %s %s failed (request id %s)",
+            request.method,
+            loggable_path(request),
+            request_id,
         )
         return error_response(
             500, f"internal error (request id {request_id})", request_id=request_id

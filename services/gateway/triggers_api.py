@@ -9,6 +9,7 @@ or over ticks the scheduler already fired, starts nothing new.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +23,7 @@ from headrace.db.flows import FlowRecord
 from headrace.db.triggers import TriggerState, TriggerStateRepository
 from headrace.errors import CodecError
 from headrace.expressions import ExpressionError
+from headrace.flow.cron import CronError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import InputValidationError
 from headrace.flow.loader import load_flow
@@ -89,9 +91,12 @@ def _trigger_json(
         spec = trigger.spec()
         assert isinstance(spec, ScheduleTrigger)
         item["cron"], item["timezone"] = spec.cron, spec.timezone
-        # From the watermark, not the stored next_tick: a switch or a cron edit moves it.
-        since = state.last_tick if state and state.last_tick else datetime.now(UTC)
-        item["nextTick"] = _iso(schedule_of(spec).next_after(since))
+        item["nextTick"] = None
+        if not item["disabled"]:
+            # From the watermark, not the stored next_tick: a switch or a cron edit moves it.
+            since = state.last_tick if state and state.last_tick else datetime.now(UTC)
+            with contextlib.suppress(CronError):  # a stored cron that names no date
+                item["nextTick"] = _iso(schedule_of(spec).next_after(since))
     return item
 
 
@@ -185,6 +190,9 @@ async def backfill(request: web.Request) -> web.Response:
     end = _moment(body, "end", schedule.zone)
     if end <= start:
         raise ApiError(400, "'end' must be after 'start'")
+    if end > datetime.now(UTC):
+        # A future tick started now would take its id, and the on-time run be ignored.
+        raise ApiError(400, "'end' is in the future: a backfill covers past ticks only")
     just_before = timedelta(microseconds=1)
     ticks = schedule.ticks(start - just_before, end - just_before, MAX_BACKFILL_TICKS + 1)
     if len(ticks) > MAX_BACKFILL_TICKS:

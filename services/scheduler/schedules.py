@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -26,10 +27,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from headrace import codec
-from headrace.db.triggers import ClaimedTrigger, TriggerStateRepository
+from headrace.db.triggers import (
+    ClaimedTrigger,
+    TriggerKey,
+    TriggerState,
+    TriggerStateRepository,
+)
 from headrace.errors import CodecError
 from headrace.expressions import ExpressionError
-from headrace.flow.cron import CronSchedule, MissedPolicy, plan_due
+from headrace.flow.cron import CronError, CronSchedule, MissedPolicy, plan_due
 from headrace.flow.inputs import InputValidationError
 from headrace.flow.schedule_ticks import schedule_of, tick_event
 from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
@@ -46,6 +52,10 @@ LATE_AFTER = timedelta(seconds=10)
 MAX_TICKS_PER_PASS = 1000
 # Longest sleep between passes, in seconds: how soon a new flow or a switch is noticed.
 MAX_SLEEP_S = 1.0
+# A schedule's watermark is dropped once its trigger has been gone this long (seconds):
+# longer than the catalog's refresh, so a scheduler that has not yet read a new flow
+# does not drop the watermark another one just created.
+FORGET_AFTER_S = 10.0
 # After a broker or database error, the pause before the next pass, in seconds.
 ERROR_BACKOFF_S = 1.0
 
@@ -88,24 +98,48 @@ class ScheduleRunner:
     async def run_once(self, now: datetime) -> float:
         """One pass at `now`; returns the seconds until the next pass is useful."""
         declared = self._catalog.of_kind(SCHEDULE)
+        forgotten = await self._states.forget_undeclared(
+            [item.key for item in declared], FORGET_AFTER_S
+        )
+        if forgotten:
+            log.info("%d schedules no longer declared: their watermarks were dropped", forgotten)
         states = await self._states.list() if declared else {}
         wake = now + timedelta(seconds=MAX_SLEEP_S)
+        started, pass_start = time.monotonic(), now
         for item in declared:
-            spec = item.trigger.spec()
-            assert isinstance(spec, ScheduleTrigger)
-            schedule = schedule_of(spec)
-            state = states.get(item.key)
-            if state is None or state.last_tick is None:
-                state = await self._states.ensure(item.key, now, schedule.next_after(now))
-            if state.disabled:
+            # A long catch-up of one trigger must not make the next ones look late.
+            elapsed = time.monotonic() - started
+            if elapsed >= 1.0:
+                now = pass_start + timedelta(seconds=elapsed)
+            try:
+                due = await self._pass_one(item, states, now)
+            except CronError as exc:  # refused at load since; an older stored flow
+                log.error("schedule %s skipped: %s", "/".join(item.key), exc)
                 continue
-            assert state.last_tick is not None
-            due = schedule.next_after(state.last_tick)
-            if due <= now:
-                more = await self._fire(item, spec, schedule, now)
-                due = now if more else schedule.next_after(now)
-            wake = min(wake, due)
+            if due is not None:
+                wake = min(wake, due)
         return max(0.0, (wake - self._clock()).total_seconds())
+
+    async def _pass_one(
+        self, item: DeclaredTrigger, states: dict[TriggerKey, TriggerState], now: datetime
+    ) -> datetime | None:
+        """Fire what is due of one schedule; returns when it is next due (None: off)."""
+        spec = item.trigger.spec()
+        assert isinstance(spec, ScheduleTrigger)
+        schedule = schedule_of(spec)
+        state = states.get(item.key)
+        if state is None or state.last_tick is None or state.schedule != schedule.fingerprint:
+            state = await self._states.ensure(
+                item.key, schedule.fingerprint, now, schedule.next_after(now)
+            )
+        if state.disabled:
+            return None
+        assert state.last_tick is not None
+        due = schedule.next_after(state.last_tick)
+        if due <= now:
+            more = await self._fire(item, spec, schedule, now)
+            due = now if more else schedule.next_after(now)
+        return due
 
     async def _fire(
         self, item: DeclaredTrigger, spec: ScheduleTrigger, schedule: CronSchedule, now: datetime

@@ -163,6 +163,43 @@ async def test_two_runners_fire_each_tick_once_and_honour_the_switch(
     assert sorted(e.trigger["date"] for e in events)[3:] == ["2024-01-01T00:01:10+00:00"]
 
 
+async def test_a_changed_or_returning_schedule_starts_from_when_it_is_seen_again(
+    settings: Settings, runner_parts: Any
+) -> None:
+    pool, producer = runner_parts
+    states = TriggerStateRepository(pool)
+    flow_id = f"edited-{uuid.uuid4().hex[:8]}"
+    key = (NAMESPACE, flow_id, "tick")
+    await ScheduleRunner(
+        Catalog([declared(every_ten_seconds(flow_id))]), states, producer
+    ).run_once(T0)
+    # The cron is edited while 30 ticks of the old one are "missed": none of them fire.
+    edited = every_ten_seconds(flow_id).replace("*/10", "*/20")
+    runner = ScheduleRunner(Catalog([declared(edited)]), states, producer)
+    await runner.run_once(T0 + timedelta(minutes=5))
+    state = await states.get(key)
+    assert state is not None and state.last_tick == T0 + timedelta(minutes=5)
+    assert state.schedule == "* * * * * */20 | UTC"
+    assert await published(settings, flow_id) == []
+
+    # The flow goes away (deleted or disabled in YAML) long enough for any scheduler to
+    # notice, then comes back ten minutes later: the time it was gone is not caught up.
+    await pool.execute(
+        "UPDATE trigger_state SET updated_at = now() - interval '1 minute'"
+        " WHERE namespace = $1 AND flow_id = $2",
+        NAMESPACE,
+        flow_id,
+    )
+    await ScheduleRunner(Catalog([]), states, producer).run_once(T0 + timedelta(minutes=6))
+    state = await states.get(key)
+    assert state is not None and state.last_tick is None
+    await runner.run_once(T0 + timedelta(minutes=15))
+    await runner.run_once(T0 + timedelta(minutes=15, seconds=21))
+    assert [e.trigger["date"] for e in await published(settings, flow_id)] == [
+        "2024-01-01T00:15:20+00:00"
+    ]
+
+
 async def test_missed_ticks_follow_the_policy(settings: Settings, runner_parts: Any) -> None:
     pool, producer = runner_parts
     states = TriggerStateRepository(pool)
@@ -362,9 +399,13 @@ def test_backfill_is_idempotent_through_api_and_cli(stack: LocalStack) -> None:
     )
     assert len(executions(api, flow_id)) == 4
 
-    too_many = {"start": "2000-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"}
+    too_many = {"start": "1990-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
     with pytest.raises(Exception, match="smaller ranges"):
         api.request("POST", path, json_body=too_many)
+    into_the_future = {"start": "2026-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}
+    with pytest.raises(Exception, match="past ticks only"):
+        api.request("POST", path, json_body=into_the_future)
+    assert len(executions(api, flow_id)) == 4  # neither refusal started anything
 
     listing = subprocess.run(
         [*HEADRACE, "trigger", "list", "--namespace", NAMESPACE],

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from headrace.expressions import ExpressionError
 from headrace.flow.cron import CronError, CronSchedule, MissedPolicy, plan_due
+from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import InputValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.schedule_ticks import tick_event, tick_execution_id
@@ -68,7 +69,7 @@ def test_half_past_hourly_on_spring_forward_day() -> None:
     assert len(day) == 24 and len(set(day)) == 24
 
 
-def test_half_past_hourly_on_fall_back_day_does_not_repeat_the_hour() -> None:
+def test_half_past_hourly_on_fall_back_day_runs_every_real_hour() -> None:
     schedule = CronSchedule("30 * * * *", PARIS)
     ticks = schedule.ticks(AUTUMN_EVE, AUTUMN_EVE + timedelta(hours=25), 100)
     around = [
@@ -76,11 +77,25 @@ def test_half_past_hourly_on_fall_back_day_does_not_repeat_the_hour() -> None:
     ]
     assert around == [
         "2024-10-27T01:30:00+02:00",
-        "2024-10-27T02:30:00+02:00",  # 00:30Z; the second 02:30 (01:30Z, CET) does not fire
+        "2024-10-27T02:30:00+02:00",  # 00:30Z
+        "2024-10-27T02:30:00+01:00",  # 01:30Z: any-hour crons fire in both passes
         "2024-10-27T03:30:00+01:00",
     ]
-    assert utc(2024, 10, 27, 1, 30) not in ticks
-    assert len(ticks) == len(set(ticks)) == 24  # 25 real hours, 24 wall-clock ticks
+    assert len(ticks) == len(set(ticks)) == 25  # 25 real hours, 25 ticks
+
+
+def test_every_five_minutes_keeps_its_rhythm_through_the_repeated_hour() -> None:
+    schedule = CronSchedule("*/5 * * * *", PARIS)
+    ticks = schedule.ticks(utc(2024, 10, 26, 23), utc(2024, 10, 27, 3), 1000)
+    assert all(b - a == timedelta(minutes=5) for a, b in pairwise(ticks))
+    assert len(ticks) == 4 * 12  # four real hours, no pause and no double tick
+    assert schedule.next_after(utc(2024, 10, 27, 0, 57)) == utc(2024, 10, 27, 1, 0)
+
+
+def test_a_named_hour_fires_once_on_fall_back_night() -> None:
+    schedule = CronSchedule("30 2 * * *", PARIS)
+    ticks = schedule.ticks(AUTUMN_EVE, AUTUMN_EVE + timedelta(hours=25), 10)
+    assert ticks == [utc(2024, 10, 27, 0, 30)]  # the first 02:30 only
 
 
 def test_walls_landing_on_one_instant_are_one_tick() -> None:
@@ -93,8 +108,12 @@ def test_next_and_previous_inside_the_repeated_hour() -> None:
     schedule = CronSchedule("30 * * * *", PARIS)
     second_pass = utc(2024, 10, 27, 1, 15)  # 02:15 CET, after the first 02:30 already fired
     assert schedule.previous_before(second_pass) == utc(2024, 10, 27, 0, 30)
-    assert schedule.next_after(second_pass) == utc(2024, 10, 27, 2, 30)  # 03:30 CET
+    assert schedule.next_after(second_pass) == utc(2024, 10, 27, 1, 30)  # the second 02:30
     assert schedule.previous_before(utc(2024, 10, 27, 0, 45)) == utc(2024, 10, 27, 0, 30)
+    assert schedule.next_after(utc(2024, 10, 27, 0, 45)) == utc(2024, 10, 27, 1, 30)
+    assert schedule.previous_before(utc(2024, 10, 27, 2, 0)) == utc(2024, 10, 27, 1, 30)
+    named = CronSchedule("30 2 * * *", PARIS)
+    assert named.next_after(utc(2024, 10, 27, 0, 45)) == utc(2024, 10, 28, 1, 30)
 
 
 def test_previous_before_the_spring_gap_tick() -> None:
@@ -103,10 +122,17 @@ def test_previous_before_the_spring_gap_tick() -> None:
     assert schedule.previous_before(utc(2024, 3, 31, 1, 0, 1)) == utc(2024, 3, 31, 1)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
-    start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2037, 1, 1)),
-    cron=st.sampled_from(["30 * * * *", "0 2 * * *", "*/20 * * * *", "0 0 * * 0", "15 1-3 * * *"]),
+    start=st.one_of(
+        st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2037, 1, 1)),
+        # Days around 2024's changes in Europe, North America and Lord Howe (DST edges).
+        st.datetimes(min_value=datetime(2024, 10, 20), max_value=datetime(2024, 11, 4)),
+        st.datetimes(min_value=datetime(2024, 3, 2), max_value=datetime(2024, 4, 8)),
+    ),
+    cron=st.sampled_from(
+        ["30 * * * *", "0 2 * * *", "*/20 * * * *", "0 0 * * 0", "15 1-3 * * *", "@hourly"]
+    ),
     zone=st.sampled_from([PARIS, "America/New_York", "Australia/Lord_Howe", "UTC"]),
 )
 def test_ticks_are_strictly_increasing_and_consistent(
@@ -164,6 +190,14 @@ def test_invalid_cron_and_zone_are_refused() -> None:
         CronSchedule("61 * * * *")
     with pytest.raises(CronError):
         CronSchedule("* * * * *", "Mars/Olympus")
+
+
+def test_a_cron_naming_no_date_is_refused_at_load_and_never_crashes_a_pass() -> None:
+    with pytest.raises(CronError, match="never fires"):
+        CronSchedule("0 0 30 2 *").next_after(utc(2024, 1, 1))
+    source = FLOW_SOURCE.replace('cron: "0 2 * * *"', 'cron: "0 0 30 2 *"')
+    with pytest.raises(FlowValidationError, match=r"triggers\[0\]\.cron.*never fires"):
+        load_flow(source, "nightly.yaml")
 
 
 # --- missed ticks -------------------------------------------------------------------------
@@ -234,8 +268,7 @@ def test_last_after_years_of_per_second_ticks_is_quick() -> None:
 
 # --- tick events --------------------------------------------------------------------------
 
-FLOW = load_flow(
-    """
+FLOW_SOURCE = """
 id: nightly
 namespace: tests.schedules
 inputs:
@@ -255,9 +288,8 @@ triggers:
     timezone: Europe/Paris
     inputs:
       day: "{{ trigger.date | date('%Y-%m-%d') }}"
-""",
-    "nightly.yaml",
-)
+"""
+FLOW = load_flow(FLOW_SOURCE, "nightly.yaml")
 SPEC = FLOW.triggers[0].spec()
 
 
