@@ -346,6 +346,11 @@ def test_per_second_schedule_through_the_stack_never_fires_a_tick_twice(
     per_tick = Counter(e["trigger"]["date"] for e in found)
     assert per_tick.most_common(1)[0][1] == 1, per_tick.most_common(3)
     wait_until(lambda: all(e["state"]["current"] == "SUCCESS" for e in executions(api, flow_id)))
+    # Ids derive from ticks, so a tick fired twice shows as one row; what would show is
+    # its execution running twice: each logged its line exactly once.
+    for execution in executions(api, flow_id):
+        lines = [line["message"] for line in api.request("GET", f"/logs/{execution['id']}")]
+        assert sum(line.startswith("tick ") for line in lines) == 1, (execution["id"], lines)
 
     listed = api.request("GET", "/triggers", params={"namespace": NAMESPACE, "flowId": flow_id})
     (item,) = listed["results"]
