@@ -114,15 +114,113 @@ class UpstreamFlow(BaseModel):
     states: list[State] = Field(default_factory=lambda: [State.SUCCESS])
     labels: dict[str, str] = Field(default_factory=dict)
 
+    @property
+    def condition_key(self) -> str:
+        """Names this condition in stored window progress: the same text for the same
+        condition, whatever its place in the list, so reordering keeps progress and a
+        changed condition starts unmet."""
+        states = ",".join(sorted(self.states))
+        labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        return f"{self.namespace}/{self.flow_id or '*'} [{states}] {{{labels}}}"
+
+
+DURATION_WINDOW = "DURATION_WINDOW"
+SLIDING_WINDOW = "SLIDING_WINDOW"
+# Kestra's daily windows (a time range or a deadline on the clock each day): accepted by
+# Kestra, refused here with words that say so rather than "unknown value".
+_DAILY_WINDOWS = ("DAILY_TIME_DEADLINE", "DAILY_TIME_WINDOW")
+
+
+class TimeWindow(BaseModel):
+    """Within what time all of `preconditions.flows` must be met (Kestra's `timeWindow`).
+
+    DURATION_WINDOW: consecutive windows of `window`, aligned on midnight UTC and shifted
+    by `windowAdvance`. SLIDING_WINDOW: the `window` up to the newest upstream end.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
+    )
+
+    type: Literal["DURATION_WINDOW", "SLIDING_WINDOW"] = "DURATION_WINDOW"
+    window: Duration = timedelta(days=1)  # Kestra's default
+    window_advance: Duration | None = None
+    # DAILY_* windows only; declared so their keys get a "not supported" error, not
+    # an "unknown key" one.
+    deadline: Any = None
+    start_time: Any = None
+    end_time: Any = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _supported_type(cls, value: Any) -> Any:
+        if value in _DAILY_WINDOWS:
+            raise ValueError(
+                f"window type not supported yet (supported: {DURATION_WINDOW}, {SLIDING_WINDOW})"
+            )
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _positive_window(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("a window must last longer than zero, e.g. PT1H or P1D")
+        return value
+
+    @field_validator("window_advance")
+    @classmethod
+    def _advance_only_fixed(cls, value: timedelta | None, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("type") == SLIDING_WINDOW:
+            raise ValueError(
+                f"windowAdvance only shifts {DURATION_WINDOW} windows: remove it, or use "
+                f"type {DURATION_WINDOW}"
+            )
+        return value
+
+    @field_validator("deadline", "start_time", "end_time")
+    @classmethod
+    def _daily_only(cls, value: Any, info: ValidationInfo) -> Any:
+        name = to_camel(info.field_name or "")
+        raise ValueError(
+            f"{name} is read by the DAILY_TIME_* window types, which are not supported yet"
+        )
+
 
 class Preconditions(BaseModel):
+    """Kestra's `preconditions`: all of `flows` met within one `timeWindow`."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
+    # Kestra names the condition set with it; accepted so their flows load, while the
+    # progress is kept per trigger (namespace, flow, trigger id).
+    id: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
     flows: list[UpstreamFlow] = Field(min_length=1)
+    time_window: TimeWindow = Field(default_factory=TimeWindow)
+    # True (Kestra's default): once fired, every condition must be met again in the
+    # window. False: each further end that meets a condition in the window fires again.
+    reset_on_success: bool = True
+    where: Any = None  # Kestra's execution filters: refused, see the validator
+
+    @field_validator("where")
+    @classmethod
+    def _no_where(cls, value: Any) -> Any:
+        raise ValueError(
+            "preconditions.where filters are not supported yet: describe the upstream "
+            "executions under `flows` (namespace, flowId, states, labels)"
+        )
+
+    def conditions(self) -> dict[str, UpstreamFlow]:
+        """The distinct conditions by key, in listed order (a repeated one counts once:
+        the same end would meet both, as in Kestra)."""
+        distinct: dict[str, UpstreamFlow] = {}
+        for flow in self.flows:
+            distinct.setdefault(flow.condition_key, flow)
+        return distinct
 
 
 class FlowTrigger(TriggerProperties):
-    """Start when an execution of an upstream flow ends in one of the given states."""
+    """Start when upstream flows' executions end in the given states: when the only
+    upstream ends, or, with several, once all of them ended within the time window."""
 
     preconditions: Preconditions
 

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable
 
 from headrace.config import Settings
+from headrace.db.flow_windows import FlowWindowRepository
 from headrace.db.flows import FlowRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
@@ -37,7 +38,7 @@ async def run_scheduler(
         states = TriggerStateRepository(pool)
         catalog = TriggerCatalog(FlowRepository(pool), states)
         await catalog.refresh()
-        flow_triggers = FlowTriggers(settings, producer, catalog)
+        flow_triggers = FlowTriggers(settings, producer, catalog, FlowWindowRepository(pool))
         await flow_triggers.start()  # joined before ready: no execution end is missed
         stack.push_async_callback(flow_triggers.close)
         kafka_triggers = KafkaTriggers(settings, producer, catalog)

@@ -207,3 +207,67 @@ triggers:
     assert len(executions(api, ns, "again")) == CHAIN_LIMIT + 1
     chains = sorted(len(e["trigger"].get("chain", [])) for e in executions(api, ns, "again"))
     assert chains == list(range(CHAIN_LIMIT + 1))
+
+
+def test_a_trigger_on_two_upstreams_starts_once_after_both_ended(stack: Stack) -> None:
+    api, ns = stack.api, namespace()
+    apply(api, upstream(ns))
+    apply(api, upstream(ns).replace("id: orders", "id: stock").replace("value: 42", "value: 7"))
+    apply(
+        api,
+        f"""
+id: report
+namespace: {ns}
+inputs:
+  - id: orders
+    type: STRING
+tasks:
+  - id: say
+    type: log
+    message: "orders {{{{ inputs.orders }}}} stock {{{{ trigger.upstreams[1].outputs.total }}}}"
+triggers:
+  - id: after-both
+    type: flow
+    inputs:
+      orders: "{{{{ trigger.upstreams[0].executionId }}}}"
+    preconditions:
+      id: orders_and_stock
+      timeWindow: {{type: DURATION_WINDOW, window: P1D}}
+      flows:
+        - {{namespace: {ns}, flowId: orders}}
+        - {{namespace: {ns}, flowId: stock}}
+""",
+    )
+    # A probe started by every upstream end: once it ran, that end was also counted (the
+    # consumer counts an end's windowed matches before publishing any of its starts).
+    apply(
+        api,
+        f"""
+id: probe
+namespace: {ns}
+tasks:
+  - {{id: say, type: log, message: "{{{{ trigger.flowId }}}}"}}
+triggers:
+  - id: any-upstream
+    type: flow
+    preconditions:
+      flows:
+        - {{namespace: {ns}, labels: {{team: data}}}}
+""",
+    )
+    orders = api.request("POST", f"/executions/{ns}/orders?wait=true")
+    ended(api, ns, "probe", 1)
+    assert executions(api, ns, "report") == []  # one upstream is not enough
+    stock = api.request("POST", f"/executions/{ns}/stock?wait=true")
+    [report] = ended(api, ns, "report")
+    assert report["state"]["current"] == "SUCCESS"
+    trigger = report["trigger"]
+    assert trigger["executionId"] == stock["id"] and trigger["outputs"] == {"total": 7}
+    assert [u["executionId"] for u in trigger["upstreams"]] == [orders["id"], stock["id"]]
+    assert [u["flowId"] for u in trigger["upstreams"]] == ["orders", "stock"]
+    line = f"orders {orders['id']} stock 7"
+    assert wait_until(lambda: line in logs(api, report["id"]))
+    # The start reset the window: stock ending again, alone, starts nothing more.
+    api.request("POST", f"/executions/{ns}/stock?wait=true")
+    ended(api, ns, "probe", 3)
+    assert len(executions(api, ns, "report")) == 1
