@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -217,6 +218,11 @@ class Trigger(_Model):
 
     def spec(self) -> TriggerProperties:
         """The typed properties of this trigger (already validated at load)."""
+        return self._spec
+
+    @cached_property
+    def _spec(self) -> TriggerProperties:
+        # Parsed once per trigger: the scheduler asks for it on every event it matches.
         from headrace.flow.triggers import TRIGGER_TYPES
 
         return TRIGGER_TYPES[self.kind].model_validate(self.properties)
