@@ -73,33 +73,18 @@ def render_context(
     variables: Mapping[str, Any] | None = None,
     parents: list[str] | None = None,
     secrets: SecretScope | None = None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The context for `task_run` (None: the execution itself, for flow outputs).
 
     `secrets`: only when rendering an attempt's task properties (`secret()` records
-    names there, and its markers can resolve). Raises `ExpressionError` when a variable
-    does not render.
+    names there, and its markers can resolve). `outputs`: `task_outputs(execution)`,
+    when the caller has it already. Raises `ExpressionError` when a variable does not
+    render.
     """
-    outputs: dict[str, Any] = {}
-    by_id = {run.id: run for run in execution.task_runs}
-    for run in execution.task_runs:
-        if run.state not in _SUCCEEDED:
-            continue
-        values = _loop_values(run, by_id)
-        if not values:
-            outputs[run.task_id] = run.outputs
-            continue
-        # Inside nested loops, one level per loop: `outputs.task[outer][inner]`.
-        node = outputs.setdefault(run.task_id, {})
-        for value in values[:-1]:
-            if not isinstance(node, dict):
-                break
-            node = node.setdefault(value, {})
-        if isinstance(node, dict):
-            node[values[-1]] = run.outputs
     context: dict[str, Any] = {
         "inputs": execution.inputs,
-        "outputs": outputs,
+        "outputs": task_outputs(execution) if outputs is None else outputs,
         "execution": {"id": execution.id, "startDate": execution.created_at.isoformat()},
         "flow": {
             "id": execution.flow_id,
@@ -124,3 +109,26 @@ def render_context(
         context[SCOPE_KEY] = secrets  # before `vars`: a variable may hold a secret()
     context["vars"] = render_variables(variables, context) if variables else {}
     return context
+
+
+def task_outputs(execution: Execution) -> dict[str, Any]:
+    """`{{ outputs }}`: the outputs of every succeeded task run, keyed by task id (and by
+    for-each item inside loops). Costs a pass over every task run."""
+    outputs: dict[str, Any] = {}
+    by_id = {run.id: run for run in execution.task_runs}
+    for run in execution.task_runs:
+        if run.state not in _SUCCEEDED:
+            continue
+        values = _loop_values(run, by_id)
+        if not values:
+            outputs[run.task_id] = run.outputs
+            continue
+        # Inside nested loops, one level per loop: `outputs.task[outer][inner]`.
+        node = outputs.setdefault(run.task_id, {})
+        for value in values[:-1]:
+            if not isinstance(node, dict):
+                break
+            node = node.setdefault(value, {})
+        if isinstance(node, dict):
+            node[values[-1]] = run.outputs
+    return outputs

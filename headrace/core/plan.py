@@ -13,7 +13,9 @@ branch), a for-each one lane per item; concurrency limits count lanes that are g
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from headrace.flow import flowables as f
 from headrace.flow.model import Flow, Task
@@ -37,6 +39,37 @@ class Lane:
     depends_on: tuple[str, ...] = ()  # dag: task ids that must have succeeded first
 
 
+class ItemLanes(Sequence[Lane]):
+    """A for-each's lanes, one per item, each made when asked for: a for-each may have
+    thousands of items, and a step usually looks at a few of them."""
+
+    __slots__ = ("_items", "_tasks")
+
+    def __init__(self, tasks: list[Task], items: list[str]) -> None:
+        self._tasks = tasks
+        self._items = items
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The tasks of every lane: each item runs the same ones."""
+        return self._tasks
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Lane: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Lane]: ...
+
+    def __getitem__(self, index: int | slice) -> Lane | Sequence[Lane]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        value = self._items[index]  # IndexError when out of range
+        return Lane(self._tasks, index if index >= 0 else index + len(self._items), value)
+
+
 @dataclass(slots=True)
 class Plan:
     nodes: dict[str, Node] = field(default_factory=dict)
@@ -47,15 +80,16 @@ class Plan:
     def node(self, task_id: str) -> Node:
         return self.nodes[task_id]
 
-    def lanes(self, task: Task, data: object) -> tuple[list[Lane], int]:
+    def lanes(self, task: Task, data: object) -> tuple[Sequence[Lane], int]:
         """The lanes of a container task run (given its decision `data`), and its limit.
 
-        Limit 0: no limit.
+        Limit 0: no limit. A lane without tasks (an empty branch, every task disabled) is
+        left out: it would be done before it started, so the container ends the same.
         """
         properties = self.nodes[task.id].properties
         match properties:
             case f.SequentialProperties(tasks=tasks):
-                return [Lane(enabled(tasks))], 0
+                return _one_lane(tasks), 0
             case f.ParallelProperties(tasks=tasks, concurrency=limit):
                 return [Lane([t]) for t in enabled(tasks)], limit or 0
             case f.DagProperties(tasks=entries, concurrency=limit):
@@ -67,16 +101,21 @@ class Plan:
                 ], limit or 0
             case f.IfProperties():
                 branch = properties.then if data == "then" else properties.else_
-                return ([Lane(enabled(branch))] if data is not None else []), 0
+                return (_one_lane(branch) if data is not None else []), 0
             case f.SwitchProperties():
                 if isinstance(data, str) and data.startswith("case:"):
-                    return [Lane(enabled(properties.cases[data[5:]]))], 0
-                return ([Lane(enabled(properties.defaults))] if data is not None else []), 0
+                    return _one_lane(properties.cases[data[5:]]), 0
+                return (_one_lane(properties.defaults) if data is not None else []), 0
             case f.ForEachProperties(tasks=tasks, concurrency_limit=limit):
-                items = data if isinstance(data, list) else []
                 children = enabled(tasks)
-                return [Lane(children, i, value) for i, value in enumerate(items)], limit
+                items = data if isinstance(data, list) and children else []
+                return ItemLanes(children, items), limit
         return [], 0
+
+
+def _one_lane(tasks: list[Task]) -> list[Lane]:
+    children = enabled(tasks)
+    return [Lane(children)] if children else []
 
 
 def enabled(tasks: list[Task]) -> list[Task]:

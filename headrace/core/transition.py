@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
+from typing import Any
 
 from headrace import messages
 from headrace.core.concurrency import claim_open, slot_request
+from headrace.core.context import task_outputs
 from headrace.core.events import Command, EmitLog, PublishEvent, RequestSlot, SetTimer
 from headrace.core.ids import log_id
 from headrace.core.plan import Node, Plan, plan_of
@@ -28,6 +30,7 @@ enforces `timeout_ms` itself and reports the failure; the executor's timer is on
 backstop for a worker that died, so it must not race the worker's own report."""
 
 _EXECUTION = -1  # key of the execution among the entities a step changed
+_SUCCEEDED = (State.SUCCESS, State.WARNING)  # the task runs whose outputs are visible
 
 ChildKey = tuple[str | None, str, int | None]  # parent task run id, task id, iteration
 
@@ -46,9 +49,11 @@ class Transition:
     __slots__ = (
         "_by_id",
         "_by_key",
+        "_by_parent",
         "_changed",
         "_commands",
         "_logs",
+        "_outputs",
         "_writable",
         "execution",
         "flow",
@@ -69,16 +74,19 @@ class Transition:
         self._commands: list[Command] = []
         self._by_id: dict[str, int] | None = None
         self._by_key: dict[ChildKey, int] | None = None
+        self._by_parent: dict[str | None, list[int]] | None = None
+        self._outputs: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ lookups
 
-    def _index(self) -> tuple[dict[str, int], dict[ChildKey, int]]:
-        if self._by_id is None or self._by_key is None:
-            self._by_id, self._by_key = {}, {}
+    def _index(self) -> tuple[dict[str, int], dict[ChildKey, int], dict[str | None, list[int]]]:
+        if self._by_id is None or self._by_key is None or self._by_parent is None:
+            self._by_id, self._by_key, self._by_parent = {}, {}, {}
             for i, run in enumerate(self.execution.task_runs):
                 self._by_id[run.id] = i
                 self._by_key[(run.parent_task_run_id, run.task_id, run.iteration)] = i
-        return self._by_id, self._by_key
+                self._by_parent.setdefault(run.parent_task_run_id, []).append(i)
+        return self._by_id, self._by_key, self._by_parent
 
     def find(self, task_run_id: str | None) -> int | None:
         if task_run_id is None:
@@ -92,12 +100,22 @@ class Transition:
         return self.find(self.execution.task_runs[index].parent_task_run_id)
 
     def children(self, index: int) -> list[int]:
-        parent_id = self.execution.task_runs[index].id
-        return [
-            i
-            for i, run in enumerate(self.execution.task_runs)
-            if run.parent_task_run_id == parent_id
-        ]
+        """Indexes of the task runs under the one at `index`, in creation order."""
+        return self.children_of(self.execution.task_runs[index].id)
+
+    def children_of(self, parent_id: str) -> list[int]:
+        return list(self._index()[2].get(parent_id, ()))
+
+    def outputs(self) -> dict[str, Any]:
+        """`{{ outputs }}` now, built once per step until a task run's success changes it
+        (a for-each starting thousands of items renders each against the same outputs).
+
+        Valid because task runs are written only through this class, and a run's outputs
+        only before the state change that makes them visible (SUCCESS or WARNING).
+        """
+        if self._outputs is None:
+            self._outputs = task_outputs(self.execution)
+        return self._outputs
 
     def node_of(self, index: int) -> Node:
         return self.plan.node(self.execution.task_runs[index].task_id)
@@ -153,11 +171,14 @@ class Transition:
         return self.execution.task_runs[index]
 
     def add_task_run(self, run: TaskRun) -> int:
-        by_id, by_key = self._index()
+        by_id, by_key, by_parent = self._index()
         index = len(self.execution.task_runs)
         self.execution.task_runs.append(run)
         by_id[run.id] = index
         by_key[(run.parent_task_run_id, run.task_id, run.iteration)] = index
+        by_parent.setdefault(run.parent_task_run_id, []).append(index)
+        if run.state in _SUCCEEDED:
+            self._outputs = None  # a replay's seeded run
         self._writable.add(index)
         self.changed(index)
         return index
@@ -171,7 +192,8 @@ class Transition:
         runs = self.execution.task_runs
         self.execution.task_runs = [run for i, run in enumerate(runs) if i not in doomed]
         self._writable.clear()
-        self._by_id = self._by_key = None
+        self._by_id = self._by_key = self._by_parent = None
+        self._outputs = None
 
     def set_execution_state(self, state: State) -> None:
         execution = self.execution
@@ -199,6 +221,8 @@ class Transition:
 
     def set_task_run_state(self, index: int, state: State) -> None:
         task_run = self.task_run(index)
+        if state in _SUCCEEDED or task_run.state in _SUCCEEDED:
+            self._outputs = None  # its outputs appear in (or leave) `{{ outputs }}`
         task_run.state = state
         task_run.histories.append(StateChange(state, self.now))
         self.changed(index)

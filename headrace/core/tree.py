@@ -21,6 +21,7 @@ handler). That keeps the recursion bounded by the nesting depth of the flow.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
@@ -32,7 +33,7 @@ from headrace import messages
 from headrace.core.context import current_secret_seed, render_context
 from headrace.core.events import RequestTask, SendCommand, StartExecution
 from headrace.core.ids import child_execution_id, command_id, task_run_id
-from headrace.core.plan import Lane
+from headrace.core.plan import ItemLanes, Lane
 from headrace.core.retries import format_duration, retry_delay
 from headrace.core.state import Attempt, TaskRun, Timer, TimerKind
 from headrace.core.transition import TIMEOUT_GRACE, Transition
@@ -45,6 +46,10 @@ from headrace.secret_markers import SecretScope, request_nonce
 from headrace.states import State
 
 _MILLISECOND = timedelta(milliseconds=1)
+MAX_FOREACH_ITEMS = 10_000
+"""Items of one for-each. Each item becomes a task run in the execution's state, which the
+executor decodes, encodes and writes to its changelog whole for every batch: the cost of
+each event grows with it, and one huge execution would slow its whole partition."""
 FAILED_STATES = (State.FAILED, State.KILLED)
 
 
@@ -64,18 +69,29 @@ class LaneStatus:
 
 def lane_status(step: Transition, parent_id: str | None, lane: Lane) -> LaneStatus:
     runs = step.execution.task_runs
-    warned = False
-    for position, task in enumerate(lane.tasks):
+    found = {}
+    for task in lane.tasks:
         index = step.child(parent_id, task.id, lane.iteration)
         if index is None:
+            break  # the lane has not gone further
+        found[task.id] = runs[index]
+    return status_of(lane.tasks, found)
+
+
+def status_of(tasks: list[Task], runs: dict[str, TaskRun]) -> LaneStatus:
+    """The status of a lane of `tasks`, given its task runs by task id."""
+    warned = False
+    for position, task in enumerate(tasks):
+        run = runs.get(task.id)
+        if run is None:
             return LaneStatus(LaneKind.NEXT, position, warned)
-        state = runs[index].state
+        state = run.state
         if not state.is_terminal:
             return LaneStatus(LaneKind.ACTIVE, position, warned)
         if state in FAILED_STATES:
             return LaneStatus(LaneKind.FAILED, position, warned)
         warned = warned or state is State.WARNING
-    return LaneStatus(LaneKind.DONE, len(lane.tasks), warned)
+    return LaneStatus(LaneKind.DONE, len(tasks), warned)
 
 
 # ------------------------------------------------------------------- contexts
@@ -106,6 +122,7 @@ def context_for(
         variables=step.flow.variables,
         parents=parents,
         secrets=secrets,
+        outputs=step.outputs(),
     )
 
 
@@ -228,6 +245,11 @@ def decide(step: Transition, index: int) -> None:
                 items = _parse_json_list(items)
             if not isinstance(items, list):
                 raise ValueError(f"values must give a list, got {type(items).__name__}")
+            if len(items) > MAX_FOREACH_ITEMS:
+                raise ValueError(
+                    f"values gave {len(items)} items; a for-each takes at most"
+                    f" {MAX_FOREACH_ITEMS} (split the list, or loop in a subflow)"
+                )
             run.data = [item_text(item) for item in items]
 
 
@@ -441,47 +463,101 @@ def settle_parent(step: Transition, index: int) -> None:
 def evaluate(step: Transition, index: int) -> State | None:
     """Start what can start in the container at `index`; its end state once it is over."""
     run = step.execution.task_runs[index]
-    task = step.task_of(index)
-    lanes, limit = step.plan.lanes(task, run.data)
+    lanes, limit = step.plan.lanes(step.task_of(index), run.data)
+    statuses = _started_lanes(step, run.id, lanes)
     while True:
-        statuses = [lane_status(step, run.id, lane) for lane in lanes]
-        failed = any(s.kind is LaneKind.FAILED for s in statuses)
-        started = False
-        if not step.killing and not failed:
-            going = sum(
-                1
-                for s in statuses
-                if s.kind is LaneKind.ACTIVE or (s.kind is LaneKind.NEXT and s.position > 0)
-            )
-            done = {
-                lane.tasks[0].id
-                for lane, s in zip(lanes, statuses, strict=True)
-                if s.kind is LaneKind.DONE and lane.tasks
-            }
-            for lane, s in zip(lanes, statuses, strict=True):
-                if s.kind is LaneKind.NEXT and s.position > 0:
-                    start_child(step, lane.tasks[s.position], index, lane)
-                    started = True
-            for lane, s in zip(lanes, statuses, strict=True):
-                if s.kind is not LaneKind.NEXT or s.position > 0:
-                    continue
-                if limit and going >= limit:
-                    break
-                if any(d not in done for d in lane.depends_on):
-                    continue
-                start_child(step, lane.tasks[0], index, lane)
-                going += 1
-                started = True
+        failed = any(s.kind is LaneKind.FAILED for s in statuses.values())
+        started = (
+            [] if step.killing or failed else _start_lanes(step, index, lanes, limit, statuses)
+        )
         if not started:
             break
-        run = step.execution.task_runs[index]
-    if any(s.kind is LaneKind.ACTIVE for s in statuses):
+        # Only the lanes just moved changed (a task run may end as it starts: skipped,
+        # a render error); the loop goes on until nothing more can start.
+        for position in started:
+            statuses[position] = lane_status(step, run.id, lanes[position])
+        statuses = dict(sorted(statuses.items()))  # lane order: starts stay in flow order
+    if any(s.kind is LaneKind.ACTIVE for s in statuses.values()):
         return None
-    if step.killing and any(s.kind is not LaneKind.DONE for s in statuses):
+    # A lane left out of `statuses` has not started: NEXT at its first task.
+    unstarted = len(statuses) < len(lanes)
+    if step.killing and (unstarted or any(s.kind is not LaneKind.DONE for s in statuses.values())):
         return State.KILLED
-    if failed or any(s.kind is LaneKind.NEXT for s in statuses):
+    if failed or unstarted or any(s.kind is LaneKind.NEXT for s in statuses.values()):
         return State.FAILED  # NEXT here: a dag whose remaining tasks can never start
-    return State.WARNING if any(s.warned for s in statuses) else State.SUCCESS
+    return State.WARNING if any(s.warned for s in statuses.values()) else State.SUCCESS
+
+
+def _started_lanes(
+    step: Transition, parent_id: str, lanes: Sequence[Lane]
+) -> dict[int, LaneStatus]:
+    """The status of every lane that has started, by position, in lane order.
+
+    One pass over the container's task runs, not a lookup per lane and task: a for-each
+    of thousands of items must not cost thousands of lookups per child result.
+    """
+    runs = step.execution.task_runs
+    count = len(lanes)
+    lane_of: dict[str, int] | None = None  # by task id; never built for a for-each
+    by_lane: dict[int, dict[str, TaskRun]] = {}
+    for child in step.children_of(parent_id):
+        run = runs[child]
+        position = run.iteration  # a for-each has a lane per item
+        if position is None:
+            if lane_of is None:
+                lane_of = {task.id: i for i, lane in enumerate(lanes) for task in lane.tasks}
+            position = lane_of.get(run.task_id)
+        if position is not None and position < count:
+            by_lane.setdefault(position, {})[run.task_id] = run
+    shared = lanes.tasks if isinstance(lanes, ItemLanes) else None  # no Lane per item
+    statuses = {}
+    for position in sorted(by_lane):
+        tasks = shared if shared is not None else lanes[position].tasks
+        status = status_of(tasks, by_lane[position])
+        if status.kind is not LaneKind.NEXT or status.position > 0:
+            statuses[position] = status
+    return statuses
+
+
+def _start_lanes(
+    step: Transition,
+    index: int,
+    lanes: Sequence[Lane],
+    limit: int,
+    statuses: dict[int, LaneStatus],
+) -> list[int]:
+    """Start the next task of each going lane, then new lanes up to `limit` (0: none).
+
+    Returns the positions of the lanes that moved.
+    """
+    going = sum(
+        1
+        for s in statuses.values()
+        if s.kind is LaneKind.ACTIVE or (s.kind is LaneKind.NEXT and s.position > 0)
+    )
+    done: set[str] | None = None  # a dag's succeeded tasks, found when first needed
+    started = []
+    for i, s in statuses.items():
+        if s.kind is LaneKind.NEXT and s.position > 0:
+            start_child(step, lanes[i].tasks[s.position], index, lanes[i])
+            started.append(i)
+    for i in range(len(lanes)):
+        if limit and going >= limit:
+            break  # checked first: a full for-each looks at none of its waiting items
+        if i in statuses:
+            continue
+        lane = lanes[i]
+        if lane.depends_on:
+            if done is None:
+                done = {
+                    lanes[j].tasks[0].id for j, s in statuses.items() if s.kind is LaneKind.DONE
+                }
+            if any(d not in done for d in lane.depends_on):
+                continue
+        start_child(step, lane.tasks[0], index, lane)
+        going += 1
+        started.append(i)
+    return started
 
 
 def settle_root(step: Transition) -> None:
