@@ -38,7 +38,7 @@ from headrace.flow.model import Flow
 from headrace.ids import base62
 from headrace.kafka import make_producer
 from headrace.messages import TriggerEvent
-from headrace.topics.definitions import TRIGGERS
+from headrace.topics.definitions import MAX_VALUE_BYTES, TRIGGERS
 
 # What `trigger` holds in the executions a TriggerClient starts.
 PRODUCER_TRIGGER_TYPE = "producer"
@@ -156,10 +156,14 @@ class TriggerClient:
             labels=dict(labels or {}),
             trigger={"type": PRODUCER_TRIGGER_TYPE},
         )
-        try:
-            await self._producer.send_and_wait(
-                self.topic, codec.encode(event), key=execution_id.encode()
+        value = codec.encode(event)
+        if len(value) > MAX_VALUE_BYTES:  # Kafka would refuse it, less clearly
+            raise TriggerClientError(
+                f"the trigger is {len(value)} bytes, over the {MAX_VALUE_BYTES} the "
+                f"{self.topic} topic takes: send smaller inputs"
             )
+        try:
+            await self._producer.send_and_wait(self.topic, value, key=execution_id.encode())
         except KafkaError as exc:
             raise TriggerClientError(f"the broker did not accept the trigger: {exc}") from exc
         return execution_id

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from headrace import codec
 from headrace.config import Settings
 from headrace.messages import Message
+from headrace.topics.definitions import MAX_MESSAGE_BYTES
 
 # 1 ms: enough for a burst of sends from one event-loop turn to share a batch.
 PRODUCER_LINGER_MS = 1
@@ -25,8 +26,10 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
         acks="all",
         linger_ms=PRODUCER_LINGER_MS,
         enable_idempotence=False,
-        max_batch_size=1024 * 1024,
-        max_request_size=8 * 1024 * 1024,
+        # A batch the topic takes whole (a refused batch fails every send in it), and a
+        # message too large for any topic refused at send(), before the broker sees it.
+        max_batch_size=MAX_MESSAGE_BYTES,
+        max_request_size=MAX_MESSAGE_BYTES,
     )
 
 

@@ -11,6 +11,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 DAY_MS = 24 * 60 * 60 * 1000
+# Kafka refuses a record batch over its topic's `max.message.bytes` (default 1 MiB + 12
+# bytes). Producers batch up to this and refuse a larger message at send() (kafka.py).
+MAX_MESSAGE_BYTES = 1024 * 1024
+# The largest value a publisher sends: the record batch around it (61 bytes of header,
+# the record's varints and a 22-character key) must still fit in MAX_MESSAGE_BYTES.
+MAX_VALUE_BYTES = MAX_MESSAGE_BYTES - 1024
 
 
 class Cleanup(StrEnum):
@@ -28,13 +34,25 @@ class TopicSpec:
     # An input of the executor, co-partitioned with its state table: its partition count
     # is fixed once created (`topics apply` refuses to change it).
     fixed_partitions: bool = False
+    # Set when the broker's default must not decide what the topic takes.
+    max_message_bytes: int | None = None
 
     def config(self) -> dict[str, str]:
-        return {"retention.ms": str(self.retention_ms), "cleanup.policy": str(self.cleanup)}
+        config = {"retention.ms": str(self.retention_ms), "cleanup.policy": str(self.cleanup)}
+        if self.max_message_bytes is not None:
+            config["max.message.bytes"] = str(self.max_message_bytes)
+        return config
 
 
+# What `triggers` carries comes from outside (webhook bodies, Kafka messages, upstream
+# outputs): its limit is set here, the one every publisher checks a start against.
 TRIGGERS = TopicSpec(
-    "triggers", "execution id", "io.headrace.TriggerEvent", 7 * DAY_MS, fixed_partitions=True
+    "triggers",
+    "execution id",
+    "io.headrace.TriggerEvent",
+    7 * DAY_MS,
+    fixed_partitions=True,
+    max_message_bytes=MAX_MESSAGE_BYTES,
 )
 TASK_RESULTS = TopicSpec(
     "task-results", "execution id", "io.headrace.TaskResult", 7 * DAY_MS, fixed_partitions=True

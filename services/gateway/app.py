@@ -38,8 +38,11 @@ from headrace.services.gateway.waiter import ExecutionWaiter
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-# Request bodies above this are refused with 413; a flow or a set of inputs is far smaller.
-MAX_BODY_BYTES = 1024 * 1024
+# Request bodies above this are refused with 413. A webhook's body becomes an execution's
+# start, as `trigger.body` and often once more in its inputs, beside its headers: twice
+# this leaves room in what `triggers` takes (MAX_VALUE_BYTES). A larger start is still
+# refused, with 413 too (executions_api.publish). A flow is far smaller.
+MAX_BODY_BYTES = 256 * 1024
 HEALTH_TIMEOUT_S = 2.0
 # In-flight requests (a `wait=true` one may hold for minutes) get this long at shutdown.
 SHUTDOWN_TIMEOUT_S = 5.0

@@ -30,7 +30,7 @@ from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.ids import new_execution_id
 from headrace.services.gateway.responses import ApiError, json_response
 from headrace.states import TERMINAL_STATES, State
-from headrace.topics.definitions import EXECUTION_COMMANDS, TRIGGERS
+from headrace.topics.definitions import EXECUTION_COMMANDS, MAX_VALUE_BYTES, TRIGGERS
 
 DEFAULT_WAIT_S = 300.0
 MAX_WAIT_S = 24 * 3600.0  # a client holding a request longer should poll instead
@@ -43,6 +43,13 @@ async def publish(gw: Gateway, topic: str, message: Message) -> None:
         value = codec.encode(message)
     except CodecError as exc:  # inputs are checked first: this is a last line of defence
         raise ApiError(422, f"the message cannot be encoded: {exc}") from exc
+    if len(value) > MAX_VALUE_BYTES:  # the broker would refuse it: say why, not 503
+        raise ApiError(
+            413,
+            f"the {topic} message would be {len(value)} bytes, over the {MAX_VALUE_BYTES} "
+            "the topic takes: the body, headers and inputs together; send less, or copy "
+            "less of the body into the inputs",
+        )
     try:
         await gw.producer.send_and_wait(topic, value, key=message.execution_id.encode())
     except KafkaError as exc:

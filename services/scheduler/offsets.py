@@ -11,13 +11,18 @@ then on the group resumes where it stopped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 log = logging.getLogger(__name__)
 
 NEW_GROUP_OFFSET_RESET = "latest"
+
+# Start offsets, for some of the given partitions, other than their current position.
+InheritedOffsets = Callable[[set[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
 
 
 class AssignmentTracker(ConsumerRebalanceListener):
@@ -34,18 +39,37 @@ class AssignmentTracker(ConsumerRebalanceListener):
         self.unchecked |= set(assigned)
 
 
-async def pin_new_partitions(consumer: AIOKafkaConsumer, tracker: AssignmentTracker) -> None:
-    """Commit the current position of newly assigned partitions the group never committed."""
+async def pin_new_partitions(
+    consumer: AIOKafkaConsumer,
+    tracker: AssignmentTracker,
+    inherited: InheritedOffsets | None = None,
+) -> None:
+    """Commit the current position of newly assigned partitions the group never committed.
+
+    `inherited` may give other start offsets for some of them (say, where the group this
+    one replaces stopped): those are sought to and committed instead.
+    """
     if not tracker.unchecked:
         return
-    assigned = consumer.assignment()
-    pins: dict[TopicPartition, int] = {}
-    for partition in tracker.unchecked & assigned:
-        if await consumer.committed(partition) is None:
-            pins[partition] = await consumer.position(partition)
-    tracker.unchecked.clear()
+    checking = tracker.unchecked & consumer.assignment()
+    try:
+        pins: dict[TopicPartition, int] = {}
+        for partition in checking:
+            if await consumer.committed(partition) is None:
+                pins[partition] = await consumer.position(partition)
+        if pins and inherited is not None:
+            for partition, offset in (await inherited(set(pins))).items():
+                consumer.seek(partition, offset)
+                pins[partition] = offset
+        if pins:
+            await consumer.commit(pins)
+    except (CommitFailedError, IllegalStateError) as exc:
+        # Revoked meanwhile: still unchecked, pinned once assigned again.
+        log.warning("start position not committed, a rebalance is under way: %s", exc)
+        return
+    # Not clear(): partitions assigned during the awaits above are still to check.
+    tracker.unchecked -= checking
     if pins:
-        await consumer.commit(pins)
         log.info(
             "new consumer group starts at %s",
             {f"{p.topic}[{p.partition}]": o for p, o in pins.items()},

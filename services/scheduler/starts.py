@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
 from headrace import codec
 from headrace.core.ids import derive_id
@@ -27,7 +28,7 @@ from headrace.expressions import ExpressionError, render_value
 from headrace.flow.inputs import InputValidationError, resolve_inputs
 from headrace.messages import TriggerEvent
 from headrace.services.scheduler.catalog import DeclaredTrigger
-from headrace.topics.definitions import TRIGGERS
+from headrace.topics.definitions import MAX_VALUE_BYTES, TRIGGERS
 
 log = logging.getLogger(__name__)
 
@@ -99,22 +100,67 @@ async def publish_starts(producer: AIOKafkaProducer, events: Iterable[TriggerEve
     """Publish every event and return once the broker acknowledged all of them.
 
     Callers commit the offsets that caused these starts only after this returns. An
-    event the wire format cannot carry (say, an integer beyond 64 bits in a message
-    value) is logged and skipped: it would fail the same way every time.
+    event that can never be published is logged and skipped, as it would fail the same
+    way every time and block the events behind it: one the wire format cannot carry
+    (say, an integer beyond 64 bits in a message value), or one larger than `triggers`
+    takes (`MAX_VALUE_BYTES`, refused here, or by the producer or the broker if they
+    allow less). Any other failure raises: nothing is skipped for a broker outage.
     """
-    pending = []
+    pending: list[tuple[TriggerEvent, bytes, asyncio.Future[Any]]] = []
     for event in events:
-        try:
-            value = codec.encode(event)
-        except CodecError as exc:
-            log.error(
-                "not starting %s/%s (execution %s): %s",
-                event.namespace,
-                event.flow_id,
-                event.execution_id,
-                exc,
-            )
+        value = _encoded(event)
+        if value is None:
             continue
-        pending.append(await producer.send(TRIGGERS.name, value, key=event.execution_id.encode()))
-    await asyncio.gather(*pending)
-    return len(pending)
+        try:
+            future = await producer.send(TRIGGERS.name, value, key=event.execution_id.encode())
+        except MessageSizeTooLargeError as exc:  # over the producer's max_request_size
+            _log_skipped(event, exc)
+            continue
+        pending.append((event, value, future))
+    results = await asyncio.gather(*(future for _, _, future in pending), return_exceptions=True)
+    published = 0
+    refused: list[tuple[TriggerEvent, bytes]] = []
+    for (event, value, _), result in zip(pending, results, strict=True):
+        if isinstance(result, MessageSizeTooLargeError):
+            refused.append((event, value))
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            published += 1
+    # The broker refuses a whole record batch: send each refused event on its own, so
+    # that only those too large by themselves are skipped.
+    for event, value in refused:
+        try:
+            await producer.send_and_wait(TRIGGERS.name, value, key=event.execution_id.encode())
+        except MessageSizeTooLargeError as exc:
+            _log_skipped(event, exc)
+        else:
+            published += 1
+    return published
+
+
+def _encoded(event: TriggerEvent) -> bytes | None:
+    """The event's value, or None (logged) when it can never be published."""
+    try:
+        value = codec.encode(event)
+    except CodecError as exc:
+        _log_skipped(event, exc)
+        return None
+    if len(value) > MAX_VALUE_BYTES:
+        _log_skipped(
+            event,
+            f"the start is {len(value)} bytes, over the {MAX_VALUE_BYTES} the "
+            f"{TRIGGERS.name} topic takes; copy less of the trigger into the inputs",
+        )
+        return None
+    return value
+
+
+def _log_skipped(event: TriggerEvent, reason: object) -> None:
+    log.error(
+        "not starting %s/%s (execution %s): %s",
+        event.namespace,
+        event.flow_id,
+        event.execution_id,
+        reason,
+    )

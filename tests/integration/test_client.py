@@ -22,6 +22,7 @@ from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.flow.inputs import InputValidationError
 from headrace.local import LocalStack
+from headrace.topics.definitions import MAX_VALUE_BYTES
 from tests.integration.test_gateway import triggers_on_topic
 from tests.unit.test_client import producer_example
 
@@ -140,6 +141,15 @@ async def test_client_without_a_server_needs_the_revision(
     assert execution_id == chosen
     execution = await ended(api, chosen)
     assert execution["state"]["current"] == "SUCCESS" and execution["inputs"]["size"] == 2
+
+
+async def test_a_trigger_larger_than_the_topic_takes_is_refused_before_sending(
+    namespace: str, settings: Settings
+) -> None:
+    async with TriggerClient(settings.kafka_bootstrap) as client:
+        with pytest.raises(TriggerClientError, match=f"over the {MAX_VALUE_BYTES}"):
+            await client.trigger(namespace, "target", {"blob": "x" * MAX_VALUE_BYTES}, revision=1)
+    assert await triggers_on_topic(settings, namespace) == []
 
 
 async def test_cli_trigger_publish(stack: LocalStack, api: ApiClient, namespace: str) -> None:

@@ -25,6 +25,7 @@ from headrace.broker import free_port
 from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
+from headrace.services.scheduler.kafka_triggers import default_group_id
 from tests.integration.test_kafka_triggers import committed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,7 +276,7 @@ def test_readme_trigger_tour(stack: LocalStack, settings: Settings) -> None:
     hello = run_cli(stack, "execution", "start", "examples", "hello", "--wait")
     hello_id = hello.stdout.split()[1]
 
-    group = "headrace-trigger-examples-from-kafka-orders"
+    group = default_group_id("examples", "from-kafka", "orders")
     wait_for(lambda: committed(settings, group, "examples.orders"), "the Kafka trigger to join")
     sent = subprocess.run(
         [

@@ -26,8 +26,13 @@ from headrace.api_client import ApiClient, ApiError
 from headrace.broker import free_port
 from headrace.config import Settings
 from headrace.db.migrate import migrate_url
-from headrace.kafka import make_consumer
+from headrace.kafka import make_consumer, make_producer
 from headrace.local import LocalStack
+from headrace.messages import TriggerEvent
+from headrace.services.scheduler.kafka_triggers import default_group_id, legacy_group_id
+from headrace.services.scheduler.starts import publish_starts
+from headrace.topics.definitions import MAX_VALUE_BYTES
+from tests.integration.test_gateway import triggers_on_topic
 from tests.schema_registry import RegistryServer
 
 TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
@@ -109,11 +114,15 @@ def committed(settings: Settings, group: str, topic: str) -> dict[int, int]:
     return asyncio.run(read())
 
 
+def group_of(flow_id: str, trigger_id: str = "messages") -> str:
+    return default_group_id(NAMESPACE, flow_id, trigger_id)
+
+
 def wait_consuming(
     settings: Settings, flow_id: str, topic: str, partitions: int = 1, trigger_id: str = "messages"
 ) -> None:
     """A new trigger's group commits its start position once it got its partitions."""
-    group = f"headrace-trigger-{NAMESPACE}-{flow_id}-{trigger_id}"
+    group = group_of(flow_id, trigger_id)
     wait_until(lambda: len(committed(settings, group, topic)) == partitions)
 
 
@@ -182,41 +191,99 @@ def test_each_message_starts_an_execution_that_sees_it(settings: Settings, api: 
     assert wait_until(lambda: any("A1" in line for line in logs(api, first["id"])))
 
 
-def test_a_batch_of_messages_starts_one_execution(settings: Settings, api: ApiClient) -> None:
+def batch_values(runs: list[dict]) -> list[list[str]]:
+    """Each execution's batch (values in offset order), sorted."""
+    return sorted([m["value"] for m in run["trigger"]["messages"]] for run in runs)
+
+
+def test_a_batch_of_messages_of_a_partition_starts_one_execution(
+    settings: Settings, api: ApiClient
+) -> None:
     topic, flow = create_topic(settings, partitions=2), flow_id()
-    batch = "    valueDeserializer: STRING\n    batch: {maxRecords: 3, maxDuration: PT30S}\n"
+    batch = "    valueDeserializer: STRING\n    batch: {maxRecords: 2, maxDuration: PT1S}\n"
     apply_consumer(api, flow, topic, batch)
     wait_consuming(settings, flow, topic, partitions=2)
-    produce(settings, topic, b"one", b"two", partition=0)
-    produce(settings, topic, b"three", partition=1)
-    [run] = ended(api, flow, 1)
-    assert run["trigger"]["count"] == 3
-    assert sorted(m["value"] for m in run["trigger"]["messages"]) == ["one", "three", "two"]
-    assert wait_until(lambda: "got 3" in logs(api, run["id"]))
+    produce(settings, topic, b"one", b"two", partition=0)  # full: started at once
+    produce(settings, topic, b"three", partition=1)  # started after a second
+    runs = ended(api, flow, 2)
+    assert batch_values(runs) == [["one", "two"], ["three"]]
+    full = next(run for run in runs if run["trigger"]["count"] == 2)
+    assert (full["trigger"]["topic"], full["trigger"]["partition"]) == (topic, 0)
+    assert wait_until(lambda: "got 2" in logs(api, full["id"]))
     # Offsets advance only past what was started: everything, here.
-    group = f"headrace-trigger-{NAMESPACE}-{flow}-messages"
-    assert wait_until(lambda: committed(settings, group, topic) == {0: 2, 1: 1})
+    assert wait_until(lambda: committed(settings, group_of(flow), topic) == {0: 2, 1: 1})
 
 
-def rewind(settings: Settings, group: str, topic: str) -> None:
-    """Commit offset 0 for the group, as a member (the broker refuses outsiders)."""
+def hold_a_partition(settings: Settings, group: str, topic: str, hold_s: float) -> set[int]:
+    """Join `group` as a second member (another scheduler, say) for `hold_s` once given
+    partitions, reading and committing nothing; return the partitions it got."""
+
+    async def hold() -> set[int]:
+        consumer = make_consumer(settings, topic, group_id=group, client_id="test-second")
+        await consumer.start()
+        try:
+            async with asyncio.timeout(30):
+                while not consumer.assignment():
+                    await asyncio.sleep(0.05)
+            held = {tp.partition for tp in consumer.assignment()}
+            await asyncio.sleep(hold_s)
+        finally:
+            await consumer.stop()  # leaves: the partitions go back to the scheduler
+        return held
+
+    return asyncio.run(hold())
+
+
+def test_a_rebalance_while_batches_fill_starts_each_message_once(
+    settings: Settings, api: ApiClient
+) -> None:
+    topic, flow = create_topic(settings, partitions=2), flow_id()
+    batch = "    valueDeserializer: STRING\n    batch: {maxRecords: 100, maxDuration: PT5S}\n"
+    apply_consumer(api, flow, topic, batch)
+    wait_consuming(settings, flow, topic, partitions=2)
+    produce(settings, topic, b"a", b"b", partition=0)
+    produce(settings, topic, b"c", partition=1)
+    # While the batches wait for their 5 s, a second member takes a partition, past
+    # the deadline of the batches read before it joined, then leaves.
+    assert len(hold_a_partition(settings, group_of(flow), topic, hold_s=7)) == 1
+    wait_until(lambda: committed(settings, group_of(flow), topic) == {0: 2, 1: 1})
+    runs = ended(api, flow, 2)
+    assert batch_values(runs) == [["a", "b"], ["c"]]
+    assert len(executions(api, flow)) == 2
+
+
+def rewind(settings: Settings, group: str, topic: str, offset: int = 0) -> None:
+    """Commit `offset` on partition 0 for the group, as a member (the broker refuses
+    outsiders)."""
 
     async def commit() -> None:
         consumer = make_consumer(settings, topic, group_id=group, client_id="test-rewind")
         await consumer.start()  # joined: the stopped scheduler left the group
         try:
-            await consumer.commit({TopicPartition(topic, 0): 0})
+            async with asyncio.timeout(30):
+                while not consumer.assignment():
+                    await asyncio.sleep(0.05)
+            await consumer.commit({TopicPartition(topic, 0): offset})
         finally:
             await consumer.stop()
 
     asyncio.run(commit())
 
 
+def restart_scheduler(stack: LocalStack, while_stopped: Callable[[], None]) -> None:
+    scheduler = next(p for p in stack.processes if p.name == "scheduler")
+    stack.stop_service(scheduler)
+    while_stopped()
+    stack.processes.remove(scheduler)
+    stack.start_service("scheduler")
+    stack.wait_ready()
+
+
 def test_a_redelivered_message_does_not_start_a_second_execution(
     settings: Settings, api: ApiClient, stack: LocalStack
 ) -> None:
     topic, flow = create_topic(settings), flow_id()
-    group = f"headrace-trigger-{NAMESPACE}-{flow}-messages"
+    group = group_of(flow)
     apply_consumer(api, flow, topic, "    valueDeserializer: STRING\n")
     wait_consuming(settings, flow, topic)
     produce(settings, topic, b"first")
@@ -224,20 +291,108 @@ def test_a_redelivered_message_does_not_start_a_second_execution(
     wait_until(lambda: committed(settings, group, topic) == {0: 1})
 
     # As if the scheduler had died after publishing the Start, before committing.
-    scheduler = next(p for p in stack.processes if p.name == "scheduler")
-    stack.stop_service(scheduler)
-    rewind(settings, group, topic)
-    assert committed(settings, group, topic) == {0: 0}
-    stack.processes.remove(scheduler)
-    stack.start_service("scheduler")
-    stack.wait_ready()
+    def crashed_before_committing() -> None:
+        rewind(settings, group, topic)
+        assert committed(settings, group, topic) == {0: 0}
 
+    restart_scheduler(stack, crashed_before_committing)
     produce(settings, topic, b"second")
     # The partition is read in order: once `second` is committed, `first` was re-read.
     wait_until(lambda: committed(settings, group, topic) == {0: 2})
     runs = ended(api, flow, 2)
     assert sorted(e["trigger"]["value"] for e in runs) == ["first", "second"]
     assert len(executions(api, flow)) == 2
+
+
+def test_a_batch_read_again_after_a_crash_is_cut_the_same_way(
+    settings: Settings, api: ApiClient, stack: LocalStack
+) -> None:
+    topic, flow = create_topic(settings), flow_id()
+    group = group_of(flow)
+    batch = "    valueDeserializer: STRING\n    batch: {maxRecords: 2, maxDuration: PT1S}\n"
+    apply_consumer(api, flow, topic, batch)
+    wait_consuming(settings, flow, topic)
+    produce(settings, topic, b"a")  # alone for a second: a batch of one
+    ended(api, flow, 1)
+    wait_until(lambda: committed(settings, group, topic) == {0: 1})
+
+    # The scheduler died before committing; meanwhile more messages arrived. Read again,
+    # `a` is a batch of its own (the next ones are stamped out of its second): the same
+    # execution, ignored, and the new ones are a batch of two.
+    def crashed_before_committing() -> None:
+        rewind(settings, group, topic)
+        produce(settings, topic, b"b", b"c")
+
+    restart_scheduler(stack, crashed_before_committing)
+    wait_until(lambda: committed(settings, group, topic) == {0: 3})
+    runs = ended(api, flow, 2)
+    assert batch_values(runs) == [["a"], ["b", "c"]]
+    assert len(executions(api, flow)) == 2
+
+
+def test_a_message_whose_start_is_too_large_is_skipped_not_blocking(
+    settings: Settings, api: ApiClient
+) -> None:
+    topic, flow = create_topic(settings), flow_id()
+    # The value, copied into an input, is in the start twice: over what `triggers` takes.
+    copied = '    valueDeserializer: STRING\n    inputs:\n      order: "{{ trigger.value }}"\n'
+    apply_consumer(api, flow, topic, copied)
+    wait_consuming(settings, flow, topic)
+    big = b'"' + b"x" * (MAX_VALUE_BYTES * 6 // 10) + b'"'  # JSON text, as `order` wants
+    produce(settings, topic, big, b'"small"')
+    wait_until(lambda: committed(settings, group_of(flow), topic) == {0: 2})
+    [run] = ended(api, flow, 1)
+    assert run["inputs"]["order"] == "small"
+    assert len(executions(api, flow)) == 1
+
+
+async def test_starts_too_large_for_the_topic_or_the_producer_are_skipped_alone(
+    settings: Settings,
+) -> None:
+    namespace = f"tests.starts{uuid.uuid4().hex[:8]}"
+
+    def start(size: int) -> TriggerEvent:
+        execution_id = uuid.uuid4().hex
+        return TriggerEvent(
+            event_id=execution_id,
+            execution_id=execution_id,
+            namespace=namespace,
+            flow_id="absent",
+            flow_revision=1,
+            inputs={"blob": "x" * size},
+            time=datetime.now(UTC),
+            trigger={"type": "test"},
+        )
+
+    producer = make_producer(settings, "test-starts")
+    # Allows less than the topic: refuses at send() what the topic would take.
+    strict = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=64_000)
+    await producer.start()
+    await strict.start()
+    try:
+        small, too_large = start(10), start(MAX_VALUE_BYTES)
+        assert await publish_starts(producer, [too_large, small]) == 1
+        within, over_strict = start(10), start(100_000)
+        assert await publish_starts(strict, [over_strict, within]) == 1
+    finally:
+        await strict.stop()
+        await producer.stop()
+    on_topic = {event.execution_id for event in await triggers_on_topic(settings, namespace)}
+    assert on_topic == {small.execution_id, within.execution_id}
+
+
+def test_a_trigger_resumes_where_its_group_of_earlier_versions_stopped(
+    settings: Settings, api: ApiClient
+) -> None:
+    topic, flow = create_topic(settings), flow_id()
+    produce(settings, topic, b"started-before", b"arrived-during-the-upgrade")
+    # The default group name of earlier versions had started the first message.
+    rewind(settings, legacy_group_id(NAMESPACE, flow, "messages"), topic, offset=1)
+    apply_consumer(api, flow, topic, "    valueDeserializer: STRING\n")
+    [run] = ended(api, flow, 1)
+    assert run["trigger"]["value"] == "arrived-during-the-upgrade"
+    wait_until(lambda: committed(settings, group_of(flow), topic) == {0: 2})
+    assert len(executions(api, flow)) == 1
 
 
 # ------------------------------------------------------------------ AVRO values
@@ -304,7 +459,7 @@ def test_avro_messages_start_executions_whose_tasks_see_the_fields(
     settings: Settings, api: ApiClient
 ) -> None:
     topic, flow = create_topic(settings), flow_id()
-    group = f"headrace-trigger-{NAMESPACE}-{flow}-messages"
+    group = group_of(flow)
     schema = orjson.dumps(ORDER).decode()
     apply_avro_consumer(api, flow, topic, f"    avroSchema: '{schema}'\n")
     wait_consuming(settings, flow, topic)
@@ -368,7 +523,7 @@ def test_a_schema_registry_gives_the_writer_schemas_and_an_outage_skips_nothing(
 ) -> None:
     registry.register(42, ORDER)
     topic, flow = create_topic(settings), flow_id()
-    group = f"headrace-trigger-{NAMESPACE}-{flow}-messages"
+    group = group_of(flow)
     apply_avro_consumer(api, flow, topic, f"    schemaRegistryUrl: {registry.url}\n")
     wait_consuming(settings, flow, topic)
 

@@ -23,6 +23,8 @@ from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
 from headrace.messages import TriggerEvent
+from headrace.services.gateway.app import MAX_BODY_BYTES
+from headrace.topics.definitions import MAX_VALUE_BYTES
 from tests.integration.test_gateway import triggers_on_topic
 
 KEY = "k3y-0123456789abcdef"
@@ -312,3 +314,44 @@ async def test_the_runtime_switch_closes_the_webhook_and_the_listing_shows_the_l
 
     item = await until(listed, lambda found: found["lastFiredExecutionId"] is not None)
     assert item["lastFiredExecutionId"] == accepted and item["lastFiredAt"] is not None
+
+
+async def test_a_body_and_what_its_inputs_copy_must_fit_in_a_start(
+    http: aiohttp.ClientSession, namespace: str, settings: Settings
+) -> None:
+    # Up to the body limit, a body copied once into the inputs fits in a start.
+    await put_flow(http, namespace, "hook", hook_flow(namespace))
+    async with http.post(
+        hook_url(namespace), json={"who": "x" * (MAX_BODY_BYTES - 100)}
+    ) as response:
+        status, started = await answer(response)
+        assert status == 202
+    async with http.post(hook_url(namespace), json={"who": "x" * MAX_BODY_BYTES}) as response:
+        status, body = await answer(response)
+        assert status == 413 and str(MAX_BODY_BYTES) in body["message"]
+
+    # Copied more often, a body under the limit makes a start over what `triggers` takes.
+    copies = ["a", "b", "c", "d"]
+    declared = "".join(f"  - {{id: {name}, type: STRING}}\n" for name in copies)
+    copied = "".join(f"      {name}: '{{{{ trigger.body.who }}}}'\n" for name in copies)
+    source = f"""\
+id: copies
+namespace: {namespace}
+inputs:
+{declared}tasks:
+  - id: say
+    type: log
+    message: hi
+triggers:
+  - id: incoming
+    type: webhook
+    key: {KEY}
+    inputs:
+{copied}"""
+    await put_flow(http, namespace, "copies", source)
+    who = "x" * (MAX_BODY_BYTES - 100)
+    async with http.post(hook_url(namespace, "copies"), json={"who": who}) as response:
+        status, body = await answer(response)
+        assert status == 413 and str(MAX_VALUE_BYTES) in body["message"]
+    published = await triggers_on_topic(settings, namespace)
+    assert [t.execution_id for t in published] == [started["id"]]

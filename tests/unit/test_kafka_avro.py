@@ -22,7 +22,12 @@ from headrace.flow.errors import FlowValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.triggers import KafkaTrigger
 from headrace.services.scheduler.catalog import DeclaredTrigger
-from headrace.services.scheduler.kafka_triggers import batch_start, message_starts
+from headrace.services.scheduler.kafka_triggers import (
+    Batcher,
+    batch_start,
+    message_starts,
+    read_message,
+)
 from headrace.services.scheduler.kafka_values import (
     AvroDecoder,
     RegistryUnavailable,
@@ -247,7 +252,12 @@ def test_an_undecodable_message_is_skipped_and_the_others_start() -> None:
     batch = flow(
         "    batch: {maxRecords: 3}\n    avroSchema: " + orjson.dumps(ORDER).decode() + "\n"
     )
-    start = batch_start(declared(batch), records, NOW)
+    trigger = declared(batch)
+    spec = spec_of(batch)
+    assert spec.batch is not None
+    decoder = value_decoder(spec)
+    [complete] = Batcher(spec.batch).add([read_message(r, decoder) for r in records], now=0.0)
+    start = batch_start(trigger, complete, NOW)
     assert start is not None and start.trigger["count"] == 2
 
 
