@@ -7,6 +7,7 @@ the executor service decodes messages into `Event`s, calls `advance`, stores the
 
 from headrace.core.advance import TIMEOUT_GRACE, Step, advance
 from headrace.core.events import (
+    Abort,
     ChildEnded,
     Command,
     EmitLog,
@@ -33,6 +34,7 @@ from headrace.core.state import Attempt, Execution, StateDecodeError, TaskRun, T
 
 __all__ = [
     "TIMEOUT_GRACE",
+    "Abort",
     "Attempt",
     "ChildEnded",
     "Command",

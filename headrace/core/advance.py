@@ -26,6 +26,7 @@ from headrace import messages
 from headrace.core import tree
 from headrace.core.concurrency import answers_current_claim
 from headrace.core.events import (
+    Abort,
     ChildEnded,
     Event,
     Kill,
@@ -76,6 +77,8 @@ _ONCE = (Kill, Resume, Restart)
 
 
 def _dispatch(execution: Execution | None, event: Event, flow: Flow, now: datetime) -> Step:
+    if isinstance(event, Abort):
+        return _abort(execution, event, flow, now)
     if isinstance(event, Start):
         if execution is not None:  # a redelivered trigger
             return Step(execution, [])
@@ -111,24 +114,7 @@ def _dispatch(execution: Execution | None, event: Event, flow: Flow, now: dateti
 
 def _start(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Step:
     seed = trigger.trigger.get("seed") if trigger.trigger.get("type") == "replay" else None
-    execution = Execution(
-        id=trigger.execution_id,
-        namespace=trigger.namespace,
-        flow_id=trigger.flow_id,
-        flow_revision=trigger.flow_revision,
-        inputs=trigger.inputs,
-        labels={**flow.labels, **trigger.labels},  # the trigger's own labels win
-        # A replay's seed is only needed now: keep the stored trigger small.
-        trigger={k: v for k, v in trigger.trigger.items() if k != "seed"},
-        state=State.CREATED,
-        histories=[StateChange(State.CREATED, now)],
-        task_runs=[],
-        outputs={},
-        seq=0,
-        timers=[],
-        created_at=now,
-    )
-    step = Transition(execution, flow, now, fresh=True)
+    step = Transition(_new_execution(trigger, flow, now), flow, now, fresh=True)
     queued = flow.concurrency is not None
     if queued:
         step.queue_for_slot()  # nothing starts before the slot is granted
@@ -152,6 +138,27 @@ def _start(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Step:
     if not queued:
         tree.settle_root(step)
     return step.finish()
+
+
+def _new_execution(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Execution:
+    """The execution a trigger creates, CREATED, before anything runs."""
+    return Execution(
+        id=trigger.execution_id,
+        namespace=trigger.namespace,
+        flow_id=trigger.flow_id,
+        flow_revision=trigger.flow_revision,
+        inputs=trigger.inputs,
+        labels={**flow.labels, **trigger.labels},  # the trigger's own labels win
+        # A replay's seed is only needed now: keep the stored trigger small.
+        trigger={k: v for k, v in trigger.trigger.items() if k != "seed"},
+        state=State.CREATED,
+        histories=[StateChange(State.CREATED, now)],
+        task_runs=[],
+        outputs={},
+        seq=0,
+        timers=[],
+        created_at=now,
+    )
 
 
 def _slot_granted(
@@ -283,17 +290,9 @@ def _kill(execution: Execution, flow: Flow, now: datetime) -> Step:
         task_type = step.task_of(index).type
         if task_type in f.CONTAINERS:
             continue  # ends from its children
-        current = run.attempts[-1] if run.attempts else None
-        if task_type == f.SUBFLOW and run.state is State.RUNNING:
-            step.emit(SendCommand(_command(run.outputs["executionId"], CommandKind.KILL, now)))
-        elif (
-            task_type not in f.PROPERTY_MODELS
-            and run.state is State.RUNNING
-            and current is not None
-            and current.state is State.RUNNING
-        ):
-            step.emit(KillTask(execution.id, run.id, current.number))
+        if _cancel(step, index):
             continue  # KILLED when its result arrives
+        current = run.attempts[-1] if run.attempts else None
         if current is not None and not current.state.is_terminal:
             step.task_run(index).attempts[-1] = Attempt(
                 current.number, State.KILLED, current.started_at, now, "killed"
@@ -304,6 +303,53 @@ def _kill(execution: Execution, flow: Flow, now: datetime) -> Step:
         tree.settle_parent(step, index)
     if not step.execution.state.is_terminal:
         tree.settle_root(step)
+    return step.finish()
+
+
+def _cancel(step: Transition, index: int) -> bool:
+    """Ask whoever runs the task run at `index` to stop: the worker running its attempt
+    (True: a KILLED result will come), or its subflow's child execution."""
+    run = step.execution.task_runs[index]
+    task_type = step.task_of(index).type
+    current = run.attempts[-1] if run.attempts else None
+    if task_type == f.SUBFLOW and run.state is State.RUNNING:
+        child = run.outputs["executionId"]
+        step.emit(SendCommand(_command(child, CommandKind.KILL, step.now)))
+    elif (
+        task_type not in f.PROPERTY_MODELS
+        and run.state is State.RUNNING
+        and current is not None
+        and current.state is State.RUNNING
+    ):
+        step.emit(KillTask(step.execution.id, run.id, current.number))
+        return True
+    return False
+
+
+def _abort(execution: Execution | None, event: Abort, flow: Flow, now: datetime) -> Step:
+    """End the execution FAILED at once: every open task run fails, work under way is
+    cancelled, and `reason` is logged. Touches nothing that renders or evaluates: the
+    step that failed may have failed there."""
+    if execution is None:
+        if event.trigger is None:
+            return Step(execution, [])
+        step = Transition(_new_execution(event.trigger, flow, now), flow, now, fresh=True)
+    elif execution.state.is_terminal:
+        return Step(execution, [])  # the failed event changed nothing: it stays ended
+    else:
+        step = Transition(execution, flow, now)
+    for index, run in enumerate(step.execution.task_runs):
+        if run.state.is_terminal:
+            continue
+        _cancel(step, index)  # its result, if one comes, finds the run ended: ignored
+        current = run.attempts[-1] if run.attempts else None
+        if current is not None and not current.state.is_terminal:
+            step.task_run(index).attempts[-1] = Attempt(
+                current.number, State.FAILED, current.started_at, now, "aborted"
+            )
+        step.set_task_run_state(index, State.FAILED)
+    step.log(LogLevel.ERROR, event.reason, None, None)
+    tree.end_execution(step, State.FAILED)
     return step.finish()
 
 

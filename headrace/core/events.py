@@ -86,6 +86,16 @@ class SlotDenied:
     command: messages.ExecutionCommand
 
 
+@dataclass(slots=True)
+class Abort:
+    """The executor could not apply an event to this execution (a bug, an expression that
+    exhausted the stack or memory): end it FAILED saying why, instead of retrying the
+    event forever. `trigger`: the event was its `Start`, so there is no execution yet."""
+
+    reason: str
+    trigger: messages.TriggerEvent | None = None
+
+
 Event = (
     Start
     | TaskFinished
@@ -97,6 +107,7 @@ Event = (
     | ChildEnded
     | SlotGranted
     | SlotDenied
+    | Abort
 )
 
 _COMMAND_EVENTS: dict[messages.CommandKind, type] = {

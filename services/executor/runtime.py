@@ -7,8 +7,12 @@ execution per batch. Order matters for at-least-once delivery (DESIGN §3):
 3. only then write the new states to the table (and its changelog).
 A crash before 3 replays the batch from the old states: the same commands again, with the
 same ids, which consumers de-duplicate. A crash after 3 finds the events already applied,
-and their commands already delivered. Any error in a batch stops the process (see
+and their commands already delivered. An I/O error in a batch stops the process (see
 `app.py`): acking a batch we failed to apply would lose it.
+
+An event the core cannot apply (a bug, an expression exhausting the stack or memory, a
+command the wire format cannot carry) would fail the same way on every replay: it ends
+its own execution FAILED (`Abort`) and the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from headrace.core.advance import advance
 from headrace.core.concurrency import answer_command
 from headrace.core.context import secret_seed
 from headrace.core.events import (
+    Abort,
     Command,
     EmitLog,
     Event,
@@ -42,9 +47,11 @@ from headrace.core.events import (
     command_event,
 )
 from headrace.core.slots import FlowSlots, decide
-from headrace.core.state import Execution, Timer
+from headrace.core.state import Execution, StateDecodeError, Timer
 from headrace.errors import CodecError
+from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import InputValidationError, resolve_inputs
+from headrace.flow.model import Flow
 from headrace.messages import (
     CommandKind,
     ExecutionCommand,
@@ -54,7 +61,7 @@ from headrace.messages import (
     TaskResult,
     TriggerEvent,
 )
-from headrace.services.executor.flows import FlowCache, FlowNotFound
+from headrace.services.executor.flows import FlowNotFound
 from headrace.services.executor.timers import TimerQueue
 from headrace.topics import (
     EXECUTION_COMMANDS,
@@ -67,6 +74,8 @@ from headrace.topics import (
 )
 
 log = logging.getLogger(__name__)
+
+MAX_ABORT_REASON = 1_000  # characters of the error kept in the execution's log line
 
 
 class Producer(Protocol):
@@ -81,6 +90,14 @@ class Producer(Protocol):
         timestamp: float | None,
         headers: Any,
     ) -> asyncio.Future[Any]: ...
+
+
+class Flows(Protocol):
+    """Flow revisions by id (`FlowCache`)."""
+
+    async def get(self, namespace: str, flow_id: str, revision: int) -> Flow: ...
+
+    async def latest_revision(self, namespace: str, flow_id: str) -> int | None: ...
 
 
 class StateTable(Protocol):
@@ -102,7 +119,7 @@ class InputEvent:
 class ExecutorRuntime:
     table: StateTable
     slots_table: StateTable
-    flows: FlowCache
+    flows: Flows
     producer: Producer
     timers: TimerQueue = field(init=False)
 
@@ -124,7 +141,11 @@ class ExecutorRuntime:
         changed: list[tuple[bytes, int, bytes]] = []
         for key, (partition, messages) in by_execution.items():
             raw = self.table.data.get(key)
-            execution = Execution.from_bytes(raw) if raw is not None else None
+            try:
+                execution = Execution.from_bytes(raw) if raw is not None else None
+            except StateDecodeError as exc:  # every replay would fail here too
+                log.error("execution %s: %s; %d events dropped", key.decode(), exc, len(messages))
+                continue
             for message in messages:
                 execution = await self._advance(key, execution, message, now, deliveries)
             if execution is not None:
@@ -150,17 +171,54 @@ class ExecutorRuntime:
             return execution
         try:
             flow = await self._flow_for(execution, message)
-        except FlowNotFound as exc:
+        except (FlowNotFound, FlowValidationError) as exc:
             log.error("execution %s: %s; event dropped", key.decode(), exc)
             return execution
         if flow is None:
             log.warning("execution %s unknown here; %s dropped", key.decode(), event)
             return execution
-        # Fresh per call, never published: it makes this call's secret markers unforgeable
-        # (headrace.secret_markers).
-        with secret_seed(secrets.token_hex(16)):
-            step = advance(execution, event, flow, now)
-        deliveries += await self._apply(step.commands)
+        try:
+            # Fresh per call, never published: it makes this call's secret markers
+            # unforgeable (headrace.secret_markers).
+            with secret_seed(secrets.token_hex(16)):
+                step = advance(execution, event, flow, now)
+        except Exception as exc:  # the core does no I/O: whatever it raised, it will again
+            return await self._abort(key, execution, message, flow, now, exc, deliveries)
+        try:
+            deliveries += await self._apply(step.commands)
+        except CodecError as exc:  # a command the wire format cannot carry: the same
+            return await self._abort(key, execution, message, flow, now, exc, deliveries)
+        return step.execution
+
+    async def _abort(
+        self,
+        key: bytes,
+        execution: Execution | None,
+        message: Message,
+        flow: Flow,
+        now: datetime,
+        error: Exception,
+        deliveries: list[asyncio.Future[Any]],
+    ) -> Execution | None:
+        """`message` cannot be applied: end its execution FAILED rather than replay the
+        batch forever; if even that fails, drop the message. I/O errors still propagate."""
+        what = getattr(message, "kind", None) or type(message).__name__
+        log.error(
+            "execution %s: cannot apply %s; failing the execution",
+            key.decode(),
+            what,
+            exc_info=error,
+        )
+        reason = f"internal error while applying {what}: {type(error).__name__}: {error}"
+        trigger = message if isinstance(message, TriggerEvent) else None
+        try:
+            step = advance(execution, Abort(reason[:MAX_ABORT_REASON], trigger), flow, now)
+        except Exception as exc:  # as above: it would fail again on every replay
+            return _drop(key, execution, what, exc)
+        try:
+            deliveries += await self._apply(step.commands)
+        except CodecError as exc:
+            return _drop(key, execution, what, exc)
         return step.execution
 
     async def _flow_for(self, execution: Execution | None, message: Message) -> Any:
@@ -206,7 +264,12 @@ class ExecutorRuntime:
                 )
             trigger = dataclasses.replace(trigger, flow_revision=latest)
         if trigger.trigger.get("type") == "subflow":
-            flow = await self.flows.get(trigger.namespace, trigger.flow_id, trigger.flow_revision)
+            try:
+                flow = await self.flows.get(
+                    trigger.namespace, trigger.flow_id, trigger.flow_revision
+                )
+            except (FlowNotFound, FlowValidationError) as exc:
+                return await self._child_refused(trigger, f"cannot load the subflow: {exc}")
             if flow.disabled:
                 return await self._child_refused(
                     trigger, f"flow {trigger.namespace}/{trigger.flow_id} is disabled"
@@ -291,6 +354,19 @@ class ExecutorRuntime:
                 self.timers.push(key.decode(), timer)
                 count += 1
         return count
+
+
+def _drop(key: bytes, execution: Execution | None, what: str, error: Exception) -> Execution | None:
+    """The last resort for an event that cannot be applied nor failed: it is lost, the
+    partition goes on."""
+    log.error(
+        "execution %s: cannot fail it either (%s: %s); %s dropped",
+        key.decode(),
+        type(error).__name__,
+        error,
+        what,
+    )
+    return execution
 
 
 def _core_event(message: Message) -> Event | None:

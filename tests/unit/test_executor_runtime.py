@@ -1,0 +1,154 @@
+"""The executor's shell driven without a broker: a batch in, what it produced and stored out.
+
+The table, producer and flow source are small fakes of the runtime's own protocols
+(`StateTable`, `Producer`, `Flows`); the core and the codec are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from headrace import codec, messages
+from headrace.core.events import Abort, Start
+from headrace.core.state import Execution
+from headrace.flow.errors import FlowError, FlowValidationError
+from headrace.flow.model import Flow
+from headrace.services.executor import runtime as runtime_module
+from headrace.services.executor.runtime import ExecutorRuntime, InputEvent
+from headrace.states import State
+from tests.unit.test_core_helpers import log_task, make_flow, trigger
+
+# Renders forever: Jinja recursion ends in a RecursionError, which no expression error
+# handler turns into a task failure.
+RECURSIVE = "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}"
+
+
+@dataclass
+class FakeTable:
+    data: dict[bytes, bytes] = field(default_factory=dict)
+    changelog: list[bytes] = field(default_factory=list)
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any) -> None:
+        self.changelog.append(key)
+
+
+@dataclass
+class FakeProducer:
+    sent: list[tuple[str, messages.Message]] = field(default_factory=list)
+
+    async def send(self, topic, key, value, partition, timestamp, headers) -> asyncio.Future:
+        self.sent.append((topic, codec.decode(value)))
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+    def of(self, execution_id: str, kind: type) -> list[Any]:
+        return [m for _, m in self.sent if isinstance(m, kind) and m.execution_id == execution_id]
+
+
+@dataclass
+class FakeFlows:
+    flows: dict[str, Flow]
+
+    async def get(self, namespace: str, flow_id: str, revision: int) -> Flow:
+        flow = self.flows[flow_id]
+        if flow is None:
+            raise FlowValidationError(f"{flow_id}@{revision}", [FlowError("tasks", 3, 5, "bad")])
+        return flow
+
+    async def latest_revision(self, namespace: str, flow_id: str) -> int | None:
+        return 1 if flow_id in self.flows else None
+
+
+def start(execution_id: str, flow_id: str) -> InputEvent:
+    event = trigger(execution_id).trigger
+    event.flow_id = flow_id
+    return InputEvent(execution_id.encode(), codec.encode(event), 0)
+
+
+def make_runtime(**flows: Flow | None) -> tuple[ExecutorRuntime, FakeTable, FakeProducer]:
+    table, producer = FakeTable(), FakeProducer()
+    runtime = ExecutorRuntime(table, FakeTable(), FakeFlows(flows), producer)
+    return runtime, table, producer
+
+
+def stored(table: FakeTable, execution_id: str) -> Execution:
+    return Execution.from_bytes(table.data[execution_id.encode()])
+
+
+async def test_an_event_the_core_cannot_apply_fails_its_execution_and_the_batch_goes_on(caplog):
+    runtime, table, producer = make_runtime(
+        good=make_flow(log_task("a"), flow_id="good"),
+        bad=make_flow(log_task("a", message=RECURSIVE), flow_id="bad"),
+    )
+    with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
+        await runtime.process_batch([start("ex-bad", "bad"), start("ex-good", "good")])
+
+    assert stored(table, "ex-good").state is State.RUNNING
+    (request,) = producer.of("ex-good", messages.TaskRequest)
+    assert request.task_id == "a"
+
+    bad = stored(table, "ex-bad")
+    assert bad.state is State.FAILED and bad.flow_id == "bad"
+    assert producer.of("ex-bad", messages.TaskRequest) == []
+    published = producer.of("ex-bad", messages.ExecutionEvent)
+    assert published[-1].execution.state is State.FAILED  # the indexer and the UI see it
+    (line,) = producer.of("ex-bad", messages.LogRecord)
+    assert line.level is messages.LogLevel.ERROR
+    assert line.message.startswith("internal error while applying TriggerEvent: RecursionError")
+    # The traceback is logged once, for the failed event.
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "ex-bad" in tracebacks[0].getMessage()
+
+
+async def test_an_event_that_cannot_be_failed_either_is_dropped(monkeypatch, caplog):
+    runtime, table, producer = make_runtime(good=make_flow(log_task("a"), flow_id="good"))
+    real_advance = runtime_module.advance
+
+    def broken_for_ex_bad(execution, event, flow, now):
+        key = event.trigger.execution_id if isinstance(event, Start) else None
+        if key == "ex-bad" or isinstance(event, Abort):
+            raise MemoryError
+        return real_advance(execution, event, flow, now)
+
+    monkeypatch.setattr(runtime_module, "advance", broken_for_ex_bad)
+    with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
+        await runtime.process_batch([start("ex-bad", "good"), start("ex-good", "good")])
+    assert b"ex-bad" not in table.data and producer.of("ex-bad", messages.ExecutionEvent) == []
+    assert stored(table, "ex-good").state is State.RUNNING
+    assert any("ex-bad" in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_flow_that_no_longer_validates_drops_the_event_like_a_missing_one(caplog):
+    runtime, table, _ = make_runtime(good=make_flow(log_task("a"), flow_id="good"), old=None)
+    with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
+        await runtime.process_batch([start("ex-old", "old"), start("ex-good", "good")])
+    assert b"ex-old" not in table.data and stored(table, "ex-good").state is State.RUNNING
+    (record,) = [r for r in caplog.records if "ex-old" in r.getMessage()]
+    assert "event dropped" in record.getMessage() and "tasks: bad" in record.getMessage()
+
+
+async def test_an_unreadable_stored_state_drops_its_events_not_the_batch():
+    runtime, table, _ = make_runtime(good=make_flow(log_task("a"), flow_id="good"))
+    table.data[b"ex-corrupt"] = b"[not json"
+    await runtime.process_batch([start("ex-corrupt", "good"), start("ex-good", "good")])
+    assert table.data[b"ex-corrupt"] == b"[not json"
+    assert stored(table, "ex-good").state is State.RUNNING
+
+
+@pytest.mark.parametrize("task", ["bad-child", "missing-child"])
+async def test_a_subflow_whose_flow_cannot_load_fails_its_task_not_the_batch(task):
+    parent = make_flow(
+        {"id": "call", "type": "flow.subflow", "namespace": "company.team", "flowId": task},
+        flow_id="parent",
+    )
+    runtime, _, producer = make_runtime(parent=parent, **{"bad-child": None})
+    await runtime.process_batch([start("ex-parent", "parent")])
+    (refusal,) = producer.of("ex-parent", messages.ExecutionCommand)
+    assert refusal.kind is messages.CommandKind.CHILD_ENDED
+    assert refusal.payload["state"] == "FAILED"
