@@ -302,6 +302,11 @@ def test_a_redelivered_message_does_not_start_a_second_execution(
     runs = ended(api, flow, 2)
     assert sorted(e["trigger"]["value"] for e in runs) == ["first", "second"]
     assert len(executions(api, flow)) == 2
+    # Ids derive from the message: a second start of `first` would re-run its execution
+    # under the same id, which only its logs would show.
+    for run in runs:
+        lines = wait_until(lambda run=run: logs(api, run["id"]))
+        assert sum(line.startswith("got ") for line in lines) == 1, lines
 
 
 def test_a_batch_read_again_after_a_crash_is_cut_the_same_way(
