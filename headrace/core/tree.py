@@ -46,6 +46,9 @@ from headrace.secret_markers import SecretScope, request_nonce
 from headrace.states import State
 
 _MILLISECOND = timedelta(milliseconds=1)
+MAX_SUBFLOW_DEPTH = 10
+"""Nested subflow calls, counted down the trigger chain: a flow that calls itself (even
+through others) fails at this depth instead of starting executions forever."""
 MAX_FOREACH_ITEMS = 10_000
 """Items of one for-each. Each item becomes a task run in the execution's state, which the
 executor decodes, encodes and writes to its changelog whole for every batch: the cost of
@@ -330,6 +333,13 @@ def resume(step: Transition, index: int, outputs: dict[str, Any]) -> None:
         step.set_execution_state(State.RUNNING)
 
 
+def subflow_depth(trigger: dict[str, Any]) -> int:
+    """How many subflow calls led to an execution with this trigger (0: started directly)."""
+    depth = trigger.get("depth") if trigger.get("type") == "subflow" else 0
+    # A child started before depths were counted: 1, as the chain above it is unknown.
+    return depth if isinstance(depth, int) and depth >= 0 else 1
+
+
 def fail_on_purpose(step: Transition, index: int, number: int) -> None:
     properties = step.node_of(index).properties
     assert isinstance(properties, f.FailProperties)
@@ -355,6 +365,15 @@ def start_subflow(step: Transition, index: int, number: int) -> None:
         run.attempts.append(Attempt(number, State.FAILED, step.now, step.now, error))
         fail_run(step, index, error)
         return
+    depth = subflow_depth(execution.trigger) + 1
+    if depth > MAX_SUBFLOW_DEPTH:
+        error = (
+            f"task {task.id!r}: subflow {properties.namespace}/{properties.flow_id} would run"
+            f" {depth} levels deep; the limit is {MAX_SUBFLOW_DEPTH} (a flow calling itself?)"
+        )
+        run.attempts.append(Attempt(number, State.FAILED, step.now, step.now, error))
+        fail_run(step, index, error)
+        return
     child = child_execution_id(execution.id, run.id, number)
     step.emit(
         StartExecution(
@@ -373,6 +392,7 @@ def start_subflow(step: Transition, index: int, number: int) -> None:
                     "parentTaskRunId": run.id,
                     "parentNamespace": execution.namespace,
                     "parentFlowId": execution.flow_id,
+                    "depth": depth,
                 },
             )
         )

@@ -32,8 +32,12 @@ from headrace.expressions import has_template, template_syntax_errors
 from headrace.flow.durations import DURATION_HINT
 from headrace.flow.errors import FlowError, FlowValidationError
 from headrace.flow.flowables import (
+    CONTAINERS,
     DAG,
+    FAIL,
+    PAUSE,
     PROPERTY_MODELS,
+    SUBFLOW,
     DagProperties,
     child_list_keys,
     dag_problems,
@@ -472,7 +476,23 @@ def _flowable_errors(task_type: str, task: dict[str, Any], tree: Any, loc: Loc) 
     own = {k: v for k, v in properties.items() if k not in nested}
     for path, reason in template_syntax_errors(own):
         errors.append(_error(tree, (*loc, *_split(path)), reason))
+    for key in ("retry", "timeout"):
+        if key in task:
+            message = (
+                f"{task_type} does not take `{key}`: only worker tasks are retried or timed out"
+            )
+            errors.append(_error(tree, (*loc, key), message, _UNHONOURED_HINTS.get(task_type)))
     return errors
+
+
+# The core runs flowable tasks itself and honours neither key on them: refusing them at
+# load time beats a flow that looks protected and is not.
+_UNHONOURED_HINTS = {
+    SUBFLOW: "put it on the tasks of the called flow",
+    PAUSE: "a pause ends by itself after `delay`",
+    FAIL: "a flow.fail task fails every time",
+}
+_UNHONOURED_HINTS.update((t, "put it on the tasks inside") for t in CONTAINERS)
 
 
 def _split(path: str) -> Loc:

@@ -17,6 +17,7 @@ from headrace.core.events import (
     command_event,
 )
 from headrace.core.state import Execution, TimerKind
+from headrace.core.tree import MAX_SUBFLOW_DEPTH
 from headrace.flow.model import Flow
 from headrace.messages import CommandKind
 from headrace.states import State
@@ -276,6 +277,30 @@ def test_subflow_starts_a_child_and_ends_from_its_result():
         "state": "SUCCESS",
         "outputs": {},
     }
+
+
+def test_a_flow_calling_itself_fails_at_the_subflow_depth_limit():
+    flow = make_flow(
+        log_task("work"),
+        {"id": "again", "type": "flow.subflow", "namespace": "company.team", "flowId": "demo"},
+    )
+    start, depths = trigger(), []
+    for _ in range(MAX_SUBFLOW_DEPTH + 1):
+        run = Run(flow)
+        (work,) = requests(run.send(start))
+        calls = [c for c in run.send(finished(work)) if isinstance(c, StartExecution)]
+        if not calls:
+            break
+        start = type(start)(calls[0].trigger)
+        depths.append(start.trigger.trigger["depth"])
+    assert depths == list(range(1, MAX_SUBFLOW_DEPTH + 1))
+    # The execution at the deepest level may not call once more: its task fails, saying why.
+    assert run.state is State.FAILED and run.task_states()["again"] is State.FAILED
+    (error,) = [line for line in logs(run.history) if line.task_id == "again"]
+    assert error.message == (
+        f"task 'again': subflow company.team/demo would run {MAX_SUBFLOW_DEPTH + 1} levels"
+        f" deep; the limit is {MAX_SUBFLOW_DEPTH} (a flow calling itself?)"
+    )
 
 
 def test_subflow_failure_is_transmitted_unless_told_otherwise():

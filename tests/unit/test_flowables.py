@@ -58,3 +58,42 @@ def test_flowable_properties_are_checked():
         "  - id: e\n    type: flow.foreach\n    values: [1]\n    concurrencyLimit: -1\n    tasks: []\n"
     )
     assert {path for path, _ in found} == {"tasks[0].concurrencyLimit", "tasks[0].tasks"}
+
+
+FLOWABLES = {
+    "flow.sequential": "    tasks: [{id: a, type: log, message: x}]\n",
+    "flow.parallel": "    tasks: [{id: a, type: log, message: x}]\n",
+    "flow.dag": "    tasks: [{task: {id: a, type: log, message: x}}]\n",
+    "flow.if": "    condition: true\n    then: [{id: a, type: log, message: x}]\n",
+    "flow.switch": "    value: x\n    cases: {x: [{id: a, type: log, message: x}]}\n",
+    "flow.foreach": "    values: [1]\n    tasks: [{id: a, type: log, message: x}]\n",
+    "io.kestra.plugin.core.flow.Subflow": "    namespace: company.team\n    flowId: other\n",
+    "flow.pause": "    delay: PT1M\n",
+    "flow.fail": "",
+}
+
+
+@pytest.mark.parametrize("task_type", sorted(FLOWABLES))
+def test_retry_and_timeout_on_a_flowable_task_are_refused_where_written(task_type):
+    body = (
+        f"  - id: t\n    type: {task_type}\n{FLOWABLES[task_type]}"
+        "    retry: {type: constant, interval: PT1S, maxAttempts: 3}\n"
+        "    timeout: PT1M\n"
+    )
+    with pytest.raises(FlowValidationError) as info:
+        load_flow(HEAD + body, "flow.yaml")
+    retry, timeout = info.value.errors
+    assert (retry.path, timeout.path) == ("tasks[0].retry", "tasks[0].timeout")
+    assert retry.line == body.count("\n") + 2 and timeout.line == retry.line + 1
+    assert "does not take `retry`: only worker tasks are retried or timed out" in retry.message
+    assert retry.hint and timeout.hint
+    assert str(info.value).startswith(f"flow.yaml:{retry.line}:")
+
+
+def test_retry_and_timeout_stay_allowed_on_worker_tasks_inside_a_flowable():
+    flow = load_flow(
+        HEAD + "  - id: p\n    type: flow.parallel\n    tasks:\n"
+        "      - {id: a, type: log, message: x, timeout: PT1M,"
+        " retry: {type: constant, interval: PT1S, maxAttempts: 2}}\n"
+    )
+    assert flow.tasks[0].retry is None
