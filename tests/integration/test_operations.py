@@ -387,3 +387,39 @@ tasks:
     assert killed.returncode == 0, killed.stderr
     assert wait_for_state(api, new_id, *TERMINAL)["state"]["current"] == "KILLED"
     assert len(runs_by_task(ended)["check"][0]["attempts"]) == 2
+
+
+def test_an_event_the_executor_cannot_apply_fails_only_its_execution(api: ApiClient) -> None:
+    # The macro recurses until Python's stack runs out: a RecursionError inside the core,
+    # which used to fail the whole batch and replay it forever.
+    poisoned = apply_and_start(
+        api,
+        f"""
+id: poisoned
+namespace: {NAMESPACE}
+tasks:
+  - id: first
+    type: log
+    message: fine
+  - id: deep
+    type: log
+    message: "{{% macro f(n) %}}{{{{ f(n) }}}}{{% endmacro %}}{{{{ f(1) }}}}"
+""",
+        "poisoned",
+    )
+    ended = wait_for_state(api, poisoned, *TERMINAL)
+    assert ended["state"]["current"] == "FAILED"
+    # The abort applies to the state before the result it could not apply: `first` was
+    # still running, and `deep` never started.
+    runs = runs_by_task(ended)
+    assert runs["first"][0]["state"]["current"] == "FAILED" and "deep" not in runs
+    assert any(
+        m.startswith("internal error while applying TaskResult: RecursionError")
+        for m in wait_until(lambda: log_messages(api, poisoned))
+    )
+    healthy = apply_and_start(
+        api,
+        f"id: healthy\nnamespace: {NAMESPACE}\ntasks: [{{id: a, type: log, message: ok}}]\n",
+        "healthy",
+    )
+    assert wait_for_state(api, healthy, *TERMINAL)["state"]["current"] == "SUCCESS"
