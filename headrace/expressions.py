@@ -25,9 +25,16 @@ Secrets never exist where expressions are rendered (the executor): `secret('NAME
 renders to a marker that only the attempt it was rendered for can resolve, and the
 worker, which holds the secrets, swaps markers for values just before the task runs
 (`headrace.secret_markers`). Filters never output NUL (it delimits markers, and
-PostgreSQL cannot store it): `b64decode` and `fromJson` give U+FFFD instead.
+PostgreSQL cannot store it): outside secret markers, NUL becomes U+FFFD in every
+filter's text, in `fromJson`'s values and in the rendered text.
 
-This module does no I/O and reads no clock: rendering is a pure function of its inputs.
+Every render runs on a budget (`headrace.render_budget`): bounded text, values, steps
+and time, integers within 64 bits; whatever goes over, recurses too deep or runs out of
+memory is an `ExpressionError` naming the property and the expression, never a raw
+exception in the executor.
+
+This module does no I/O and reads no clock but the budget's deadline: what a render
+gives is a pure function of its inputs.
 """
 
 from __future__ import annotations
@@ -39,32 +46,45 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextvars import ContextVar
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, wraps
+from itertools import chain
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, pass_context
-from jinja2.environment import Template, TemplateExpression
+from jinja2 import (
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+    nodes,
+    pass_context,
+    pass_environment,
+    pass_eval_context,
+)
+from jinja2 import filters as jinja_filters
+from jinja2.environment import Environment, Template, TemplateExpression
 from jinja2.exceptions import SecurityError
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
-from headrace import secret_markers
+from headrace import render_budget, secret_markers
 from headrace.errors import HeadraceError
+from headrace.render_budget import (
+    MAX_RENDERED_CHARS,
+    LimitExceeded,
+    check_size,
+    check_text_of,
+    check_width,
+)
 
 # Strings rendered per second in the executor are many and mostly the same few hundred:
 # compiling is ~100x slower than rendering, so compiled templates are kept by source.
 TEMPLATE_CACHE_SIZE = 4096
-
-# One-liner memory bombs (`'x' * 10**10`) are refused; loops are bounded by the
-# sandbox's `range` limit (100,000 items), not here.
-MAX_SEQUENCE_LENGTH = 1_000_000
-MAX_EXPONENT = 10_000
 
 # The context key holding the event time that `now()` returns (the core passes it).
 NOW_KEY = "_now"
@@ -139,7 +159,32 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+# A marker's own NULs are its delimiters: cleaning keeps marker-shaped text whole (the
+# worker resolves only markers with the attempt's nonce, so a forged one stays data).
+_MARKER_TEXT = re.compile(
+    re.escape(secret_markers.MARKER_PREFIX) + "[^\x00]*" + re.escape(secret_markers.MARKER_SUFFIX)
+)
+
+
+def _clean_text(text: str) -> str:
+    """`text` with every NUL outside secret markers replaced by U+FFFD.
+
+    Replaced rather than refused, as the worker and the indexer do: PostgreSQL cannot
+    store NUL in text or jsonb, and `'%c' % 0` or a decoded value is no reason to fail."""
+    if _NUL not in text:
+        return text
+    pieces: list[str] = []
+    start = 0
+    for match in _MARKER_TEXT.finditer(text):
+        pieces.append(text[start : match.start()].replace(_NUL, "\ufffd"))
+        pieces.append(match.group())
+        start = match.end()
+    pieces.append(text[start:].replace(_NUL, "\ufffd"))
+    return "".join(pieces)
+
+
 def _tojson(value: Any) -> str:
+    check_text_of(value)  # orjson would build the whole text first (and crash when it cannot)
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_json_default).decode()
 
 
@@ -195,7 +240,7 @@ def _render(context: Context, text: Any) -> Any:
         raise SecurityError(f"render() nested more than {MAX_RENDER_DEPTH} levels")
     token = _render_depth.set(depth + 1)
     try:
-        return _compile_template(text).render(context.get_all())
+        return _text(_compile_template(text), context.get_all())
     finally:
         _render_depth.reset(token)
 
@@ -301,25 +346,206 @@ def _digest(name: str) -> Callable[[Any], str]:
     return lambda value: hashlib.new(name, _bytes(value)).hexdigest()
 
 
+# ------------------------------------------------------------ the render budget
+# Jinja's filters that can multiply their input, on the budget (`headrace.render_budget`).
+
+
+def _center(value: Any, width: int = 80) -> str:
+    check_width(width)
+    return jinja_filters.do_center(value, width)
+
+
+def _indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    text = str(s)
+    pad = len(width) if isinstance(width, str) else width
+    check_width(pad)
+    check_size(len(text) + (text.count("\n") + 1) * pad)
+    return jinja_filters.do_indent(s, width, first, blank)
+
+
+def _format(value: Any, *args: Any, **kwargs: Any) -> str:
+    render_budget.check_percent(str(value), kwargs or args)
+    return jinja_filters.do_format(value, *args, **kwargs)
+
+
+@pass_eval_context
+def _join(
+    eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: str | int | None = None
+) -> str:
+    items = list(value)
+    check_size(render_budget.measure(items) + len(str(d)) * len(items), "the joined text")
+    return jinja_filters.sync_do_join(eval_ctx, items, d, attribute)
+
+
+@pass_eval_context
+def _replace(eval_ctx: EvalContext, s: Any, old: Any, new: Any, count: int | None = None) -> str:
+    check_text_of(s)
+    render_budget.check_replace(str(s), str(old), str(new), -1 if count is None else count)
+    return jinja_filters.do_replace(eval_ctx, s, old, new, count)
+
+
+@pass_environment
+def _wordwrap(
+    environment: Environment,
+    s: Any,
+    width: int = 79,
+    break_long_words: bool = True,
+    wrapstring: str | None = None,
+    break_on_hyphens: bool = True,
+) -> str:
+    text = str(s)
+    if isinstance(width, int) and isinstance(wrapstring, str):
+        # A full line holds at least half the width (else the next word would fit).
+        lines = len(text) // max(width // 2, 1) + text.count("\n") + 1
+        check_size(len(text) + lines * len(wrapstring))
+    return jinja_filters.do_wordwrap(
+        environment, s, width, break_long_words, wrapstring, break_on_hyphens
+    )
+
+
+@pass_environment
+def _sum(
+    environment: Environment, iterable: Iterable[Any], attribute: Any = None, start: Any = 0
+) -> Any:
+    if not isinstance(start, list | tuple):
+        return jinja_filters.sync_do_sum(environment, iterable, attribute, start)
+    # `lists | sum(start=[])` concatenates: in linear time here, where Python's sum copies
+    # the growing result for every item (100,000 one-item lists: minutes).
+    if attribute is not None:
+        iterable = map(jinja_filters.make_attrgetter(environment, attribute), iterable)
+    kind = list if isinstance(start, list) else tuple
+    items = list(iterable)
+    for item in items:
+        if not isinstance(item, kind):
+            raise TypeError(f"can only concatenate {kind.__name__}s, not {type(item).__name__}")
+    check_size(len(start) + sum(map(len, items)))
+    return kind(chain(start, *items))
+
+
+def _slice(value: Any, slices: int, fill_with: Any = None) -> Iterator[list[Any]]:
+    check_width(slices)
+    return jinja_filters.sync_do_slice(value, slices, fill_with)
+
+
+# Filters that turn their whole value into text: measured first (`[s] * 100000 | string`).
+_TEXT_FILTERS = frozenset({"string", "pprint", "urlencode", "xmlattr"})
+
+
+def _guarded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` as a filter on the budget: one step, its result counted, no NUL in it."""
+    value_at = 0 if getattr(function, "jinja_pass_arg", None) is None else 1
+    makes_text = name in _TEXT_FILTERS
+
+    @wraps(function)  # keeps `jinja_pass_arg` (pass_context and the like)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        render_budget.step()
+        if makes_text and len(args) > value_at:
+            check_text_of(args[value_at])
+        result = function(*args, **kwargs)
+        _count_built(result, args)
+        return _clean_text(result) if isinstance(result, str) else result
+
+    return guarded
+
+
+# Tuples, not `X | Y`: isinstance with a tuple is twice as fast, and these run per call.
+_BUILT_TYPES = (str, bytes, list, tuple, dict)
+_TEXT_TYPES = (str, bytes)
+_SCALAR_TYPES = (str, int, float)
+
+
+def _count_built(result: Any, args: tuple[Any, ...]) -> None:
+    """Count a text or collection a filter or call returned, unless it is an argument."""
+    if not isinstance(result, _BUILT_TYPES):
+        return
+    for arg in args:
+        if result is arg:
+            return  # passed through (`default`): nothing was built
+    if isinstance(result, _TEXT_TYPES):
+        check_size(len(result))
+    render_budget.produce(len(result))
+
+
+def _check_product(left: Any, right: Any) -> None:
+    if isinstance(left, int) and isinstance(right, int):
+        # The product has at least bit_length(left) + bit_length(right) - 1 bits.
+        if left.bit_length() + right.bit_length() > 65:
+            raise LimitExceeded("integer beyond the 64-bit range")
+        return
+    for sequence, count in ((left, right), (right, left)):
+        if isinstance(sequence, str | list | tuple) and isinstance(count, int):
+            check_size(len(sequence) * count, "a repetition")
+
+
+def _check_power(left: Any, right: Any) -> None:
+    if not (isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1):
+        return
+    # |left| ** right has more than (bit_length(left) - 1) * right bits.
+    if (abs(left).bit_length() - 1) * right > 64:
+        raise LimitExceeded("integer beyond the 64-bit range")
+
+
+def _finalize(value: Any) -> Any:
+    """Each `{{ … }}` of a template before it becomes text: a collection is measured
+    first (`str()` of 100,000 references to one big text would be gigabytes)."""
+    if not isinstance(value, _SCALAR_TYPES):
+        check_text_of(value)
+    return value
+
+
+def _call_environment(name: str, argument: nodes.Expr) -> nodes.Call:
+    return nodes.Call(nodes.EnvironmentAttribute(name), [argument], [], None, None, lineno=1)
+
+
 class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    # The operators that can build big values, or integers beyond 64 bits.
+    intercepted_binops = frozenset({"+", "-", "*", "//", "%", "**"})
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-                raise SecurityError(f"exponent {right} is too large (max {MAX_EXPONENT})")
-        else:
-            for seq, count in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(count, int)
-                    and len(seq) * count > MAX_SEQUENCE_LENGTH
-                ):
-                    raise SecurityError(
-                        f"repetition would create {len(seq) * count} items "
-                        f"(max {MAX_SEQUENCE_LENGTH})"
-                    )
-        return super().call_binop(context, operator, left, right)
+        if operator == "*":
+            _check_product(left, right)
+        elif operator == "**":
+            _check_power(left, right)
+        elif operator == "+" and isinstance(left, str | list | tuple):
+            if isinstance(right, str | list | tuple):
+                check_size(len(left) + len(right))
+        elif operator == "%" and isinstance(left, str):
+            render_budget.check_percent(left, right)
+        result = super().call_binop(context, operator, left, right)
+        if type(result) is int:  # not bool
+            render_budget.check_int(result)
+        elif isinstance(result, str | list | tuple):
+            render_budget.produce(len(result))
+        return result
+
+    def call(
+        __self,  # Jinja's names: no keyword argument of the call can clash with them
+        __context: Context,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        render_budget.step()
+        args = render_budget.check_method(__obj, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        _count_built(result, args)
+        return result
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        template: str = value.__self__
+        is_map = value.__name__ == "format_map"
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            if is_map and args and isinstance(args[0], Mapping):
+                render_budget.check_format(template, (), args[0])
+            else:
+                render_budget.check_format(template, args, kwargs)
+            return wrapped(*args, **kwargs)
+
+        return checked
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # `outputs.extract.items` must mean the output named "items", not dict.items.
@@ -327,13 +553,62 @@ class _Environment(ImmutableSandboxedEnvironment):
             return obj[attribute]
         return super().getattr(obj, attribute)
 
+    def concat(self, pieces: Iterable[str]) -> str:  # type: ignore[override]  # "".join in Jinja
+        """The text of a macro, a `{% set %}` block or a `{% call %}`: measured before
+        it is joined (a loop inside may have gathered gigabytes of references)."""
+        parts = pieces if isinstance(pieces, list) else list(pieces)
+        size = sum(map(len, parts))
+        check_size(size)
+        render_budget.produce(size)
+        return "".join(parts)
+
+    def join_values(self, values: tuple[Any, ...]) -> str:
+        """`a ~ b`: the text of the parts, measured before it is built."""
+        size = sum(len(v) if isinstance(v, str) else render_budget.measure(v) for v in values)
+        check_size(size)
+        return "".join(map(str, values))
+
+    def budget_loop(self, iterable: Iterable[Any]) -> Iterable[Any]:
+        """The items of a `{% for %}`, a step each: a loop that outputs nothing and calls
+        nothing (`{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}`) counts too.
+        A list, a range or a dict pays for all its items at once, before the first."""
+        if isinstance(iterable, Sized):
+            render_budget.step(len(iterable))
+            return iterable
+        return self._stepped(iterable)
+
+    @staticmethod
+    def _stepped(iterable: Iterable[Any]) -> Iterator[Any]:
+        for item in iterable:
+            render_budget.step()
+            yield item
+
+    def _generate(
+        self,
+        source: nodes.Template,
+        name: str | None,
+        filename: str | None,
+        defer_init: bool = False,
+    ) -> str:
+        # Jinja has no hook for loop iterations or `~`: both are rewritten to call the
+        # methods above. `_generate` sees every tree, of templates and of expressions.
+        for loop in list(source.find_all(nodes.For)):
+            loop.iter = _call_environment("budget_loop", loop.iter)
+        for concat in list(source.find_all(nodes.Concat)):
+            concat.nodes = [_call_environment("join_values", nodes.Tuple(concat.nodes, "load"))]
+        source.set_environment(self)
+        return super()._generate(source, name, filename, defer_init)
+
 
 _ENV = _Environment(
     undefined=_Undefined,
     autoescape=False,
     keep_trailing_newline=True,  # scripts keep their final newline
+    finalize=_finalize,
 )
 _ENV.globals.update(secret=_secret, now=_now, render=_render)
+# Random text of any size (`lipsum(n=10**6)`): unbounded, and random, so replays diverge.
+del _ENV.globals["lipsum"]
 _ENV.filters.update(
     {
         "tojson": _tojson,
@@ -358,8 +633,17 @@ _ENV.filters.update(
         "md5": _digest("md5"),
         "default": _default,
         "d": _default,
+        "center": _center,
+        "indent": _indent,
+        "format": _format,
+        "join": _join,
+        "replace": _replace,
+        "wordwrap": _wordwrap,
+        "sum": _sum,
+        "slice": _slice,
     }
 )
+_ENV.filters = {name: _guarded(name, function) for name, function in _ENV.filters.items()}
 
 
 def has_template(text: str) -> bool:
@@ -395,16 +679,56 @@ def cache_info() -> Any:
 
 
 def _native(value: Any) -> Any:
-    """A JSON-friendly value from an expression's result."""
-    if value is None or isinstance(value, str | bool | int | float | dict | list):
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
+    """A JSON-friendly value from an expression's result, within the budget."""
+    if isinstance(value, str):
+        check_size(len(value), "the value")
+        return _clean_text(value)
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        render_budget.check_int(value)
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, tuple | range):
-        return list(value)
+        value = list(value)
+    if isinstance(value, dict | list):
+        # Often data passed through (`{{ trigger.body }}`), which the edges have bounded;
+        # the executor serialises it into a message, so it is measured as JSON would be.
+        check_size(render_budget.measure(value), "the value as JSON")
+        return value
     if isinstance(value, datetime | date):
         return value.isoformat()
-    return str(value)
+    check_text_of(value)
+    return _native(str(value))
+
+
+# Reading the clock costs more than a chunk; whatever is slow between chunks (loops,
+# calls, filters) reads it anyway, at each step.
+_CHUNKS_PER_CLOCK_READ = 64
+
+
+def _text(template: Template, context: Mapping[str, Any]) -> str:
+    """`template`'s text, refused as soon as it passes MAX_RENDERED_CHARS.
+
+    Checked chunk by chunk as Jinja generates them, for size and time both: a size cap
+    alone misses a loop that outputs little for minutes, a deadline alone lets a fast
+    loop output gigabytes within its second, and checking the whole text at the end is
+    too late for either."""
+    pieces: list[str] = []
+    size = 0
+    chunks = template.generate(context)
+    try:
+        for chunk in chunks:
+            size += len(chunk)
+            if size > MAX_RENDERED_CHARS:
+                raise LimitExceeded(f"rendered text exceeds {MAX_RENDERED_CHARS} characters")
+            pieces.append(chunk)
+            if not len(pieces) % _CHUNKS_PER_CLOCK_READ:
+                render_budget.check_deadline()
+    finally:
+        chunks.close()
+    return "".join(pieces)
 
 
 def _render_string(source: str, context: Mapping[str, Any], path: str) -> Any:
@@ -415,7 +739,7 @@ def _render_string(source: str, context: Mapping[str, Any], path: str) -> Any:
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
             return _native(result)
-        return _compile_template(source).render(context)
+        return _clean_text(_text(_compile_template(source), context))
     except TemplateSyntaxError as exc:
         raise ExpressionError(path, f"template syntax error: {exc.message}") from exc
     except TemplateError as exc:
@@ -423,6 +747,12 @@ def _render_string(source: str, context: Mapping[str, Any], path: str) -> Any:
     except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
         # Errors of the user's expression (`1/0`, `'a' + 1`, bad JSON for fromjson).
         raise ExpressionError(path, f"{type(exc).__name__}: {exc} in {_preview(source)}") from exc
+    # `from None`: these tracebacks hold thousands of frames, and what the frames hold.
+    except RecursionError:
+        reason = f"expression nested too deeply (recursion) in {_preview(source)}"
+        raise ExpressionError(path, reason) from None
+    except MemoryError:
+        raise ExpressionError(path, f"out of memory rendering {_preview(source)}") from None
 
 
 def _preview(source: str, limit: int = 80) -> str:
@@ -440,22 +770,33 @@ def render_value(value: Any, context: Mapping[str, Any], path: str = "") -> Any:
 
     A string that is exactly one expression gives that expression's native value
     (`"{{ inputs.n }}"` -> 3); other template strings give text; the rest is returned
-    as is. Raises `ExpressionError` naming `path` (e.g. `commands[1]`).
+    as is. Raises `ExpressionError` naming `path` (e.g. `commands[1]`). One render
+    budget covers all of `value` (or the call's that this one is part of).
     """
-    if isinstance(value, str):
-        if not has_template(value):
-            return value
-        return _render_string(value, context, path)
-    if isinstance(value, Mapping):
-        return {key: render_value(item, context, _join(path, key)) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [render_value(item, context, _join(path, i)) for i, item in enumerate(value)]
-    return value
+    if isinstance(value, str) and not has_template(value):
+        return value
+    token = render_budget.open_budget()
+    try:
+        if isinstance(value, str):
+            return _render_string(value, context, path)
+        if isinstance(value, Mapping):
+            return {
+                key: render_value(item, context, _join(path, key)) for key, item in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [render_value(item, context, _join(path, i)) for i, item in enumerate(value)]
+        return value
+    finally:
+        render_budget.close_budget(token)
 
 
 def render_properties(properties: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    """Render a task's properties; error paths are property names (`env.TOKEN`)."""
-    return {key: render_value(value, context, str(key)) for key, value in properties.items()}
+    """Render a task's properties on one budget; error paths are property names (`env.TOKEN`)."""
+    token = render_budget.open_budget()
+    try:
+        return {key: render_value(value, context, str(key)) for key, value in properties.items()}
+    finally:
+        render_budget.close_budget(token)
 
 
 def render_variables(
@@ -465,12 +806,16 @@ def render_variables(
 
     Each variable sees the ones declared before it as `vars` (Kestra renders them
     lazily; declaration order is the simple, predictable equivalent). Errors name
-    `variables.<key>`.
+    `variables.<key>`. One render budget covers them all.
     """
     rendered: dict[str, Any] = {}
-    for key, value in variables.items():
-        scope = {**context, "vars": dict(rendered)}
-        rendered[key] = render_value(value, scope, _join(path, key))
+    token = render_budget.open_budget()
+    try:
+        for key, value in variables.items():
+            scope = {**context, "vars": dict(rendered)}
+            rendered[key] = render_value(value, scope, _join(path, key))
+    finally:
+        render_budget.close_budget(token)
     return rendered
 
 
@@ -484,6 +829,8 @@ def template_syntax_errors(value: Any, path: str = "") -> list[tuple[str, str]]:
             except TemplateSyntaxError as exc:
                 where = f" (line {exc.lineno})" if "\n" in value else ""
                 found.append((path, f"template syntax error: {exc.message}{where}"))
+            except RecursionError:  # Jinja's parser recurses: ~70 nested brackets suffice
+                found.append((path, "template syntax error: expression nested too deeply"))
     elif isinstance(value, Mapping):
         for key, item in value.items():
             found.extend(template_syntax_errors(item, _join(path, key)))
