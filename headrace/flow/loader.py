@@ -60,8 +60,8 @@ TASK_LISTS = ("tasks", "errors", "finally")
 Loc = tuple[str | int, ...]
 
 
-class _TooLarge(Exception):
-    """The document expands beyond MAX_NODES or MAX_DEPTH."""
+class _Unusable(Exception):
+    """The document is no flow: beyond MAX_NODES or MAX_DEPTH, or a non-scalar key."""
 
 
 def load_flow_file(path: str | Path) -> Flow:
@@ -107,7 +107,7 @@ def _load(text: str, source: str) -> Flow:
         )
     try:
         data = _plain(tree, [0], 0)
-    except _TooLarge as exc:
+    except _Unusable as exc:
         raise FlowValidationError(source, [FlowError("", 1, 1, str(exc))]) from None
     # Before validation, so the models, the rules and the core see the merged tasks.
     data = apply_plugin_defaults(data, _plugin_defaults(data))
@@ -152,11 +152,17 @@ def _plain(node: Any, budget: list[int], depth: int) -> Any:
     """Plain dicts, lists and scalars (ruamel's subclasses dropped); dates become ISO text."""
     budget[0] += 1
     if budget[0] > MAX_NODES:
-        raise _TooLarge(f"the document expands to more than {MAX_NODES} nodes")
+        raise _Unusable(f"the document expands to more than {MAX_NODES} nodes")
     if depth > MAX_DEPTH:
-        raise _TooLarge(f"the document nests deeper than {MAX_DEPTH} levels")
+        raise _Unusable(f"the document nests deeper than {MAX_DEPTH} levels")
     if isinstance(node, Mapping):
-        return {_plain(k, budget, depth + 1): _plain(v, budget, depth + 1) for k, v in node.items()}
+        plain = {}
+        for key, value in node.items():
+            plain_key = _plain(key, budget, depth + 1)
+            if isinstance(plain_key, dict | list):  # YAML's `? [a, b]: ...` complex keys
+                raise _Unusable("a mapping key must be text or a number, not a mapping or list")
+            plain[plain_key] = _plain(value, budget, depth + 1)
+        return plain
     if isinstance(node, list):
         return [_plain(item, budget, depth + 1) for item in node]
     if isinstance(node, bool) or node is None:

@@ -811,3 +811,9 @@ tasks:
     children = flow.tasks[0].properties["tasks"]
     assert children[0] == {"id": "a", "type": "log", "message": "hi", "level": "WARN"}
     assert children[1]["then"][0]["level"] == "ERROR"
+
+
+@pytest.mark.parametrize("text", ["? :", "? [a, b]: 1", "? {a: 1}\n: 2"])
+def test_complex_yaml_keys_are_a_flow_error(text: str) -> None:
+    with pytest.raises(FlowValidationError, match="a mapping key must be text or a number"):
+        load_flow(text, "keys.yaml")
