@@ -351,6 +351,11 @@ def fail_on_purpose(step: Transition, index: int, number: int) -> None:
     fail_run(step, index, f"task {step.task_of(index).id!r} failed: {message}")
 
 
+def _inherited_chain(trigger: dict[str, Any]) -> dict[str, Any]:
+    chain = trigger.get("chain")
+    return {"chain": list(chain)} if isinstance(chain, list) else {}
+
+
 def start_subflow(step: Transition, index: int, number: int) -> None:
     execution = step.execution
     task = step.task_of(index)
@@ -393,6 +398,8 @@ def start_subflow(step: Transition, index: int, number: int) -> None:
                     "parentNamespace": execution.namespace,
                     "parentFlowId": execution.flow_id,
                     "depth": depth,
+                    # Flow triggers bound loops by this chain; a subflow must not reset it.
+                    **_inherited_chain(execution.trigger),
                 },
             )
         )

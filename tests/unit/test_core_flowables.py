@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from headrace import messages
@@ -13,6 +14,7 @@ from headrace.core.events import (
     Restart,
     Resume,
     SendCommand,
+    Start,
     StartExecution,
     command_event,
 )
@@ -277,6 +279,21 @@ def test_subflow_starts_a_child_and_ends_from_its_result():
         "state": "SUCCESS",
         "outputs": {},
     }
+
+
+def test_a_subflow_child_inherits_the_flow_trigger_chain():
+    # A -(flow trigger)-> B -(subflow)-> A: without the chain the loop would never be cut.
+    flow = make_flow(
+        {"id": "sub", "type": "flow.subflow", "namespace": "company.team", "flowId": "a"}
+    )
+    start = trigger()
+    chained = dataclasses.replace(
+        start.trigger, trigger={"type": "flow", "chain": ["company.team/a"]}
+    )
+    (call,) = [c for c in Run(flow).send(Start(chained)) if isinstance(c, StartExecution)]
+    assert call.trigger.trigger["chain"] == ["company.team/a"]
+    (plain,) = [c for c in Run(flow).send(start) if isinstance(c, StartExecution)]
+    assert "chain" not in plain.trigger.trigger
 
 
 def test_a_flow_calling_itself_fails_at_the_subflow_depth_limit():
