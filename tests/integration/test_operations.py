@@ -13,17 +13,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from headrace import codec
 from headrace.api_client import ApiClient, ApiError
 from headrace.broker import free_port
 from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
+from headrace.messages import CommandKind, ExecutionCommand
+from headrace.topics import EXECUTION_COMMANDS
 
 NAMESPACE = "tests.ops"
 TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
@@ -389,37 +393,63 @@ tasks:
     assert len(runs_by_task(ended)["check"][0]["attempts"]) == 2
 
 
-def test_an_event_the_executor_cannot_apply_fails_only_its_execution(api: ApiClient) -> None:
-    # The macro recurses until Python's stack runs out: a RecursionError inside the core,
-    # which used to fail the whole batch and replay it forever.
-    poisoned = apply_and_start(
+def test_an_event_the_executor_cannot_apply_fails_only_its_execution(
+    api: ApiClient, settings: Settings
+) -> None:
+    api.request(
+        "PUT",
+        f"/flows/{NAMESPACE}/waits",
+        body=f"id: waits\nnamespace: {NAMESPACE}\ntasks: [{{id: w, type: flow.pause}}]\n".encode(),
+        content_type="application/x-yaml",
+    )
+    caller = apply_and_start(
         api,
         f"""
-id: poisoned
+id: caller
 namespace: {NAMESPACE}
 tasks:
-  - id: first
-    type: log
-    message: fine
-  - id: deep
-    type: log
-    message: "{{% macro f(n) %}}{{{{ f(n) }}}}{{% endmacro %}}{{{{ f(1) }}}}"
+  - id: call
+    type: flow.subflow
+    namespace: {NAMESPACE}
+    flowId: waits
 """,
-        "poisoned",
+        "caller",
     )
-    ended = wait_for_state(api, poisoned, *TERMINAL)
-    assert ended["state"]["current"] == "FAILED"
-    # The abort applies to the state before the result it could not apply: `first` was
-    # still running, and `deep` never started.
-    runs = runs_by_task(ended)
-    assert runs["first"][0]["state"]["current"] == "FAILED" and "deep" not in runs
+    run = wait_until(
+        lambda: (e := execution(api, caller)) and e["taskRunList"] and e["taskRunList"][0]
+    )
+    child = wait_for_state(api, run["outputs"]["executionId"], "PAUSED")["id"]
+    # A malformed command from some other producer: the core raises (no such state), which
+    # used to fail the whole batch and replay it forever.
+    bogus = ExecutionCommand(
+        "bogus-1",
+        caller,
+        CommandKind.CHILD_ENDED,
+        datetime.now(UTC),
+        task_run_id=run["id"],
+        payload={"childExecutionId": child, "state": "BOGUS", "outputs": {}},
+    )
+    asyncio.run(produce(settings, EXECUTION_COMMANDS.name, caller, codec.encode(bogus)))
+
+    assert wait_for_state(api, caller, *TERMINAL)["state"]["current"] == "FAILED"
     assert any(
-        m.startswith("internal error while applying TaskResult: RecursionError")
-        for m in wait_until(lambda: log_messages(api, poisoned))
+        m.startswith("internal error while applying CHILD_ENDED: ValueError")
+        for m in wait_until(lambda: log_messages(api, caller))
     )
+    # Its work was cancelled like on a kill, and the executor goes on.
+    assert wait_for_state(api, child, *TERMINAL)["state"]["current"] == "KILLED"
     healthy = apply_and_start(
         api,
         f"id: healthy\nnamespace: {NAMESPACE}\ntasks: [{{id: a, type: log, message: ok}}]\n",
         "healthy",
     )
     assert wait_for_state(api, healthy, *TERMINAL)["state"]["current"] == "SUCCESS"
+
+
+async def produce(settings: Settings, topic: str, key: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()

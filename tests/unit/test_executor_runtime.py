@@ -21,11 +21,7 @@ from headrace.flow.model import Flow
 from headrace.services.executor import runtime as runtime_module
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent
 from headrace.states import State
-from tests.unit.test_core_helpers import log_task, make_flow, trigger
-
-# Renders forever: Jinja recursion ends in a RecursionError, which no expression error
-# handler turns into a task failure.
-RECURSIVE = "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}"
+from tests.unit.test_core_helpers import T0, log_task, make_flow, trigger
 
 
 @dataclass
@@ -81,42 +77,67 @@ def stored(table: FakeTable, execution_id: str) -> Execution:
     return Execution.from_bytes(table.data[execution_id.encode()])
 
 
-async def test_an_event_the_core_cannot_apply_fails_its_execution_and_the_batch_goes_on(caplog):
-    runtime, table, producer = make_runtime(
-        good=make_flow(log_task("a"), flow_id="good"),
-        bad=make_flow(log_task("a", message=RECURSIVE), flow_id="bad"),
-    )
+def poison(
+    monkeypatch: pytest.MonkeyPatch, execution_id: str, error: Exception, abort_too: bool = False
+) -> None:
+    """Make the core raise `error` on the events of `execution_id` (a bug, a blown stack),
+    and on every `Abort` too with `abort_too`."""
+    real_advance = runtime_module.advance
+
+    def advance(execution, event, flow, now):
+        target = event.trigger.execution_id if isinstance(event, Start) else None
+        if execution is not None:
+            target = execution.id
+        if abort_too if isinstance(event, Abort) else target == execution_id:
+            raise error
+        return real_advance(execution, event, flow, now)
+
+    monkeypatch.setattr(runtime_module, "advance", advance)
+
+
+async def test_an_event_the_core_cannot_apply_fails_its_execution_and_the_batch_goes_on(
+    monkeypatch, caplog
+):
+    runtime, table, producer = make_runtime(good=make_flow(log_task("a"), flow_id="good"))
+    await runtime.process_batch([start("ex-bad", "good")])
+    (first,) = producer.of("ex-bad", messages.TaskRequest)
+    poison(monkeypatch, "ex-bad", RecursionError("maximum recursion depth exceeded"))
+    result = messages.TaskResult("ex-bad", first.task_run_id, 1, State.SUCCESS, T0, T0)
     with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
-        await runtime.process_batch([start("ex-bad", "bad"), start("ex-good", "good")])
+        await runtime.process_batch(
+            [InputEvent(b"ex-bad", codec.encode(result), 0), start("ex-good", "good")]
+        )
 
     assert stored(table, "ex-good").state is State.RUNNING
     (request,) = producer.of("ex-good", messages.TaskRequest)
     assert request.task_id == "a"
 
     bad = stored(table, "ex-bad")
-    assert bad.state is State.FAILED and bad.flow_id == "bad"
-    assert producer.of("ex-bad", messages.TaskRequest) == []
+    assert bad.state is State.FAILED and bad.task_runs[0].state is State.FAILED
     published = producer.of("ex-bad", messages.ExecutionEvent)
     assert published[-1].execution.state is State.FAILED  # the indexer and the UI see it
     (line,) = producer.of("ex-bad", messages.LogRecord)
     assert line.level is messages.LogLevel.ERROR
-    assert line.message.startswith("internal error while applying TriggerEvent: RecursionError")
+    assert line.message == (
+        "internal error while applying TaskResult: RecursionError: maximum recursion depth exceeded"
+    )
     # The traceback is logged once, for the failed event.
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and "ex-bad" in tracebacks[0].getMessage()
 
 
+async def test_a_start_the_core_cannot_apply_records_the_execution_failed(monkeypatch):
+    runtime, table, producer = make_runtime(good=make_flow(log_task("a"), flow_id="good"))
+    poison(monkeypatch, "ex-bad", ZeroDivisionError("division by zero"))
+    await runtime.process_batch([start("ex-bad", "good")])
+    bad = stored(table, "ex-bad")
+    assert bad.state is State.FAILED and bad.task_runs == []
+    assert producer.of("ex-bad", messages.ExecutionEvent)[-1].execution.state is State.FAILED
+
+
 async def test_an_event_that_cannot_be_failed_either_is_dropped(monkeypatch, caplog):
     runtime, table, producer = make_runtime(good=make_flow(log_task("a"), flow_id="good"))
-    real_advance = runtime_module.advance
-
-    def broken_for_ex_bad(execution, event, flow, now):
-        key = event.trigger.execution_id if isinstance(event, Start) else None
-        if key == "ex-bad" or isinstance(event, Abort):
-            raise MemoryError
-        return real_advance(execution, event, flow, now)
-
-    monkeypatch.setattr(runtime_module, "advance", broken_for_ex_bad)
+    poison(monkeypatch, "ex-bad", MemoryError(), abort_too=True)
     with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
         await runtime.process_batch([start("ex-bad", "good"), start("ex-good", "good")])
     assert b"ex-bad" not in table.data and producer.of("ex-bad", messages.ExecutionEvent) == []
