@@ -269,6 +269,9 @@ def _timer_fired(
         step.task_run(index).attempts[-1] = Attempt(
             current.number, State.FAILED, current.started_at, now, error
         )
+        # The worker may still be running it (hung, or partitioned away): stop it, so a
+        # retry does not run beside it.
+        step.emit(KillTask(execution.id, task_run.id, current.number))
         tree.attempt_failed(step, index, error)
     tree.settle_parent(step, index)
     return step.finish()

@@ -62,6 +62,7 @@ class _Runtime:
                     self.app.producer,
                 )
                 self._timer_task = asyncio.ensure_future(runtime.timers.run())
+                self._timer_task.add_done_callback(_exit_if_timers_died)
                 self.runtime = runtime
             return self.runtime
 
@@ -70,6 +71,15 @@ class _Runtime:
             self._timer_task.cancel()
         if self._pool is not None:
             await self._pool.close()
+
+
+def _exit_if_timers_died(task: asyncio.Task[None]) -> None:
+    """Without its timer loop the process would hold retries, timeouts and pause deadlines
+    that never fire: exit so the supervisor restarts it and the timers are rebuilt."""
+    if task.cancelled():
+        return  # stopping
+    log.critical("the timer loop stopped; exiting", exc_info=task.exception())
+    os._exit(EXIT_BATCH_FAILED)
 
 
 def create_app(settings: Settings) -> faust.App:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from headrace import codec
 from headrace.core.advance import TIMEOUT_GRACE, advance
-from headrace.core.events import PublishEvent
+from headrace.core.events import KillTask, PublishEvent
 from headrace.core.state import Execution, Timer, TimerKind
 from headrace.messages import LogLevel
 from headrace.states import State
@@ -252,6 +252,10 @@ def test_timeout_sets_a_backstop_timer_and_fails_a_silent_attempt():
     assert run.task_states() == {"a": State.RETRYING}
     (retry_timer,) = timers(commands)
     assert logs(commands)[0].message.startswith("attempt 1 of 2 failed: timed out")
+    # A hung worker may still run it: it is told to stop before the retry starts.
+    assert [c for c in commands if isinstance(c, KillTask)] == [
+        KillTask("ex1", request.task_run_id, 1)
+    ]
 
     # The dead worker's result arriving after all is stale.
     assert run.send(finished(request), timeout.due + timedelta(seconds=1)) == []
