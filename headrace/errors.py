@@ -9,6 +9,18 @@ class HeadraceError(Exception):
     """Base class of every error headrace raises deliberately."""
 
 
+class PathError(HeadraceError):
+    """An error about one value at `path` (e.g. `tasks[0].message`), with the reason."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
 class ConfigError(HeadraceError):
     """A setting (environment variable or CLI option) is missing or malformed."""
 

@@ -73,7 +73,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from headrace import render_budget, secret_markers
-from headrace.errors import HeadraceError
+from headrace.errors import PathError
 from headrace.render_budget import (
     MAX_RENDERED_CHARS,
     LimitExceeded,
@@ -97,16 +97,8 @@ _render_depth: ContextVar[int] = ContextVar("headrace_render_depth", default=0)
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
 
-class ExpressionError(HeadraceError):
+class ExpressionError(PathError):
     """An expression could not be rendered: syntax, undefined name, forbidden access."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}" if self.path else self.reason
 
 
 class _Undefined(StrictUndefined):

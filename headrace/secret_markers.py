@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from headrace.errors import HeadraceError
+from headrace.errors import PathError
 
 MARKER_PREFIX = "\x00secret:"
 MARKER_SUFFIX = "\x00"
@@ -54,16 +54,8 @@ NONCE_HEX_CHARS = 32
 SCOPE_KEY = "secret scope"
 
 
-class SecretError(HeadraceError):
+class SecretError(PathError):
     """A marker of the request names a secret the worker does not have."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}" if self.path else self.reason
 
 
 @dataclass(slots=True)
