@@ -185,9 +185,12 @@ class ExecutorRuntime:
         except Exception as exc:  # the core does no I/O: whatever it raised, it will again
             return await self._abort(key, execution, message, flow, now, exc, deliveries)
         try:
-            deliveries += await self._apply(step.commands)
+            outbox = await self._encode_step(step.commands)
         except CodecError as exc:  # a command the wire format cannot carry: the same
+            # Nothing of the step was sent: Abort from the pre-step state reuses its seq
+            # numbers, and a half-sent step would make the indexer ignore the FAILED event.
             return await self._abort(key, execution, message, flow, now, exc, deliveries)
+        deliveries += await self._send_step(outbox)
         return step.execution
 
     async def _abort(
@@ -216,9 +219,10 @@ class ExecutorRuntime:
         except Exception as exc:  # as above: it would fail again on every replay
             return _drop(key, execution, what, exc)
         try:
-            deliveries += await self._apply(step.commands)
+            outbox = await self._encode_step(step.commands)
         except CodecError as exc:
             return _drop(key, execution, what, exc)
+        deliveries += await self._send_step(outbox)
         return step.execution
 
     async def _flow_for(self, execution: Execution | None, message: Message) -> Any:
@@ -230,36 +234,45 @@ class ExecutorRuntime:
             return await self.flows.get(message.namespace, message.flow_id, message.flow_revision)
         return None
 
-    async def _apply(self, commands: list[Command]) -> list[asyncio.Future[Any]]:
-        deliveries = []
+    async def _encode_step(self, commands: list[Command]) -> _Outbox:
+        """Phase 1 of a step: encode every command, send none. A `CodecError` here leaves
+        nothing of the step on the wire."""
+        outbox = _Outbox()
         for command in commands:
             match command:
                 case RequestTask(request=request):
-                    deliveries.append(await self._send(TASK_REQUESTS.name, request))
+                    outbox.records.append(_encode(TASK_REQUESTS.name, request))
                 case PublishEvent(event=event):
-                    deliveries.append(await self._send(EXECUTIONS.name, event))
+                    outbox.records.append(_encode(EXECUTIONS.name, event))
                 case EmitLog(record=record):
-                    deliveries.append(await self._send(LOGS.name, record))
+                    outbox.records.append(_encode(LOGS.name, record))
                 case SetTimer(execution_id=execution_id, timer=timer):
-                    self.timers.push(execution_id, timer)
+                    outbox.timers.append((execution_id, timer))
                 case KillTask(execution_id=execution_id, task_run_id=run_id, attempt=attempt):
                     kill = TaskKill(execution_id, run_id, attempt, datetime.now(UTC))
-                    deliveries.append(await self._send(TASK_CONTROL.name, kill))
+                    outbox.records.append(_encode(TASK_CONTROL.name, kill))
                 case SendCommand(command=sent):
-                    deliveries.append(await self._send(EXECUTION_COMMANDS.name, sent))
+                    outbox.records.append(_encode(EXECUTION_COMMANDS.name, sent))
                 case StartExecution(trigger=trigger):
-                    deliveries.append(await self._start_execution(trigger))
+                    outbox.records.append(await self._start_execution(trigger))
                 case RequestSlot(request=slot_request):
-                    deliveries.append(await self._send(FLOW_SLOTS.name, slot_request))
+                    outbox.records.append(_encode(FLOW_SLOTS.name, slot_request))
+        return outbox
+
+    async def _send_step(self, outbox: _Outbox) -> list[asyncio.Future[Any]]:
+        """Phase 2 of a step: send what phase 1 encoded, in order; arm its timers."""
+        deliveries = [await self._produce(record) for record in outbox.records]
+        for execution_id, timer in outbox.timers:
+            self.timers.push(execution_id, timer)
         return deliveries
 
-    async def _start_execution(self, trigger: TriggerEvent) -> asyncio.Future[Any]:
+    async def _start_execution(self, trigger: TriggerEvent) -> _Record:
         """Start another execution. A subflow's child is checked here as the gateway checks
         an API start: revision 0 becomes the latest, inputs are typed and defaulted."""
         if trigger.flow_revision == 0:
             latest = await self.flows.latest_revision(trigger.namespace, trigger.flow_id)
             if latest is None:
-                return await self._child_refused(
+                return _child_refused(
                     trigger, f"flow {trigger.namespace}/{trigger.flow_id} not found"
                 )
             trigger = dataclasses.replace(trigger, flow_revision=latest)
@@ -269,45 +282,25 @@ class ExecutorRuntime:
                     trigger.namespace, trigger.flow_id, trigger.flow_revision
                 )
             except (FlowNotFound, FlowValidationError) as exc:
-                return await self._child_refused(trigger, f"cannot load the subflow: {exc}")
+                return _child_refused(trigger, f"cannot load the subflow: {exc}")
             if flow.disabled:
-                return await self._child_refused(
+                return _child_refused(
                     trigger, f"flow {trigger.namespace}/{trigger.flow_id} is disabled"
                 )
             try:
                 inputs = resolve_inputs(flow, trigger.inputs)
             except InputValidationError as exc:
                 problems = "; ".join(f"{name}: {reason}" for name, reason in exc.errors)
-                return await self._child_refused(trigger, f"invalid subflow inputs: {problems}")
+                return _child_refused(trigger, f"invalid subflow inputs: {problems}")
             trigger = dataclasses.replace(trigger, inputs=inputs)
-        return await self._send(TRIGGERS.name, trigger)
-
-    async def _child_refused(self, trigger: TriggerEvent, reason: str) -> asyncio.Future[Any]:
-        """A subflow's child cannot start: its parent task fails at once, saying why."""
-        parent = trigger.trigger.get("parentExecutionId")
-        log.warning("cannot start execution %s: %s", trigger.execution_id, reason)
-        ended = ExecutionCommand(
-            command_id=f"child-missing:{trigger.execution_id}",
-            execution_id=parent,
-            kind=CommandKind.CHILD_ENDED,
-            time=datetime.now(UTC),
-            task_run_id=trigger.trigger.get("parentTaskRunId"),
-            payload={
-                "childExecutionId": trigger.execution_id,
-                "state": "FAILED",
-                "outputs": {},
-                "error": reason,
-            },
-        )
-        return await self._send(EXECUTION_COMMANDS.name, ended)
+        return _encode(TRIGGERS.name, trigger)
 
     async def _send(self, topic: str, message: Message) -> asyncio.Future[Any]:
-        """Enqueue on Faust's producer; the returned future resolves once the broker has it."""
-        # Every topic is keyed by execution id, but flow-slots, keyed by flow.
-        key = message.flow_key if isinstance(message, SlotRequest) else message.execution_id
-        return await self.producer.send(
-            topic, key.encode(), codec.encode(message), None, None, None
-        )
+        """Encode and enqueue one message; the future resolves once the broker has it."""
+        return await self._produce(_encode(topic, message))
+
+    async def _produce(self, record: _Record) -> asyncio.Future[Any]:
+        return await self.producer.send(record.topic, record.key, record.value, None, None, None)
 
     async def process_slot_request(self, item: InputEvent) -> None:
         """One request of the flow-slots agent: decide, answer, then store (as for batches)."""
@@ -354,6 +347,48 @@ class ExecutorRuntime:
                 self.timers.push(key.decode(), timer)
                 count += 1
         return count
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass(slots=True)
+class _Outbox:
+    """A step's effects, encoded and not yet sent."""
+
+    records: list[_Record] = field(default_factory=list)
+    timers: list[tuple[str, Timer]] = field(default_factory=list)
+
+
+def _encode(topic: str, message: Message) -> _Record:
+    """Raises `CodecError` for a value the wire format cannot carry."""
+    # Every topic is keyed by execution id, but flow-slots, keyed by flow.
+    key = message.flow_key if isinstance(message, SlotRequest) else message.execution_id
+    return _Record(topic, key.encode(), codec.encode(message))
+
+
+def _child_refused(trigger: TriggerEvent, reason: str) -> _Record:
+    """A subflow's child cannot start: its parent task fails at once, saying why."""
+    parent = trigger.trigger.get("parentExecutionId")
+    log.warning("cannot start execution %s: %s", trigger.execution_id, reason)
+    ended = ExecutionCommand(
+        command_id=f"child-missing:{trigger.execution_id}",
+        execution_id=parent,
+        kind=CommandKind.CHILD_ENDED,
+        time=datetime.now(UTC),
+        task_run_id=trigger.trigger.get("parentTaskRunId"),
+        payload={
+            "childExecutionId": trigger.execution_id,
+            "state": "FAILED",
+            "outputs": {},
+            "error": reason,
+        },
+    )
+    return _encode(EXECUTION_COMMANDS.name, ended)
 
 
 def _drop(key: bytes, execution: Execution | None, what: str, error: Exception) -> Execution | None:

@@ -16,6 +16,7 @@ import pytest
 from headrace import codec, messages
 from headrace.core.events import Abort, Start
 from headrace.core.state import Execution
+from headrace.errors import CodecError
 from headrace.flow.errors import FlowError, FlowValidationError
 from headrace.flow.model import Flow
 from headrace.services.executor import runtime as runtime_module
@@ -133,6 +134,34 @@ async def test_a_start_the_core_cannot_apply_records_the_execution_failed(monkey
     bad = stored(table, "ex-bad")
     assert bad.state is State.FAILED and bad.task_runs == []
     assert producer.of("ex-bad", messages.ExecutionEvent)[-1].execution.state is State.FAILED
+
+
+async def test_a_step_with_a_command_the_codec_refuses_sends_nothing_of_that_step(monkeypatch):
+    """The step's first commands (state changes with seq numbers) encode, its task request
+    does not: none may be sent, or the Abort that reuses those seq numbers would be ignored by
+    the indexer (it keeps a row only for a higher seq) and the API would show RUNNING."""
+    runtime, table, producer = make_runtime(good=make_flow(log_task("a"), flow_id="good"))
+    batch = [start("ex-bad", "good")]
+    real_encode = codec.encode
+
+    def encode(message: messages.Message) -> bytes:
+        if isinstance(message, messages.TaskRequest):  # e.g. a rendered property
+            raise CodecError("cannot encode io.headrace.TaskRequest: a value it cannot carry")
+        return real_encode(message)
+
+    monkeypatch.setattr(codec, "encode", encode)
+    await runtime.process_batch(batch)
+
+    assert stored(table, "ex-bad").state is State.FAILED
+    published = producer.of("ex-bad", messages.ExecutionEvent)
+    seqs = [event.seq for event in published]
+    assert seqs == sorted(set(seqs))  # no seq number sent twice
+    assert published[-1].execution.state is State.FAILED
+    assert all(
+        event.execution is None or event.execution.state is not State.RUNNING for event in published
+    )
+    (line,) = producer.of("ex-bad", messages.LogRecord)
+    assert line.message.startswith("internal error while applying TriggerEvent: CodecError")
 
 
 async def test_an_event_that_cannot_be_failed_either_is_dropped(monkeypatch, caplog):
