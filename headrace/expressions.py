@@ -232,9 +232,19 @@ def _render(context: Context, text: Any) -> Any:
         raise SecurityError(f"render() nested more than {MAX_RENDER_DEPTH} levels")
     token = _render_depth.set(depth + 1)
     try:
-        return _text(_compile_template(text), context.get_all())
+        rendered = _text(_compile_template(text), context.get_all())
     finally:
         _render_depth.reset(token)
+    # Text from outside may name a value that holds a secret marker (`{{ vars.auth }}`);
+    # markers are the only text with NUL, so none may come out of render(), not even
+    # a piece of one.
+    from headrace.flow.inputs import has_nul  # headrace.flow imports this module
+
+    if has_nul(rendered):
+        raise SecurityError(
+            "text rendered by render() may not use a secret (it may come from outside)"
+        )
+    return rendered
 
 
 def _date(value: Any, format: str = "%Y-%m-%dT%H:%M:%S%z", timezone: str | None = None) -> str:
@@ -688,7 +698,11 @@ def _native(value: Any) -> Any:
         # Often data passed through (`{{ trigger.body }}`), which the edges have bounded;
         # the executor serialises it into a message, so it is measured as JSON would be.
         check_size(render_budget.measure(value), "the value as JSON")
-        return value
+        # As JSON has it (text keys, dates as ISO text): the message that carries it must
+        # encode, or the executor would fail after sending part of a step.
+        return orjson.loads(
+            orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_json_default)
+        )
     if isinstance(value, datetime | date):
         return value.isoformat()
     check_text_of(value)

@@ -8,7 +8,7 @@ checks so that an expression is refused *before* it allocates or loops too much.
 One budget covers one top-level render (`render_value`, `render_properties`,
 `render_variables`); nested renders (`render()`) share it. Its limits are deterministic
 (sizes, steps), so a replay refuses what the first run refused; the deadline, read from
-a monotonic clock, is only a backstop: it decides whether a render is refused, never
+this thread's CPU clock, is only a backstop: it decides whether a render is refused, never
 what a render gives.
 
 No I/O; the only clock read is the deadline's.
@@ -42,8 +42,10 @@ MAX_PRODUCED = 16 * MAX_SEQUENCE_LENGTH
 # tens, a million calls about a second. Bounds what no size sees: nested loops that
 # output nothing (`range(100000)` twice is 10^10 iterations).
 MAX_STEPS = 1_000_000
-# Wall-clock backstop for what the counts above do not see (one slow call, e.g. sorting
-# a million items): typical renders take microseconds.
+# CPU-time backstop for what the counts above do not see (one slow call, e.g. sorting
+# a million items): typical renders take microseconds. CPU time of this thread, not the
+# wall clock: a busy machine or a stalled process must not fail a template that would
+# pass on a quiet one (a refused template is refused for good, not retried).
 RENDER_TIMEOUT_S = 1.0
 # Integers stay within 64 bits, as everywhere downstream (orjson refuses larger ones,
 # Avro long, PostgreSQL bigint); this also stops `(9 ** 10000) ** 10000` before it runs.
@@ -52,7 +54,7 @@ INT64_MAX = 2**63 - 1
 # Digits of a width or precision read from a format string ('%1000000000d').
 _MAX_WIDTH_DIGITS = len(str(MAX_SEQUENCE_LENGTH))
 
-_monotonic = time.monotonic  # replaced by tests to move time without sleeping
+_cpu_clock = time.thread_time  # replaced by tests to move time without spinning
 
 
 class LimitExceeded(SecurityError):
@@ -65,7 +67,7 @@ class Budget:
     __slots__ = ("deadline", "produced", "steps")
 
     def __init__(self) -> None:
-        self.deadline = _monotonic() + RENDER_TIMEOUT_S
+        self.deadline = _cpu_clock() + RENDER_TIMEOUT_S
         self.steps = 0
         self.produced = 0
 
@@ -87,7 +89,7 @@ def close_budget(token: Token[Budget | None] | None) -> None:
 
 def check_deadline() -> None:
     budget = _current.get()
-    if budget is not None and _monotonic() > budget.deadline:
+    if budget is not None and _cpu_clock() > budget.deadline:
         raise LimitExceeded(f"rendering took longer than {RENDER_TIMEOUT_S:g} s")
 
 
@@ -99,7 +101,7 @@ def step(count: int = 1) -> None:
     budget.steps += count
     if budget.steps > MAX_STEPS:
         raise LimitExceeded(f"more than {MAX_STEPS} steps (loop iterations, calls, filters)")
-    if _monotonic() > budget.deadline:
+    if _cpu_clock() > budget.deadline:
         raise LimitExceeded(f"rendering took longer than {RENDER_TIMEOUT_S:g} s")
 
 

@@ -415,3 +415,11 @@ def test_a_variable_failing_names_its_key() -> None:
         render_variables({"a": "{{ vars.b }}", "b": "x"}, CONTEXT)
     assert caught.value.path == "variables.a"
     assert "'b' is undefined" in caught.value.reason
+
+
+def test_a_lone_expression_gives_json_data_with_text_keys() -> None:
+    # The value travels in an Avro message as JSON: a number key or a tuple must not make
+    # the executor fail after sending part of a step.
+    assert render_value("{{ {1: 2, 'd': [1, (2, 3)]} }}", {}, "p") == {"1": 2, "d": [1, [2, 3]]}
+    with pytest.raises(ExpressionError, match="not JSON serializable"):
+        render_value("{{ {'a': cycler} }}", {}, "p")

@@ -12,7 +12,7 @@ from headrace.flow.model import Flow
 from headrace.messages import TaskRequest
 from headrace.secret_markers import marker
 from headrace.states import State
-from tests.unit.test_core_helpers import Run, finished, requests, trigger
+from tests.unit.test_core_helpers import Run, finished, logs, requests, trigger
 from tests.unit.test_worker import RecordingConnector, attempt
 
 VAULT = {"API_TOKEN": "tok-1234", "DB": "db-pass-5678"}
@@ -100,3 +100,29 @@ def test_without_a_seed_a_task_using_secret_fails_and_says_why() -> None:
     assert fetch.state is State.FAILED
     assert "needs the executor's secret seed" in (fetch.attempts[-1].error or "")
     assert run.state is State.FAILED
+
+
+def test_text_from_outside_cannot_reach_a_secret_through_render() -> None:
+    # The flow renders an input (text from outside) and holds a secret in a variable the
+    # input can name: render() refuses to give out the marker, whole or in pieces.
+    flow = Flow.model_validate(
+        {
+            "id": "demo",
+            "namespace": "company.team",
+            "variables": {"auth": "Bearer {{ secret('API_TOKEN') }}"},
+            "tasks": [
+                {"id": "echo", "type": "recording", "body": "{{ render(inputs.note) }}"},
+            ],
+        }
+    )
+    for note in ("{{ vars.auth }}", "{{ vars.auth[:12] }}", "{{ vars.auth[12:] }}"):
+        run = Run(flow)
+        with secret_seed("seed"):
+            assert requests(run.send(trigger(inputs={"note": note}))) == []
+        assert run.state is State.FAILED
+        (error,) = [line.message for line in logs(run.history) if line.task_id == "echo"]
+        assert "render() may not use a secret" in error
+    run = Run(flow)  # plain text from outside still renders
+    with secret_seed("seed"):
+        (request,) = requests(run.send(trigger(inputs={"note": "hi {{ 1 + 1 }}"})))
+    assert request.properties == {"body": "hi 2"}
