@@ -55,6 +55,10 @@ class StateDecodeError(HeadraceError):
     """Stored execution bytes are corrupt or of an unknown format version."""
 
 
+class StateVersionError(StateDecodeError):
+    """Stored by a newer headrace (a rolling upgrade): valid, just not readable here."""
+
+
 class TimerKind(StrEnum):
     RETRY = "retry"  # start the next attempt of a task run
     TIMEOUT = "timeout"  # backstop: the worker running the attempt may have died
@@ -173,6 +177,11 @@ class Execution:
         try:
             fields = orjson.loads(data)
             if fields[0] not in _READABLE_VERSIONS:
+                if type(fields[0]) is int and fields[0] > FORMAT_VERSION:
+                    raise StateVersionError(
+                        f"execution format version {fields[0]} is newer than this "
+                        f"executor's ({FORMAT_VERSION})"
+                    )
                 raise StateDecodeError(f"unknown execution format version {fields[0]!r}")
             if fields[0] == 2:
                 fields.append([])

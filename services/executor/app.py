@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import faust
 from mode import Service
 
 from headrace.config import Settings
+from headrace.core.state import StateVersionError
 from headrace.db.flows import FlowRepository
 from headrace.db.pool import create_pool
 from headrace.readiness import mark_ready
@@ -36,6 +37,9 @@ SLOTS_TABLE_NAME = "flow-slots"
 BATCH_MAX = 1_000
 BATCH_WITHIN_S = 0.002
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE
+# A state written by a newer executor (rolling upgrade): this version must not touch it.
+# Exit and let the supervisor restart us until an operator finishes the upgrade.
+EXIT_NEWER_STATE = 78  # EX_CONFIG
 
 
 class _Runtime:
@@ -82,6 +86,15 @@ def _exit_if_timers_died(task: asyncio.Task[None]) -> None:
     os._exit(EXIT_BATCH_FAILED)
 
 
+def _exit_on_newer_state() -> NoReturn:
+    log.critical(
+        "a stored execution has a newer format than this executor reads: finish the "
+        "upgrade of every executor; exiting without touching it",
+        exc_info=True,
+    )
+    os._exit(EXIT_NEWER_STATE)
+
+
 def create_app(settings: Settings) -> faust.App:
     if settings.low_latency:
         install_fetch_wait(settings.fetch_max_wait_ms)
@@ -108,7 +121,10 @@ def create_app(settings: Settings) -> faust.App:
 
     async def rebuild_timers() -> None:
         runtime = await holder.get()
-        count = runtime.rebuild_timers()
+        try:
+            count = runtime.rebuild_timers()
+        except StateVersionError:
+            _exit_on_newer_state()
         if count:
             log.info("recovered %d pending timers", count)
 
@@ -145,6 +161,8 @@ def create_app(settings: Settings) -> faust.App:
                 await runtime.process_batch(
                     InputEvent(e.message.key, e.message.value, e.message.partition) for e in events
                 )
+            except StateVersionError:
+                _exit_on_newer_state()
             except Exception:
                 # Faust would ack the batch and restart the agent: the batch would be lost.
                 # Exit instead; the supervisor restarts us and the batch is replayed from

@@ -47,7 +47,7 @@ from headrace.core.events import (
     command_event,
 )
 from headrace.core.slots import FlowSlots, decide
-from headrace.core.state import Execution, StateDecodeError, Timer
+from headrace.core.state import Execution, StateDecodeError, StateVersionError, Timer
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import InputValidationError, resolve_inputs
@@ -143,7 +143,11 @@ class ExecutorRuntime:
             raw = self.table.data.get(key)
             try:
                 execution = Execution.from_bytes(raw) if raw is not None else None
-            except StateDecodeError as exc:  # every replay would fail here too
+            except StateVersionError:
+                # A newer executor wrote it (rolling upgrade): dropping the events would
+                # lose work that version can do. Fail the batch; the process exits.
+                raise
+            except StateDecodeError as exc:  # corrupt: every replay would fail here too
                 log.error("execution %s: %s; %d events dropped", key.decode(), exc, len(messages))
                 continue
             for message in messages:
@@ -338,11 +342,19 @@ class ExecutorRuntime:
         await (await self._send(EXECUTION_COMMANDS.name, command))
 
     def rebuild_timers(self) -> int:
-        """After recovery: index every pending timer held in the table (and only those)."""
+        """After recovery: index every pending timer held in the table (and only those).
+        A corrupt state is skipped (it must not stop the recovery of the others); a state
+        of a newer format raises `StateVersionError`, as in `process_batch`."""
         self.timers.clear()
         count = 0
         for key, raw in list(self.table.data.items()):
-            execution = Execution.from_bytes(raw)
+            try:
+                execution = Execution.from_bytes(raw)
+            except StateVersionError:
+                raise
+            except StateDecodeError as exc:
+                log.error("execution %s: %s; its timers are not recovered", key.decode(), exc)
+                continue
             for timer in execution.timers:
                 self.timers.push(key.decode(), timer)
                 count += 1

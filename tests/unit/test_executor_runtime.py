@@ -11,11 +11,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pytest
 
 from headrace import codec, messages
+from headrace.core.advance import advance
 from headrace.core.events import Abort, Start
-from headrace.core.state import Execution
+from headrace.core.state import Execution, StateDecodeError, StateVersionError
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowError, FlowValidationError
 from headrace.flow.model import Flow
@@ -189,6 +191,59 @@ async def test_an_unreadable_stored_state_drops_its_events_not_the_batch():
     await runtime.process_batch([start("ex-corrupt", "good"), start("ex-good", "good")])
     assert table.data[b"ex-corrupt"] == b"[not json"
     assert stored(table, "ex-good").state is State.RUNNING
+
+
+def newer_format(execution: Execution) -> bytes:
+    """`execution` as a next headrace version would store it: a higher version number."""
+    fields = orjson.loads(execution.to_bytes())
+    fields[0] += 1
+    return orjson.dumps(fields)
+
+
+def test_a_newer_format_version_is_told_apart_from_corrupt_bytes():
+    execution = advance(None, trigger("ex1"), make_flow(log_task("a")), T0).execution
+    with pytest.raises(StateVersionError):
+        Execution.from_bytes(newer_format(execution))
+    for corrupt in (b"[not json", b"[1]", b'["3"]', b"{}", b"[true]"):
+        with pytest.raises(StateDecodeError) as raised:
+            Execution.from_bytes(corrupt)
+        assert not isinstance(raised.value, StateVersionError)
+
+
+async def test_a_state_of_a_newer_format_stops_the_batch_instead_of_dropping_its_events():
+    """A rolling upgrade: an older executor must not drop what a newer one stored; the
+    batch fails (the process exits, app.py) and is replayed once the upgrade is done."""
+    runtime, table, producer = make_runtime(good=make_flow(log_task("a"), flow_id="good"))
+    await runtime.process_batch([start("ex-new", "good")])
+    (request,) = producer.of("ex-new", messages.TaskRequest)
+    newer = newer_format(stored(table, "ex-new"))
+    table.data[b"ex-new"] = newer
+    sent = len(producer.sent)
+    result = messages.TaskResult("ex-new", request.task_run_id, 1, State.SUCCESS, T0, T0)
+    with pytest.raises(StateVersionError):
+        await runtime.process_batch([InputEvent(b"ex-new", codec.encode(result), 0)])
+    assert table.data[b"ex-new"] == newer and len(producer.sent) == sent
+
+
+async def test_timer_recovery_skips_a_corrupt_state_and_stops_at_a_newer_one(caplog):
+    retry = {"type": "constant", "interval": "PT1M", "maxAttempts": 3}
+    runtime, table, producer = make_runtime(
+        good=make_flow(log_task("a", retry=retry), flow_id="good")
+    )
+    await runtime.process_batch([start("ex-retry", "good")])
+    (request,) = producer.of("ex-retry", messages.TaskRequest)
+    failed = messages.TaskResult("ex-retry", request.task_run_id, 1, State.FAILED, T0, T0)
+    await runtime.process_batch([InputEvent(b"ex-retry", codec.encode(failed), 0)])
+    assert stored(table, "ex-retry").timers  # the retry waits on a timer
+
+    table.data[b"ex-corrupt"] = b"[not json"
+    with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
+        assert runtime.rebuild_timers() == len(stored(table, "ex-retry").timers)
+    assert any("ex-corrupt" in r.getMessage() for r in caplog.records)
+
+    table.data[b"ex-new"] = newer_format(stored(table, "ex-retry"))
+    with pytest.raises(StateVersionError):
+        runtime.rebuild_timers()
 
 
 @pytest.mark.parametrize("task", ["bad-child", "missing-child"])
