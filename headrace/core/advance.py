@@ -7,7 +7,8 @@ thin shell: decode, load, `advance`, store, produce.
 
 The input execution is never mutated: the result is a copy (copy-on-write of the lists
 and task runs a step touches). An event that changes nothing returns the very same
-execution object and no commands, so callers can skip the table write with `is`.
+execution object and no commands, so callers can skip the table write with `is`; the
+exception is a new kill, resume or restart: its id is recorded in `applied` (a copy).
 
 This module has one handler per event; `tree` holds the task-run tree's semantics
 (containers, lanes, errors/finally) and `transition.Transition` the primitives.
@@ -19,6 +20,7 @@ went through, so coalescing CREATED -> RUNNING into one event loses nothing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,8 +66,14 @@ def advance(execution: Execution | None, event: Event, flow: Flow, now: datetime
     if command_id_ in execution.applied:
         return Step(execution, [])  # a redelivery: applied already
     step = _dispatch(execution, event, flow, now)
-    if step.execution is not execution and step.execution is not None:
-        step.execution.applied = [*execution.applied, command_id_][-MAX_APPLIED_COMMANDS:]
+    applied = [*execution.applied, command_id_][-MAX_APPLIED_COMMANDS:]
+    if step.execution is execution:
+        # Recorded even when it changed nothing (a resume while RUNNING, a kill once
+        # ended): on a replay of the batch it would otherwise act on a later state
+        # (resume the next pause, kill the restarted run). A copy: never mutate the input.
+        return Step(replace(execution, applied=applied), step.commands)
+    assert step.execution is not None  # these commands never delete an execution
+    step.execution.applied = applied  # a fresh copy made by the step
     return step
 
 

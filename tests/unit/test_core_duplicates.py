@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from headrace import messages
 from headrace.core.concurrency import answer_command
-from headrace.core.events import Kill, Restart, Resume, SlotDenied, SlotGranted
+from headrace.core.events import Event, Kill, Restart, Resume, SlotDenied, SlotGranted
 from headrace.core.slots import decide
 from headrace.core.state import MAX_APPLIED_COMMANDS, Execution
 from headrace.messages import CommandKind, ConcurrencyBehavior, SlotRequest
@@ -60,6 +60,39 @@ def test_a_redelivered_kill_does_not_kill_the_restarted_execution():
     run.send(Restart(command(CommandKind.RESTART, "restart-1")))
     assert run.state is State.RUNNING
     assert run.send(kill) == [] and run.state is State.RUNNING
+
+
+def _replay_batch(run: Run, batch: list[Event]) -> None:
+    """Deliver `batch` once, store the state, then deliver it again on the stored state:
+    at-least-once, the executor crashed after writing the table, before committing."""
+    for event in batch:
+        run.send(event)
+    run.execution = Execution.from_bytes(run.execution.to_bytes())
+    for event in batch:
+        run.send(event)
+
+
+def test_a_replayed_resume_that_changed_nothing_does_not_resume_a_later_pause():
+    run = Run(make_flow(log_task("a"), {"id": "p2", "type": "flow.pause"}))
+    (a,) = requests(run.send(trigger()))
+    # A double-click: the second resume finds nothing paused (still RUNNING).
+    _replay_batch(run, [Resume(command(CommandKind.RESUME, "resume-2")), finished(a)])
+    assert run.task_states() == {"a": State.SUCCESS, "p2": State.PAUSED}
+    assert run.state is State.PAUSED  # the approval gate still waits
+
+
+def test_a_replayed_kill_that_changed_nothing_does_not_kill_the_restarted_execution():
+    run = Run(make_flow(log_task("a")))
+    (a,) = requests(run.send(trigger()))
+    run.send(finished(a, State.FAILED, error="x"))
+    assert run.state is State.FAILED
+    batch: list[Event] = [
+        Kill(command(CommandKind.KILL, "kill-1")),  # on an ended execution: nothing to do
+        Restart(command(CommandKind.RESTART, "restart-1")),
+    ]
+    _replay_batch(run, batch)
+    assert run.state is State.RUNNING
+    assert [r.attempt for r in requests(run.history)] == [1, 2]  # one restart, no kill
 
 
 def test_applied_command_ids_are_bounded_and_survive_the_table():

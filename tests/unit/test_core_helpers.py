@@ -5,7 +5,7 @@ No broker, no clock: each event is delivered at a time the test chooses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,8 +15,11 @@ from headrace.core.events import (
     Command,
     EmitLog,
     Event,
+    Kill,
     PublishEvent,
     RequestTask,
+    Restart,
+    Resume,
     SetTimer,
     Start,
     TaskFinished,
@@ -135,7 +138,13 @@ class Run:
         if self.execution is not None:
             # The core copies on write: what it was given must be left as it was.
             assert self.execution.to_bytes() == before
-        if not step.commands:
+        if not step.commands and _records_command(self.execution, event):
+            # A new operator command changing nothing is still recorded, and only that.
+            assert step.execution is not self.execution and step.execution is not None
+            assert step.execution.applied[-1] == event.command.command_id
+            unrecorded = replace(step.execution, applied=self.execution.applied)
+            assert unrecorded.to_bytes() == before, "a no-op may only record the command"
+        elif not step.commands:
             assert step.execution is self.execution, "a no-op must return the same object"
         self.execution = step.execution
         self.history += step.commands
@@ -149,3 +158,13 @@ class Run:
     def task_states(self) -> dict[str, State]:
         assert self.execution is not None
         return {run.task_id: run.state for run in self.execution.task_runs}
+
+
+def _records_command(execution: Execution | None, event: Event) -> bool:
+    """Whether `advance` records `event`'s id in `applied`: a kill, resume or restart
+    not applied yet, on an existing execution."""
+    return (
+        execution is not None
+        and isinstance(event, Kill | Resume | Restart)
+        and event.command.command_id not in execution.applied
+    )
