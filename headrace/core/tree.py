@@ -54,6 +54,10 @@ MAX_FOREACH_ITEMS = 10_000
 executor decodes, encodes and writes to its changelog whole for every batch: the cost of
 each event grows with it, and one huge execution would slow its whole partition."""
 FAILED_STATES = (State.FAILED, State.KILLED)
+MAX_PROPERTIES_BYTES = 900 * 1024
+"""A task's rendered properties, as JSON. The task request carrying them must fit in one
+Kafka message (`topics.definitions.MAX_VALUE_BYTES`, 1 MiB less 1 KiB), else the
+executor's send fails on every replay; the rest (ids, secret names) needs room too."""
 
 
 class LaneKind(Enum):
@@ -274,10 +278,16 @@ def request_attempt(step: Transition, index: int, number: int) -> None:
     except ExpressionError as exc:
         # Rendering is deterministic: another attempt would fail the same way.
         error = f"task {task.id!r}: cannot render property {exc.path!r}: {exc.reason}"
-        step.task_run(index).attempts.append(
-            Attempt(number, State.FAILED, step.now, step.now, error)
+        _fail_attempt(step, index, number, error)
+        return
+    size = len(orjson.dumps(properties))  # what the codec sends (JSON in the Avro record)
+    if size > MAX_PROPERTIES_BYTES:
+        # The producer would refuse the request, failing the whole batch on every replay.
+        error = (
+            f"task {task.id!r}: rendered properties are {size} bytes as JSON,"
+            f" over the limit of {MAX_PROPERTIES_BYTES} bytes for a task request"
         )
-        fail_run(step, index, error)
+        _fail_attempt(step, index, number, error)
         return
     task_run = step.task_run(index)
     task_run.attempts.append(Attempt(number, State.RUNNING, step.now, None, None))
@@ -305,6 +315,13 @@ def request_attempt(step: Transition, index: int, number: int) -> None:
     if task.timeout is not None:
         due = step.now + task.timeout + TIMEOUT_GRACE
         step.set_timer(Timer(due, TimerKind.TIMEOUT, task_run.id, number))
+
+
+def _fail_attempt(step: Transition, index: int, number: int, error: str) -> None:
+    """Attempt `number` fails before it is requested, and with it the run: a retry would
+    render the same properties and fail the same way."""
+    step.task_run(index).attempts.append(Attempt(number, State.FAILED, step.now, step.now, error))
+    fail_run(step, index, error)
 
 
 def pause(step: Transition, index: int, number: int) -> None:

@@ -8,8 +8,10 @@ from headrace import codec
 from headrace.core.advance import TIMEOUT_GRACE, advance
 from headrace.core.events import KillTask, PublishEvent
 from headrace.core.state import Execution, Timer, TimerKind
+from headrace.core.tree import MAX_PROPERTIES_BYTES
 from headrace.messages import LogLevel
 from headrace.states import State
+from headrace.topics.definitions import MAX_VALUE_BYTES
 from tests.unit.test_core_helpers import (
     T0,
     Run,
@@ -306,6 +308,29 @@ def test_render_error_in_the_first_task_fails_the_start():
     assert run.state is State.FAILED
     assert requests(commands) == []
     assert [e.seq for e in events(commands)] == [1, 2]
+
+
+def test_properties_too_large_for_a_task_request_fail_the_task_without_retry():
+    # A lone `{{ … }}` may give 1,000,000 characters: 2 MB of UTF-8 here, a request the
+    # producer would refuse (over 1 MiB) on every replay of the batch.
+    big = {"id": "b", "type": "log", "message": "{{ 'é' * 1000000 }}", "retry": RETRY_CONSTANT}
+    run = Run(make_flow(big))
+    commands = run.send(trigger())
+    assert requests(commands) == [] and timers(commands) == []
+    assert run.state is State.FAILED
+    (error,) = logs(commands)
+    assert error.level is LogLevel.ERROR and error.task_id == "b"
+    limit = f"limit of {MAX_PROPERTIES_BYTES} bytes"
+    assert "'b'" in error.message and "2000014 bytes" in error.message and limit in error.message
+    (attempt,) = run.execution.task_runs[0].attempts
+    assert attempt.state is State.FAILED and attempt.error == error.message
+
+
+def test_properties_within_the_limit_make_a_request_the_broker_takes():
+    fill = MAX_PROPERTIES_BYTES - len('{"message":""}')
+    run = Run(make_flow({"id": "b", "type": "log", "message": f"{{{{ 'x' * {fill} }}}}"}))
+    (request,) = requests(run.send(trigger()))
+    assert len(codec.encode(request)) <= MAX_VALUE_BYTES
 
 
 def test_timers_survive_a_round_trip_through_bytes():
