@@ -17,6 +17,11 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 # The largest value a publisher sends: the record batch around it (61 bytes of header,
 # the record's varints and a 22-character key) must still fit in MAX_MESSAGE_BYTES.
 MAX_VALUE_BYTES = MAX_MESSAGE_BYTES - 1024
+# The largest record of the executor's state table (one execution's whole state): a
+# for-each of MAX_FOREACH_ITEMS (10,000) items makes ~2 MB (about 195 B per task run),
+# over Kafka's 1 MiB default. The executor's producer and consumer and its changelog topics
+# take this much; the broker's own default (`message.max.bytes`) stays 1 MiB for the rest.
+MAX_STATE_BYTES = 8 * 1024 * 1024
 
 
 class Cleanup(StrEnum):
@@ -28,7 +33,7 @@ class Cleanup(StrEnum):
 class TopicSpec:
     name: str
     key: str
-    value_schema: str  # Avro record name in `headrace.schemas`
+    value_schema: str  # Avro record name in `headrace.schemas`; "" for raw bytes
     retention_ms: int
     cleanup: Cleanup = Cleanup.DELETE
     # An input of the executor, co-partitioned with its state table: its partition count
@@ -75,6 +80,28 @@ FLOW_SLOTS = TopicSpec(
     "flow-slots", "namespace/flowId", "io.headrace.SlotRequest", 7 * DAY_MS, fixed_partitions=True
 )
 
+# The executor's Faust table changelogs (`<app id>-<table>-changelog`). Faust creates them
+# with the same config at start; listing them here also raises the limit of a changelog
+# created before it was set. Partitioned like the executor's inputs.
+EXECUTION_STATE_CHANGELOG = TopicSpec(
+    "headrace-executor-executions-changelog",
+    "execution id",
+    "",  # `Execution.to_bytes()`
+    -1,
+    Cleanup.COMPACT,
+    fixed_partitions=True,
+    max_message_bytes=MAX_STATE_BYTES,
+)
+FLOW_SLOTS_CHANGELOG = TopicSpec(
+    "headrace-executor-flow-slots-changelog",
+    "namespace/flowId",
+    "",  # `FlowSlots.to_bytes()`
+    -1,
+    Cleanup.COMPACT,
+    fixed_partitions=True,
+    max_message_bytes=MAX_STATE_BYTES,
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     TRIGGERS,
     TASK_RESULTS,
@@ -84,4 +111,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LOGS,
     TASK_CONTROL,
     FLOW_SLOTS,
+    EXECUTION_STATE_CHANGELOG,
+    FLOW_SLOTS_CHANGELOG,
 )

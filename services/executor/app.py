@@ -26,6 +26,7 @@ from headrace.services.executor.faust_tuning import faust_settings, install_fetc
 from headrace.services.executor.flows import FlowCache
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent
 from headrace.topics import EXECUTION_COMMANDS, FLOW_SLOTS, TASK_RESULTS, TRIGGERS
+from headrace.topics.definitions import EXECUTION_STATE_CHANGELOG, FLOW_SLOTS_CHANGELOG
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ def create_app(settings: Settings) -> faust.App:
         value_type=bytes,
         partitions=settings.partitions,
         on_recover=rebuild_timers,
+        # Its records reach MAX_STATE_BYTES: the topic must take them (max.message.bytes).
+        extra_topic_configs=EXECUTION_STATE_CHANGELOG.config(),
     )
     slot_requests = app.topic(
         FLOW_SLOTS.name,
@@ -150,6 +153,7 @@ def create_app(settings: Settings) -> faust.App:
         key_type=bytes,
         value_type=bytes,
         partitions=settings.partitions,
+        extra_topic_configs=FLOW_SLOTS_CHANGELOG.config(),
     )
     holder = _Runtime(app, settings, table, slots_table)
 

@@ -18,6 +18,7 @@ import aiokafka
 import faust.transport.drivers.aiokafka as faust_driver
 
 from headrace.config import Settings
+from headrace.topics.definitions import MAX_STATE_BYTES
 
 
 def install_fetch_wait(fetch_max_wait_ms: int) -> None:
@@ -44,6 +45,11 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "producer_linger_ms": 1,
         "stream_wait_empty": False,
+        # One execution's state is one table record, up to MAX_STATE_BYTES (a big
+        # for-each): Faust's producer refuses records over 1,000,000 bytes by default, and
+        # recovery must fetch such a record back from the changelog.
+        "producer_max_request_size": MAX_STATE_BYTES,
+        "consumer_max_fetch_size": MAX_STATE_BYTES,
     }
     if settings.low_latency:
         conf |= {

@@ -72,6 +72,7 @@ from headrace.topics import (
     TASK_REQUESTS,
     TRIGGERS,
 )
+from headrace.topics.definitions import MAX_VALUE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +381,12 @@ def _encode(topic: str, message: Message) -> _Record:
     """Raises `CodecError` for a value the wire format cannot carry."""
     # Every topic is keyed by execution id, but flow-slots, keyed by flow.
     key = message.flow_key if isinstance(message, SlotRequest) else message.execution_id
-    return _Record(topic, key.encode(), codec.encode(message))
+    value = codec.encode(message)
+    # The producer takes records up to MAX_STATE_BYTES (for the state table), but these
+    # topics take about 1 MiB: refused here, the step aborts instead of failing the batch.
+    if len(value) > MAX_VALUE_BYTES:
+        raise CodecError(f"a {topic} message of {len(value)} bytes is over {MAX_VALUE_BYTES}")
+    return _Record(topic, key.encode(), value)
 
 
 def _child_refused(trigger: TriggerEvent, reason: str) -> _Record:

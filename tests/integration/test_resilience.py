@@ -52,6 +52,28 @@ tasks:
       - exit 1
 """
 
+# Six outputs of 200 KB: a state of ~1.2 MB, over Kafka's 1 MiB default record size.
+BIG_STATE = """\
+id: big-state
+namespace: tests.resilience
+tasks:
+  - id: blobs
+    type: flow.foreach
+    values: "{{{{ range(6) | list }}}}"
+    concurrencyLimit: 0
+    tasks:
+      - id: blob
+        type: python
+        script: |
+          from headrace import task
+          task.outputs(blob="x" * 200_000)
+  - id: sleep
+    type: shell
+    commands:
+      - touch {marker}
+      - sleep 2
+"""
+
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
@@ -163,3 +185,26 @@ def test_worker_killed_mid_task_is_redelivered(stack: LocalStack, tmp_path) -> N
     execution = wait_for_end(api, execution_id)
     assert execution["state"]["current"] == "SUCCESS"
     assert marker.exists()  # the task really ran a second time, on the new worker
+
+
+def test_a_state_over_one_mebibyte_survives_an_executor_restart(
+    stack: LocalStack, tmp_path
+) -> None:
+    """The state table's record is the whole state: it must pass the producer and the
+    changelog topic, and be fetched back by the successor's recovery."""
+    api = ApiClient(stack.url)
+    marker = tmp_path / "stored"
+    apply(api, BIG_STATE.format(marker=marker), "big-state")
+    execution_id = start(api, "big-state")
+    wait_until(marker.exists)  # the six blobs are in the state
+
+    kill_hard(stack, "executor")
+    stack.start_service("executor")
+    stack.wait_ready()
+
+    execution = wait_for_end(api, execution_id)
+    assert execution["state"]["current"] == "SUCCESS"
+    blobs = [r for r in execution["taskRunList"] if r["taskId"] == "blob"]
+    assert len(blobs) == 6 and all(len(r["outputs"]["blob"]) == 200_000 for r in blobs)
+    (sleep,) = [r for r in execution["taskRunList"] if r["taskId"] == "sleep"]
+    assert len(sleep["attempts"]) == 1  # recovered, not started over
