@@ -166,6 +166,19 @@ async def test_a_step_with_a_command_the_codec_refuses_sends_nothing_of_that_ste
     assert line.message.startswith("internal error while applying TriggerEvent: CodecError")
 
 
+async def test_a_message_over_what_its_topic_takes_aborts_its_step(monkeypatch):
+    """The producer takes state-sized records; the other topics do not: a too big message
+    fails its execution instead of the batch (the broker would refuse it on every replay)."""
+    monkeypatch.setattr(runtime_module, "MAX_VALUE_BYTES", 4_000)
+    flow = make_flow(log_task("a", message="x" * 5_000), flow_id="good")
+    runtime, table, producer = make_runtime(good=flow)
+    await runtime.process_batch([start("ex-big", "good")])
+    assert stored(table, "ex-big").state is State.FAILED
+    assert producer.of("ex-big", messages.TaskRequest) == []
+    (line,) = producer.of("ex-big", messages.LogRecord)
+    assert "a task-requests message of" in line.message
+
+
 async def test_an_event_that_cannot_be_failed_either_is_dropped(monkeypatch, caplog):
     runtime, table, producer = make_runtime(good=make_flow(log_task("a"), flow_id="good"))
     poison(monkeypatch, "ex-bad", MemoryError(), abort_too=True)
