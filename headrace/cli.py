@@ -349,16 +349,24 @@ def _echo_execution(execution: dict[str, Any]) -> None:
     click.echo(
         "state     " + click.style(state, fg=color, bold=True) + _duration(execution["state"])
     )
+    flow_outputs = execution.get("outputs") or {}
+    if flow_outputs:
+        click.echo("outputs   " + ", ".join(f"{k}={v!r}" for k, v in flow_outputs.items()))
     runs = execution.get("taskRunList") or []
     if runs:
-        width = max(len(r["taskId"]) for r in runs)
-        for run in runs:
+        # A for-each's runs differ by their item: show it, as taskId[item].
+        labels = [
+            run["taskId"] + (f"[{run['value']}]" if run.get("value") is not None else "")
+            for run in runs
+        ]
+        width = max(len(label) for label in labels)
+        for label, run in zip(labels, runs, strict=True):
             outputs = run.get("outputs") or {}
             shown = ", ".join(f"{k}={v!r}" for k, v in outputs.items())
             click.echo(
-                f"  {run['taskId']:<{width}}  {run['state']['current']:<8}"
+                f"  {label:<{width}}  {run['state']['current']:<8}"
                 f"  attempts {len(run.get('attempts') or [])}{_duration(run['state'])}"
-                + (f"  outputs: {shown}" if shown else "")
+                f"  id {run['id']}" + (f"  outputs: {shown}" if shown else "")
             )
             error = ((run.get("attempts") or [{}])[-1]).get("error")
             if run["state"]["current"] == "FAILED" and error:
@@ -486,4 +494,4 @@ def trigger_backfill(
     )
     for execution_id in answer["executionIds"]:
         click.echo(execution_id)
-    click.echo(f"{answer['count']} ticks backfilled")
+    click.echo(f"{answer['count']} ticks published (a tick that already ran starts nothing new)")

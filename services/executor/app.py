@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
+from pathlib import Path
 from typing import Any, NoReturn
 
 import asyncpg
@@ -103,6 +105,13 @@ def create_app(settings: Settings) -> faust.App:
         APP_ID,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store=settings.executor_store,
+        # Faust makes its data folder in the working directory by default; the memory
+        # store keeps nothing there, so it goes to the temp folder, not the user's repo.
+        **(
+            {"datadir": str(Path(tempfile.gettempdir()) / f"{APP_ID}-data")}
+            if settings.executor_store.startswith("memory")
+            else {}
+        ),
         autodiscover=False,
         # The table holds `Execution.to_bytes()` under the execution id: no Faust codec.
         table_key_serializer="raw",

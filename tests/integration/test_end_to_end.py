@@ -244,6 +244,13 @@ def test_readme_tour_through_the_cli(stack: LocalStack) -> None:
 
     shown = run_cli(stack, "execution", "show", execution_id)
     assert "letters=4" in shown.stdout
+    # Task run ids, for `execution replay --task-run-id`, are listed.
+    runs = ApiClient(stack.url).request("GET", f"/executions/{execution_id}")["taskRunList"]
+    assert all(f"id {run['id']}" in shown.stdout for run in runs)
+
+    looped = run_cli(stack, "execution", "start", "examples", "elt-pipeline", "--wait")
+    assert looped.returncode == 0, looped.stdout + looped.stderr
+    assert "load-table[orders]" in looped.stdout  # for-each runs show their item
 
     deadline = time.monotonic() + 30
     while True:
