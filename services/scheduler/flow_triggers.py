@@ -69,6 +69,11 @@ CHAIN_LIMIT = 10
 # anyway): a few hundred kilobytes of ids.
 SEEN_LIMIT = 10_000
 POLL_TIMEOUT_MS = 200
+# A join takes about half the group's rebalance timeout on the embedded broker (4 s
+# there) and up to the whole of it on real Kafka (60 s) when old members must rejoin;
+# past these, the join is abandoned and retried.
+JOIN_TIMEOUT_S = {True: 20.0, False: 150.0}  # by settings.low_latency
+JOIN_ATTEMPTS = 3
 # Window progress and counted ends are kept this long: past the `executions` topic's
 # retention (7 days), so no end can be re-delivered after its record was dropped.
 STATE_RETENTION = timedelta(days=8)
@@ -322,17 +327,38 @@ class FlowTriggers:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        """Join the group and fix the start position: ends after this are not missed."""
-        consumer = make_consumer(
-            self._settings,
-            group_id=GROUP_ID,
-            client_id=f"headrace-flow-triggers-{socket.gethostname()}",
-            auto_offset_reset=NEW_GROUP_OFFSET_RESET,
-        )
-        consumer.subscribe([EXECUTIONS.name], listener=self._tracker)
-        await consumer.start()  # returns once the group gave it its partitions
-        self._consumer = consumer
-        await pin_new_partitions(consumer, self._tracker)
+        """Join the group and fix the start position: ends after this are not missed.
+
+        A join that hangs (seen once on the embedded broker, after a group's members
+        had just died) is abandoned and tried again with a new consumer.
+        """
+        for attempt in range(1, JOIN_ATTEMPTS + 1):
+            consumer = make_consumer(
+                self._settings,
+                group_id=GROUP_ID,
+                client_id=f"headrace-flow-triggers-{socket.gethostname()}",
+                auto_offset_reset=NEW_GROUP_OFFSET_RESET,
+            )
+            self._tracker = AssignmentTracker()
+            consumer.subscribe([EXECUTIONS.name], listener=self._tracker)
+            try:
+                async with asyncio.timeout(JOIN_TIMEOUT_S[self._settings.low_latency]):
+                    await consumer.start()
+                    await pin_new_partitions(consumer, self._tracker)
+            except TimeoutError:
+                await consumer.stop()
+                if attempt == JOIN_ATTEMPTS:
+                    raise
+                log.warning(
+                    "joining %s took over %.0f s; trying again (%d/%d)",
+                    GROUP_ID,
+                    JOIN_TIMEOUT_S[self._settings.low_latency],
+                    attempt + 1,
+                    JOIN_ATTEMPTS,
+                )
+                continue
+            self._consumer = consumer
+            return
 
     async def close(self) -> None:
         if self._consumer is not None:
