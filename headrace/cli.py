@@ -437,10 +437,10 @@ def trigger_list(api: ApiClient, namespace: str | None, flow_id: str | None) -> 
     for item in page["results"]:
         state = "disabled" if item["disabled"] else "enabled"
         line = f"{item['namespace']}/{item['flowId']}/{item['triggerId']}  {item['type']}  {state}"
+        # What it last started (the schedule's watermark, `lastTick`, is in the API).
+        line += f"  last fired {item.get('lastFiredAt') or '-'}"
         if item["type"] == "schedule":
-            line += f"  last {item['lastTick'] or '-'}  next {item['nextTick'] or '-'}"
-        else:
-            line += f"  last fired {item.get('lastFiredAt') or '-'}"
+            line += f"  next {item['nextTick'] or '-'}"
         if item.get("lastError"):
             line += f"  error: {item['lastError']}"
         click.echo(line)

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import itertools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -318,6 +319,10 @@ def test_readme_trigger_tour(stack: LocalStack, settings: Settings) -> None:
     listing = run_cli(stack, "trigger", "list", "--namespace", "examples")
     assert "examples/every-minute/tick  schedule  disabled" in listing.stdout
     assert "examples/on-webhook/push  webhook  enabled  last fired 20" in listing.stdout
+    # A schedule shows what it last started, not its watermark, and nothing next when off.
+    assert re.search(
+        r"examples/every-minute/tick  schedule  disabled  last fired \S+  next -", listing.stdout
+    )
     assert "4 triggers" in listing.stdout
 
 
