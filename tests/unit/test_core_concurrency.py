@@ -300,7 +300,9 @@ def test_with_a_limit_of_one_executions_run_one_after_the_other_in_order():
     world.finish("ex1")
     assert world.states() == {"ex1": State.SUCCESS, "ex2": State.KILLED, "ex3": State.RUNNING}
     world.finish("ex3")
-    assert world.slots == FlowSlots(limit=1)  # every slot given back
+    # Every slot given back, and the claims they were held on remembered.
+    assert (world.slots.holders, world.slots.queue, world.slots.granted) == ((), (), {})
+    assert len(world.slots.released) == 2  # ex1's and ex3's
 
 
 def test_with_cancel_behavior_the_extra_execution_is_cancelled():

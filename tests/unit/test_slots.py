@@ -98,3 +98,24 @@ def test_the_limit_always_holds_and_nobody_is_both_waiting_and_running(limit, re
         if len(slots.holders) < limit:
             assert not slots.queue  # nobody waits while a slot is free
         assert set(slots.claims) == set(slots.queue)  # a claim kept for each waiting one
+
+
+def test_an_acquire_redelivered_after_its_release_takes_no_slot() -> None:
+    slots = decide(None, request(ACQUIRE, "a")).slots
+    slots = decide(slots, request(RELEASE, "a")).slots
+    again = decide(slots, request(ACQUIRE, "a"))  # the same request, delivered twice
+    assert again.answers == [] and again.slots.holders == ()
+    # The same execution claiming anew (a restart: a new request id) is granted.
+    fresh = SlotRequest("ACQUIRE:a:2", "ns/flow", "a", ACQUIRE, NOW, 1, ConcurrencyBehavior.QUEUE)
+    assert decide(again.slots, fresh).slots.holders == ("a",)
+    # What is remembered survives the table's round trip.
+    assert FlowSlots.from_bytes(slots.to_bytes()) == slots
+
+
+def test_a_queued_claim_is_remembered_once_admitted_and_given_back() -> None:
+    slots = decide(None, request(ACQUIRE, "a")).slots
+    slots = decide(slots, request(ACQUIRE, "b")).slots  # queued
+    slots = decide(slots, request(RELEASE, "a")).slots  # b admitted
+    slots = decide(slots, request(RELEASE, "b")).slots
+    assert slots.released == ("ACQUIRE:a", "ACQUIRE:b") and slots.holders == ()
+    assert decide(slots, request(ACQUIRE, "b")).answers == []
