@@ -76,6 +76,10 @@ from headrace.topics.definitions import MAX_VALUE_BYTES
 
 log = logging.getLogger(__name__)
 
+# The table value of an execution killed before its start arrived: not a state (states
+# start with their format version), so it cannot be mistaken for one.
+KILLED_BEFORE_START = b"killed-before-start"
+
 MAX_ABORT_REASON = 1_000  # characters of the error kept in the execution's log line
 
 
@@ -142,8 +146,9 @@ class ExecutorRuntime:
         changed: list[tuple[bytes, int, bytes]] = []
         for key, (partition, messages) in by_execution.items():
             raw = self.table.data.get(key)
+            killed_early = raw == KILLED_BEFORE_START
             try:
-                execution = Execution.from_bytes(raw) if raw is not None else None
+                execution = Execution.from_bytes(raw) if raw and not killed_early else None
             except StateVersionError:
                 # A newer executor wrote it (rolling upgrade): dropping the events would
                 # lose work that version can do. Fail the batch; the process exits.
@@ -152,11 +157,29 @@ class ExecutorRuntime:
                 log.error("execution %s: %s; %d events dropped", key.decode(), exc, len(messages))
                 continue
             for message in messages:
+                if execution is None and _is_kill(message):
+                    # A parent's kill can overtake its child's start (two topics): remember
+                    # it, so the start that follows is killed at once instead of running.
+                    killed_early = True
+                    continue
                 execution = await self._advance(key, execution, message, now, deliveries)
+                if killed_early and execution is not None and isinstance(message, TriggerEvent):
+                    kill = ExecutionCommand(
+                        command_id=f"killed-before-start:{message.execution_id}",
+                        execution_id=message.execution_id,
+                        kind=CommandKind.KILL,
+                        time=now,
+                    )
+                    execution = await self._advance(key, execution, kill, now, deliveries)
+                    killed_early = False
             if execution is not None:
                 value = execution.to_bytes()
-                if value != raw:
-                    changed.append((key, partition, value))
+            elif killed_early:
+                value = KILLED_BEFORE_START
+            else:
+                continue
+            if value != raw:
+                changed.append((key, partition, value))
         if deliveries:
             await asyncio.gather(*deliveries)
         for key, partition, value in changed:
@@ -349,6 +372,8 @@ class ExecutorRuntime:
         self.timers.clear()
         count = 0
         for key, raw in list(self.table.data.items()):
+            if raw == KILLED_BEFORE_START:
+                continue  # no state, no timers
             try:
                 execution = Execution.from_bytes(raw)
             except StateVersionError:
@@ -420,6 +445,10 @@ def _drop(key: bytes, execution: Execution | None, what: str, error: Exception) 
         what,
     )
     return execution
+
+
+def _is_kill(message: Message) -> bool:
+    return isinstance(message, ExecutionCommand) and message.kind is CommandKind.KILL
 
 
 def _core_event(message: Message) -> Event | None:

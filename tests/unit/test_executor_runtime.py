@@ -270,3 +270,36 @@ async def test_a_subflow_whose_flow_cannot_load_fails_its_task_not_the_batch(tas
     (refusal,) = producer.of("ex-parent", messages.ExecutionCommand)
     assert refusal.kind is messages.CommandKind.CHILD_ENDED
     assert refusal.payload["state"] == "FAILED"
+
+
+def kill(execution_id: str) -> InputEvent:
+    command = messages.ExecutionCommand(
+        command_id=f"kill-{execution_id}",
+        execution_id=execution_id,
+        kind=messages.CommandKind.KILL,
+        time=T0,
+    )
+    return InputEvent(execution_id.encode(), codec.encode(command), 0)
+
+
+async def test_a_kill_that_overtakes_the_start_kills_the_execution_when_it_starts():
+    runtime, table, producer = make_runtime(child=make_flow(log_task("a"), flow_id="child"))
+    # A parent killed right after starting its child: the kill arrives first.
+    await runtime.process_batch([kill("ex-child")])
+    assert table.data[b"ex-child"] == runtime_module.KILLED_BEFORE_START
+    assert runtime.rebuild_timers() == 0  # the marker is no state: skipped quietly
+
+    await runtime.process_batch([start("ex-child", "child")])
+    child = stored(table, "ex-child")
+    assert child.state in (State.KILLING, State.KILLED)
+    (request,) = producer.of("ex-child", messages.TaskRequest)
+    (stop,) = producer.of("ex-child", messages.TaskKill)  # the worker never runs it
+    assert (stop.task_run_id, stop.attempt) == (request.task_run_id, request.attempt)
+
+
+async def test_a_kill_and_start_in_one_batch_in_either_order():
+    for order in ("kill-first", "start-first"):
+        runtime, table, _ = make_runtime(child=make_flow(log_task("a"), flow_id="child"))
+        events = [kill("ex-child"), start("ex-child", "child")]
+        await runtime.process_batch(events if order == "kill-first" else events[::-1])
+        assert stored(table, "ex-child").state in (State.KILLING, State.KILLED), order
