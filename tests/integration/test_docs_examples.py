@@ -13,10 +13,8 @@ import asyncio
 import dataclasses
 import json
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,6 +24,7 @@ from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.flow_files import apply_folder
 from headrace.local import LocalStack
+from tests.integration.waiting import wait_until
 from tests.unit.test_docs_flows import Example, runnable_examples
 
 NAMESPACE = "docs.examples"
@@ -59,14 +58,6 @@ def execution(api: ApiClient, execution_id: str) -> dict | None:
         if exc.status == 404:  # not indexed yet
             return None
         raise
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 def in_namespace(source: str) -> str:
@@ -126,7 +117,7 @@ def outcomes(api: ApiClient) -> dict[str, Outcome]:
                         raise
         return all(outcome.final is not None for outcome in started.values())
 
-    wait_until(all_ended)
+    wait_until(all_ended, DEADLINE_S)
     return started
 
 
@@ -246,7 +237,8 @@ def test_examples_folder_validates_and_the_elt_pipeline_runs(api: ApiClient) -> 
         "POST", "/executions/examples/elt-pipeline", json_body={"tables": tables}
     )["id"]
     ended = wait_until(
-        lambda: (e := execution(api, execution_id)) and e["state"]["current"] in TERMINAL and e
+        lambda: (e := execution(api, execution_id)) and e["state"]["current"] in TERMINAL and e,
+        DEADLINE_S,
     )
     assert ended["state"]["current"] == "SUCCESS", json.dumps(ended, indent=1)[:4000]
     runs = runs_by_task(ended)
@@ -271,7 +263,8 @@ def test_the_approval_example_waits_for_a_resume(api: ApiClient) -> None:
     )
     execution_id = api.request("POST", "/executions/examples/approval", json_body={})["id"]
     paused = wait_until(
-        lambda: (e := execution(api, execution_id)) and e["state"]["current"] == "PAUSED" and e
+        lambda: (e := execution(api, execution_id)) and e["state"]["current"] == "PAUSED" and e,
+        DEADLINE_S,
     )
     assert _states(paused, "wait-for-approval") == ["PAUSED"]
     assert _states(paused, "decide") == []
@@ -281,7 +274,8 @@ def test_the_approval_example_waits_for_a_resume(api: ApiClient) -> None:
         json_body={"approved": "true", "approver": "ada"},
     )
     ended = wait_until(
-        lambda: (e := execution(api, execution_id)) and e["state"]["current"] in TERMINAL and e
+        lambda: (e := execution(api, execution_id)) and e["state"]["current"] in TERMINAL and e,
+        DEADLINE_S,
     )
     assert ended["state"]["current"] == "SUCCESS"
     assert _states(ended, "publish") == ["SUCCESS"] and _states(ended, "rejected") == []

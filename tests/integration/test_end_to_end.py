@@ -14,10 +14,9 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,6 +27,7 @@ from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
 from headrace.services.scheduler.kafka_triggers import default_group_id
 from tests.integration.test_kafka_triggers import committed
+from tests.integration.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -285,7 +285,9 @@ def test_readme_trigger_tour(stack: LocalStack, settings: Settings) -> None:
     hello_id = hello.stdout.split()[1]
 
     group = default_group_id("examples", "from-kafka", "orders")
-    wait_for(lambda: committed(settings, group, "examples.orders"), "the Kafka trigger to join")
+    wait_until(
+        lambda: committed(settings, group, "examples.orders"), what="the Kafka trigger to join"
+    )
     sent = subprocess.run(
         [
             sys.executable,
@@ -307,11 +309,11 @@ def test_readme_trigger_tour(stack: LocalStack, settings: Settings) -> None:
         )
         return [e for e in page["results"] if e["state"]["current"] == "SUCCESS"]
 
-    webhook_run = wait_for(lambda: ended("on-webhook"), "the webhook execution")[0]
+    webhook_run = wait_until(lambda: ended("on-webhook"), what="the webhook execution")[0]
     assert webhook_run["id"] == called["id"] and webhook_run["inputs"] == {"branch": "release"}
-    after = wait_for(lambda: ended("after-hello"), "the flow-triggered execution")
+    after = wait_until(lambda: ended("after-hello"), what="the flow-triggered execution")
     assert hello_id in {e["trigger"]["executionId"] for e in after}
-    (kafka_run,) = wait_for(lambda: ended("from-kafka"), "the Kafka-triggered execution")
+    (kafka_run,) = wait_until(lambda: ended("from-kafka"), what="the Kafka-triggered execution")
     assert kafka_run["inputs"] == {"order": 7}
 
     disabled = run_cli(stack, "trigger", "disable", "examples", "every-minute", "tick")
@@ -324,14 +326,6 @@ def test_readme_trigger_tour(stack: LocalStack, settings: Settings) -> None:
         r"examples/every-minute/tick  schedule  disabled  last fired \S+  next -", listing.stdout
     )
     assert "4 triggers" in listing.stdout
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 def test_cli_reports_unreachable_server_without_traceback() -> None:

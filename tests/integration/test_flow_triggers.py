@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +16,7 @@ from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
 from headrace.services.scheduler.flow_triggers import CHAIN_LIMIT
+from tests.integration.waiting import wait_until
 
 TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
 
@@ -38,14 +37,6 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield Stack(ApiClient(local.url, timeout_s=60), log_dir)
     finally:
         local.stop()
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 def namespace() -> str:

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from headrace.services.scheduler.kafka_triggers import default_group_id, legacy_
 from headrace.services.scheduler.starts import publish_starts
 from headrace.topics.definitions import MAX_VALUE_BYTES
 from tests.integration.test_gateway import triggers_on_topic
+from tests.integration.waiting import wait_until
 from tests.schema_registry import RegistryServer
 
 TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
@@ -56,14 +56,6 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="module")
 def api(stack: LocalStack) -> ApiClient:
     return ApiClient(stack.url, timeout_s=60)
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 def create_topic(settings: Settings, partitions: int = 1) -> str:

@@ -11,8 +11,7 @@ import dataclasses
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
 from headrace.messages import CommandKind, ExecutionCommand
 from headrace.topics import EXECUTION_COMMANDS
+from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.ops"
 TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
@@ -45,14 +45,6 @@ def api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield ApiClient(stack.url, timeout_s=60)
     finally:
         stack.stop()
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 def execution(api: ApiClient, execution_id: str) -> dict | None:

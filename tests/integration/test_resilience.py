@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -21,6 +20,7 @@ from headrace.broker import free_port
 from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack, ServiceProcess
+from tests.integration.waiting import wait_until
 
 SLOW_TASK = """\
 id: slow
@@ -94,13 +94,6 @@ def kill_hard(stack: LocalStack, name: str) -> ServiceProcess:
     service.process.send_signal(signal.SIGKILL)
     service.process.wait(10)
     return service
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def apply(api: ApiClient, source: str, flow_id: str) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +38,7 @@ from headrace.messages import TriggerEvent
 from headrace.services.scheduler.catalog import DeclaredTrigger
 from headrace.services.scheduler.schedules import ScheduleRunner
 from headrace.topics.definitions import TRIGGERS
+from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.schedules"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -254,14 +255,6 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield local
     finally:
         local.stop()
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-    return value
 
 
 def executions(api: ApiClient, flow_id: str) -> list[dict]:
