@@ -92,7 +92,7 @@ def server_local(port: int, partitions: int) -> None:
 
 def _service_command(name: str) -> Callable[[], None]:
     @server.command(name)
-    @click.option("--log-level", default="WARNING", show_default=True)
+    @click.option("--log-level", default="WARNING", show_default=True, envvar="HEADRACE_LOG_LEVEL")
     def command(log_level: str) -> None:
         from headrace.services.main import run_service
 

@@ -24,15 +24,19 @@ from headrace.core.state import StateVersionError
 from headrace.db.flows import FlowRepository
 from headrace.db.pool import create_pool
 from headrace.readiness import mark_ready
-from headrace.services.executor.faust_tuning import faust_settings, install_fetch_wait
+from headrace.services.executor.consumer import install_consumers
+from headrace.services.executor.faust_tuning import faust_settings
 from headrace.services.executor.flows import FlowCache
-from headrace.services.executor.runtime import ExecutorRuntime, InputEvent
+from headrace.services.executor.recovery import FencedTableManager
+from headrace.services.executor.runtime import ExecutorRuntime, InputEvent, StateTable
 from headrace.topics import EXECUTION_COMMANDS, FLOW_SLOTS, TASK_RESULTS, TRIGGERS
 from headrace.topics.definitions import EXECUTION_STATE_CHANGELOG, FLOW_SLOTS_CHANGELOG
 
 log = logging.getLogger(__name__)
 
 APP_ID = "headrace-executor"
+# Keyed by execution (or, for flow-slots, by flow); never compacted.
+INPUT_TOPICS = (TRIGGERS.name, TASK_RESULTS.name, EXECUTION_COMMANDS.name, FLOW_SLOTS.name)
 TABLE_NAME = "executions"
 SLOTS_TABLE_NAME = "flow-slots"
 # A batch closes after this many events, or when no event came for BATCH_WITHIN_S.
@@ -63,8 +67,8 @@ class _Runtime:
             if self.runtime is None:
                 self._pool = await create_pool(self.settings.database_url)
                 runtime = ExecutorRuntime(
-                    self.table,
-                    self.slots_table,
+                    _state_table(self.table),
+                    _state_table(self.slots_table),
                     FlowCache(FlowRepository(self._pool)),
                     self.app.producer,
                 )
@@ -78,6 +82,10 @@ class _Runtime:
             self._timer_task.cancel()
         if self._pool is not None:
             await self._pool.close()
+
+
+def _state_table(table: Any) -> StateTable:
+    return StateTable(table.data, table.changelog_topic.get_topic_name())
 
 
 def _exit_if_timers_died(task: asyncio.Task[None]) -> None:
@@ -99,8 +107,7 @@ def _exit_on_newer_state() -> NoReturn:
 
 
 def create_app(settings: Settings) -> faust.App:
-    if settings.low_latency:
-        install_fetch_wait(settings.fetch_max_wait_ms)
+    install_consumers(INPUT_TOPICS, settings.fetch_max_wait_ms if settings.low_latency else None)
     app = faust.App(
         APP_ID,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -113,6 +120,8 @@ def create_app(settings: Settings) -> faust.App:
             else {}
         ),
         autodiscover=False,
+        # Recovery reads each changelog to a fence it wrote, not to the broker's end offset.
+        TableManager=FencedTableManager,
         # The table holds `Execution.to_bytes()` under the execution id: no Faust codec.
         table_key_serializer="raw",
         table_value_serializer="raw",

@@ -1,38 +1,15 @@
-"""Faust settings that make the executor fast on the embedded broker (DESIGN §5).
+"""Faust settings for the executor (the consumer it uses is in `consumer.py`).
 
-The embedded broker answers a fetch only after about half of the consumer's
-`fetch_max_wait_ms`, and a JoinGroup after about half of the group timeouts. Faust
-0.15.3 hard-codes `fetch_max_wait_ms=1500` when it builds its aiokafka consumer, which
-costs ~750 ms per hop; its 60 s group timeouts cost ~30 s at start. The driver looks
-`aiokafka.AIOKafkaConsumer` up at call time through its module-level `aiokafka` name, so
-we give that name a copy of the module whose consumer class forces our fetch wait. The
-real `aiokafka` module is left untouched for everything else in the process.
+On the embedded broker, group timeouts are low: it answers a JoinGroup after about half
+of them, and Faust's 60 s defaults cost ~30 s at start (docs/architecture.md).
 """
 
 from __future__ import annotations
 
-import types
 from typing import Any
-
-import aiokafka
-import faust.transport.drivers.aiokafka as faust_driver
 
 from headrace.config import Settings
 from headrace.topics.definitions import MAX_STATE_BYTES
-
-
-def install_fetch_wait(fetch_max_wait_ms: int) -> None:
-    """Make every consumer Faust builds from now on use `fetch_max_wait_ms`."""
-
-    class LowLatencyConsumer(aiokafka.AIOKafkaConsumer):
-        def __init__(self, *topics: str, **kwargs: Any) -> None:
-            kwargs["fetch_max_wait_ms"] = fetch_max_wait_ms
-            super().__init__(*topics, **kwargs)
-
-    patched = types.ModuleType("aiokafka")
-    patched.__dict__.update(aiokafka.__dict__)
-    patched.AIOKafkaConsumer = LowLatencyConsumer  # type: ignore[attr-defined]
-    faust_driver.aiokafka = patched  # type: ignore[attr-defined]
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:

@@ -105,12 +105,13 @@ class Flows(Protocol):
     async def latest_revision(self, namespace: str, flow_id: str) -> int | None: ...
 
 
-class StateTable(Protocol):
-    """What we need of the Faust table: its store and an explicit-partition changelog."""
+@dataclass(frozen=True, slots=True)
+class StateTable:
+    """A Faust table as the runtime uses it: its store, and the changelog topic that a
+    write must reach before the events that caused it are committed."""
 
     data: MutableMapping[bytes, bytes]
-
-    def send_changelog(self, partition: int | None, key: Any, value: Any) -> Any: ...
+    changelog: str
 
 
 @dataclass(slots=True)
@@ -183,8 +184,7 @@ class ExecutorRuntime:
         if deliveries:
             await asyncio.gather(*deliveries)
         for key, partition, value in changed:
-            self.table.data[key] = value
-            self.table.send_changelog(partition, key, value)
+            await self._store(self.table, partition, key, value)
 
     async def _advance(
         self,
@@ -330,6 +330,15 @@ class ExecutorRuntime:
     async def _produce(self, record: _Record) -> asyncio.Future[Any]:
         return await self.producer.send(record.topic, record.key, record.value, None, None, None)
 
+    async def _store(self, table: StateTable, partition: int, key: bytes, value: bytes) -> None:
+        """Write a state to the table and send it to the changelog. Through our producer,
+        not Faust's `send_changelog`: Faust buffers those sends, and its flush before an
+        offset commit gives up on the buffer after 100 ms of no progress, so under load an
+        input could be committed while the state it produced was still in that buffer (a
+        crash then loses the execution). Our sends are in the producer the commit flushes."""
+        table.data[key] = value
+        await self.producer.send(table.changelog, key, value, partition, None, None)
+
     async def process_slot_request(self, item: InputEvent) -> None:
         """One request of the flow-slots agent: decide, answer, then store (as for batches)."""
         try:
@@ -350,8 +359,7 @@ class ExecutorRuntime:
             await asyncio.gather(*deliveries)
         value = step.slots.to_bytes()
         if value != raw:
-            self.slots_table.data[item.key] = value
-            self.slots_table.send_changelog(item.partition, item.key, value)
+            await self._store(self.slots_table, item.partition, item.key, value)
 
     async def fire_timer(self, execution_id: str, timer: Timer) -> None:
         command = ExecutionCommand(

@@ -1,7 +1,7 @@
 """The executor's shell driven without a broker: a batch in, what it produced and stored out.
 
 The table, producer and flow source are small fakes of the runtime's own protocols
-(`StateTable`, `Producer`, `Flows`); the core and the codec are the real ones.
+(`Producer`, `Flows`; `StateTable` is a plain record); the core and the codec are the real ones.
 """
 
 from __future__ import annotations
@@ -22,26 +22,25 @@ from headrace.errors import CodecError
 from headrace.flow.errors import FlowError, FlowValidationError
 from headrace.flow.model import Flow
 from headrace.services.executor import runtime as runtime_module
-from headrace.services.executor.runtime import ExecutorRuntime, InputEvent
+from headrace.services.executor.runtime import ExecutorRuntime, InputEvent, StateTable
 from headrace.states import State
 from tests.unit.test_core_helpers import T0, log_task, make_flow, trigger
 
-
-@dataclass
-class FakeTable:
-    data: dict[bytes, bytes] = field(default_factory=dict)
-    changelog: list[bytes] = field(default_factory=list)
-
-    def send_changelog(self, partition: int | None, key: Any, value: Any) -> None:
-        self.changelog.append(key)
+STATE_CHANGELOG = "state-changelog"
+SLOTS_CHANGELOG = "slots-changelog"
 
 
 @dataclass
 class FakeProducer:
     sent: list[tuple[str, messages.Message]] = field(default_factory=list)
+    # (topic, key, value) of every state written to a changelog
+    stored: list[tuple[str, bytes, bytes]] = field(default_factory=list)
 
     async def send(self, topic, key, value, partition, timestamp, headers) -> asyncio.Future:
-        self.sent.append((topic, codec.decode(value)))
+        if topic in (STATE_CHANGELOG, SLOTS_CHANGELOG):
+            self.stored.append((topic, key, value))
+        else:
+            self.sent.append((topic, codec.decode(value)))
         delivered = asyncio.get_running_loop().create_future()
         delivered.set_result(None)
         return delivered
@@ -70,13 +69,13 @@ def start(execution_id: str, flow_id: str) -> InputEvent:
     return InputEvent(execution_id.encode(), codec.encode(event), 0)
 
 
-def make_runtime(**flows: Flow | None) -> tuple[ExecutorRuntime, FakeTable, FakeProducer]:
-    table, producer = FakeTable(), FakeProducer()
-    runtime = ExecutorRuntime(table, FakeTable(), FakeFlows(flows), producer)
+def make_runtime(**flows: Flow | None) -> tuple[ExecutorRuntime, StateTable, FakeProducer]:
+    table, producer = StateTable({}, STATE_CHANGELOG), FakeProducer()
+    runtime = ExecutorRuntime(table, StateTable({}, SLOTS_CHANGELOG), FakeFlows(flows), producer)
     return runtime, table, producer
 
 
-def stored(table: FakeTable, execution_id: str) -> Execution:
+def stored(table: StateTable, execution_id: str) -> Execution:
     return Execution.from_bytes(table.data[execution_id.encode()])
 
 

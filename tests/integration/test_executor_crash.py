@@ -1,0 +1,162 @@
+"""kill -9 of the executor loses no execution: after each kill every execution still ends.
+
+Executions are started in bursts straight on the `triggers` topic, the executor is killed
+while they run (or while they wait, paused), a new one is started, and every execution must
+reach a terminal state. The short form runs in every test run; the long form (1,000
+executions, five kills in a row, as the crash-safety issue asked) is marked `long`:
+`python -m pytest -m long tests/integration/test_executor_crash.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from headrace.api_client import ApiClient
+from headrace.broker import free_port
+from headrace.client import TriggerClient
+from headrace.config import Settings
+from headrace.db.migrate import migrate_url
+from headrace.local import LocalStack
+from tests.integration.waiting import wait_until
+
+NAMESPACE = "tests.executor-crash"
+CHAIN = f"""\
+id: chain
+namespace: {NAMESPACE}
+tasks:
+  - id: one
+    type: log
+    message: one
+  - id: two
+    type: log
+    message: two
+  - id: three
+    type: log
+    message: three
+"""
+PAUSED = f"""\
+id: paused
+namespace: {NAMESPACE}
+tasks:
+  - id: wait
+    type: flow.pause
+  - id: after
+    type: log
+    message: resumed
+"""
+NOT_ENDED = "CREATED,QUEUED,RUNNING,PAUSED,RETRYING,KILLING"
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    asyncio.run(migrate_url(settings.database_url))
+    stack = LocalStack(
+        dataclasses.replace(settings, gateway_port=free_port()),
+        log_dir=tmp_path_factory.mktemp("executor-crash-logs"),
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack: LocalStack) -> ApiClient:
+    api = ApiClient(stack.url, timeout_s=60)
+    for flow_id, source in (("chain", CHAIN), ("paused", PAUSED)):
+        api.request(
+            "PUT",
+            f"/flows/{NAMESPACE}/{flow_id}",
+            body=source.encode(),
+            content_type="application/x-yaml",
+        )
+    return api
+
+
+def start_many(settings: Settings, api: ApiClient, flow_id: str, count: int) -> list[str]:
+    revision = api.request("GET", f"/flows/{NAMESPACE}/{flow_id}")["revision"]
+
+    async def publish() -> list[str]:
+        async with TriggerClient(settings.kafka_bootstrap) as client:
+            return list(
+                await asyncio.gather(
+                    *(
+                        client.trigger(NAMESPACE, flow_id, {}, revision=revision)
+                        for _ in range(count)
+                    )
+                )
+            )
+
+    return asyncio.run(publish())
+
+
+def count(api: ApiClient, flow_id: str, states: str | None = None) -> int:
+    params = {"namespace": NAMESPACE, "flowId": flow_id, "state": states, "size": 1}
+    return api.request("GET", "/executions", params=params)["total"]
+
+
+def restart_executor(stack: LocalStack) -> None:
+    (executor,) = [p for p in stack.processes if p.name == "executor" and p.alive]
+    executor.process.send_signal(signal.SIGKILL)
+    executor.process.wait(10)
+    stack.restart(executor)
+    stack.wait_ready()
+
+
+def kill_during_bursts(
+    stack: LocalStack, settings: Settings, api: ApiClient, *, executions: int, kills: int
+) -> None:
+    for round_ in range(kills):
+        before = count(api, "chain")
+        start_many(settings, api, "chain", executions)
+        # Kill once a part has ended: some executions done, many in flight.
+        wait_until(
+            lambda before=before: count(api, "chain") - before >= executions // 10
+            and count(api, "chain", "SUCCESS") - before >= executions // 10,
+            timeout_s=120,
+            what="a tenth of the burst indexed and ended",
+        )
+        restart_executor(stack)
+        wait_until(
+            lambda before=before: count(api, "chain") == before + executions
+            and count(api, "chain", NOT_ENDED) == 0,
+            timeout_s=180,
+            what=f"every execution of burst {round_ + 1} ended "
+            f"({count(api, 'chain', NOT_ENDED)} not ended)",
+        )
+    total = executions * kills
+    assert count(api, "chain", "SUCCESS") >= total  # earlier tests' runs may add to it
+
+
+def test_no_execution_is_lost_when_the_executor_is_killed_mid_burst(
+    stack: LocalStack, settings: Settings, api: ApiClient
+) -> None:
+    kill_during_bursts(stack, settings, api, executions=300, kills=2)
+
+
+@pytest.mark.long
+def test_five_kills_during_bursts_of_a_thousand(
+    stack: LocalStack, settings: Settings, api: ApiClient
+) -> None:
+    kill_during_bursts(stack, settings, api, executions=1_000, kills=5)
+
+
+def test_paused_executions_survive_a_kill_of_an_idle_executor(
+    stack: LocalStack, settings: Settings, api: ApiClient
+) -> None:
+    ids = start_many(settings, api, "paused", 120)
+    wait_until(lambda: count(api, "paused", "PAUSED") == 120, timeout_s=120, what="all paused")
+    restart_executor(stack)
+    for execution_id in ids:
+        api.request("POST", f"/executions/{execution_id}/resume", json_body={})
+    wait_until(
+        lambda: count(api, "paused", "SUCCESS") == 120,
+        timeout_s=120,
+        what=f"all resumed ({count(api, 'paused', 'PAUSED')} still paused)",
+    )
