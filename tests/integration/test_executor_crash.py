@@ -117,15 +117,18 @@ def kill_during_bursts(
         start_many(settings, api, "chain", executions)
         # Kill once a part has ended: some executions done, many in flight.
         wait_until(
-            lambda before=before: count(api, "chain") - before >= executions // 10
-            and count(api, "chain", "SUCCESS") - before >= executions // 10,
+            lambda before=before: (
+                count(api, "chain") - before >= executions // 10
+                and count(api, "chain", "SUCCESS") - before >= executions // 10
+            ),
             timeout_s=120,
             what="a tenth of the burst indexed and ended",
         )
         restart_executor(stack)
         wait_until(
-            lambda before=before: count(api, "chain") == before + executions
-            and count(api, "chain", NOT_ENDED) == 0,
+            lambda before=before: (
+                count(api, "chain") == before + executions and count(api, "chain", NOT_ENDED) == 0
+            ),
             timeout_s=180,
             what=f"every execution of burst {round_ + 1} ended "
             f"({count(api, 'chain', NOT_ENDED)} not ended)",
