@@ -13,10 +13,10 @@ executor rendered the properties). Marker-like text from anywhere else (an input
 webhook body, an upstream output) is data and reaches the task unchanged.
 
 Everything published is made safe first:
-- the values of ALL the worker's `HEADRACE_SECRET_*` variables (not only those the task
-  referenced) are masked in log lines, the error text and every string of the outputs;
-  values shorter than `MIN_MASKED_SECRET_CHARS` are not masked (masking "1" would garble
-  every line and hide nothing worth hiding);
+- the values of ALL the worker's secrets (not only those the task referenced) are masked
+  in log lines, the error text and every string of the outputs, in their common
+  encodings too (`masking.Masker`); values shorter than `MIN_MASKED_SECRET_CHARS` are
+  not masked (masking "1" would garble every line and hide nothing worth hiding);
 - NUL characters become U+FFFD: PostgreSQL refuses `\\x00` in text and `\\u0000` in jsonb;
 - at most `MAX_LOG_LINES` lines per run of an attempt, each cut to `MAX_LOG_LINE_BYTES`;
 - outputs over `MAX_OUTPUTS_BYTES` of JSON fail the attempt.
@@ -44,18 +44,12 @@ from headrace.connectors.registry import connector_classes
 from headrace.errors import HeadraceError
 from headrace.messages import LogLevel, LogRecord, TaskRequest, TaskResult
 from headrace.secret_markers import resolve_secrets
+from headrace.services.worker.masking import Masker
 from headrace.states import State
 
 log = logging.getLogger(__name__)
 
-MASK = "******"
 SECRET_ENV_PREFIX = "HEADRACE_SECRET_"
-# Shorter secret values are not masked: replacing every "a" or "42" would make logs
-# unreadable while protecting nothing (such a value is guessed in a few tries anyway).
-MIN_MASKED_SECRET_CHARS = 3
-# PostgreSQL rejects NUL in text and jsonb; one would crash-loop the indexer.
-NUL = "\x00"
-REPLACEMENT_CHARACTER = "\ufffd"
 # Outputs travel in the result, in execution events and in the executor's state; Kafka's
 # default max.message.bytes is 1 MB, so one attempt's outputs must stay well below it.
 MAX_OUTPUTS_BYTES = 256 * 1024
@@ -83,34 +77,6 @@ def env_secret_values() -> list[str]:
 def new_run_nonce() -> str:
     """Tells apart two runs of one attempt (a redelivery), so their log ids differ."""
     return secrets.token_hex(4)
-
-
-class Masker:
-    """Makes text publishable: masks secret values (longest first, so a secret containing
-    another hides whole) and replaces NUL characters."""
-
-    def __init__(self, values: Iterable[str]) -> None:
-        self._values = sorted(
-            {v for v in values if len(v) >= MIN_MASKED_SECRET_CHARS}, key=len, reverse=True
-        )
-
-    def __call__(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, MASK)
-        return text.replace(NUL, REPLACEMENT_CHARACTER)
-
-    def value(self, item: Any) -> Any:
-        """`item` with every string in it (dict keys too, at any depth) made publishable."""
-        if isinstance(item, str):
-            return self(item)
-        if isinstance(item, dict):
-            return {
-                self(key) if isinstance(key, str) else key: self.value(sub)
-                for key, sub in item.items()
-            }
-        if isinstance(item, list | tuple):
-            return [self.value(sub) for sub in item]
-        return item
 
 
 def cut_line(message: str) -> str:

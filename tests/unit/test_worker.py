@@ -14,13 +14,12 @@ from headrace.connectors.base import ConnectorProperties, TaskContext
 from headrace.connectors.registry import connector_classes
 from headrace.messages import LogLevel, LogRecord, TaskRequest
 from headrace.secret_markers import marker
+from headrace.services.worker.masking import MASK, Masker
 from headrace.services.worker.offsets import OffsetTracker
 from headrace.services.worker.runner import (
-    MASK,
     MAX_LOG_LINE_BYTES,
     MAX_LOG_LINES,
     MAX_OUTPUTS_BYTES,
-    Masker,
     oversized_outputs_error,
     run_attempt,
 )
