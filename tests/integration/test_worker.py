@@ -27,8 +27,8 @@ from headrace.messages import LogLevel, LogRecord, TaskKill, TaskRequest, TaskRe
 from headrace.secret_markers import marker, request_nonce
 from headrace.services.worker import service
 from headrace.services.worker.kills import KillListenerError, follow_kills
-from headrace.services.worker.publisher import FLUSH_EVERY_SENDS, AttemptPublisher
 from headrace.services.worker.masking import MASK
+from headrace.services.worker.publisher import FLUSH_EVERY_SENDS, AttemptPublisher
 from headrace.services.worker.service import WORKER_GROUP, Worker
 from headrace.states import State
 from headrace.topics.definitions import LOGS, TASK_CONTROL, TASK_REQUESTS, TASK_RESULTS
