@@ -4,7 +4,8 @@ Shared by `shell` and `python`. stdout lines become INFO log lines and stderr li
 as they arrive. A stdout line `::{"outputs": {...}}::` (Kestra's convention) is not logged:
 its values are merged into the attempt's outputs. The child runs in its own session, so
 cancellation (timeout, shutdown, kill) and the end of the attempt signal the whole process
-group: no orphan survives its attempt.
+group: no orphan survives its attempt. With a `process_guard` (the worker's reaper) the
+group is registered before the program runs, so it does not survive its worker either.
 
 The child inherits the worker's environment minus every `HEADRACE_*` variable: those hold
 the worker's secrets (`HEADRACE_SECRET_*`), database URL and the like, which a task must
@@ -23,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from headrace.connectors.base import TaskContext, TaskFailed
+from headrace.connectors.base import ProcessGuard, TaskContext, TaskFailed
 from headrace.messages import LogLevel
 
 # Seconds between SIGTERM and SIGKILL when an attempt is cancelled: long enough for a
@@ -98,13 +99,16 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
 
 
 async def _spawn(
-    argv: list[str], *, env: Mapping[str, str], cwd: Path
+    argv: list[str], *, env: Mapping[str, str], cwd: Path, guard: ProcessGuard | None
 ) -> tuple[asyncio.subprocess.Process, _ExitAwareProtocol, asyncio.SubprocessTransport]:
     loop = asyncio.get_running_loop()
+    stdin: int = asyncio.subprocess.DEVNULL
+    if guard is not None:
+        argv, stdin = guard.wrap(argv)
     transport, protocol = await loop.subprocess_exec(
         lambda: _ExitAwareProtocol(STREAM_LIMIT_BYTES, loop),
         *argv,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=stdin,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=cwd,
@@ -121,7 +125,10 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 async def _terminate(
-    pid: int, protocol: _ExitAwareProtocol, transport: asyncio.SubprocessTransport
+    pid: int,
+    protocol: _ExitAwareProtocol,
+    transport: asyncio.SubprocessTransport,
+    guard: ProcessGuard | None,
 ) -> None:
     """SIGTERM the group, then SIGKILL it after a grace period (or at once if the leader left)."""
     _signal_group(pid, signal.SIGTERM)
@@ -129,6 +136,8 @@ async def _terminate(
         await asyncio.wait_for(asyncio.shield(protocol.exited), TERMINATE_GRACE_S)
     _signal_group(pid, signal.SIGKILL)
     await protocol.exited
+    if guard is not None:
+        guard.release(pid)
     # Closes our pipe ends even if a process that left the group still holds the others.
     transport.close()
 
@@ -160,8 +169,9 @@ async def run_process(
             last_stderr = line
         await context.log(LogLevel.WARN, line)
 
+    guard = context.process_guard
     try:
-        process, protocol, transport = await _spawn(argv, env=env, cwd=cwd)
+        process, protocol, transport = await _spawn(argv, env=env, cwd=cwd, guard=guard)
     except OSError as exc:  # a missing working directory, an unusable interpreter
         raise TaskFailed(f"could not start {argv[0]}: {exc}") from exc
     assert process.stdout is not None and process.stderr is not None
@@ -181,13 +191,15 @@ async def run_process(
                     raise error
         # Background children may still hold the pipes open: end them with their parent.
         _signal_group(process.pid, signal.SIGKILL)
+        if guard is not None:
+            guard.release(process.pid)
         await asyncio.gather(*readers)
         code = await process.wait()
     except BaseException:
         # Cancelled (timeout, shutdown) or a log sink failed: the group must not outlive us.
         for reader in readers:
             reader.cancel()
-        await asyncio.shield(_terminate(process.pid, protocol, transport))
+        await asyncio.shield(_terminate(process.pid, protocol, transport, guard))
         raise
     if code != 0:
         reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"

@@ -39,7 +39,13 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from headrace.connectors.base import Connector, TaskContext, TaskFailed, uses_workdir
+from headrace.connectors.base import (
+    Connector,
+    ProcessGuard,
+    TaskContext,
+    TaskFailed,
+    uses_workdir,
+)
 from headrace.connectors.registry import connector_classes
 from headrace.errors import HeadraceError
 from headrace.messages import LogLevel, LogRecord, TaskRequest, TaskResult
@@ -148,6 +154,7 @@ async def run_attempt(
     secret_values: SecretValues = env_secret_values,
     connectors: Mapping[str, type[Connector]] | None = None,
     run_nonce: str | None = None,
+    process_guard: ProcessGuard | None = None,
 ) -> TaskResult:
     """Run `request` to its end and describe the outcome.
 
@@ -240,6 +247,7 @@ async def run_attempt(
                 attempt=request.attempt,
                 log_sink=log_sink,
                 workdir=workdir,
+                process_guard=process_guard,
             )
             deadline = asyncio.timeout(timeout_s)
             try:

@@ -34,6 +34,7 @@ from headrace.messages import LogRecord, TaskKill, TaskRequest, TaskResult
 from headrace.services.worker.kills import KillListenerError, RecentKills, follow_kills
 from headrace.services.worker.offsets import OffsetTracker
 from headrace.services.worker.publisher import AttemptPublisher, PublishAborted
+from headrace.services.worker.reaper import Reaper
 from headrace.services.worker.runner import (
     PublishLog,
     SecretLookup,
@@ -117,6 +118,7 @@ class Worker:
         self._paused = False
         self._consumer = make_consumer(settings, group_id=WORKER_GROUP, client_id=worker_id)
         self._producer = make_producer(settings, client_id=worker_id)
+        self.reaper = Reaper()
 
     async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         """Serve until `stop` is set; `ready()` is called once partitions are assigned and
@@ -124,6 +126,14 @@ class Worker:
         self._stop = stop
         self._ready = ready
         self._consumer.subscribe([TASK_REQUESTS.name], listener=_CommitOnRevoke(self))
+        # Started before any task can be, stopped after the last one ended.
+        self.reaper.start()
+        try:
+            await self._serve(stop)
+        finally:
+            await asyncio.to_thread(self.reaper.stop)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         await self._producer.start()
         try:
             await self._consumer.start()
@@ -162,7 +172,9 @@ class Worker:
                 log.exception("worker %s: %s failed", self.worker_id, background.get_name())
 
     def _check_kills(self, kills: asyncio.Task[None]) -> None:
-        """A worker deaf to kills would run killed attempts to their end: fail loudly."""
+        """A worker deaf to kills would run killed attempts to their end, one without its
+        reaper would leave them running if it crashed: fail loudly."""
+        self.reaper.check()
         if not kills.done() or self._stop.is_set():
             return
         error = None if kills.cancelled() else kills.exception()
@@ -290,6 +302,7 @@ class Worker:
                     publish_log=publish_log,
                     secret_lookup=self._secret_lookup,
                     secret_values=self._secret_values,
+                    process_guard=self.reaper,
                 )
             )
             self._running[key].connector = connector
