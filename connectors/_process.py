@@ -7,9 +7,10 @@ cancellation (timeout, shutdown, kill) and the end of the attempt signal the who
 group: no orphan survives its attempt. With a `process_guard` (the worker's reaper) the
 group is registered before the program runs, so it does not survive its worker either.
 
-The child inherits the worker's environment minus every `HEADRACE_*` variable: those hold
-the worker's secrets (`HEADRACE_SECRET_*`), database URL and the like, which a task must
-only get through `{{ secret('NAME') }}` in its own `env`.
+The child's environment is the task's own `env` (where `{{ secret('NAME') }}` puts a
+secret it asked for) on top of the few variables of the worker's that any program needs
+(`BASE_VARIABLES`: PATH, HOME, the locale...). Nothing else of the worker's reaches it:
+not its configuration, not a credential someone left in its environment.
 """
 
 from __future__ import annotations
@@ -36,15 +37,23 @@ READ_CHUNK_BYTES = 64 * 1024
 STREAM_LIMIT_BYTES = 64 * 1024  # asyncio's default pipe buffer threshold
 OUTPUTS_PREFIX = "::"
 OUTPUTS_SUFFIX = "::"
-# Worker configuration and secrets: never inherited by a task's process.
-WORKER_ENV_PREFIX = "HEADRACE_"
+# What a task inherits from the worker's environment: where programs are, whose home,
+# which language and time zone, where temporary files go. Anything else (proxies, cloud
+# credentials) a flow passes explicitly in `env`, for all tasks of a type through
+# `pluginDefaults`.
+BASE_VARIABLES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM"}
+)
+BASE_PREFIXES = ("LC_",)  # LC_ALL, LC_CTYPE...
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
-    """The worker's environment without `HEADRACE_*`, plus the task's `env`; Python
-    children stay unbuffered."""
+    """The worker's `BASE_VARIABLES`, plus the task's `env`; Python children stay
+    unbuffered."""
     env = {
-        name: value for name, value in os.environ.items() if not name.startswith(WORKER_ENV_PREFIX)
+        name: value
+        for name, value in os.environ.items()
+        if name in BASE_VARIABLES or name.startswith(BASE_PREFIXES)
     }
     # Without this a Python child buffers stdout in a pipe and nothing streams until exit.
     env["PYTHONUNBUFFERED"] = "1"
