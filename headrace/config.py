@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 from headrace.errors import ConfigError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+# Bounds an attempt of a task that sets no `timeout`, so a hung one frees its worker
+# slot some day. Long, since it applies to tasks whose authors gave no thought to it:
+# six hours (GitHub Actions' limit per job) lets any reasonable batch step finish.
+DEFAULT_TASK_TIMEOUT = timedelta(hours=6)
+TASK_TIMEOUT_ENV = "HEADRACE_WORKER_TASK_TIMEOUT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +36,8 @@ class Settings:
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     worker_concurrency: int = 64
+    # The timeout of attempts whose task sets none (see DEFAULT_TASK_TIMEOUT).
+    worker_task_timeout: timedelta = DEFAULT_TASK_TIMEOUT
     executor_store: str = "memory://"
 
     @classmethod
@@ -51,6 +59,7 @@ class Settings:
                     env.get("HEADRACE_WORKER_CONCURRENCY", defaults.worker_concurrency)
                 ),
                 executor_store=env.get("HEADRACE_EXECUTOR_STORE", defaults.executor_store),
+                worker_task_timeout=_task_timeout(env.get(TASK_TIMEOUT_ENV)),
             )
         except ValueError as exc:
             raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
@@ -58,3 +67,18 @@ class Settings:
     @property
     def fetch_max_wait_ms(self) -> int:
         return 5 if self.low_latency else 500
+
+
+def _task_timeout(text: str | None) -> timedelta:
+    if text is None:
+        return DEFAULT_TASK_TIMEOUT
+    # Here, not at the top: the flow package is heavy, and most processes never get here.
+    from headrace.flow.durations import DURATION_HINT, parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{TASK_TIMEOUT_ENV}: {exc}; {DURATION_HINT}") from None
+    if value <= timedelta(0):
+        raise ConfigError(f"{TASK_TIMEOUT_ENV}: must be longer than zero, got {text!r}")
+    return value

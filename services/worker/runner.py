@@ -32,13 +32,16 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import isodate
 import orjson
 from pydantic import ValidationError
 
+from headrace.config import DEFAULT_TASK_TIMEOUT, TASK_TIMEOUT_ENV
 from headrace.connectors.base import (
     Connector,
     ProcessGuard,
@@ -83,6 +86,31 @@ def env_secret_values() -> list[str]:
 def new_run_nonce() -> str:
     """Tells apart two runs of one attempt (a redelivery), so their log ids differ."""
     return secrets.token_hex(4)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLimit:
+    seconds: float
+    error: str  # the attempt's error when it runs out: where the limit came from, and how
+    # to raise it
+
+
+def attempt_time_limit(request: TaskRequest, default: timedelta) -> TimeLimit:
+    """How long the attempt may run: its task's `timeout`, else the worker's default."""
+    if request.timeout_ms is not None:
+        limit = timedelta(milliseconds=request.timeout_ms)
+        return TimeLimit(
+            limit.total_seconds(),
+            f"timed out after {isodate.duration_isoformat(limit)}, the task's `timeout`"
+            " (set on the task or by the flow's pluginDefaults): raise it there",
+        )
+    text = isodate.duration_isoformat(default)
+    return TimeLimit(
+        default.total_seconds(),
+        f"timed out after {text}, the workers' default for a task without `timeout`"
+        f" ({TASK_TIMEOUT_ENV}={text}): set `timeout` on the task, or on every task of its"
+        " type with the flow's pluginDefaults",
+    )
 
 
 def cut_line(message: str) -> str:
@@ -155,11 +183,13 @@ async def run_attempt(
     connectors: Mapping[str, type[Connector]] | None = None,
     run_nonce: str | None = None,
     process_guard: ProcessGuard | None = None,
+    default_timeout: timedelta = DEFAULT_TASK_TIMEOUT,
 ) -> TaskResult:
     """Run `request` to its end and describe the outcome.
 
     Raises only `CancelledError` and what `publish_log` raised (an infrastructure failure:
     the attempt then has no result). `secret_values` gives every secret value to mask.
+    `default_timeout` bounds an attempt whose request has no `timeout_ms`.
     """
     started_at = _now()
     nonce = run_nonce or new_run_nonce()
@@ -235,7 +265,7 @@ async def run_attempt(
     except ValidationError as exc:
         return finish(State.FAILED, error=describe_validation_error(exc))
 
-    timeout_s = None if request.timeout_ms is None else request.timeout_ms / 1000
+    limit = attempt_time_limit(request, default_timeout)
     try:
         async with _attempt_directory(uses_workdir(connector_class)) as workdir:
             context = TaskContext(
@@ -249,14 +279,14 @@ async def run_attempt(
                 workdir=workdir,
                 process_guard=process_guard,
             )
-            deadline = asyncio.timeout(timeout_s)
+            deadline = asyncio.timeout(limit.seconds)
             try:
                 async with deadline:
                     outputs = await connector_class().run(properties, context)
             except TimeoutError:
                 if not deadline.expired():
                     raise  # the connector's own timeout: a failure like any other
-                return finish(State.FAILED, error=f"timed out after {request.timeout_ms} ms")
+                return finish(State.FAILED, error=limit.error)
     except TaskFailed as exc:
         return finish(State.FAILED, error=str(exc))
     except Exception as exc:

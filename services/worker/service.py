@@ -303,6 +303,7 @@ class Worker:
                     secret_lookup=self._secret_lookup,
                     secret_values=self._secret_values,
                     process_guard=self.reaper,
+                    default_timeout=self.settings.worker_task_timeout,
                 )
             )
             self._running[key].connector = connector
