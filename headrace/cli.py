@@ -7,6 +7,7 @@ exits non-zero; a user never sees a traceback for an error we anticipated.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -86,17 +87,24 @@ def server_local(port: int, partitions: int) -> None:
     Uses HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL instead when they are set.
     """
     from headrace.local_server import run_local_server
+    from headrace.sealed_env import seal_process
 
-    run_local_server(port=port, partitions=partitions)
+    # First: its tasks must not read credentials in this ancestor's environment.
+    sealed = seal_process()
+    run_local_server(port=port, partitions=partitions, sealed=sealed)
 
 
 def _service_command(name: str) -> Callable[[], None]:
     @server.command(name)
     @click.option("--log-level", default="WARNING", show_default=True)
     def command(log_level: str) -> None:
+        from headrace.sealed_env import for_service, seal_process, secrets_of
         from headrace.services.main import run_service
 
-        run_service(name, Settings.from_env(), loglevel=log_level.upper())
+        # First: no credential stays in this process's environment (tasks could read it).
+        sealed = for_service(name, seal_process())
+        settings = Settings.from_env({**os.environ, **sealed})
+        run_service(name, settings, loglevel=log_level.upper(), secrets=secrets_of(sealed))
 
     command.__doc__ = f"Run the {name} service (settings from HEADRACE_* variables)."
     return command

@@ -26,6 +26,7 @@ from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.errors import HeadraceError
 from headrace.local import LocalStack
+from headrace.sealed_env import DATABASE_URL, SECRET_PREFIX
 from headrace.topics.apply import apply_topics
 
 
@@ -42,6 +43,10 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # `kill` stops us as cleanly as Ctrl-C does
 
 
+def sealed_secrets(sealed: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in sealed.items() if name.startswith(SECRET_PREFIX)}
+
+
 def _check_port_free(host: str, port: int) -> None:
     with socket.socket() as sock:
         try:
@@ -53,7 +58,9 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def run_local_server(port: int, partitions: int) -> None:
+def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None = None) -> None:
+    """`sealed`: credentials this process took out of its environment (sealed_env)."""
+    sealed = sealed or {}
     # SIGINT too: a shell that starts us in the background makes us ignore it otherwise.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -75,7 +82,7 @@ def run_local_server(port: int, partitions: int) -> None:
             bootstrap = broker.bootstrap
             _done(started, f" embedded broker at {bootstrap}")
 
-        database_url = os.environ.get("HEADRACE_DATABASE_URL")
+        database_url = sealed.get(DATABASE_URL)
         started = _step("postgresql")
         if database_url:
             _done(started)
@@ -99,7 +106,7 @@ def run_local_server(port: int, partitions: int) -> None:
         _done(started)
 
         log_dir = Path(tempfile.mkdtemp(prefix="headrace-logs-"))
-        stack = LocalStack(settings, log_dir=log_dir)
+        stack = LocalStack(settings, log_dir=log_dir, secrets=sealed_secrets(sealed))
         cleanup.callback(stack.stop)
         # After a clean stop the logs go; when a service died they stay for a post-mortem.
         keep_logs = True

@@ -27,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
 import isodate
@@ -58,7 +57,6 @@ from headrace.states import State
 
 log = logging.getLogger(__name__)
 
-SECRET_ENV_PREFIX = "HEADRACE_SECRET_"
 # Outputs travel in the result, in execution events and in the executor's state; Kafka's
 # default max.message.bytes is 1 MB, so one attempt's outputs must stay well below it.
 MAX_OUTPUTS_BYTES = 256 * 1024
@@ -69,23 +67,11 @@ MAX_LOG_LINES = 10_000
 MAX_LOG_LINE_BYTES = 16 * 1024
 
 PublishLog = Callable[[LogRecord], Awaitable[None]]
-SecretLookup = Callable[[str], str | None]
-SecretValues = Callable[[], Iterable[str]]
-
-
-def env_secret_lookup(name: str) -> str | None:
-    """A secret's value from the worker's environment (`HEADRACE_SECRET_<NAME>`)."""
-    return os.environ.get(SECRET_ENV_PREFIX + name)
-
-
-def env_secret_values() -> list[str]:
-    """The values of every `HEADRACE_SECRET_*` variable: all are masked, used or not."""
-    return [value for name, value in os.environ.items() if name.startswith(SECRET_ENV_PREFIX)]
 
 
 def new_run_nonce() -> str:
     """Tells apart two runs of one attempt (a redelivery), so their log ids differ."""
-    return secrets.token_hex(4)
+    return token_hex(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +164,7 @@ async def run_attempt(
     *,
     worker_id: str,
     publish_log: PublishLog,
-    secret_lookup: SecretLookup = env_secret_lookup,
-    secret_values: SecretValues = env_secret_values,
+    secrets: Mapping[str, str] | None = None,
     connectors: Mapping[str, type[Connector]] | None = None,
     run_nonce: str | None = None,
     process_guard: ProcessGuard | None = None,
@@ -188,13 +173,13 @@ async def run_attempt(
     """Run `request` to its end and describe the outcome.
 
     Raises only `CancelledError` and what `publish_log` raised (an infrastructure failure:
-    the attempt then has no result). `secret_values` gives every secret value to mask.
+    the attempt then has no result). `secrets`: the worker's, by name; all are masked.
     `default_timeout` bounds an attempt whose request has no `timeout_ms`.
     """
     started_at = _now()
     nonce = run_nonce or new_run_nonce()
-    known_secrets = list(secret_values())
-    mask = Masker(known_secrets)
+    secrets = secrets or {}
+    mask = Masker(secrets.values())
     line_number = 0
     publish_failure: BaseException | None = None
 
@@ -251,15 +236,14 @@ async def run_attempt(
     if connector_class is None:
         return finish(State.FAILED, error=f"unknown task type '{request.type}'")
     try:
-        raw_properties, used = resolve_secrets(
+        raw_properties, _ = resolve_secrets(
             request.properties,
-            secret_lookup,
+            secrets.get,
             nonce=request.secret_nonce,
             names=request.secret_names,
         )
     except HeadraceError as exc:
         return finish(State.FAILED, error=str(exc))
-    mask = Masker([*known_secrets, *used])
     try:
         properties = connector_class.Properties.model_validate(raw_properties)
     except ValidationError as exc:

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -35,14 +35,7 @@ from headrace.services.worker.kills import KillListenerError, RecentKills, follo
 from headrace.services.worker.offsets import OffsetTracker
 from headrace.services.worker.publisher import AttemptPublisher, PublishAborted
 from headrace.services.worker.reaper import Reaper
-from headrace.services.worker.runner import (
-    PublishLog,
-    SecretLookup,
-    SecretValues,
-    env_secret_lookup,
-    env_secret_values,
-    run_attempt,
-)
+from headrace.services.worker.runner import PublishLog, run_attempt
 from headrace.states import State
 from headrace.topics.definitions import LOGS, TASK_REQUESTS, TASK_RESULTS
 
@@ -97,16 +90,14 @@ class Worker:
         worker_id: str,
         *,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
-        secret_lookup: SecretLookup = env_secret_lookup,
-        secret_values: SecretValues = env_secret_values,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
         self.tracker = OffsetTracker()
         self._capacity = max(1, settings.worker_concurrency)
         self._grace_s = shutdown_grace_s
-        self._secret_lookup = secret_lookup
-        self._secret_values = secret_values
+        self._secrets = dict(secrets or {})  # by name: resolved for tasks, all masked
         self._stop = asyncio.Event()  # replaced by the one `run` gets
         self._running: dict[AttemptKey, _Running] = {}
         self._kills = RecentKills()
@@ -300,8 +291,7 @@ class Worker:
                     request,
                     worker_id=self.worker_id,
                     publish_log=publish_log,
-                    secret_lookup=self._secret_lookup,
-                    secret_values=self._secret_values,
+                    secrets=self._secrets,
                     process_guard=self.reaper,
                     default_timeout=self.settings.worker_task_timeout,
                 )
@@ -363,11 +353,18 @@ async def run_worker(
     *,
     shutdown_grace_s: float = SHUTDOWN_GRACE_S,
     ready: Callable[[], None] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> None:
     """Run a worker until `stop` is set, then shut down cleanly (see `Worker`).
 
     `ready()` is called once, when the worker has joined the group, got its partitions and
-    follows kills (a readiness probe: before that, requests would wait).
+    follows kills (a readiness probe: before that, requests would wait). `secrets`: by
+    name, what `{{ secret('NAME') }}` resolves to (see `headrace.sealed_env`).
     """
-    worker = Worker(settings, worker_id or default_worker_id(), shutdown_grace_s=shutdown_grace_s)
+    worker = Worker(
+        settings,
+        worker_id or default_worker_id(),
+        shutdown_grace_s=shutdown_grace_s,
+        secrets=secrets,
+    )
     await worker.run(stop, ready)

@@ -34,6 +34,8 @@ from headrace.states import State
 from headrace.topics.definitions import LOGS, TASK_CONTROL, TASK_REQUESTS, TASK_RESULTS
 
 DEADLINE_S = 30.0
+# The secrets every test worker holds, by name (a real worker gets them sealed at start).
+SECRETS = {"API_TOKEN": "tok-93b1f", "X": "xq-7781-secret"}
 
 
 def new_request(type_: str, properties: dict[str, Any], **overrides: Any) -> TaskRequest:
@@ -150,7 +152,7 @@ class RunningWorker:
     ) -> None:
         self.worker_id = worker_id
         self.stop_event = asyncio.Event()
-        self.worker = worker_class(settings, worker_id, shutdown_grace_s=grace_s)
+        self.worker = worker_class(settings, worker_id, shutdown_grace_s=grace_s, secrets=SECRETS)
         if prepare is not None:
             prepare(self.worker)
         self.task = asyncio.create_task(self.worker.run(self.stop_event, ready))
@@ -235,9 +237,8 @@ async def test_failures_are_results_not_crashes(
 
 
 async def test_secrets_are_resolved_and_masked_in_logs(
-    settings: Settings, outcomes: Outcomes, worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker
 ) -> None:
-    monkeypatch.setenv("HEADRACE_SECRET_API_TOKEN", "tok-93b1f")
     nonce = request_nonce(uuid.uuid4().hex, "execution", "run", 1)
     request = new_request(
         "shell",
@@ -256,12 +257,11 @@ async def test_secrets_are_resolved_and_masked_in_logs(
 
 
 async def test_secret_markers_from_outside_are_not_resolved(
-    settings: Settings, outcomes: Outcomes, worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker
 ) -> None:
     """A `log` task whose message came from an input holding marker text, while the
     flow's own secret('API_TOKEN') is in the request: the line shows the text as sent
     (NUL made U+FFFD), not the value, which would have been masked."""
-    monkeypatch.setenv("HEADRACE_SECRET_API_TOKEN", "tok-93b1f")
     nonce = request_nonce(uuid.uuid4().hex, "execution", "run", 1)
     forged = ["\x00secret:API_TOKEN\x00", marker("API_TOKEN", ""), marker("API_TOKEN", "e" * 32)]
     request = new_request(
@@ -442,9 +442,8 @@ async def test_a_stop_while_publishing_fails_leaves_the_offset_uncommitted(
 
 
 async def test_tasks_do_not_see_the_workers_secrets_and_all_secrets_are_masked(
-    settings: Settings, outcomes: Outcomes, worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker
 ) -> None:
-    monkeypatch.setenv("HEADRACE_SECRET_X", "xq-7781-secret")
     request = new_request(
         "shell", {"commands": ["env", "echo literal xq-7781-secret", "echo end-of-env"]}
     )
