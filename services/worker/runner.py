@@ -70,8 +70,9 @@ PublishLog = Callable[[LogRecord], Awaitable[None]]
 
 
 def new_run_nonce() -> str:
-    """Tells apart two runs of one attempt (a redelivery), so their log ids differ."""
-    return token_hex(4)
+    """Tells apart two runs of one attempt (a redelivery): their log ids differ, and the
+    executor tells a lost run from its re-run (`TaskResult.run_id`)."""
+    return token_hex(6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +230,7 @@ async def run_attempt(
             outputs=outputs or {},
             error=None if error is None else mask(error),
             worker_id=worker_id,
+            run_id=nonce,
         )
 
     registry = connector_classes() if connectors is None else connectors
