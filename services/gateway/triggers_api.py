@@ -26,7 +26,6 @@ from headrace.expressions import ExpressionError
 from headrace.flow.cron import CronError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import InputValidationError
-from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow, Trigger
 from headrace.flow.schedule_ticks import schedule_of, tick_event
 from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
@@ -37,11 +36,15 @@ from headrace.topics.definitions import TRIGGERS
 
 # Ticks one backfill request may publish; a larger range is refused (split it).
 MAX_BACKFILL_TICKS = 10_000
+# No schedule ticked before the Unix epoch; earlier dates could not even be stepped back
+# by a microsecond at year 1 (the overflow that made `0001-01-01` a 500).
+EARLIEST_BACKFILL = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _load(record: FlowRecord) -> Flow | None:
+async def _load(gw: Gateway, record: FlowRecord) -> Flow | None:
     try:
-        return load_flow(record.source, f"{record.namespace}/{record.id}@{record.revision}")
+        name = f"{record.namespace}/{record.id}@{record.revision}"
+        return await gw.flow_loader.load(record.source, name)
     except FlowValidationError:
         return None  # stored before a stricter validator: it declares nothing we can run
 
@@ -109,7 +112,7 @@ async def list_triggers(request: web.Request) -> web.Response:
     for record in await gw.flows.list(namespace):
         if flow_id is not None and record.id != flow_id:
             continue
-        flow = _load(record)
+        flow = await _load(gw, record)
         if flow is None:
             continue
         for trigger in flow.triggers:
@@ -125,7 +128,7 @@ async def _declared(gw: Gateway, request: web.Request) -> tuple[FlowRecord, Flow
     record = await gw.flows.get(namespace, flow_id)
     if record is None:
         raise ApiError(404, f"flow {namespace}/{flow_id} not found")
-    flow = _load(record)
+    flow = await _load(gw, record)
     if flow is None:
         raise ApiError(422, f"the stored flow {namespace}/{flow_id} no longer validates")
     trigger = next((t for t in flow.triggers if t.id == trigger_id), None)
@@ -169,7 +172,16 @@ def _moment(body: dict[str, Any], name: str, zone: ZoneInfo) -> datetime:
     except ValueError as exc:
         raise ApiError(400, f"{name!r} is not an ISO-8601 date-time: {value!r}") from exc
     # Without an offset, the time is read on the trigger's wall clock.
-    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+    moment = moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+    try:
+        in_utc = moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC is in year 0
+        in_utc = None
+    if in_utc is None or in_utc < EARLIEST_BACKFILL:
+        raise ApiError(
+            400, f"{name!r} must be after {EARLIEST_BACKFILL.isoformat()}, got {value!r}"
+        )
+    return moment
 
 
 async def backfill(request: web.Request) -> web.Response:
