@@ -59,13 +59,20 @@ async def read_inputs(request: web.Request) -> dict[str, Any]:
             raise ApiError(400, "the inputs must be a JSON object")
         return value
     if request.content_type in FORM_TYPES:
-        form = await request.post()
-        return _form_values(form)
+        return _form_values(await read_form(request))
     raise ApiError(
         415,
         "inputs must be application/json, multipart/form-data or "
         f"application/x-www-form-urlencoded, got {request.content_type}",
     )
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[Any]:
+    """The form fields; a body that is no form of its declared type is a 400."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError) as exc:  # no boundary, bad encoding, unknown charset
+        raise ApiError(400, f"malformed {request.content_type} body: {exc}") from exc
 
 
 def _form_values(form: MultiDictProxy[Any]) -> dict[str, Any]:

@@ -8,6 +8,9 @@ hold the GIL, so a thread still stalls the loop. Measured on two cores, six load
 6,000-task flow at once: the loop's worst delay was ~120 ms from a thread pool, ~13 ms
 from this pool (unpickling the result); and only a process can be stopped once started.
 
+Other CPU-heavy request work (a backfill computes, renders and encodes up to 10,000
+trigger events: seconds) runs there too, through `run`.
+
 Loaded flows are kept by their text (an LRU): stored revisions are loaded again and
 again (every start, webhook call and trigger listing), and never change.
 """
@@ -19,15 +22,19 @@ import logging
 import multiprocessing
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
 
 from pebble import ProcessExpired, ProcessPool
 
 from headrace.flow.errors import FlowError, FlowValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
+from headrace.services.gateway.responses import ApiError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A flow within the limits (headrace.flow.limits) loads in well under a second on a
 # loaded machine; ten times that is no flow, and its worker is stopped.
@@ -87,6 +94,17 @@ class FlowLoader:
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return flow
+
+    async def run(self, function: Callable[..., T], *args: Any, timeout_s: float) -> T:
+        """Other CPU-heavy work of a request (a backfill's ticks), in the same workers,
+        stopped after `timeout_s`; `function` and its values must pickle."""
+        future = self._ensure_pool().schedule(function, args, timeout=timeout_s)
+        try:
+            return await asyncio.wrap_future(future)
+        except FutureTimeout:
+            raise ApiError(
+                422, f"the request needed more than {timeout_s:g} s of work: ask for less"
+            ) from None
 
     async def _run(self, text: str, source: str) -> Flow:
         future = self._ensure_pool().schedule(_load, (text, source), timeout=self._timeout_s)

@@ -30,7 +30,13 @@ from headrace.flow.inputs import InputValidationError, resolve_inputs
 from headrace.flow.model import Flow
 from headrace.flow.triggers import WEBHOOK, WebhookTrigger
 from headrace.messages import TriggerEvent
-from headrace.services.gateway.bodies import FORM_TYPES, NUL, query_bool, query_seconds
+from headrace.services.gateway.bodies import (
+    FORM_TYPES,
+    NUL,
+    query_bool,
+    query_seconds,
+    read_form,
+)
 from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.executions_api import DEFAULT_WAIT_S, MAX_WAIT_S, publish
 from headrace.services.gateway.ids import new_execution_id
@@ -94,7 +100,7 @@ async def read_body(request: web.Request) -> Any:
     if not request.body_exists:
         return None
     if request.content_type in FORM_TYPES:
-        return _form_dict(await request.post())
+        return _form_dict(await read_form(request))
     data = await request.read()  # over client_max_size: aiohttp's 413, made JSON upstream
     if not data:
         return None
