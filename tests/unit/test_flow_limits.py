@@ -249,3 +249,20 @@ def test_the_pure_python_parser_reads_the_same_values() -> None:
         assert fast.data == pure.data, text
         assert fast.marks == pure.marks, text
     assert read_yaml(texts[-1]).data == {"a": True, "b": 8, "c": "2024-01-01"}
+
+
+def test_the_documented_limits_are_the_enforced_ones() -> None:
+    from headrace.flow import limits
+
+    section = (DOCS / "flows.md").read_text().split("## Limits", 1)[1].split("\n## ", 1)[0]
+    for text in (
+        f"| {limits.MAX_FLOW_BYTES // 1024} KiB (UTF-8) |",
+        f"| {limits.MAX_DEPTH} levels |",
+        f"| {limits.MAX_NODES:,} |",
+        f"| {limits.MAX_ALIASES:,} |",
+        f"| {limits.MAX_TASKS:,} |",
+        f"| 1 to {limits.MAX_ATTEMPTS:,} |",
+        f"| {limits.MAX_DURATION.days} days |",
+        f"| {limits.MAX_CONCURRENCY:,} |",
+    ):
+        assert text in section, text
