@@ -32,6 +32,7 @@ from headrace.services.gateway import (
 )
 from headrace.services.gateway.bodies import refuse_nul_in_url
 from headrace.services.gateway.context import GATEWAY, Gateway, gateway
+from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.responses import error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
 
@@ -96,6 +97,12 @@ def make_app(gw: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> web.Applicati
     return app
 
 
+def make_runner(gw: Gateway) -> web.AppRunner:
+    """The server as it runs. aiohttp's default stays: a handler is not cancelled when its
+    client leaves (a half-done write would be worse); long waits use `while_connected`."""
+    return web.AppRunner(make_app(gw), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+
+
 async def run_gateway(
     settings: Settings, stop: asyncio.Event, ready: Callable[[int], None] | None = None
 ) -> None:
@@ -110,6 +117,9 @@ async def run_gateway(
         waiter = ExecutionWaiter(settings.database_url, executions)
         await waiter.start()
         stack.push_async_callback(waiter.close)
+        flow_loader = FlowLoader()
+        stack.callback(flow_loader.close)
+        await flow_loader.start()
         gw = Gateway(
             pool=pool,
             producer=producer,
@@ -118,8 +128,9 @@ async def run_gateway(
             logs=LogRepository(pool),
             waiter=waiter,
             producer_started=True,
+            flow_loader=flow_loader,
         )
-        runner = web.AppRunner(make_app(gw), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        runner = make_runner(gw)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
