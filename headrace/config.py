@@ -7,7 +7,7 @@ service's start and the value is passed down, so nothing else reads `os.environ`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from headrace.errors import ConfigError
 
@@ -31,6 +31,11 @@ class Settings:
     gateway_port: int = 8080
     worker_concurrency: int = 64
     executor_store: str = "memory://"
+    # The gateway's credentials (docs/security.md): the full-access token, a file of more
+    # tokens and basic-auth users, and host names it answers to besides loopback and IPs.
+    api_token: str | None = field(default=None, repr=False)
+    credentials_file: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -51,6 +56,9 @@ class Settings:
                     env.get("HEADRACE_WORKER_CONCURRENCY", defaults.worker_concurrency)
                 ),
                 executor_store=env.get("HEADRACE_EXECUTOR_STORE", defaults.executor_store),
+                api_token=env.get("HEADRACE_TOKEN") or None,
+                credentials_file=env.get("HEADRACE_CREDENTIALS_FILE") or None,
+                allowed_hosts=split_hosts(env.get("HEADRACE_ALLOWED_HOSTS", "")),
             )
         except ValueError as exc:
             raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
@@ -58,3 +66,8 @@ class Settings:
     @property
     def fetch_max_wait_ms(self) -> int:
         return 5 if self.low_latency else 500
+
+
+def split_hosts(text: str) -> tuple[str, ...]:
+    """`HEADRACE_ALLOWED_HOSTS`: comma- or space-separated names, compared lower-cased."""
+    return tuple(name.lower() for name in text.replace(",", " ").split())

@@ -27,6 +27,9 @@ from headrace.errors import HeadraceError
 from headrace.readiness import READY_FILE_ENV
 
 SERVICES = ("indexer", "executor", "worker", "scheduler", "gateway")
+# The gateway's credentials reach the gateway alone: the worker runs user code, and no
+# other service has a use for them.
+GATEWAY_ONLY_ENV = ("HEADRACE_TOKEN", "HEADRACE_CREDENTIALS_FILE", "HEADRACE_ALLOWED_HOSTS")
 STOP_GRACE_S = 15.0
 READY_TIMEOUT_S = 60.0
 
@@ -35,8 +38,16 @@ class StackError(HeadraceError):
     """A service failed to start or died."""
 
 
-def service_env(settings: Settings, ready_file: Path | None = None) -> dict[str, str]:
+def service_env(
+    settings: Settings, ready_file: Path | None = None, service: str = ""
+) -> dict[str, str]:
     env = dict(os.environ)
+    for name in GATEWAY_ONLY_ENV:
+        env.pop(name, None)
+    if service == "gateway":
+        env |= {name: os.environ[name] for name in GATEWAY_ONLY_ENV if name in os.environ}
+        if settings.api_token:
+            env["HEADRACE_TOKEN"] = settings.api_token
     env |= {
         "HEADRACE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "HEADRACE_DATABASE_URL": settings.database_url,
@@ -97,7 +108,7 @@ class LocalStack:
             output = (self.log_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "headrace", "server", name],
-            env=service_env(self.settings, ready_file),
+            env=service_env(self.settings, ready_file, name),
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=True,

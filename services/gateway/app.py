@@ -1,8 +1,10 @@
 """The gateway's aiohttp application and its life cycle (`run_gateway`).
 
-Start-up order: PostgreSQL pool and migrations, the Kafka producer, the LISTEN
-connection, then the socket; shutdown in reverse. `/healthz` answers 200 only when
-PostgreSQL answers and the producer is started.
+Start-up order: credentials (none at all stops the start), PostgreSQL pool and
+migrations, the Kafka producer, the LISTEN connection, then the socket; shutdown in
+reverse. `/healthz` answers 200 only when PostgreSQL answers and the producer is started.
+Every request passes the browser checks (`browser`), then authentication and roles
+(`auth`): all routes need credentials but `/healthz` and webhooks (whose key is theirs).
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from headrace.services.gateway import (
     triggers_api,
     webhooks_api,
 )
+from headrace.services.gateway.auth import Authenticator, require_credentials
 from headrace.services.gateway.bodies import refuse_nul_in_url
+from headrace.services.gateway.browser import HostPolicy, browser_checks
 from headrace.services.gateway.context import GATEWAY, Gateway, gateway
+from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.responses import error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
 
@@ -79,11 +84,26 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
-def make_app(gw: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
+# Routes open without credentials: health probes, and webhooks (the URL's key is theirs).
+PUBLIC_ROUTES = frozenset({"/healthz", API_PREFIX + webhooks_api.ROUTE})
+# POST routes that change nothing: a reader may call them.
+READ_ONLY_POSTS = frozenset({f"{API_PREFIX}/flows/validate"})
+
+
+def make_app(
+    gw: Gateway,
+    authenticator: Authenticator,
+    hosts: HostPolicy,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> web.Application:
     # error_middleware first: it turns what the inner ones raise into JSON answers.
-    app = web.Application(
-        middlewares=[error_middleware, refuse_nul_in_url], client_max_size=max_body_bytes
-    )
+    middlewares = [
+        error_middleware,
+        refuse_nul_in_url,
+        browser_checks(hosts, exempt=PUBLIC_ROUTES),
+        require_credentials(authenticator, PUBLIC_ROUTES, READ_ONLY_POSTS),
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
     app[GATEWAY] = gw
     flows_api.add_routes(app, API_PREFIX)
     webhooks_api.add_routes(app, API_PREFIX)  # before the generic /executions routes
@@ -99,6 +119,7 @@ def make_app(gw: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> web.Applicati
 async def run_gateway(
     settings: Settings, stop: asyncio.Event, ready: Callable[[int], None] | None = None
 ) -> None:
+    authenticator = Authenticator(load_credentials(settings))
     pool = await create_pool(settings.database_url)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(pool.close)
@@ -119,7 +140,8 @@ async def run_gateway(
             waiter=waiter,
             producer_started=True,
         )
-        runner = web.AppRunner(make_app(gw), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        app = make_app(gw, authenticator, HostPolicy.from_settings(settings))
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
