@@ -139,14 +139,15 @@ def auth_token(api: ApiClient) -> None:
 
 @auth.command("new-token")
 def auth_new_token() -> None:
-    """Make a random token: set it as HEADRACE_TOKEN, or list its digest in the
-    credentials file (the file then holds no usable secret)."""
+    """Print a random token (e.g. export HEADRACE_TOKEN=$(headrace auth new-token)), and
+    on stderr the line a credentials file's [[tokens]] entry takes for it (its SHA-256:
+    the file holds no usable secret)."""
     from headrace.passwords import token_digest
     from headrace.token_file import new_token
 
     token = new_token()
-    click.echo(f"token:  {token}")
-    click.echo(f'sha256 = "{token_digest(token)}"   # for a [[tokens]] entry')
+    click.echo(token)
+    click.echo(f'sha256 = "{token_digest(token)}"   # for a [[tokens]] entry', err=True)
 
 
 @auth.command("hash-password")
