@@ -102,7 +102,8 @@ class Authenticator:
         )
 
     def _bearer(self, token: str) -> Principal:
-        digest = hashlib.sha256(token.encode()).digest()
+        # Header bytes that are not UTF-8 arrive as surrogates: hash the bytes as sent.
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         found = None
         for credential in self._tokens:  # every one: the time does not tell which matched
             if hmac.compare_digest(credential.digest, digest) and found is None:

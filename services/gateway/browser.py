@@ -147,7 +147,7 @@ def browser_checks(
         if origin is not None and not same_origin(origin, host):
             return refuse(
                 f"cross-origin request refused: Origin {origin!r} is not this server "
-                f"({host}); web pages of other sites cannot change anything here"
+                f"({host!r}); web pages of other sites cannot change anything here"
             )
         fetch_site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
         if fetch_site in FOREIGN_FETCH_SITES:

@@ -7,6 +7,8 @@ import base64
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headrace.config import Settings
 from headrace.errors import ConfigError
@@ -136,6 +138,7 @@ password = "{hash_password("ada-pw")}"
         (basic("bob", "ada-pw"), "wrong user name or password"),
         ("Basic !!!", "malformed"),
         ("Digest x", "unsupported"),
+        ("Bearer \udcff\udcfe", "not valid"),  # bytes that are not UTF-8, as aiohttp gives them
     ]:
         with pytest.raises(Unauthenticated, match=reason):
             await auth.authenticate(header)
@@ -146,6 +149,27 @@ async def test_without_users_basic_auth_is_not_offered() -> None:
     assert auth.challenge == 'Bearer realm="headrace"'
     with pytest.raises(Unauthenticated, match="takes Bearer"):
         await auth.authenticate(basic("ada", "full"))
+
+
+# Header values as aiohttp hands them over: any text, bytes that are not UTF-8 as surrogates.
+HEADER_TEXT = st.text(st.characters(codec=None, exclude_categories=["Cc"]), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=HEADER_TEXT, origin=HEADER_TEXT, host=HEADER_TEXT)
+async def test_any_header_value_gives_an_answer_not_a_crash(
+    header: str, origin: str, host: str
+) -> None:
+    auth = Authenticator(load_credentials(Settings(api_token="full")))
+    for value in (header, "Bearer " + header, "Basic " + header):
+        try:
+            principal = await auth.authenticate(value)
+        except Unauthenticated as refused:
+            assert str(refused)  # a reason for the 401
+        else:
+            assert principal.name == "HEADRACE_TOKEN" and value.split() == ["Bearer", "full"]
+    assert isinstance(same_origin(origin, host), bool)
+    assert isinstance(HostPolicy.from_settings(Settings()).allows(host.lower()), bool)
 
 
 def test_the_hosts_a_gateway_answers_to() -> None:
