@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 import secrets
@@ -102,8 +101,9 @@ class Authenticator:
         )
 
     def _bearer(self, token: str) -> Principal:
-        # Header bytes that are not UTF-8 arrive as surrogates: hash the bytes as sent.
-        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        # Header bytes that are not UTF-8 arrive as surrogates, which strict UTF-8 cannot
+        # encode; such a token matches no configured one (those are text) and gets a 401.
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found = None
         for credential in self._tokens:  # every one: the time does not tell which matched
             if hmac.compare_digest(credential.digest, digest) and found is None:
@@ -115,7 +115,7 @@ class Authenticator:
     async def _basic(self, value: str) -> Principal:
         try:
             pair = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8 inside
             raise Unauthenticated("malformed Basic credentials: base64 of user:password") from None
         name, sep, password = pair.partition(":")
         if not sep:

@@ -137,6 +137,8 @@ password = "{hash_password("ada-pw")}"
         (basic("ada", "wrong"), "wrong user name or password"),
         (basic("bob", "ada-pw"), "wrong user name or password"),
         ("Basic !!!", "malformed"),
+        ("Basic é\udcff", "malformed"),
+        ("Basic " + base64.b64encode(b"\xff:\xfe").decode(), "malformed"),
         ("Digest x", "unsupported"),
         ("Bearer \udcff\udcfe", "not valid"),  # bytes that are not UTF-8, as aiohttp gives them
     ]:
