@@ -7,7 +7,7 @@ service's start and the value is passed down, so nothing else reads `os.environ`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from headrace.errors import ConfigError
@@ -39,6 +39,11 @@ class Settings:
     # The timeout of attempts whose task sets none (see DEFAULT_TASK_TIMEOUT).
     worker_task_timeout: timedelta = DEFAULT_TASK_TIMEOUT
     executor_store: str = "memory://"
+    # The gateway's credentials (docs/security.md): the full-access token, a file of more
+    # tokens and basic-auth users, and host names it answers to besides loopback and IPs.
+    api_token: str | None = field(default=None, repr=False)
+    credentials_file: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -60,6 +65,9 @@ class Settings:
                 ),
                 executor_store=env.get("HEADRACE_EXECUTOR_STORE", defaults.executor_store),
                 worker_task_timeout=_task_timeout(env.get(TASK_TIMEOUT_ENV)),
+                api_token=env.get("HEADRACE_TOKEN") or None,
+                credentials_file=env.get("HEADRACE_CREDENTIALS_FILE") or None,
+                allowed_hosts=split_hosts(env.get("HEADRACE_ALLOWED_HOSTS", "")),
             )
         except ValueError as exc:
             raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
@@ -82,3 +90,8 @@ def _task_timeout(text: str | None) -> timedelta:
     if value <= timedelta(0):
         raise ConfigError(f"{TASK_TIMEOUT_ENV}: must be longer than zero, got {text!r}")
     return value
+
+
+def split_hosts(text: str) -> tuple[str, ...]:
+    """`HEADRACE_ALLOWED_HOSTS`: comma- or space-separated names, compared lower-cased."""
+    return tuple(name.lower() for name in text.replace(",", " ").split())

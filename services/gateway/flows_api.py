@@ -9,8 +9,10 @@ from aiohttp import web
 from headrace.db.flows import FlowExistsError, FlowRecord
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
+from headrace.services.gateway.auth import can_write
 from headrace.services.gateway.bodies import query_int, query_page, read_yaml
 from headrace.services.gateway.context import gateway
+from headrace.services.gateway.masking import mask_flow_json, mask_source
 from headrace.services.gateway.responses import ApiError, json_response
 
 MAX_REVISION = 2**31 - 1
@@ -29,9 +31,10 @@ async def _parse(request: web.Request, source: str, name: str = "<request body>"
 
 
 async def flow_json(
-    request: web.Request, record: FlowRecord, flow: Flow | None = None
+    request: web.Request, record: FlowRecord, flow: Flow | None = None, *, masked: bool = False
 ) -> dict[str, Any]:
-    """The stored revision, with the parsed definition's fields when it still loads."""
+    """The stored revision, with the parsed definition's fields when it still loads;
+    `masked`: webhook keys hidden, for a reader."""
     body: dict[str, Any] = {}
     if flow is None:
         name = f"{record.namespace}/{record.id}@{record.revision}"
@@ -48,7 +51,7 @@ async def flow_json(
         source=record.source,
         createdAt=record.created_at,
     )
-    return body
+    return mask_flow_json(body, flow) if masked else body
 
 
 async def create_flow(request: web.Request) -> web.Response:
@@ -96,19 +99,20 @@ async def get_flow(request: web.Request) -> web.Response:
     if record is None:
         what = f"flow {namespace}/{flow_id}" + (f" revision {revision}" if revision else "")
         raise ApiError(404, f"{what} not found")
-    return json_response(await flow_json(request, record))
+    return json_response(await flow_json(request, record, masked=not can_write(request)))
 
 
 async def list_flows(request: web.Request) -> web.Response:
     gw = gateway(request)
     page, size = query_page(request, DEFAULT_FLOW_PAGE_SIZE, MAX_FLOW_PAGE_SIZE)
     records, total = await gw.flows.page(request.query.get("namespace") or None, page, size)
+    masked = not can_write(request)
     results = [
         {
             "namespace": r.namespace,
             "id": r.id,
             "revision": r.revision,
-            "source": r.source,
+            "source": mask_source(r.source, None) if masked else r.source,
             "createdAt": r.created_at,
         }
         for r in records

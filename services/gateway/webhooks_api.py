@@ -245,9 +245,12 @@ async def webhook(request: web.Request) -> web.Response:
     return json_response(execution)
 
 
+ROUTE = "/executions/webhook/{namespace}/{flowId}/{key}"
+
+
 def add_routes(app: web.Application, prefix: str) -> None:
     # Before the executions routes: aiohttp tries routes in order of registration.
-    path = prefix + "/executions/webhook/{namespace}/{flowId}/{key}"
+    path = prefix + ROUTE
     app.router.add_post(path, webhook)
     # No implicit HEAD: a probe must not start an execution.
     app.router.add_get(path, webhook, allow_head=False)

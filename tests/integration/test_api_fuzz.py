@@ -41,8 +41,8 @@ from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
 
-# Every request the fuzzer sends carries these; a bearer token goes here once the API
-# requires one (webhooks and /healthz ignore it).
+# Every request the fuzzer sends carries these (webhooks and /healthz ignore them); the
+# `gateway` fixture adds the session's bearer token.
 BASE_HEADERS: dict[str, str] = {}
 
 EXAMPLES = int(os.environ.get("HEADRACE_FUZZ_EXAMPLES", "500"))
@@ -325,7 +325,10 @@ def requests(draw: st.DrawFn) -> Request:
 
 
 @pytest.fixture(scope="module")
-def gateway(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def gateway(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, auth_headers: dict[str, str]
+) -> Iterator[LocalStack]:
+    BASE_HEADERS.update(auth_headers)
     asyncio.run(migrate_url(settings.database_url))
     stack = LocalStack(
         dataclasses.replace(settings, gateway_port=free_port()),

@@ -30,8 +30,11 @@ from headrace.db.pool import create_pool
 from headrace.flow.limits import MAX_DEPTH
 from headrace.kafka import make_producer
 from headrace.messages import ExecutionEvent, ExecutionSnapshot, StateChange
-from headrace.services.gateway.app import make_runner
+from headrace.services.gateway.app import make_app, make_runner
+from headrace.services.gateway.auth import Authenticator
+from headrace.services.gateway.browser import HostPolicy
 from headrace.services.gateway.context import Gateway
+from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.waiter import ExecutionWaiter
 from headrace.states import State
@@ -70,10 +73,11 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
 
 
 @pytest.fixture(scope="module")
-async def base_url(gw: Gateway) -> AsyncIterator[str]:
+async def base_url(gw: Gateway, settings: Settings) -> AsyncIterator[str]:
     # The production runner: aiohttp's TestServer cancels handlers whose client left,
     # which the gateway's server does not.
-    runner = make_runner(gw)
+    authenticator = Authenticator(load_credentials(settings))
+    runner = make_runner(make_app(gw, authenticator, HostPolicy.from_settings(settings)))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -83,8 +87,8 @@ async def base_url(gw: Gateway) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url) as session:
+async def http(base_url: str, auth_headers: dict[str, str]) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url, headers=auth_headers) as session:
         yield session
 
 

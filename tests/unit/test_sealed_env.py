@@ -84,15 +84,21 @@ def test_a_supervisor_hands_over_only_what_a_service_needs() -> None:
             **base_env(),
             "HEADRACE_SECRET_A": "secret-a-value",
             "HEADRACE_DATABASE_URL": "postgresql://db/x",
+            "HEADRACE_TOKEN": "api-token",
             "HEADRACE_PARTITIONS": "4",
         }
     )
     assert sealed == {
         "HEADRACE_SECRET_A": "secret-a-value",
         "HEADRACE_DATABASE_URL": "postgresql://db/x",
+        "HEADRACE_TOKEN": "api-token",
     }
     assert for_service("worker", sealed) == {"HEADRACE_SECRET_A": "secret-a-value"}
     assert for_service("indexer", sealed) == {"HEADRACE_DATABASE_URL": "postgresql://db/x"}
+    assert for_service("gateway", sealed) == {
+        "HEADRACE_DATABASE_URL": "postgresql://db/x",
+        "HEADRACE_TOKEN": "api-token",
+    }
     with hand_over(env, for_service("worker", sealed)) as fds:
         assert env[SEALED_FD_ENV] == str(fds[0])
         _, report = run_report(env, pass_fds=fds)
@@ -104,6 +110,7 @@ def test_a_supervisor_hands_over_only_what_a_service_needs() -> None:
 
 def test_which_variables_are_sealed() -> None:
     assert is_sealed("HEADRACE_SECRET_X") and is_sealed("HEADRACE_DATABASE_URL")
+    assert is_sealed("HEADRACE_TOKEN")
     assert not is_sealed("HEADRACE_KAFKA_BOOTSTRAP") and not is_sealed("SECRET")
 
 
