@@ -31,6 +31,9 @@ from datetime import datetime
 
 import aiohttp
 
+from headrace.token_file import new_token
+
+TOKEN = new_token()  # the server's token for this run (HEADRACE_TOKEN)
 FLOW = """\
 id: bench
 namespace: benchmarks
@@ -70,7 +73,7 @@ def wait_up(server: subprocess.Popen[str]) -> None:
 
 async def run(executions: int, concurrency: int, rate: float, url: str) -> dict[str, float]:
     api = url + "/api/v1"
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
         async with session.put(
             f"{api}/flows/benchmarks/bench",
             data=FLOW,
@@ -159,7 +162,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0, help="starts per second; 0 = all at once")
     args = parser.parse_args()
     port = free_port()
-    env = dict(os.environ)
+    env = dict(os.environ, HEADRACE_TOKEN=TOKEN)
     server = subprocess.Popen(
         [sys.executable, "-m", "headrace", "server", "local", "--port", str(port)],
         env=env,

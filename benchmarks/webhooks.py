@@ -26,6 +26,9 @@ import time
 import aiohttp
 
 from headrace.broker import free_port
+from headrace.token_file import new_token
+
+TOKEN = new_token()  # the server's token for this run (HEADRACE_TOKEN); webhooks need none
 
 KEY = "bench-webhook-key-0123456789"
 FLOW = f"""\
@@ -72,7 +75,7 @@ async def run(requests: int, concurrency: int, max_seconds: float, url: str) -> 
         async with session.put(
             f"{api}/flows/benchmarks/hook",
             data=FLOW,
-            headers={"Content-Type": "application/x-yaml"},
+            headers={"Content-Type": "application/x-yaml", "Authorization": f"Bearer {TOKEN}"},
         ) as response:
             response.raise_for_status()
         hook = f"{api}/executions/webhook/benchmarks/hook/{KEY}"
@@ -121,7 +124,7 @@ def main() -> None:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "headrace", "server", "local", "--port", str(port)],
-        env=dict(os.environ),
+        env=dict(os.environ, HEADRACE_TOKEN=TOKEN),
         stdout=subprocess.PIPE,
         text=True,
     )

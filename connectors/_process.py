@@ -4,11 +4,13 @@ Shared by `shell` and `python`. stdout lines become INFO log lines and stderr li
 as they arrive. A stdout line `::{"outputs": {...}}::` (Kestra's convention) is not logged:
 its values are merged into the attempt's outputs. The child runs in its own session, so
 cancellation (timeout, shutdown, kill) and the end of the attempt signal the whole process
-group: no orphan survives its attempt.
+group: no orphan survives its attempt. With a `process_guard` (the worker's reaper) the
+group is registered before the program runs, so it does not survive its worker either.
 
-The child inherits the worker's environment minus every `HEADRACE_*` variable: those hold
-the worker's secrets (`HEADRACE_SECRET_*`), database URL and the like, which a task must
-only get through `{{ secret('NAME') }}` in its own `env`.
+The child's environment is the task's own `env` (where `{{ secret('NAME') }}` puts a
+secret it asked for) on top of the few variables of the worker's that any program needs
+(`BASE_VARIABLES`: PATH, HOME, the locale...). Nothing else of the worker's reaches it:
+not its configuration, not a credential someone left in its environment.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from headrace.connectors.base import TaskContext, TaskFailed
+from headrace.connectors.base import ProcessGuard, TaskContext, TaskFailed
 from headrace.messages import LogLevel
 
 # Seconds between SIGTERM and SIGKILL when an attempt is cancelled: long enough for a
@@ -35,15 +37,23 @@ READ_CHUNK_BYTES = 64 * 1024
 STREAM_LIMIT_BYTES = 64 * 1024  # asyncio's default pipe buffer threshold
 OUTPUTS_PREFIX = "::"
 OUTPUTS_SUFFIX = "::"
-# Worker configuration and secrets: never inherited by a task's process.
-WORKER_ENV_PREFIX = "HEADRACE_"
+# What a task inherits from the worker's environment: where programs are, whose home,
+# which language and time zone, where temporary files go. Anything else (proxies, cloud
+# credentials) a flow passes explicitly in `env`, for all tasks of a type through
+# `pluginDefaults`.
+BASE_VARIABLES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM"}
+)
+BASE_PREFIXES = ("LC_",)  # LC_ALL, LC_CTYPE...
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
-    """The worker's environment without `HEADRACE_*`, plus the task's `env`; Python
-    children stay unbuffered."""
+    """The worker's `BASE_VARIABLES`, plus the task's `env`; Python children stay
+    unbuffered."""
     env = {
-        name: value for name, value in os.environ.items() if not name.startswith(WORKER_ENV_PREFIX)
+        name: value
+        for name, value in os.environ.items()
+        if name in BASE_VARIABLES or name.startswith(BASE_PREFIXES)
     }
     # Without this a Python child buffers stdout in a pipe and nothing streams until exit.
     env["PYTHONUNBUFFERED"] = "1"
@@ -98,13 +108,16 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
 
 
 async def _spawn(
-    argv: list[str], *, env: Mapping[str, str], cwd: Path
+    argv: list[str], *, env: Mapping[str, str], cwd: Path, guard: ProcessGuard | None
 ) -> tuple[asyncio.subprocess.Process, _ExitAwareProtocol, asyncio.SubprocessTransport]:
     loop = asyncio.get_running_loop()
+    stdin: int = asyncio.subprocess.DEVNULL
+    if guard is not None:
+        argv, stdin = guard.wrap(argv)
     transport, protocol = await loop.subprocess_exec(
         lambda: _ExitAwareProtocol(STREAM_LIMIT_BYTES, loop),
         *argv,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=stdin,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=cwd,
@@ -121,7 +134,10 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 async def _terminate(
-    pid: int, protocol: _ExitAwareProtocol, transport: asyncio.SubprocessTransport
+    pid: int,
+    protocol: _ExitAwareProtocol,
+    transport: asyncio.SubprocessTransport,
+    guard: ProcessGuard | None,
 ) -> None:
     """SIGTERM the group, then SIGKILL it after a grace period (or at once if the leader left)."""
     _signal_group(pid, signal.SIGTERM)
@@ -129,6 +145,8 @@ async def _terminate(
         await asyncio.wait_for(asyncio.shield(protocol.exited), TERMINATE_GRACE_S)
     _signal_group(pid, signal.SIGKILL)
     await protocol.exited
+    if guard is not None:
+        guard.release(pid)
     # Closes our pipe ends even if a process that left the group still holds the others.
     transport.close()
 
@@ -160,8 +178,9 @@ async def run_process(
             last_stderr = line
         await context.log(LogLevel.WARN, line)
 
+    guard = context.process_guard
     try:
-        process, protocol, transport = await _spawn(argv, env=env, cwd=cwd)
+        process, protocol, transport = await _spawn(argv, env=env, cwd=cwd, guard=guard)
     except OSError as exc:  # a missing working directory, an unusable interpreter
         raise TaskFailed(f"could not start {argv[0]}: {exc}") from exc
     assert process.stdout is not None and process.stderr is not None
@@ -181,13 +200,15 @@ async def run_process(
                     raise error
         # Background children may still hold the pipes open: end them with their parent.
         _signal_group(process.pid, signal.SIGKILL)
+        if guard is not None:
+            guard.release(process.pid)
         await asyncio.gather(*readers)
         code = await process.wait()
     except BaseException:
         # Cancelled (timeout, shutdown) or a log sink failed: the group must not outlive us.
         for reader in readers:
             reader.cancel()
-        await asyncio.shield(_terminate(process.pid, protocol, transport))
+        await asyncio.shield(_terminate(process.pid, protocol, transport, guard))
         raise
     if code != 0:
         reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"

@@ -32,6 +32,19 @@ class ConnectorProperties(BaseModel):
 LogSink = Callable[[LogLevel, str], Awaitable[None]]
 
 
+class ProcessGuard(Protocol):
+    """Keeps a worker's task processes from outliving it (the worker's reaper)."""
+
+    def wrap(self, argv: list[str]) -> tuple[list[str], int]:
+        """`argv` made to register its process group before it runs, and the file
+        descriptor to start it with as standard input (for that registration)."""
+        ...
+
+    def release(self, pgid: int) -> None:
+        """The process group ended: forget it."""
+        ...
+
+
 @dataclass(slots=True)
 class TaskContext:
     """What a running attempt may know and do besides computing its outputs."""
@@ -45,6 +58,9 @@ class TaskContext:
     log_sink: LogSink
     workdir: Path
     secrets: dict[str, str] = field(default_factory=dict)
+    # Subprocesses started through `connectors._process.run_process` register with it,
+    # so they die with the worker. None outside a worker (tests, tools).
+    process_guard: ProcessGuard | None = None
 
     async def log(self, level: LogLevel, message: str) -> None:
         await self.log_sink(level, message)

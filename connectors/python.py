@@ -4,8 +4,9 @@ Properties:
 - `script` (string, required): Python source, run by the worker's own interpreter
   (`sys.executable`) in the attempt's fresh temporary directory, which is also the
   current directory (files next to it are importable).
-- `env` (map of strings): added to the worker's environment, which the task
-  inherits without its `HEADRACE_*` variables (secrets, database URL).
+- `env` (map of strings): the task's environment, on top of the worker's PATH, HOME,
+  locale and a few more (`_process.BASE_VARIABLES`); nothing else of the worker's
+  environment reaches the task.
 
 Outputs:
 - `exitCode`: 0 (a non-zero exit or an uncaught exception fails the attempt with the last

@@ -3,8 +3,9 @@
 Properties:
 - `commands` (list of strings, at least one): run in order as one `/bin/sh` script with
   `set -e`, so the first failing command ends the task.
-- `env` (map of strings): added to the worker's environment, which the task
-  inherits without its `HEADRACE_*` variables (secrets, database URL).
+- `env` (map of strings): the task's environment, on top of the worker's PATH, HOME,
+  locale and a few more (`_process.BASE_VARIABLES`); nothing else of the worker's
+  environment reaches the task.
 - `workingDirectory` (string): where the commands run; default a fresh temporary
   directory per attempt, removed afterwards.
 

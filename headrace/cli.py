@@ -7,6 +7,7 @@ exits non-zero; a user never sees a traceback for an error we anticipated.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -63,10 +64,17 @@ def _format_error(error: Any) -> str:
     show_default=True,
     help="URL of the headrace gateway (env HEADRACE_URL).",
 )
+@click.option(
+    "--token",
+    envvar="HEADRACE_TOKEN",
+    default=None,
+    help="Bearer token for the gateway (env HEADRACE_TOKEN; default: the token file "
+    "`headrace server local` keeps in the config folder).",
+)
 @click.pass_context
-def cli(ctx: click.Context, server: str) -> None:
+def cli(ctx: click.Context, server: str, token: str | None) -> None:
     """headrace: declarative YAML flows, run over Kafka."""
-    ctx.obj = ApiClient(server)
+    ctx.obj = ApiClient(server, token=token or None)
 
 
 # --- servers -------------------------------------------------------------------------
@@ -86,17 +94,24 @@ def server_local(port: int, partitions: int) -> None:
     Uses HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL instead when they are set.
     """
     from headrace.local_server import run_local_server
+    from headrace.sealed_env import seal_process
 
-    run_local_server(port=port, partitions=partitions)
+    # First: its tasks must not read credentials in this ancestor's environment.
+    sealed = seal_process()
+    run_local_server(port=port, partitions=partitions, sealed=sealed)
 
 
 def _service_command(name: str) -> Callable[[], None]:
     @server.command(name)
     @click.option("--log-level", default="WARNING", show_default=True, envvar="HEADRACE_LOG_LEVEL")
     def command(log_level: str) -> None:
+        from headrace.sealed_env import for_service, seal_process, secrets_of
         from headrace.services.main import run_service
 
-        run_service(name, Settings.from_env(), loglevel=log_level.upper())
+        # First: no credential stays in this process's environment (tasks could read it).
+        sealed = for_service(name, seal_process())
+        settings = Settings.from_env({**os.environ, **sealed})
+        run_service(name, settings, loglevel=log_level.upper(), secrets=secrets_of(sealed))
 
     command.__doc__ = f"Run the {name} service (settings from HEADRACE_* variables)."
     return command
@@ -104,6 +119,54 @@ def _service_command(name: str) -> Callable[[], None]:
 
 for _name in SERVICE_NAMES:
     _service_command(_name)
+
+
+# --- credentials ---------------------------------------------------------------------
+
+
+@cli.group()
+def auth() -> None:
+    """Tokens and password hashes for the gateway (docs/security.md)."""
+
+
+@auth.command("token")
+@click.pass_obj
+def auth_token(api: ApiClient) -> None:
+    """Print the token the CLI sends (--token, HEADRACE_TOKEN or the local token file),
+    e.g. for curl: export HEADRACE_TOKEN=$(headrace auth token)."""
+    from headrace.token_file import find_token, token_path
+
+    token = api.token or find_token()
+    if not token:
+        raise HeadraceError(
+            f"no token: --token and HEADRACE_TOKEN are unset and {token_path()} does not "
+            "exist (`headrace server local` creates it at its first start)"
+        )
+    click.echo(token)
+
+
+@auth.command("new-token")
+def auth_new_token() -> None:
+    """Print a random token (e.g. export HEADRACE_TOKEN=$(headrace auth new-token)), and
+    on stderr the line a credentials file's [[tokens]] entry takes for it (its SHA-256:
+    the file holds no usable secret)."""
+    from headrace.passwords import token_digest
+    from headrace.token_file import new_token
+
+    token = new_token()
+    click.echo(token)
+    click.echo(f'sha256 = "{token_digest(token)}"   # for a [[tokens]] entry', err=True)
+
+
+@auth.command("hash-password")
+@click.password_option(help="Asked for (twice) when not given.")
+def auth_hash_password(password: str) -> None:
+    """Hash a basic-auth password (scrypt) for a [[users]] entry of the credentials file."""
+    from headrace.passwords import hash_password
+
+    if not password:
+        raise click.BadParameter("the password is empty", param_hint="--password")
+    click.echo(f'password = "{hash_password(password)}"')
 
 
 # --- topics --------------------------------------------------------------------------
@@ -421,7 +484,7 @@ def trigger_publish(
     values = _key_values(inputs)
 
     async def publish() -> str:
-        async with TriggerClient(bootstrap, server_url=api.base_url) as client:
+        async with TriggerClient(bootstrap, server_url=api.base_url, api_token=api.token) as client:
             return await client.trigger(namespace, flow_id, values, revision=revision)
 
     click.echo(f"published trigger for execution {asyncio.run(publish())}")

@@ -10,6 +10,9 @@ inputs already typed; a Kafka client has no database to read either from, so:
 - without it, `revision` is required and inputs go as given: the executor is then the
   only one that can check them.
 
+The REST calls send `api_token` as a bearer token (a reader's token is enough); left
+out, the client sends what the CLI would: `HEADRACE_TOKEN`, else the local token file.
+
 The latest revision is looked up again after `revision_ttl_s`, so a flow update
 reaches producers within that time; explicit revisions never change and stay cached.
 """
@@ -75,6 +78,7 @@ class TriggerClient:
         bootstrap: str,
         *,
         server_url: str | None = None,
+        api_token: str | None = None,
         client_id: str = "headrace-trigger-client",
         revision_ttl_s: float = DEFAULT_REVISION_TTL_S,
         topic: str = TRIGGERS.name,
@@ -82,7 +86,7 @@ class TriggerClient:
         self.bootstrap = bootstrap
         self.topic = topic
         self.revision_ttl_s = revision_ttl_s
-        self._api = ApiClient(server_url) if server_url else None
+        self._api = ApiClient(server_url, token=api_token) if server_url else None
         self._producer: AIOKafkaProducer = make_producer(
             Settings(kafka_bootstrap=bootstrap), client_id
         )

@@ -7,11 +7,17 @@ service's start and the value is passed down, so nothing else reads `os.environ`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from headrace.errors import ConfigError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+# Bounds an attempt of a task that sets no `timeout`, so a hung one frees its worker
+# slot some day. Long, since it applies to tasks whose authors gave no thought to it:
+# six hours (GitHub Actions' limit per job) lets any reasonable batch step finish.
+DEFAULT_TASK_TIMEOUT = timedelta(hours=6)
+TASK_TIMEOUT_ENV = "HEADRACE_WORKER_TASK_TIMEOUT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +36,14 @@ class Settings:
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     worker_concurrency: int = 64
+    # The timeout of attempts whose task sets none (see DEFAULT_TASK_TIMEOUT).
+    worker_task_timeout: timedelta = DEFAULT_TASK_TIMEOUT
     executor_store: str = "memory://"
+    # The gateway's credentials (docs/security.md): the full-access token, a file of more
+    # tokens and basic-auth users, and host names it answers to besides loopback and IPs.
+    api_token: str | None = field(default=None, repr=False)
+    credentials_file: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -51,6 +64,10 @@ class Settings:
                     env.get("HEADRACE_WORKER_CONCURRENCY", defaults.worker_concurrency)
                 ),
                 executor_store=env.get("HEADRACE_EXECUTOR_STORE", defaults.executor_store),
+                worker_task_timeout=_task_timeout(env.get(TASK_TIMEOUT_ENV)),
+                api_token=env.get("HEADRACE_TOKEN") or None,
+                credentials_file=env.get("HEADRACE_CREDENTIALS_FILE") or None,
+                allowed_hosts=split_hosts(env.get("HEADRACE_ALLOWED_HOSTS", "")),
             )
         except ValueError as exc:
             raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
@@ -58,3 +75,23 @@ class Settings:
     @property
     def fetch_max_wait_ms(self) -> int:
         return 5 if self.low_latency else 500
+
+
+def _task_timeout(text: str | None) -> timedelta:
+    if text is None:
+        return DEFAULT_TASK_TIMEOUT
+    # Here, not at the top: the flow package is heavy, and most processes never get here.
+    from headrace.flow.durations import DURATION_HINT, parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{TASK_TIMEOUT_ENV}: {exc}; {DURATION_HINT}") from None
+    if value <= timedelta(0):
+        raise ConfigError(f"{TASK_TIMEOUT_ENV}: must be longer than zero, got {text!r}")
+    return value
+
+
+def split_hosts(text: str) -> tuple[str, ...]:
+    """`HEADRACE_ALLOWED_HOSTS`: comma- or space-separated names, compared lower-cased."""
+    return tuple(name.lower() for name in text.replace(",", " ").split())

@@ -25,8 +25,12 @@ from headrace.broker import die_with_parent
 from headrace.config import Settings
 from headrace.errors import HeadraceError
 from headrace.readiness import READY_FILE_ENV
+from headrace.sealed_env import for_service, hand_over, split_sealed
 
 SERVICES = ("indexer", "executor", "worker", "scheduler", "gateway")
+# The gateway's credentials reach the gateway alone: the worker runs user code, and no
+# other service has a use for them.
+GATEWAY_ONLY_ENV = ("HEADRACE_TOKEN", "HEADRACE_CREDENTIALS_FILE", "HEADRACE_ALLOWED_HOSTS")
 STOP_GRACE_S = 15.0
 READY_TIMEOUT_S = 60.0
 
@@ -35,8 +39,16 @@ class StackError(HeadraceError):
     """A service failed to start or died."""
 
 
-def service_env(settings: Settings, ready_file: Path | None = None) -> dict[str, str]:
+def service_env(
+    settings: Settings, ready_file: Path | None = None, service: str = ""
+) -> dict[str, str]:
     env = dict(os.environ)
+    for name in GATEWAY_ONLY_ENV:
+        env.pop(name, None)
+    if service == "gateway":
+        env |= {name: os.environ[name] for name in GATEWAY_ONLY_ENV if name in os.environ}
+        if settings.api_token:
+            env["HEADRACE_TOKEN"] = settings.api_token
     env |= {
         "HEADRACE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "HEADRACE_DATABASE_URL": settings.database_url,
@@ -72,6 +84,9 @@ class LocalStack:
     settings: Settings
     log_dir: Path | None = None
     processes: list[ServiceProcess] = field(default_factory=list)
+    # `HEADRACE_SECRET_*` values for the worker, besides any in this process's environment
+    # (`headrace server local` keeps them in memory only: headrace.sealed_env).
+    secrets: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._state_dir = Path(tempfile.mkdtemp(prefix="headrace-stack-"))
@@ -95,14 +110,20 @@ class LocalStack:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             output = (self.log_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "headrace", "server", name],
-            env=service_env(self.settings, ready_file),
-            stdout=output,
-            stderr=subprocess.STDOUT if output else None,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        # Credentials go through an in-memory file, never the environment, and each
+        # service gets only its own: the worker the secrets, the gateway the database URL
+        # and its token, the others the database URL.
+        env, sealed = split_sealed(service_env(self.settings, ready_file, name))
+        with hand_over(env, for_service(name, {**sealed, **self.secrets})) as fds:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "headrace", "server", name],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+                pass_fds=fds,
+            )
         service = ServiceProcess(name, process, ready_file, output)
         self.processes.append(service)
         return service

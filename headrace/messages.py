@@ -80,7 +80,8 @@ class TaskRequest:
 
 @dataclass(slots=True)
 class TaskResult:
-    """The outcome of one attempt (topic `task-results`)."""
+    """A worker's report on one run of one attempt (topic `task-results`): RUNNING when
+    the run starts, then its outcome."""
 
     SCHEMA: ClassVar[str] = "io.headrace.TaskResult"
     JSON_FIELDS: ClassVar[tuple[str, ...]] = ("outputs",)
@@ -94,6 +95,8 @@ class TaskResult:
     outputs: Json = field(default_factory=dict)
     error: str | None = None
     worker_id: str = ""
+    # Random per run: a redelivered request runs again under another (empty: older worker).
+    run_id: str = ""
 
 
 @dataclass(slots=True)
@@ -201,6 +204,7 @@ class TaskKill:
     task_run_id: str
     attempt: int
     time: datetime
+    run_id: str = ""  # only this run of the attempt; empty: every run
 
 
 class SlotRequestKind(StrEnum):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from headrace.config import Settings
 from headrace.readiness import mark_ready
@@ -17,7 +17,13 @@ from headrace.readiness import mark_ready
 ServiceMain = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
 
-def run_service(name: str, settings: Settings, loglevel: str = "WARNING") -> None:
+def run_service(
+    name: str,
+    settings: Settings,
+    loglevel: str = "WARNING",
+    secrets: Mapping[str, str] | None = None,
+) -> None:
+    """`secrets`: by name, for a worker (see `headrace.sealed_env`)."""
     logging.basicConfig(
         level=loglevel, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
     )
@@ -26,10 +32,10 @@ def run_service(name: str, settings: Settings, loglevel: str = "WARNING") -> Non
 
         run_executor(settings, loglevel=loglevel.lower())
         return
-    asyncio.run(_run_async(name, settings))
+    asyncio.run(_run_async(name, settings, secrets or {}))
 
 
-async def _run_async(name: str, settings: Settings) -> None:
+async def _run_async(name: str, settings: Settings, secrets: Mapping[str, str]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -41,7 +47,7 @@ async def _run_async(name: str, settings: Settings) -> None:
     elif name == "worker":
         from headrace.services.worker import run_worker
 
-        await run_worker(settings, stop, ready=mark_ready)
+        await run_worker(settings, stop, ready=mark_ready, secrets=secrets)
     elif name == "indexer":
         from headrace.services.indexer import run_indexer
 

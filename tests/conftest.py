@@ -3,12 +3,17 @@
 PostgreSQL: `HEADRACE_TEST_DATABASE_URL` (a server URL; a fresh database is created on it)
 or, when unset, the server at 127.0.0.1:5432 if one answers, else an embedded PostgreSQL.
 Each test session gets its own database, dropped at the end.
+
+Authentication is on, as for users: one token per session (`api_token`) is the gateway's
+(through `settings`) and every client's (through `HEADRACE_TOKEN`, which `ApiClient`
+and the CLI in a subprocess read); raw HTTP clients send `auth_headers`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import tempfile
 import uuid
@@ -81,8 +86,23 @@ def broker() -> Iterator[EmbeddedBroker]:
     broker.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def api_token() -> Iterator[str]:
+    """The session's gateway token, in HEADRACE_TOKEN for every client of the session."""
+    token = "test-" + secrets.token_urlsafe(24)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HEADRACE_TOKEN", token)
+        yield token
+
+
 @pytest.fixture(scope="session")
-def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
+def auth_headers(api_token: str) -> dict[str, str]:
+    """For raw HTTP clients (aiohttp): the session token as a bearer token."""
+    return {"Authorization": f"Bearer {api_token}"}
+
+
+@pytest.fixture(scope="session")
+def settings(broker: EmbeddedBroker, database_url: str, api_token: str) -> Settings:
     """Settings pointing at the session's broker (topics applied) and database."""
     asyncio.run(apply_topics(broker.bootstrap, TEST_PARTITIONS))
     return Settings(
@@ -91,4 +111,5 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
         partitions=TEST_PARTITIONS,
         low_latency=True,  # the embedded broker (DESIGN §5)
         gateway_port=0,
+        api_token=api_token,
     )

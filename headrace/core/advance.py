@@ -46,7 +46,14 @@ from headrace.core.events import (
 )
 from headrace.core.ids import command_id, task_run_id
 from headrace.core.retries import format_duration
-from headrace.core.state import MAX_APPLIED_COMMANDS, Attempt, Execution, TaskRun, TimerKind
+from headrace.core.state import (
+    MAX_APPLIED_COMMANDS,
+    Attempt,
+    Execution,
+    TaskRun,
+    Timer,
+    TimerKind,
+)
 from headrace.core.transition import TIMEOUT_GRACE, Step, Transition
 from headrace.flow import flowables as f
 from headrace.flow.model import Flow
@@ -100,6 +107,9 @@ def _dispatch(execution: Execution | None, event: Event, flow: Flow, now: dateti
             if execution.state not in (State.FAILED, State.KILLED):
                 return Step(execution, [])
             return _restart(execution, flow, now)
+        case TaskFinished(result=result) if result.state is State.RUNNING:
+            # Before the terminal check: a run starting once its execution ended is killed.
+            return _task_started(execution, result, flow, now)
     if execution.state.is_terminal:
         return Step(execution, [])
     match event:
@@ -200,6 +210,83 @@ def _slot_denied(
     return step.finish()
 
 
+def _task_started(
+    execution: Execution, result: messages.TaskResult, flow: Flow, now: datetime
+) -> Step:
+    """A worker starts a run of an attempt. The first run reported is the attempt's own;
+    another one means the request was redelivered because the first run's worker
+    stopped: that run ends FAILED as lost and the new one is a new entry of the same
+    attempt (not counted as a retry). A run of an attempt that is over (a redelivery
+    after its result, before the worker committed) is killed at once."""
+    step = Transition(execution, flow, now)
+    index = step.find(result.task_run_id)
+    run = None if index is None else execution.task_runs[index]
+    current = run.attempts[-1] if run is not None and run.attempts else None
+    if (
+        index is None
+        or run is None
+        or current is None
+        or execution.state.is_terminal
+        or run.state is not State.RUNNING
+        or current.number != result.attempt
+        or current.state is not State.RUNNING
+        or step.task_of(index).type in f.PROPERTY_MODELS
+    ):
+        if not result.run_id:
+            return Step(execution, [])
+        kill = KillTask(execution.id, result.task_run_id, result.attempt, result.run_id)
+        return Step(execution, [kill])
+    if current.run_id == result.run_id:
+        return Step(execution, [])  # reported twice
+    if any(entry.run_id == result.run_id for entry in run.attempts[:-1]):
+        # A run given up on as lost, reported again (a redelivered event): it stays dead.
+        kill = KillTask(execution.id, result.task_run_id, result.attempt, result.run_id)
+        return Step(execution, [kill])
+    writable = step.task_run(index)
+    started = Attempt(
+        current.number,
+        State.RUNNING,
+        result.started_at,
+        None,
+        None,
+        run_id=result.run_id,
+        worker_id=result.worker_id,
+    )
+    if current.run_id is None:
+        writable.attempts[-1] = started  # recorded in the state only: nothing to publish
+    else:
+        lost = (
+            f"lost: worker {current.worker_id or '?'} stopped while running it"
+            f" (redelivered to worker {result.worker_id or '?'})"
+        )
+        # It keeps its run id: a late report of that run is recognised, and killed.
+        writable.attempts[-1] = Attempt(
+            current.number, State.FAILED, current.started_at, now, lost, run_id=current.run_id
+        )
+        writable.attempts.append(started)
+        step.changed(index)
+        step.log(
+            LogLevel.WARN,
+            f"attempt {current.number} {lost}; it runs again, not counted as a retry",
+            index,
+            current.number,
+        )
+        # Its worker may live on, cut off from the broker: it must not go on beside this run.
+        step.emit(KillTask(execution.id, run.id, current.number, current.run_id))
+    if step.killing:
+        # Killed before this worker could hear of it: stop this run too.
+        step.emit(KillTask(execution.id, run.id, current.number, result.run_id))
+    timeout = step.task_of(index).timeout
+    if timeout is not None:
+        # The backstop counts from the run's start: a request that waited for a free
+        # worker slot, or a re-run, must not be failed while within its own timeout.
+        step.remove_timer(TimerKind.TIMEOUT, run.id, current.number)
+        step.set_timer(
+            Timer(now + timeout + TIMEOUT_GRACE, TimerKind.TIMEOUT, run.id, current.number)
+        )
+    return step.finish()
+
+
 def _task_finished(
     execution: Execution, result: messages.TaskResult, flow: Flow, now: datetime
 ) -> Step:
@@ -214,6 +301,8 @@ def _task_finished(
         or current is None
         or current.number != result.attempt
         or current.state is not State.RUNNING
+        # A run given up on as lost: only the run that replaced it counts now.
+        or (result.run_id and current.run_id and result.run_id != current.run_id)
         or step.task_of(index).type in f.PROPERTY_MODELS  # the core runs these itself
     ):
         return Step(execution, [])  # a duplicate, or a result for an attempt we gave up on
@@ -252,8 +341,10 @@ def _timer_fired(
     )
     step = Transition(execution, flow, now)
     index = step.find(command.task_run_id)
-    if timer is None or index is None:
-        return Step(execution, [])  # fired twice, or no longer wanted
+    if timer is None or index is None or timer.due > command.time:
+        # Fired twice, no longer wanted, or an earlier timer of the same key that was
+        # moved later (a timeout backstop reset when its run started): not due yet.
+        return Step(execution, [])
 
     step.remove_timer(timer.kind, timer.task_run_id, timer.attempt)
     task_run = execution.task_runs[index]
@@ -485,7 +576,9 @@ def _restart_run(step: Transition, index: int) -> None:
     number = run.attempts[-1].number + 1 if run.attempts else 1
     writable = step.task_run(index)
     if task.type not in f.PROPERTY_MODELS:
-        writable.data = len(run.attempts)  # retries count again from here
+        # Retries count again from here. The number, not the count of entries: a run lost
+        # with its worker adds an entry, not an attempt.
+        writable.data = run.attempts[-1].number if run.attempts else 0
     step.set_task_run_state(index, State.CREATED)
     tree.begin(step, index, number)
 

@@ -22,7 +22,8 @@ class Start:
 
 @dataclass(slots=True)
 class TaskFinished:
-    """A worker reports the outcome of one attempt."""
+    """A worker reports on one run of one attempt: that it started (`result.state`
+    RUNNING, before the task runs), or its outcome."""
 
     result: messages.TaskResult
 
@@ -162,11 +163,13 @@ class SetTimer:
 
 @dataclass(slots=True)
 class KillTask:
-    """Cancel this attempt wherever a worker runs it (its result then arrives KILLED)."""
+    """Cancel this attempt wherever a worker runs it (its result then arrives KILLED);
+    with `run_id`, only that run of it."""
 
     execution_id: str
     task_run_id: str
     attempt: int
+    run_id: str = ""
 
 
 @dataclass(slots=True)

@@ -21,8 +21,10 @@ from headrace.errors import HeadraceError
 from headrace.messages import StateChange
 from headrace.states import State
 
-FORMAT_VERSION = 3  # 2: task runs carry `iteration` and `data`; 3: `applied` command ids
-_READABLE_VERSIONS = (2, 3)  # 2 decodes with no applied commands
+# 2: task runs carry `iteration` and `data`; 3: `applied` command ids; 4: a running
+# attempt may carry its run id and worker id
+FORMAT_VERSION = 4
+_READABLE_VERSIONS = (2, 3, 4)  # 2 decodes with no applied commands
 
 MAX_APPLIED_COMMANDS = 256
 """Command ids an execution remembers to ignore redeliveries. Operator commands (kill,
@@ -67,11 +69,20 @@ class TimerKind(StrEnum):
 
 @dataclass(slots=True)
 class Attempt:
+    """One run of an attempt. `number` is the attempt's (the request's): a run lost with
+    its worker ends FAILED and its redelivered re-run is a new entry with the same
+    number, so retries count attempts, not runs."""
+
     number: int  # 1 for the first attempt
     state: State
     started_at: datetime | None
     ended_at: datetime | None
     error: str | None = None
+    # While it runs: the run a worker reported starting (None: none reported yet), and
+    # that worker. Dropped when the attempt ends, but by a run lost with its worker,
+    # whose late reports must be told from a new run's.
+    run_id: str | None = None
+    worker_id: str | None = None
 
     def snapshot(self) -> messages.AttemptSnapshot:
         return messages.AttemptSnapshot(self.state, self.started_at, self.ended_at, self.error)
@@ -260,16 +271,7 @@ def _encode_task_run(task_run: TaskRun) -> list[Any]:
         task_run.task_id,
         _STATE_CODES[task_run.state],
         _encode_histories(task_run.histories),
-        [
-            [
-                attempt.number,
-                _STATE_CODES[attempt.state],
-                _optional_micros(attempt.started_at),
-                _optional_micros(attempt.ended_at),
-                attempt.error,
-            ]
-            for attempt in task_run.attempts
-        ],
+        [_encode_attempt(attempt) for attempt in task_run.attempts],
         task_run.outputs,
     ]
     # Trailing optional fields only when set: most task runs have none of them.
@@ -289,21 +291,41 @@ def _decode_task_run(encoded: list[Any]) -> TaskRun:
         task_id=task_id,
         state=_STATES_BY_CODE[state],
         histories=_decode_histories(histories),
-        attempts=[
-            Attempt(
-                number=number,
-                state=_STATES_BY_CODE[attempt_state],
-                started_at=_optional_datetime(started_at),
-                ended_at=_optional_datetime(ended_at),
-                error=error,
-            )
-            for number, attempt_state, started_at, ended_at, error in attempts
-        ],
+        attempts=[_decode_attempt(attempt) for attempt in attempts],
         outputs=outputs,
         parent_task_run_id=parent,
         value=value,
         iteration=iteration,
         data=data,
+    )
+
+
+def _encode_attempt(attempt: Attempt) -> list[Any]:
+    encoded = [
+        attempt.number,
+        _STATE_CODES[attempt.state],
+        _optional_micros(attempt.started_at),
+        _optional_micros(attempt.ended_at),
+        attempt.error,
+    ]
+    if attempt.run_id is not None:  # running or lost: most attempts stay 5 fields
+        encoded += [attempt.run_id, attempt.worker_id]
+    return encoded
+
+
+def _decode_attempt(encoded: list[Any]) -> Attempt:
+    number, state, started_at, ended_at, error, *run = encoded
+    if len(run) not in (0, 2):
+        raise ValueError(f"attempt with {len(encoded)} fields")
+    run_id, worker_id = run or (None, None)
+    return Attempt(
+        number=number,
+        state=_STATES_BY_CODE[state],
+        started_at=_optional_datetime(started_at),
+        ended_at=_optional_datetime(ended_at),
+        error=error,
+        run_id=run_id,
+        worker_id=worker_id,
     )
 
 

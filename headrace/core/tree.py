@@ -458,7 +458,8 @@ def attempt_failed(step: Transition, index: int, error: str) -> None:
         step.set_task_run_state(index, State.KILLED)
         return
     base = _restart_base(task_run)
-    first_started_at = task_run.attempts[base].started_at or task_run.histories[0].date
+    first = next(a for a in task_run.attempts if a.number > base)  # since the last restart
+    first_started_at = first.started_at or task_run.histories[0].date
     delay = retry_delay(task.retry, number - base, first_started_at, step.now, task_run.id)
     if task.retry is not None and delay is not None:
         step.set_task_run_state(index, State.RETRYING)
@@ -478,7 +479,8 @@ def attempt_failed(step: Transition, index: int, error: str) -> None:
 def _restart_base(task_run: TaskRun) -> int:
     """Attempts made before the last restart: they do not count against the retry budget.
 
-    A restarted worker task run keeps that count in `data` (containers keep decisions).
+    A restarted worker task run keeps that count (its last attempt number then) in
+    `data` (containers keep decisions).
     """
     return task_run.data if isinstance(task_run.data, int) else 0
 

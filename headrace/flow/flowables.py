@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from headrace.flow.durations import Duration
+from headrace.flow.limits import MAX_CONCURRENCY
 from headrace.flow.model import ID_PATTERN, NAMESPACE_PATTERN, Task
 
 SEQUENTIAL = "flow.sequential"
@@ -48,7 +49,7 @@ class SequentialProperties(_Properties):
 
 class ParallelProperties(_Properties):
     tasks: list[Task] = Field(min_length=1)
-    concurrency: int | None = Field(default=None, ge=1)  # None: all at once
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)  # None: all at once
 
 
 class DagTask(_Properties):
@@ -58,7 +59,7 @@ class DagTask(_Properties):
 
 class DagProperties(_Properties):
     tasks: list[DagTask] = Field(min_length=1)
-    concurrency: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
 
 
 class IfProperties(_Properties):
@@ -75,7 +76,7 @@ class SwitchProperties(_Properties):
 
 class ForEachProperties(_Properties):
     values: list[Any] | str  # a list, or an expression giving one
-    concurrency_limit: int = Field(default=1, ge=0)  # 0: every item at once
+    concurrency_limit: int = Field(default=1, ge=0, le=MAX_CONCURRENCY)  # 0: every item at once
     tasks: list[Task] = Field(min_length=1)
 
 

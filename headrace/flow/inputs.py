@@ -133,7 +133,12 @@ def _datetime(value: Any) -> str:
         raise ValueError(f"expected an ISO-8601 date-time, got {_kind(value)}")
     if moment.tzinfo is None:  # a moment without offset is read as UTC, as Kestra does
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat()
+    try:
+        return moment.astimezone(UTC).isoformat()
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise ValueError(
+            f"{value!r} is out of range: dates go from year 1 to 9999 in UTC"
+        ) from None
 
 
 def _kind(value: Any) -> str:

@@ -1,11 +1,12 @@
 """Builds a `Flow` from YAML text, or says everything that is wrong with it.
 
-Three passes, all of which run so that one attempt shows every problem: YAML parsing
-(ruamel's round-trip loader keeps a line and column for every key and item), the
-pydantic models of `headrace.flow.model`, then the rules a model cannot express alone:
-task types known to the connector registry, each connector's properties, template
-syntax, unique ids, input defaults that fit their type. Each problem is located by
-walking the YAML tree along the error's path.
+Three passes, all of which run so that one attempt shows every problem: YAML reading
+(`headrace.flow.yaml_reader`: within size, depth and node limits, with a line and column
+for every key and value), the pydantic models of `headrace.flow.model`, then the rules a
+model cannot express alone: task types known to the connector registry, each
+connector's properties, template syntax, unique ids, input defaults that fit their type,
+at most `MAX_TASKS` tasks. Each problem is located by walking the YAML marks along the
+error's path.
 
 No I/O besides `load_flow_file` reading its file.
 """
@@ -17,15 +18,11 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from headrace.connectors.registry import connector_classes
 from headrace.expressions import has_template, template_syntax_errors
@@ -43,14 +40,12 @@ from headrace.flow.flowables import (
     dag_problems,
 )
 from headrace.flow.inputs import definition_errors
+from headrace.flow.limits import MAX_TASKS
 from headrace.flow.model import TASK_TYPE_ALIASES, Flow, Input, PluginDefault, Task
 from headrace.flow.plugin_defaults import apply_plugin_defaults
 from headrace.flow.triggers import TRIGGER_TYPES, canonical_trigger_type
+from headrace.flow.yaml_reader import Marks, YamlProblem, read_yaml
 
-# A flow is a few hundred nodes; aliases (`*a`) can make a small text expand
-# exponentially ("billion laughs"), so conversion stops well before that hurts.
-MAX_NODES = 100_000
-MAX_DEPTH = 64
 FLOW_CACHE_SIZE = 512  # distinct flow revisions kept parsed per process
 
 ID_HINT = "ids use letters, digits, '_' and '-', and start with a letter or a digit"
@@ -58,10 +53,6 @@ NAMESPACE_HINT = "namespaces use lowercase letters, digits, '.', '_' and '-', e.
 TASK_LISTS = ("tasks", "errors", "finally")
 
 Loc = tuple[str | int, ...]
-
-
-class _Unusable(Exception):
-    """The document is no flow: beyond MAX_NODES or MAX_DEPTH, or a non-scalar key."""
 
 
 def load_flow_file(path: str | Path) -> Flow:
@@ -94,9 +85,13 @@ def _load_cached(text: str) -> Flow:
 
 
 def _load(text: str, source: str) -> Flow:
-    tree = _parse_yaml(text, source)
-    if not isinstance(tree, CommentedMap):
-        found = "an empty document" if tree is None else _short(tree)
+    try:
+        document = read_yaml(text)
+    except YamlProblem as exc:
+        raise FlowValidationError(source, [exc.error]) from None
+    data, tree = document.data, document.marks
+    if not isinstance(data, dict):
+        found = "an empty document" if data is None else _short(data)
         raise FlowValidationError(
             source,
             [
@@ -105,10 +100,6 @@ def _load(text: str, source: str) -> Flow:
                 )
             ],
         )
-    try:
-        data = _plain(tree, [0], 0)
-    except _Unusable as exc:
-        raise FlowValidationError(source, [FlowError("", 1, 1, str(exc))]) from None
     # Before validation, so the models, the rules and the core see the merged tasks.
     data = apply_plugin_defaults(data, _plugin_defaults(data))
 
@@ -122,61 +113,6 @@ def _load(text: str, source: str) -> Flow:
     if errors or flow is None:
         raise FlowValidationError(source, _sorted_unique(errors))
     return flow
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    yaml = YAML(typ="rt")  # one per call: YAML instances are not thread-safe
-    try:
-        return yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or str(exc)
-        if exc.context:
-            problem += f" ({exc.context})"
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        error = FlowError("", line, column, f"invalid YAML: {problem}")
-        raise FlowValidationError(source, [error]) from None
-    except YAMLError as exc:
-        # The reader's errors (e.g. control characters) give a character offset only.
-        line = column = None
-        position = getattr(exc, "position", None)
-        if isinstance(position, int):
-            line = text.count("\n", 0, position) + 1
-            column = position - text.rfind("\n", 0, position)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        error = FlowError("", line, column, f"invalid YAML: {reason}")
-        raise FlowValidationError(source, [error]) from None
-
-
-def _plain(node: Any, budget: list[int], depth: int) -> Any:
-    """Plain dicts, lists and scalars (ruamel's subclasses dropped); dates become ISO text."""
-    budget[0] += 1
-    if budget[0] > MAX_NODES:
-        raise _Unusable(f"the document expands to more than {MAX_NODES} nodes")
-    if depth > MAX_DEPTH:
-        raise _Unusable(f"the document nests deeper than {MAX_DEPTH} levels")
-    if isinstance(node, Mapping):
-        plain = {}
-        for key, value in node.items():
-            plain_key = _plain(key, budget, depth + 1)
-            if isinstance(plain_key, dict | list):  # YAML's `? [a, b]: ...` complex keys
-                raise _Unusable("a mapping key must be text or a number, not a mapping or list")
-            plain[plain_key] = _plain(value, budget, depth + 1)
-        return plain
-    if isinstance(node, list):
-        return [_plain(item, budget, depth + 1) for item in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, datetime | date):
-        # Flows travel as JSON: a YAML timestamp is kept as the text ISO-8601 gives.
-        return node.isoformat()
-    return node
 
 
 # ---------------------------------------------------------------- locating problems
@@ -196,26 +132,9 @@ def _path(loc: Loc) -> str:
 
 def _position(tree: Any, loc: Loc, on_key: bool = False) -> tuple[int | None, int | None]:
     """1-based line and column of the node at `loc`, or of its nearest existing parent."""
-    node = tree
-    line = col = None
-    if hasattr(node, "lc"):
-        line, col = node.lc.line, node.lc.col
-    for i, part in enumerate(loc):
-        try:
-            if isinstance(node, CommentedMap) and part in node:
-                last = i == len(loc) - 1
-                line, col = node.lc.key(part) if on_key and last else node.lc.value(part)
-                node = node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-                line, col = node.lc.item(part)
-                node = node[part]
-            else:
-                break
-        except (KeyError, TypeError):  # merged keys (`<<: *x`) have no marks of their own
-            break
-    if line is None or col is None:
-        return None, None
-    return line + 1, col + 1
+    if isinstance(tree, Marks):
+        return tree.position(loc, on_key)
+    return tree if isinstance(tree, tuple) else (None, None)
 
 
 def _error(tree: Any, loc: Loc, message: str, hint: str | None = None, on_key: bool = False):
@@ -291,6 +210,8 @@ def _describe(err: Mapping[str, Any], loc: Loc, root: type[BaseModel]) -> tuple[
         return f"invalid value {value!r}", hint
     if kind == "duration":
         return err["msg"], DURATION_HINT
+    if kind == "duration_range":
+        return err["msg"], None
     if kind == "too_short" and isinstance(value, list):
         if loc == ("tasks",):
             return "a flow needs at least one task", "add a task under `tasks:`"
@@ -387,6 +308,10 @@ def _task_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
     tasks = [entry for key in TASK_LISTS for entry in _entries(data, key)]
     for loc, task in list(tasks):
         tasks.extend(_nested_tasks(loc, task))
+    if len(tasks) > MAX_TASKS:
+        message = f"the flow has {len(tasks)} tasks, more than the {MAX_TASKS} a flow may have"
+        hint = "split it into subflows (flow.subflow), or loop with flow.foreach"
+        return [_error(tree, ("tasks",), message, hint, on_key=True)]
     errors = _duplicate_task_ids(tasks, tree)  # ids are unique across the whole tree
     models = _task_property_models()
     known = sorted([*models, *PROPERTY_MODELS])

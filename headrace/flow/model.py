@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from headrace.flow.durations import Duration
+from headrace.flow.limits import MAX_ATTEMPTS, MAX_CONCURRENCY, MAX_DURATION
 
 if TYPE_CHECKING:
     from headrace.flow.triggers import TriggerProperties
@@ -59,8 +60,8 @@ class Input(_Model):
     values: list[str] | None = None  # ENUM / SELECT (and ARRAY of them)
     item_type: InputType | None = None  # ARRAY
     validator: str | None = None  # STRING: a regex the whole value must match
-    min: int | float | None = None  # INT / FLOAT, inclusive
-    max: int | float | None = None
+    min: int | float | None = Field(default=None, allow_inf_nan=False)  # INT / FLOAT, inclusive
+    max: int | float | None = Field(default=None, allow_inf_nan=False)
     after: str | None = None  # DATETIME, ISO-8601, exclusive
     before: str | None = None
 
@@ -83,7 +84,7 @@ class ConcurrencyBehavior(StrEnum):
 class Concurrency(_Model):
     """How many executions of this flow may run at once (enforced by the executor)."""
 
-    limit: int = Field(ge=1)
+    limit: int = Field(ge=1, le=MAX_CONCURRENCY)
     behavior: ConcurrencyBehavior = ConcurrencyBehavior.QUEUE
 
 
@@ -100,11 +101,11 @@ class RetryPolicy(_Model):
 
     type: Literal["constant", "exponential", "random"]
     interval: Duration | None = None  # constant and exponential
-    max_attempts: int = Field(ge=1)
+    max_attempts: int = Field(ge=1, le=MAX_ATTEMPTS)
     max_duration: Duration | None = None
     max_interval: Duration | None = None  # the cap (exponential), the upper bound (random)
     min_interval: Duration | None = None  # random
-    delay_factor: float = Field(default=2.0, gt=1.0)
+    delay_factor: float = Field(default=2.0, gt=1.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _intervals_fit_the_type(self) -> RetryPolicy:
@@ -128,13 +129,16 @@ class RetryPolicy(_Model):
             digest = blake2b(f"{seed}\x1f{attempt}".encode(), digest_size=8).digest()
             return low + (high - low) * (int.from_bytes(digest, "big") / 2**64)
         interval = self.interval or timedelta(0)
+        # Capped even without maxInterval: the factor grows without bound over many attempts.
+        cap = self.max_interval if self.max_interval is not None else MAX_DURATION
         if self.type == "constant":
             delay = interval
         else:
-            delay = interval * (self.delay_factor ** (attempt - 2))
-        if self.max_interval is not None:
-            delay = min(delay, self.max_interval)
-        return delay
+            try:
+                delay = interval * (self.delay_factor ** (attempt - 2))
+            except OverflowError:  # beyond a float or a timedelta: far beyond the cap
+                delay = cap
+        return min(delay, cap)
 
 
 TASK_TYPE_ALIASES: dict[str, str] = {

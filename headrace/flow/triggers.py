@@ -29,6 +29,7 @@ from pydantic.alias_generators import to_camel
 
 from headrace.flow.cron import CronError, CronSchedule
 from headrace.flow.durations import Duration
+from headrace.flow.limits import MAX_CONCURRENCY
 from headrace.states import State
 
 SCHEDULE = "schedule"
@@ -228,7 +229,7 @@ class FlowTrigger(TriggerProperties):
 class KafkaBatch(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    max_records: int = Field(default=500, ge=1)
+    max_records: int = Field(default=500, ge=1, le=MAX_CONCURRENCY)
     max_duration: Duration = timedelta(seconds=5)
 
 

@@ -276,8 +276,14 @@ class ExecutorRuntime:
                     outbox.records.append(_encode(LOGS.name, record))
                 case SetTimer(execution_id=execution_id, timer=timer):
                     outbox.timers.append((execution_id, timer))
-                case KillTask(execution_id=execution_id, task_run_id=run_id, attempt=attempt):
-                    kill = TaskKill(execution_id, run_id, attempt, datetime.now(UTC))
+                case KillTask() as task_kill:
+                    kill = TaskKill(
+                        task_kill.execution_id,
+                        task_kill.task_run_id,
+                        task_kill.attempt,
+                        datetime.now(UTC),
+                        task_kill.run_id,
+                    )
                     outbox.records.append(_encode(TASK_CONTROL.name, kill))
                 case SendCommand(command=sent):
                     outbox.records.append(_encode(EXECUTION_COMMANDS.name, sent))

@@ -1,7 +1,7 @@
 """The gateway: the REST API under `/api/v1` and `/healthz` (aiohttp).
 
-Public entry: `run_gateway(settings, stop, ready=None)`; `make_app(gateway)` builds the
-application around already-open resources.
+Public entry: `run_gateway(settings, stop, ready=None)`; `make_app(gateway, authenticator,
+hosts)` builds the application around already-open resources.
 """
 
 from headrace.services.gateway.app import make_app, run_gateway

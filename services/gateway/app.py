@@ -1,8 +1,10 @@
 """The gateway's aiohttp application and its life cycle (`run_gateway`).
 
-Start-up order: PostgreSQL pool and migrations, the Kafka producer, the LISTEN
-connection, then the socket; shutdown in reverse. `/healthz` answers 200 only when
-PostgreSQL answers and the producer is started.
+Start-up order: credentials (none at all stops the start), PostgreSQL pool and
+migrations, the Kafka producer, the LISTEN connection, then the socket; shutdown in
+reverse. `/healthz` answers 200 only when PostgreSQL answers and the producer is started.
+Every request passes the browser checks (`browser`), then authentication and roles
+(`auth`): all routes need credentials but `/healthz` and webhooks (whose key is theirs).
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ from headrace.services.gateway import (
     triggers_api,
     webhooks_api,
 )
+from headrace.services.gateway.auth import Authenticator, require_credentials
 from headrace.services.gateway.bodies import refuse_nul_in_url
+from headrace.services.gateway.browser import HostPolicy, browser_checks
 from headrace.services.gateway.context import GATEWAY, Gateway, gateway
+from headrace.services.gateway.credentials import load_credentials
+from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.responses import error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
 
@@ -79,11 +85,26 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
-def make_app(gw: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
+# Routes open without credentials: health probes, and webhooks (the URL's key is theirs).
+PUBLIC_ROUTES = frozenset({"/healthz", API_PREFIX + webhooks_api.ROUTE})
+# POST routes that change nothing: a reader may call them.
+READ_ONLY_POSTS = frozenset({f"{API_PREFIX}/flows/validate"})
+
+
+def make_app(
+    gw: Gateway,
+    authenticator: Authenticator,
+    hosts: HostPolicy,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> web.Application:
     # error_middleware first: it turns what the inner ones raise into JSON answers.
-    app = web.Application(
-        middlewares=[error_middleware, refuse_nul_in_url], client_max_size=max_body_bytes
-    )
+    middlewares = [
+        error_middleware,
+        refuse_nul_in_url,
+        browser_checks(hosts, exempt=PUBLIC_ROUTES),
+        require_credentials(authenticator, PUBLIC_ROUTES, READ_ONLY_POSTS),
+    ]
+    app = web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
     app[GATEWAY] = gw
     flows_api.add_routes(app, API_PREFIX)
     webhooks_api.add_routes(app, API_PREFIX)  # before the generic /executions routes
@@ -96,9 +117,16 @@ def make_app(gw: Gateway, max_body_bytes: int = MAX_BODY_BYTES) -> web.Applicati
     return app
 
 
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The server as it runs. aiohttp's default stays: a handler is not cancelled when its
+    client leaves (a half-done write would be worse); long waits use `while_connected`."""
+    return web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+
+
 async def run_gateway(
     settings: Settings, stop: asyncio.Event, ready: Callable[[int], None] | None = None
 ) -> None:
+    authenticator = Authenticator(load_credentials(settings))
     pool = await create_pool(settings.database_url)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(pool.close)
@@ -110,6 +138,9 @@ async def run_gateway(
         waiter = ExecutionWaiter(settings.database_url, executions)
         await waiter.start()
         stack.push_async_callback(waiter.close)
+        flow_loader = FlowLoader()
+        stack.callback(flow_loader.close)
+        await flow_loader.start()
         gw = Gateway(
             pool=pool,
             producer=producer,
@@ -118,8 +149,9 @@ async def run_gateway(
             logs=LogRepository(pool),
             waiter=waiter,
             producer_started=True,
+            flow_loader=flow_loader,
         )
-        runner = web.AppRunner(make_app(gw), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        runner = make_runner(make_app(gw, authenticator, HostPolicy.from_settings(settings)))
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)

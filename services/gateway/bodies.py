@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -58,13 +59,20 @@ async def read_inputs(request: web.Request) -> dict[str, Any]:
             raise ApiError(400, "the inputs must be a JSON object")
         return value
     if request.content_type in FORM_TYPES:
-        form = await request.post()
-        return _form_values(form)
+        return _form_values(await read_form(request))
     raise ApiError(
         415,
         "inputs must be application/json, multipart/form-data or "
         f"application/x-www-form-urlencoded, got {request.content_type}",
     )
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[Any]:
+    """The form fields; a body that is no form of its declared type is a 400."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError) as exc:  # no boundary, bad encoding, unknown charset
+        raise ApiError(400, f"malformed {request.content_type} body: {exc}") from exc
 
 
 def _form_values(form: MultiDictProxy[Any]) -> dict[str, Any]:
@@ -112,17 +120,24 @@ def query_bool(request: web.Request, name: str) -> bool:
     raise ApiError(400, f"query parameter {name!r} must be true or false, got {raw!r}")
 
 
-def query_seconds(request: web.Request, name: str, default: float) -> float:
-    """A duration in seconds (`300`, `2.5`) or ISO 8601 (`PT5M`)."""
+def query_seconds(request: web.Request, name: str, default: float, maximum: float) -> float:
+    """A duration in seconds (`300`, `2.5`) or ISO 8601 (`PT5M`), within (0, maximum]."""
     raw = request.query.get(name)
     if not raw:
         return default
     try:
         seconds = isodate.parse_duration(raw).total_seconds() if raw[:1] in "Pp" else float(raw)
-    except (ValueError, isodate.ISO8601Error) as exc:
-        raise ApiError(400, f"query parameter {name!r} is not a duration: {raw!r}") from exc
-    if seconds <= 0:
-        raise ApiError(400, f"query parameter {name!r} must be positive")
+    except (ValueError, OverflowError, isodate.ISO8601Error) as exc:
+        raise ApiError(
+            400, f"query parameter {name!r} is not a duration (seconds, or ISO 8601): {raw!r}"
+        ) from exc
+    # NaN compares false with everything: it would slip past both bounds below.
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ApiError(400, f"query parameter {name!r} must be a positive number, got {raw!r}")
+    if seconds > maximum:
+        raise ApiError(
+            400, f"query parameter {name!r} must be at most {maximum:g} seconds, got {raw!r}"
+        )
     return seconds
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from aiohttp import web
@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from headrace.db.executions import ExecutionRepository
 from headrace.db.flows import FlowRepository
 from headrace.db.logs import LogRepository
+from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.waiter import ExecutionWaiter
 
 
@@ -23,6 +24,8 @@ class Gateway:
     logs: LogRepository
     waiter: ExecutionWaiter
     producer_started: bool = False
+    # Parses and validates YAML off the event loop (its pool starts on first use).
+    flow_loader: FlowLoader = field(default_factory=FlowLoader)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -17,7 +17,6 @@ from headrace.db.executions import MAX_PAGE_SIZE
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import InputValidationError, has_nul, resolve_inputs
-from headrace.flow.loader import load_flow
 from headrace.messages import CommandKind, ExecutionCommand, Message, TriggerEvent
 from headrace.services.gateway.bodies import (
     query_bool,
@@ -29,6 +28,7 @@ from headrace.services.gateway.bodies import (
 from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.ids import new_execution_id
 from headrace.services.gateway.responses import ApiError, json_response
+from headrace.services.gateway.waiter import while_connected
 from headrace.states import TERMINAL_STATES, State
 from headrace.topics.definitions import EXECUTION_COMMANDS, MAX_VALUE_BYTES, TRIGGERS
 
@@ -60,7 +60,7 @@ async def start_execution(request: web.Request) -> web.Response:
     gw = gateway(request)
     namespace, flow_id = request.match_info["namespace"], request.match_info["flowId"]
     wait = query_bool(request, "wait")
-    timeout_s = min(query_seconds(request, "timeout", DEFAULT_WAIT_S), MAX_WAIT_S)
+    timeout_s = query_seconds(request, "timeout", DEFAULT_WAIT_S, MAX_WAIT_S)
     labels = query_labels(request)
     raw_inputs = await read_inputs(request)
 
@@ -68,7 +68,7 @@ async def start_execution(request: web.Request) -> web.Response:
     if record is None:
         raise ApiError(404, f"flow {namespace}/{flow_id} not found")
     try:
-        flow = load_flow(record.source, f"{namespace}/{flow_id}@{record.revision}")
+        flow = await gw.flow_loader.load(record.source, f"{namespace}/{flow_id}@{record.revision}")
     except FlowValidationError as exc:
         raise ApiError(422, "the stored flow no longer validates", exc.to_json()) from exc
     if flow.disabled:
@@ -110,7 +110,7 @@ async def start_execution(request: web.Request) -> web.Response:
             },
             status=202,
         )
-    execution = await gw.waiter.wait_for_end(execution_id, timeout_s)
+    execution = await while_connected(request, gw.waiter.wait_for_end(execution_id, timeout_s))
     if execution is None:
         raise ApiError(
             504, f"execution {execution_id} did not end within {timeout_s:g} s", id=execution_id

@@ -8,10 +8,11 @@ from aiohttp import web
 
 from headrace.db.flows import FlowExistsError, FlowRecord
 from headrace.flow.errors import FlowValidationError
-from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
+from headrace.services.gateway.auth import can_write
 from headrace.services.gateway.bodies import query_int, query_page, read_yaml
 from headrace.services.gateway.context import gateway
+from headrace.services.gateway.masking import mask_flow_json, mask_source
 from headrace.services.gateway.responses import ApiError, json_response
 
 MAX_REVISION = 2**31 - 1
@@ -22,19 +23,23 @@ MAX_FLOW_PAGE_SIZE = 1_000
 DEFAULT_FLOW_PAGE_SIZE = MAX_FLOW_PAGE_SIZE
 
 
-def _parse(source: str, name: str = "<request body>") -> Flow:
+async def _parse(request: web.Request, source: str, name: str = "<request body>") -> Flow:
     try:
-        return load_flow(source, name)
+        return await gateway(request).flow_loader.load(source, name)
     except FlowValidationError as exc:
         raise ApiError(422, "invalid flow", exc.to_json()) from exc
 
 
-def flow_json(record: FlowRecord, flow: Flow | None = None) -> dict[str, Any]:
-    """The stored revision, with the parsed definition's fields when it still loads."""
+async def flow_json(
+    request: web.Request, record: FlowRecord, flow: Flow | None = None, *, masked: bool = False
+) -> dict[str, Any]:
+    """The stored revision, with the parsed definition's fields when it still loads;
+    `masked`: webhook keys hidden, for a reader."""
     body: dict[str, Any] = {}
     if flow is None:
+        name = f"{record.namespace}/{record.id}@{record.revision}"
         try:
-            flow = load_flow(record.source, f"{record.namespace}/{record.id}@{record.revision}")
+            flow = await gateway(request).flow_loader.load(record.source, name)
         except FlowValidationError:
             flow = None  # stored under older rules: the source is still served
     if flow is not None:
@@ -46,20 +51,20 @@ def flow_json(record: FlowRecord, flow: Flow | None = None) -> dict[str, Any]:
         source=record.source,
         createdAt=record.created_at,
     )
-    return body
+    return mask_flow_json(body, flow) if masked else body
 
 
 async def create_flow(request: web.Request) -> web.Response:
     gw = gateway(request)
     source = await read_yaml(request)
-    flow = _parse(source)
+    flow = await _parse(request, source)
     try:
         revision = await gw.flows.create(flow.namespace, flow.id, source)
     except FlowExistsError as exc:
         raise ApiError(409, f"flow {flow.namespace}/{flow.id} already exists") from exc
     record = await gw.flows.get(flow.namespace, flow.id, revision)
     assert record is not None  # revisions are never removed
-    return json_response(flow_json(record, flow), status=201)
+    return json_response(await flow_json(request, record, flow), status=201)
 
 
 async def put_flow(request: web.Request) -> web.Response:
@@ -67,7 +72,7 @@ async def put_flow(request: web.Request) -> web.Response:
     gw = gateway(request)
     namespace, flow_id = request.match_info["namespace"], request.match_info["id"]
     source = await read_yaml(request)
-    flow = _parse(source)
+    flow = await _parse(request, source)
     mismatches = [
         {"path": key, "line": None, "column": None, "message": msg, "hint": None}
         for key, ok, msg in (
@@ -81,7 +86,7 @@ async def put_flow(request: web.Request) -> web.Response:
     revision, created = await gw.flows.save(namespace, flow_id, source)
     record = await gw.flows.get(namespace, flow_id, revision)
     assert record is not None
-    return json_response(flow_json(record, flow), status=201 if created else 200)
+    return json_response(await flow_json(request, record, flow), status=201 if created else 200)
 
 
 async def get_flow(request: web.Request) -> web.Response:
@@ -94,19 +99,20 @@ async def get_flow(request: web.Request) -> web.Response:
     if record is None:
         what = f"flow {namespace}/{flow_id}" + (f" revision {revision}" if revision else "")
         raise ApiError(404, f"{what} not found")
-    return json_response(flow_json(record))
+    return json_response(await flow_json(request, record, masked=not can_write(request)))
 
 
 async def list_flows(request: web.Request) -> web.Response:
     gw = gateway(request)
     page, size = query_page(request, DEFAULT_FLOW_PAGE_SIZE, MAX_FLOW_PAGE_SIZE)
     records, total = await gw.flows.page(request.query.get("namespace") or None, page, size)
+    masked = not can_write(request)
     results = [
         {
             "namespace": r.namespace,
             "id": r.id,
             "revision": r.revision,
-            "source": r.source,
+            "source": mask_source(r.source, None) if masked else r.source,
             "createdAt": r.created_at,
         }
         for r in records
@@ -125,7 +131,7 @@ async def delete_flow(request: web.Request) -> web.Response:
 async def validate_flow(request: web.Request) -> web.Response:
     source = await read_yaml(request)
     try:
-        flow = load_flow(source, "<request body>")
+        flow = await gateway(request).flow_loader.load(source, "<request body>")
     except FlowValidationError as exc:
         return json_response({"valid": False, "errors": exc.to_json()})
     return json_response({"valid": True, "errors": [], "namespace": flow.namespace, "id": flow.id})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,22 +27,28 @@ from headrace.expressions import ExpressionError
 from headrace.flow.cron import CronError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import InputValidationError
-from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow, Trigger
 from headrace.flow.schedule_ticks import schedule_of, tick_event
 from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
-from headrace.messages import TriggerEvent
 from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.responses import ApiError, json_response
 from headrace.topics.definitions import TRIGGERS
 
 # Ticks one backfill request may publish; a larger range is refused (split it).
 MAX_BACKFILL_TICKS = 10_000
+# Sends between two yields to the event loop (~5 ms of work).
+PUBLISH_SLICE = 100
+# The most work one backfill may take: 10,000 ticks take ~6 s of CPU on an idle machine.
+BACKFILL_S = 60.0
+# No schedule ticked before the Unix epoch; earlier dates could not even be stepped back
+# by a microsecond at year 1 (the overflow that made `0001-01-01` a 500).
+EARLIEST_BACKFILL = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _load(record: FlowRecord) -> Flow | None:
+async def _load(gw: Gateway, record: FlowRecord) -> Flow | None:
     try:
-        return load_flow(record.source, f"{record.namespace}/{record.id}@{record.revision}")
+        name = f"{record.namespace}/{record.id}@{record.revision}"
+        return await gw.flow_loader.load(record.source, name)
     except FlowValidationError:
         return None  # stored before a stricter validator: it declares nothing we can run
 
@@ -109,7 +116,7 @@ async def list_triggers(request: web.Request) -> web.Response:
     for record in await gw.flows.list(namespace):
         if flow_id is not None and record.id != flow_id:
             continue
-        flow = _load(record)
+        flow = await _load(gw, record)
         if flow is None:
             continue
         for trigger in flow.triggers:
@@ -125,7 +132,7 @@ async def _declared(gw: Gateway, request: web.Request) -> tuple[FlowRecord, Flow
     record = await gw.flows.get(namespace, flow_id)
     if record is None:
         raise ApiError(404, f"flow {namespace}/{flow_id} not found")
-    flow = _load(record)
+    flow = await _load(gw, record)
     if flow is None:
         raise ApiError(422, f"the stored flow {namespace}/{flow_id} no longer validates")
     trigger = next((t for t in flow.triggers if t.id == trigger_id), None)
@@ -169,7 +176,16 @@ def _moment(body: dict[str, Any], name: str, zone: ZoneInfo) -> datetime:
     except ValueError as exc:
         raise ApiError(400, f"{name!r} is not an ISO-8601 date-time: {value!r}") from exc
     # Without an offset, the time is read on the trigger's wall clock.
-    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+    moment = moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+    try:
+        in_utc = moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC is in year 0
+        in_utc = None
+    if in_utc is None or in_utc < EARLIEST_BACKFILL:
+        raise ApiError(
+            400, f"{name!r} must be after {EARLIEST_BACKFILL.isoformat()}, got {value!r}"
+        )
+    return moment
 
 
 async def backfill(request: web.Request) -> web.Response:
@@ -193,53 +209,75 @@ async def backfill(request: web.Request) -> web.Response:
     if end > datetime.now(UTC):
         # A future tick started now would take its id, and the on-time run be ignored.
         raise ApiError(400, "'end' is in the future: a backfill covers past ticks only")
-    just_before = timedelta(microseconds=1)
-    ticks = schedule.ticks(start - just_before, end - just_before, MAX_BACKFILL_TICKS + 1)
-    if len(ticks) > MAX_BACKFILL_TICKS:
-        raise ApiError(
-            400,
-            f"the range holds more than {MAX_BACKFILL_TICKS} ticks; backfill it in smaller ranges",
-        )
-    events = [_backfill_event(flow, record.revision, trigger, spec, tick) for tick in ticks]
-    await _publish_all(gw, events)
+    # Up to 10,000 ticks to compute, render and encode: seconds of CPU, in the pool.
+    outcome = await gw.flow_loader.run(
+        backfill_messages, flow, record.revision, trigger.id, start, end, timeout_s=BACKFILL_S
+    )
+    if isinstance(outcome, Refusal):
+        raise ApiError(outcome.status, outcome.message, outcome.errors)
+    await _publish_all(gw, outcome)
     return json_response(
         {
             "namespace": flow.namespace,
             "flowId": flow.id,
             "triggerId": trigger.id,
-            "count": len(events),
-            "executionIds": [event.execution_id for event in events],
+            "count": len(outcome),
+            "executionIds": [execution_id for execution_id, _ in outcome],
         }
     )
 
 
-def _backfill_event(
-    flow: Flow, revision: int, trigger: Trigger, spec: ScheduleTrigger, tick: datetime
-) -> TriggerEvent:
-    try:
-        return tick_event(flow, revision, trigger.id, spec, tick, backfill=True)
-    except InputValidationError as exc:
-        errors = [{"input": input_id, "message": reason} for input_id, reason in exc.errors]
-        raise ApiError(
-            422, f"the trigger's inputs are invalid for tick {tick.isoformat()}", errors
-        ) from exc
-    except ExpressionError as exc:
-        raise ApiError(
-            422, f"the trigger's inputs do not render for tick {tick.isoformat()}: {exc}"
-        ) from exc
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a backfill cannot be made, as plain values (it crosses a process boundary)."""
+
+    status: int
+    message: str
+    errors: list[dict[str, Any]] | None = None
 
 
-async def _publish_all(gw: Gateway, events: list[TriggerEvent]) -> None:
-    """Send every event, then await every ack: a 200 means they are all on the topic."""
+def backfill_messages(
+    flow: Flow, revision: int, trigger_id: str, start: datetime, end: datetime
+) -> list[tuple[str, bytes]] | Refusal:
+    """In a worker process: (execution id, encoded TriggerEvent) for every tick of
+    [start, end), or why not."""
+    trigger = next(t for t in flow.triggers if t.id == trigger_id)
+    spec = trigger.spec()
+    assert isinstance(spec, ScheduleTrigger)
+    just_before = timedelta(microseconds=1)
+    ticks = schedule_of(spec).ticks(start - just_before, end - just_before, MAX_BACKFILL_TICKS + 1)
+    if len(ticks) > MAX_BACKFILL_TICKS:
+        return Refusal(
+            400,
+            f"the range holds more than {MAX_BACKFILL_TICKS} ticks; backfill it in smaller ranges",
+        )
+    messages = []
+    for tick in ticks:
+        try:
+            event = tick_event(flow, revision, trigger.id, spec, tick, backfill=True)
+        except InputValidationError as exc:
+            errors = [{"input": input_id, "message": reason} for input_id, reason in exc.errors]
+            when = tick.isoformat()
+            return Refusal(422, f"the trigger's inputs are invalid for tick {when}", errors)
+        except ExpressionError as exc:
+            return Refusal(
+                422, f"the trigger's inputs do not render for tick {tick.isoformat()}: {exc}"
+            )
+        try:
+            messages.append((event.execution_id, codec.encode(event)))
+        except CodecError as exc:
+            return Refusal(422, f"a trigger event cannot be encoded: {exc}")
+    return messages
+
+
+async def _publish_all(gw: Gateway, messages: list[tuple[str, bytes]]) -> None:
+    """Send every message, then await every ack: a 200 means they are all on the topic."""
     try:
-        values = [codec.encode(event) for event in events]
-    except CodecError as exc:
-        raise ApiError(422, f"a trigger event cannot be encoded: {exc}") from exc
-    try:
-        acks = [
-            await gw.producer.send(TRIGGERS.name, value, key=event.execution_id.encode())
-            for event, value in zip(events, values, strict=True)
-        ]
+        acks = []
+        for i, (execution_id, value) in enumerate(messages, 1):
+            acks.append(await gw.producer.send(TRIGGERS.name, value, key=execution_id.encode()))
+            if i % PUBLISH_SLICE == 0:
+                await asyncio.sleep(0)  # a send seldom yields: let other requests in
         await asyncio.gather(*acks)
     except KafkaError as exc:
         raise ApiError(503, f"the broker did not accept the events: {exc}") from exc

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -28,15 +27,21 @@ from headrace.db.triggers import TriggerStateRepository
 from headrace.expressions import ExpressionError, render_value
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import InputValidationError, resolve_inputs
-from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
 from headrace.flow.triggers import WEBHOOK, WebhookTrigger
 from headrace.messages import TriggerEvent
-from headrace.services.gateway.bodies import FORM_TYPES, NUL, query_bool, query_seconds
+from headrace.services.gateway.bodies import (
+    FORM_TYPES,
+    NUL,
+    query_bool,
+    query_seconds,
+    read_form,
+)
 from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.executions_api import DEFAULT_WAIT_S, MAX_WAIT_S, publish
 from headrace.services.gateway.ids import new_execution_id
 from headrace.services.gateway.responses import ApiError, json_response
+from headrace.services.gateway.waiter import while_connected
 from headrace.states import State
 from headrace.topics.definitions import TRIGGERS
 
@@ -46,34 +51,8 @@ NOT_FOUND = "webhook not found"
 # Header values a flow has no business reading: credentials of the caller.
 REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 REDACTED = "***"
-# Parsed flows by (namespace, id, revision): revisions never change, so entries never go
-# stale; parsing YAML on every webhook call would cost more than the rest of the request.
-FLOW_CACHE_SIZE = 1024
 # Rendered condition values that mean "no" (a template that renders text gives text).
 FALSE_TEXTS = frozenset({"", "false", "0", "no", "none", "null"})
-
-
-class FlowCache:
-    """A small LRU of parsed flow revisions."""
-
-    def __init__(self, size: int = FLOW_CACHE_SIZE) -> None:
-        self._size = size
-        self._flows: OrderedDict[tuple[str, str, int], Flow] = OrderedDict()
-
-    def get(self, namespace: str, flow_id: str, revision: int, source: str) -> Flow:
-        key = (namespace, flow_id, revision)
-        flow = self._flows.get(key)
-        if flow is None:
-            flow = load_flow(source, f"{namespace}/{flow_id}@{revision}")
-            self._flows[key] = flow
-            if len(self._flows) > self._size:
-                self._flows.popitem(last=False)
-        else:
-            self._flows.move_to_end(key)
-        return flow
-
-
-FLOW_CACHE = web.AppKey("webhook_flow_cache", FlowCache)
 
 
 def matching_trigger(flow: Flow, key: str) -> tuple[str, WebhookTrigger] | None:
@@ -96,13 +75,14 @@ def matching_trigger(flow: Flow, key: str) -> tuple[str, WebhookTrigger] | None:
 
 
 async def _find(
-    gw: Gateway, cache: FlowCache, namespace: str, flow_id: str, key: str
+    gw: Gateway, namespace: str, flow_id: str, key: str
 ) -> tuple[int, Flow, tuple[str, WebhookTrigger]]:
     record = await gw.flows.get(namespace, flow_id)
     if record is None:
         raise ApiError(404, NOT_FOUND)
     try:
-        flow = cache.get(namespace, flow_id, record.revision, record.source)
+        # Cached by the loader: parsing on every call would cost more than the request.
+        flow = await gw.flow_loader.load(record.source, f"{namespace}/{flow_id}@{record.revision}")
     except FlowValidationError:
         log.warning("webhook for %s/%s: the stored flow no longer validates", namespace, flow_id)
         raise ApiError(404, NOT_FOUND) from None
@@ -120,7 +100,7 @@ async def read_body(request: web.Request) -> Any:
     if not request.body_exists:
         return None
     if request.content_type in FORM_TYPES:
-        return _form_dict(await request.post())
+        return _form_dict(await read_form(request))
     data = await request.read()  # over client_max_size: aiohttp's 413, made JSON upstream
     if not data:
         return None
@@ -200,9 +180,9 @@ async def webhook(request: web.Request) -> web.Response:
     gw = gateway(request)
     namespace, flow_id = request.match_info["namespace"], request.match_info["flowId"]
     wait = query_bool(request, "wait")
-    timeout_s = min(query_seconds(request, "timeout", DEFAULT_WAIT_S), MAX_WAIT_S)
+    timeout_s = query_seconds(request, "timeout", DEFAULT_WAIT_S, MAX_WAIT_S)
     revision, flow, (trigger_id, spec) = await _find(
-        gw, request.app[FLOW_CACHE], namespace, flow_id, request.match_info["key"]
+        gw, namespace, flow_id, request.match_info["key"]
     )
 
     body = await read_body(request)
@@ -257,7 +237,7 @@ async def webhook(request: web.Request) -> web.Response:
             },
             status=202,
         )
-    execution = await gw.waiter.wait_for_end(execution_id, timeout_s)
+    execution = await while_connected(request, gw.waiter.wait_for_end(execution_id, timeout_s))
     if execution is None:
         raise ApiError(
             504, f"execution {execution_id} did not end within {timeout_s:g} s", id=execution_id
@@ -265,10 +245,12 @@ async def webhook(request: web.Request) -> web.Response:
     return json_response(execution)
 
 
+ROUTE = "/executions/webhook/{namespace}/{flowId}/{key}"
+
+
 def add_routes(app: web.Application, prefix: str) -> None:
     # Before the executions routes: aiohttp tries routes in order of registration.
-    app[FLOW_CACHE] = FlowCache()
-    path = prefix + "/executions/webhook/{namespace}/{flowId}/{key}"
+    path = prefix + ROUTE
     app.router.add_post(path, webhook)
     # No implicit HEAD: a probe must not start an execution.
     app.router.add_get(path, webhook, allow_head=False)

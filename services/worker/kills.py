@@ -1,7 +1,9 @@
 """Kills reach every worker: a consumer outside any group follows `task-control` from its end.
 
-A kill names one attempt. The worker running it cancels it; a worker that fetches the
-request later remembers the kill and reports the attempt KILLED without running it. The
+A kill names one attempt, or one run of it (`run_id`: a run lost with its worker, or a
+redelivered copy of an attempt that is over). The worker running it cancels it; a
+worker that fetches the request later remembers the kill and reports the attempt KILLED
+without running it. The
 memory is bounded: kills matter only while their request may still be in flight.
 
 A worker sees only kills published while it listens (it starts at the end of the topic):
@@ -32,7 +34,8 @@ log = logging.getLogger(__name__)
 REMEMBERED_KILLS = 100_000
 POLL_TIMEOUT_MS = 100
 
-AttemptKey = tuple[str, int]  # (task_run_id, attempt)
+# (task_run_id, attempt), or (task_run_id, attempt, run_id) for one run of it.
+KillKey = tuple[str, int] | tuple[str, int, str]
 
 
 class KillListenerError(HeadraceError):
@@ -42,15 +45,15 @@ class KillListenerError(HeadraceError):
 class RecentKills:
     def __init__(self, capacity: int = REMEMBERED_KILLS) -> None:
         self._capacity = capacity
-        self._keys: OrderedDict[AttemptKey, None] = OrderedDict()
+        self._keys: OrderedDict[KillKey, None] = OrderedDict()
 
-    def add(self, key: AttemptKey) -> None:
+    def add(self, key: KillKey) -> None:
         self._keys[key] = None
         self._keys.move_to_end(key)
         while len(self._keys) > self._capacity:
             self._keys.popitem(last=False)
 
-    def __contains__(self, key: AttemptKey) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._keys
 
 

@@ -13,10 +13,10 @@ executor rendered the properties). Marker-like text from anywhere else (an input
 webhook body, an upstream output) is data and reaches the task unchanged.
 
 Everything published is made safe first:
-- the values of ALL the worker's `HEADRACE_SECRET_*` variables (not only those the task
-  referenced) are masked in log lines, the error text and every string of the outputs;
-  values shorter than `MIN_MASKED_SECRET_CHARS` are not masked (masking "1" would garble
-  every line and hide nothing worth hiding);
+- the values of ALL the worker's secrets (not only those the task referenced) are masked
+  in log lines, the error text and every string of the outputs, in their common
+  encodings too (`masking.Masker`); values shorter than `MIN_MASKED_SECRET_CHARS` are
+  not masked (masking "1" would garble every line and hide nothing worth hiding);
 - NUL characters become U+FFFD: PostgreSQL refuses `\\x00` in text and `\\u0000` in jsonb;
 - at most `MAX_LOG_LINES` lines per run of an attempt, each cut to `MAX_LOG_LINE_BYTES`;
 - outputs over `MAX_OUTPUTS_BYTES` of JSON fail the attempt.
@@ -27,35 +27,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
+import isodate
 import orjson
 from pydantic import ValidationError
 
-from headrace.connectors.base import Connector, TaskContext, TaskFailed, uses_workdir
+from headrace.config import DEFAULT_TASK_TIMEOUT, TASK_TIMEOUT_ENV
+from headrace.connectors.base import (
+    Connector,
+    ProcessGuard,
+    TaskContext,
+    TaskFailed,
+    uses_workdir,
+)
 from headrace.connectors.registry import connector_classes
 from headrace.errors import HeadraceError
 from headrace.messages import LogLevel, LogRecord, TaskRequest, TaskResult
 from headrace.secret_markers import resolve_secrets
+from headrace.services.worker.masking import Masker
 from headrace.states import State
 
 log = logging.getLogger(__name__)
 
-MASK = "******"
-SECRET_ENV_PREFIX = "HEADRACE_SECRET_"
-# Shorter secret values are not masked: replacing every "a" or "42" would make logs
-# unreadable while protecting nothing (such a value is guessed in a few tries anyway).
-MIN_MASKED_SECRET_CHARS = 3
-# PostgreSQL rejects NUL in text and jsonb; one would crash-loop the indexer.
-NUL = "\x00"
-REPLACEMENT_CHARACTER = "\ufffd"
 # Outputs travel in the result, in execution events and in the executor's state; Kafka's
 # default max.message.bytes is 1 MB, so one attempt's outputs must stay well below it.
 MAX_OUTPUTS_BYTES = 256 * 1024
@@ -66,51 +67,37 @@ MAX_LOG_LINES = 10_000
 MAX_LOG_LINE_BYTES = 16 * 1024
 
 PublishLog = Callable[[LogRecord], Awaitable[None]]
-SecretLookup = Callable[[str], str | None]
-SecretValues = Callable[[], Iterable[str]]
-
-
-def env_secret_lookup(name: str) -> str | None:
-    """A secret's value from the worker's environment (`HEADRACE_SECRET_<NAME>`)."""
-    return os.environ.get(SECRET_ENV_PREFIX + name)
-
-
-def env_secret_values() -> list[str]:
-    """The values of every `HEADRACE_SECRET_*` variable: all are masked, used or not."""
-    return [value for name, value in os.environ.items() if name.startswith(SECRET_ENV_PREFIX)]
 
 
 def new_run_nonce() -> str:
-    """Tells apart two runs of one attempt (a redelivery), so their log ids differ."""
-    return secrets.token_hex(4)
+    """Tells apart two runs of one attempt (a redelivery): their log ids differ, and the
+    executor tells a lost run from its re-run (`TaskResult.run_id`)."""
+    return token_hex(6)
 
 
-class Masker:
-    """Makes text publishable: masks secret values (longest first, so a secret containing
-    another hides whole) and replaces NUL characters."""
+@dataclass(frozen=True, slots=True)
+class TimeLimit:
+    seconds: float
+    error: str  # the attempt's error when it runs out: where the limit came from, and how
+    # to raise it
 
-    def __init__(self, values: Iterable[str]) -> None:
-        self._values = sorted(
-            {v for v in values if len(v) >= MIN_MASKED_SECRET_CHARS}, key=len, reverse=True
+
+def attempt_time_limit(request: TaskRequest, default: timedelta) -> TimeLimit:
+    """How long the attempt may run: its task's `timeout`, else the worker's default."""
+    if request.timeout_ms is not None:
+        limit = timedelta(milliseconds=request.timeout_ms)
+        return TimeLimit(
+            limit.total_seconds(),
+            f"timed out after {isodate.duration_isoformat(limit)}, the task's `timeout`"
+            " (set on the task or by the flow's pluginDefaults): raise it there",
         )
-
-    def __call__(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, MASK)
-        return text.replace(NUL, REPLACEMENT_CHARACTER)
-
-    def value(self, item: Any) -> Any:
-        """`item` with every string in it (dict keys too, at any depth) made publishable."""
-        if isinstance(item, str):
-            return self(item)
-        if isinstance(item, dict):
-            return {
-                self(key) if isinstance(key, str) else key: self.value(sub)
-                for key, sub in item.items()
-            }
-        if isinstance(item, list | tuple):
-            return [self.value(sub) for sub in item]
-        return item
+    text = isodate.duration_isoformat(default)
+    return TimeLimit(
+        default.total_seconds(),
+        f"timed out after {text}, the workers' default for a task without `timeout`"
+        f" ({TASK_TIMEOUT_ENV}={text}): set `timeout` on the task, or on every task of its"
+        " type with the flow's pluginDefaults",
+    )
 
 
 def cut_line(message: str) -> str:
@@ -178,20 +165,22 @@ async def run_attempt(
     *,
     worker_id: str,
     publish_log: PublishLog,
-    secret_lookup: SecretLookup = env_secret_lookup,
-    secret_values: SecretValues = env_secret_values,
+    secrets: Mapping[str, str] | None = None,
     connectors: Mapping[str, type[Connector]] | None = None,
     run_nonce: str | None = None,
+    process_guard: ProcessGuard | None = None,
+    default_timeout: timedelta = DEFAULT_TASK_TIMEOUT,
 ) -> TaskResult:
     """Run `request` to its end and describe the outcome.
 
     Raises only `CancelledError` and what `publish_log` raised (an infrastructure failure:
-    the attempt then has no result). `secret_values` gives every secret value to mask.
+    the attempt then has no result). `secrets`: the worker's, by name; all are masked.
+    `default_timeout` bounds an attempt whose request has no `timeout_ms`.
     """
     started_at = _now()
     nonce = run_nonce or new_run_nonce()
-    known_secrets = list(secret_values())
-    mask = Masker(known_secrets)
+    secrets = secrets or {}
+    mask = Masker(secrets.values())
     line_number = 0
     publish_failure: BaseException | None = None
 
@@ -241,6 +230,7 @@ async def run_attempt(
             outputs=outputs or {},
             error=None if error is None else mask(error),
             worker_id=worker_id,
+            run_id=nonce,
         )
 
     registry = connector_classes() if connectors is None else connectors
@@ -248,21 +238,20 @@ async def run_attempt(
     if connector_class is None:
         return finish(State.FAILED, error=f"unknown task type '{request.type}'")
     try:
-        raw_properties, used = resolve_secrets(
+        raw_properties, _ = resolve_secrets(
             request.properties,
-            secret_lookup,
+            secrets.get,
             nonce=request.secret_nonce,
             names=request.secret_names,
         )
     except HeadraceError as exc:
         return finish(State.FAILED, error=str(exc))
-    mask = Masker([*known_secrets, *used])
     try:
         properties = connector_class.Properties.model_validate(raw_properties)
     except ValidationError as exc:
         return finish(State.FAILED, error=describe_validation_error(exc))
 
-    timeout_s = None if request.timeout_ms is None else request.timeout_ms / 1000
+    limit = attempt_time_limit(request, default_timeout)
     try:
         async with _attempt_directory(uses_workdir(connector_class)) as workdir:
             context = TaskContext(
@@ -274,15 +263,16 @@ async def run_attempt(
                 attempt=request.attempt,
                 log_sink=log_sink,
                 workdir=workdir,
+                process_guard=process_guard,
             )
-            deadline = asyncio.timeout(timeout_s)
+            deadline = asyncio.timeout(limit.seconds)
             try:
                 async with deadline:
                     outputs = await connector_class().run(properties, context)
             except TimeoutError:
                 if not deadline.expired():
                     raise  # the connector's own timeout: a failure like any other
-                return finish(State.FAILED, error=f"timed out after {request.timeout_ms} ms")
+                return finish(State.FAILED, error=limit.error)
     except TaskFailed as exc:
         return finish(State.FAILED, error=str(exc))
     except Exception as exc:

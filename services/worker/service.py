@@ -4,7 +4,10 @@ At-least-once (DESIGN §3): a request's offset is committed only once its result
 lines were acknowledged by the broker, and per partition only up to the oldest attempt
 still running (`OffsetTracker`). A worker that dies or is stopped mid-attempt leaves that
 offset uncommitted, so the request is redelivered to the next owner of the partition.
-The executor ignores duplicate results (task run id + attempt).
+Each run of an attempt has a random run id and is announced (a RUNNING `TaskResult`,
+acknowledged before the task starts): the executor records a redelivered run as a new
+entry of the attempt, kills a run of an attempt that is over, and ignores duplicate
+results. The processes a run starts never outlive this worker (`reaper`).
 
 Kafka failures while publishing are retried until they pass or the worker stops
 (`AttemptPublisher`); they never become a task failure. A worker that cannot follow kills
@@ -19,7 +22,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -34,14 +37,8 @@ from headrace.messages import LogRecord, TaskKill, TaskRequest, TaskResult
 from headrace.services.worker.kills import KillListenerError, RecentKills, follow_kills
 from headrace.services.worker.offsets import OffsetTracker
 from headrace.services.worker.publisher import AttemptPublisher, PublishAborted
-from headrace.services.worker.runner import (
-    PublishLog,
-    SecretLookup,
-    SecretValues,
-    env_secret_lookup,
-    env_secret_values,
-    run_attempt,
-)
+from headrace.services.worker.reaper import Reaper
+from headrace.services.worker.runner import PublishLog, new_run_nonce, run_attempt
 from headrace.states import State
 from headrace.topics.definitions import LOGS, TASK_REQUESTS, TASK_RESULTS
 
@@ -72,6 +69,8 @@ class _Running:
     offsets: list[tuple[TopicPartition, int]] = field(default_factory=list)
     # Holds a concurrency slot until its connector returned; acks are awaited slot-free.
     busy: bool = True
+    # This run's id: a redelivered request runs again elsewhere under another.
+    run_id: str = field(default_factory=new_run_nonce)
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
@@ -96,16 +95,14 @@ class Worker:
         worker_id: str,
         *,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
-        secret_lookup: SecretLookup = env_secret_lookup,
-        secret_values: SecretValues = env_secret_values,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
         self.tracker = OffsetTracker()
         self._capacity = max(1, settings.worker_concurrency)
         self._grace_s = shutdown_grace_s
-        self._secret_lookup = secret_lookup
-        self._secret_values = secret_values
+        self._secrets = dict(secrets or {})  # by name: resolved for tasks, all masked
         self._stop = asyncio.Event()  # replaced by the one `run` gets
         self._running: dict[AttemptKey, _Running] = {}
         self._kills = RecentKills()
@@ -117,6 +114,7 @@ class Worker:
         self._paused = False
         self._consumer = make_consumer(settings, group_id=WORKER_GROUP, client_id=worker_id)
         self._producer = make_producer(settings, client_id=worker_id)
+        self.reaper = Reaper()
 
     async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         """Serve until `stop` is set; `ready()` is called once partitions are assigned and
@@ -124,6 +122,14 @@ class Worker:
         self._stop = stop
         self._ready = ready
         self._consumer.subscribe([TASK_REQUESTS.name], listener=_CommitOnRevoke(self))
+        # Started before any task can be, stopped after the last one ended.
+        self.reaper.start()
+        try:
+            await self._serve(stop)
+        finally:
+            await asyncio.to_thread(self.reaper.stop)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         await self._producer.start()
         try:
             await self._consumer.start()
@@ -162,7 +168,9 @@ class Worker:
                 log.exception("worker %s: %s failed", self.worker_id, background.get_name())
 
     def _check_kills(self, kills: asyncio.Task[None]) -> None:
-        """A worker deaf to kills would run killed attempts to their end: fail loudly."""
+        """A worker deaf to kills would run killed attempts to their end, one without its
+        reaper would leave them running if it crashed: fail loudly."""
+        self.reaper.check()
         if not kills.done() or self._stop.is_set():
             return
         error = None if kills.cancelled() else kills.exception()
@@ -236,16 +244,23 @@ class Worker:
         self._busy += 1
 
     def kill(self, kill: TaskKill) -> None:
-        """Cancel the attempt if it runs here; refuse to start it if it comes later."""
+        """Cancel the attempt (or only its run `kill.run_id`) if it runs here; refuse to
+        start it if it comes later."""
         key = (kill.task_run_id, kill.attempt)
-        self._kills.add(key)
         running = self._running.get(key)
+        if kill.run_id:
+            self._kills.add((*key, kill.run_id))
+            if running is None or running.run_id != kill.run_id:
+                return  # another run of the attempt: a lost one elsewhere, or a re-run
+        else:
+            self._kills.add(key)
         if running is not None and running.connector is not None:
             running.connector.cancel()
             log.info("worker %s: killing %s attempt %d", self.worker_id, *key)
 
-    def knows_killed(self, task_run_id: str, attempt: int) -> bool:
-        return (task_run_id, attempt) in self._kills
+    def knows_killed(self, task_run_id: str, attempt: int, run_id: str = "") -> bool:
+        key = (task_run_id, attempt)
+        return key in self._kills or (bool(run_id) and (*key, run_id) in self._kills)
 
     def _release_slot(self, running: _Running) -> None:
         if running.busy:
@@ -265,7 +280,7 @@ class Worker:
             await publisher.send(LOGS.name, codec.encode(record))
 
         try:
-            result = await self._run_unless_killed(request, key, publish_log)
+            result = await self._run_unless_killed(request, key, publisher, publish_log)
             await publisher.send(TASK_RESULTS.name, codec.encode(result))
             # Waiting for acks takes a broker round trip: let the next attempt start meanwhile.
             self._release_slot(self._running[key])
@@ -279,24 +294,47 @@ class Worker:
             self._release_slot(self._running.pop(key))
 
     async def _run_unless_killed(
-        self, request: TaskRequest, key: AttemptKey, publish_log: PublishLog
+        self,
+        request: TaskRequest,
+        key: AttemptKey,
+        publisher: AttemptPublisher,
+        publish_log: PublishLog,
     ) -> TaskResult:
         started_at = datetime.now(UTC)
-        if key not in self._kills:
+        run_id = self._running[key].run_id
+        if not self.knows_killed(*key, run_id):
+            # The run is announced, and the broker has it, before the task runs: a re-run
+            # after a crash shows as a new attempt entry, and a run of an attempt that is
+            # over already is killed by the executor before it gets far.
+            started = TaskResult(
+                execution_id=request.execution_id,
+                task_run_id=request.task_run_id,
+                attempt=request.attempt,
+                state=State.RUNNING,
+                started_at=started_at,
+                ended_at=started_at,
+                worker_id=self.worker_id,
+                run_id=run_id,
+            )
+            await publisher.send(TASK_RESULTS.name, codec.encode(started))
+            await publisher.flush()
+        if not self.knows_killed(*key, run_id):
             connector = asyncio.create_task(
                 run_attempt(
                     request,
                     worker_id=self.worker_id,
                     publish_log=publish_log,
-                    secret_lookup=self._secret_lookup,
-                    secret_values=self._secret_values,
+                    secrets=self._secrets,
+                    run_nonce=run_id,
+                    process_guard=self.reaper,
+                    default_timeout=self.settings.worker_task_timeout,
                 )
             )
             self._running[key].connector = connector
             try:
                 return await connector
             except asyncio.CancelledError:
-                if key not in self._kills or asyncio.current_task().cancelling():
+                if not self.knows_killed(*key, run_id) or asyncio.current_task().cancelling():
                     raise  # a shutdown, not a kill: the request will be redelivered
         return TaskResult(
             execution_id=request.execution_id,
@@ -307,6 +345,7 @@ class Worker:
             ended_at=datetime.now(UTC),
             error="killed",
             worker_id=self.worker_id,
+            run_id=run_id,
         )
 
     async def _drain(self) -> None:
@@ -349,11 +388,18 @@ async def run_worker(
     *,
     shutdown_grace_s: float = SHUTDOWN_GRACE_S,
     ready: Callable[[], None] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> None:
     """Run a worker until `stop` is set, then shut down cleanly (see `Worker`).
 
     `ready()` is called once, when the worker has joined the group, got its partitions and
-    follows kills (a readiness probe: before that, requests would wait).
+    follows kills (a readiness probe: before that, requests would wait). `secrets`: by
+    name, what `{{ secret('NAME') }}` resolves to (see `headrace.sealed_env`).
     """
-    worker = Worker(settings, worker_id or default_worker_id(), shutdown_grace_s=shutdown_grace_s)
+    worker = Worker(
+        settings,
+        worker_id or default_worker_id(),
+        shutdown_grace_s=shutdown_grace_s,
+        secrets=secrets,
+    )
     await worker.run(stop, ready)

@@ -181,6 +181,10 @@ CHECKS: dict[str, Callable[[dict], None]] = {
         and _states(e, "published") == ["SUCCESS"]
     ),
     "fail-demo": lambda e: _states(e, "load") == [] and _states(e, "report") == ["SUCCESS"],
+    "safe-inputs": lambda e: (
+        _states(e, "shell-reads-env") == ["SUCCESS"]
+        and _outputs(e, "python-reads-env") == {"exitCode": 0, "batch": 500}
+    ),
 }
 
 

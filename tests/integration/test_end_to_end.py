@@ -268,6 +268,20 @@ def test_readme_tour_through_the_cli(stack: LocalStack) -> None:
     assert "FAILED" in failed.stdout
 
 
+def test_the_hello_example_takes_any_name_as_data(stack: LocalStack, tmp_path: Path) -> None:
+    """The tester's input: quotes and command substitutions in `name` run nothing."""
+    applied = run_cli(stack, "flow", "apply", "examples/hello.yaml")
+    assert applied.returncode == 0, applied.stderr
+    marker = tmp_path / "pwned"
+    name = f'x"; touch {marker}; echo "$(touch {marker})`touch {marker}`'
+    started = run_cli(
+        stack, "execution", "start", "examples", "hello", "--input", f"name={name}", "--wait"
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"letters={len(name.encode())}" in started.stdout
+    assert not marker.exists()
+
+
 def test_readme_trigger_tour(stack: LocalStack, settings: Settings) -> None:
     """The README's triggers part: a webhook call, a wrong key, a flow after a flow, a
     Kafka message, and the trigger listing with a schedule switched off."""

@@ -35,7 +35,10 @@ from headrace.messages import (
     TriggerEvent,
 )
 from headrace.services.gateway import make_app, run_gateway
+from headrace.services.gateway.auth import Authenticator
+from headrace.services.gateway.browser import HostPolicy
 from headrace.services.gateway.context import Gateway
+from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.ids import ID_LENGTH
 from headrace.services.gateway.waiter import ExecutionWaiter
 from headrace.states import State
@@ -74,8 +77,8 @@ async def base_url(settings: Settings) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url) as session:
+async def http(base_url: str, auth_headers: dict[str, str]) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url, headers=auth_headers) as session:
         yield session
 
 
@@ -298,7 +301,7 @@ async def test_wait_times_out_with_504(http: aiohttp.ClientSession, namespace: s
 
 
 async def test_database_gone_gives_json_500_and_unhealthy(
-    settings: Settings, database_url: str
+    settings: Settings, database_url: str, auth_headers: dict[str, str]
 ) -> None:
     closed = await create_pool(database_url)
     await closed.close()
@@ -311,8 +314,11 @@ async def test_database_gone_gives_json_500_and_unhealthy(
         logs=LogRepository(closed),
         waiter=ExecutionWaiter(database_url, executions),
     )
-    async with TestClient(TestServer(make_app(gateway))) as client:
-        response = await client.get("/api/v1/executions/some-id")
+    app = make_app(
+        gateway, Authenticator(load_credentials(settings)), HostPolicy.from_settings(settings)
+    )
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/api/v1/executions/some-id", headers=auth_headers)
         assert response.status == 500
         body = await json_of(response)
         assert body["message"] == f"internal error (request id {body['request_id']})"

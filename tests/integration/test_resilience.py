@@ -12,6 +12,7 @@ import dataclasses
 import signal
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,24 @@ tasks:
       - if [ -e {marker} ]; then exit 0; fi
       - touch {marker}
       - exit 1
+"""
+
+# Each run records its pid, and whether a copy of the same task was still alive when it
+# started (an overlap), then works for 2 s.
+SIDE_EFFECTS = """\
+id: side-effects
+namespace: tests.resilience
+tasks:
+  - id: effect
+    type: shell
+    commands:
+      - |
+        runs={folder}/{{{{ execution.id }}}}
+        for pid in $(cat "$runs" 2>/dev/null); do
+          if kill -0 "$pid" 2>/dev/null; then echo "$pid" >> {folder}/overlaps; fi
+        done
+        echo $$ >> "$runs"
+        sleep 2
 """
 
 # Six outputs of 200 KB: a state of ~1.2 MB, over Kafka's 1 MiB default record size.
@@ -178,6 +197,62 @@ def test_worker_killed_mid_task_is_redelivered(stack: LocalStack, tmp_path) -> N
     execution = wait_for_end(api, execution_id)
     assert execution["state"]["current"] == "SUCCESS"
     assert marker.exists()  # the task really ran a second time, on the new worker
+    # ... and shows as a second attempt entry, the first lost with its worker.
+    sleep = execution["taskRunList"][0]
+    assert [a["state"]["current"] for a in sleep["attempts"]] == ["FAILED", "SUCCESS"]
+    assert sleep["attempts"][0]["error"].startswith("lost: worker ")
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_worker_killed_hard_leaves_no_task_running_and_reruns_show_as_attempts(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    """kill -9 of the worker while 30 shell tasks run: their processes die with it (not
+    one is alive when a redelivered copy starts), every execution ends, and a re-run is
+    a second attempt entry, the first one FAILED as lost."""
+    api = ApiClient(stack.url)
+    apply(api, SIDE_EFFECTS.format(folder=tmp_path), "side-effects")
+    ids = [start(api, "side-effects") for _ in range(30)]
+
+    def running_pids() -> list[int]:
+        files = [tmp_path / execution_id for execution_id in ids]
+        return [int(pid) for f in files if f.exists() for pid in f.read_text().split()]
+
+    wait_until(lambda: len(running_pids()) >= 10, what="10 tasks to be running")
+    kill_hard(stack, "worker")
+    orphans = running_pids()
+    wait_until(
+        lambda: not any(process_alive(pid) for pid in orphans),
+        timeout_s=5,
+        what="the dead worker's task processes to be killed",
+    )
+    stack.start_service("worker")
+    stack.wait_ready()
+
+    executions = {execution_id: wait_for_end(api, execution_id) for execution_id in ids}
+    assert not (tmp_path / "overlaps").exists(), "a task ran beside a live copy of itself"
+    rerun = 0
+    for execution_id, execution in executions.items():
+        assert execution["state"]["current"] == "SUCCESS"
+        (run,) = execution["taskRunList"]
+        states = [a["state"]["current"] for a in run["attempts"]]
+        copies = len((tmp_path / execution_id).read_text().split())
+        # One entry per run the executor heard of: a run may be lost before its task
+        # wrote its pid, never after.
+        assert states[-1] == "SUCCESS" and copies <= len(states)
+        for lost in run["attempts"][:-1]:
+            assert lost["state"]["current"] == "FAILED"
+            assert lost["error"].startswith("lost: worker ")
+        rerun += copies > 1
+    assert rerun > 0  # the kill did catch tasks mid-run
 
 
 def test_a_state_over_one_mebibyte_survives_an_executor_restart(

@@ -71,8 +71,10 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture
-async def http(stack: LocalStack) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(stack.url) as session:
+async def http(
+    stack: LocalStack, auth_headers: dict[str, str]
+) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(stack.url, headers=auth_headers) as session:
         yield session
 
 

@@ -27,13 +27,15 @@ from headrace.messages import LogLevel, LogRecord, TaskKill, TaskRequest, TaskRe
 from headrace.secret_markers import marker, request_nonce
 from headrace.services.worker import service
 from headrace.services.worker.kills import KillListenerError, follow_kills
+from headrace.services.worker.masking import MASK
 from headrace.services.worker.publisher import FLUSH_EVERY_SENDS, AttemptPublisher
-from headrace.services.worker.runner import MASK
 from headrace.services.worker.service import WORKER_GROUP, Worker
 from headrace.states import State
 from headrace.topics.definitions import LOGS, TASK_CONTROL, TASK_REQUESTS, TASK_RESULTS
 
 DEADLINE_S = 30.0
+# The secrets every test worker holds, by name (a real worker gets them sealed at start).
+SECRETS = {"API_TOKEN": "tok-93b1f", "X": "xq-7781-secret"}
 
 
 def new_request(type_: str, properties: dict[str, Any], **overrides: Any) -> TaskRequest:
@@ -62,6 +64,7 @@ class Outcomes:
             settings, TASK_RESULTS.name, LOGS.name, group_id=None, client_id="test-worker-reader"
         )
         self.results: dict[str, list[TaskResult]] = defaultdict(list)
+        self.starts: dict[str, list[TaskResult]] = defaultdict(list)  # RUNNING reports
         self.logs: dict[str, list[LogRecord]] = defaultdict(list)
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -80,7 +83,9 @@ class Outcomes:
     async def _read(self) -> None:
         async for record in self._consumer:
             message = codec.decode(record.value)
-            if isinstance(message, TaskResult):
+            if isinstance(message, TaskResult) and message.state is State.RUNNING:
+                self.starts[message.execution_id].append(message)
+            elif isinstance(message, TaskResult):
                 self.results[message.execution_id].append(message)
             elif isinstance(message, LogRecord):
                 self.logs[message.execution_id].append(message)
@@ -150,7 +155,7 @@ class RunningWorker:
     ) -> None:
         self.worker_id = worker_id
         self.stop_event = asyncio.Event()
-        self.worker = worker_class(settings, worker_id, shutdown_grace_s=grace_s)
+        self.worker = worker_class(settings, worker_id, shutdown_grace_s=grace_s, secrets=SECRETS)
         if prepare is not None:
             prepare(self.worker)
         self.task = asyncio.create_task(self.worker.run(self.stop_event, ready))
@@ -190,6 +195,10 @@ async def test_log_and_shell_tasks_publish_results_and_logs(
     result = await outcomes.result(log_task.execution_id)
     assert (result.state, result.outputs, result.worker_id) == (State.SUCCESS, {}, worker.worker_id)
     assert result.started_at <= result.ended_at
+    # The run was announced first, under the same run id.
+    (start,) = outcomes.starts[log_task.execution_id]
+    assert (start.run_id, start.worker_id, start.attempt) == (result.run_id, worker.worker_id, 1)
+    assert len(result.run_id) == 12
     await outcomes.wait_for(lambda: bool(outcomes.logs[log_task.execution_id]), "the log line")
     assert outcomes.messages(log_task.execution_id) == [(LogLevel.WARN, "hello from a log task")]
 
@@ -226,7 +235,7 @@ async def test_failures_are_results_not_crashes(
     assert errors[failing.execution_id] == "exit code 3: no space left"
     assert errors[unknown.execution_id] == "unknown task type 'no.such.type'"
     assert errors[invalid.execution_id].startswith("invalid property 'commands'")
-    assert errors[timed_out.execution_id] == "timed out after 300 ms"
+    assert errors[timed_out.execution_id].startswith("timed out after PT0.3S, the task's `timeout`")
 
     # The worker is still alive and serving.
     after = new_request("log", {"message": "still here"})
@@ -235,9 +244,8 @@ async def test_failures_are_results_not_crashes(
 
 
 async def test_secrets_are_resolved_and_masked_in_logs(
-    settings: Settings, outcomes: Outcomes, worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker
 ) -> None:
-    monkeypatch.setenv("HEADRACE_SECRET_API_TOKEN", "tok-93b1f")
     nonce = request_nonce(uuid.uuid4().hex, "execution", "run", 1)
     request = new_request(
         "shell",
@@ -256,12 +264,11 @@ async def test_secrets_are_resolved_and_masked_in_logs(
 
 
 async def test_secret_markers_from_outside_are_not_resolved(
-    settings: Settings, outcomes: Outcomes, worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker
 ) -> None:
     """A `log` task whose message came from an input holding marker text, while the
     flow's own secret('API_TOKEN') is in the request: the line shows the text as sent
     (NUL made U+FFFD), not the value, which would have been masked."""
-    monkeypatch.setenv("HEADRACE_SECRET_API_TOKEN", "tok-93b1f")
     nonce = request_nonce(uuid.uuid4().hex, "execution", "run", 1)
     forged = ["\x00secret:API_TOKEN\x00", marker("API_TOKEN", ""), marker("API_TOKEN", "e" * 32)]
     request = new_request(
@@ -320,8 +327,10 @@ async def test_an_interrupted_attempt_is_redelivered_to_the_next_worker(
     assert len({i.rsplit(":", 1)[0] for i in ids}) == 2  # one nonce per run
 
 
-async def publish_kill(settings: Settings, request: TaskRequest) -> None:
-    kill = TaskKill(request.execution_id, request.task_run_id, request.attempt, datetime.now(UTC))
+async def publish_kill(settings: Settings, request: TaskRequest, run_id: str = "") -> None:
+    kill = TaskKill(
+        request.execution_id, request.task_run_id, request.attempt, datetime.now(UTC), run_id
+    )
     producer = make_producer(settings, client_id="test-kill-producer")
     await producer.start()
     try:
@@ -367,6 +376,38 @@ async def test_a_kill_that_comes_first_stops_the_attempt_from_running(
     assert not ran.exists()
 
 
+async def test_a_kill_naming_a_run_stops_that_run_only(
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker, tmp_path: Path
+) -> None:
+    """The executor kills one run of an attempt (a lost one, or a redelivered copy of an
+    attempt that is over): another run of the same attempt goes on."""
+    go = tmp_path / "go"
+    request = new_request(
+        "shell", {"commands": ["echo started", f"while [ ! -f {go} ]; do sleep 0.02; done"]}
+    )
+    await produce(settings, request)
+    await outcomes.wait_for(
+        lambda: (LogLevel.INFO, "started") in outcomes.messages(request.execution_id),
+        "the task to start",
+    )
+    (start,) = outcomes.starts[request.execution_id]
+    await publish_kill(settings, request, run_id="another-run")
+    async with asyncio.timeout(DEADLINE_S):
+        while not worker.worker.knows_killed(request.task_run_id, 1, "another-run"):
+            await asyncio.sleep(0.01)
+    go.touch()
+    result = await outcomes.result(request.execution_id)
+    assert (result.state, result.run_id) == (State.SUCCESS, start.run_id)
+
+    again = new_request("shell", {"commands": ["echo started", "sleep 30"]})
+    await produce(settings, again)
+    await outcomes.wait_for(lambda: bool(outcomes.starts[again.execution_id]), "the run's start")
+    (start,) = outcomes.starts[again.execution_id]
+    await publish_kill(settings, again, run_id=start.run_id)
+    result = await outcomes.result(again.execution_id)
+    assert (result.state, result.run_id, result.error) == (State.KILLED, start.run_id, "killed")
+
+
 # --- hardening -------------------------------------------------------------------------
 
 
@@ -377,7 +418,11 @@ def fail_result_sends(worker: Worker, execution_id: str, times: int | None) -> l
     failures: list[str] = []
 
     async def send(topic: str, value: bytes, key: bytes | None = None, **kwargs: Any):
-        ours = topic == TASK_RESULTS.name and key == execution_id.encode()
+        ours = (
+            topic == TASK_RESULTS.name
+            and key == execution_id.encode()
+            and codec.decode(value).state is not State.RUNNING  # the run's start goes out
+        )
         if ours and (times is None or len(failures) < times):
             failures.append("enqueue" if len(failures) % 2 == 0 else "ack")
             if failures[-1] == "enqueue":
@@ -442,9 +487,8 @@ async def test_a_stop_while_publishing_fails_leaves_the_offset_uncommitted(
 
 
 async def test_tasks_do_not_see_the_workers_secrets_and_all_secrets_are_masked(
-    settings: Settings, outcomes: Outcomes, worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, outcomes: Outcomes, worker: RunningWorker
 ) -> None:
-    monkeypatch.setenv("HEADRACE_SECRET_X", "xq-7781-secret")
     request = new_request(
         "shell", {"commands": ["env", "echo literal xq-7781-secret", "echo end-of-env"]}
     )

@@ -165,6 +165,48 @@ def test_a_task_request_from_an_older_executor_decodes_without_secrets() -> None
     assert (decoded.secret_names, decoded.secret_nonce) == ([], "")
 
 
+def _older_version(name: str) -> codec.Schema:
+    current = codec.registry().current[name]
+    (old,) = [
+        schema
+        for schema in codec.registry().by_fingerprint.values()
+        if schema.name == current.name and schema is not current
+    ]
+    return old
+
+
+def test_results_and_kills_from_before_run_ids_decode_with_an_empty_one() -> None:
+    """`TaskResult.v1` and `TaskKill.v1` are bundled: an older worker's results and an
+    older executor's kills still decode during an upgrade (a kill for every run)."""
+    for name, record, expected in [
+        (
+            "io.headrace.TaskResult",
+            {
+                "execution_id": "e",
+                "task_run_id": "r",
+                "attempt": 2,
+                "state": "SUCCESS",
+                "outputs": "{}",
+                "error": None,
+                "started_at": NOW,
+                "ended_at": NOW,
+                "worker_id": "w",
+            },
+            m.TaskResult("e", "r", 2, State.SUCCESS, NOW, NOW, {}, None, "w", ""),
+        ),
+        (
+            "io.headrace.TaskKill",
+            {"execution_id": "e", "task_run_id": "r", "attempt": 2, "time": NOW},
+            m.TaskKill("e", "r", 2, NOW, ""),
+        ),
+    ]:
+        old = _older_version(name)
+        assert "run_id" not in {f["name"] for f in old.parsed["fields"]}
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, old.parsed, record)
+        assert codec.decode(codec.MAGIC + old.fingerprint + body.getvalue()) == expected
+
+
 @pytest.mark.parametrize(
     "data, reason",
     [

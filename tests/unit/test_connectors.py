@@ -250,18 +250,24 @@ def test_process_alive_helper_sees_this_process() -> None:
     assert process_alive(os.getpid())
 
 
-async def test_tasks_do_not_inherit_the_workers_headrace_variables(
+async def test_tasks_get_only_base_variables_of_the_workers_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HEADRACE_SECRET_X", "leaky-secret-value")
     monkeypatch.setenv("HEADRACE_DATABASE_URL", "postgresql://u:pw@db/headrace")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-tasks")
+    monkeypatch.setenv("LC_TIME", "C")
+    monkeypatch.setenv("TZ", "Europe/Paris")
     lines = Lines()
     await run_shell(tmp_path, lines, commands=["env"], env={"HEADRACE_MINE": "given"})
-    printed = "\n".join(lines.texts())
-    assert "leaky-secret-value" not in printed and "HEADRACE_SECRET_X" not in printed
-    assert "HEADRACE_DATABASE_URL" not in printed
+    printed = sorted(lines.texts())
+    inherited = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM"}
+    assert sorted(name.split("=", 1)[0] for name in printed) == sorted(
+        ["HEADRACE_MINE", "LC_TIME", "TZ", "PWD", "PYTHONUNBUFFERED"]
+        + [name for name in inherited if name in os.environ]
+    )
     assert "HEADRACE_MINE=given" in printed  # the task's own env is added on top
-    assert f"PATH={os.environ['PATH']}" in printed.splitlines()
+    assert f"PATH={os.environ['PATH']}" in printed
 
 
 async def test_a_failing_log_sink_ends_the_process_instead_of_hanging(tmp_path: Path) -> None:

@@ -78,6 +78,7 @@ def finished(
     error: str | None = None,
     started_at: datetime | None = None,
     ended_at: datetime | None = None,
+    run_id: str = "",
 ) -> TaskFinished:
     started = started_at or request.time
     return TaskFinished(
@@ -90,6 +91,25 @@ def finished(
             ended_at=ended_at or started + timedelta(milliseconds=10),
             outputs=outputs or {},
             error=error,
+            worker_id=f"worker-of-{run_id}" if run_id else "",
+            run_id=run_id,
+        )
+    )
+
+
+def started(request: messages.TaskRequest, run_id: str, at: datetime | None = None) -> TaskFinished:
+    """A worker's report that it starts run `run_id` of the request's attempt."""
+    time = at or request.time
+    return TaskFinished(
+        messages.TaskResult(
+            execution_id=request.execution_id,
+            task_run_id=request.task_run_id,
+            attempt=request.attempt,
+            state=State.RUNNING,
+            started_at=time,
+            ended_at=time,
+            worker_id=f"worker-of-{run_id}",
+            run_id=run_id,
         )
     )
 
@@ -144,7 +164,8 @@ class Run:
             assert step.execution.applied[-1] == event.command.command_id
             unrecorded = replace(step.execution, applied=self.execution.applied)
             assert unrecorded.to_bytes() == before, "a no-op may only record the command"
-        elif not step.commands:
+        elif not step.commands and not _reports_a_start(event):
+            # (A start report may change the state alone: the run it records is internal.)
             assert step.execution is self.execution, "a no-op must return the same object"
         self.execution = step.execution
         self.history += step.commands
@@ -158,6 +179,10 @@ class Run:
     def task_states(self) -> dict[str, State]:
         assert self.execution is not None
         return {run.task_id: run.state for run in self.execution.task_runs}
+
+
+def _reports_a_start(event: Event) -> bool:
+    return isinstance(event, TaskFinished) and event.result.state is State.RUNNING
 
 
 def _records_command(execution: Execution | None, event: Event) -> bool:

@@ -75,9 +75,26 @@ def test_applied_command_ids_round_trip():
     assert Execution.from_bytes(execution.to_bytes()) == execution
 
 
+def test_a_running_attempts_run_and_worker_round_trip():
+    execution = _execution()
+    execution.task_runs[1].attempts = [
+        Attempt(1, State.FAILED, T0, T0, "lost: worker w1 stopped while running it"),
+        Attempt(1, State.RUNNING, T0, None, None, run_id="9f3a", worker_id="w2"),
+    ]
+    restored = Execution.from_bytes(execution.to_bytes())
+    assert restored == execution and restored.task_runs[1].attempts[1].run_id == "9f3a"
+
+
+def test_format_3_states_still_decode():
+    current = orjson.loads(_execution().to_bytes())
+    assert current[0] == 4
+    stored_by_format_3 = orjson.dumps([3, *current[1:]])  # its attempts have 5 fields
+    assert Execution.from_bytes(stored_by_format_3) == _execution()
+
+
 def test_format_2_states_still_decode_with_no_applied_commands():
     current = orjson.loads(_execution().to_bytes())
-    assert current[0] == 3 and current[-1] == []
+    assert current[0] == 4 and current[-1] == []
     stored_by_format_2 = orjson.dumps([2, *current[1:-1]])
     restored = Execution.from_bytes(stored_by_format_2)
     assert restored == _execution() and restored.applied == []

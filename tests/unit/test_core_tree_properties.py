@@ -40,7 +40,16 @@ from headrace.core.state import Execution, TaskRun
 from headrace.flow.model import Flow
 from headrace.messages import CommandKind
 from headrace.states import State
-from tests.unit.test_core_helpers import T0, Run, events, finished, fired, make_flow, trigger
+from tests.unit.test_core_helpers import (
+    T0,
+    Run,
+    events,
+    finished,
+    fired,
+    make_flow,
+    started,
+    trigger,
+)
 
 MAX_DEPTH = 3  # containers nest at most this deep
 MAX_TASKS = 14  # per flow, containers included: keeps for-each products small
@@ -257,6 +266,10 @@ class World:
     ended: State | None = None
     kills: int = 0
     killed: bool = False  # a kill reached the execution before its end
+    # Runs: what follows a run's start report once delivered (its re-run, its result),
+    # and the latest run id of each attempt (what a kill of the attempt reaches).
+    follow_ups: dict[str, list[Event]] = field(default_factory=dict)
+    latest_run: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.infos = tree_of(flow_tasks(self.flow))
@@ -274,29 +287,70 @@ class World:
         self.trace.append((event, self.now))
         self.delivered.append(event)
         if self.ended is not None:
-            assert commands == [], "an ended execution emits nothing"
+            # Nothing, but the kill of a run that reports its start after the end.
+            assert all(
+                is_start_report(event)
+                and isinstance(c, KillTask)
+                and c.run_id == event.result.run_id
+                for c in commands
+            ), "an ended execution emits nothing"
         # A redelivered event is a no-op; "resume every paused run" is not idempotent
         # by nature (it may meet a pause that started since), so it is left out.
-        if redelivery and not (isinstance(event, Resume) and event.command.task_run_id is None):
+        if redelivery and is_start_report(event):
+            # A start report again: at most its own run is killed (it is over or lost).
+            assert self.run.execution is before
+            assert all(
+                isinstance(c, KillTask) and c.run_id == event.result.run_id for c in commands
+            ), "a redelivered start report did more than kill its run"
+        elif redelivery and not (isinstance(event, Resume) and event.command.task_run_id is None):
             assert commands == [], f"a redelivered {type(event).__name__} emitted"
         self.check_step(before, commands)
+        if is_start_report(event) and not redelivery:
+            result = event.result
+            self.latest_run[(result.task_run_id, result.attempt)] = result.run_id
+            self.pending += self.follow_ups.pop(result.run_id, [])
         for command in commands:
             if isinstance(command, RequestTask):
                 self.answer(command.request)
             elif isinstance(command, SetTimer):
                 self.pending.append(fired(command.execution_id, command.timer))
             elif isinstance(command, KillTask):
-                request = self.requests[(command.task_run_id, command.attempt)]
-                self.pending.append(finished(request, State.KILLED, error="killed"))
+                key = (command.task_run_id, command.attempt)
+                run_id = command.run_id or self.latest_run.get(key, "")
+                self.pending.append(
+                    finished(self.requests[key], State.KILLED, error="killed", run_id=run_id)
+                )
 
     def answer(self, request: messages.TaskRequest) -> None:
-        self.requests[(request.task_run_id, request.attempt)] = request
+        key = (request.task_run_id, request.attempt)
+        self.requests[key] = request
+        # 0: an older worker, no start report; 1-2: one run; 3: the first run's worker
+        # dies after reporting it, the request is redelivered and runs again elsewhere
+        # (the lost run's result may still come, late, from a worker cut off).
+        runs = self.data.draw(st.integers(0, 3))
+        if runs == 0:
+            self.pending += self.outcome(request, "")
+            return
+        first = f"run-{len(self.trace)}-{request.task_run_id}-{request.attempt}"
+        self.pending.append(started(request, first))
+        if runs < 3:
+            self.follow_ups[first] = self.outcome(request, first)
+            return
+        second = first + "-again"
+        self.follow_ups[first] = [started(request, second)]
+        if self.data.draw(st.booleans()):
+            self.follow_ups[first].append(
+                finished(request, State.FAILED, error="late", run_id=first)
+            )
+        self.follow_ups[second] = self.outcome(request, second)
+
+    def outcome(self, request: messages.TaskRequest, run_id: str) -> list[Event]:
         roll = self.data.draw(st.integers(0, 9))  # shrinks towards success
         if roll < 7:
-            self.pending.append(finished(request, outputs={"n": roll}))
-        elif roll < 9 or not request.timeout_ms:
-            self.pending.append(finished(request, State.FAILED, error="boom"))
-        # else silent: the worker died; only the timeout timer will tell.
+            return [finished(request, outputs={"n": roll}, run_id=run_id)]
+        if roll < 9 or not request.timeout_ms:
+            return [finished(request, State.FAILED, error="boom", run_id=run_id)]
+        return []  # silent: the worker died; only the timeout timer will tell
 
     def command(self, kind: CommandKind, task_run_id: str | None = None, **payload: Any):
         return messages.ExecutionCommand(
@@ -379,7 +433,10 @@ class World:
                 self.check_new_run(run, by_id, existed, was_killing)
             info = self.infos[run.task_id]
             if info.task["type"] == "log":
-                assert len(run.attempts) <= info.max_attempts, "retried beyond maxAttempts"
+                # Entries of lost runs share their attempt's number: not a retry.
+                numbers = {attempt.number for attempt in run.attempts}
+                assert len(numbers) <= info.max_attempts, "retried beyond maxAttempts"
+            assert all(a.state.is_terminal for a in run.attempts[:-1]), "two runs at once"
             ends = sum(c.state.is_terminal for c in run.histories)
             assert ends <= 1, f"task run {run.task_id} ended twice"
         for command in commands:
@@ -460,6 +517,10 @@ class World:
             assert going <= limit, f"{going} lanes of {run.task_id} run, limit {limit}"
 
 
+def is_start_report(event: Event) -> bool:
+    return isinstance(event, TaskFinished) and event.result.state is State.RUNNING
+
+
 def expected_children(task: dict[str, Any] | None, flow: Flow) -> list[tuple[str, int | None]]:
     """(task id, iteration) of every run a container (None: the top level) must have
     started before it may end SUCCESS or WARNING."""
@@ -535,6 +596,10 @@ def test_any_tree_in_any_world_runs_in_order_within_limits_and_ends_once(flow, d
     label(f"execution {execution.state}")
     label(f"{len(execution.task_runs) // 10 * 10}+ task runs")
     label(f"killed: {world.killed}")
+    lost = [
+        a for r in execution.task_runs for a in r.attempts if (a.error or "").startswith("lost")
+    ]
+    label(f"a run lost with its worker: {bool(lost)}")
     label(f"nesting depth {max(depth(world.infos, i) for i in world.infos)}")
     for kind in {info.task["type"] for info in world.infos.values()}:
         label(f"has {kind}")

@@ -30,3 +30,21 @@ def test_unreadable_files_are_errors_naming_the_file(tmp_path: Path) -> None:
     assert len(messages) == 2
     assert str(latin1) in messages[0] and "cannot read the file" in messages[0]
     assert str(missing) in messages[1] and "cannot read the file" in messages[1]
+
+
+def test_the_cli_validates_with_the_gateways_limits(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from headrace.cli import cli
+    from headrace.flow.limits import MAX_DEPTH, MAX_FLOW_BYTES
+
+    deep = FLOW.format(id="deep", message="hi") + "variables: " + "[" * 5_000 + "]" * 5_000
+    (tmp_path / "deep.yaml").write_text(deep, encoding="utf-8")
+    big = FLOW.format(id="big", message="x" * MAX_FLOW_BYTES)
+    (tmp_path / "big.yaml").write_text(big, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["flow", "validate", str(tmp_path)])
+    assert result.exit_code != 0
+    assert f"deep.yaml:5:{MAX_DEPTH + 11}: the document nests deeper than {MAX_DEPTH}" in (
+        result.output
+    )
+    assert f"big.yaml: the flow is {len(big)} bytes, over the {MAX_FLOW_BYTES}" in result.output

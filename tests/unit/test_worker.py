@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ConfigDict
 
+from headrace.config import DEFAULT_TASK_TIMEOUT, Settings
 from headrace.connectors.base import ConnectorProperties, TaskContext
 from headrace.connectors.registry import connector_classes
+from headrace.errors import ConfigError
 from headrace.messages import LogLevel, LogRecord, TaskRequest
 from headrace.secret_markers import marker
+from headrace.services.worker.masking import MASK, Masker
 from headrace.services.worker.offsets import OffsetTracker
 from headrace.services.worker.runner import (
-    MASK,
     MAX_LOG_LINE_BYTES,
     MAX_LOG_LINES,
     MAX_OUTPUTS_BYTES,
-    Masker,
     oversized_outputs_error,
     run_attempt,
 )
@@ -152,6 +153,7 @@ async def attempt(
     *,
     known_secrets: tuple[str, ...] = (),
     run_nonce: str | None = "n0nce",
+    default_timeout: timedelta = DEFAULT_TASK_TIMEOUT,
 ):
     records: list[LogRecord] = []
 
@@ -163,10 +165,11 @@ async def attempt(
         req,
         worker_id="w1",
         publish_log=publish,
-        secret_lookup=(secrets or {}).get,
-        secret_values=lambda: known_secrets,
+        # Secrets the task does not ask for are masked all the same.
+        secrets={**(secrets or {}), **{f"K{n}": v for n, v in enumerate(known_secrets)}},
         connectors=connectors,
         run_nonce=run_nonce,
+        default_timeout=default_timeout,
     )
     return result, records
 
@@ -206,11 +209,44 @@ async def test_invalid_properties_fail_naming_the_property() -> None:
     assert "invalid property 'colour'" in result.error
 
 
-async def test_timeout_fails_and_says_so() -> None:
+async def test_timeout_fails_and_says_where_it_came_from() -> None:
     result, _ = await attempt(request("shell", {"commands": ["sleep 30"]}, timeout_ms=200))
     assert result.state == State.FAILED
-    assert result.error == "timed out after 200 ms"
+    assert result.error == (
+        "timed out after PT0.2S, the task's `timeout` (set on the task or by the flow's"
+        " pluginDefaults): raise it there"
+    )
     assert (result.ended_at - result.started_at).total_seconds() < 5
+
+
+async def test_a_task_without_timeout_gets_the_workers_default() -> None:
+    result, _ = await attempt(
+        request("shell", {"commands": ["sleep 30"]}),
+        default_timeout=timedelta(milliseconds=300),
+    )
+    assert result.state == State.FAILED
+    assert result.error == (
+        "timed out after PT0.3S, the workers' default for a task without `timeout`"
+        " (HEADRACE_WORKER_TASK_TIMEOUT=PT0.3S): set `timeout` on the task, or on every task"
+        " of its type with the flow's pluginDefaults"
+    )
+    assert (result.ended_at - result.started_at).total_seconds() < 5
+    # The task's own timeout wins over the default, longer or shorter.
+    result, _ = await attempt(
+        request("shell", {"commands": ["sleep 0.5"]}, timeout_ms=10_000),
+        default_timeout=timedelta(milliseconds=100),
+    )
+    assert result.state == State.SUCCESS
+
+
+def test_the_default_task_timeout_is_six_hours_and_configurable() -> None:
+    assert Settings.from_env({}).worker_task_timeout == timedelta(hours=6)
+    configured = Settings.from_env({"HEADRACE_WORKER_TASK_TIMEOUT": "PT20M"})
+    assert configured.worker_task_timeout == timedelta(minutes=20)
+    with pytest.raises(ConfigError, match=r"HEADRACE_WORKER_TASK_TIMEOUT: invalid duration '2h'"):
+        Settings.from_env({"HEADRACE_WORKER_TASK_TIMEOUT": "2h"})
+    with pytest.raises(ConfigError, match="must be longer than zero"):
+        Settings.from_env({"HEADRACE_WORKER_TASK_TIMEOUT": "PT0S"})
 
 
 async def test_a_connector_bug_fails_the_attempt_with_its_type(

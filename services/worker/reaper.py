@@ -1,0 +1,162 @@
+"""Task processes die with their worker, however the worker dies (kill -9 included).
+
+A worker starts one reaper: a tiny process in a session of its own, reading a pipe
+whose write end only the worker holds. Every task process registers its process group
+on that pipe before it runs any task code, and the worker unregisters the group once it
+is over. When the pipe reaches end-of-file the worker is gone (the kernel closes a dead
+process's files): the reaper SIGKILLs every group still registered, then exits. It
+takes milliseconds, while a redelivered request reaches another worker only after the
+broker noticed the death (seconds): the orphan is gone before its copy can start.
+
+Registration has no window: a task is started with the pipe as its standard input, as
+`/bin/sh -c 'echo +$$ >&0 && exec 0</dev/null && exec "$@"' headrace-task ARGV...`, so
+its first process writes its own group id to the pipe, swaps its copy of the pipe for
+/dev/null and only then becomes the task's program. (Standard input, because it is the
+one descriptor a shell can name at any number: dash knows only 0-9.) While it holds its copy the reaper cannot see
+end-of-file: a worker killed between the spawn and the registration still has its task
+killed. A task that failed to register (the reaper is gone) exits before running.
+
+What escapes: a process that leaves its process group (`setsid`, a daemon's double
+fork). Only a PID namespace or a cgroup would catch it, and both need privileges a
+worker cannot assume (docs/security.md).
+
+This file is also the reaper program itself, run by path with `python -I -S`: standard
+library only, so it starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+# The name the task's first process runs under until it execs the task (`ps` shows it).
+TASK_SHELL_NAME = "headrace-task"
+_REGISTERED = "+"
+_RELEASED = "-"
+# Seconds a stopping worker waits for its reaper to exit after closing the pipe.
+EXIT_WAIT_S = 5.0
+
+
+class ReaperError(Exception):
+    """The reaper is gone: task processes would outlive a crash of this worker."""
+
+
+class Reaper:
+    """The worker's side: starts the reaper process, registers nothing itself (tasks do),
+    releases groups that ended, and says whether the reaper still runs."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._fd: int | None = None
+
+    def start(self) -> None:
+        read_end, write_end = os.pipe()  # both close-on-exec: no task inherits them
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(Path(__file__).resolve()), str(os.getpid())],
+                stdin=read_end,
+                env={},  # nothing to leak: it holds no configuration and no secret
+                start_new_session=True,  # a signal to the worker's group does not reach it
+            )
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self._fd = write_end
+
+    def wrap(self, argv: list[str]) -> tuple[list[str], int]:
+        """`argv` started so that it registers with the reaper first, and the file
+        descriptor to give it as standard input (its program gets /dev/null)."""
+        if self._fd is None:
+            raise ReaperError("the reaper is not started")
+        script = f'echo "{_REGISTERED}$$" >&0 && exec 0</dev/null && exec "$@"'
+        return ["/bin/sh", "-c", script, TASK_SHELL_NAME, *argv], self._fd
+
+    def release(self, pgid: int) -> None:
+        """The group ended (or was killed): the reaper must not signal its id again."""
+        if self._fd is None:
+            return
+        # A dead reaper is reported by `check`; the release itself is moot then.
+        with contextlib.suppress(BrokenPipeError):
+            os.write(self._fd, f"{_RELEASED}{pgid}\n".encode())
+
+    def check(self) -> None:
+        """Raises `ReaperError` if the reaper exited while the worker runs."""
+        if self._process is not None and self._process.poll() is not None:
+            raise ReaperError(
+                f"the task reaper exited (code {self._process.returncode}): task processes"
+                " would outlive a crash of this worker"
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def stop(self) -> None:
+        """Close the pipe: the reaper kills what is still registered (nothing, after a
+        clean stop) and exits."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._process is not None:
+            try:
+                self._process.wait(EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
+# --------------------------------------------------------------- the reaper program
+
+
+def _kill_groups(groups: set[int]) -> int:
+    killed = 0
+    for pgid in sorted(groups):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            killed += 1
+        except (ProcessLookupError, PermissionError):
+            pass  # ended already
+    return killed
+
+
+def reap(read_fd: int) -> int:
+    """Follow registrations on `read_fd` until end-of-file, then kill what is left.
+    Returns the number of groups killed."""
+    groups: set[int] = set()
+    pending = b""
+    while chunk := os.read(read_fd, 4096):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            text = line.decode("ascii", errors="replace")
+            if text[1:].isdigit() and int(text[1:]) > 1:
+                if text[0] == _REGISTERED:
+                    groups.add(int(text[1:]))
+                elif text[0] == _RELEASED:
+                    groups.discard(int(text[1:]))
+    return _kill_groups(groups)
+
+
+def main() -> None:
+    # Only the end of the pipe ends us: not a Ctrl-C meant for the worker, not a TERM
+    # sent to every process of a container before the worker finished its shutdown.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    worker = sys.argv[1] if len(sys.argv) > 1 else "?"
+    killed = reap(0)
+    if killed:
+        print(
+            f"headrace task reaper: worker process {worker} is gone; killed {killed} task"
+            " process group(s) it left running",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
