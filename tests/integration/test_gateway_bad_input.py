@@ -239,14 +239,19 @@ async def wait_for(condition, what: str) -> None:
 
 @pytest.mark.parametrize("via", ["start", "webhook"])
 async def test_a_client_that_leaves_ends_its_wait_and_its_polling(
-    base_url: str, gw: Gateway, namespace: str, monkeypatch: pytest.MonkeyPatch, via: str
+    base_url: str,
+    gw: Gateway,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    via: str,
+    auth_headers: dict[str, str],
 ) -> None:
     from headrace.services.gateway import waiter as waiter_module
 
     # Poll as often as without LISTEN: the polling that must stop is then easy to see.
     monkeypatch.setattr(waiter_module, "LISTENING_POLL_S", waiter_module.POLL_INTERVAL_S)
     hook = f"triggers:\n  - id: hook\n    type: webhook\n    key: {KEY}\n"
-    async with aiohttp.ClientSession(base_url) as setup:
+    async with aiohttp.ClientSession(base_url, headers=auth_headers) as setup:
         assert (await put(setup, namespace, flow(namespace, extra=hook)))[0] == 201
     url = (
         f"/api/v1/executions/{namespace}/f"
@@ -257,7 +262,7 @@ async def test_a_client_that_leaves_ends_its_wait_and_its_polling(
     before = gw.waiter.waiting
     # Real clients on their own connections: nothing runs the flow, so they would wait
     # for the whole hour asked for.
-    session = aiohttp.ClientSession(base_url)
+    session = aiohttp.ClientSession(base_url, headers=auth_headers)
 
     async def ask() -> int:
         async with session.post(url, params={"wait": "true", "timeout": "3600"}, json={}) as r:

@@ -141,7 +141,17 @@ def wait_for_end(api: ApiClient, execution_id: str) -> dict:
             return False
         return answer["state"]["current"] in ("SUCCESS", "FAILED", "WARNING")
 
-    wait_until(ended, timeout_s=90)
+    def last_seen() -> str:  # what the failure message shows: where it got stuck
+        runs = [
+            (run["taskId"], run["state"]["current"], len(run["attempts"]))
+            for run in answer.get("taskRunList", [])
+        ]
+        return f"{execution_id} to end; last seen {answer.get('state')}, task runs {runs}"
+
+    try:
+        wait_until(ended, timeout_s=90, what="the execution")
+    except AssertionError:
+        raise AssertionError(f"timed out waiting for {last_seen()}") from None
     return answer
 
 
