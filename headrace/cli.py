@@ -311,22 +311,38 @@ def execution_show(api: ApiClient, execution_id: str) -> None:
 @click.option("--namespace", default=None)
 @click.option("--flow-id", default=None)
 @click.option("--state", default=None)
+@click.option(
+    "--stuck", is_flag=True, help="Only those the watchdog found unable to make progress."
+)
 @click.option("--size", default=25, show_default=True)
 @click.pass_obj
 def execution_list(
-    api: ApiClient, namespace: str | None, flow_id: str | None, state: str | None, size: int
+    api: ApiClient,
+    namespace: str | None,
+    flow_id: str | None,
+    state: str | None,
+    stuck: bool,
+    size: int,
 ) -> None:
     """List recent executions."""
-    page = api.request(
-        "GET",
-        "/executions",
-        params={"namespace": namespace, "flowId": flow_id, "state": state, "size": size},
-    )
+    params = {"namespace": namespace, "flowId": flow_id, "state": state, "size": size}
+    if stuck:
+        params["stuck"] = "true"
+    page = api.request("GET", "/executions", params=params)
     for item in page["results"]:
-        click.echo(
-            f"{item['id']}  {item['namespace']}/{item['flowId']}  {item['state']['current']}"
-        )
+        line = f"{item['id']}  {item['namespace']}/{item['flowId']}  {item['state']['current']}"
+        if "stuck" in item:
+            line += f"  stuck: {item['stuck']['reason']}"
+        click.echo(line)
     click.echo(f"{len(page['results'])} of {page['total']}")
+
+
+def _echo_answer(kind: str, execution_id: str, answer: dict) -> None:
+    """What the executor did with a kill, restart or resume (refusals raise ApiError)."""
+    if answer.get("outcome") == "APPLIED":
+        click.echo(f"{kind} applied to {execution_id}: it is {answer['state']}")
+    else:
+        click.echo(f"{kind} sent to {execution_id}: {answer.get('message', 'not applied yet')}")
 
 
 @execution.command("kill")
@@ -334,8 +350,8 @@ def execution_list(
 @click.pass_obj
 def execution_kill(api: ApiClient, execution_id: str) -> None:
     """Kill a running execution: its running tasks and subflows end KILLED."""
-    api.request("POST", f"/executions/{execution_id}/kill")
-    click.echo(f"kill requested for {execution_id}")
+    answer = api.request("POST", f"/executions/{execution_id}/kill")
+    _echo_answer("kill", execution_id, answer)
 
 
 @execution.command("restart")
@@ -343,8 +359,8 @@ def execution_kill(api: ApiClient, execution_id: str) -> None:
 @click.pass_obj
 def execution_restart(api: ApiClient, execution_id: str) -> None:
     """Re-run a FAILED or KILLED execution from its failed task runs (successful ones are kept)."""
-    api.request("POST", f"/executions/{execution_id}/restart")
-    click.echo(f"restart requested for {execution_id}")
+    answer = api.request("POST", f"/executions/{execution_id}/restart")
+    _echo_answer("restart", execution_id, answer)
 
 
 @execution.command("resume")
@@ -353,8 +369,10 @@ def execution_restart(api: ApiClient, execution_id: str) -> None:
 @click.pass_obj
 def execution_resume(api: ApiClient, execution_id: str, inputs: tuple[str, ...]) -> None:
     """Resume a PAUSED execution, optionally with inputs for the paused task."""
-    api.request("POST", f"/executions/{execution_id}/resume", json_body=_key_values(inputs))
-    click.echo(f"resume requested for {execution_id}")
+    answer = api.request(
+        "POST", f"/executions/{execution_id}/resume", json_body=_key_values(inputs)
+    )
+    _echo_answer("resume", execution_id, answer)
 
 
 @execution.command("replay")

@@ -39,6 +39,10 @@ class Settings:
     # The timeout of attempts whose task sets none (see DEFAULT_TASK_TIMEOUT).
     worker_task_timeout: timedelta = DEFAULT_TASK_TIMEOUT
     executor_store: str = "memory://"
+    # The scheduler's watchdog (services/scheduler/watchdog.py): seconds between passes,
+    # and how long an unended execution goes unchanged before it is probed.
+    watchdog_interval_s: float = 30.0
+    watchdog_quiet_s: float = 60.0
     # The gateway's credentials (docs/security.md): the full-access token, a file of more
     # tokens and basic-auth users, and host names it answers to besides loopback and IPs.
     api_token: str | None = field(default=None, repr=False)
@@ -64,6 +68,12 @@ class Settings:
                     env.get("HEADRACE_WORKER_CONCURRENCY", defaults.worker_concurrency)
                 ),
                 executor_store=env.get("HEADRACE_EXECUTOR_STORE", defaults.executor_store),
+                watchdog_interval_s=_positive(
+                    env.get("HEADRACE_WATCHDOG_INTERVAL", defaults.watchdog_interval_s)
+                ),
+                watchdog_quiet_s=_positive(
+                    env.get("HEADRACE_WATCHDOG_QUIET", defaults.watchdog_quiet_s)
+                ),
                 worker_task_timeout=_task_timeout(env.get(TASK_TIMEOUT_ENV)),
                 api_token=env.get("HEADRACE_TOKEN") or None,
                 credentials_file=env.get("HEADRACE_CREDENTIALS_FILE") or None,
@@ -75,6 +85,14 @@ class Settings:
     @property
     def fetch_max_wait_ms(self) -> int:
         return 5 if self.low_latency else 500
+
+
+def _positive(text: str | float) -> float:
+    """Seconds, finite and above zero (`ValueError` otherwise)."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{text!r} is not a number of seconds above zero")
+    return value
 
 
 def _task_timeout(text: str | None) -> timedelta:

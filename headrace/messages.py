@@ -35,6 +35,25 @@ class CommandKind(StrEnum):
     CHILD_ENDED = "CHILD_ENDED"  # a subflow's execution tells its parent it ended
     SLOT_GRANTED = "SLOT_GRANTED"  # the flow's concurrency slot is this execution's
     SLOT_DENIED = "SLOT_DENIED"  # limit reached; payload {"behavior": "CANCEL"|"FAIL"}
+    PROBE = "PROBE"  # the watchdog asks whether the execution can progress; payload {"indexState"}
+
+
+# The commands an operator (or the watchdog) sends, each answered by a `CommandOutcome`.
+ANSWERED_COMMANDS = frozenset(
+    {
+        CommandKind.KILL,
+        CommandKind.RESUME,
+        CommandKind.RESTART,
+        CommandKind.REPLAY,
+        CommandKind.PROBE,
+    }
+)
+
+
+class CommandStatus(StrEnum):
+    APPLIED = "APPLIED"  # it took effect (a probe: the executor holds the execution)
+    IGNORED = "IGNORED"  # the execution's state does not allow it; `reason` says why
+    UNKNOWN = "UNKNOWN"  # the executor holds no state for this execution
 
 
 @dataclass(slots=True)
@@ -160,11 +179,25 @@ class TaskRunSnapshot:
 
 
 @dataclass(slots=True)
-class ExecutionEvent:
-    """A change of one execution or of one task run (topic `executions`).
+class CommandOutcome:
+    """What the executor did with a kill, resume, restart, replay or probe."""
 
-    Exactly one of `execution` and `task_run` is set. `seq` grows by one per event of an
-    execution, so consumers can drop replayed or stale events.
+    command_id: str
+    kind: CommandKind
+    status: CommandStatus
+    # Why it was ignored; for a probe, why the execution cannot progress (None: it can).
+    reason: str | None = None
+    state: State | None = None  # the execution's state as the executor holds it
+
+
+@dataclass(slots=True)
+class ExecutionEvent:
+    """A change of one execution or of one task run, or a command's outcome (topic
+    `executions`).
+
+    Exactly one of `execution`, `task_run` and `command` is set. `seq` grows by one per
+    change of an execution, so consumers can drop replayed or stale events; a `command`
+    event repeats the execution's current seq (0 when the executor does not know it).
     """
 
     SCHEMA: ClassVar[str] = "io.headrace.ExecutionEvent"
@@ -175,6 +208,7 @@ class ExecutionEvent:
     time: datetime
     execution: ExecutionSnapshot | None = None
     task_run: TaskRunSnapshot | None = None
+    command: CommandOutcome | None = None
 
 
 @dataclass(slots=True)

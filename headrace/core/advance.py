@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from headrace import messages
-from headrace.core import tree
+from headrace.core import outcomes, tree
 from headrace.core.concurrency import answers_current_claim
 from headrace.core.events import (
     Abort,
@@ -33,6 +33,7 @@ from headrace.core.events import (
     Event,
     Kill,
     KillTask,
+    Probe,
     Replay,
     Restart,
     Resume,
@@ -66,22 +67,30 @@ _SUCCEEDED = (State.SUCCESS, State.WARNING, State.SKIPPED)
 
 
 def advance(execution: Execution | None, event: Event, flow: Flow, now: datetime) -> Step:
-    """Apply `event` to `execution` (None before its `Start`) of `flow`, at time `now`."""
-    if execution is None or not isinstance(event, _ONCE):
+    """Apply `event` to `execution` (None before its `Start`) of `flow`, at time `now`.
+
+    Kills, resumes, restarts, replays and probes are answered: the step ends with their
+    `CommandOutcome` on `executions` (see `outcomes`)."""
+    if execution is None or not isinstance(event, _ANSWERED):
         return _dispatch(execution, event, flow, now)
-    command_id_ = event.command.command_id
-    if command_id_ in execution.applied:
-        return Step(execution, [])  # a redelivery: applied already
+    if isinstance(event, Probe):
+        return outcomes.probe(event.command, Transition(execution, flow, now))
+    command = event.command
+    if not isinstance(event, _ONCE):
+        return outcomes.answer(command, execution, _dispatch(execution, event, flow, now), now)
+    if command.command_id in execution.applied:
+        return Step(execution, [])  # a redelivery: applied and answered already
     step = _dispatch(execution, event, flow, now)
-    applied = [*execution.applied, command_id_][-MAX_APPLIED_COMMANDS:]
+    applied = [*execution.applied, command.command_id][-MAX_APPLIED_COMMANDS:]
     if step.execution is execution:
         # Recorded even when it changed nothing (a resume while RUNNING, a kill once
         # ended): on a replay of the batch it would otherwise act on a later state
         # (resume the next pause, kill the restarted run). A copy: never mutate the input.
-        return Step(replace(execution, applied=applied), step.commands)
-    assert step.execution is not None  # these commands never delete an execution
-    step.execution.applied = applied  # a fresh copy made by the step
-    return step
+        step = Step(replace(execution, applied=applied), step.commands)
+    else:
+        assert step.execution is not None  # these commands never delete an execution
+        step.execution.applied = applied  # a fresh copy made by the step
+    return outcomes.answer(command, execution, step, now)
 
 
 # Operator commands are remembered by id: their effect depends on a state that comes
@@ -89,6 +98,8 @@ def advance(execution: Execution | None, event: Event, flow: Flow, now: datetime
 # a redelivery from a new command. Other events carry their own staleness check (task
 # run id + attempt, pending timer, child execution id, slot claim).
 _ONCE = (Kill, Resume, Restart)
+# The commands whose outcome is published (`messages.ANSWERED_COMMANDS`).
+_ANSWERED = (Kill, Resume, Restart, Replay, Probe)
 
 
 def _dispatch(execution: Execution | None, event: Event, flow: Flow, now: datetime) -> Step:

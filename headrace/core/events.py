@@ -67,6 +67,14 @@ class Replay:
 
 
 @dataclass(slots=True)
+class Probe:
+    """The watchdog asks whether the execution can still progress; payload {"indexState":
+    the state the index shows}. Changes nothing but a stale index (see `outcomes.probe`)."""
+
+    command: messages.ExecutionCommand
+
+
+@dataclass(slots=True)
 class ChildEnded:
     """A subflow's execution ended; payload {"childExecutionId", "state", "outputs"}."""
 
@@ -105,6 +113,7 @@ Event = (
     | Resume
     | Restart
     | Replay
+    | Probe
     | ChildEnded
     | SlotGranted
     | SlotDenied
@@ -117,6 +126,7 @@ _COMMAND_EVENTS: dict[messages.CommandKind, type] = {
     messages.CommandKind.RESUME: Resume,
     messages.CommandKind.RESTART: Restart,
     messages.CommandKind.REPLAY: Replay,
+    messages.CommandKind.PROBE: Probe,
     messages.CommandKind.CHILD_ENDED: ChildEnded,
     messages.CommandKind.SLOT_GRANTED: SlotGranted,
     messages.CommandKind.SLOT_DENIED: SlotDenied,

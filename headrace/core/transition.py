@@ -147,6 +147,10 @@ class Transition:
     def changed(self, key: int) -> None:
         self._changed.setdefault(key)
 
+    def changed_execution(self) -> None:
+        """Publish the execution's snapshot at the end of this step, changed or not."""
+        self.changed(_EXECUTION)
+
     def changed_now(self, index: int) -> bool:
         """Whether the task run at `index` changed in this step."""
         return index in self._changed

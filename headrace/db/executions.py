@@ -17,7 +17,7 @@ MAX_PAGE_SIZE = 1_000
 
 _EXECUTION_COLUMNS = (
     "id, namespace, flow_id, flow_revision, state, histories, inputs, outputs, labels,"
-    " trigger, created_at, updated_at, start_date, end_date"
+    " trigger, created_at, updated_at, start_date, end_date, stuck_reason, checked_at"
 )
 _TASK_RUN_COLUMNS = (
     "id, task_id, parent_task_run_id, value, state, histories, attempts, outputs,"
@@ -45,6 +45,9 @@ def execution_json(row: asyncpg.Record, task_runs: Sequence[asyncpg.Record] | No
         "createdAt": row["created_at"],
         "updatedAt": row["updated_at"],
     }
+    if row["stuck_reason"] is not None:
+        # The watchdog found that nothing can move it any more (docs/operations.md).
+        body["stuck"] = {"reason": row["stuck_reason"], "checkedAt": row["checked_at"]}
     if task_runs is not None:
         body["taskRunList"] = [task_run_json(r) for r in task_runs]
     return body
@@ -97,8 +100,10 @@ class ExecutionRepository:
         state: Sequence[State] | State | None = None,
         page: int = 1,
         size: int = 25,
+        stuck: bool = False,
     ) -> tuple[list[dict], int]:
-        """One page of executions, newest first, without their task runs; and the total."""
+        """One page of executions, newest first, without their task runs; and the total.
+        `stuck`: only those the watchdog found stuck."""
         if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
             raise ValueError(f"page must be >= 1 and size within 1..{MAX_PAGE_SIZE}")
         states = None
@@ -109,6 +114,8 @@ class ExecutionRepository:
             " AND ($2::text IS NULL OR flow_id = $2)"
             " AND ($3::text[] IS NULL OR state = ANY($3))"
         )
+        if stuck:
+            where += " AND stuck_reason IS NOT NULL"
         async with self._pool.acquire() as conn:
             total = await conn.fetchval(
                 f"SELECT count(*) FROM executions WHERE {where}", namespace, flow_id, states
@@ -123,3 +130,16 @@ class ExecutionRepository:
                 (page - 1) * size,
             )
         return [execution_json(r, None) for r in rows], total
+
+    async def answer(self, command_id: str) -> dict | None:
+        """What the executor did with a kill, resume, restart or replay, once the indexer
+        has its answer: {status, reason, state}."""
+        row = await self._pool.fetchrow(
+            "SELECT status, reason, state FROM execution_commands WHERE id = $1", command_id
+        )
+        return None if row is None else dict(row)
+
+    async def count_stuck(self) -> int:
+        return await self._pool.fetchval(
+            "SELECT count(*) FROM executions WHERE stuck_reason IS NOT NULL"
+        )

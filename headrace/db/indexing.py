@@ -31,6 +31,8 @@ import orjson
 from headrace.db.pool import dumps
 from headrace.messages import (
     AttemptSnapshot,
+    CommandKind,
+    CommandStatus,
     ExecutionEvent,
     LogRecord,
     StateChange,
@@ -75,9 +77,25 @@ ON CONFLICT (id) DO UPDATE SET
     labels = EXCLUDED.labels, trigger = EXCLUDED.trigger,
     created_at = LEAST(e.created_at, EXCLUDED.created_at), updated_at = EXCLUDED.updated_at,
     start_date = EXCLUDED.start_date, end_date = EXCLUDED.end_date,
-    last_seq = EXCLUDED.last_seq
+    last_seq = EXCLUDED.last_seq, stuck_reason = NULL
 WHERE e.last_seq < EXCLUDED.last_seq
 RETURNING e.id, e.state
+"""
+
+_INSERT_COMMANDS = """
+INSERT INTO execution_commands (id, execution_id, kind, status, reason, state, answered_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::timestamptz[])
+ON CONFLICT (id) DO NOTHING
+"""
+
+# A probe's finding: the reason is kept only while the index still shows the execution
+# unended (a change that came meanwhile says it moved).
+_RECORD_PROBES = """
+UPDATE executions AS e SET checked_at = u.checked_at,
+    stuck_reason = CASE WHEN e.state = ANY($4::text[]) THEN NULL ELSE u.reason END
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(id, reason, checked_at)
+WHERE e.id = u.id
 """
 
 _UPSERT_TASK_RUNS = """
@@ -171,7 +189,9 @@ async def write_batch(
     conn: asyncpg.Connection, events: Iterable[ExecutionEvent], logs: Iterable[LogRecord]
 ) -> list[str]:
     """Write one batch in one transaction; returns the ids of executions now terminal."""
+    events = list(events)
     executions, task_runs = latest_per_row(events)
+    answers = [e for e in events if e.command is not None]
     unique_logs = {record.id: record for record in logs}
     finished: list[str] = []
     async with conn.transaction():
@@ -181,9 +201,12 @@ async def write_batch(
             await _upsert_task_runs(conn, list(task_runs.values()))
         if unique_logs:
             await _insert_logs(conn, list(unique_logs.values()))
-        if finished:
+        answered = await _record_answers(conn, answers) if answers else []
+        # Wakes who waits for these executions' end, or for a command's answer.
+        woken = list(dict.fromkeys([*finished, *answered]))
+        if woken:
             await conn.execute(
-                "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id", NOTIFY_CHANNEL, finished
+                "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id", NOTIFY_CHANNEL, woken
             )
     return finished
 
@@ -274,6 +297,40 @@ async def _upsert_task_runs(conn: asyncpg.Connection, events: list[ExecutionEven
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     await conn.execute(_UPSERT_TASK_RUNS, *columns)
+
+
+async def _record_answers(conn: asyncpg.Connection, events: list[ExecutionEvent]) -> list[str]:
+    """Store operators' command outcomes and the watchdog's findings; returns the
+    executions whose commands were answered."""
+    commands: list[list[Any]] = [[] for _ in range(7)]
+    probes: list[list[Any]] = [[] for _ in range(3)]
+    for event in events:
+        outcome = event.command
+        assert outcome is not None
+        if outcome.kind == CommandKind.PROBE:
+            stuck = outcome.reason
+            if outcome.status is CommandStatus.UNKNOWN:
+                stuck = f"lost: {outcome.reason}"
+            found = (_text(event.execution_id), _text(stuck), event.time)
+            for column, value in zip(probes, found, strict=True):
+                column.append(value)
+            continue
+        row = (
+            _text(outcome.command_id),
+            _text(event.execution_id),
+            str(outcome.kind),
+            str(outcome.status),
+            _text(outcome.reason),
+            None if outcome.state is None else str(outcome.state),
+            event.time,
+        )
+        for column, value in zip(commands, row, strict=True):
+            column.append(value)
+    if commands[0]:
+        await conn.execute(_INSERT_COMMANDS, *commands)
+    if probes[0]:
+        await conn.execute(_RECORD_PROBES, *probes, _TERMINAL)
+    return commands[1]
 
 
 async def _insert_logs(conn: asyncpg.Connection, records: list[LogRecord]) -> None:

@@ -63,6 +63,7 @@ from headrace.messages import (
 )
 from headrace.services.executor.flows import FlowNotFound
 from headrace.services.executor.timers import TimerQueue
+from headrace.services.executor.unheld import not_held
 from headrace.topics import (
     EXECUTION_COMMANDS,
     EXECUTIONS,
@@ -162,6 +163,7 @@ class ExecutorRuntime:
                     # A parent's kill can overtake its child's start (two topics): remember
                     # it, so the start that follows is killed at once instead of running.
                     killed_early = True
+                    await self._say_not_held(message, now, deliveries)
                     continue
                 execution = await self._advance(key, execution, message, now, deliveries)
                 if killed_early and execution is not None and isinstance(message, TriggerEvent):
@@ -203,7 +205,7 @@ class ExecutorRuntime:
             log.error("execution %s: %s; event dropped", key.decode(), exc)
             return execution
         if flow is None:
-            log.warning("execution %s unknown here; %s dropped", key.decode(), event)
+            await self._say_not_held(message, now, deliveries)
             return execution
         try:
             # Fresh per call, never published: it makes this call's secret markers
@@ -220,6 +222,19 @@ class ExecutorRuntime:
             return await self._abort(key, execution, message, flow, now, exc, deliveries)
         deliveries += await self._send_step(outbox)
         return step.execution
+
+    async def _say_not_held(
+        self, message: Message, now: datetime, deliveries: list[asyncio.Future[Any]]
+    ) -> None:
+        """`message` is for an execution this executor holds no state for: say so in its
+        log, and answer an operator's command UNKNOWN (`unheld`)."""
+        log.warning(
+            "execution %s: no state held; %s not applied",
+            message.execution_id,
+            getattr(message, "kind", None) or type(message).__name__,
+        )
+        for topic, record in not_held(message, now):
+            deliveries.append(await self._produce(_encode(topic, record)))
 
     async def _abort(
         self,

@@ -38,6 +38,7 @@ from headrace.services.gateway.browser import HostPolicy, browser_checks
 from headrace.services.gateway.context import GATEWAY, Gateway, gateway
 from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.flow_loading import FlowLoader
+from headrace.services.gateway.metrics import metrics
 from headrace.services.gateway.responses import error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
 
@@ -80,6 +81,7 @@ async def index(request: web.Request) -> web.Response:
                 f"{API_PREFIX}/executions",
                 f"{API_PREFIX}/logs/{{executionId}}",
                 "/healthz",
+                "/metrics",
             ],
         }
     )
@@ -112,6 +114,7 @@ def make_app(
     logs_api.add_routes(app, API_PREFIX)
     triggers_api.add_routes(app, API_PREFIX)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
     app.router.add_get(API_PREFIX, index)
     return app

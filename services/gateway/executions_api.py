@@ -17,7 +17,7 @@ from headrace.db.executions import MAX_PAGE_SIZE
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import InputValidationError, has_nul, resolve_inputs
-from headrace.messages import CommandKind, ExecutionCommand, Message, TriggerEvent
+from headrace.messages import CommandKind, CommandStatus, ExecutionCommand, Message, TriggerEvent
 from headrace.services.gateway.bodies import (
     query_bool,
     query_labels,
@@ -29,7 +29,7 @@ from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.ids import new_execution_id
 from headrace.services.gateway.responses import ApiError, json_response
 from headrace.services.gateway.waiter import while_connected
-from headrace.states import TERMINAL_STATES, State
+from headrace.states import State
 from headrace.topics.definitions import EXECUTION_COMMANDS, MAX_VALUE_BYTES, TRIGGERS
 
 DEFAULT_WAIT_S = 300.0
@@ -141,38 +141,28 @@ async def list_executions(request: web.Request) -> web.Response:
         state=states or None,
         page=page,
         size=size,
+        stuck=query_bool(request, "stuck"),
     )
     return json_response({"results": results, "total": total, "page": page, "size": size})
 
 
-# The states from which each operation makes sense; anything else answers 409.
-_OPERATION_STATES: dict[CommandKind, frozenset[State]] = {
-    CommandKind.KILL: frozenset(
-        {State.CREATED, State.QUEUED, State.RUNNING, State.PAUSED, State.RETRYING}
-    ),
-    CommandKind.RESUME: frozenset({State.PAUSED}),
-    CommandKind.RESTART: frozenset({State.FAILED, State.KILLED}),
-    CommandKind.REPLAY: TERMINAL_STATES,
-}
+# How long a kill, resume, restart or replay waits for the executor's answer: it comes
+# in milliseconds; past this the executor is down or far behind, and the command is
+# still applied when it gets to it (202, PENDING).
+COMMAND_WAIT_S = 10.0
 
 
-async def _execution_in_state(gw: Gateway, execution_id: str, kind: CommandKind) -> dict:
-    execution = await gw.executions.get(execution_id)
-    if execution is None:
-        raise ApiError(404, f"execution {execution_id} not found")
-    state = State(execution["state"]["current"])
-    allowed = _OPERATION_STATES[kind]
-    if state not in allowed:
-        wanted = ", ".join(sorted(allowed))
-        raise ApiError(
-            409, f"cannot {kind.lower()} execution {execution_id}: it is {state} (needs {wanted})"
-        )
-    return execution
+async def _command(
+    request: web.Request, kind: CommandKind, payload: dict | None = None
+) -> web.Response:
+    """Send `kind` to the execution and tell what the executor did with it: 202 APPLIED
+    (or PENDING if it did not answer in time), 409 when the execution's state does not
+    allow it or the executor holds no state for it, 404 for an execution nobody knows.
 
-
-async def _send_command(
-    gw: Gateway, execution_id: str, kind: CommandKind, payload: dict | None = None
-) -> None:
+    The executor decides, not the index: the index lags (a kill right after a start finds
+    no row yet), the executor holds the state the command acts on."""
+    gw = gateway(request)
+    execution_id = request.match_info["id"]
     command = ExecutionCommand(
         command_id=new_execution_id(),
         execution_id=execution_id,
@@ -181,31 +171,42 @@ async def _send_command(
         payload=payload or {},
     )
     await publish(gw, EXECUTION_COMMANDS.name, command)
+    answer = await while_connected(
+        request, gw.waiter.wait_for_answer(execution_id, command.command_id, COMMAND_WAIT_S)
+    )
+    body = {"id": execution_id, "command": str(kind), "commandId": command.command_id}
+    if answer is None:
+        message = "sent; the executor has not answered yet and applies it when it gets to it"
+        return json_response({**body, "outcome": "PENDING", "message": message}, status=202)
+    what = f"cannot {kind.lower()} execution {execution_id}"
+    if answer["status"] == CommandStatus.APPLIED:
+        return json_response({**body, "outcome": "APPLIED", "state": answer["state"]}, status=202)
+    if answer["status"] == CommandStatus.IGNORED:
+        raise ApiError(409, f"{what}: {answer['reason']}", outcome="IGNORED", state=answer["state"])
+    if await gw.executions.state(execution_id) is None:
+        raise ApiError(404, f"execution {execution_id} not found", outcome="UNKNOWN")
+    raise ApiError(
+        409,
+        f"{what}: {answer['reason']}; it is reported as stuck (GET /api/v1/executions?stuck=true)",
+        outcome="UNKNOWN",
+    )
 
 
 def _command_handler(kind: CommandKind):
     async def handler(request: web.Request) -> web.Response:
-        gw = gateway(request)
-        execution_id = request.match_info["id"]
-        await _execution_in_state(gw, execution_id, kind)
-        await _send_command(gw, execution_id, kind)
-        return json_response({"id": execution_id, "command": str(kind)}, status=202)
+        return await _command(request, kind)
 
     return handler
 
 
 async def resume_execution(request: web.Request) -> web.Response:
     """Resume a PAUSED execution; a JSON object body becomes the paused task's outputs."""
-    gw = gateway(request)
-    execution_id = request.match_info["id"]
     inputs = await read_inputs(request)
     # As for starts, whose inputs are checked: the body becomes the task's outputs, which
     # PostgreSQL cannot store with a NUL and later tasks render into their properties.
     if has_nul(inputs):
         raise ApiError(400, "the body contains a NUL character (\\x00), which cannot be stored")
-    await _execution_in_state(gw, execution_id, CommandKind.RESUME)
-    await _send_command(gw, execution_id, CommandKind.RESUME, {"inputs": inputs})
-    return json_response({"id": execution_id, "command": "RESUME"}, status=202)
+    return await _command(request, CommandKind.RESUME, {"inputs": inputs})
 
 
 async def replay_execution(request: web.Request) -> web.Response:
@@ -213,7 +214,14 @@ async def replay_execution(request: web.Request) -> web.Response:
     what ran before it, or from the start with the same inputs."""
     gw = gateway(request)
     execution_id = request.match_info["id"]
-    original = await _execution_in_state(gw, execution_id, CommandKind.REPLAY)
+    original = await gw.executions.get(execution_id)
+    if original is None:
+        raise ApiError(404, f"execution {execution_id} not found")
+    state = State(original["state"]["current"])
+    if not state.is_terminal:
+        raise ApiError(
+            409, f"cannot replay execution {execution_id}: it is {state} (needs it ended)"
+        )
     new_id = new_execution_id()
     task_run_id = request.query.get("taskRunId")
     if task_run_id:
@@ -221,7 +229,7 @@ async def replay_execution(request: web.Request) -> web.Response:
             raise ApiError(404, f"task run {task_run_id} not found in execution {execution_id}")
         # The original's owner builds the replay: it holds the task runs to keep.
         payload = {"newExecutionId": new_id, "taskRunId": task_run_id}
-        await _send_command(gw, execution_id, CommandKind.REPLAY, payload)
+        await _command(request, CommandKind.REPLAY, payload)  # raises if refused
     else:
         trigger = TriggerEvent(
             event_id=new_execution_id(),

@@ -1,7 +1,9 @@
-"""Waiting for an execution to end, for `POST /executions/…?wait=true`.
+"""Waiting for an execution to end (`POST /executions/…?wait=true`), or for the
+executor's answer to a kill, resume, restart or replay.
 
 The indexer sends `NOTIFY headrace_executions, '<id>'` when an execution reaches a
-terminal state; one LISTEN connection per gateway wakes the matching waiters. A poll of
+terminal state or a command of it was answered; one LISTEN connection per gateway wakes
+the matching waiters. A poll of
 the row backs it up, so a lost notification or a dropped LISTEN connection costs
 latency, never a hung request: every `LISTENING_POLL_S` while the LISTEN connection is
 up (a notification is only lost with it), every `POLL_INTERVAL_S` while it is down. A
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
@@ -143,6 +145,29 @@ class ExecutionWaiter:
 
     async def wait_for_end(self, execution_id: str, timeout_s: float) -> dict | None:
         """The execution once terminal, or None when `timeout_s` passed first."""
+
+        async def ended() -> dict | None:
+            state = await self._executions.state(execution_id)
+            if state is not None and state.is_terminal:
+                return await self._executions.get(execution_id)
+            return None
+
+        return await self._wait(execution_id, ended, timeout_s)
+
+    async def wait_for_answer(
+        self, execution_id: str, command_id: str, timeout_s: float
+    ) -> dict | None:
+        """The executor's answer to a command (`ExecutionRepository.answer`), or None when
+        `timeout_s` passed first. The indexer notifies the execution's id for it too."""
+        return await self._wait(
+            execution_id, lambda: self._executions.answer(command_id), timeout_s
+        )
+
+    async def _wait(
+        self, execution_id: str, read: Callable[[], Awaitable[T | None]], timeout_s: float
+    ) -> T | None:
+        """`read()`'s first non-None result, read again whenever the indexer notifies
+        `execution_id` (and at the fallback poll); None after `timeout_s`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         woken = asyncio.Event()
@@ -151,9 +176,9 @@ class ExecutionWaiter:
             while True:
                 # Clear before reading: a notification landing after the read still wakes us.
                 woken.clear()
-                state = await self._executions.state(execution_id)
-                if state is not None and state.is_terminal:
-                    return await self._executions.get(execution_id)
+                found = await read()
+                if found is not None:
+                    return found
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None

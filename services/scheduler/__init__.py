@@ -1,4 +1,5 @@
-"""The scheduler: turns schedule, flow-completion and Kafka triggers into trigger events.
+"""The scheduler: turns schedule, flow-completion and Kafka triggers into trigger events,
+and runs the watchdog that probes quiet executions (`watchdog`).
 
 It only publishes `TriggerEvent`s on `triggers`, each with an execution id derived from
 what fired (flow, trigger, tick or upstream execution or message): a tick published
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import timedelta
 
 from headrace.config import Settings
 from headrace.db.flow_windows import FlowWindowRepository
@@ -23,6 +25,7 @@ from headrace.services.scheduler.catalog import TriggerCatalog
 from headrace.services.scheduler.flow_triggers import FlowTriggers
 from headrace.services.scheduler.kafka_triggers import KafkaTriggers
 from headrace.services.scheduler.schedules import ScheduleRunner
+from headrace.services.scheduler.watchdog import Watchdog, WatchdogSettings
 
 
 async def run_scheduler(
@@ -45,6 +48,15 @@ async def run_scheduler(
         components = [catalog.run(stop), flow_triggers.run(stop), kafka_triggers.run(stop)]
         schedules = ScheduleRunner(catalog, states, producer)
         components.append(schedules.run(stop))
+        watchdog = Watchdog(
+            pool,
+            producer,
+            WatchdogSettings(
+                interval=timedelta(seconds=settings.watchdog_interval_s),
+                quiet=timedelta(seconds=settings.watchdog_quiet_s),
+            ),
+        )
+        components.append(watchdog.run(stop))
         tasks = [asyncio.create_task(component) for component in components]
         stopped = asyncio.create_task(stop.wait())
         if ready is not None:

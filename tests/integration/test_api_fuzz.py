@@ -2,7 +2,8 @@
 `/healthz` answers within 100 ms all along.
 
 The gateway runs as its own process (as under `headrace server local`) on the test
-broker and database. Requests are drawn per route: paths from known and random
+broker and database, with the executor and the indexer (a kill or resume is answered by
+the executor, through the index). Requests are drawn per route: paths from known and random
 segments, query parameters with edge values (NaN, huge, negative, NUL, non-ASCII),
 headers, and bodies (bytes, JSON, forms, flows with values swapped for random ones).
 
@@ -335,10 +336,13 @@ def gateway(
         log_dir=tmp_path_factory.mktemp("fuzz-logs"),
     )
     try:
-        stack.start(services=("gateway",))
+        # The executor answers kills, resumes and restarts (the gateway waits for it) and
+        # the indexer stores its answers; the fuzzer's flows need nothing else.
+        stack.start(services=("indexer", "executor", "gateway"))
         for service in stack.processes:
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, service.process.pid, CPU_PRIORITY)
+            if service.name == "gateway":
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, service.process.pid, CPU_PRIORITY)
         yield stack
     finally:
         stack.stop()

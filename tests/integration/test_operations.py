@@ -362,7 +362,7 @@ tasks:
 
     wrong = cli(api, "execution", "restart", execution_id)
     assert wrong.returncode == 1
-    assert "it is PAUSED" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert "the execution is PAUSED" in wrong.stderr and "Traceback" not in wrong.stderr
 
     resumed = cli(api, "execution", "resume", execution_id, "--input", "note=hi")
     assert resumed.returncode == 0, resumed.stderr

@@ -21,7 +21,7 @@ from headrace.core.events import (
 from headrace.core.state import Execution, TimerKind
 from headrace.core.tree import MAX_SUBFLOW_DEPTH
 from headrace.flow.model import Flow
-from headrace.messages import CommandKind
+from headrace.messages import CommandKind, CommandStatus
 from headrace.states import State
 from tests.unit.test_core_helpers import (
     T0,
@@ -431,9 +431,10 @@ def test_replay_seeds_a_new_execution_from_a_chosen_task_run():
     (a,) = requests(run.send(trigger()))
     (b,) = requests(run.send(finished(a, outputs={"x": 5})))
     run.send(finished(b))
-    (start,) = run.send(
+    start, answered = run.send(
         Replay(command(CommandKind.REPLAY, newExecutionId="ex2", taskRunId=b.task_run_id))
     )
+    assert answered.event.command.status is CommandStatus.APPLIED
     new = Run(flow)
     (b_again,) = requests(new.send(type(trigger())(start.trigger)))
     assert b_again.properties["message"] == 5 and b_again.execution_id == "ex2"

@@ -133,7 +133,17 @@ def requests(commands: list[Command]) -> list[messages.TaskRequest]:
 
 
 def events(commands: list[Command]) -> list[messages.ExecutionEvent]:
-    return [c.event for c in commands if isinstance(c, PublishEvent)]
+    """The changes published (execution or task run), not the commands' outcomes."""
+    return [c.event for c in commands if isinstance(c, PublishEvent) and c.event.command is None]
+
+
+def outcomes(commands: list[Command]) -> list[messages.CommandOutcome]:
+    """The outcomes of kills, resumes, restarts, replays and probes answered."""
+    return [
+        c.event.command
+        for c in commands
+        if isinstance(c, PublishEvent) and c.event.command is not None
+    ]
 
 
 def logs(commands: list[Command]) -> list[messages.LogRecord]:
@@ -158,13 +168,17 @@ class Run:
         if self.execution is not None:
             # The core copies on write: what it was given must be left as it was.
             assert self.execution.to_bytes() == before
-        if not step.commands and _records_command(self.execution, event):
+        # Commands answered say what they did (`outcomes`); what else the step did counts.
+        effects = [
+            c for c in step.commands if not (isinstance(c, PublishEvent) and c.event.command)
+        ]
+        if not effects and _records_command(self.execution, event):
             # A new operator command changing nothing is still recorded, and only that.
             assert step.execution is not self.execution and step.execution is not None
             assert step.execution.applied[-1] == event.command.command_id
             unrecorded = replace(step.execution, applied=self.execution.applied)
             assert unrecorded.to_bytes() == before, "a no-op may only record the command"
-        elif not step.commands and not _reports_a_start(event):
+        elif not effects and not _reports_a_start(event) and not outcomes(step.commands):
             # (A start report may change the state alone: the run it records is internal.)
             assert step.execution is self.execution, "a no-op must return the same object"
         self.execution = step.execution

@@ -30,6 +30,7 @@ from headrace.core.events import (
     Event,
     Kill,
     KillTask,
+    PublishEvent,
     RequestTask,
     Resume,
     SetTimer,
@@ -287,11 +288,19 @@ class World:
         self.trace.append((event, self.now))
         self.delivered.append(event)
         if self.ended is not None:
-            # Nothing, but the kill of a run that reports its start after the end.
+            # Nothing, but the kill of a run that reports its start after the end, and
+            # the answer to a kill, resume or restart (ignored, saying why).
             assert all(
-                is_start_report(event)
-                and isinstance(c, KillTask)
-                and c.run_id == event.result.run_id
+                (
+                    is_start_report(event)
+                    and isinstance(c, KillTask)
+                    and c.run_id == event.result.run_id
+                )
+                or (
+                    isinstance(c, PublishEvent)
+                    and c.event.command is not None
+                    and c.event.command.status is messages.CommandStatus.IGNORED
+                )
                 for c in commands
             ), "an ended execution emits nothing"
         # A redelivered event is a no-op; "resume every paused run" is not idempotent
