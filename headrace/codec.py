@@ -7,9 +7,12 @@ upgrade independently: a reader decodes an older writer's message with Avro's sc
 resolution (new fields take their defaults).
 
 Schemas live as `.avsc` files in `headrace.schemas`; a file named `io.headrace.X.avsc`
-holds a named type other schemas refer to, and `X.vN.avsc` an earlier version of `X`,
-read but never written (a rolling upgrade leaves its messages in the topics). Upgrade
-consumers before producers: an older consumer cannot read a newer writer's messages.
+holds a named type other schemas refer to, and `X.vN.avsc` an earlier version of `X`.
+A message is written with the oldest version that can carry it (the fields it lacks
+hold their defaults, its enum symbols exist there): during a rolling upgrade, a process
+not upgraded yet reads every message but those using what is new, and those are read
+once it is upgraded. Executors exchange messages among themselves (a subflow's end, a
+slot, a kill), so this is what lets old and new run side by side.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from headrace.states import State
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
-_EARLIER_VERSION = re.compile(r"\.v\d+\.avsc$")
+_EARLIER_VERSION = re.compile(r"\.v(\d+)\.avsc$")
+_NO_DEFAULT = object()  # a field without a default: no earlier version can omit it
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +54,42 @@ def load_schema_file(path: Path) -> Schema:
     return Schema(parsed["name"], parsed, fingerprint, canonical)
 
 
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    """An earlier version of a schema, and what a message must hold to be written with it:
+    the current schema's fields it lacks, with their defaults."""
+
+    schema: Schema
+    missing: tuple[tuple[str, Any], ...]
+
+
 class SchemaRegistry:
-    """Current schema per record name, and every known version per fingerprint."""
+    """Current schema per record name, every known version per fingerprint, and the
+    earlier versions a message may still be written with, oldest first."""
 
     def __init__(self) -> None:
         self.current: dict[str, Schema] = {}
         self.by_fingerprint: dict[bytes, Schema] = {}
+        self.earlier: dict[str, list[tuple[int, Schema]]] = {}
+        self.writers: dict[str, tuple[_Writer, ...]] = {}
 
-    def add(self, schema: Schema, *, current: bool = True) -> None:
+    def add(self, schema: Schema, *, current: bool = True, version: int = 0) -> None:
         self.by_fingerprint[schema.fingerprint] = schema
         if current:
             self.current[schema.name] = schema
+        else:
+            self.earlier.setdefault(schema.name, []).append((version, schema))
+
+    def _plan_writers(self) -> None:
+        for name, current in self.current.items():
+            defaults = {f["name"]: f.get("default", _NO_DEFAULT) for f in current.parsed["fields"]}
+            writers = []
+            for _, schema in sorted(self.earlier.get(name, []), key=lambda entry: entry[0]):
+                kept = {f["name"] for f in schema.parsed["fields"]}
+                missing = tuple((f, d) for f, d in defaults.items() if f not in kept)
+                if all(default is not _NO_DEFAULT for _, default in missing):
+                    writers.append(_Writer(schema, missing))
+            self.writers[name] = tuple(writers)
 
     @classmethod
     def bundled(cls) -> SchemaRegistry:
@@ -70,7 +99,10 @@ class SchemaRegistry:
             if entry.name.endswith(".avsc") and not entry.name.startswith("io.headrace."):
                 with resources.as_file(entry) as path:
                     schema = load_schema_file(path)
-                registry.add(schema, current=_EARLIER_VERSION.search(entry.name) is None)
+                earlier = _EARLIER_VERSION.search(entry.name)
+                version = int(earlier.group(1)) if earlier else 0
+                registry.add(schema, current=earlier is None, version=version)
+        registry._plan_writers()
         return registry
 
 
@@ -84,11 +116,20 @@ def registry() -> SchemaRegistry:
 def encode(message: Message) -> bytes:
     """The message's bytes; raises `CodecError` for a value the wire format cannot carry
     (an integer beyond 64 bits in a JSON field, a wrong type in an Avro one)."""
-    schema = _registry.current[message.SCHEMA]
+    record = _to_avro(message)
+    for writer in _registry.writers[message.SCHEMA]:
+        if all(record[name] == default for name, default in writer.missing):
+            try:
+                return _write(writer.schema, record)
+            except CodecError:
+                pass  # an enum symbol this version lacks: a later one carries it
+    return _write(_registry.current[message.SCHEMA], record)
+
+
+def _write(schema: Schema, record: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     buffer.write(MAGIC)
     buffer.write(schema.fingerprint)
-    record = _to_avro(message)
     try:
         fastavro.schemaless_writer(buffer, schema.parsed, record)
     except (TypeError, ValueError, OverflowError) as exc:

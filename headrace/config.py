@@ -29,7 +29,7 @@ class Settings:
     # Copies of each topic partition: 1 for one broker, 3 for a production cluster.
     replication_factor: int = 1
     # The embedded broker answers a fetch after half of fetch_max_wait_ms and a JoinGroup
-    # after half of the group timeouts (DESIGN §5): `server local` turns this on for it.
+    # after half of the group timeouts (docs/architecture.md): `server local` turns this on for it.
     # Real Kafka needs it off: long polls cost nothing there, and it refuses session
     # timeouts under group.min.session.timeout.ms (6 s by default).
     low_latency: bool = False

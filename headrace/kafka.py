@@ -1,7 +1,7 @@
 """aiokafka clients configured the one way every service wants them.
 
 Producers: acks=all, a short linger so that bursts batch without adding visible latency,
-no idempotence (the embedded broker refuses InitProducerId; DESIGN §3: at-least-once,
+no idempotence (the embedded broker refuses InitProducerId; docs/architecture.md: at-least-once,
 consumers de-duplicate). Consumers: manual commits (a message is committed only once
 what it caused has been produced), and a fetch wait low enough for the embedded broker.
 """

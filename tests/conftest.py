@@ -109,7 +109,7 @@ def settings(broker: EmbeddedBroker, database_url: str, api_token: str) -> Setti
         kafka_bootstrap=broker.bootstrap,
         database_url=database_url,
         partitions=TEST_PARTITIONS,
-        low_latency=True,  # the embedded broker (DESIGN §5)
+        low_latency=True,  # the embedded broker (docs/architecture.md)
         gateway_port=0,
         api_token=api_token,
     )

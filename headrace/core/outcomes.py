@@ -9,7 +9,7 @@ not know at all.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from headrace import messages
 from headrace.core.events import PublishEvent
@@ -18,6 +18,10 @@ from headrace.core.transition import Step, Transition
 from headrace.flow import flowables as f
 from headrace.messages import CommandKind, CommandOutcome, CommandStatus
 from headrace.states import State
+
+# A timer this late means the executor's timer loop is not firing it: an executor fires
+# timers within milliseconds, and rebuilds them at once after a restart.
+TIMER_OVERDUE = timedelta(minutes=5)
 
 
 def answer(
@@ -89,7 +93,12 @@ def stuck_reason(step: Transition) -> str | None:
     running attempt's result, a subflow's child, a timer, a resume, a concurrency slot."""
     execution = step.execution
     state = execution.state
-    if state.is_terminal or state is State.QUEUED or execution.timers:
+    if state.is_terminal or state is State.QUEUED:
+        return None
+    if execution.timers:
+        due = min(timer.due for timer in execution.timers)
+        if due < step.now - TIMER_OVERDUE:
+            return f"{state}, waiting for a timer due at {due.isoformat()} that never fired"
         return None
     runs = execution.task_runs
     if state is State.PAUSED:

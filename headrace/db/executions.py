@@ -1,4 +1,4 @@
-"""Reading executions and their task runs, in the API's JSON shape (DESIGN §4, Kestra's).
+"""Reading executions and their task runs, in the API's JSON shape (Kestra's).
 
 Rows are written by the indexer (`headrace.db.indexing`); histories and attempts are
 stored already in the API shape, so reading is a rename of columns, not a rebuild.

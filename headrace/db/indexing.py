@@ -77,7 +77,7 @@ ON CONFLICT (id) DO UPDATE SET
     labels = EXCLUDED.labels, trigger = EXCLUDED.trigger,
     created_at = LEAST(e.created_at, EXCLUDED.created_at), updated_at = EXCLUDED.updated_at,
     start_date = EXCLUDED.start_date, end_date = EXCLUDED.end_date,
-    last_seq = EXCLUDED.last_seq, stuck_reason = NULL
+    last_seq = EXCLUDED.last_seq, stuck_reason = NULL, next_probe_at = NULL
 WHERE e.last_seq < EXCLUDED.last_seq
 RETURNING e.id, e.state
 """
@@ -93,9 +93,34 @@ ON CONFLICT (id) DO NOTHING
 # unended (a change that came meanwhile says it moved).
 _RECORD_PROBES = """
 UPDATE executions AS e SET checked_at = u.checked_at,
-    stuck_reason = CASE WHEN e.state = ANY($4::text[]) THEN NULL ELSE u.reason END
-FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(id, reason, checked_at)
+    stuck_reason = CASE WHEN e.state = ANY($5::text[]) THEN NULL ELSE u.reason END
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[])
+    AS u(id, reason, checked_at, seq)
+WHERE e.id = u.id AND (u.seq = 0 OR e.last_seq <= u.seq)
+"""
+
+# Task runs changed: their execution changed too (a probe must wait until it is quiet
+# again, and what it found no longer holds).
+_TOUCH_EXECUTIONS = """
+UPDATE executions AS e SET updated_at = GREATEST(e.updated_at, u.time), stuck_reason = NULL,
+    next_probe_at = NULL
+FROM unnest($1::text[], $2::timestamptz[]) AS u(id, time)
 WHERE e.id = u.id
+"""
+
+# A kill of an execution the executor holds no state for (lost): nothing will ever end it
+# but the index, which records it KILLED with its unended task runs. A start that comes
+# after all is killed by the executor, which remembers the kill.
+_CLOSE_LOST = """
+WITH closed AS (
+    UPDATE executions SET state = 'KILLED', end_date = $2, updated_at = $2,
+        histories = histories || jsonb_build_array(
+            jsonb_build_object('state', 'KILLED', 'date', to_jsonb($2::timestamptz))),
+        stuck_reason = NULL, next_probe_at = NULL
+    WHERE id = ANY($1::text[]) AND NOT (state = ANY($3::text[]))
+    RETURNING id)
+UPDATE task_runs SET state = 'KILLED', end_date = $2
+FROM closed WHERE task_runs.execution_id = closed.id AND NOT (task_runs.state = ANY($3::text[]))
 """
 
 _UPSERT_TASK_RUNS = """
@@ -199,6 +224,7 @@ async def write_batch(
             finished = await _upsert_executions(conn, list(executions.values()))
         if task_runs:
             await _upsert_task_runs(conn, list(task_runs.values()))
+            await _touch_executions(conn, task_runs.values())
         if unique_logs:
             await _insert_logs(conn, list(unique_logs.values()))
         answered = await _record_answers(conn, answers) if answers else []
@@ -299,11 +325,21 @@ async def _upsert_task_runs(conn: asyncpg.Connection, events: list[ExecutionEven
     await conn.execute(_UPSERT_TASK_RUNS, *columns)
 
 
+async def _touch_executions(conn: asyncpg.Connection, events: Iterable[ExecutionEvent]) -> None:
+    latest: dict[str, datetime] = {}
+    for event in events:
+        seen = latest.get(event.execution_id)
+        if seen is None or seen < event.time:
+            latest[event.execution_id] = event.time
+    await conn.execute(_TOUCH_EXECUTIONS, [_text(i) for i in latest], list(latest.values()))
+
+
 async def _record_answers(conn: asyncpg.Connection, events: list[ExecutionEvent]) -> list[str]:
     """Store operators' command outcomes and the watchdog's findings; returns the
     executions whose commands were answered."""
     commands: list[list[Any]] = [[] for _ in range(7)]
-    probes: list[list[Any]] = [[] for _ in range(3)]
+    probes: list[list[Any]] = [[] for _ in range(4)]
+    lost_killed: list[str] = []
     for event in events:
         outcome = event.command
         assert outcome is not None
@@ -311,10 +347,12 @@ async def _record_answers(conn: asyncpg.Connection, events: list[ExecutionEvent]
             stuck = outcome.reason
             if outcome.status is CommandStatus.UNKNOWN:
                 stuck = f"lost: {outcome.reason}"
-            found = (_text(event.execution_id), _text(stuck), event.time)
+            found = (_text(event.execution_id), _text(stuck), event.time, event.seq)
             for column, value in zip(probes, found, strict=True):
                 column.append(value)
             continue
+        if outcome.kind == CommandKind.KILL and outcome.status is CommandStatus.UNKNOWN:
+            lost_killed.append(_text(event.execution_id))
         row = (
             _text(outcome.command_id),
             _text(event.execution_id),
@@ -330,6 +368,9 @@ async def _record_answers(conn: asyncpg.Connection, events: list[ExecutionEvent]
         await conn.execute(_INSERT_COMMANDS, *commands)
     if probes[0]:
         await conn.execute(_RECORD_PROBES, *probes, _TERMINAL)
+    if lost_killed:
+        time = max(e.time for e in events)
+        await conn.execute(_CLOSE_LOST, lost_killed, time, _TERMINAL)
     return commands[1]
 
 

@@ -31,16 +31,22 @@ executions or made them slow (docs/architecture.md, "The executor's consumer"):
 from __future__ import annotations
 
 import logging
+import os
 import types
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import aiokafka
 import faust.transport.drivers.aiokafka as faust_driver
 from aiokafka import TopicPartition
 from faust.types import TP, Message
 
+from headrace.services.executor.offsets import OffsetLedger, RewoundTooOften, Verdict
+
 log = logging.getLogger(__name__)
+
+# As for a batch that failed (app.py): the supervisor restarts us, the rest replays.
+EXIT_CONSUMER_WEDGED = 70  # EX_SOFTWARE
 
 
 class GaplessConsumer(faust_driver.Consumer):
@@ -50,72 +56,110 @@ class GaplessConsumer(faust_driver.Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The offset of the next record each input partition must deliver; absent when
-        # unknown (a partition never committed, until its first record).
-        self._next_offset: dict[TP, int] = {}
+        self._ledger: OffsetLedger[TP] = OffsetLedger()
+        self._rewind: dict[TP, int] = {}  # seeks to make before the next fetch
+        # Faust clears the stream queues when flow resumes after a rebalance, dropping
+        # records delivered but not applied; nothing fetches them again unless we do.
+        flow_control = self.app.flow_control
+        clear_queues = flow_control.clear
+
+        def clear_and_rewind() -> None:
+            self._note_dropped(flow_control._queues)
+            clear_queues()
+
+        flow_control.clear = clear_and_rewind  # type: ignore[method-assign]
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        stale: set[TP] = set()
+        self._ledger.new_batch()
+        if self._rewind:
+            rewind, self._rewind = self._rewind, {}
+            await self._seek_back(rewind)
         async for tp, message in super().getmany(timeout):
             if tp.topic not in self.gapless_topics:
                 yield tp, message
                 continue
-            if tp in stale:
-                continue  # the rest of a batch fetched before a seek
-            expected = self._next_offset.get(tp)
-            if expected is not None and message.offset < expected:
-                continue  # fetched again after a seek back: delivered already
-            if expected is not None and message.offset > expected:
-                log.warning(
-                    "%s[%d]: record %d came while %d was expected; fetching again from %d",
-                    tp.topic,
-                    tp.partition,
-                    message.offset,
-                    expected,
-                    expected,
-                )
-                stale.add(tp)
-                await self.seek(tp, expected)
-                continue
-            self._next_offset[tp] = message.offset + 1
-            yield tp, message
+            try:
+                verdict = self._ledger.check(tp, message.offset)
+                if verdict is Verdict.REWIND:
+                    verdict = await self._rewind_to_expected(tp, message.offset)
+            except RewoundTooOften as exc:
+                _exit(f"{tp.topic}[{tp.partition}]: {exc}")
+            if verdict is Verdict.DELIVER:
+                yield tp, message
 
-    async def seek(self, partition: TP, offset: int) -> None:
-        await super().seek(partition, offset)
-        self._next_offset[partition] = offset
+    async def _rewind_to_expected(self, tp: TP, offset: int) -> Verdict:
+        """Records before `offset` were skipped: fetch them again, unless retention deleted
+        them already (then go on from the first record kept)."""
+        expected = self._ledger.expected(tp)
+        assert expected is not None
+        earliest = (await self.earliest_offsets(tp)).get(tp)
+        if earliest is not None and earliest > expected:
+            log.error(
+                "%s[%d]: records %d-%d were deleted (retention) before they were applied",
+                tp.topic,
+                tp.partition,
+                expected,
+                earliest - 1,
+            )
+            self._ledger.skip_to(tp, earliest)
+            if offset == earliest:
+                return self._ledger.check(tp, offset)
+            expected = earliest
+        log.warning(
+            "%s[%d]: record %d came while %d was expected; fetching again from %d",
+            tp.topic,
+            tp.partition,
+            offset,
+            expected,
+            expected,
+        )
+        await self._seek_back({tp: expected})
+        return Verdict.STALE
+
+    async def _seek_back(self, offsets: dict[TP, int]) -> None:
+        assigned = self.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if offsets:
+            # In the consumer's own thread, as aiokafka wants (Faust's `seek` is not).
+            await self._thread.seek_wait(offsets)
+
+    def _note_dropped(self, queues: Iterable[Any]) -> None:
+        """Before the stream queues are cleared: fetch the records in them again."""
+        for queue in queues:
+            for event in list(queue._queue):
+                message = getattr(event, "message", None)
+                tp = getattr(message, "tp", None)
+                gapless = tp is not None and tp.topic in self.gapless_topics
+                if gapless and self._ledger.dropped(tp, message.offset):
+                    self._rewind[tp] = message.offset
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
         # Back to the committed offsets, or to the beginning of partitions never committed
         # (`_SeekingKafkaConsumer`): what was delivered beyond them is fetched again.
-        self._next_offset.clear()
-        never_committed = []
-        for tp in self.assignment():
-            if tp.topic in self.gapless_topics:
-                committed = self._committed_offset.get(tp)
-                if committed:
-                    self._next_offset[tp] = committed
-                else:
-                    never_committed.append(tp)
-        if never_committed:
-            earliest = await self.earliest_offsets(*never_committed)
-            self._next_offset.update(
-                {tp: offset for tp, offset in earliest.items() if offset is not None}
-            )
+        gapless = [tp for tp in self.assignment() if tp.topic in self.gapless_topics]
+        earliest = await self.earliest_offsets(*gapless) if gapless else {}
+        expected = {}
+        for tp in gapless:
+            offset = self._committed_offset.get(tp) or earliest.get(tp)
+            if offset is not None:
+                expected[tp] = offset
+        # Nothing awaited from here: Faust resumes the flow right after this returns.
+        self._ledger.reset(expected)
+        self._rewind.clear()
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         if tp.topic not in self.gapless_topics:
             await super()._add_gap(tp, offset_from, offset_to)
             return
-        # Acknowledging it would commit past records never applied: commits of this
-        # partition wait instead (getmany above fetches such records again).
-        log.error(
-            "%s[%d]: offsets %d-%d were skipped; not acknowledging them",
-            tp.topic,
-            tp.partition,
-            offset_from,
-            offset_to,
-        )
+        # Acknowledging it would commit past records never applied, and not acknowledging
+        # it would stall this partition's commits for good: replay from the commit instead.
+        _exit(f"{tp.topic}[{tp.partition}]: offsets {offset_from}-{offset_to} were skipped")
+
+
+def _exit(why: str) -> NoReturn:
+    log.critical("%s; exiting to replay from the committed offsets", why)
+    os._exit(EXIT_CONSUMER_WEDGED)
 
 
 class _SeekingKafkaConsumer(aiokafka.AIOKafkaConsumer):
@@ -131,7 +175,11 @@ class _SeekingKafkaConsumer(aiokafka.AIOKafkaConsumer):
 
     async def seek_to_committed(self, *partitions: TopicPartition) -> dict[TopicPartition, int]:
         committed = await super().seek_to_committed(*partitions)
-        never_committed = [tp for tp, offset in committed.items() if not offset]
+        never_committed = [
+            tp
+            for tp, offset in committed.items()
+            if not offset and tp.topic in GaplessConsumer.gapless_topics
+        ]
         if never_committed:
             await self.seek_to_beginning(*never_committed)
         return committed

@@ -14,12 +14,17 @@ broker). Everything written before the fence has a lower offset, so reading up t
 including the fence reads it all. The tombstone deletes nothing real (no execution or
 flow has that key) and compaction removes it in time; one record per partition and
 rebalance is the whole cost. The same reasoning holds on Apache Kafka, where the fence is
-merely redundant.
+merely redundant. A fence marks the end of what was written before it; an owner that lost
+the partition but still had a batch in flight could write after it (Faust does not wait
+for in-flight work at a rebalance): that write is not recovered, and its inputs were
+not committed either, so they are applied again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections import Counter
 from typing import Any
 
@@ -31,30 +36,47 @@ log = logging.getLogger(__name__)
 
 # No execution id or flow key can be this: ids are printable, and this starts with NUL.
 FENCE_KEY = b"\x00headrace-recovery-fence"
+# The fences of all partitions are sent at once; a broker that acknowledges none of them
+# in this time is not there.
+FENCE_TIMEOUT_S = 60.0
+EXIT_NO_FENCE = 70  # EX_SOFTWARE, as for any I/O failure of the executor (app.py)
 
 
 class FencedRecovery(Recovery):
-    """Faust's recovery with the changelog ends taken from fences we wrote ourselves."""
+    """Faust's recovery with the ends of active changelog partitions taken from fences we
+    wrote ourselves."""
 
     async def _build_highwaters(
         self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str
     ) -> None:
-        producer = self.app.producer
-        highwaters: dict[TP, int] = {}
-        for tp in tps:
-            sent = await producer.send_and_wait(tp.topic, FENCE_KEY, None, tp.partition, None, None)
-            # Faust's highwater is the offset of the last record to read (end - 1).
-            highwaters[tp] = sent.offset
+        if title != "active":
+            # Standby partitions (none by default) belong to another owner, who writes
+            # them: a fence there would mean nothing. Faust's way.
+            await super()._build_highwaters(consumer, tps, destination, title)
+            return
+        ordered = sorted(tps)
+        try:
+            async with asyncio.timeout(FENCE_TIMEOUT_S):
+                sent = await asyncio.gather(*(self._fence(tp) for tp in ordered))
+        except TimeoutError:
+            # Faust would take this for a stop and leave recovery for good, with every
+            # partition paused: exit instead, and let the supervisor start us again.
+            log.critical("no fence acknowledged in %.0f s; exiting", FENCE_TIMEOUT_S)
+            os._exit(EXIT_NO_FENCE)
+        # Faust's highwater is the offset of the last record to read (end - 1).
+        highwaters = {tp: metadata.offset for tp, metadata in zip(ordered, sent, strict=True)}
         if highwaters:
             log.info(
-                "recovering %s changelog partitions up to their fences: %s",
-                title,
-                ", ".join(
-                    f"{tp.topic}[{tp.partition}]@{end}" for tp, end in sorted(highwaters.items())
-                ),
+                "recovering changelog partitions up to their fences: %s",
+                ", ".join(f"{tp.topic}[{tp.partition}]@{end}" for tp, end in highwaters.items()),
             )
         destination.clear()
         destination.update(highwaters)
+
+    async def _fence(self, tp: TP) -> Any:
+        return await self.app.producer.send_and_wait(
+            tp.topic, FENCE_KEY, None, tp.partition, None, None
+        )
 
 
 class FencedTableManager(TableManager):

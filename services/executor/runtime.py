@@ -1,7 +1,7 @@
 """The executor's I/O shell around the pure core: decode, load, advance, produce, store.
 
 `process_batch` handles a batch of input events: one table read and one table write per
-execution per batch. Order matters for at-least-once delivery (DESIGN §3):
+execution per batch. Order matters for at-least-once delivery (docs/architecture.md):
 1. advance every execution of the batch in memory;
 2. produce every command and wait until the broker has them all;
 3. only then write the new states to the table (and its changelog).
@@ -63,7 +63,7 @@ from headrace.messages import (
 )
 from headrace.services.executor.flows import FlowNotFound
 from headrace.services.executor.timers import TimerQueue
-from headrace.services.executor.unheld import not_held
+from headrace.services.executor.unheld import flow_unloadable, not_held
 from headrace.topics import (
     EXECUTION_COMMANDS,
     EXECUTIONS,
@@ -185,8 +185,14 @@ class ExecutorRuntime:
                 changed.append((key, partition, value))
         if deliveries:
             await asyncio.gather(*deliveries)
-        for key, partition, value in changed:
+        stored = [
             await self._store(self.table, partition, key, value)
+            for key, partition, value in changed
+        ]
+        if stored:
+            # Acknowledged before the batch is: the offset commit that follows does not
+            # look at failed sends (aiokafka's flush only waits for them).
+            await asyncio.gather(*stored)
 
     async def _advance(
         self,
@@ -203,6 +209,8 @@ class ExecutorRuntime:
             flow = await self._flow_for(execution, message)
         except (FlowNotFound, FlowValidationError) as exc:
             log.error("execution %s: %s; event dropped", key.decode(), exc)
+            for topic, record in flow_unloadable(message, execution, exc, now):
+                deliveries.append(await self._produce(_encode(topic, record)))
             return execution
         if flow is None:
             await self._say_not_held(message, now, deliveries)
@@ -351,14 +359,16 @@ class ExecutorRuntime:
     async def _produce(self, record: _Record) -> asyncio.Future[Any]:
         return await self.producer.send(record.topic, record.key, record.value, None, None, None)
 
-    async def _store(self, table: StateTable, partition: int, key: bytes, value: bytes) -> None:
-        """Write a state to the table and send it to the changelog. Through our producer,
-        not Faust's `send_changelog`: Faust buffers those sends, and its flush before an
-        offset commit gives up on the buffer after 100 ms of no progress, so under load an
-        input could be committed while the state it produced was still in that buffer (a
-        crash then loses the execution). Our sends are in the producer the commit flushes."""
+    async def _store(
+        self, table: StateTable, partition: int, key: bytes, value: bytes
+    ) -> asyncio.Future[Any]:
+        """Write a state to the table and send it to the changelog; the future resolves
+        once the broker has it. Through our producer, not Faust's `send_changelog`: Faust
+        buffers those sends, and its flush before an offset commit gives up on the buffer
+        after 100 ms of no progress, so under load an input could be committed while the
+        state it produced was still in that buffer (a crash then loses the execution)."""
         table.data[key] = value
-        await self.producer.send(table.changelog, key, value, partition, None, None)
+        return await self.producer.send(table.changelog, key, value, partition, None, None)
 
     async def process_slot_request(self, item: InputEvent) -> None:
         """One request of the flow-slots agent: decide, answer, then store (as for batches)."""
@@ -380,7 +390,7 @@ class ExecutorRuntime:
             await asyncio.gather(*deliveries)
         value = step.slots.to_bytes()
         if value != raw:
-            await self._store(self.slots_table, item.partition, item.key, value)
+            await (await self._store(self.slots_table, item.partition, item.key, value))
 
     async def fire_timer(self, execution_id: str, timer: Timer) -> None:
         command = ExecutionCommand(

@@ -1,11 +1,13 @@
-"""What the executor says about a message for an execution it holds no state for.
+"""What the executor says about a message it cannot apply: one for an execution it holds
+no state for, or one whose flow revision no longer loads.
 
-Such a message cannot be applied, and is never dropped silently: the execution's log gets
-an ERROR line (the logs API and `headrace logs` show it), and a kill, resume, restart,
-replay or probe is answered UNKNOWN on `executions`, so the gateway tells its caller and
-the watchdog reports the execution. Normally no such message exists: the executor's
-table holds every execution it started. One arrives when a state was lost, or for an id
-no execution ever had.
+Such a message is never dropped silently: the execution's log gets an ERROR line (the
+logs API and `headrace logs` show it; not for the watchdog's probes, whose finding the
+API shows), and a kill, resume, restart, replay or probe is answered on `executions`, so
+the gateway tells its caller and the watchdog reports the execution. Normally no such
+message exists: the executor's table holds every execution it started, and a stored
+flow revision loads. One arrives when a state was lost, for an id no execution ever had,
+or for a revision stored under rules since tightened.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
+from headrace.core.state import Execution
 from headrace.messages import (
     ANSWERED_COMMANDS,
     CommandKind,
@@ -46,15 +49,42 @@ def not_held(message: Message, now: datetime) -> list[tuple[str, Message]]:
         ]
     if not isinstance(message, ExecutionCommand):
         return []
-    answered = message.kind in ANSWERED_COMMANDS
     reason = KILL_REMEMBERED if message.kind is CommandKind.KILL else NOT_HELD
-    line = f"{message.kind} command {message.command_id} was not applied: {reason}"
-    if message.kind is CommandKind.PROBE:
-        line = f"the watchdog's probe found that {NOT_HELD}: it cannot progress"
-    records: list[tuple[str, Message]] = [(LOGS.name, _log_line(message.execution_id, line, now))]
-    if answered:
+    records: list[tuple[str, Message]] = []
+    if message.kind is not CommandKind.PROBE:  # asked again and again: the API shows it
+        line = f"{message.kind} command {message.command_id} was not applied: {reason}"
+        records.append((LOGS.name, _log_line(message.execution_id, line, now)))
+    if message.kind in ANSWERED_COMMANDS:
         outcome = CommandOutcome(message.command_id, message.kind, CommandStatus.UNKNOWN, reason)
         event = ExecutionEvent(message.execution_id, 0, now, command=outcome)
+        records.append((EXECUTIONS.name, event))
+    return records
+
+
+def flow_unloadable(
+    message: Message, execution: Execution | None, error: Exception, now: datetime
+) -> list[tuple[str, Message]]:
+    """(topic, message) pairs to publish about `message`, which cannot be applied because
+    its execution's flow revision does not load (`error` says why)."""
+    reason = f"its flow revision does not load: {error}"
+    command = message if isinstance(message, ExecutionCommand) else None
+    records: list[tuple[str, Message]] = []
+    if command is None or command.kind is not CommandKind.PROBE:
+        what = getattr(message, "kind", None) or type(message).__name__
+        line = f"{what} was not applied: {reason}"
+        records.append((LOGS.name, _log_line(message.execution_id, line, now)))
+    if command is not None and command.kind in ANSWERED_COMMANDS:
+        probe = command.kind is CommandKind.PROBE
+        outcome = CommandOutcome(
+            command.command_id,
+            command.kind,
+            # A probe: held, but nothing can move it; a command: not applied, saying why.
+            CommandStatus.APPLIED if probe else CommandStatus.IGNORED,
+            f"{reason}: nothing can move it" if probe else reason,
+            None if execution is None else execution.state,
+        )
+        seq = 0 if execution is None else execution.seq
+        event = ExecutionEvent(command.execution_id, seq, now, command=outcome)
         records.append((EXECUTIONS.name, event))
     return records
 

@@ -150,6 +150,9 @@ async def list_executions(request: web.Request) -> web.Response:
 # in milliseconds; past this the executor is down or far behind, and the command is
 # still applied when it gets to it (202, PENDING).
 COMMAND_WAIT_S = 10.0
+# Execution ids are 22 characters (headrace.ids); producers may choose their own, within
+# this bound.
+MAX_ID_CHARS = 128
 
 
 async def _command(
@@ -163,6 +166,9 @@ async def _command(
     no row yet), the executor holds the state the command acts on."""
     gw = gateway(request)
     execution_id = request.match_info["id"]
+    if not (0 < len(execution_id) <= MAX_ID_CHARS and execution_id.isprintable()):
+        # No execution has such an id; the executor need not remember a kill for it.
+        raise ApiError(404, f"execution {execution_id[:MAX_ID_CHARS]!r} not found")
     command = ExecutionCommand(
         command_id=new_execution_id(),
         execution_id=execution_id,
@@ -182,13 +188,28 @@ async def _command(
     if answer["status"] == CommandStatus.APPLIED:
         return json_response({**body, "outcome": "APPLIED", "state": answer["state"]}, status=202)
     if answer["status"] == CommandStatus.IGNORED:
-        raise ApiError(409, f"{what}: {answer['reason']}", outcome="IGNORED", state=answer["state"])
-    if await gw.executions.state(execution_id) is None:
-        raise ApiError(404, f"execution {execution_id} not found", outcome="UNKNOWN")
+        raise ApiError(409, f"{what}: {answer['reason']}", outcome="IGNORED", **body)
+    # UNKNOWN: the executor holds no state for it.
+    indexed = await gw.executions.state(execution_id)
+    if kind is CommandKind.KILL:
+        if indexed is not None:  # lost: the index closed it, in the answer's transaction
+            message = "the executor held no state for it (lost): it is recorded KILLED"
+            return json_response(
+                {**body, "outcome": "APPLIED", "state": str(indexed), "message": message},
+                status=202,
+            )
+        # Not started yet, as far as anyone knows: the executor kills it if it starts.
+        return json_response(
+            {**body, "outcome": "PENDING", "message": answer["reason"]}, status=202
+        )
+    if indexed is None:
+        raise ApiError(404, f"execution {execution_id} not found", outcome="UNKNOWN", **body)
     raise ApiError(
         409,
-        f"{what}: {answer['reason']}; it is reported as stuck (GET /api/v1/executions?stuck=true)",
+        f"{what}: {answer['reason']} (it is lost: kill it to record it ended, or replay "
+        "it from the start)",
         outcome="UNKNOWN",
+        **body,
     )
 
 

@@ -1,7 +1,7 @@
 """The indexer's loop: fetch a batch, write it in one transaction, then commit offsets.
 
-At-least-once (DESIGN §3): offsets are committed only after the transaction, so a crash
-replays the batch, and `headrace.db.indexing` makes a replay harmless. Undecodable
+At-least-once (docs/architecture.md, "Delivery"): offsets are committed only after the
+transaction, so a crash replays the batch, and `headrace.db.indexing` makes a replay harmless. Undecodable
 messages are logged and skipped, and so are messages PostgreSQL refuses to store (the
 batch is then written message by message): one poison message must not stop the index.
 """

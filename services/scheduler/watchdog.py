@@ -12,6 +12,8 @@ Stuck executions are listed by `GET /api/v1/executions?stuck=true` and counted b
 gateway's `/metrics` (`headrace_executions_stuck`). Probes are spaced out with the
 execution's age (a paused execution waiting for a week is asked every hour, not every
 minute) and claimed with `FOR UPDATE SKIP LOCKED`, so several schedulers share the work.
+A probe still unanswered when the next is due is reported too: the executor owning the
+execution does not answer (down, or its partition wedged).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from aiokafka.errors import KafkaError
 from headrace import codec
 from headrace.ids import base62
 from headrace.messages import CommandKind, ExecutionCommand
-from headrace.states import TERMINAL_STATES
 from headrace.topics import EXECUTION_COMMANDS
 
 log = logging.getLogger(__name__)
@@ -42,16 +43,35 @@ MAX_RECHECK = timedelta(hours=1)
 # Answers of operators' commands are kept this long (the gateway needs them for seconds).
 ANSWERS_KEPT = timedelta(days=7)
 
-_CLAIM = """
-UPDATE executions SET probed_at = $1::timestamptz
+# Literal, not a parameter: the partial indexes' predicate (migration 0005) must match.
+_UNENDED = "state NOT IN ('SUCCESS', 'WARNING', 'FAILED', 'KILLED', 'CANCELLED', 'SKIPPED')"
+_DUE_AGAIN = "$1::timestamptz + GREATEST($2::interval, LEAST(($1::timestamptz - updated_at) / 4, $3::interval))"
+
+# Two scans, half the pass each (the other half when one has less): executions quiet since
+# they changed and never probed since, oldest change first; and those whose next probe is
+# due, earliest first. Neither can starve the other. A probe still unanswered when the
+# next one is due is itself a finding: the executor owning the execution does not answer.
+_CLAIM_UNPROBED = f"""
+UPDATE executions SET probed_at = $1::timestamptz, next_probe_at = {_DUE_AGAIN}
 WHERE id IN (
     SELECT id FROM executions
-    WHERE state <> ALL($2::text[]) AND updated_at < $1::timestamptz - $3::interval
-      AND (probed_at IS NULL
-           OR probed_at < $1::timestamptz - GREATEST(
-               $4::interval, LEAST(($1::timestamptz - updated_at) / 4, $5::interval)))
+    WHERE next_probe_at IS NULL AND {_UNENDED} AND updated_at < $1::timestamptz - $4::interval
     ORDER BY updated_at
-    LIMIT $6
+    LIMIT $5
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, state
+"""
+_CLAIM_DUE = f"""
+UPDATE executions SET probed_at = $1::timestamptz, next_probe_at = {_DUE_AGAIN},
+    stuck_reason = CASE
+        WHEN checked_at IS NULL OR checked_at < probed_at
+        THEN 'no answer from its executor to the probe sent at ' || probed_at::text
+        ELSE stuck_reason END
+WHERE id IN (
+    SELECT id FROM executions
+    WHERE {_UNENDED} AND next_probe_at <= $1::timestamptz
+    ORDER BY next_probe_at
+    LIMIT $4
     FOR UPDATE SKIP LOCKED)
 RETURNING id, state
 """
@@ -84,15 +104,13 @@ class Watchdog:
 
     async def probe_once(self, now: datetime) -> int:
         """Claim the executions due for a probe and send them one; returns how many."""
+        half = MAX_PROBES_PER_PASS // 2
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                _CLAIM,
-                now,
-                [str(s) for s in TERMINAL_STATES],
-                self._settings.quiet,
-                MIN_RECHECK,
-                MAX_RECHECK,
-                MAX_PROBES_PER_PASS,
+                _CLAIM_UNPROBED, now, MIN_RECHECK, MAX_RECHECK, self._settings.quiet, half
+            )
+            rows += await conn.fetch(
+                _CLAIM_DUE, now, MIN_RECHECK, MAX_RECHECK, MAX_PROBES_PER_PASS - len(rows)
             )
             await conn.execute(
                 "DELETE FROM execution_commands WHERE answered_at < $1", now - ANSWERS_KEPT

@@ -1,7 +1,7 @@
 """The worker service: consumes `task-requests`, runs attempts concurrently, publishes results.
 
-At-least-once (DESIGN §3): a request's offset is committed only once its result and log
-lines were acknowledged by the broker, and per partition only up to the oldest attempt
+At-least-once (docs/architecture.md, "Delivery"): a request's offset is committed only once
+its result and log lines were acknowledged by the broker, and per partition only up to the oldest attempt
 still running (`OffsetTracker`). A worker that dies or is stopped mid-attempt leaves that
 offset uncommitted, so the request is redelivered to the next owner of the partition.
 Each run of an attempt has a random run id and is announced (a RUNNING `TaskResult`,

@@ -150,8 +150,8 @@ def test_three_tasks_succeed_with_outputs_passed_along(api: ApiClient) -> None:
     assert runs["double"]["outputs"]["word"] == "HELLO-KAFKA"
     assert all(run["state"]["current"] == "SUCCESS" for run in runs.values())
     assert all(len(run["attempts"]) == 1 for run in runs.values())
-    # A guard, not a benchmark (DESIGN §5): a hop measures ~15 ms here; stock Faust waits
-    # ~750 ms per fetch on the embedded broker. Over 400 ms, the low-latency setting is lost.
+    # A guard, not a benchmark (docs/architecture.md, "The executor's consumer"): a hop
+    # measures ~15 ms here; stock Faust waits ~750 ms per fetch on the embedded broker. Over 400 ms, the low-latency setting is lost.
     ordered = execution["taskRunList"]
     for before, after in itertools.pairwise(ordered):
         ended = datetime.fromisoformat(before["attempts"][-1]["state"]["endDate"])

@@ -148,7 +148,7 @@ def test_a_resume_of_a_lost_execution_is_refused_and_logged(
         api.request("POST", f"/executions/{execution_id}/resume", json_body={})
     assert refused.value.status == 409
     assert "the executor holds no state for this execution" in str(refused.value)
-    assert "stuck" in str(refused.value)
+    assert "it is lost: kill it to record it ended, or replay it" in str(refused.value)
 
     def logged() -> list[str]:
         lines = api.request("GET", f"/logs/{execution_id}")
@@ -162,6 +162,18 @@ def test_an_unknown_execution_is_not_found(api: ApiClient) -> None:
     with pytest.raises(ApiError) as missing:
         api.request("POST", "/executions/no-such-execution-0000000/restart")
     assert missing.value.status == 404
+    # A kill may overtake the start it is for: it is kept for the start, not refused.
+    answer = api.request("POST", "/executions/not-started-yet-0000000/kill")
+    assert answer["outcome"] == "PENDING" and "killed as soon as it does" in answer["message"]
+
+
+def test_a_kill_records_a_lost_execution_ended(settings: Settings, api: ApiClient) -> None:
+    execution_id = lose(settings, State.RUNNING)
+    answer = api.request("POST", f"/executions/{execution_id}/kill")
+    assert (answer["outcome"], answer["state"]) == ("APPLIED", "KILLED")
+    assert "lost" in answer["message"]
+    execution = api.request("GET", f"/executions/{execution_id}")
+    assert execution["state"]["current"] == "KILLED" and execution["state"]["endDate"]
 
 
 def test_the_watchdog_reports_a_lost_execution_and_not_a_waiting_one(

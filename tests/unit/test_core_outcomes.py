@@ -6,6 +6,7 @@ The gateway tells the caller from these answers; the watchdog records what a pro
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 from headrace import messages
 from headrace.core.events import Kill, Probe, Replay, Restart, Resume
@@ -126,3 +127,16 @@ def test_a_running_execution_with_nothing_pending_is_reported_stuck() -> None:
     outcome = answer(run.send(Probe(command(CommandKind.PROBE, "p", indexState="RUNNING"))))
     assert outcome.status is CommandStatus.APPLIED and outcome.state is State.RUNNING
     assert outcome.reason is not None and "nothing can move it" in outcome.reason
+
+
+def test_a_timer_long_overdue_is_reported() -> None:
+    run = Run(
+        make_flow(log_task("a", retry={"type": "constant", "interval": "PT1M", "maxAttempts": 3}))
+    )
+    (request,) = requests(run.send(trigger()))
+    run.send(finished(request, State.FAILED, error="boom"))
+    assert run.execution.timers, "a retry waits for its timer"
+    soon = answer(run.send(Probe(command(CommandKind.PROBE, "p1")), T0 + timedelta(minutes=2)))
+    assert soon.reason is None
+    late = answer(run.send(Probe(command(CommandKind.PROBE, "p2")), T0 + timedelta(minutes=10)))
+    assert late.reason is not None and "never fired" in late.reason
