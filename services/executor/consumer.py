@@ -14,9 +14,11 @@ executions or made them slow (docs/architecture.md, "The executor's consumer"):
   or transaction markers make) and acknowledges the missing offsets, so the next commit
   skips records no stream ever saw: task results, kills and resumes committed and never
   applied. Our input topics are never compacted and carry no transactions, so their
-  offsets are contiguous and a record beyond the next expected offset always means
-  records were skipped: `GaplessConsumer` then seeks the partition back to the expected
-  offset, drops the rest of the stale batch for it, and never acknowledges a gap. Changelog
+  offsets are contiguous: `GaplessConsumer` keeps a ledger of the next offset each input
+  partition must deliver (`offsets.py`). A record beyond it means records were skipped:
+  the partition is fetched again from the expected offset and the rest of the stale
+  batch is dropped. Records still in the queues when Faust clears them are fetched
+  again. No gap is acknowledged, and no commit passes a record not applied. Changelog
   topics are compacted and read by table recovery: they keep Faust's behaviour.
 - Faust's seek back to the committed offsets goes through aiokafka's `seek_to_committed`,
   which skips partitions with no committed offset (or offset 0): their position stayed
@@ -58,6 +60,9 @@ class GaplessConsumer(faust_driver.Consumer):
         super().__init__(*args, **kwargs)
         self._ledger: OffsetLedger[TP] = OffsetLedger()
         self._rewind: dict[TP, int] = {}  # seeks to make before the next fetch
+        # Where each input partition starts for this assignment: its committed offset,
+        # or its earliest for one never committed (what a commit must not skip).
+        self._floor: dict[TP, int] = {}
         # Faust clears the stream queues when flow resumes after a rebalance, dropping
         # records delivered but not applied; nothing fetches them again unless we do.
         flow_control = self.app.flow_control
@@ -146,15 +151,32 @@ class GaplessConsumer(faust_driver.Consumer):
                 expected[tp] = offset
         # Nothing awaited from here: Faust resumes the flow right after this returns.
         self._ledger.reset(expected)
-        self._rewind.clear()
+        self._floor = dict(expected)
+        # Records may have been delivered while we awaited above, moving the position past
+        # offsets the stream may never apply (its queues are cleared next): put every
+        # partition where the ledger now expects it, before the next fetch.
+        self._rewind = dict(expected)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         if tp.topic not in self.gapless_topics:
             await super()._add_gap(tp, offset_from, offset_to)
             return
-        # Acknowledging it would commit past records never applied, and not acknowledging
-        # it would stall this partition's commits for good: replay from the commit instead.
-        _exit(f"{tp.topic}[{tp.partition}]: offsets {offset_from}-{offset_to} were skipped")
+        # Faust sees a "gap" when a seek reset its read offset under records being
+        # delivered: either they were applied (and acknowledged then), or they were
+        # dropped, and the ledger has them fetched again. Acknowledging them here would
+        # let a commit pass the dropped ones before they are applied.
+        log.debug("%s[%d]: not acknowledging %d-%d", tp.topic, tp.partition, offset_from, offset_to)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        if tp.topic in self.gapless_topics:
+            # Faust commits over a head of one missing record (it checks `min(acked) -
+            # committed > 1`, but the committed offset is the next one to apply): the
+            # first record after the committed offset must have been applied.
+            acked = self._acked[tp]
+            floor = self._committed_offset.get(tp) or self._floor.get(tp)
+            if acked and floor is not None and min(acked) > floor:
+                return None
+        return super()._new_offset(tp)
 
 
 def _exit(why: str) -> NoReturn:
