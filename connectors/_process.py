@@ -151,6 +151,19 @@ async def _terminate(
     transport.close()
 
 
+def _refuse_nul(argv: list[str], env: Mapping[str, str]) -> None:
+    """A NUL cannot be in a process's arguments or environment: say where it is, rather
+    than Python's "embedded null byte"."""
+    where = [f"env {name}" for name, value in env.items() if "\0" in name or "\0" in value]
+    where += [f"argument {i}" for i, arg in enumerate(argv) if "\0" in arg]
+    if where:
+        raise TaskFailed(
+            f"{', '.join(where)} holds a NUL character, which a process cannot be given: "
+            "a secret() whose text a filter changed (use the secret as it is), or a NUL "
+            "in the data"
+        )
+
+
 async def run_process(
     argv: list[str],
     context: TaskContext,
@@ -178,6 +191,7 @@ async def run_process(
             last_stderr = line
         await context.log(LogLevel.WARN, line)
 
+    _refuse_nul(argv, env)
     guard = context.process_guard
     try:
         process, protocol, transport = await _spawn(argv, env=env, cwd=cwd, guard=guard)

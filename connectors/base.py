@@ -44,6 +44,14 @@ class ProcessGuard(Protocol):
         """The process group ended: forget it."""
         ...
 
+    def keep_directory(self, path: Path) -> None:
+        """Remove the attempt directory `path` should the worker die before it does."""
+        ...
+
+    def forget_directory(self, path: Path) -> None:
+        """`path` was removed: forget it."""
+        ...
+
 
 @dataclass(slots=True)
 class TaskContext:

@@ -495,6 +495,29 @@ def _finalize(value: Any) -> Any:
     return value
 
 
+def _check_secret_calls(tree: nodes.Template) -> None:
+    """`secret()` takes its name as a literal string, called directly: a name computed
+    when the flow runs (`secret(inputs.which)`) would let whoever starts the flow choose
+    which secret its task gets. Any other use of the name (`{% set s = secret %}`) too."""
+    literal_calls = {
+        id(call.node)
+        for call in tree.find_all(nodes.Call)
+        if isinstance(call.node, nodes.Name)
+        and call.node.name == "secret"
+        and len(call.args) == 1
+        and isinstance(call.args[0], nodes.Const)
+        and isinstance(call.args[0].value, str)
+        and not (call.kwargs or call.dyn_args or call.dyn_kwargs)
+    }
+    for name in tree.find_all(nodes.Name):
+        if name.name == "secret" and id(name) not in literal_calls:
+            raise TemplateSyntaxError(
+                "secret() takes the secret's name as one literal string, as in "
+                "secret('DB_PASSWORD'), never a value computed when the flow runs",
+                name.lineno,
+            )
+
+
 def _call_environment(name: str, argument: nodes.Expr) -> nodes.Call:
     return nodes.Call(nodes.EnvironmentAttribute(name), [argument], [], None, None, lineno=1)
 
@@ -592,6 +615,7 @@ class _Environment(ImmutableSandboxedEnvironment):
         filename: str | None,
         defer_init: bool = False,
     ) -> str:
+        _check_secret_calls(source)
         # Jinja has no hook for loop iterations or `~`: both are rewritten to call the
         # methods above. `_generate` sees every tree, of templates and of expressions.
         for loop in list(source.find_all(nodes.For)):

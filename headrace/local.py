@@ -174,12 +174,21 @@ class LocalStack:
             service.output.close()
 
     def stop(self) -> None:
-        # Every service gets SIGTERM at once and shuts down on its own; each is then
-        # awaited (and killed after STOP_GRACE_S).
+        # One process of each service gets SIGTERM at once and shuts down on its own; each
+        # is then awaited (and killed after STOP_GRACE_S). Further processes of a service
+        # are stopped one at a time before: on the embedded broker, two members leaving a
+        # consumer group at the same moment leave it wedged for good (docs/architecture.md).
+        first: dict[str, ServiceProcess] = {}
         for service in self.processes:
             if service.alive:
-                service.process.send_signal(signal.SIGTERM)
+                first.setdefault(service.name, service)
         for service in reversed(self.processes):
+            if first.get(service.name) is not service:
+                self.stop_service(service)
+        for service in first.values():
+            if service.alive:
+                service.process.send_signal(signal.SIGTERM)
+        for service in reversed(first.values()):
             self.stop_service(service)
         self.processes.clear()
         shutil.rmtree(self._state_dir, ignore_errors=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 import click
 
 from headrace.broker import start_embedded_broker
-from headrace.config import Settings
+from headrace.config import DEFAULT_URL, Settings
 from headrace.db.migrate import migrate_url
 from headrace.errors import HeadraceError
 from headrace.local import LocalStack
@@ -54,6 +54,9 @@ def sealed_secrets(sealed: dict[str, str]) -> dict[str, str]:
 
 def _check_port_free(host: str, port: int) -> None:
     with socket.socket() as sock:
+        # As the gateway binds (aiohttp sets it): a port whose last connections linger in
+        # TIME_WAIT after a stop is free; one a process listens on is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -136,6 +139,8 @@ def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None =
         click.echo(f"headrace is up: {stack.url}  (API at {stack.url}/api/v1)")
         click.echo(f"token: {token_note}")
         click.echo(f"service logs: {log_dir}")
+        if stack.url != DEFAULT_URL:  # the CLI talks to DEFAULT_URL unless told otherwise
+            click.echo(f"for the CLI: export HEADRACE_URL={stack.url}")
         click.echo(
             "try: headrace flow apply examples/ && headrace execution start examples hello --wait"
         )

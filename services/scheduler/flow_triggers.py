@@ -345,9 +345,9 @@ class FlowTriggers:
                 async with asyncio.timeout(JOIN_TIMEOUT_S[self._settings.low_latency]):
                     await consumer.start()
                     await pin_new_partitions(consumer, self._tracker)
-            except TimeoutError:
-                await consumer.stop()
-                if attempt == JOIN_ATTEMPTS:
+            except BaseException as exc:
+                await consumer.stop()  # a stop while joining leaves no member behind
+                if not isinstance(exc, TimeoutError) or attempt == JOIN_ATTEMPTS:
                     raise
                 log.warning(
                     "joining %s took over %.0f s; trying again (%d/%d)",

@@ -353,12 +353,18 @@ class TriggerConsumer:
 
     async def run(self) -> None:
         consumer = self._consumer()
-        await consumer.start()
-        namespace, flow_id, trigger_id = self.declared.key
-        log.info(
-            "kafka trigger %s/%s %s consumes %s", namespace, flow_id, trigger_id, self.spec.topic
-        )
         try:
+            # Inside the try: a stop while joining still leaves the group (no member
+            # left behind for the next scheduler's join to wait on).
+            await consumer.start()
+            namespace, flow_id, trigger_id = self.declared.key
+            log.info(
+                "kafka trigger %s/%s %s consumes %s",
+                namespace,
+                flow_id,
+                trigger_id,
+                self.spec.topic,
+            )
             async with self._registry() as registry:
                 decoder = value_decoder(self.spec, registry)
                 if self._batcher is None:

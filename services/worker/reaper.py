@@ -16,6 +16,11 @@ one descriptor a shell can name at any number: dash knows only 0-9.) While it ho
 end-of-file: a worker killed between the spawn and the registration still has its task
 killed. A task that failed to register (the reaper is gone) exits before running.
 
+The worker also registers each attempt's temporary directory, and unregisters it once
+removed: after killing the groups, the reaper removes the directories still registered,
+so a worker killed mid-task leaves no attempt's files behind (they may hold what a task
+wrote from its secrets). Paths travel hex-encoded: any byte may be in one.
+
 What escapes: a process that leaves its process group (`setsid`, a daemon's double
 fork). Only a PID namespace or a cgroup would catch it, and both need privileges a
 worker cannot assume (docs/security.md).
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +43,9 @@ from pathlib import Path
 TASK_SHELL_NAME = "headrace-task"
 _REGISTERED = "+"
 _RELEASED = "-"
+_DIRECTORY = "d"
+ATTEMPT_DIRECTORY_PREFIX = "headrace-attempt-"  # the only directories it removes
+_DIRECTORY_REMOVED = "r"
 # Seconds a stopping worker waits for its reaper to exit after closing the pipe.
 EXIT_WAIT_S = 5.0
 
@@ -85,6 +94,18 @@ class Reaper:
         with contextlib.suppress(BrokenPipeError):
             os.write(self._fd, f"{_RELEASED}{pgid}\n".encode())
 
+    def keep_directory(self, path: Path) -> None:
+        """Remove `path` if this worker dies before `forget_directory(path)`."""
+        self._send(_DIRECTORY, os.fsencode(path).hex())
+
+    def forget_directory(self, path: Path) -> None:
+        self._send(_DIRECTORY_REMOVED, os.fsencode(path).hex())
+
+    def _send(self, kind: str, text: str) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(BrokenPipeError):  # `check` reports a dead reaper
+                os.write(self._fd, f"{kind}{text}\n".encode())
+
     def check(self) -> None:
         """Raises `ReaperError` if the reaper exited while the worker runs."""
         if self._process is not None and self._process.poll() is not None:
@@ -125,21 +146,42 @@ def _kill_groups(groups: set[int]) -> int:
     return killed
 
 
+def _directory(hex_path: str) -> bytes | None:
+    try:
+        path = bytes.fromhex(hex_path)
+    except ValueError:
+        return None
+    # Only what a worker makes: a stray line cannot have it remove anything else.
+    name = os.path.basename(path)
+    return path if name.startswith(ATTEMPT_DIRECTORY_PREFIX.encode()) else None
+
+
 def reap(read_fd: int) -> int:
-    """Follow registrations on `read_fd` until end-of-file, then kill what is left.
-    Returns the number of groups killed."""
+    """Follow registrations on `read_fd` until end-of-file, then kill the groups and
+    remove the directories left. Returns the number of groups killed."""
     groups: set[int] = set()
+    directories: set[bytes] = set()
     pending = b""
     while chunk := os.read(read_fd, 4096):
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
             text = line.decode("ascii", errors="replace")
-            if text[1:].isdigit() and int(text[1:]) > 1:
-                if text[0] == _REGISTERED:
-                    groups.add(int(text[1:]))
-                elif text[0] == _RELEASED:
-                    groups.discard(int(text[1:]))
-    return _kill_groups(groups)
+            kind, rest = text[:1], text[1:]
+            if kind in (_DIRECTORY, _DIRECTORY_REMOVED):
+                if (path := _directory(rest)) is not None:
+                    if kind == _DIRECTORY:
+                        directories.add(path)
+                    else:
+                        directories.discard(path)
+            elif rest.isdigit() and int(rest) > 1:
+                if kind == _REGISTERED:
+                    groups.add(int(rest))
+                elif kind == _RELEASED:
+                    groups.discard(int(rest))
+    killed = _kill_groups(groups)
+    for path in directories:  # after the kills: nothing writes into them any more
+        shutil.rmtree(path, ignore_errors=True)
+    return killed
 
 
 def main() -> None:

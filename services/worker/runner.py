@@ -53,6 +53,7 @@ from headrace.errors import HeadraceError
 from headrace.messages import LogLevel, LogRecord, TaskRequest, TaskResult
 from headrace.secret_markers import resolve_secrets
 from headrace.services.worker.masking import Masker
+from headrace.services.worker.reaper import ATTEMPT_DIRECTORY_PREFIX
 from headrace.states import State
 
 log = logging.getLogger(__name__)
@@ -142,18 +143,23 @@ def _remove_directory(path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _attempt_directory(needed: bool) -> AsyncIterator[Path]:
-    """A fresh temporary directory for one attempt, removed after (off the event loop)."""
+async def _attempt_directory(needed: bool, guard: ProcessGuard | None) -> AsyncIterator[Path]:
+    """A fresh temporary directory for one attempt, removed after (off the event loop),
+    or by the worker's reaper if the worker dies first."""
     if not needed:
         # The connector declared it never uses one: skip the mkdir/rmdir (most of a `log`
         # task's cost on overlay file systems).
         yield Path(tempfile.gettempdir())
         return
-    path = Path(tempfile.mkdtemp(prefix="headrace-attempt-"))
+    path = Path(tempfile.mkdtemp(prefix=ATTEMPT_DIRECTORY_PREFIX))
+    if guard is not None:
+        guard.keep_directory(path)
     try:
         yield path
     finally:
         await asyncio.shield(asyncio.to_thread(_remove_directory, path))
+        if guard is not None:
+            guard.forget_directory(path)
 
 
 def _now() -> datetime:
@@ -253,7 +259,7 @@ async def run_attempt(
 
     limit = attempt_time_limit(request, default_timeout)
     try:
-        async with _attempt_directory(uses_workdir(connector_class)) as workdir:
+        async with _attempt_directory(uses_workdir(connector_class), process_guard) as workdir:
             context = TaskContext(
                 execution_id=request.execution_id,
                 namespace=request.namespace,

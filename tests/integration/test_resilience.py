@@ -68,6 +68,7 @@ tasks:
           if kill -0 "$pid" 2>/dev/null; then echo "$pid" >> {folder}/overlaps; fi
         done
         echo $$ >> "$runs"
+        echo "$PWD" >> {folder}/workdirs
         sleep 2
 """
 
@@ -243,6 +244,14 @@ def test_worker_killed_hard_leaves_no_task_running_and_reruns_show_as_attempts(
         lambda: not any(process_alive(pid) for pid in orphans),
         timeout_s=5,
         what="the dead worker's task processes to be killed",
+    )
+    # Their attempt directories are gone with them (the reaper removes them).
+    workdirs = set((tmp_path / "workdirs").read_text().split())
+    assert workdirs and all(Path(d).name.startswith("headrace-attempt-") for d in workdirs)
+    wait_until(
+        lambda: not any(Path(d).exists() for d in workdirs),
+        timeout_s=5,
+        what="the dead worker's attempt directories to be removed",
     )
     stack.start_service("worker")
     stack.wait_ready()

@@ -129,6 +129,13 @@ async def test_shell_non_zero_exit_reports_code_and_last_stderr_line(tmp_path: P
     assert lines == [(LogLevel.WARN, "warming up"), (LogLevel.WARN, "disk full")]
 
 
+async def test_a_nul_in_the_environment_fails_the_task_saying_where(tmp_path: Path) -> None:
+    # What an altered secret() marker leaves (`secret('X') | replace(...)`).
+    with pytest.raises(TaskFailed) as caught:
+        await run_shell(tmp_path, Lines(), commands=["true"], env={"S": "\x00secret:x"})
+    assert str(caught.value).startswith("env S holds a NUL character")
+
+
 async def test_shell_streams_lines_as_they_come(tmp_path: Path) -> None:
     # The script waits for a file the test creates only once "first" was logged: if lines
     # were delivered at the end, this would hang until the deadline.

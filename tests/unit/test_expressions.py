@@ -299,10 +299,34 @@ def test_decoding_filters_never_output_nul() -> None:
     assert render_value("{{ inputs.literal | fromJson }}", context) == {"a": "\\u0000"}
 
 
-@pytest.mark.parametrize("name", ["", "a b", "../x", 5])
+@pytest.mark.parametrize("name", ["", "a b", "../x"])
 def test_secret_names_are_checked(name: Any) -> None:
     with pytest.raises(ExpressionError, match="invalid secret name"):
         render_value(f"{{{{ secret({name!r}) }}}}", CONTEXT)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ secret(inputs.name) }}",  # whoever starts the flow would pick the secret
+        "{{ secret('A' ~ inputs.name) }}",
+        "{{ secret(5) }}",
+        "{{ secret(name='DB') }}",
+        "{% set s = secret %}{{ s('DB') }}",
+        "{{ [secret][0]('DB') }}",
+    ],
+)
+def test_a_secret_name_must_be_one_literal_string(template: str) -> None:
+    assert template_syntax_errors({"env": {"S": template}}, "tasks[0]") == [
+        (
+            "tasks[0].env.S",
+            "template syntax error: secret() takes the secret's name as one literal "
+            "string, as in secret('DB_PASSWORD'), never a value computed when the flow runs",
+        )
+    ]
+    with pytest.raises(ExpressionError, match="one literal string"):
+        render_value(template, CONTEXT)
+    assert template_syntax_errors("{{ secret('DB') | upper }}") == []
 
 
 def test_compiled_templates_are_cached() -> None:

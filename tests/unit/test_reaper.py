@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from headrace.services.worker.reaper import TASK_SHELL_NAME, Reaper, ReaperError, reap
+from headrace.services.worker.reaper import (
+    ATTEMPT_DIRECTORY_PREFIX,
+    TASK_SHELL_NAME,
+    Reaper,
+    ReaperError,
+    reap,
+)
 from tests.unit.test_connectors import process_alive
 
 DEADLINE_S = 10.0
@@ -113,6 +119,30 @@ def test_registered_groups_are_killed_at_end_of_file() -> None:
         assert group.wait(DEADLINE_S) == -signal.SIGKILL
     finally:
         os.close(read_end)
+
+
+def test_attempt_directories_left_registered_are_removed_at_end_of_file(
+    tmp_path: Path,
+) -> None:
+    left = tmp_path / f"{ATTEMPT_DIRECTORY_PREFIX}left\nnewline"  # any byte may be in a path
+    (left / "sub").mkdir(parents=True)
+    (left / "sub" / "out.txt").write_text("what a task wrote")
+    removed = tmp_path / f"{ATTEMPT_DIRECTORY_PREFIX}done"
+    removed.mkdir()
+    other = tmp_path / "not-an-attempt"
+    other.mkdir()
+    read_end, write_end = os.pipe()
+    try:
+        lines = [f"d{os.fsencode(p).hex()}" for p in (left, removed, other)]
+        lines += [f"r{os.fsencode(removed).hex()}", "dzz", "d"]
+        os.write(write_end, ("\n".join(lines) + "\n").encode())
+        os.close(write_end)
+        reap(read_end)
+    finally:
+        os.close(read_end)
+    assert not left.exists()
+    assert removed.exists()  # released: the worker removed it (or will)
+    assert other.exists()  # not the prefix a worker uses: never removed
 
 
 async def test_the_wrapper_registers_then_runs_the_program(tmp_path: Path) -> None:
