@@ -4,7 +4,6 @@ publish`, and the pure-fastavro example of docs/triggers.md, against the real se
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import subprocess
 import sys
@@ -16,13 +15,12 @@ from pathlib import Path
 import pytest
 
 from headrace.api_client import ApiClient, ApiError
-from headrace.broker import free_port
 from headrace.client import TriggerClient, TriggerClientError
 from headrace.config import Settings
-from headrace.db.migrate import migrate_url
 from headrace.flow.inputs import InputValidationError
 from headrace.local import LocalStack
 from headrace.topics.definitions import MAX_VALUE_BYTES
+from tests.integration.stacks import running_stack
 from tests.integration.test_gateway import triggers_on_topic
 from tests.unit.test_client import producer_example
 
@@ -50,16 +48,8 @@ tasks:
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    asyncio.run(migrate_url(settings.database_url))
-    stack = LocalStack(
-        dataclasses.replace(settings, gateway_port=free_port()),
-        log_dir=tmp_path_factory.mktemp("client-logs"),
-    )
-    try:
-        stack.start()
+    with running_stack(settings, tmp_path_factory, "client-logs") as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ then each test checks one. The pipeline of `examples/` runs too.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import re
@@ -19,11 +18,9 @@ from pathlib import Path
 import pytest
 
 from headrace.api_client import ApiClient, ApiError
-from headrace.broker import free_port
 from headrace.config import Settings
-from headrace.db.migrate import migrate_url
 from headrace.flow_files import apply_folder
-from headrace.local import LocalStack
+from tests.integration.stacks import running_stack
 from tests.integration.waiting import wait_until
 from tests.unit.test_docs_flows import Example, runnable_examples
 
@@ -39,16 +36,8 @@ KNOWN_ISSUES: dict[str, str] = {}
 
 @pytest.fixture(scope="module")
 def api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
-    asyncio.run(migrate_url(settings.database_url))
-    stack = LocalStack(
-        dataclasses.replace(settings, gateway_port=free_port()),
-        log_dir=tmp_path_factory.mktemp("docs-logs"),
-    )
-    try:
-        stack.start()
+    with running_stack(settings, tmp_path_factory, "docs-logs") as stack:
         yield ApiClient(stack.url, timeout_s=60)
-    finally:
-        stack.stop()
 
 
 def execution(api: ApiClient, execution_id: str) -> dict | None:

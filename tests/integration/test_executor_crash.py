@@ -10,18 +10,16 @@ executions, five kills in a row, as the crash-safety issue asked) is marked `lon
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 from collections.abc import Iterator
 
 import pytest
 
 from headrace.api_client import ApiClient
-from headrace.broker import free_port
 from headrace.client import TriggerClient
 from headrace.config import Settings
-from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
+from tests.integration.stacks import running_stack
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.executor-crash"
@@ -54,16 +52,8 @@ NOT_ENDED = "CREATED,QUEUED,RUNNING,PAUSED,RETRYING,KILLING"
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    asyncio.run(migrate_url(settings.database_url))
-    stack = LocalStack(
-        dataclasses.replace(settings, gateway_port=free_port()),
-        log_dir=tmp_path_factory.mktemp("executor-crash-logs"),
-    )
-    try:
-        stack.start()
+    with running_stack(settings, tmp_path_factory, "executor-crash-logs") as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="module")

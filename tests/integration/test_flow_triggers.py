@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from collections.abc import Iterator
@@ -11,11 +10,9 @@ from pathlib import Path
 import pytest
 
 from headrace.api_client import ApiClient, ApiError
-from headrace.broker import free_port
 from headrace.config import Settings
-from headrace.db.migrate import migrate_url
-from headrace.local import LocalStack
 from headrace.services.scheduler.flow_triggers import CHAIN_LIMIT
+from tests.integration.stacks import running_stack
 from tests.integration.waiting import wait_until
 
 TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
@@ -29,14 +26,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    asyncio.run(migrate_url(settings.database_url))
-    log_dir = tmp_path_factory.mktemp("flow-trigger-logs")
-    local = LocalStack(dataclasses.replace(settings, gateway_port=free_port()), log_dir=log_dir)
-    try:
-        local.start()
-        yield Stack(ApiClient(local.url, timeout_s=60), log_dir)
-    finally:
-        local.stop()
+    with running_stack(settings, tmp_path_factory, "flow-trigger-logs") as local:
+        assert local.log_dir is not None
+        yield Stack(ApiClient(local.url, timeout_s=60), local.log_dir)
 
 
 def namespace() -> str:

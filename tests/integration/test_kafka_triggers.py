@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import os
 import re
@@ -22,15 +21,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from fastavro import parse_schema, schemaless_writer
 
 from headrace.api_client import ApiClient, ApiError
-from headrace.broker import free_port
 from headrace.config import Settings
-from headrace.db.migrate import migrate_url
 from headrace.kafka import make_consumer, make_producer
 from headrace.local import LocalStack
 from headrace.messages import TriggerEvent
 from headrace.services.scheduler.kafka_triggers import default_group_id, legacy_group_id
 from headrace.services.scheduler.starts import publish_starts
 from headrace.topics.definitions import MAX_VALUE_BYTES
+from tests.integration.stacks import running_stack
 from tests.integration.test_gateway import triggers_on_topic
 from tests.integration.waiting import wait_until
 from tests.schema_registry import RegistryServer
@@ -41,16 +39,8 @@ NAMESPACE = "tests.kafkatrig"
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    asyncio.run(migrate_url(settings.database_url))
-    local = LocalStack(
-        dataclasses.replace(settings, gateway_port=free_port()),
-        log_dir=tmp_path_factory.mktemp("kafka-trigger-logs"),
-    )
-    try:
-        local.start()
-        yield local
-    finally:
-        local.stop()
+    with running_stack(settings, tmp_path_factory, "kafka-trigger-logs") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ the REST API against every service running as its own process.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import subprocess
 import sys
@@ -21,12 +20,10 @@ from aiokafka import AIOKafkaProducer
 
 from headrace import codec
 from headrace.api_client import ApiClient, ApiError
-from headrace.broker import free_port
 from headrace.config import Settings
-from headrace.db.migrate import migrate_url
-from headrace.local import LocalStack
 from headrace.messages import CommandKind, ExecutionCommand
 from headrace.topics import EXECUTION_COMMANDS
+from tests.integration.stacks import running_stack
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.ops"
@@ -35,16 +32,8 @@ TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
 
 @pytest.fixture(scope="module")
 def api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
-    asyncio.run(migrate_url(settings.database_url))
-    stack = LocalStack(
-        dataclasses.replace(settings, gateway_port=free_port()),
-        log_dir=tmp_path_factory.mktemp("ops-logs"),
-    )
-    try:
-        stack.start()
+    with running_stack(settings, tmp_path_factory, "ops-logs") as stack:
         yield ApiClient(stack.url, timeout_s=60)
-    finally:
-        stack.stop()
 
 
 def execution(api: ApiClient, execution_id: str) -> dict | None:

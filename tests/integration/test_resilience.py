@@ -7,8 +7,6 @@ processes (as under `headrace server local`) and are killed with SIGKILL, the ha
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import signal
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from headrace.api_client import ApiClient, ApiError
-from headrace.broker import free_port
 from headrace.config import Settings
-from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack, ServiceProcess
+from tests.integration.stacks import running_stack
 from tests.integration.waiting import wait_until
 
 SLOW_TASK = """\
@@ -97,16 +94,8 @@ tasks:
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    asyncio.run(migrate_url(settings.database_url))
-    stack = LocalStack(
-        dataclasses.replace(settings, gateway_port=free_port()),
-        log_dir=tmp_path_factory.mktemp("resilience-logs"),
-    )
-    try:
-        stack.start()
+    with running_stack(settings, tmp_path_factory, "resilience-logs") as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def kill_hard(stack: LocalStack, name: str) -> ServiceProcess:

@@ -9,7 +9,6 @@ no tick gives two executions; backfills are idempotent through the API and the C
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from aiokafka import TopicPartition
 
 from headrace import codec
 from headrace.api_client import ApiClient
-from headrace.broker import free_port
 from headrace.config import Settings
 from headrace.db.migrate import migrate, migrate_url
 from headrace.db.pool import create_pool
@@ -38,6 +36,7 @@ from headrace.messages import TriggerEvent
 from headrace.services.scheduler.catalog import DeclaredTrigger
 from headrace.services.scheduler.schedules import ScheduleRunner
 from headrace.topics.definitions import TRIGGERS
+from tests.integration.stacks import running_stack
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.schedules"
@@ -245,16 +244,8 @@ async def test_invalid_inputs_skip_the_tick_and_record_the_error(
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    asyncio.run(migrate_url(settings.database_url))
-    local = LocalStack(
-        dataclasses.replace(settings, gateway_port=free_port()),
-        log_dir=tmp_path_factory.mktemp("schedule-logs"),
-    )
-    try:
-        local.start()
-        yield local
-    finally:
-        local.stop()
+    with running_stack(settings, tmp_path_factory, "schedule-logs") as stack:
+        yield stack
 
 
 def executions(api: ApiClient, flow_id: str) -> list[dict]:

@@ -10,7 +10,6 @@ for a second.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import subprocess
 import sys
@@ -23,13 +22,12 @@ import asyncpg
 import pytest
 
 from headrace.api_client import ApiClient, ApiError
-from headrace.broker import free_port
 from headrace.config import Settings
 from headrace.db.indexing import write_batch
-from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
 from headrace.messages import ExecutionEvent, ExecutionSnapshot, StateChange
 from headrace.states import State
+from tests.integration.stacks import running_stack
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.watchdog"
@@ -58,18 +56,10 @@ tasks:
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    asyncio.run(migrate_url(settings.database_url))
-    stack = LocalStack(
-        dataclasses.replace(
-            settings, gateway_port=free_port(), watchdog_interval_s=0.5, watchdog_quiet_s=1.0
-        ),
-        log_dir=tmp_path_factory.mktemp("watchdog-logs"),
-    )
-    try:
-        stack.start()
+    with running_stack(
+        settings, tmp_path_factory, "watchdog-logs", watchdog_interval_s=0.5, watchdog_quiet_s=1.0
+    ) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="module")

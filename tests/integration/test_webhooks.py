@@ -7,7 +7,6 @@ offsets), so "nothing was published" is observed, not assumed.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import uuid
@@ -18,13 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from headrace.broker import free_port
 from headrace.config import Settings
-from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
 from headrace.messages import TriggerEvent
 from headrace.services.gateway.app import MAX_BODY_BYTES
 from headrace.topics.definitions import MAX_VALUE_BYTES
+from tests.integration.stacks import running_stack
 from tests.integration.test_gateway import triggers_on_topic
 
 KEY = "k3y-0123456789abcdef"
@@ -58,16 +56,8 @@ triggers:
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    asyncio.run(migrate_url(settings.database_url))
-    stack = LocalStack(
-        dataclasses.replace(settings, gateway_port=free_port()),
-        log_dir=tmp_path_factory.mktemp("webhook-logs"),
-    )
-    try:
-        stack.start()
+    with running_stack(settings, tmp_path_factory, "webhook-logs") as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
