@@ -155,12 +155,13 @@ def _refuse_nul(argv: list[str], env: Mapping[str, str]) -> None:
     """A NUL cannot be in a process's arguments or environment: say where it is, rather
     than Python's "embedded null byte"."""
     where = [f"env {name}" for name, value in env.items() if "\0" in name or "\0" in value]
-    where += [f"argument {i}" for i, arg in enumerate(argv) if "\0" in arg]
+    if any("\0" in arg for arg in argv):
+        where.append("the command")
     if where:
         raise TaskFailed(
             f"{', '.join(where)} holds a NUL character, which a process cannot be given: "
-            "a secret() whose text a filter changed (use the secret as it is), or a NUL "
-            "in the data"
+            "a secret() marker that did not resolve (its text changed by a filter, or "
+            "used outside a task's own properties), or a NUL in the data"
         )
 
 

@@ -55,7 +55,8 @@ def sealed_secrets(sealed: dict[str, str]) -> dict[str, str]:
 def _check_port_free(host: str, port: int) -> None:
     with socket.socket() as sock:
         # As the gateway binds (aiohttp sets it): a port whose last connections linger in
-        # TIME_WAIT after a stop is free; one a process listens on is not.
+        # TIME_WAIT after a stop is free; one a process listens on is not (on Linux; BSDs
+        # let this bind 127.0.0.1 beside a listener on 0.0.0.0: the gateway then fails).
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -139,7 +140,7 @@ def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None =
         click.echo(f"headrace is up: {stack.url}  (API at {stack.url}/api/v1)")
         click.echo(f"token: {token_note}")
         click.echo(f"service logs: {log_dir}")
-        if stack.url != DEFAULT_URL:  # the CLI talks to DEFAULT_URL unless told otherwise
+        if stack.url != os.environ.get("HEADRACE_URL", DEFAULT_URL):  # where the CLI goes
             click.echo(f"for the CLI: export HEADRACE_URL={stack.url}")
         click.echo(
             "try: headrace flow apply examples/ && headrace execution start examples hello --wait"

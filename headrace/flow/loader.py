@@ -43,7 +43,12 @@ from headrace.flow.inputs import definition_errors
 from headrace.flow.limits import MAX_TASKS
 from headrace.flow.model import TASK_TYPE_ALIASES, Flow, Input, PluginDefault, Task
 from headrace.flow.plugin_defaults import apply_plugin_defaults
-from headrace.flow.triggers import TRIGGER_TYPES, canonical_trigger_type
+from headrace.flow.triggers import (
+    MIN_WEBHOOK_KEY_LENGTH,
+    TRIGGER_TYPES,
+    WEBHOOK,
+    canonical_trigger_type,
+)
 from headrace.flow.yaml_reader import Marks, YamlProblem, read_yaml
 
 FLOW_CACHE_SIZE = 512  # distinct flow revisions kept parsed per process
@@ -273,6 +278,7 @@ def _rule_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
     errors.extend(_input_errors(data, tree))
     errors.extend(_duplicate_ids(data, tree, ("triggers",), "trigger"))
     errors.extend(_trigger_errors(data, tree))
+    errors.extend(_webhook_key_copies(data, tree))
     errors.extend(_duplicate_ids(data, tree, ("outputs",), "output"))
     errors.extend(_template_errors(data, tree, ("variables", "outputs")))
     return errors
@@ -461,6 +467,45 @@ def _trigger_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
         errors.extend(
             _property_errors(model, properties, trigger_type, tree, loc, what="trigger type")
         )
+    return errors
+
+
+def _webhook_key_copies(data: dict[str, Any], tree: Any) -> list[FlowError]:
+    """A webhook key written anywhere but its trigger's `key:` (a description, a label,
+    a log message, a YAML alias of it) would reach readers of the flow, of its executions
+    or of their logs: the key is the webhook's only credential."""
+    keys: dict[str, Loc] = {}
+    for loc, trigger in _entries(data, "triggers"):
+        kind, key = trigger.get("type"), trigger.get("key")
+        is_webhook = isinstance(kind, str) and canonical_trigger_type(kind) == WEBHOOK
+        if is_webhook and isinstance(key, str) and len(key) >= MIN_WEBHOOK_KEY_LENGTH:
+            keys[key] = (*loc, "key")
+    if not keys:
+        return []
+    key_places = set(keys.values())
+    errors: list[FlowError] = []
+    pending: list[tuple[Loc, Any]] = [((), data)]
+    while pending:
+        loc, value = pending.pop()
+        if isinstance(value, dict):
+            for name, item in value.items():
+                pending.append(((*loc, name), item))
+                pending.append(((*loc, name), str(name)))  # a key in a mapping key
+        elif isinstance(value, list):
+            pending.extend(((*loc, i), item) for i, item in enumerate(value))
+        elif isinstance(value, str | int | float) and not isinstance(value, bool):
+            for key, own in keys.items():
+                # One key inside another is no copy a reader sees: keys are masked.
+                if loc not in key_places and key in str(value):
+                    errors.append(
+                        _error(
+                            tree,
+                            loc,
+                            f"holds the key of webhook trigger {_path(own[:-1])}: anyone who"
+                            " may read the flow, its executions or their logs would see it",
+                            "write the key once, in the trigger's `key:`",
+                        )
+                    )
     return errors
 
 

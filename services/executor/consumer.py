@@ -43,7 +43,12 @@ import faust.transport.drivers.aiokafka as faust_driver
 from aiokafka import TopicPartition
 from faust.types import TP, Message
 
-from headrace.services.executor.offsets import OffsetLedger, RewoundTooOften, Verdict
+from headrace.services.executor.offsets import (
+    OffsetLedger,
+    RewoundTooOften,
+    Verdict,
+    head_missing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +112,7 @@ class GaplessConsumer(faust_driver.Consumer):
                 earliest - 1,
             )
             self._ledger.skip_to(tp, earliest)
+            self._floor[tp] = earliest  # what a commit waits for now: the first record kept
             if offset == earliest:
                 return self._ledger.check(tp, offset)
             expected = earliest
@@ -172,9 +178,8 @@ class GaplessConsumer(faust_driver.Consumer):
             # Faust commits over a head of one missing record (it checks `min(acked) -
             # committed > 1`, but the committed offset is the next one to apply): the
             # first record after the committed offset must have been applied.
-            acked = self._acked[tp]
-            floor = self._committed_offset.get(tp) or self._floor.get(tp)
-            if acked and floor is not None and min(acked) > floor:
+            committed = self._committed_offset.get(tp)
+            if head_missing(self._acked[tp], committed, self._floor.get(tp)):
                 return None
         return super()._new_offset(tp)
 

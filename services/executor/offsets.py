@@ -10,7 +10,7 @@ clears the stream queues) moves the partition back to it (`dropped`).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from enum import Enum
 from typing import Generic, TypeVar
 
@@ -87,3 +87,11 @@ class OffsetLedger(Generic[P]):
         self._next[partition] = offset
         self._stale.add(partition)
         return True
+
+
+def head_missing(acked: Sequence[int], committed: int | None, floor: int | None) -> bool:
+    """Whether a commit must wait: the next record to apply (the committed offset, or
+    where this assignment started if later: nothing committed yet, or retention deleted
+    records) is not among the acknowledged ones while later ones are."""
+    starts = [offset for offset in (committed, floor) if offset is not None]
+    return bool(acked and starts) and min(acked) > max(starts)

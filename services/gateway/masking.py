@@ -84,24 +84,10 @@ def _still_holds(text: str, keys: list[str]) -> bool:
 
 
 def mask_flow_json(body: dict[str, Any], flow: Flow | None) -> dict[str, Any]:
-    """A flow's JSON (`flow_json`) as a reader may see it: every copy of a key masked,
-    in any parsed field (a description, a label, a variable, a YAML alias of the key)."""
-    keys = set(webhook_keys(flow)) if flow is not None else set()
-    keys |= {t["key"] for t in body.get("triggers", []) if isinstance(t.get("key"), str)}
-    source = body.pop("source", None)
-    masked = _masked_values(body, sorted(keys, key=len, reverse=True))
-    if source is not None:
-        masked["source"] = mask_source(source, flow)
-    return masked
-
-
-def _masked_values(value: Any, keys: list[str]) -> Any:
-    if isinstance(value, str):
-        for key in keys:
-            value = value.replace(key, MASK)
-        return value
-    if isinstance(value, dict):
-        return {_masked_values(k, keys): _masked_values(v, keys) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked_values(item, keys) for item in value]
-    return value
+    """A flow's JSON (`flow_json`) as a reader may see it."""
+    for trigger in body.get("triggers", []):
+        if "key" in trigger:
+            trigger["key"] = MASK
+    if "source" in body:
+        body["source"] = mask_source(body["source"], flow)
+    return body

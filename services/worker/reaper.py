@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # The name the task's first process runs under until it execs the task (`ps` shows it).
@@ -45,6 +47,7 @@ _REGISTERED = "+"
 _RELEASED = "-"
 _DIRECTORY = "d"
 ATTEMPT_DIRECTORY_PREFIX = "headrace-attempt-"  # the only directories it removes
+_PR_SET_DUMPABLE = 4  # prctl option (linux/prctl.h)
 _DIRECTORY_REMOVED = "r"
 # Seconds a stopping worker waits for its reaper to exit after closing the pipe.
 EXIT_WAIT_S = 5.0
@@ -66,7 +69,14 @@ class Reaper:
         read_end, write_end = os.pipe()  # both close-on-exec: no task inherits them
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(Path(__file__).resolve()), str(os.getpid())],
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    str(Path(__file__).resolve()),
+                    str(os.getpid()),
+                    tempfile.gettempdir(),  # where attempt directories are made
+                ],
                 stdin=read_end,
                 env={},  # nothing to leak: it holds no configuration and no secret
                 start_new_session=True,  # a signal to the worker's group does not reach it
@@ -102,9 +112,12 @@ class Reaper:
         self._send(_DIRECTORY_REMOVED, os.fsencode(path).hex())
 
     def _send(self, kind: str, text: str) -> None:
-        if self._fd is not None:
+        line = f"{kind}{text}\n".encode()
+        # Only writes of up to PIPE_BUF bytes are atomic: a longer line could interleave
+        # with a task's registration. (A temporary directory path of over 2 KB.)
+        if self._fd is not None and len(line) <= select.PIPE_BUF:
             with contextlib.suppress(BrokenPipeError):  # `check` reports a dead reaper
-                os.write(self._fd, f"{kind}{text}\n".encode())
+                os.write(self._fd, line)
 
     def check(self) -> None:
         """Raises `ReaperError` if the reaper exited while the worker runs."""
@@ -146,19 +159,23 @@ def _kill_groups(groups: set[int]) -> int:
     return killed
 
 
-def _directory(hex_path: str) -> bytes | None:
+def _directory(hex_path: str, parent: bytes) -> bytes | None:
     try:
         path = bytes.fromhex(hex_path)
     except ValueError:
         return None
     # Only what a worker makes: a stray line cannot have it remove anything else.
-    name = os.path.basename(path)
-    return path if name.startswith(ATTEMPT_DIRECTORY_PREFIX.encode()) else None
+    head, name = os.path.split(path)
+    if head == parent and name.startswith(ATTEMPT_DIRECTORY_PREFIX.encode()):
+        return path
+    return None
 
 
-def reap(read_fd: int) -> int:
+def reap(read_fd: int, temp_dir: str = "") -> int:
     """Follow registrations on `read_fd` until end-of-file, then kill the groups and
-    remove the directories left. Returns the number of groups killed."""
+    remove the attempt directories left (only directories right in `temp_dir`, an
+    absolute path). Returns the number of groups killed."""
+    parent = os.fsencode(temp_dir) if os.path.isabs(temp_dir) else b""
     groups: set[int] = set()
     directories: set[bytes] = set()
     pending = b""
@@ -168,7 +185,7 @@ def reap(read_fd: int) -> int:
             text = line.decode("ascii", errors="replace")
             kind, rest = text[:1], text[1:]
             if kind in (_DIRECTORY, _DIRECTORY_REMOVED):
-                if (path := _directory(rest)) is not None:
+                if parent and (path := _directory(rest, parent)) is not None:
                     if kind == _DIRECTORY:
                         directories.add(path)
                     else:
@@ -189,8 +206,14 @@ def main() -> None:
     # sent to every process of a container before the worker finished its shutdown.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
+    # Non-dumpable, as every headrace process: a task of the same user cannot open our
+    # end of the pipe through /proc and unregister itself, or hold the pipe open.
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes  # here: the worker itself never needs it
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     worker = sys.argv[1] if len(sys.argv) > 1 else "?"
-    killed = reap(0)
+    killed = reap(0, sys.argv[2] if len(sys.argv) > 2 else "")
     if killed:
         print(
             f"headrace task reaper: worker process {worker} is gone; killed {killed} task"

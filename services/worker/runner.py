@@ -157,9 +157,11 @@ async def _attempt_directory(needed: bool, guard: ProcessGuard | None) -> AsyncI
     try:
         yield path
     finally:
-        await asyncio.shield(asyncio.to_thread(_remove_directory, path))
-        if guard is not None:
-            guard.forget_directory(path)
+        try:
+            await asyncio.shield(asyncio.to_thread(_remove_directory, path))
+        finally:  # even when cancelled meanwhile: the removal goes on in its thread
+            if guard is not None:
+                guard.forget_directory(path)
 
 
 def _now() -> datetime:

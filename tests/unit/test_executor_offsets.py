@@ -12,6 +12,7 @@ from headrace.services.executor.offsets import (
     OffsetLedger,
     RewoundTooOften,
     Verdict,
+    head_missing,
 )
 
 P = "task-results[0]"
@@ -123,3 +124,18 @@ def test_whatever_is_skipped_or_dropped_every_offset_is_delivered_once_in_order(
     applied += queued
     assert applied == sorted(set(applied)), "in order, once"
     assert applied == list(range(len(applied))), "nothing skipped"
+
+
+def test_a_commit_waits_for_the_record_after_the_committed_offset() -> None:
+    # Faust would commit 12 here (it lets a head of one missing record through).
+    assert head_missing([11, 12], committed=10, floor=5)
+    assert not head_missing([10, 11, 12], committed=10, floor=5)
+    assert not head_missing([], committed=10, floor=5)
+    # Nothing committed yet: the assignment's start (its earliest record) must come first.
+    assert head_missing([4, 5], committed=None, floor=3)
+    assert not head_missing([3, 4], committed=None, floor=3)
+    assert head_missing([1], committed=0, floor=0)  # offset 0 is a committed offset too
+    # Retention deleted 10-19 before they were applied: the first record kept is awaited.
+    assert not head_missing([20, 21], committed=10, floor=20)
+    assert head_missing([21], committed=10, floor=20)
+    assert not head_missing([7], committed=None, floor=None)  # untracked: Faust decides

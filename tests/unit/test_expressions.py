@@ -326,6 +326,9 @@ def test_a_secret_name_must_be_one_literal_string(template: str) -> None:
     ]
     with pytest.raises(ExpressionError, match="one literal string"):
         render_value(template, CONTEXT)
+
+
+def test_a_literal_secret_name_may_go_through_filters() -> None:
     assert template_syntax_errors("{{ secret('DB') | upper }}") == []
 
 

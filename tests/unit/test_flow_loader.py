@@ -823,3 +823,48 @@ def test_an_empty_explicit_key_is_a_located_flow_error() -> None:
     # libyaml refuses `? :` as invalid YAML (the pure-Python parser read a complex key).
     error = only_error("? :")
     assert error.line == 1 and error.message.startswith("invalid YAML")
+
+
+def test_a_webhook_key_written_anywhere_else_is_refused() -> None:
+    key = "hook-key-0123456789abcdef"
+    text = f"""\
+id: copied
+namespace: team
+description: &hook {key}
+labels:
+  {key}: x
+variables:
+  port: 1234567890123456789
+tasks:
+  - {{id: t, type: log, message: "call .../copied/{key}"}}
+triggers:
+  - id: a
+    type: webhook
+    key: *hook
+  - id: b
+    type: webhook
+    key: "1234567890123456789"
+"""
+    with pytest.raises(FlowValidationError) as caught:
+        load_flow(text, "copied.yaml")
+    errors = caught.value.errors
+    assert sorted((e.path, e.line) for e in errors) == [
+        ("description", 3),  # the anchor the trigger's key aliases
+        (f"labels.{key}", 5),  # a mapping key
+        ("tasks[0].message", 9),
+        ("variables.port", 7),  # a number holding the digits of a key
+    ]
+    assert {e.message for e in errors} == {
+        "holds the key of webhook trigger triggers[0]: anyone who may read the flow, its"
+        " executions or their logs would see it",
+        "holds the key of webhook trigger triggers[1]: anyone who may read the flow, its"
+        " executions or their logs would see it",
+    }
+
+
+def test_a_webhook_key_written_once_is_valid() -> None:
+    flow = load_flow(
+        "id: f\nnamespace: team\ntasks: [{id: t, type: log, message: hi}]\n"
+        "triggers: [{id: a, type: webhook, key: hook-key-0123456789abcdef}]\n"
+    )
+    assert flow.triggers[0].id == "a"

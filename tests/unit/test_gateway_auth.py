@@ -17,7 +17,7 @@ from headrace.passwords import PasswordHash, hash_password, token_digest
 from headrace.services.gateway.auth import Authenticator, Unauthenticated
 from headrace.services.gateway.browser import HostPolicy, same_origin
 from headrace.services.gateway.credentials import Role, load_credentials, read_credentials_file
-from headrace.services.gateway.masking import MASK, WITHHELD, mask_flow_json, mask_source
+from headrace.services.gateway.masking import MASK, WITHHELD, mask_source
 
 KEY = "hook-key-0123456789abcdef"
 
@@ -233,30 +233,3 @@ def test_a_source_whose_keys_cannot_be_found_is_withheld() -> None:
     assert mask_source(escaped, None) == WITHHELD
     broken = HOOK_FLOW.replace("type: log", "type: no-such-type")
     assert mask_source(broken, None) == WITHHELD
-
-
-def test_a_readers_flow_json_hides_keys_in_every_parsed_field() -> None:
-    copied = f"""\
-id: copied
-namespace: team
-description: &hook "call .../webhook/team/copied/{KEY}"
-labels:
-  hook: {KEY}
-variables:
-  url: "https://x.example/{KEY}"
-  nested: [{{deep: "{KEY}"}}]
-tasks:
-  - {{id: t, type: log, message: hi}}
-triggers:
-  - id: a
-    type: webhook
-    key: "{KEY}"
-"""
-    flow = load_flow(copied)
-    body = flow.model_dump(mode="json", by_alias=True, exclude_none=True) | {"source": copied}
-    masked = mask_flow_json(body, flow)
-    assert KEY not in str(masked)
-    assert masked["labels"] == {"hook": MASK}
-    assert masked["variables"]["nested"] == [{"deep": MASK}]
-    assert masked["triggers"][0]["key"] == MASK
-    assert masked["description"].endswith(f"/copied/{MASK}")

@@ -131,18 +131,25 @@ def test_attempt_directories_left_registered_are_removed_at_end_of_file(
     removed.mkdir()
     other = tmp_path / "not-an-attempt"
     other.mkdir()
+    deeper = tmp_path / "elsewhere" / f"{ATTEMPT_DIRECTORY_PREFIX}x"  # not in the temp dir
+    deeper.mkdir(parents=True)
+    sneaky = tmp_path / "elsewhere" / ".." / f"{ATTEMPT_DIRECTORY_PREFIX}y"
+    (tmp_path / f"{ATTEMPT_DIRECTORY_PREFIX}y").mkdir()
     read_end, write_end = os.pipe()
     try:
-        lines = [f"d{os.fsencode(p).hex()}" for p in (left, removed, other)]
+        lines = [f"d{os.fsencode(p).hex()}" for p in (left, removed, other, deeper, sneaky)]
         lines += [f"r{os.fsencode(removed).hex()}", "dzz", "d"]
+        lines += [f"d{os.fsencode(left.name).hex()}"]  # relative: never
         os.write(write_end, ("\n".join(lines) + "\n").encode())
         os.close(write_end)
-        reap(read_end)
+        reap(read_end, str(tmp_path))
     finally:
         os.close(read_end)
     assert not left.exists()
     assert removed.exists()  # released: the worker removed it (or will)
     assert other.exists()  # not the prefix a worker uses: never removed
+    assert deeper.exists()  # only directories right in the worker's temp dir
+    assert (tmp_path / f"{ATTEMPT_DIRECTORY_PREFIX}y").exists()  # no `..` either
 
 
 async def test_the_wrapper_registers_then_runs_the_program(tmp_path: Path) -> None:
