@@ -71,12 +71,22 @@ def wait_up(server: subprocess.Popen[str]) -> None:
     raise SystemExit(f"headrace server local exited with {server.wait()} before it was up")
 
 
-async def run(executions: int, concurrency: int, rate: float, url: str) -> dict[str, float]:
+async def run(
+    executions: int,
+    concurrency: int,
+    rate: float,
+    url: str,
+    flow: str = FLOW,
+    flow_id: str = "bench",
+    quiet: bool = False,
+) -> dict[str, float]:
+    """Start `executions` of `flow` (namespace `benchmarks`), wait for all to end, and
+    measure them from their indexed task runs."""
     api = url + "/api/v1"
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
         async with session.put(
-            f"{api}/flows/benchmarks/bench",
-            data=FLOW,
+            f"{api}/flows/benchmarks/{flow_id}",
+            data=flow,
             headers={"Content-Type": "application/x-yaml"},
         ) as response:
             response.raise_for_status()
@@ -87,7 +97,7 @@ async def run(executions: int, concurrency: int, rate: float, url: str) -> dict[
         async def start() -> None:
             async with (
                 semaphore,
-                session.post(f"{api}/executions/benchmarks/bench", json={}) as r,
+                session.post(f"{api}/executions/benchmarks/{flow_id}", json={}) as r,
             ):
                 r.raise_for_status()
                 ids.append((await r.json())["id"])
@@ -102,13 +112,14 @@ async def run(executions: int, concurrency: int, rate: float, url: str) -> dict[
         else:
             await asyncio.gather(*(start() for _ in range(executions)))
         submitted = time.time()
-        print(f"submitted {executions} executions in {submitted - started:.2f}s", flush=True)
+        if not quiet:
+            print(f"submitted {executions} executions in {submitted - started:.2f}s", flush=True)
 
         deadline = time.monotonic() + 600
         while True:
             async with session.get(
                 f"{api}/executions",
-                params={"flowId": "bench", "namespace": "benchmarks", "size": 1},
+                params={"flowId": flow_id, "namespace": "benchmarks", "size": 1},
             ) as r:
                 total = (await r.json())["total"]
             done = 0
@@ -116,29 +127,33 @@ async def run(executions: int, concurrency: int, rate: float, url: str) -> dict[
                 async with session.get(
                     f"{api}/executions",
                     params={
-                        "flowId": "bench",
+                        "flowId": flow_id,
                         "namespace": "benchmarks",
                         "state": state,
                         "size": 1,
                     },
                 ) as r:
                     done += (await r.json())["total"]
-            print(f"\r{done}/{executions} executions ended", end="", flush=True)
+            if not quiet:
+                print(f"\r{done}/{executions} executions ended", end="", flush=True)
             if done >= executions and total >= executions:
                 break
             if time.monotonic() > deadline:
                 raise SystemExit("executions did not end within 600 s")
             await asyncio.sleep(0.5)
-        print()
+        if not quiet:
+            print()
 
         gaps: list[float] = []
         ends: list[datetime] = []
         states: dict[str, int] = {}
+        task_runs = 0
         for execution_id in ids:
             async with session.get(f"{api}/executions/{execution_id}") as r:
                 execution = await r.json()
             states[execution["state"]["current"]] = states.get(execution["state"]["current"], 0) + 1
             runs = execution["taskRunList"]
+            task_runs += len(runs)
             for before, after in itertools.pairwise(runs):
                 end = datetime.fromisoformat(before["attempts"][-1]["state"]["endDate"])
                 begin = datetime.fromisoformat(after["attempts"][0]["state"]["startDate"])
@@ -150,8 +165,10 @@ async def run(executions: int, concurrency: int, rate: float, url: str) -> dict[
             "success": states.get("SUCCESS", 0),
             "elapsed_s": elapsed,
             "executions_per_s": executions / elapsed,
+            "task_runs_per_s": task_runs / elapsed,
             "hop_median_ms": statistics.median(gaps),
             "hop_p95_ms": percentile(gaps, 0.95),
+            "hop_p99_ms": percentile(gaps, 0.99),
         }
 
 

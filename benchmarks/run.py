@@ -1,0 +1,233 @@
+"""The engine's benchmark table: one command, its own stack, one table.
+
+    python benchmarks/run.py            # the full workloads (several minutes)
+    python benchmarks/run.py --quick    # smaller workloads, same measurements (~2 min)
+    python benchmarks/run.py --record   # also append the results to benchmarks/results.jsonl
+
+It starts `headrace server local` (embedded broker and PostgreSQL unless
+HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL are set) and measures, in this order:
+
+- start-up: from spawning `headrace server local` to its "headrace is up" line (every
+  service ready);
+- idle: CPU of the whole process tree (broker, PostgreSQL, services) while nothing runs;
+- W3: the hop (a task's end to the next task's start, worker clocks) of a 10-task chain of
+  `log` tasks, executions started 5 per second (light load);
+- W1: a burst of executions of 3 `log` tasks started through the API, until all ended and
+  queryable: task runs/s;
+- bare: a plain aiokafka consume -> produce loop on the same broker, measured in the same
+  run: its hop (one record at a time, round trip through the loop) and its throughput.
+  The physical limit of this machine and broker: the engine's figures are given as ratios
+  to it.
+
+Each figure is also given as a ratio to the last run recorded in benchmarks/results.jsonl
+with the same mode (quick or full). Ratios measured in one run compare code; absolute
+numbers drift with the machine's day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from executions import TOKEN, free_port, run
+
+RESULTS = Path(__file__).with_name("results.jsonl")
+CHAIN_TASKS = 10
+CHAIN = "id: chain\nnamespace: benchmarks\ntasks:\n" + "".join(
+    f"  - {{id: t{i}, type: log, message: 'step {i}'}}\n" for i in range(CHAIN_TASKS)
+)
+SIZES = {  # mode -> workload sizes
+    "quick": {"idle_s": 15, "chain_executions": 10, "burst_executions": 1_000, "bare": 20_000},
+    "full": {"idle_s": 60, "chain_executions": 40, "burst_executions": 10_000, "bare": 100_000},
+}
+# Which way is better for each figure (for the ratio's reading) and its unit.
+FIGURES = {
+    "startup_s": ("lower", "s"),
+    "idle_cpu_pct": ("lower", "% of a core"),
+    "w3_hop_median_ms": ("lower", "ms"),
+    "w3_hop_p99_ms": ("lower", "ms"),
+    "w1_task_runs_per_s": ("higher", "/s"),
+    "bare_hop_median_ms": ("lower", "ms"),
+    "bare_records_per_s": ("higher", "/s"),
+}
+
+
+def start_server() -> tuple[subprocess.Popen[str], str, str, float]:
+    """`headrace server local` up: the process, its URL, its broker and the start-up time."""
+    port = free_port()
+    started = time.monotonic()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "headrace", "server", "local", "--port", str(port)],
+        env=dict(os.environ, HEADRACE_TOKEN=TOKEN),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    bootstrap = os.environ.get("HEADRACE_KAFKA_BOOTSTRAP", "")
+    for line in server.stdout:
+        if found := re.search(r"embedded broker at (\S+)", line):
+            bootstrap = found.group(1)
+        if line.startswith("headrace is up"):
+            return server, f"http://127.0.0.1:{port}", bootstrap, time.monotonic() - started
+    raise SystemExit(f"headrace server local exited with {server.wait()} before it was up")
+
+
+def tree_cpu_seconds(root: psutil.Process) -> float:
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def idle_cpu_percent(server: subprocess.Popen[str], seconds: float) -> float:
+    root = psutil.Process(server.pid)
+    time.sleep(5)  # let start-up work (topic metadata, first polls) settle
+    before, started = tree_cpu_seconds(root), time.monotonic()
+    time.sleep(seconds)
+    return 100 * (tree_cpu_seconds(root) - before) / (time.monotonic() - started)
+
+
+async def bare_loop(bootstrap: str, records: int) -> dict[str, float]:
+    """A consume -> produce loop with aiokafka on the same broker: the hop of one record
+    at a time through it, then the throughput of `records` through it."""
+    topic_in, topic_out = f"bench-in-{uuid.uuid4().hex[:8]}", f"bench-out-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, 1, 1) for t in (topic_in, topic_out)])
+    finally:
+        await admin.close()
+    # The same fetch wait as the services use on the embedded broker.
+    wait_ms = 5
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    relay_in = AIOKafkaConsumer(topic_in, bootstrap_servers=bootstrap, fetch_max_wait_ms=wait_ms)
+    sink = AIOKafkaConsumer(topic_out, bootstrap_servers=bootstrap, fetch_max_wait_ms=wait_ms)
+    for client in (producer, relay_in, sink):
+        await client.start()
+    stop = asyncio.Event()
+
+    async def relay() -> None:
+        while not stop.is_set():
+            batches = await relay_in.getmany(timeout_ms=100, max_records=5_000)
+            for batch in batches.values():
+                for record in batch:
+                    await producer.send(topic_out, record.value)
+
+    relaying = asyncio.create_task(relay())
+    try:
+        hops = []
+        for i in range(200):
+            sent = time.perf_counter()
+            await producer.send_and_wait(topic_in, str(i).encode())
+            while not await sink.getmany(timeout_ms=1_000):
+                pass
+            if i >= 20:  # after the warm-up
+                hops.append((time.perf_counter() - sent) * 1000)
+        started = time.perf_counter()
+        for _ in range(records):
+            await producer.send(topic_in, b"x" * 100)
+        seen = 0
+        while seen < records:
+            batches = await sink.getmany(timeout_ms=1_000, max_records=10_000)
+            seen += sum(len(batch) for batch in batches.values())
+        elapsed = time.perf_counter() - started
+    finally:
+        stop.set()
+        await relaying
+        for client in (relay_in, sink, producer):
+            await client.stop()
+    return {"bare_hop_median_ms": statistics.median(hops), "bare_records_per_s": records / elapsed}
+
+
+def previous(mode: str) -> dict[str, float]:
+    if not RESULTS.exists():
+        return {}
+    runs = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    same = [r for r in runs if r.get("mode") == mode]
+    return same[-1]["figures"] if same else {}
+
+
+def ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.3g}x" if base else "-"
+
+
+def print_table(figures: dict[str, float], before: dict[str, float]) -> None:
+    to_bare = {
+        "w3_hop_median_ms": figures["bare_hop_median_ms"],
+        "w1_task_runs_per_s": figures["bare_records_per_s"],
+    }
+    print(f"{'figure':<22} {'value':>12}  {'unit':<12} {'vs last':>8}  {'vs bare':>8}  better")
+    for name, (better, unit) in FIGURES.items():
+        value = figures[name]
+        print(
+            f"{name:<22} {value:>12.2f}  {unit:<12} {ratio(value, before.get(name)):>8}"
+            f"  {ratio(value, to_bare.get(name)):>8}  {better}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller workloads (~2 min)")
+    parser.add_argument("--record", action="store_true", help=f"append to {RESULTS.name}")
+    args = parser.parse_args()
+    mode = "quick" if args.quick else "full"
+    size = SIZES[mode]
+    figures: dict[str, float] = {}
+    print(f"starting headrace server local ({mode} mode)…", flush=True)
+    server, url, bootstrap, figures["startup_s"] = start_server()
+    try:
+        print(f"idle for {size['idle_s']} s…", flush=True)
+        figures["idle_cpu_pct"] = idle_cpu_percent(server, size["idle_s"])
+        print(f"W3: {size['chain_executions']} chains of {CHAIN_TASKS} tasks…", flush=True)
+        chain = asyncio.run(
+            run(size["chain_executions"], 1, 5, url, flow=CHAIN, flow_id="chain", quiet=True)
+        )
+        figures["w3_hop_median_ms"] = chain["hop_median_ms"]
+        figures["w3_hop_p99_ms"] = chain["hop_p99_ms"]
+        print(f"W1: a burst of {size['burst_executions']} executions…", flush=True)
+        burst = asyncio.run(run(size["burst_executions"], 100, 0, url, quiet=True))
+        figures["w1_task_runs_per_s"] = burst["task_runs_per_s"]
+        print(f"bare aiokafka loop: {size['bare']} records…", flush=True)
+        figures.update(asyncio.run(bare_loop(bootstrap, size["bare"])))
+    finally:
+        server.terminate()
+        server.wait(60)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"\nmachine: {machine}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print_table(figures, previous(mode))
+    if args.record:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        entry = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": commit,
+            "mode": mode,
+            "machine": machine,
+            "figures": figures,
+        }
+        with RESULTS.open("a") as results:
+            results.write(json.dumps(entry) + "\n")
+        print(f"recorded in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
