@@ -1,19 +1,30 @@
-"""The stack a test module runs against: the five services as child processes."""
+"""What a test module runs against: the five services as child processes, or a gateway in
+the test's own event loop; and how a test drives them (flows, the CLI)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from headrace.api_client import ApiClient
 from headrace.broker import free_port
 from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
+from headrace.services.gateway import run_gateway
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_START_S = 20.0
+GATEWAY_STOP_S = 15.0
 
 
 @contextlib.contextmanager
@@ -32,3 +43,42 @@ def running_stack(
         yield stack
     finally:
         stack.stop()
+
+
+@contextlib.asynccontextmanager
+async def in_process_gateway(settings: Settings) -> AsyncIterator[str]:
+    """A gateway running in this event loop, on a free port: its base URL."""
+    stop = asyncio.Event()
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_gateway(settings, stop, ready=port.set_result))
+    await asyncio.wait_for(asyncio.shield(port), GATEWAY_START_S)
+    try:
+        yield f"http://{settings.gateway_host}:{port.result()}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, GATEWAY_STOP_S)
+
+
+def put_flows(api: ApiClient, namespace: str, sources: dict[str, str]) -> None:
+    """Create or update each flow (id -> YAML source) of `namespace`."""
+    for flow_id, source in sources.items():
+        api.request(
+            "PUT",
+            f"/flows/{namespace}/{flow_id}",
+            body=source.encode(),
+            content_type="application/x-yaml",
+        )
+
+
+def run_cli(
+    stack: LocalStack, *args: str, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`headrace ARGS…` as a user runs it against `stack`, from the repository's root."""
+    return subprocess.run(
+        [sys.executable, "-m", "headrace", *args],
+        cwd=ROOT,
+        env={**os.environ, "HEADRACE_URL": stack.url},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )

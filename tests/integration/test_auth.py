@@ -24,16 +24,16 @@ import pytest
 
 from headrace.config import Settings
 from headrace.passwords import hash_password, token_digest
-from headrace.services.gateway import make_app, run_gateway
+from headrace.services.gateway import make_app
 from headrace.services.gateway.auth import Authenticator
 from headrace.services.gateway.browser import HostPolicy
 from headrace.services.gateway.context import Gateway
 from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.masking import MASK
+from tests.integration.stacks import in_process_gateway
 from tests.integration.test_gateway import triggers_on_topic
 
 ROOT = Path(__file__).resolve().parents[2]
-DEADLINE_S = 20.0
 READER_TOKEN = "reader-token-" + uuid.uuid4().hex
 WRITER_TOKEN = "writer-token-" + uuid.uuid4().hex
 USERS = {"ada": ("ada-password", "writer"), "rita": ("rita-password", "reader")}
@@ -66,13 +66,8 @@ def auth_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 async def base_url(auth_settings: Settings) -> AsyncIterator[str]:
-    stop = asyncio.Event()
-    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_gateway(auth_settings, stop, ready=port.set_result))
-    await asyncio.wait_for(asyncio.shield(port), DEADLINE_S)
-    yield f"http://127.0.0.1:{port.result()}"
-    stop.set()
-    await asyncio.wait_for(task, 15)
+    async with in_process_gateway(auth_settings) as url:
+        yield url
 
 
 @pytest.fixture

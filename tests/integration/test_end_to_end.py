@@ -26,6 +26,7 @@ from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.local import LocalStack
 from headrace.services.scheduler.kafka_triggers import default_group_id
+from tests.integration.stacks import run_cli
 from tests.integration.test_kafka_triggers import committed
 from tests.integration.waiting import wait_until
 
@@ -213,18 +214,6 @@ def test_invalid_flow_is_refused_with_a_precise_message(api: ApiClient) -> None:
     with pytest.raises(ApiError) as missing:
         api.request("GET", "/flows/tests.e2e/broken")
     assert missing.value.status == 404
-
-
-def run_cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, HEADRACE_URL=stack.url)
-    return subprocess.run(
-        [sys.executable, "-m", "headrace", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_readme_tour_through_the_cli(stack: LocalStack) -> None:

@@ -19,7 +19,7 @@ from headrace.api_client import ApiClient
 from headrace.client import TriggerClient
 from headrace.config import Settings
 from headrace.local import LocalStack
-from tests.integration.stacks import running_stack
+from tests.integration.stacks import put_flows, running_stack
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.executor-crash"
@@ -59,13 +59,7 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="module")
 def api(stack: LocalStack) -> ApiClient:
     api = ApiClient(stack.url, timeout_s=60)
-    for flow_id, source in (("chain", CHAIN), ("paused", PAUSED)):
-        api.request(
-            "PUT",
-            f"/flows/{NAMESPACE}/{flow_id}",
-            body=source.encode(),
-            content_type="application/x-yaml",
-        )
+    put_flows(api, NAMESPACE, {"chain": CHAIN, "paused": PAUSED})
     return api
 
 

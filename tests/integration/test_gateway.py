@@ -34,7 +34,7 @@ from headrace.messages import (
     StateChange,
     TriggerEvent,
 )
-from headrace.services.gateway import make_app, run_gateway
+from headrace.services.gateway import make_app
 from headrace.services.gateway.auth import Authenticator
 from headrace.services.gateway.browser import HostPolicy
 from headrace.services.gateway.context import Gateway
@@ -43,6 +43,7 @@ from headrace.services.gateway.ids import ID_LENGTH
 from headrace.services.gateway.waiter import ExecutionWaiter
 from headrace.states import State
 from headrace.topics.definitions import EXECUTION_COMMANDS
+from tests.integration.stacks import in_process_gateway
 
 DEADLINE_S = 20.0
 YAML = {"Content-Type": "application/x-yaml"}
@@ -67,13 +68,8 @@ tasks:
 
 @pytest.fixture(scope="module")
 async def base_url(settings: Settings) -> AsyncIterator[str]:
-    stop = asyncio.Event()
-    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_gateway(settings, stop, ready=port.set_result))
-    await asyncio.wait_for(asyncio.shield(port), DEADLINE_S)
-    yield f"http://{settings.gateway_host}:{port.result()}"
-    stop.set()
-    await asyncio.wait_for(task, 15)
+    async with in_process_gateway(settings) as url:
+        yield url
 
 
 @pytest.fixture

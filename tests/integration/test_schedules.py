@@ -9,9 +9,6 @@ no tick gives two executions; backfills are idempotent through the API and the C
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -36,12 +33,11 @@ from headrace.messages import TriggerEvent
 from headrace.services.scheduler.catalog import DeclaredTrigger
 from headrace.services.scheduler.schedules import ScheduleRunner
 from headrace.topics.definitions import TRIGGERS
-from tests.integration.stacks import running_stack
+from tests.integration.stacks import run_cli, running_stack
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.schedules"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-HEADRACE = [sys.executable, "-m", "headrace"]
 
 
 @dataclass
@@ -368,13 +364,10 @@ def test_backfill_is_idempotent_through_api_and_cli(stack: LocalStack) -> None:
     assert {e["id"] for e in done} == set(answer["executionIds"])
 
     range_options = ["--start", body["start"], "--end", body["end"]]
-    cli = subprocess.run(
-        [*HEADRACE, "trigger", "backfill", NAMESPACE, flow_id, "every-second", *range_options],
-        env={**os.environ, "HEADRACE_URL": stack.url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    cli = run_cli(
+        stack, "trigger", "backfill", NAMESPACE, flow_id, "every-second", *range_options,
+        timeout_s=60,
+    )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     assert set(cli.stdout.split()[:3]) == set(answer["executionIds"])
     # Once an execution started after the re-run has ended, a new one would show by now.
@@ -396,12 +389,6 @@ def test_backfill_is_idempotent_through_api_and_cli(stack: LocalStack) -> None:
         api.request("POST", path, json_body=into_the_future)
     assert len(executions(api, flow_id)) == 4  # neither refusal started anything
 
-    listing = subprocess.run(
-        [*HEADRACE, "trigger", "list", "--namespace", NAMESPACE],
-        env={**os.environ, "HEADRACE_URL": stack.url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listing = run_cli(stack, "trigger", "list", "--namespace", NAMESPACE, timeout_s=60)
     assert listing.returncode == 0, listing.stderr
     assert f"{NAMESPACE}/{flow_id}/every-second  schedule  enabled" in listing.stdout

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from headrace.db.indexing import write_batch
 from headrace.local import LocalStack
 from headrace.messages import ExecutionEvent, ExecutionSnapshot, StateChange
 from headrace.states import State
-from tests.integration.stacks import running_stack
+from tests.integration.stacks import put_flows, run_cli, running_stack
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.watchdog"
@@ -65,13 +63,7 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="module")
 def api(stack: LocalStack) -> ApiClient:
     api = ApiClient(stack.url, timeout_s=60)
-    for flow_id, source in (("paused", PAUSED), ("sleepy", SLEEPY)):
-        api.request(
-            "PUT",
-            f"/flows/{NAMESPACE}/{flow_id}",
-            body=source.encode(),
-            content_type="application/x-yaml",
-        )
+    put_flows(api, NAMESPACE, {"paused": PAUSED, "sleepy": SLEEPY})
     return api
 
 
@@ -186,13 +178,7 @@ def test_the_watchdog_reports_a_lost_execution_and_not_a_waiting_one(
     assert "stuck" not in api.request("GET", f"/executions/{waiting}")
     assert waiting not in stuck_ids()
 
-    listed = subprocess.run(
-        [sys.executable, "-m", "headrace", "execution", "list", "--stuck", "--size", "1000"],
-        env={**os.environ, "HEADRACE_URL": stack.url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listed = run_cli(stack, "execution", "list", "--stuck", "--size", "1000", timeout_s=60)
     assert listed.returncode == 0, listed.stderr
     assert f"{lost}  {NAMESPACE}/paused  RUNNING  stuck: lost:" in listed.stdout
 
