@@ -14,6 +14,11 @@ HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL are set) and measures, in this 
   `log` tasks, executions started 5 per second (light load);
 - W1: a burst of executions of 3 `log` tasks started through the API, until all ended and
   queryable: task runs/s;
+- W2: one execution of a `flow.foreach` over 1,000 items (all at once), and one of a
+  `flow.parallel` of 1,000 tasks followed by a join task: task runs/s (first start to
+  last end), and the largest record written on `executions` and on the state changelog
+  meanwhile (it must not grow with the number of task runs);
+- W5: webhook ingress, requests at concurrency 50: accepted requests/s and p99 latency;
 - bare: a plain aiokafka consume -> produce loop on the same broker, measured in the same
   run: its hop (one record at a time, round trip through the loop) and its throughput.
   The physical limit of this machine and broker: the engine's figures are given as ratios
@@ -40,19 +45,53 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from executions import TOKEN, free_port, run
+from executions import TERMINAL, TOKEN, free_port, percentile, run
+
+from headrace.topics.definitions import EXECUTION_STATE_CHANGELOG, EXECUTIONS
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 CHAIN_TASKS = 10
 CHAIN = "id: chain\nnamespace: benchmarks\ntasks:\n" + "".join(
     f"  - {{id: t{i}, type: log, message: 'step {i}'}}\n" for i in range(CHAIN_TASKS)
 )
+WIDE_TASKS = 1_000
+FOREACH = (
+    "id: foreach\nnamespace: benchmarks\ntasks:\n"
+    "  - id: each\n    type: flow.foreach\n    concurrencyLimit: 0\n"
+    f"    values: {list(range(WIDE_TASKS))}\n"
+    "    tasks:\n      - {id: item, type: log, message: '{{ taskrun.value }}'}\n"
+)
+PARALLEL = (
+    "id: parallel\nnamespace: benchmarks\ntasks:\n"
+    "  - id: fan-out\n    type: flow.parallel\n    tasks:\n"
+    + "".join(f"      - {{id: p{i}, type: log, message: '{i}'}}\n" for i in range(WIDE_TASKS))
+    + "  - {id: join, type: log, message: joined}\n"
+)
+WEBHOOK_KEY = "benchmark-" + uuid.uuid4().hex
+WEBHOOK = (
+    "id: hook\nnamespace: benchmarks\ntasks:\n  - {id: t, type: log, message: hi}\n"
+    f"triggers:\n  - {{id: in, type: webhook, key: {WEBHOOK_KEY}}}\n"
+)
+WEBHOOK_CONCURRENCY = 50
 SIZES = {  # mode -> workload sizes
-    "quick": {"idle_s": 15, "chain_executions": 10, "burst_executions": 1_000, "bare": 20_000},
-    "full": {"idle_s": 60, "chain_executions": 40, "burst_executions": 10_000, "bare": 100_000},
+    "quick": {
+        "idle_s": 15,
+        "chain_executions": 10,
+        "burst_executions": 1_000,
+        "webhook_requests": 2_000,
+        "bare": 20_000,
+    },
+    "full": {
+        "idle_s": 60,
+        "chain_executions": 40,
+        "burst_executions": 10_000,
+        "webhook_requests": 10_000,
+        "bare": 100_000,
+    },
 }
 # Which way is better for each figure (for the ratio's reading) and its unit.
 FIGURES = {
@@ -61,6 +100,11 @@ FIGURES = {
     "w3_hop_median_ms": ("lower", "ms"),
     "w3_hop_p99_ms": ("lower", "ms"),
     "w1_task_runs_per_s": ("higher", "/s"),
+    "w2_foreach_task_runs_per_s": ("higher", "/s"),
+    "w2_parallel_task_runs_per_s": ("higher", "/s"),
+    "w2_largest_record_kb": ("lower", "KiB"),
+    "w5_webhooks_per_s": ("higher", "/s"),
+    "w5_p99_ms": ("lower", "ms"),
     "bare_hop_median_ms": ("lower", "ms"),
     "bare_records_per_s": ("higher", "/s"),
 }
@@ -157,6 +201,95 @@ async def bare_loop(bootstrap: str, records: int) -> dict[str, float]:
     return {"bare_hop_median_ms": statistics.median(hops), "bare_records_per_s": records / elapsed}
 
 
+async def wide_execution(url: str, bootstrap: str, flow: str, flow_id: str) -> tuple[float, int]:
+    """One execution of `flow`: its task runs/s (first task start to last task end), and
+    the largest record written on `executions` and the state changelog meanwhile."""
+    watcher = AIOKafkaConsumer(
+        EXECUTIONS.name,
+        EXECUTION_STATE_CHANGELOG.name,
+        bootstrap_servers=bootstrap,
+        fetch_max_wait_ms=5,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await watcher.start()
+    await watcher.seek_to_end()
+    largest = 0
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal largest
+        while not done.is_set():
+            for records in (await watcher.getmany(timeout_ms=200)).values():
+                largest = max([largest, *(len(r.value or b"") for r in records)])
+
+    watching = asyncio.create_task(watch())
+    api = url + "/api/v1"
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.put(
+                f"{api}/flows/benchmarks/{flow_id}",
+                data=flow,
+                headers={"Content-Type": "application/x-yaml"},
+            ) as r:
+                r.raise_for_status()
+            async with session.post(f"{api}/executions/benchmarks/{flow_id}", json={}) as r:
+                r.raise_for_status()
+                execution_id = (await r.json())["id"]
+            deadline = time.monotonic() + 600
+            while True:
+                async with session.get(f"{api}/executions/{execution_id}") as r:
+                    execution = await r.json()
+                if execution["state"]["current"] in TERMINAL:
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{flow_id}: the execution did not end within 600 s")
+                await asyncio.sleep(0.5)
+    finally:
+        await asyncio.sleep(1)  # the last records on their way
+        done.set()
+        await watching
+        await watcher.stop()
+    attempts = [a for run in execution["taskRunList"] for a in run["attempts"]]
+    starts = [datetime.fromisoformat(a["state"]["startDate"]) for a in attempts]
+    ends = [datetime.fromisoformat(a["state"]["endDate"]) for a in attempts]
+    elapsed = (max(ends) - min(starts)).total_seconds()
+    return len(execution["taskRunList"]) / elapsed, largest
+
+
+async def webhook_ingress(url: str, requests: int) -> dict[str, float]:
+    """`requests` webhook calls at WEBHOOK_CONCURRENCY at once: accepted/s and p99."""
+    api = url + "/api/v1"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-yaml"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.put(f"{api}/flows/benchmarks/hook", data=WEBHOOK) as r,
+    ):
+        r.raise_for_status()
+    latencies: list[float] = []
+    accepted = 0
+    hook = f"{api}/executions/webhook/benchmarks/hook/{WEBHOOK_KEY}"
+    connector = aiohttp.TCPConnector(limit=WEBHOOK_CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:  # webhooks take no token
+        semaphore = asyncio.Semaphore(WEBHOOK_CONCURRENCY)
+
+        async def call() -> None:
+            nonlocal accepted
+            async with semaphore:
+                started = time.perf_counter()
+                async with session.post(hook, json={"n": 1}) as r:
+                    await r.read()
+                    accepted += r.status < 300
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(call() for _ in range(requests)))
+        elapsed = time.perf_counter() - started
+    if accepted < requests:
+        print(f"W5: {requests - accepted} of {requests} webhook calls were refused", flush=True)
+    return {"w5_webhooks_per_s": accepted / elapsed, "w5_p99_ms": percentile(latencies, 0.99)}
+
+
 def previous(mode: str) -> dict[str, float]:
     if not RESULTS.exists():
         return {}
@@ -176,7 +309,9 @@ def print_table(figures: dict[str, float], before: dict[str, float]) -> None:
     }
     print(f"{'figure':<22} {'value':>12}  {'unit':<12} {'vs last':>8}  {'vs bare':>8}  better")
     for name, (better, unit) in FIGURES.items():
-        value = figures[name]
+        value = figures.get(name)
+        if value is None:
+            continue  # not measured by this version of the benchmark
         print(
             f"{name:<22} {value:>12.2f}  {unit:<12} {ratio(value, before.get(name)):>8}"
             f"  {ratio(value, to_bare.get(name)):>8}  {better}"
@@ -205,8 +340,21 @@ def main() -> None:
         print(f"W1: a burst of {size['burst_executions']} executions…", flush=True)
         burst = asyncio.run(run(size["burst_executions"], 100, 0, url, quiet=True))
         figures["w1_task_runs_per_s"] = burst["task_runs_per_s"]
+        print(f"W2: for-each and parallel over {WIDE_TASKS} tasks…", flush=True)
+        foreach_rate, foreach_largest = asyncio.run(
+            wide_execution(url, bootstrap, FOREACH, "foreach")
+        )
+        parallel_rate, parallel_largest = asyncio.run(
+            wide_execution(url, bootstrap, PARALLEL, "parallel")
+        )
+        figures["w2_foreach_task_runs_per_s"] = foreach_rate
+        figures["w2_parallel_task_runs_per_s"] = parallel_rate
+        figures["w2_largest_record_kb"] = max(foreach_largest, parallel_largest) / 1024
         print(f"bare aiokafka loop: {size['bare']} records…", flush=True)
         figures.update(asyncio.run(bare_loop(bootstrap, size["bare"])))
+        # Last: the executions it starts run on after it.
+        print(f"W5: {size['webhook_requests']} webhook calls…", flush=True)
+        figures.update(asyncio.run(webhook_ingress(url, size["webhook_requests"])))
     finally:
         server.terminate()
         server.wait(60)

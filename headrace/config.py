@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from headrace.errors import ConfigError
+from headrace.fetch_wait import FetchWait
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 # Bounds an attempt of a task that sets no `timeout`, so a hung one frees its worker
@@ -18,6 +19,12 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 # six hours (GitHub Actions' limit per job) lets any reasonable batch step finish.
 DEFAULT_TASK_TIMEOUT = timedelta(hours=6)
 TASK_TIMEOUT_ENV = "HEADRACE_WORKER_TASK_TIMEOUT"
+# The embedded broker's fetch wait once a consumer is quiet (headrace/fetch_wait.py): an
+# idle consumer fetches a few times a second instead of ~400, and the first record after
+# a quiet spell waits ~100 ms (up to ~250). Quiet means no record for QUIET_AFTER_S.
+# docs/benchmarks.md has the measured trade-off (idle CPU against that first wait).
+IDLE_FETCH_WAIT_MS = 600
+QUIET_AFTER_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +35,7 @@ class Settings:
     partitions: int = 8
     # Copies of each topic partition: 1 for one broker, 3 for a production cluster.
     replication_factor: int = 1
-    # The embedded broker answers a fetch after half of fetch_max_wait_ms and a JoinGroup
+    # The embedded broker answers a fetch after up to half of fetch_max_wait_ms and a JoinGroup
     # after half of the group timeouts (docs/architecture.md): `server local` turns this on for it.
     # Real Kafka needs it off: long polls cost nothing there, and it refuses session
     # timeouts under group.min.session.timeout.ms (6 s by default).
@@ -82,9 +89,14 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
 
-    @property
-    def fetch_max_wait_ms(self) -> int:
-        return 5 if self.low_latency else 500
+    def fetch_wait(self) -> FetchWait:
+        """A new fetch wait policy, one per consumer (it follows that consumer's traffic).
+
+        Real Kafka answers a fetch as soon as records come: a long wait costs nothing
+        there. The embedded broker holds it: short while busy, long once quiet."""
+        if self.low_latency:
+            return FetchWait(busy_ms=5, idle_ms=IDLE_FETCH_WAIT_MS, quiet_after_s=QUIET_AFTER_S)
+        return FetchWait(busy_ms=500, idle_ms=500, quiet_after_s=QUIET_AFTER_S)
 
 
 def _positive(text: str | float) -> float:

@@ -3,15 +3,20 @@
 Producers: acks=all, a short linger so that bursts batch without adding visible latency,
 no idempotence (the embedded broker refuses InitProducerId; docs/architecture.md: at-least-once,
 consumers de-duplicate). Consumers: manual commits (a message is committed only once
-what it caused has been produced), and a fetch wait low enough for the embedded broker.
+what it caused has been produced), and a fetch wait that follows the traffic
+(`headrace.fetch_wait`): short while records flow, long when idle.
 """
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from headrace import codec
 from headrace.config import Settings
+from headrace.fetch_wait import FetchWait
 from headrace.messages import Message
 from headrace.topics.definitions import MAX_MESSAGE_BYTES
 
@@ -33,21 +38,51 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     )
 
 
+class AdaptiveConsumer(AIOKafkaConsumer):
+    """aiokafka's consumer whose fetch wait follows its traffic (`FetchWait`)."""
+
+    def __init__(self, *topics: str, fetch_wait: FetchWait, **kwargs: Any) -> None:
+        kwargs["fetch_max_wait_ms"] = fetch_wait.busy_ms
+        super().__init__(*topics, **kwargs)
+        self._fetch_wait = fetch_wait
+
+    @property
+    def fetch_wait_ms(self) -> int:
+        """The wait the next fetch request asks the broker for."""
+        return self._fetcher._fetch_max_wait_ms
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        fetched = await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+        self.adapt_fetch_wait(fetched)
+        return fetched
+
+    def adapt_fetch_wait(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        """Set the next fetch's wait after one that gave `fetched` (called by `getmany`,
+        and by the executor's Faust driver, which reads aiokafka's fetcher directly)."""
+        # Paused partitions mean the caller has work in hand: not a quiet spell.
+        busy = bool(fetched) or bool(self.paused())
+        # aiokafka reads this for each fetch request it builds (checked by
+        # tests/integration/test_fetch_wait.py against the embedded broker).
+        self._fetcher._fetch_max_wait_ms = self._fetch_wait.after_fetch(busy, time.monotonic())
+
+
 def make_consumer(
     settings: Settings,
     *topics: str,
     group_id: str | None,
     client_id: str,
     auto_offset_reset: str = "earliest",  # where a group without committed offsets starts
-) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
+) -> AdaptiveConsumer:
+    return AdaptiveConsumer(
         *topics,
+        fetch_wait=settings.fetch_wait(),
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=group_id,
         client_id=client_id,
         enable_auto_commit=False,
         auto_offset_reset=auto_offset_reset,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         # Group timeouts: the embedded broker answers JoinGroup after about half of them.
         session_timeout_ms=4_000 if settings.low_latency else 45_000,
         heartbeat_interval_ms=500 if settings.low_latency else 3_000,

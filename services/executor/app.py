@@ -24,6 +24,7 @@ from headrace.core.state import StateVersionError
 from headrace.db.flows import FlowRepository
 from headrace.db.pool import create_pool
 from headrace.readiness import mark_ready
+from headrace.services.executor.batches import take_batches
 from headrace.services.executor.consumer import install_consumers
 from headrace.services.executor.faust_tuning import faust_settings
 from headrace.services.executor.flows import FlowCache
@@ -39,7 +40,7 @@ APP_ID = "headrace-executor"
 INPUT_TOPICS = (TRIGGERS.name, TASK_RESULTS.name, EXECUTION_COMMANDS.name, FLOW_SLOTS.name)
 TABLE_NAME = "executions"
 SLOTS_TABLE_NAME = "flow-slots"
-# A batch closes after this many events, or when no event came for BATCH_WITHIN_S.
+# A batch closes after this many events, or BATCH_WITHIN_S after its first event.
 # 2 ms bounds the latency a batch adds per hop while letting bursts share table reads.
 BATCH_MAX = 1_000
 BATCH_WITHIN_S = 0.002
@@ -107,7 +108,7 @@ def _exit_on_newer_state() -> NoReturn:
 
 
 def create_app(settings: Settings) -> faust.App:
-    install_consumers(INPUT_TOPICS, settings.fetch_max_wait_ms if settings.low_latency else None)
+    install_consumers(INPUT_TOPICS, settings.fetch_wait)
     app = faust.App(
         APP_ID,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -178,7 +179,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(inputs)
     async def execute(stream: faust.StreamT) -> None:
         runtime = await holder.get()
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        async for events in take_batches(stream, BATCH_MAX, within=BATCH_WITHIN_S):
             try:
                 await runtime.process_batch(
                     InputEvent(e.message.key, e.message.value, e.message.partition) for e in events

@@ -25,9 +25,10 @@ executions or made them slow (docs/architecture.md, "The executor's consumer"):
   past the records dropped, for good (`execution-commands` before its first commit, so
   the first kills and resumes after a start). Those partitions go back to their
   beginning, as the `earliest` reset policy would.
-- The embedded broker answers a fetch only after about half of the consumer's
-  `fetch_max_wait_ms`; Faust hard-codes 1,500 ms (~750 ms per hop). On that broker our
-  aiokafka consumer uses a low fetch wait.
+- The embedded broker answers a fetch only after up to half of the consumer's
+  `fetch_max_wait_ms`; Faust hard-codes 1,500 ms (~750 ms per hop). Our aiokafka consumer
+  is `headrace.kafka.AdaptiveConsumer`, whose wait follows the traffic like every other
+  consumer of the services.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import types
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, ClassVar, NoReturn
 
 import aiokafka
@@ -43,6 +44,8 @@ import faust.transport.drivers.aiokafka as faust_driver
 from aiokafka import TopicPartition
 from faust.types import TP, Message
 
+from headrace.fetch_wait import FetchWait
+from headrace.kafka import AdaptiveConsumer
 from headrace.services.executor.offsets import (
     OffsetLedger,
     RewoundTooOften,
@@ -78,6 +81,9 @@ class GaplessConsumer(faust_driver.Consumer):
             clear_queues()
 
         flow_control.clear = clear_and_rewind  # type: ignore[method-assign]
+
+    def _new_consumer_thread(self) -> faust_driver.AIOKafkaConsumerThread:
+        return _AdaptingConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         self._ledger.new_batch()
@@ -189,16 +195,33 @@ def _exit(why: str) -> NoReturn:
     os._exit(EXIT_CONSUMER_WEDGED)
 
 
-class _SeekingKafkaConsumer(aiokafka.AIOKafkaConsumer):
-    """aiokafka's consumer whose `seek_to_committed` also moves partitions never committed
-    (back to their beginning), and whose fetch wait can be forced (`fetch_max_wait_ms`)."""
+class _AdaptingConsumerThread(faust_driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread, which reads aiokafka's fetcher directly (not through
+    `getmany`): tells our consumer what each fetch gave, so that its wait adapts."""
 
-    fetch_max_wait_ms: ClassVar[int | None] = None
+    async def _fetch_records(
+        self,
+        consumer: _SeekingKafkaConsumer,
+        active_partitions: set[TP],
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        fetched = await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+        consumer.adapt_fetch_wait(fetched)
+        return fetched
+
+
+class _SeekingKafkaConsumer(AdaptiveConsumer):
+    """Our consumer, whose `seek_to_committed` also moves partitions never committed (back
+    to their beginning), with a fetch wait from `fetch_wait()` instead of Faust's."""
+
+    fetch_wait: ClassVar[Callable[[], FetchWait]]
 
     def __init__(self, *topics: str, **kwargs: Any) -> None:
-        if self.fetch_max_wait_ms is not None:
-            kwargs["fetch_max_wait_ms"] = self.fetch_max_wait_ms
-        super().__init__(*topics, **kwargs)
+        kwargs.pop("fetch_max_wait_ms", None)
+        super().__init__(*topics, fetch_wait=type(self).fetch_wait(), **kwargs)
 
     async def seek_to_committed(self, *partitions: TopicPartition) -> dict[TopicPartition, int]:
         committed = await super().seek_to_committed(*partitions)
@@ -212,12 +235,12 @@ class _SeekingKafkaConsumer(aiokafka.AIOKafkaConsumer):
         return committed
 
 
-def install_consumers(gapless_topics: Iterable[str], fetch_max_wait_ms: int | None) -> None:
+def install_consumers(gapless_topics: Iterable[str], fetch_wait: Callable[[], FetchWait]) -> None:
     """Make the Faust apps of this process consume through our consumers: `gapless_topics`
-    are checked for skipped records; `fetch_max_wait_ms`, when not None, replaces Faust's."""
+    are checked for skipped records; `fetch_wait()` gives each consumer its wait policy."""
     GaplessConsumer.gapless_topics = frozenset(gapless_topics)
     faust_driver.Transport.Consumer = GaplessConsumer  # type: ignore[misc]
-    _SeekingKafkaConsumer.fetch_max_wait_ms = fetch_max_wait_ms
+    _SeekingKafkaConsumer.fetch_wait = staticmethod(fetch_wait)  # type: ignore[assignment]
     patched = types.ModuleType("aiokafka")
     patched.__dict__.update(aiokafka.__dict__)
     patched.AIOKafkaConsumer = _SeekingKafkaConsumer  # type: ignore[attr-defined]

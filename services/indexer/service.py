@@ -18,12 +18,11 @@ import asyncpg
 from aiokafka import ConsumerRecord
 from aiokafka.errors import CommitFailedError
 
-from headrace import codec
 from headrace.config import Settings
+from headrace.consume import consume, decode
 from headrace.db.indexing import DATA_ERRORS, Rejected, write_batch, write_each
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
-from headrace.errors import CodecError
 from headrace.kafka import make_consumer
 from headrace.messages import ExecutionEvent, LogRecord
 from headrace.topics.definitions import EXECUTIONS, LOGS
@@ -31,8 +30,6 @@ from headrace.topics.definitions import EXECUTIONS, LOGS
 log = logging.getLogger(__name__)
 
 GROUP_ID = "headrace-indexer"
-# How long one fetch waits for data before the loop looks at `stop` again.
-POLL_TIMEOUT_MS = 200
 # Back-off after PostgreSQL was unreachable, before the same batch is written again.
 RETRY_DELAY_S = 1.0
 # A refused value is logged this far: enough to find the message, not a megabyte line.
@@ -55,28 +52,27 @@ async def run_indexer(
             client_id=f"headrace-indexer-{socket.gethostname()}",
         )
         await consumer.start()  # returns once the group gave it its partitions
+
+        async def index(records: list[ConsumerRecord]) -> None:
+            started = time.perf_counter()
+            events, logs = decode_batch(records)
+            await _write_until_done(pool, events, logs, stop)
+            log.debug(
+                "indexed %d events and %d log lines in %.1f ms",
+                len(events),
+                len(logs),
+                (time.perf_counter() - started) * 1000,
+            )
+            try:
+                await consumer.commit()
+            except CommitFailedError as exc:
+                # A rebalance took the partitions: their new owner replays, harmlessly.
+                log.warning("offset commit failed after a rebalance: %s", exc)
+
         try:
             if ready is not None:
                 ready()
-            while not stop.is_set():
-                fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-                records = [r for batch in fetched.values() for r in batch]
-                if not records:
-                    continue
-                started = time.perf_counter()
-                events, logs = decode_batch(records)
-                await _write_until_done(pool, events, logs, stop)
-                log.debug(
-                    "indexed %d events and %d log lines in %.1f ms",
-                    len(events),
-                    len(logs),
-                    (time.perf_counter() - started) * 1000,
-                )
-                try:
-                    await consumer.commit()
-                except CommitFailedError as exc:
-                    # A rebalance took the partitions: their new owner replays, harmlessly.
-                    log.warning("offset commit failed after a rebalance: %s", exc)
+            await consume(consumer, index, stop)
         finally:
             await consumer.stop()
     finally:
@@ -87,16 +83,8 @@ def decode_batch(records: list[ConsumerRecord]) -> tuple[list[ExecutionEvent], l
     events: list[ExecutionEvent] = []
     logs: list[LogRecord] = []
     for record in records:
-        try:
-            message = codec.decode(record.value)
-        except CodecError as exc:
-            log.error(
-                "skipping undecodable message %s[%d]@%d: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                exc,
-            )
+        message = decode(record)
+        if message is None:
             continue
         if isinstance(message, ExecutionEvent):
             events.append(message)

@@ -30,13 +30,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError
 
-from headrace import codec
 from headrace.config import Settings
+from headrace.consume import consume, decode
 from headrace.db.flow_windows import Firing, FlowWindowRepository, WindowChange
-from headrace.errors import CodecError
 from headrace.flow.triggers import FLOW, FlowTrigger, UpstreamFlow
 from headrace.kafka import make_consumer
 from headrace.messages import ExecutionEvent, ExecutionSnapshot, TriggerEvent
@@ -68,7 +67,6 @@ CHAIN_LIMIT = 10
 # Execution ends remembered to drop a re-delivered end quickly (ids make it harmless
 # anyway): a few hundred kilobytes of ids.
 SEEN_LIMIT = 10_000
-POLL_TIMEOUT_MS = 200
 # A join takes about half the group's rebalance timeout on the embedded broker (4 s
 # there) and up to the whole of it on real Kafka (60 s) when old members must rejoin;
 # past these, the join is abandoned and retried.
@@ -367,30 +365,38 @@ class FlowTriggers:
     async def run(self, stop: asyncio.Event) -> None:
         consumer = self._consumer
         assert consumer is not None, "start() first"
-        while not stop.is_set():
+
+        async def pin() -> None:
             await pin_new_partitions(consumer, self._tracker)
-            fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-            events = [e for records in fetched.values() for e in self._decode(records)]
-            if not events:
-                continue
-            await self._catch_up_catalog(events)
-            single, several = split_by_conditions(self._catalog.of_kind(FLOW))
-            now = datetime.now(UTC)
-            starts = [s for event in events for s in starts_for(event, single, now)]
-            matches = [m for event in events for m in windowed_matches(event, several)]
-            windowed = await self._count_with_retry(matches, now, stop)
-            if windowed is None:
-                return  # stopped while PostgreSQL was away: nothing is committed
-            starts += windowed
-            if starts:
-                await publish_starts(self._producer, starts)
-                log.info("flow triggers started %d executions", len(starts))
-            try:
-                await consumer.commit()
-            except CommitFailedError as exc:
-                # A rebalance took the partitions: their new owner replays, harmlessly.
-                log.warning("offset commit failed after a rebalance: %s", exc)
-            await self._forget_old_windows(now)
+
+        async def handle(records: list[ConsumerRecord]) -> None:
+            events = self._decode(records)
+            if events:
+                await self._start_downstream(consumer, events, stop)
+
+        await consume(consumer, handle, stop, before_fetch=pin)
+
+    async def _start_downstream(
+        self, consumer: AIOKafkaConsumer, events: list[ExecutionEvent], stop: asyncio.Event
+    ) -> None:
+        await self._catch_up_catalog(events)
+        single, several = split_by_conditions(self._catalog.of_kind(FLOW))
+        now = datetime.now(UTC)
+        starts = [s for event in events for s in starts_for(event, single, now)]
+        matches = [m for event in events for m in windowed_matches(event, several)]
+        windowed = await self._count_with_retry(matches, now, stop)
+        if windowed is None:
+            return  # stopped while PostgreSQL was away: nothing is committed
+        starts += windowed
+        if starts:
+            await publish_starts(self._producer, starts)
+            log.info("flow triggers started %d executions", len(starts))
+        try:
+            await consumer.commit()
+        except CommitFailedError as exc:
+            # A rebalance took the partitions: their new owner replays, harmlessly.
+            log.warning("offset commit failed after a rebalance: %s", exc)
+        await self._forget_old_windows(now)
 
     async def _count_with_retry(
         self, matches: list[WindowedMatch], now: datetime, stop: asyncio.Event
@@ -427,17 +433,7 @@ class FlowTriggers:
         """Terminal execution snapshots not seen yet; the rest is not ours to read."""
         events = []
         for record in records:
-            try:
-                message = codec.decode(record.value)
-            except CodecError as exc:
-                log.error(
-                    "skipping undecodable message %s[%d]@%d: %s",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    exc,
-                )
-                continue
+            message = decode(record)
             if not isinstance(message, ExecutionEvent) or message.execution is None:
                 continue
             if not message.execution.state.is_terminal:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -33,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from headrace.config import Settings
+from headrace.consume import POLL_TIMEOUT_MS, consume
 from headrace.core.ids import derive_id
 from headrace.flow.triggers import KAFKA, KafkaBatch, KafkaTrigger
 from headrace.kafka import make_consumer
@@ -61,7 +63,6 @@ RECONCILE_INTERVAL_S = 1.0
 # A consumer that crashed (say, its bootstrap servers are unreachable) is started again
 # after this long, not on every reconcile: one error line per 10 s, not per second.
 RESTART_DELAY_S = 10.0
-POLL_TIMEOUT_MS = 200
 # While a schema registry is down, the same messages are retried after 0.5 s, 1 s, 2 s…
 # up to 30 s: quick recovery from a blip, one warning per 30 s in a long outage.
 REGISTRY_RETRY_MIN_S = 0.5
@@ -403,27 +404,24 @@ class TriggerConsumer:
         return True
 
     async def _per_message(self, consumer: AIOKafkaConsumer, decoder: ValueDecoder) -> None:
-        while True:
-            await self._pin_new_partitions(consumer)
-            fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-            records = [r for batch in fetched.values() for r in batch]
-            if not records or not await self._prepared(consumer, decoder, records):
-                continue
-            starts = message_starts(self.declared, records, datetime.now(UTC), decoder)
-            await publish_starts(self._producer, starts)
-            await _commit(consumer)
+        async def start(records: list[ConsumerRecord]) -> None:
+            if await self._prepared(consumer, decoder, records):
+                starts = message_starts(self.declared, records, datetime.now(UTC), decoder)
+                await publish_starts(self._producer, starts)
+                await _commit(consumer)
+
+        await consume(consumer, start, before_fetch=partial(self._pin_new_partitions, consumer))
 
     async def _per_batch(
         self, consumer: AIOKafkaConsumer, decoder: ValueDecoder, batcher: Batcher
     ) -> None:
-        while True:
-            await self._pin_new_partitions(consumer)
-            wait_ms = POLL_TIMEOUT_MS
+        def timeout_ms() -> int:
             deadline = batcher.next_deadline()
-            if deadline is not None:
-                wait_ms = max(0, min(wait_ms, int((deadline - time.monotonic()) * 1000)))
-            fetched = await consumer.getmany(timeout_ms=wait_ms)
-            records = [r for part in fetched.values() for r in part]
+            if deadline is None:
+                return POLL_TIMEOUT_MS
+            return max(0, min(POLL_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
+
+        async def add(records: list[ConsumerRecord]) -> None:
             if records and not await self._prepared(consumer, decoder, records):
                 records = []  # sought back to: read again; the open batches are still due
             # A partition revoked while the registry answered is its new owner's to read.
@@ -437,6 +435,14 @@ class TriggerConsumer:
             complete = batcher.add(messages, now) + batcher.due(now)
             if complete:
                 await self._start_batches(consumer, complete)
+
+        await consume(
+            consumer,
+            add,
+            before_fetch=partial(self._pin_new_partitions, consumer),
+            timeout_ms=timeout_ms,
+            handle_empty=True,  # open batches come due without new records
+        )
 
     async def _start_batches(self, consumer: AIOKafkaConsumer, batches: list[Batch]) -> None:
         now = datetime.now(UTC)

@@ -19,11 +19,11 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
-from headrace import codec
 from headrace.config import Settings
-from headrace.errors import CodecError, HeadraceError
+from headrace.consume import consume, decode
+from headrace.errors import HeadraceError
 from headrace.kafka import make_consumer
 from headrace.messages import TaskKill
 from headrace.topics.definitions import TASK_CONTROL
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 # Attempts remembered as killed; old entries go first. 100,000 keys are ~15 MB.
 REMEMBERED_KILLS = 100_000
-POLL_TIMEOUT_MS = 100
 
 # (task_run_id, attempt), or (task_run_id, attempt, run_id) for one run of it.
 KillKey = tuple[str, int] | tuple[str, int, str]
@@ -90,16 +89,12 @@ async def follow_kills(
             await consumer.position(partition)  # resolves the lazy seek now, not at a fetch
         if started is not None:
             started.set()
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-            for records in batches.values():
-                for record in records:
-                    try:
-                        kill = codec.decode(record.value)
-                    except CodecError as exc:
-                        log.error("skipping undecodable kill: %s", exc)
-                        continue
-                    if isinstance(kill, TaskKill):
-                        on_kill(kill)
+
+        async def deliver(records: list[ConsumerRecord]) -> None:
+            for record in records:
+                if isinstance(kill := decode(record), TaskKill):
+                    on_kill(kill)
+
+        await consume(consumer, deliver, stop)
     finally:
         await consumer.stop()

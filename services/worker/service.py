@@ -26,11 +26,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from headrace import codec
 from headrace.config import Settings
+from headrace.consume import consume
 from headrace.errors import CodecError, HeadraceError
 from headrace.kafka import make_consumer, make_producer
 from headrace.messages import LogRecord, TaskKill, TaskRequest, TaskResult
@@ -185,22 +186,31 @@ class Worker:
             ready()
 
     async def _fetch_until(self, stop: asyncio.Event, kills: asyncio.Task[None]) -> None:
-        while not stop.is_set():
+        async def before_fetch() -> None:
             self._check_kills(kills)
             self._check_ready()
-            free = self._capacity - self._busy
-            if free <= 0:
+            if self._capacity - self._busy <= 0:
                 await self._wait_for_room()
-                if self._capacity - self._busy <= 0:
-                    # Full: partitions are paused, but polling keeps the group membership
-                    # alive (max.poll.interval) and returns only newly assigned partitions.
-                    self._pause()
-                    batches = await self._consumer.getmany(timeout_ms=0, max_records=1)
-                    self._dispatch_all(batches)
-                continue
-            self._resume()
-            batches = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=free)
-            self._dispatch_all(batches)
+            if self._capacity - self._busy <= 0:
+                # Full: partitions are paused, but polling keeps the group membership
+                # alive (max.poll.interval) and returns only newly assigned partitions.
+                self._pause()
+            else:
+                self._resume()
+
+        async def dispatch(records: list[ConsumerRecord]) -> None:
+            for record in records:
+                partition = TopicPartition(record.topic, record.partition)
+                self._dispatch(partition, record.offset, record.value)
+
+        await consume(
+            self._consumer,
+            dispatch,
+            stop,
+            before_fetch=before_fetch,
+            timeout_ms=lambda: 0 if self._paused else POLL_TIMEOUT_MS,
+            max_records=lambda: 1 if self._paused else self._capacity - self._busy,
+        )
 
     async def _wait_for_room(self) -> None:
         self._room.clear()
@@ -215,11 +225,6 @@ class Worker:
         if self._paused:
             self._consumer.resume(*self._consumer.paused())
             self._paused = False
-
-    def _dispatch_all(self, batches: dict[TopicPartition, list]) -> None:
-        for partition, records in batches.items():
-            for record in records:
-                self._dispatch(partition, record.offset, record.value)
 
     def _dispatch(self, partition: TopicPartition, offset: int, value: bytes) -> None:
         self.tracker.start(partition, offset)
