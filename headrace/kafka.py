@@ -55,14 +55,13 @@ class AdaptiveConsumer(AIOKafkaConsumer):
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
         fetched = await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
-        self.adapt_fetch_wait(fetched)
+        # Paused partitions mean the caller has work in hand: not a quiet spell.
+        self.adapt_fetch_wait(bool(fetched) or bool(self.paused()))
         return fetched
 
-    def adapt_fetch_wait(self, fetched: dict[TopicPartition, list[Any]]) -> None:
-        """Set the next fetch's wait after one that gave `fetched` (called by `getmany`,
-        and by the executor's Faust driver, which reads aiokafka's fetcher directly)."""
-        # Paused partitions mean the caller has work in hand: not a quiet spell.
-        busy = bool(fetched) or bool(self.paused())
+    def adapt_fetch_wait(self, busy: bool) -> None:
+        """Set the next fetch's wait after one that was `busy` (called by `getmany`, and by
+        the executor's Faust driver, which reads aiokafka's fetcher directly)."""
         # aiokafka reads this for each fetch request it builds (checked by
         # tests/integration/test_fetch_wait.py against the embedded broker).
         self._fetcher._fetch_max_wait_ms = self._fetch_wait.after_fetch(busy, time.monotonic())

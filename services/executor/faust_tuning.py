@@ -26,6 +26,10 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # for-each): Faust's producer refuses records over 1,000,000 bytes by default, and
         # recovery must fetch such a record back from the changelog.
         "producer_max_request_size": MAX_STATE_BYTES,
+        # Faust's 16 KiB batches hold a few state records each: a send to a partition
+        # whose batch is full waits for that batch to be sent and acknowledged, one broker
+        # round trip per few records under load. A batch may grow to a whole request.
+        "producer_max_batch_size": MAX_STATE_BYTES,
         "consumer_max_fetch_size": MAX_STATE_BYTES,
     }
     if settings.low_latency:
