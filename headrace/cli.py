@@ -7,6 +7,7 @@ exits non-zero; a user never sees a traceback for an error we anticipated.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -88,7 +89,21 @@ def server() -> None:
 @server.command("local")
 @click.option("--port", default=8080, show_default=True, help="Port of the gateway (REST API).")
 @click.option("--partitions", default=8, show_default=True, help="Partitions per topic.")
-def server_local(port: int, partitions: int) -> None:
+@click.option(
+    "--executors",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Executor processes (they share the partitions: at most --partitions).",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes (they share the partitions: at most --partitions).",
+)
+def server_local(port: int, partitions: int, executors: int, workers: int) -> None:
     """Embedded broker + embedded PostgreSQL + every service, in one command.
 
     Uses HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL instead when they are set.
@@ -96,25 +111,46 @@ def server_local(port: int, partitions: int) -> None:
     from headrace.local_server import run_local_server
     from headrace.sealed_env import seal_process
 
+    for option, count in (("--executors", executors), ("--workers", workers)):
+        if count > partitions:
+            raise click.BadParameter(
+                f"{count} processes would share {partitions} partitions: some would get "
+                "none (raise --partitions)",
+                param_hint=option,
+            )
     # First: its tasks must not read credentials in this ancestor's environment.
     sealed = seal_process()
-    run_local_server(port=port, partitions=partitions, sealed=sealed)
+    run_local_server(
+        port=port, partitions=partitions, sealed=sealed, executors=executors, workers=workers
+    )
 
 
-def _service_command(name: str) -> Callable[[], None]:
-    @server.command(name)
-    @click.option("--log-level", default="WARNING", show_default=True, envvar="HEADRACE_LOG_LEVEL")
-    def command(log_level: str) -> None:
+def _service_command(name: str) -> Callable[..., None]:
+    def command(log_level: str, host: str | None = None, port: int | None = None) -> None:
         from headrace.sealed_env import for_service, seal_process, secrets_of
         from headrace.services.main import run_service
 
         # First: no credential stays in this process's environment (tasks could read it).
         sealed = for_service(name, seal_process())
         settings = Settings.from_env({**os.environ, **sealed})
+        if host is not None:
+            settings = dataclasses.replace(settings, gateway_host=host)
+        if port is not None:
+            settings = dataclasses.replace(settings, gateway_port=port)
         run_service(name, settings, loglevel=log_level.upper(), secrets=secrets_of(sealed))
 
     command.__doc__ = f"Run the {name} service (settings from HEADRACE_* variables)."
-    return command
+    if name == "gateway":  # the one service that listens
+        command = click.option(
+            "--port", type=int, default=None, help="Default: HEADRACE_GATEWAY_PORT or 8080."
+        )(command)
+        command = click.option(
+            "--host", default=None, help="Default: HEADRACE_GATEWAY_HOST or 127.0.0.1."
+        )(command)
+    command = click.option(
+        "--log-level", default="WARNING", show_default=True, envvar="HEADRACE_LOG_LEVEL"
+    )(command)
+    return server.command(name)(command)
 
 
 for _name in SERVICE_NAMES:

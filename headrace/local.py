@@ -67,12 +67,22 @@ def service_env(
     return env
 
 
+def log_name(service: str, copy: int) -> str:
+    """`executor.log` for the first executor process, `executor-2.log` for a second one."""
+    return f"{service}.log" if copy == 1 else f"{service}-{copy}.log"
+
+
 @dataclass
 class ServiceProcess:
     name: str
     process: subprocess.Popen[bytes]
     ready_file: Path
     output: IO[bytes] | None = None
+    copy: int = 1  # the first, second… process of this service
+
+    @property
+    def log_name(self) -> str:
+        return log_name(self.name, self.copy)
 
     @property
     def alive(self) -> bool:
@@ -92,6 +102,7 @@ class LocalStack:
 
     def __post_init__(self) -> None:
         self._state_dir = Path(tempfile.mkdtemp(prefix="headrace-stack-"))
+        self._started = 0
 
     @property
     def url(self) -> str:
@@ -106,12 +117,16 @@ class LocalStack:
             self.start_service(name)
         self.wait_ready(progress)
 
-    def start_service(self, name: str) -> ServiceProcess:
-        ready_file = self._state_dir / f"{name}-{len(self.processes)}.ready"
+    def start_service(self, name: str, copy: int | None = None) -> ServiceProcess:
+        """Start a process of service `name`: the `copy`-th (default: one more)."""
+        if copy is None:
+            copy = 1 + sum(1 for p in self.processes if p.name == name)
+        self._started += 1  # a restarted process must not find its predecessor's file
+        ready_file = self._state_dir / f"{name}-{self._started}.ready"
         output = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            output = (self.log_dir / f"{name}.log").open("ab")
+            output = (self.log_dir / log_name(name, copy)).open("ab")
         # Credentials go through an in-memory file, never the environment, and each
         # service gets only its own: the worker the secrets, the gateway the database URL
         # and its token, the others the database URL.
@@ -126,7 +141,7 @@ class LocalStack:
                 preexec_fn=die_with_parent,
                 pass_fds=fds,
             )
-        service = ServiceProcess(name, process, ready_file, output)
+        service = ServiceProcess(name, process, ready_file, output, copy)
         self.processes.append(service)
         return service
 
@@ -138,11 +153,7 @@ class LocalStack:
                 if not service.alive:
                     raise StackError(
                         f"service {service.name} exited with code {service.process.returncode}"
-                        + (
-                            f"; see {self.log_dir / (service.name + '.log')}"
-                            if self.log_dir
-                            else ""
-                        )
+                        + (f"; see {self.log_dir / service.log_name}" if self.log_dir else "")
                     )
                 if service.ready_file.exists():
                     progress(f"{service.name} ready")
@@ -157,7 +168,7 @@ class LocalStack:
         """Replace a dead (or live) service process by a new one of the same service."""
         self.stop_service(service)
         self.processes.remove(service)
-        return self.start_service(service.name)
+        return self.start_service(service.name, service.copy)
 
     def first_dead(self) -> ServiceProcess | None:
         return next((p for p in self.processes if not p.alive), None)

@@ -29,7 +29,7 @@ from headrace.broker import start_embedded_broker
 from headrace.config import DEFAULT_URL, Settings
 from headrace.db.migrate import migrate_url
 from headrace.errors import HeadraceError
-from headrace.local import LocalStack
+from headrace.local import SERVICES, LocalStack
 from headrace.sealed_env import DATABASE_URL, SECRET_PREFIX
 from headrace.token_file import TOKEN_ENV, load_or_create_token, token_path
 from headrace.topics.apply import apply_topics
@@ -78,8 +78,15 @@ def local_token(sealed: dict[str, str]) -> tuple[str, str]:
     return token, f"{token}  ({'new, ' if created else ''}kept in {path}, where the CLI finds it)"
 
 
-def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None = None) -> None:
-    """`sealed`: credentials this process took out of its environment (sealed_env)."""
+def run_local_server(
+    port: int,
+    partitions: int,
+    sealed: dict[str, str] | None = None,
+    executors: int = 1,
+    workers: int = 1,
+) -> None:
+    """`sealed`: credentials this process took out of its environment (sealed_env);
+    `executors`, `workers`: processes of each, sharing their topics' partitions."""
     sealed = sealed or {}
     # SIGINT too: a shell that starts us in the background makes us ignore it otherwise.
     signal.signal(signal.SIGTERM, _stop)
@@ -134,9 +141,9 @@ def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None =
         keep_logs = True
         cleanup.callback(lambda: keep_logs or shutil.rmtree(log_dir, ignore_errors=True))
         started = _step("services")
-        stack.start()
+        stack.start(services_to_run(executors, workers))
         keep_logs = False
-        _done(started, " gateway, scheduler, executor, worker, indexer")
+        _done(started, f" {', '.join(_counted(stack))}")
         click.echo(f"headrace is up: {stack.url}  (API at {stack.url}/api/v1)")
         click.echo(f"token: {token_note}")
         click.echo(f"service logs: {log_dir}")
@@ -155,6 +162,20 @@ def run_local_server(port: int, partitions: int, sealed: dict[str, str] | None =
     click.echo("stopped")
 
 
+def services_to_run(executors: int, workers: int) -> list[str]:
+    """Every service once, the executor and the worker as many times as asked."""
+    counts = {"executor": executors, "worker": workers}
+    return [name for name in SERVICES for _ in range(counts.get(name, 1))]
+
+
+def _counted(stack: LocalStack) -> list[str]:
+    names = [p.name for p in stack.processes]
+    return [
+        name if names.count(name) == 1 else f"{names.count(name)} {name}s"
+        for name in dict.fromkeys(reversed(names))
+    ]
+
+
 # A service that dies is restarted (services are crash-only: the executor exits on purpose
 # to replay a batch it could not apply); one that keeps dying stops everything.
 MAX_RESTARTS = 5
@@ -170,7 +191,7 @@ def _supervise(stack: LocalStack, log_dir: Path) -> None:
             continue
         now = time.monotonic()
         recent = [t for t in restarts.get(dead.name, []) if now - t < RESTART_WINDOW_S]
-        log_file = log_dir / f"{dead.name}.log"
+        log_file = log_dir / dead.log_name
         if len(recent) >= MAX_RESTARTS:
             raise HeadraceError(
                 f"service {dead.name} exited {len(recent) + 1} times within "

@@ -9,7 +9,7 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from headrace.api_client import ApiClient
 from headrace.broker import free_port
 from headrace.config import Settings
 from headrace.db.migrate import migrate_url
-from headrace.local import LocalStack
+from headrace.local import SERVICES, LocalStack
 from headrace.services.gateway import run_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,17 +29,22 @@ GATEWAY_STOP_S = 15.0
 
 @contextlib.contextmanager
 def running_stack(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory, logs: str, **changes: Any
+    settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    logs: str,
+    services: Iterable[str] = SERVICES,
+    **changes: Any,
 ) -> Iterator[LocalStack]:
     """A started stack on the session's broker and database, its gateway on a free port,
-    its service logs in a temporary folder named after `logs`; stopped on exit."""
+    its service logs in a temporary folder named after `logs`; stopped on exit.
+    `services` may name a service more than once (several processes of it)."""
     asyncio.run(migrate_url(settings.database_url))
     stack = LocalStack(
         dataclasses.replace(settings, gateway_port=free_port(), **changes),
         log_dir=tmp_path_factory.mktemp(logs),
     )
     try:
-        stack.start()
+        stack.start(services)
         yield stack
     finally:
         stack.stop()
