@@ -3,6 +3,7 @@
     python benchmarks/run.py            # the full workloads (several minutes)
     python benchmarks/run.py --quick    # smaller workloads, same measurements (~2 min)
     python benchmarks/run.py --record   # also append the results to benchmarks/results.jsonl
+    python benchmarks/run.py --executors 2   # two executor processes share the partitions
 
 It starts `headrace server local` (embedded broker and PostgreSQL unless
 HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL are set) and measures, in this order:
@@ -111,12 +112,16 @@ FIGURES = {
 }
 
 
-def start_server() -> tuple[subprocess.Popen[str], str, str, float]:
+def start_server(executors: int = 1) -> tuple[subprocess.Popen[str], str, str, float]:
     """`headrace server local` up: the process, its URL, its broker and the start-up time."""
     port = free_port()
     started = time.monotonic()
     server = subprocess.Popen(
-        [sys.executable, "-m", "headrace", "server", "local", "--port", str(port)],
+        [
+            *(sys.executable, "-m", "headrace", "server", "local", "--port", str(port)),
+            # Only when asked: older commits, measured for a comparison, lack the option.
+            *(("--executors", str(executors)) if executors != 1 else ()),
+        ],
         env=dict(os.environ, HEADRACE_TOKEN=TOKEN),
         stdout=subprocess.PIPE,
         text=True,
@@ -329,12 +334,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads (~2 min)")
     parser.add_argument("--record", action="store_true", help=f"append to {RESULTS.name}")
+    parser.add_argument(
+        "--executors", type=int, default=1, help="executor processes (server local --executors)"
+    )
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     size = SIZES[mode]
     figures: dict[str, float] = {}
-    print(f"starting headrace server local ({mode} mode)…", flush=True)
-    server, url, bootstrap, figures["startup_s"] = start_server()
+    print(
+        f"starting headrace server local ({mode} mode, {args.executors} executor(s))…", flush=True
+    )
+    server, url, bootstrap, figures["startup_s"] = start_server(args.executors)
     try:
         print(f"idle for {size['idle_s']} s…", flush=True)
         figures["idle_cpu_pct"] = idle_cpu_percent(server, size["idle_s"])
@@ -376,6 +386,7 @@ def main() -> None:
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "commit": commit,
             "mode": mode,
+            "executors": args.executors,
             "machine": machine,
             "figures": figures,
         }
