@@ -70,12 +70,28 @@ class ItemLanes(Sequence[Lane]):
         return Lane(self._tasks, index if index >= 0 else index + len(self._items), value)
 
 
+class StaticLanes(list[Lane]):
+    """The lanes of a sequential, parallel or dag task: the same for every run of it, so
+    made once per plan, with the lane of each task id (a parallel of a thousand tasks is
+    looked at on each of its thousand results)."""
+
+    __slots__ = ("position_of",)
+
+    def __init__(self, lanes: list[Lane]) -> None:
+        super().__init__(lanes)
+        self.position_of = {task.id: i for i, lane in enumerate(lanes) for task in lane.tasks}
+
+
 @dataclass(slots=True)
 class Plan:
     nodes: dict[str, Node] = field(default_factory=dict)
     main: list[Task] = field(default_factory=list)
     errors: list[Task] = field(default_factory=list)
     finally_: list[Task] = field(default_factory=list)
+    # The lanes of containers whose lanes do not depend on their run (`StaticLanes`).
+    _static: dict[str, tuple[StaticLanes, int]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def node(self, task_id: str) -> Node:
         return self.nodes[task_id]
@@ -86,19 +102,27 @@ class Plan:
         Limit 0: no limit. A lane without tasks (an empty branch, every task disabled) is
         left out: it would be done before it started, so the container ends the same.
         """
+        static = self._static.get(task.id)
+        if static is not None:
+            return static
         properties = self.nodes[task.id].properties
         match properties:
             case f.SequentialProperties(tasks=tasks):
-                return _one_lane(tasks), 0
+                static = StaticLanes(_one_lane(tasks)), 0
             case f.ParallelProperties(tasks=tasks, concurrency=limit):
-                return [Lane([t]) for t in enabled(tasks)], limit or 0
+                static = StaticLanes([Lane([t]) for t in enabled(tasks)]), limit or 0
             case f.DagProperties(tasks=entries, concurrency=limit):
                 disabled = {e.task.id for e in entries if e.task.disabled}
-                return [
+                lanes = [
                     Lane([e.task], depends_on=tuple(d for d in e.depends_on if d not in disabled))
                     for e in entries
                     if not e.task.disabled
-                ], limit or 0
+                ]
+                static = StaticLanes(lanes), limit or 0
+        if static is not None:
+            self._static[task.id] = static
+            return static
+        match properties:
             case f.IfProperties():
                 branch = properties.then if data == "then" else properties.else_
                 return (_one_lane(branch) if data is not None else []), 0

@@ -33,7 +33,7 @@ from headrace import messages
 from headrace.core.context import current_secret_seed, render_context
 from headrace.core.events import RequestTask, SendCommand, StartExecution
 from headrace.core.ids import child_execution_id, command_id, task_run_id
-from headrace.core.plan import ItemLanes, Lane
+from headrace.core.plan import ItemLanes, Lane, StaticLanes
 from headrace.core.retries import format_duration, retry_delay
 from headrace.core.state import Attempt, TaskRun, Timer, TimerKind
 from headrace.core.transition import TIMEOUT_GRACE, Transition
@@ -544,7 +544,8 @@ def _started_lanes(
     """
     runs = step.execution.task_runs
     count = len(lanes)
-    lane_of: dict[str, int] | None = None  # by task id; never built for a for-each
+    # By task id; made once per plan for static lanes, never for a for-each.
+    lane_of = lanes.position_of if isinstance(lanes, StaticLanes) else None
     by_lane: dict[int, dict[str, TaskRun]] = {}
     for child in step.children_of(parent_id):
         run = runs[child]
