@@ -45,6 +45,8 @@ async def consume(
     while stop is None or not stop.is_set():
         if before_fetch is not None:
             await before_fetch()
+            if stop is not None and stop.is_set():
+                return  # set while it waited (say, for room): fetch nothing more
         fetched = await consumer.getmany(timeout_ms=timeout_ms(), max_records=max_records())
         records = [record for batch in fetched.values() for record in batch]
         if records or handle_empty:

@@ -183,14 +183,14 @@ RESTART_WINDOW_S = 60.0
 
 
 def _supervise(stack: LocalStack, log_dir: Path) -> None:
-    restarts: dict[str, list[float]] = {}
+    restarts: dict[tuple[str, int], list[float]] = {}  # by process: service and copy
     while True:
         dead = stack.first_dead()
         if dead is None:
             time.sleep(0.5)
             continue
         now = time.monotonic()
-        recent = [t for t in restarts.get(dead.name, []) if now - t < RESTART_WINDOW_S]
+        recent = [t for t in restarts.get((dead.name, dead.copy), []) if now - t < RESTART_WINDOW_S]
         log_file = log_dir / dead.log_name
         if len(recent) >= MAX_RESTARTS:
             raise HeadraceError(
@@ -202,7 +202,7 @@ def _supervise(stack: LocalStack, log_dir: Path) -> None:
             f"restarting it (see {log_file})",
             fg="yellow",
         )
-        restarts[dead.name] = [*recent, now]
+        restarts[dead.name, dead.copy] = [*recent, now]
         stack.restart(dead)
 
 

@@ -7,9 +7,11 @@ wait for a batch's first event has no timeout; the batch then closes `within` af
 first event, or when `max_` events came, whichever is first.
 
 The rest follows `take_events`: the stream is drained in the background by a processor
-that adds each event to the batch, no event is added while a batch is being handled (the
-caller's turn), and events are acknowledged only when the caller asks for the next batch,
-so a commit never passes an event whose batch was not handled.
+that adds each event to the batch, and no event is added while a batch is being handled
+(the caller's turn). Events are acknowledged only when the caller asks for the next
+batch; unlike `take_events`, a batch cut short (a stop cancelling the agent mid-batch)
+is not acknowledged at all, so a commit never passes an event whose batch was not
+handled.
 """
 
 from __future__ import annotations
@@ -33,15 +35,20 @@ async def take_batches(
     open_.set()
 
     async def add_to_batch(value: Any) -> Any:
-        await open_.wait()
-        event = stream.current_event
-        if event is None:
-            raise RuntimeError("a stream event came without its message")
-        batch.append(event)
-        arrived.set()
-        if len(batch) >= max_:
-            open_.clear()
-            full.set()
+        try:
+            await open_.wait()
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("a stream event came without its message")
+            batch.append(event)
+            arrived.set()
+            if len(batch) >= max_:
+                open_.clear()
+                full.set()
+        except Exception as exc:
+            # An exception here would end the stream's background drain silently, and
+            # the executor would stall: crash the stream instead (as Faust's own does).
+            await stream.crash(exc)
         return value
 
     acks_before = stream.enable_acks
@@ -60,12 +67,12 @@ async def take_batches(
             batch.clear()
             arrived.clear()
             full.clear()
-            try:
-                yield taken
-            finally:
-                for event in taken:
-                    await stream.ack(event)
-                open_.set()
+            # Closed here (the agent stopped or crashed mid-batch): the batch is not
+            # acknowledged, so no commit passes it and it is replayed.
+            yield taken
+            for event in taken:
+                await stream.ack(event)
+            open_.set()
     finally:
         stream.enable_acks = acks_before
         stream._processors.remove(add_to_batch)  # type: ignore[attr-defined]

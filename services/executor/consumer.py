@@ -197,12 +197,19 @@ def _exit(why: str) -> NoReturn:
 
 class _AdaptingConsumerThread(faust_driver.AIOKafkaConsumerThread):
     """Faust's consumer thread, which reads aiokafka's fetcher directly (not through
-    `getmany`): tells our consumer what each fetch gave, so that its wait adapts."""
+    `getmany`): tells our consumer what each fetch gave, so that its wait adapts, and
+    fetches only what Faust reads (`_fetch_only`)."""
+
+    async def getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        # On the event loop: the consumer thread gets a copy. Faust's own set changes on
+        # the loop (flow control, rebalances) while the thread would iterate it.
+        frozen = None if active_partitions is None else frozenset(active_partitions)
+        return await super().getmany(frozen, timeout)
 
     async def _fetch_records(
         self,
         consumer: _SeekingKafkaConsumer,
-        active_partitions: set[TP],
+        active_partitions: frozenset[TP] | None,
         timeout: float | None = None,
         max_records: int | None = None,
     ) -> Any:
@@ -215,7 +222,7 @@ class _AdaptingConsumerThread(faust_driver.AIOKafkaConsumerThread):
         return fetched
 
 
-def _fetch_only(consumer: AdaptiveConsumer, active: set[TP]) -> None:
+def _fetch_only(consumer: AdaptiveConsumer, active: frozenset[TP]) -> None:
     """Pause every assigned partition Faust does not read now, resume the ones it does.
 
     Faust leaves the changelog partitions assigned after recovery, unpaused, and reads
