@@ -1,5 +1,5 @@
 """Two executors and two workers share the partitions; kill -9 of one of each mid-run loses
-no execution and runs no task twice.
+no execution and runs no task twice; kill -9 of the indexer loses and doubles no row.
 
 The processes are not restarted: the survivors must take over the dead ones' partitions
 (the executor rebuilding their state from the changelog, re-arming nothing twice). The
@@ -74,11 +74,15 @@ def kill_one(stack: LocalStack, service: str) -> None:
     alive[0].process.wait(10)
 
 
-def test_killing_one_executor_and_one_worker_mid_run_loses_nothing(
-    stack: LocalStack, settings: Settings
-) -> None:
+@pytest.fixture(scope="module")
+def api(stack: LocalStack) -> ApiClient:
     api = ApiClient(stack.url, timeout_s=60)
     put_flows(api, NAMESPACE, {"chain": CHAIN})
+    return api
+
+
+def start_burst(stack: LocalStack, api: ApiClient) -> list[str]:
+    """EXECUTIONS more executions of `chain`, straight on the triggers topic."""
     revision = api.request("GET", f"/flows/{NAMESPACE}/chain")["revision"]
 
     async def start() -> list[str]:
@@ -88,19 +92,30 @@ def test_killing_one_executor_and_one_worker_mid_run_loses_nothing(
             ]
             return list(await asyncio.gather(*starts))
 
-    ids = asyncio.run(start())
+    return asyncio.run(start())
+
+
+def wait_for_all(api: ApiClient, total: int) -> None:
     wait_until(
-        lambda: count(api, "SUCCESS") >= EXECUTIONS // 10,
+        lambda: count(api) == total and count(api, NOT_ENDED) == 0,
+        timeout_s=240,
+        what=f"every execution ended ({count(api, NOT_ENDED)} not ended)",
+    )
+
+
+def test_killing_one_executor_and_one_worker_mid_run_loses_nothing(
+    stack: LocalStack, api: ApiClient
+) -> None:
+    before = count(api)
+    ids = start_burst(stack, api)
+    wait_until(
+        lambda: count(api, "SUCCESS") - before >= EXECUTIONS // 10,
         timeout_s=120,
         what="a tenth of the executions ended",
     )
     kill_one(stack, "executor")
     kill_one(stack, "worker")
-    wait_until(
-        lambda: count(api) == EXECUTIONS and count(api, NOT_ENDED) == 0,
-        timeout_s=240,
-        what=f"every execution ended ({count(api, NOT_ENDED)} not ended)",
-    )
+    wait_for_all(api, before + EXECUTIONS)
 
     rerun = 0
     for execution_id in ids:
@@ -116,3 +131,31 @@ def test_killing_one_executor_and_one_worker_mid_run_loses_nothing(
             rerun += len(states) > 1
     # Informative: how many task runs the dead worker held (0 is possible, not likely).
     print(f"{rerun} task runs re-ran after the worker's death")
+
+
+def test_killing_the_indexer_mid_run_loses_and_doubles_no_row(
+    stack: LocalStack, api: ApiClient
+) -> None:
+    before = count(api)
+    ids = start_burst(stack, api)
+    wait_until(
+        lambda: count(api) - before >= EXECUTIONS // 10,
+        timeout_s=120,
+        what="a tenth of the executions indexed",
+    )
+    (indexer,) = [p for p in stack.processes if p.name == "indexer" and p.alive]
+    indexer.process.send_signal(signal.SIGKILL)
+    indexer.process.wait(10)
+    stack.restart(indexer)  # it replays from its last commit
+    stack.wait_ready()
+    wait_for_all(api, before + EXECUTIONS)
+
+    for execution_id in ids:
+        execution = api.request("GET", f"/executions/{execution_id}")
+        assert execution["state"]["current"] == "SUCCESS", execution_id
+        runs = execution["taskRunList"]
+        assert [run["taskId"] for run in runs] == ["one", "two", "three"], execution_id
+        assert all(len(run["attempts"]) == 1 for run in runs), runs
+        # Each `log` task wrote one line: a replayed batch must not write it again.
+        messages = [line["message"] for line in api.request("GET", f"/logs/{execution_id}")]
+        assert messages.count("one") == 1 and messages.count("three") == 1, messages
