@@ -23,6 +23,17 @@ class DatabaseError(HeadraceError):
     """PostgreSQL refused or could not be reached."""
 
 
+# PostgreSQL away for a while, as opposed to refusing a statement: try again later. A
+# server shutting down or starting answers "cannot connect now" and cuts sessions with
+# "admin shutdown": errors of the class 57 (operator intervention), not connection errors.
+UNREACHABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
 def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=JSON_OPTIONS)
 

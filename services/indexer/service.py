@@ -22,7 +22,7 @@ from headrace.config import Settings
 from headrace.consume import consume, decode
 from headrace.db.indexing import DATA_ERRORS, Rejected, write_batch, write_each
 from headrace.db.migrate import migrate
-from headrace.db.pool import create_pool
+from headrace.db.pool import UNREACHABLE, create_pool
 from headrace.kafka import make_consumer
 from headrace.messages import ExecutionEvent, LogRecord
 from headrace.topics.definitions import EXECUTIONS, LOGS
@@ -114,7 +114,7 @@ async def _write_until_done(
                     for item in rejected:
                         _log_rejected(item)
             return
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        except UNREACHABLE as exc:
             log.warning("PostgreSQL unavailable, retrying the batch: %s", exc)
             if stop.is_set():
                 raise

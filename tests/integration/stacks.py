@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from headrace.api_client import ApiClient
-from headrace.broker import free_port
+from headrace.broker import free_port, start_embedded_broker
 from headrace.config import Settings
 from headrace.db.migrate import migrate_url
 from headrace.local import SERVICES, LocalStack
 from headrace.services.gateway import run_gateway
+from headrace.topics.apply import apply_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_START_S = 20.0
@@ -48,6 +49,30 @@ def running_stack(
         yield stack
     finally:
         stack.stop()
+
+
+@contextlib.contextmanager
+def running_stack_on_own_broker(
+    settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    logs: str,
+    services: Iterable[str] = SERVICES,
+    **changes: Any,
+) -> Iterator[LocalStack]:
+    """`running_stack` on an embedded broker of its own (topics applied), stopped on exit.
+
+    For modules whose consumer groups see members come and go (several schedulers,
+    processes killed): on the embedded broker such a group can stay wedged
+    (docs/architecture.md), and the next module's services would never join it again."""
+    broker = start_embedded_broker()
+    try:
+        asyncio.run(apply_topics(broker.bootstrap, settings.partitions))
+        with running_stack(
+            settings, tmp_path_factory, logs, services, kafka_bootstrap=broker.bootstrap, **changes
+        ) as stack:
+            yield stack
+    finally:
+        broker.stop()
 
 
 @contextlib.asynccontextmanager

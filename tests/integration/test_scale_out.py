@@ -16,13 +16,11 @@ from collections.abc import Iterator
 import pytest
 
 from headrace.api_client import ApiClient
-from headrace.broker import start_embedded_broker
 from headrace.client import TriggerClient
 from headrace.config import Settings
 from headrace.local import LocalStack
 from headrace.local_server import services_to_run
-from headrace.topics.apply import apply_topics
-from tests.integration.stacks import put_flows, running_stack
+from tests.integration.stacks import put_flows, running_stack_on_own_broker
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.scale-out"
@@ -47,19 +45,10 @@ NOT_ENDED = "CREATED,QUEUED,RUNNING,PAUSED,RETRYING,KILLING"
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    broker = start_embedded_broker()
-    try:
-        asyncio.run(apply_topics(broker.bootstrap, settings.partitions))
-        with running_stack(
-            settings,
-            tmp_path_factory,
-            "scale-out-logs",
-            services_to_run(executors=2, workers=2),
-            kafka_bootstrap=broker.bootstrap,
-        ) as stack:
-            yield stack
-    finally:
-        broker.stop()
+    with running_stack_on_own_broker(
+        settings, tmp_path_factory, "scale-out-logs", services_to_run(executors=2, workers=2)
+    ) as stack:
+        yield stack
 
 
 def count(api: ApiClient, states: str | None = None) -> int:

@@ -22,7 +22,6 @@ from aiokafka import TopicPartition
 
 from headrace import codec
 from headrace.api_client import ApiClient
-from headrace.broker import start_embedded_broker
 from headrace.config import Settings
 from headrace.db.migrate import migrate, migrate_url
 from headrace.db.pool import create_pool
@@ -33,9 +32,8 @@ from headrace.local import LocalStack
 from headrace.messages import TriggerEvent
 from headrace.services.scheduler.catalog import DeclaredTrigger
 from headrace.services.scheduler.schedules import ScheduleRunner
-from headrace.topics.apply import apply_topics
 from headrace.topics.definitions import TRIGGERS
-from tests.integration.stacks import run_cli, running_stack
+from tests.integration.stacks import run_cli, running_stack_on_own_broker
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.schedules"
@@ -242,18 +240,10 @@ async def test_invalid_inputs_skip_the_tick_and_record_the_error(
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    # A broker of its own: this module runs two schedulers, and the embedded broker can
-    # leave a group wedged after members come and go (docs/architecture.md); the next
-    # module's scheduler would never join the flow-trigger group again.
-    broker = start_embedded_broker()
-    try:
-        asyncio.run(apply_topics(broker.bootstrap, settings.partitions))
-        with running_stack(
-            settings, tmp_path_factory, "schedule-logs", kafka_bootstrap=broker.bootstrap
-        ) as stack:
-            yield stack
-    finally:
-        broker.stop()
+    # This module runs two schedulers, and a second one joining while the first
+    # restarts has wedged the flow-trigger group on the embedded broker.
+    with running_stack_on_own_broker(settings, tmp_path_factory, "schedule-logs") as stack:
+        yield stack
 
 
 def executions(api: ApiClient, flow_id: str) -> list[dict]:
