@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -41,12 +41,14 @@ class KillListenerError(HeadraceError):
     """Kills cannot be followed (no `task-control` partitions): the worker must not run."""
 
 
-class RecentKills:
+class RecentKeys:
+    """A bounded set: past `capacity` keys, the oldest are forgotten first."""
+
     def __init__(self, capacity: int = REMEMBERED_KILLS) -> None:
         self._capacity = capacity
-        self._keys: OrderedDict[KillKey, None] = OrderedDict()
+        self._keys: OrderedDict[Hashable, None] = OrderedDict()
 
-    def add(self, key: KillKey) -> None:
+    def add(self, key: Hashable) -> None:
         self._keys[key] = None
         self._keys.move_to_end(key)
         while len(self._keys) > self._capacity:

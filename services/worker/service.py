@@ -35,7 +35,7 @@ from headrace.consume import consume
 from headrace.errors import CodecError, HeadraceError
 from headrace.kafka import make_consumer, make_producer
 from headrace.messages import LogRecord, TaskKill, TaskRequest, TaskResult
-from headrace.services.worker.kills import KillListenerError, RecentKills, follow_kills
+from headrace.services.worker.kills import KillListenerError, RecentKeys, follow_kills
 from headrace.services.worker.offsets import OffsetTracker
 from headrace.services.worker.publisher import AttemptPublisher, PublishAborted
 from headrace.services.worker.reaper import Reaper
@@ -106,7 +106,10 @@ class Worker:
         self._secrets = dict(secrets or {})  # by name: resolved for tasks, all masked
         self._stop = asyncio.Event()  # replaced by the one `run` gets
         self._running: dict[AttemptKey, _Running] = {}
-        self._kills = RecentKills()
+        self._kills = RecentKeys()
+        # Attempts this worker ran to the end (their result acknowledged): a copy of their
+        # request delivered again (at-least-once) must not run the task a second time.
+        self._finished = RecentKeys()
         self.kills_followed = asyncio.Event()  # set once kills are being received
         self.joined = asyncio.Event()  # set once the group gave this worker its partitions
         self._ready: Callable[[], None] | None = None
@@ -239,6 +242,10 @@ class Worker:
             self.tracker.done(partition, offset)
             return
         key = (request.task_run_id, request.attempt)
+        if key in self._finished:
+            log.info("worker %s: %s attempt %d ran here already; not again", self.worker_id, *key)
+            self.tracker.done(partition, offset)
+            return
         running = self._running.get(key)
         if running is not None:
             # A redelivered copy of an attempt that is still running here: do not run it twice.
@@ -290,6 +297,7 @@ class Worker:
             # Waiting for acks takes a broker round trip: let the next attempt start meanwhile.
             self._release_slot(self._running[key])
             await publisher.flush()
+            self._finished.add(key)
             for partition, offset in self._running[key].offsets:
                 self.tracker.done(partition, offset)
         except PublishAborted as exc:
