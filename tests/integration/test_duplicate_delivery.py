@@ -18,32 +18,14 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from headrace.api_client import ApiClient
-from headrace.client import TriggerClient
 from headrace.config import Settings
 from headrace.local import LocalStack
 from headrace.topics.definitions import EXECUTION_COMMANDS, TASK_REQUESTS, TASK_RESULTS, TRIGGERS
-from tests.integration.stacks import put_flows, running_stack_on_own_broker
-from tests.integration.waiting import wait_until
+from tests.integration.faults import Chain
+from tests.integration.stacks import running_stack_on_own_broker
 
-NAMESPACE = "tests.duplicate-delivery"
 EXECUTIONS = 60
 COPY_HEADER = "test-copy"
-CHAIN = f"""\
-id: chain
-namespace: {NAMESPACE}
-tasks:
-  - id: one
-    type: log
-    message: one
-  - id: two
-    type: shell
-    commands: ["sleep 0.2"]
-  - id: three
-    type: log
-    message: three
-"""
-NOT_ENDED = "CREATED,QUEUED,RUNNING,PAUSED,RETRYING,KILLING"
 TOPICS = (TRIGGERS.name, TASK_RESULTS.name, EXECUTION_COMMANDS.name, TASK_REQUESTS.name)
 
 
@@ -109,40 +91,11 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield stack
 
 
-def count(api: ApiClient, states: str | None = None) -> int:
-    params = {"namespace": NAMESPACE, "flowId": "chain", "state": states, "size": 1}
-    return api.request("GET", "/executions", params=params)["total"]
-
-
 def test_every_input_delivered_twice_ends_the_same(stack: LocalStack) -> None:
-    api = ApiClient(stack.url, timeout_s=60)
-    put_flows(api, NAMESPACE, {"chain": CHAIN})
-    revision = api.request("GET", f"/flows/{NAMESPACE}/chain")["revision"]
-
-    async def start() -> list[str]:
-        async with TriggerClient(stack.settings.kafka_bootstrap) as client:
-            starts = [
-                client.trigger(NAMESPACE, "chain", {}, revision=revision) for _ in range(EXECUTIONS)
-            ]
-            return list(await asyncio.gather(*starts))
-
+    flow = Chain(stack, "tests.duplicate-delivery", sleep_s=0.2)
     with Duplicator(stack.settings.kafka_bootstrap) as duplicator:
-        ids = asyncio.run(start())
-        wait_until(
-            lambda: count(api) == EXECUTIONS and count(api, NOT_ENDED) == 0,
-            timeout_s=180,
-            what=f"every execution ended ({count(api, NOT_ENDED)} not ended)",
-        )
+        ids = flow.start(EXECUTIONS)
+        flow.wait_for_all(EXECUTIONS, timeout_s=180)
     # Each execution: a trigger, three requests, three RUNNING reports and three results.
     assert duplicator.copied >= EXECUTIONS * 10
-
-    for execution_id in ids:
-        execution = api.request("GET", f"/executions/{execution_id}")
-        assert execution["state"]["current"] == "SUCCESS", execution_id
-        runs = execution["taskRunList"]
-        assert [run["taskId"] for run in runs] == ["one", "two", "three"], execution_id
-        for run in runs:
-            states = [attempt["state"]["current"] for attempt in run["attempts"]]
-            assert states == ["SUCCESS"], (execution_id, run["taskId"], states)
-        messages = [line["message"] for line in api.request("GET", f"/logs/{execution_id}")]
-        assert messages.count("one") == 1 and messages.count("three") == 1, messages
+    flow.assert_ended_once(ids)
