@@ -71,6 +71,16 @@ def wait_up(server: subprocess.Popen[str]) -> None:
     raise SystemExit(f"headrace server local exited with {server.wait()} before it was up")
 
 
+async def put_flow(session: aiohttp.ClientSession, api: str, flow_id: str, source: str) -> None:
+    """Create or update flow `flow_id` of namespace `benchmarks` (`session` has the token)."""
+    async with session.put(
+        f"{api}/flows/benchmarks/{flow_id}",
+        data=source,
+        headers={"Content-Type": "application/x-yaml"},
+    ) as response:
+        response.raise_for_status()
+
+
 async def run(
     executions: int,
     concurrency: int,
@@ -84,12 +94,7 @@ async def run(
     measure them from their indexed task runs."""
     api = url + "/api/v1"
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
-        async with session.put(
-            f"{api}/flows/benchmarks/{flow_id}",
-            data=flow,
-            headers={"Content-Type": "application/x-yaml"},
-        ) as response:
-            response.raise_for_status()
+        await put_flow(session, api, flow_id, flow)
 
         semaphore = asyncio.Semaphore(concurrency)
         ids: list[str] = []

@@ -50,7 +50,7 @@ import aiohttp
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from executions import TERMINAL, TOKEN, free_port, percentile, run
+from executions import TERMINAL, TOKEN, free_port, percentile, put_flow, run
 
 from headrace.topics.definitions import EXECUTION_STATE_CHANGELOG, EXECUTIONS
 
@@ -237,12 +237,7 @@ async def wide_execution(url: str, bootstrap: str, flow: str, flow_id: str) -> t
     try:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with aiohttp.ClientSession(headers=headers) as session:
-            async with session.put(
-                f"{api}/flows/benchmarks/{flow_id}",
-                data=flow,
-                headers={"Content-Type": "application/x-yaml"},
-            ) as r:
-                r.raise_for_status()
+            await put_flow(session, api, flow_id, flow)
             async with session.post(f"{api}/executions/benchmarks/{flow_id}", json={}) as r:
                 r.raise_for_status()
                 execution_id = (await r.json())["id"]
@@ -273,12 +268,8 @@ async def wide_execution(url: str, bootstrap: str, flow: str, flow_id: str) -> t
 async def webhook_ingress(url: str, requests: int) -> dict[str, float]:
     """`requests` webhook calls at WEBHOOK_CONCURRENCY at once: accepted/s and p99."""
     api = url + "/api/v1"
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-yaml"}
-    async with (
-        aiohttp.ClientSession(headers=headers) as session,
-        session.put(f"{api}/flows/benchmarks/hook", data=WEBHOOK) as r,
-    ):
-        r.raise_for_status()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+        await put_flow(session, api, "hook", WEBHOOK)
     latencies: list[float] = []
     accepted = 0
     hook = f"{api}/executions/webhook/benchmarks/hook/{WEBHOOK_KEY}"

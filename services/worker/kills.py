@@ -30,8 +30,9 @@ from headrace.topics.definitions import TASK_CONTROL
 
 log = logging.getLogger(__name__)
 
-# Attempts remembered as killed; old entries go first. 100,000 keys are ~15 MB.
-REMEMBERED_KILLS = 100_000
+# Attempts a worker remembers (as killed; as finished, in the worker); old entries go
+# first. 100,000 keys are ~15 MB.
+REMEMBERED_ATTEMPTS = 100_000
 
 # (task_run_id, attempt), or (task_run_id, attempt, run_id) for one run of it.
 KillKey = tuple[str, int] | tuple[str, int, str]
@@ -44,7 +45,7 @@ class KillListenerError(HeadraceError):
 class RecentKeys:
     """A bounded set: past `capacity` keys, the oldest are forgotten first."""
 
-    def __init__(self, capacity: int = REMEMBERED_KILLS) -> None:
+    def __init__(self, capacity: int = REMEMBERED_ATTEMPTS) -> None:
         self._capacity = capacity
         self._keys: OrderedDict[Hashable, None] = OrderedDict()
 

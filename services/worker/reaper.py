@@ -43,12 +43,14 @@ from pathlib import Path
 
 # The name the task's first process runs under until it execs the task (`ps` shows it).
 TASK_SHELL_NAME = "headrace-task"
+# What a line on the pipe says: a process group registered or released, an attempt
+# directory to remove should the worker die, or one already removed.
 _REGISTERED = "+"
 _RELEASED = "-"
 _DIRECTORY = "d"
+_DIRECTORY_REMOVED = "r"
 ATTEMPT_DIRECTORY_PREFIX = "headrace-attempt-"  # the only directories it removes
 _PR_SET_DUMPABLE = 4  # prctl option (linux/prctl.h)
-_DIRECTORY_REMOVED = "r"
 # Seconds a stopping worker waits for its reaper to exit after closing the pipe.
 EXIT_WAIT_S = 5.0
 
@@ -98,11 +100,7 @@ class Reaper:
 
     def release(self, pgid: int) -> None:
         """The group ended (or was killed): the reaper must not signal its id again."""
-        if self._fd is None:
-            return
-        # A dead reaper is reported by `check`; the release itself is moot then.
-        with contextlib.suppress(BrokenPipeError):
-            os.write(self._fd, f"{_RELEASED}{pgid}\n".encode())
+        self._send(_RELEASED, str(pgid))
 
     def keep_directory(self, path: Path) -> None:
         """Remove `path` if this worker dies before `forget_directory(path)`."""
@@ -116,7 +114,8 @@ class Reaper:
         # Only writes of up to PIPE_BUF bytes are atomic: a longer line could interleave
         # with a task's registration. (A temporary directory path of over 2 KB.)
         if self._fd is not None and len(line) <= select.PIPE_BUF:
-            with contextlib.suppress(BrokenPipeError):  # `check` reports a dead reaper
+            # A dead reaper is reported by `check`; what it was told is moot then.
+            with contextlib.suppress(BrokenPipeError):
                 os.write(self._fd, line)
 
     def check(self) -> None:

@@ -31,8 +31,8 @@ from aiokafka.errors import KafkaError
 
 from headrace import codec
 from headrace.config import Settings
-from headrace.consume import consume
-from headrace.errors import CodecError, HeadraceError
+from headrace.consume import consume, decode
+from headrace.errors import HeadraceError
 from headrace.kafka import make_consumer, make_producer
 from headrace.messages import LogRecord, TaskKill, TaskRequest, TaskResult
 from headrace.services.worker.kills import KillListenerError, RecentKeys, follow_kills
@@ -203,8 +203,7 @@ class Worker:
 
         async def dispatch(records: list[ConsumerRecord]) -> None:
             for record in records:
-                partition = TopicPartition(record.topic, record.partition)
-                self._dispatch(partition, record.offset, record.value)
+                self._dispatch(record)
 
         await consume(
             self._consumer,
@@ -229,16 +228,13 @@ class Worker:
             self._consumer.resume(*self._consumer.paused())
             self._paused = False
 
-    def _dispatch(self, partition: TopicPartition, offset: int, value: bytes) -> None:
+    def _dispatch(self, record: ConsumerRecord) -> None:
+        partition, offset = TopicPartition(record.topic, record.partition), record.offset
         self.tracker.start(partition, offset)
-        try:
-            request = codec.decode(value)
-        except CodecError as exc:
-            log.error("skipping undecodable task request at %s@%d: %s", partition, offset, exc)
-            self.tracker.done(partition, offset)
-            return
+        request = decode(record)  # None (logged) when undecodable
         if not isinstance(request, TaskRequest):
-            log.error("skipping a %s on %s@%d", type(request).__name__, partition, offset)
+            if request is not None:
+                log.error("skipping a %s on %s@%d", type(request).__name__, partition, offset)
             self.tracker.done(partition, offset)
             return
         key = (request.task_run_id, request.attempt)
