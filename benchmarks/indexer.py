@@ -59,7 +59,7 @@ def make_events(count: int) -> list[ExecutionEvent]:
             {"n": i},
         )
         snap = ExecutionSnapshot("bench", "flow", 1, State.SUCCESS, hist, {"n": i}, {"ok": True})
-        events.append(ExecutionEvent(eid, 1, hist[2].date, task_run=run))
+        events.append(ExecutionEvent(eid, 1, hist[2].date, task_runs=[run]))
         events.append(ExecutionEvent(eid, 2, hist[2].date, execution=snap))
     return events
 

@@ -178,8 +178,8 @@ def _to_avro(message: Message) -> dict[str, Any]:
     if isinstance(message, m.ExecutionEvent):
         if message.execution is not None:
             record["execution"] = _execution_to_avro(message.execution)
-        if message.task_run is not None:
-            record["task_run"] = _task_run_to_avro(message.task_run)
+        record["task_runs"] = [_task_run_to_avro(run) for run in message.task_runs]
+        record["task_run"] = None  # older executors' single task run
         if message.command is not None:
             record["command"] = {
                 name: getattr(message.command, name) for name in message.command.__slots__
@@ -193,8 +193,11 @@ def _from_avro(cls: type, record: dict[str, Any]) -> Message:
     if cls is m.ExecutionEvent:
         if record["execution"] is not None:
             record["execution"] = _execution_from_avro(record["execution"])
-        if record["task_run"] is not None:
-            record["task_run"] = _task_run_from_avro(record["task_run"])
+        task_runs = [_task_run_from_avro(run) for run in record["task_runs"]]
+        legacy = record.pop("task_run")
+        if legacy is not None:  # written by an older executor: one task run per event
+            task_runs.append(_task_run_from_avro(legacy))
+        record["task_runs"] = task_runs
         if record.get("command") is not None:
             record["command"] = _outcome_from_avro(record["command"])
     elif cls is m.TaskResult:
@@ -273,6 +276,7 @@ def _task_run_to_avro(snapshot: m.TaskRunSnapshot) -> dict[str, Any]:
             for a in snapshot.attempts
         ],
         "outputs": encode_json(snapshot.outputs, "task_run.outputs"),
+        "index": snapshot.index,
     }
 
 
@@ -289,6 +293,7 @@ def _task_run_from_avro(record: dict[str, Any]) -> m.TaskRunSnapshot:
             for a in record["attempts"]
         ],
         outputs=orjson.loads(record["outputs"]),
+        index=record.get("index", 0),  # absent from an older executor's `task_run`
     )
 
 

@@ -176,6 +176,9 @@ class TaskRunSnapshot:
     outputs: Json = field(default_factory=dict)
     parent_task_run_id: str | None = None
     value: str | None = None
+    # Its place among the execution's task runs when the event was made: orders the runs
+    # one step created (they share the step's time and seq).
+    index: int = 0
 
 
 @dataclass(slots=True)
@@ -192,12 +195,13 @@ class CommandOutcome:
 
 @dataclass(slots=True)
 class ExecutionEvent:
-    """A change of one execution or of one task run, or a command's outcome (topic
-    `executions`).
+    """What one step changed, or a command's outcome (topic `executions`).
 
-    Exactly one of `execution`, `task_run` and `command` is set. `seq` grows by one per
-    change of an execution, so consumers can drop replayed or stale events; a `command`
-    event repeats the execution's current seq (0 when the executor does not know it).
+    A step's event holds the execution's snapshot if it changed and every task run it
+    changed; `seq` grows by one per step, so consumers can drop replayed or stale events.
+    A step changing many task runs may travel as several events of the same seq, each
+    task run in one of them. A `command` event repeats the execution's current seq (0
+    when the executor does not know it).
     """
 
     SCHEMA: ClassVar[str] = "io.headrace.ExecutionEvent"
@@ -207,7 +211,7 @@ class ExecutionEvent:
     seq: int
     time: datetime
     execution: ExecutionSnapshot | None = None
-    task_run: TaskRunSnapshot | None = None
+    task_runs: list[TaskRunSnapshot] = field(default_factory=list)
     command: CommandOutcome | None = None
 
 

@@ -104,7 +104,8 @@ class TaskRun:
     # ("then", "else", "case:<key>", "defaults"), the rendered items of a for-each.
     data: Any = None
 
-    def snapshot(self) -> messages.TaskRunSnapshot:
+    def snapshot(self, index: int = 0) -> messages.TaskRunSnapshot:
+        """`index`: its place among the execution's task runs."""
         return messages.TaskRunSnapshot(
             id=self.id,
             task_id=self.task_id,
@@ -114,6 +115,7 @@ class TaskRun:
             outputs=self.outputs,
             parent_task_run_id=self.parent_task_run_id,
             value=self.value,
+            index=index,
         )
 
 

@@ -255,24 +255,28 @@ class Transition:
         execution = self.execution
         now = self.now
         commands: list[Command] = []
-        for key in self._changed:
+        if self._changed:
+            # One event for the whole step (the executor splits a huge one by size).
             execution.seq += 1
-            if key == _EXECUTION:
-                event = messages.ExecutionEvent(
-                    execution.id, execution.seq, now, execution=execution.snapshot()
+            runs = execution.task_runs
+            commands.append(
+                PublishEvent(
+                    messages.ExecutionEvent(
+                        execution.id,
+                        execution.seq,
+                        now,
+                        execution=execution.snapshot() if _EXECUTION in self._changed else None,
+                        task_runs=[runs[i].snapshot(i) for i in self._changed if i != _EXECUTION],
+                    )
                 )
-            else:
-                event = messages.ExecutionEvent(
-                    execution.id, execution.seq, now, task_run=execution.task_runs[key].snapshot()
-                )
-            commands.append(PublishEvent(event))
+            )
         for ordinal, (level, message, index, attempt) in enumerate(self._logs):
             task_run = None if index is None else execution.task_runs[index]
             commands.append(
                 EmitLog(
                     messages.LogRecord(
-                        # Every step that logs also publishes an event, so its final seq
-                        # is unique to it.
+                        # Every step that logs also changes something, so it publishes
+                        # an event and its seq is unique to it.
                         id=log_id(execution.id, execution.seq, ordinal),
                         execution_id=execution.id,
                         namespace=execution.namespace,

@@ -83,7 +83,7 @@ class ExecutionRepository:
                 return None
             task_runs = await conn.fetch(
                 f"SELECT {_TASK_RUN_COLUMNS} FROM task_runs WHERE execution_id = $1"
-                " ORDER BY created_at, first_seq, id",
+                " ORDER BY created_at, first_seq, first_index, id",
                 id,
             )
         return execution_json(row, task_runs)

@@ -36,6 +36,7 @@ from headrace.messages import (
     ExecutionEvent,
     LogRecord,
     StateChange,
+    TaskRunSnapshot,
 )
 from headrace.states import TERMINAL_STATES, State
 
@@ -125,22 +126,26 @@ FROM closed WHERE task_runs.execution_id = closed.id AND NOT (task_runs.state = 
 
 _UPSERT_TASK_RUNS = """
 INSERT INTO task_runs AS t (id, execution_id, task_id, parent_task_run_id, value, state,
-    histories, attempts, outputs, created_at, start_date, end_date, first_seq, last_seq)
+    histories, attempts, outputs, created_at, start_date, end_date, first_seq, first_index,
+    last_seq)
 SELECT u.id, u.execution_id, u.task_id, u.parent_task_run_id, u.value, u.state,
     u.histories::jsonb, u.attempts::jsonb, u.outputs::jsonb, u.created_at, u.start_date,
-    u.end_date, u.last_seq, u.last_seq
+    u.end_date, u.last_seq, u.index, u.last_seq
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
     $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
-    $12::timestamptz[], $13::bigint[])
+    $12::timestamptz[], $13::bigint[], $14::integer[])
     AS u(id, execution_id, task_id, parent_task_run_id, value, state, histories, attempts,
-         outputs, created_at, start_date, end_date, last_seq)
+         outputs, created_at, start_date, end_date, last_seq, index)
 ON CONFLICT (id) DO UPDATE SET
     task_id = EXCLUDED.task_id, parent_task_run_id = EXCLUDED.parent_task_run_id,
     value = EXCLUDED.value, state = EXCLUDED.state, histories = EXCLUDED.histories,
     attempts = EXCLUDED.attempts, outputs = EXCLUDED.outputs,
     created_at = LEAST(t.created_at, EXCLUDED.created_at),
     start_date = EXCLUDED.start_date, end_date = EXCLUDED.end_date,
-    first_seq = LEAST(t.first_seq, EXCLUDED.first_seq), last_seq = EXCLUDED.last_seq
+    first_seq = LEAST(t.first_seq, EXCLUDED.first_seq),
+    first_index = CASE WHEN EXCLUDED.first_seq < t.first_seq
+        THEN EXCLUDED.first_index ELSE t.first_index END,
+    last_seq = EXCLUDED.last_seq
 WHERE t.last_seq < EXCLUDED.last_seq
 """
 
@@ -194,19 +199,19 @@ def _span(histories: list[StateChange], state: State) -> tuple[datetime | None, 
 
 def latest_per_row(
     events: Iterable[ExecutionEvent],
-) -> tuple[dict[str, ExecutionEvent], dict[str, ExecutionEvent]]:
-    """Highest-seq event per execution and per task run."""
+) -> tuple[dict[str, ExecutionEvent], dict[str, tuple[ExecutionEvent, TaskRunSnapshot]]]:
+    """Highest-seq event per execution, and per task run with its snapshot there."""
     executions: dict[str, ExecutionEvent] = {}
-    task_runs: dict[str, ExecutionEvent] = {}
+    task_runs: dict[str, tuple[ExecutionEvent, TaskRunSnapshot]] = {}
     for event in events:
         if event.execution is not None:
             seen = executions.get(event.execution_id)
             if seen is None or seen.seq < event.seq:
                 executions[event.execution_id] = event
-        if event.task_run is not None:
-            seen = task_runs.get(event.task_run.id)
-            if seen is None or seen.seq < event.seq:
-                task_runs[event.task_run.id] = event
+        for run in event.task_runs:
+            found = task_runs.get(run.id)
+            if found is None or found[0].seq < event.seq:
+                task_runs[run.id] = (event, run)
     return executions, task_runs
 
 
@@ -224,7 +229,7 @@ async def write_batch(
             finished = await _upsert_executions(conn, list(executions.values()))
         if task_runs:
             await _upsert_task_runs(conn, list(task_runs.values()))
-            await _touch_executions(conn, task_runs.values())
+            await _touch_executions(conn, [event for event, _ in task_runs.values()])
         if unique_logs:
             await _insert_logs(conn, list(unique_logs.values()))
         answered = await _record_answers(conn, answers) if answers else []
@@ -299,11 +304,11 @@ async def _upsert_executions(conn: asyncpg.Connection, events: list[ExecutionEve
     return [r["id"] for r in rows if r["state"] in _TERMINAL]
 
 
-async def _upsert_task_runs(conn: asyncpg.Connection, events: list[ExecutionEvent]) -> None:
-    columns: list[list[Any]] = [[] for _ in range(13)]
-    for event in events:
-        run = event.task_run
-        assert run is not None
+async def _upsert_task_runs(
+    conn: asyncpg.Connection, runs: list[tuple[ExecutionEvent, TaskRunSnapshot]]
+) -> None:
+    columns: list[list[Any]] = [[] for _ in range(14)]
+    for event, run in runs:
         start, end = _span(run.histories, run.state)
         row = (
             _text(run.id),
@@ -319,6 +324,7 @@ async def _upsert_task_runs(conn: asyncpg.Connection, events: list[ExecutionEven
             start,
             end,
             event.seq,
+            run.index,
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)

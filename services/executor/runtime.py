@@ -55,6 +55,7 @@ from headrace.flow.model import Flow
 from headrace.messages import (
     CommandKind,
     ExecutionCommand,
+    ExecutionEvent,
     Message,
     SlotRequest,
     TaskKill,
@@ -82,6 +83,11 @@ log = logging.getLogger(__name__)
 KILLED_BEFORE_START = b"killed-before-start"
 
 MAX_ABORT_REASON = 1_000  # characters of the error kept in the execution's log line
+
+# A step's `executions` event above this size is sent as several records of the same seq,
+# so no record grows with the task runs one step changes (a for-each of 10,000 items
+# creates them all in one step). Consumers fetch and decode it in pieces.
+EVENT_SPLIT_BYTES = 64 * 1024
 
 
 class Producer(Protocol):
@@ -294,7 +300,7 @@ class ExecutorRuntime:
                 case RequestTask(request=request):
                     outbox.records.append(_encode(TASK_REQUESTS.name, request))
                 case PublishEvent(event=event):
-                    outbox.records.append(_encode(EXECUTIONS.name, event))
+                    outbox.records += _encode_event(event)
                 case EmitLog(record=record):
                     outbox.records.append(_encode(LOGS.name, record))
                 case SetTimer(execution_id=execution_id, timer=timer):
@@ -451,6 +457,39 @@ def _encode(topic: str, message: Message) -> _Record:
     if len(value) > MAX_VALUE_BYTES:
         raise CodecError(f"a {topic} message of {len(value)} bytes is over {MAX_VALUE_BYTES}")
     return _Record(topic, key.encode(), value)
+
+
+def _encode_event(event: ExecutionEvent) -> list[_Record]:
+    """A step's event as records of at most `EVENT_SPLIT_BYTES` each, the execution's
+    snapshot in the first; the snapshot or a task run alone may take up to
+    `MAX_VALUE_BYTES`. Raises `CodecError` when one cannot be carried at all."""
+    value = codec.encode(event)
+    runs = event.task_runs
+    pieces = len(runs) + (event.execution is not None)
+    if len(value) <= EVENT_SPLIT_BYTES or pieces < 2:
+        if len(value) > MAX_VALUE_BYTES:
+            raise CodecError(
+                f"an executions message of {len(value)} bytes is over {MAX_VALUE_BYTES}"
+            )
+        return [_Record(EXECUTIONS.name, event.execution_id.encode(), value)]
+    if len(runs) < 2:  # the snapshot and one task run: each on its own
+        parts = [
+            dataclasses.replace(event, task_runs=[]),
+            dataclasses.replace(event, execution=None),
+        ]
+    else:
+        # Aim below the limit by the average run's size; a part still too big splits again.
+        count = min(len(runs), -(-len(value) * 5 // (EVENT_SPLIT_BYTES * 4)))
+        size = -(-len(runs) // count)
+        parts = [
+            dataclasses.replace(
+                event,
+                execution=event.execution if start == 0 else None,
+                task_runs=runs[start : start + size],
+            )
+            for start in range(0, len(runs), size)
+        ]
+    return [record for part in parts for record in _encode_event(part)]
 
 
 def _child_refused(trigger: TriggerEvent, reason: str) -> _Record:

@@ -125,8 +125,8 @@ def _log_rejected(item: Rejected) -> None:
     message = item.message
     if isinstance(message, ExecutionEvent):
         what = f"execution event {message.execution_id!r} seq {message.seq}"
-        if message.task_run is not None:
-            what += f" (task run {message.task_run.id!r})"
+        if message.task_runs:
+            what += f" ({len(message.task_runs)} task runs, the first {message.task_runs[0].id!r})"
     else:
         what = f"log line of execution {message.execution_id!r}, id {message.id!r}"
     log.error("skipping %s, PostgreSQL refused it: %s", _short(what), _short(item.error))

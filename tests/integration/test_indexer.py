@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,7 +65,7 @@ def task_run_event(
         attempts=attempts,
         outputs={"seq": seq},
     )
-    return ExecutionEvent(execution_id, seq, histories[-1].date, task_run=run)
+    return ExecutionEvent(execution_id, seq, histories[-1].date, task_runs=[run])
 
 
 def log_record(execution_id: str, n: int, level: LogLevel = LogLevel.INFO) -> LogRecord:
@@ -263,6 +264,31 @@ async def test_write_batch_keeps_the_highest_seq_per_row(pool: asyncpg.Pool) -> 
     assert len(await LogRepository(pool).list(eid)) == 1
 
 
+async def test_task_runs_one_step_created_are_listed_in_creation_order(
+    pool: asyncpg.Pool,
+) -> None:
+    """A step's task runs share its seq and time: their index in the execution orders
+    them, not their ids (hashes), whichever record of the step each came in."""
+    eid = new_id()
+    at = [StateChange(State.CREATED, T0)]
+    ids = [f"{eid}-{name}" for name in ("zz", "aa", "mm", "bb")]
+    runs = [
+        TaskRunSnapshot(run_id, f"item-{i}", State.CREATED, at, [], index=i + 1)
+        for i, run_id in enumerate(ids)
+    ]
+    first = ExecutionEvent(eid, 1, T0, execution=execution_event(eid, 1, State.RUNNING).execution)
+    first.task_runs = runs[:2]
+    second = ExecutionEvent(eid, 1, T0, task_runs=runs[2:])  # the same step, split
+    later = ExecutionEvent(eid, 2, T0, task_runs=[replace(runs[0], state=State.RUNNING, index=0)])
+    async with pool.acquire() as conn:
+        await write_batch(conn, [second, first], [])
+        await write_batch(conn, [later], [])
+    execution = await ExecutionRepository(pool).get(eid)
+    assert execution is not None
+    assert [run["id"] for run in execution["taskRunList"]] == ids
+    assert execution["taskRunList"][0]["state"]["current"] == "RUNNING"
+
+
 async def test_list_filters_and_pages(pool: asyncpg.Pool) -> None:
     namespace = f"test.list{new_id()[:8]}"
     events = [
@@ -312,9 +338,8 @@ async def test_nul_characters_are_stored_as_replacement_characters(
         inputs={with_nul("key"): [with_nul("value"), "\\u0000 is only mentioned"]},
     )
     run = task_run_event(eid, 2, f"{eid}-a", State.CREATED)
-    assert run.task_run is not None
-    run.task_run.value = with_nul("item")
-    run.task_run.outputs = {"out": with_nul("put")}
+    run.task_runs[0].value = with_nul("item")
+    run.task_runs[0].outputs = {"out": with_nul("put")}
     line = log_record(eid, 1)
     line.message = with_nul("message")
     await publish("executions", [event, run])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,14 +54,17 @@ def samples() -> list[m.Message]:
             "ex1",
             5,
             NOW,
-            task_run=m.TaskRunSnapshot(
-                "tr1",
-                "t",
-                State.SUCCESS,
-                history,
-                [m.AttemptSnapshot(State.SUCCESS, NOW, NOW)],
-                {"x": 1},
-            ),
+            task_runs=[
+                m.TaskRunSnapshot(
+                    "tr1",
+                    "t",
+                    State.SUCCESS,
+                    history,
+                    [m.AttemptSnapshot(State.SUCCESS, NOW, NOW)],
+                    {"x": 1},
+                ),
+                m.TaskRunSnapshot("tr2", "u", State.CREATED, history, [], index=7),
+            ],
         ),
         m.ExecutionCommand("c1", "ex1", m.CommandKind.TIMER, NOW, "tr1", 2, {"timer": "retry"}),
         m.TaskRequest(
@@ -282,7 +286,8 @@ def _earlier_process_registry() -> codec.SchemaRegistry:
         if path.name.startswith("io.headrace."):
             continue
         has_earlier = (folder / path.name.replace(".avsc", ".v1.avsc")).exists()
-        if path.name.endswith(".v1.avsc") or not has_earlier:
+        later_earlier = re.search(r"\.v([2-9]|\d\d+)\.avsc$", path.name)  # v2 and up
+        if path.name.endswith(".v1.avsc") or not (has_earlier or later_earlier):
             registry.add(codec.load_schema_file(path))  # it knows nothing newer
     return registry
 
@@ -314,8 +319,47 @@ def test_a_message_is_written_with_the_oldest_version_that_carries_it() -> None:
             command=m.CommandOutcome("c1", m.CommandKind.KILL, m.CommandStatus.APPLIED),
         ),
         m.TaskResult("ex", "tr", 1, State.RUNNING, now, now, run_id="run-1"),
+        m.ExecutionEvent(
+            "ex", 4, now, task_runs=[m.TaskRunSnapshot("r", "t", State.CREATED, [], [])]
+        ),
     ]
     for message in new:
         data = codec.encode(message)
         assert _written_with(data, earlier) is None, f"{message} lost what is new"
         assert codec.decode(data) == message
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_executors_event_of_one_task_run_reads_as_a_list_of_one(version: int) -> None:
+    """Executors before one-event-per-step wrote a single task run in `task_run`: the
+    indexer reads the records still on the topic during an upgrade."""
+    folder = Path(codec.__file__).parent.parent / "schemas"
+    old = codec.load_schema_file(folder / f"ExecutionEvent.v{version}.avsc")
+    assert old.fingerprint in codec.registry().by_fingerprint
+    history = [m.StateChange(State.CREATED, NOW), m.StateChange(State.SUCCESS, NOW)]
+    record = {
+        "execution_id": "ex",
+        "seq": 9,
+        "time": NOW,
+        "execution": None,
+        "task_run": {
+            "id": "tr",
+            "task_id": "t",
+            "parent_task_run_id": None,
+            "value": None,
+            "state": "SUCCESS",
+            "histories": [{"state": h.state, "date": h.date} for h in history],
+            "attempts": [],
+            "outputs": '{"x": 1}',
+        },
+        "command": None,
+    }
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, old.parsed, record)
+    decoded = codec.decode(codec.MAGIC + old.fingerprint + body.getvalue())
+    assert decoded == m.ExecutionEvent(
+        "ex",
+        9,
+        NOW,
+        task_runs=[m.TaskRunSnapshot("tr", "t", State.SUCCESS, history, [], {"x": 1})],
+    )

@@ -44,9 +44,9 @@ def test_abort_fails_every_open_run_cancels_work_and_says_why():
     assert kill_child.execution_id == run.execution.task_runs[2].outputs["executionId"]
     (line,) = logs(commands)
     assert (line.level, line.message) == (LogLevel.ERROR, "internal error: RecursionError")
-    published = events(commands)
-    assert published[-1].execution.state is State.FAILED
-    assert {e.task_run.task_id for e in published if e.task_run} == {"p", "work", "child"}
+    (published,) = events(commands)
+    assert published.execution.state is State.FAILED
+    assert {r.task_id for r in published.task_runs} == {"p", "work", "child"}
     # The cancelled attempt's result comes later and changes nothing.
     assert run.send(finished(work, State.KILLED)) == []
 

@@ -51,18 +51,24 @@ def test_three_tasks_succeed_in_sequence_with_outputs_flowing():
     assert (request_a.task_id, request_a.attempt, request_a.type) == ("a", 1, "log")
     assert request_a.properties == {"message": "hello from a"}
     assert request_a.time == T0 and request_a.timeout_ms is None
-    # One event for the execution, one for the new task run; seq counts from 1.
-    published = events(commands)
-    assert [e.seq for e in published] == [1, 2]
-    assert published[0].execution.state is State.RUNNING
-    assert published[1].task_run.state is State.RUNNING
-    assert [h.state for h in published[1].task_run.histories] == [State.CREATED, State.RUNNING]
+    # One event per step: the execution and its new task run; seq counts from 1.
+    (published,) = events(commands)
+    assert published.seq == 1
+    assert published.execution.state is State.RUNNING
+    (created,) = published.task_runs
+    assert (created.state, created.index) == (State.RUNNING, 0)
+    assert [h.state for h in created.histories] == [State.CREATED, State.RUNNING]
 
     commands = run.send(finished(request_a, outputs={"x": 42}), T0 + timedelta(seconds=1))
     (request_b,) = requests(commands)
     assert request_b.properties == {"message": "x is 42", "n": 7}
     assert run.task_states() == {"a": State.SUCCESS, "b": State.RUNNING}
-    assert [e.seq for e in events(commands)] == [3, 4]
+    (published,) = events(commands)
+    assert published.seq == 2 and published.execution is None
+    assert [(r.task_id, r.state, r.index) for r in published.task_runs] == [
+        ("a", State.SUCCESS, 0),
+        ("b", State.RUNNING, 1),
+    ]
 
     commands = run.send(finished(request_b, outputs={"y": "why"}), T0 + timedelta(seconds=2))
     (request_c,) = requests(commands)
@@ -73,10 +79,10 @@ def test_three_tasks_succeed_in_sequence_with_outputs_flowing():
     commands = run.send(finished(request_c), T0 + timedelta(seconds=3))
     assert run.state is State.SUCCESS
     assert requests(commands) == []
-    final = events(commands)
-    assert [e.seq for e in final] == [7, 8]
-    assert final[0].task_run.task_id == "c" and final[0].task_run.state is State.SUCCESS
-    assert final[1].execution.state is State.SUCCESS
+    (final,) = events(commands)
+    assert final.seq == 4
+    assert [(r.task_id, r.state) for r in final.task_runs] == [("c", State.SUCCESS)]
+    assert final.execution.state is State.SUCCESS
     assert run.execution.task_runs[0].outputs == {"x": 42}
     attempt = run.execution.task_runs[0].attempts[0]
     assert (attempt.state, attempt.started_at) == (State.SUCCESS, T0)
@@ -307,7 +313,9 @@ def test_render_error_in_the_first_task_fails_the_start():
     commands = run.send(trigger())
     assert run.state is State.FAILED
     assert requests(commands) == []
-    assert [e.seq for e in events(commands)] == [1, 2]
+    (published,) = events(commands)
+    assert published.seq == 1 and published.execution.state is State.FAILED
+    assert [r.state for r in published.task_runs] == [State.FAILED]
 
 
 def test_properties_too_large_for_a_task_request_fail_the_task_without_retry():

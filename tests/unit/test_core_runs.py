@@ -68,7 +68,8 @@ def test_a_run_lost_with_its_worker_is_a_failed_entry_and_its_rerun_a_new_one() 
     # The first worker may live on, cut off: its run is killed. The change is published.
     assert kills(commands) == [KillTask("ex1", request.task_run_id, 1, "r1")]
     (event,) = events(commands)
-    assert [a.state for a in event.task_run.attempts] == [State.FAILED, State.RUNNING]
+    (changed,) = event.task_runs
+    assert [a.state for a in changed.attempts] == [State.FAILED, State.RUNNING]
     (line,) = logs(commands)
     assert line.level is LogLevel.WARN and "not counted as a retry" in line.message
     # The lost run's result, should it come, no longer counts; the new run's does.

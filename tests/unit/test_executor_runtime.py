@@ -33,6 +33,7 @@ SLOTS_CHANGELOG = "slots-changelog"
 @dataclass
 class FakeProducer:
     sent: list[tuple[str, messages.Message]] = field(default_factory=list)
+    sizes: list[tuple[str, int]] = field(default_factory=list)  # (topic, bytes) as sent
     # (topic, key, value) of every state written to a changelog
     stored: list[tuple[str, bytes, bytes]] = field(default_factory=list)
 
@@ -41,6 +42,7 @@ class FakeProducer:
             self.stored.append((topic, key, value))
         else:
             self.sent.append((topic, codec.decode(value)))
+            self.sizes.append((topic, len(value)))
         delivered = asyncio.get_running_loop().create_future()
         delivered.set_result(None)
         return delivered
@@ -63,8 +65,8 @@ class FakeFlows:
         return 1 if flow_id in self.flows else None
 
 
-def start(execution_id: str, flow_id: str) -> InputEvent:
-    event = trigger(execution_id).trigger
+def start(execution_id: str, flow_id: str, inputs: dict[str, Any] | None = None) -> InputEvent:
+    event = trigger(execution_id, inputs).trigger
     event.flow_id = flow_id
     return InputEvent(execution_id.encode(), codec.encode(event), 0)
 
@@ -302,3 +304,54 @@ async def test_a_kill_and_start_in_one_batch_in_either_order():
         events = [kill("ex-child"), start("ex-child", "child")]
         await runtime.process_batch(events if order == "kill-first" else events[::-1])
         assert stored(table, "ex-child").state in (State.KILLING, State.KILLED), order
+
+
+async def test_a_step_is_one_executions_record_with_the_execution_and_its_task_runs():
+    runtime, _, producer = make_runtime(chain=make_flow(log_task("a"), log_task("b")))
+    await runtime.process_batch([start("ex1", "chain")])
+    (request,) = producer.of("ex1", messages.TaskRequest)
+    result = messages.TaskResult("ex1", request.task_run_id, 1, State.SUCCESS, T0, T0)
+    await runtime.process_batch([InputEvent(b"ex1", codec.encode(result), 0)])
+    started, finished = producer.of("ex1", messages.ExecutionEvent)
+    assert (started.seq, started.execution.state) == (1, State.RUNNING)
+    assert [(r.task_id, r.state) for r in started.task_runs] == [("a", State.RUNNING)]
+    assert (finished.seq, finished.execution) == (2, None)
+    assert [(r.task_id, r.state) for r in finished.task_runs] == [
+        ("a", State.SUCCESS),
+        ("b", State.RUNNING),
+    ]
+
+
+async def test_a_step_creating_thousands_of_task_runs_is_split_into_bounded_records():
+    each = {
+        "id": "each",
+        "type": "flow.foreach",
+        "values": "{{ inputs.items }}",
+        "concurrencyLimit": 0,
+        "tasks": [log_task("say")],
+    }
+    runtime, table, producer = make_runtime(each=make_flow(each, flow_id="each"))
+    await runtime.process_batch([start("ex1", "each", {"items": list(range(3_000))})])
+    records = [size for topic, size in producer.sizes if topic == "executions"]
+    events = producer.of("ex1", messages.ExecutionEvent)
+    assert len(records) == len(events) > 2
+    assert max(records) <= runtime_module.EVENT_SPLIT_BYTES
+    assert {event.seq for event in events} == {1}  # one step: one seq
+    assert events[0].execution.state is State.RUNNING
+    assert all(event.execution is None for event in events[1:])
+    published = [run for event in events for run in event.task_runs]
+    state = stored(table, "ex1")
+    assert len(state.task_runs) == 3_001  # the for-each and one run per item
+    assert [(r.id, r.index) for r in published] == [
+        (run.id, index) for index, run in enumerate(state.task_runs)
+    ]
+
+
+async def test_a_snapshot_and_a_task_run_too_big_together_travel_apart(monkeypatch):
+    monkeypatch.setattr(runtime_module, "EVENT_SPLIT_BYTES", 50)
+    runtime, _, producer = make_runtime(chain=make_flow(log_task("a")))
+    await runtime.process_batch([start("ex1", "chain")])
+    first, second = producer.of("ex1", messages.ExecutionEvent)
+    assert first.seq == second.seq == 1
+    assert (first.execution.state, first.task_runs) == (State.RUNNING, [])
+    assert (second.execution, [r.task_id for r in second.task_runs]) == (None, ["a"])
