@@ -5,8 +5,9 @@ rather not go through the gateway. A `TriggerEvent` names a flow *revision* and 
 inputs already typed; a Kafka client has no database to read either from, so:
 
 - with `server_url` (a headrace gateway), the client reads the flow over the REST API:
-  the latest revision when `revision` is None, and the flow's inputs, which it checks
-  and types with the same code as the gateway (`resolve_inputs`) before publishing;
+  the latest revision when `revision` is None, and the flow itself: the start is
+  admitted by the same code as the gateway's (`headrace.admission`: disabled, inputs
+  typed and defaulted, size) before publishing;
 - without it, `revision` is required and inputs go as given: the executor is then the
   only one that can check them.
 
@@ -32,10 +33,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from headrace import codec
+from headrace.admission import Refusal, StartRefused, admit
 from headrace.api_client import ApiClient, ApiError
 from headrace.config import Settings
+from headrace.core.ids import derive_id
 from headrace.errors import HeadraceError
-from headrace.flow.inputs import resolve_inputs
+from headrace.flow.inputs import InputValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
 from headrace.ids import base62
@@ -141,31 +144,46 @@ class TriggerClient:
             )
         if not self._started:
             raise TriggerClientError("the TriggerClient is not started (use start() or async with)")
-        values = dict(inputs or {})
+        execution_id = execution_id or new_id()
+        trigger = {"type": PRODUCER_TRIGGER_TYPE}
+        now = datetime.now(UTC)
         if self._api is not None:
             revision, flow = await self._flow(namespace, flow_id, revision)
-            if flow.disabled:
-                raise TriggerClientError(f"flow {namespace}/{flow_id} is disabled")
-            values = resolve_inputs(flow, values)
-        assert revision is not None
-        execution_id = execution_id or new_id()
-        event = TriggerEvent(
-            event_id=new_id(),
-            execution_id=execution_id,
-            namespace=namespace,
-            flow_id=flow_id,
-            flow_revision=revision,
-            inputs=values,
-            time=datetime.now(UTC),
-            labels=dict(labels or {}),
-            trigger={"type": PRODUCER_TRIGGER_TYPE},
-        )
-        value = codec.encode(event)
-        if len(value) > MAX_VALUE_BYTES:  # Kafka would refuse it, less clearly
-            raise TriggerClientError(
-                f"the trigger is {len(value)} bytes, over the {MAX_VALUE_BYTES} the "
-                f"{self.topic} topic takes: send smaller inputs"
+            try:
+                start = admit(
+                    flow,
+                    revision,
+                    execution_id=execution_id,
+                    inputs=inputs,
+                    trigger=trigger,
+                    time=now,
+                    labels=labels,
+                )
+            except StartRefused as exc:
+                if exc.refusal is Refusal.INVALID_INPUTS:
+                    raise InputValidationError(exc.input_errors) from exc
+                raise TriggerClientError(str(exc)) from exc
+            value = start.value
+        else:
+            # Without the flow, only what Kafka would refuse is checked (the docstring).
+            assert revision is not None
+            event = TriggerEvent(
+                event_id=derive_id(execution_id, "trigger-event"),
+                execution_id=execution_id,
+                namespace=namespace,
+                flow_id=flow_id,
+                flow_revision=revision,
+                inputs=dict(inputs or {}),
+                time=now,
+                labels=dict(labels or {}),
+                trigger=trigger,
             )
+            value = codec.encode(event)
+            if len(value) > MAX_VALUE_BYTES:  # Kafka would refuse it, less clearly
+                raise TriggerClientError(
+                    f"the trigger is {len(value)} bytes, over the {MAX_VALUE_BYTES} the "
+                    f"{self.topic} topic takes: send smaller inputs"
+                )
         try:
             await self._producer.send_and_wait(self.topic, value, key=execution_id.encode())
         except KafkaError as exc:

@@ -1,4 +1,4 @@
-"""One tick of a schedule trigger as the `TriggerEvent` that starts its execution (pure).
+"""One tick of a schedule trigger as the start of its execution (pure).
 
 The scheduler (live ticks) and the gateway (backfills) both build events here, so a
 tick has the same execution id whoever publishes it, however often: the id is derived
@@ -11,13 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from headrace.admission import Admitted, admit
 from headrace.core.ids import derive_id
 from headrace.expressions import NOW_KEY, render_value
 from headrace.flow.cron import CronSchedule, as_utc
-from headrace.flow.inputs import resolve_inputs
 from headrace.flow.model import Flow
 from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
-from headrace.messages import TriggerEvent
 
 
 def tick_execution_id(namespace: str, flow_id: str, trigger_id: str, tick: datetime) -> str:
@@ -53,11 +52,11 @@ def tick_event(
     tick: datetime,
     *,
     backfill: bool = False,
-) -> TriggerEvent:
-    """The event that starts the execution of `tick`.
+) -> Admitted:
+    """The start of the execution of `tick`.
 
-    Raises `ExpressionError` (an input expression fails) or `InputValidationError`
-    (the rendered inputs do not fit the flow).
+    Raises `ExpressionError` (an input expression fails) or `StartRefused` (the flow is
+    disabled, the rendered inputs do not fit it, the start is too large).
     """
     schedule = schedule_of(spec)
     trigger = tick_trigger(trigger_id, schedule, tick, backfill=backfill)
@@ -67,15 +66,11 @@ def tick_event(
         NOW_KEY: as_utc(tick),
     }
     rendered = render_value(dict(spec.inputs), context, "inputs")
-    inputs = resolve_inputs(flow, rendered)
-    execution_id = tick_execution_id(flow.namespace, flow.id, trigger_id, tick)
-    return TriggerEvent(
-        event_id=derive_id(execution_id, "trigger-event"),
-        execution_id=execution_id,
-        namespace=flow.namespace,
-        flow_id=flow.id,
-        flow_revision=revision,
-        inputs=inputs,
-        time=as_utc(tick),
+    return admit(
+        flow,
+        revision,
+        execution_id=tick_execution_id(flow.namespace, flow.id, trigger_id, tick),
+        inputs=rendered,
         trigger=trigger,
+        time=as_utc(tick),
     )

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from headrace import codec
+from headrace.admission import StartRefused, admit
 from headrace.core.advance import advance
 from headrace.core.concurrency import answer_command
 from headrace.core.context import secret_seed
@@ -50,7 +51,6 @@ from headrace.core.slots import FlowSlots, decide
 from headrace.core.state import Execution, StateDecodeError, StateVersionError, Timer
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowValidationError
-from headrace.flow.inputs import InputValidationError, resolve_inputs
 from headrace.flow.model import Flow
 from headrace.messages import (
     CommandKind,
@@ -330,33 +330,35 @@ class ExecutorRuntime:
         return deliveries
 
     async def _start_execution(self, trigger: TriggerEvent) -> _Record:
-        """Start another execution. A subflow's child is checked here as the gateway checks
-        an API start: revision 0 becomes the latest, inputs are typed and defaulted."""
-        if trigger.flow_revision == 0:
-            latest = await self.flows.latest_revision(trigger.namespace, trigger.flow_id)
-            if latest is None:
+        """Start another execution. A subflow's child is admitted as the gateway admits
+        an API start (`headrace.admission`): revision 0 becomes the latest, inputs are
+        typed and defaulted. A replay's start is the core's own, published as it is."""
+        if trigger.trigger.get("type") != "subflow":
+            return _encode(TRIGGERS.name, trigger)
+        revision = trigger.flow_revision
+        if revision == 0:
+            revision = await self.flows.latest_revision(trigger.namespace, trigger.flow_id)
+            if revision is None:
                 return _child_refused(
                     trigger, f"flow {trigger.namespace}/{trigger.flow_id} not found"
                 )
-            trigger = dataclasses.replace(trigger, flow_revision=latest)
-        if trigger.trigger.get("type") == "subflow":
-            try:
-                flow = await self.flows.get(
-                    trigger.namespace, trigger.flow_id, trigger.flow_revision
-                )
-            except (FlowNotFound, FlowValidationError) as exc:
-                return _child_refused(trigger, f"cannot load the subflow: {exc}")
-            if flow.disabled:
-                return _child_refused(
-                    trigger, f"flow {trigger.namespace}/{trigger.flow_id} is disabled"
-                )
-            try:
-                inputs = resolve_inputs(flow, trigger.inputs)
-            except InputValidationError as exc:
-                problems = "; ".join(f"{name}: {reason}" for name, reason in exc.errors)
-                return _child_refused(trigger, f"invalid subflow inputs: {problems}")
-            trigger = dataclasses.replace(trigger, inputs=inputs)
-        return _encode(TRIGGERS.name, trigger)
+        try:
+            flow = await self.flows.get(trigger.namespace, trigger.flow_id, revision)
+        except (FlowNotFound, FlowValidationError) as exc:
+            return _child_refused(trigger, f"cannot load the subflow: {exc}")
+        try:
+            start = admit(
+                flow,
+                revision,
+                execution_id=trigger.execution_id,
+                inputs=trigger.inputs,
+                trigger=trigger.trigger,
+                time=trigger.time,
+                labels=trigger.labels,
+            )
+        except StartRefused as exc:
+            return _child_refused(trigger, f"the subflow cannot start: {exc}")
+        return _Record(TRIGGERS.name, trigger.execution_id.encode(), start.value)
 
     async def _send(self, topic: str, message: Message) -> asyncio.Future[Any]:
         """Encode and enqueue one message; the future resolves once the broker has it."""

@@ -1,8 +1,8 @@
 """`/api/v1/executions`: start an execution (publish a trigger), read and list them,
 and send kill / resume / restart commands.
 
-Starting validates the inputs against the flow's latest revision, assigns the id and
-publishes a `TriggerEvent`; the executor does the rest. Reads come from PostgreSQL.
+Starting admits the start on the flow's latest revision (`headrace.admission`: disabled,
+inputs, size), assigns the id and publishes a `TriggerEvent`; the executor does the rest. Reads come from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from headrace import codec
+from headrace.admission import Admitted, Refusal, StartRefused, admit
 from headrace.db.executions import MAX_PAGE_SIZE
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowValidationError
-from headrace.flow.inputs import InputValidationError, has_nul, resolve_inputs
+from headrace.flow.inputs import has_nul
 from headrace.messages import CommandKind, CommandStatus, ExecutionCommand, Message, TriggerEvent
 from headrace.services.gateway.bodies import (
     query_bool,
@@ -56,6 +57,32 @@ async def publish(gw: Gateway, topic: str, message: Message) -> None:
         raise ApiError(503, f"the broker did not accept the message: {exc}") from exc
 
 
+# The status of each refusal of a start (`headrace.admission`).
+REFUSAL_STATUS = {
+    Refusal.DISABLED: 409,
+    Refusal.INVALID_INPUTS: 422,
+    Refusal.TOO_LARGE: 413,
+    Refusal.NOT_ENCODABLE: 422,
+}
+
+
+def refused(exc: StartRefused) -> ApiError:
+    """The API's answer to a start `admit` refused."""
+    if exc.refusal is Refusal.INVALID_INPUTS:
+        errors = [{"input": input_id, "message": reason} for input_id, reason in exc.input_errors]
+        return ApiError(422, "invalid inputs", errors)
+    return ApiError(REFUSAL_STATUS[exc.refusal], str(exc))
+
+
+async def publish_start(gw: Gateway, start: Admitted) -> None:
+    """Send an admitted start and await the broker's ack (a 202 means it is on the topic)."""
+    key = start.event.execution_id.encode()
+    try:
+        await gw.producer.send_and_wait(TRIGGERS.name, start.value, key=key)
+    except KafkaError as exc:
+        raise ApiError(503, f"the broker did not accept the message: {exc}") from exc
+
+
 async def start_execution(request: web.Request) -> web.Response:
     gw = gateway(request)
     namespace, flow_id = request.match_info["namespace"], request.match_info["flowId"]
@@ -71,31 +98,20 @@ async def start_execution(request: web.Request) -> web.Response:
         flow = await gw.flow_loader.load(record.source, f"{namespace}/{flow_id}@{record.revision}")
     except FlowValidationError as exc:
         raise ApiError(422, "the stored flow no longer validates", exc.to_json()) from exc
-    if flow.disabled:
-        raise ApiError(409, f"flow {namespace}/{flow_id} is disabled")
     try:
-        inputs = resolve_inputs(flow, raw_inputs)
-    except InputValidationError as exc:
-        errors = [{"input": input_id, "message": reason} for input_id, reason in exc.errors]
-        raise ApiError(422, "invalid inputs", errors) from exc
-
-    execution_id = new_execution_id()
-    trigger = {"type": "api"}
-    await publish(
-        gw,
-        TRIGGERS.name,
-        TriggerEvent(
-            event_id=new_execution_id(),
-            execution_id=execution_id,
-            namespace=namespace,
-            flow_id=flow_id,
-            flow_revision=record.revision,
-            inputs=inputs,
+        start = admit(
+            flow,
+            record.revision,
+            execution_id=new_execution_id(),
+            inputs=raw_inputs,
+            trigger={"type": "api"},
             time=datetime.now(UTC),
             labels=labels,
-            trigger=trigger,
-        ),
-    )
+        )
+    except StartRefused as exc:
+        raise refused(exc) from exc
+    await publish_start(gw, start)
+    event, execution_id = start.event, start.event.execution_id
     if not wait:
         return json_response(
             {
@@ -103,9 +119,9 @@ async def start_execution(request: web.Request) -> web.Response:
                 "namespace": namespace,
                 "flowId": flow_id,
                 "flowRevision": record.revision,
-                "inputs": inputs,
+                "inputs": event.inputs,
                 "labels": labels,
-                "trigger": trigger,
+                "trigger": event.trigger,
                 "state": {"current": str(State.CREATED)},
             },
             status=202,

@@ -19,18 +19,17 @@ import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from headrace import codec
+from headrace.admission import StartRefused
 from headrace.db.flows import FlowRecord
 from headrace.db.triggers import TriggerState, TriggerStateRepository
-from headrace.errors import CodecError
 from headrace.expressions import ExpressionError
 from headrace.flow.cron import CronError
 from headrace.flow.errors import FlowValidationError
-from headrace.flow.inputs import InputValidationError
 from headrace.flow.model import Flow, Trigger
 from headrace.flow.schedule_ticks import schedule_of, tick_event
 from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
 from headrace.services.gateway.context import Gateway, gateway
+from headrace.services.gateway.executions_api import refused
 from headrace.services.gateway.responses import ApiError, json_response
 from headrace.topics.definitions import TRIGGERS
 
@@ -254,19 +253,17 @@ def backfill_messages(
     messages = []
     for tick in ticks:
         try:
-            event = tick_event(flow, revision, trigger.id, spec, tick, backfill=True)
-        except InputValidationError as exc:
-            errors = [{"input": input_id, "message": reason} for input_id, reason in exc.errors]
-            when = tick.isoformat()
-            return Refusal(422, f"the trigger's inputs are invalid for tick {when}", errors)
+            start = tick_event(flow, revision, trigger.id, spec, tick, backfill=True)
+        except StartRefused as exc:
+            answer = refused(exc)
+            return Refusal(
+                answer.status, f"cannot start tick {tick.isoformat()}: {answer}", answer.errors
+            )
         except ExpressionError as exc:
             return Refusal(
                 422, f"the trigger's inputs do not render for tick {tick.isoformat()}: {exc}"
             )
-        try:
-            messages.append((event.execution_id, codec.encode(event)))
-        except CodecError as exc:
-            return Refusal(422, f"a trigger event cannot be encoded: {exc}")
+        messages.append((start.event.execution_id, start.value))
     return messages
 
 

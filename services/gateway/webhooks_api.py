@@ -23,13 +23,12 @@ import orjson
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from headrace.admission import StartRefused, admit
 from headrace.db.triggers import TriggerStateRepository
 from headrace.expressions import ExpressionError, render_value
 from headrace.flow.errors import FlowValidationError
-from headrace.flow.inputs import InputValidationError, resolve_inputs
 from headrace.flow.model import Flow
 from headrace.flow.triggers import WEBHOOK, WebhookTrigger
-from headrace.messages import TriggerEvent
 from headrace.services.gateway.bodies import (
     FORM_TYPES,
     NUL,
@@ -38,12 +37,16 @@ from headrace.services.gateway.bodies import (
     read_form,
 )
 from headrace.services.gateway.context import Gateway, gateway
-from headrace.services.gateway.executions_api import DEFAULT_WAIT_S, MAX_WAIT_S, publish
+from headrace.services.gateway.executions_api import (
+    DEFAULT_WAIT_S,
+    MAX_WAIT_S,
+    publish_start,
+    refused,
+)
 from headrace.services.gateway.ids import new_execution_id
 from headrace.services.gateway.responses import ApiError, json_response
 from headrace.services.gateway.waiter import while_connected
 from headrace.states import State
-from headrace.topics.definitions import TRIGGERS
 
 log = logging.getLogger(__name__)
 
@@ -206,26 +209,18 @@ async def webhook(request: web.Request) -> web.Response:
     except ExpressionError as exc:
         raise ApiError(422, f"the webhook trigger's expression failed: {exc}") from exc
     try:
-        inputs = resolve_inputs(flow, raw_inputs)
-    except InputValidationError as exc:
-        errors = [{"input": input_id, "message": reason} for input_id, reason in exc.errors]
-        raise ApiError(422, "invalid inputs", errors) from exc
-
-    execution_id = new_execution_id()
-    await publish(
-        gw,
-        TRIGGERS.name,
-        TriggerEvent(
-            event_id=new_execution_id(),
-            execution_id=execution_id,
-            namespace=namespace,
-            flow_id=flow_id,
-            flow_revision=revision,
-            inputs=inputs,
-            time=datetime.now(UTC),
+        start = admit(
+            flow,
+            revision,
+            execution_id=new_execution_id(),
+            inputs=raw_inputs,
             trigger=trigger,
-        ),
-    )
+            time=datetime.now(UTC),
+        )
+    except StartRefused as exc:
+        raise refused(exc) from exc
+    await publish_start(gw, start)
+    execution_id = start.event.execution_id
     if not wait:
         return json_response(
             {

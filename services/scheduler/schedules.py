@@ -26,17 +26,15 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from headrace import codec
+from headrace.admission import StartRefused
 from headrace.db.triggers import (
     ClaimedTrigger,
     TriggerKey,
     TriggerState,
     TriggerStateRepository,
 )
-from headrace.errors import CodecError
 from headrace.expressions import ExpressionError
 from headrace.flow.cron import CronError, CronSchedule, MissedPolicy, plan_due
-from headrace.flow.inputs import InputValidationError
 from headrace.flow.schedule_ticks import schedule_of, tick_event
 from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
 from headrace.services.scheduler.catalog import DeclaredTrigger
@@ -194,17 +192,15 @@ class ScheduleRunner:
         last_execution_id: str | None = None
         for tick in ticks:
             try:
-                event = tick_event(item.flow, item.revision, item.trigger.id, spec, tick)
-                value = codec.encode(event)
-            except (ExpressionError, InputValidationError, CodecError) as exc:
+                start = tick_event(item.flow, item.revision, item.trigger.id, spec, tick)
+            except (ExpressionError, StartRefused) as exc:
                 # A bad tick is skipped, not retried forever: the same inputs would fail again.
                 error = f"tick {schedule.local_iso(tick)} skipped: {exc}"
                 log.error("schedule %s: %s", name, error)
                 continue
-            sent.append(
-                await self._producer.send(TRIGGERS.name, value, key=event.execution_id.encode())
-            )
-            last_execution_id = event.execution_id
+            last_execution_id = start.event.execution_id
+            key = last_execution_id.encode()
+            sent.append(await self._producer.send(TRIGGERS.name, start.value, key=key))
         # Publish before advancing: a crash in between re-publishes the same ids.
         await asyncio.gather(*sent)
         moved = await claimed.advance(

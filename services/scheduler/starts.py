@@ -7,7 +7,8 @@ cause twice — after a crash between publish and offset commit, or from two sch
 names the same execution, and the executor ignores the second Start.
 
 It must not decide *whether* to fire: callers do; it only renders the trigger's
-`inputs` (expressions over `trigger`), types them against the flow, and publishes.
+`inputs` (expressions over `trigger`), has the start admitted (`headrace.admission`),
+and publishes.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from headrace import codec
+from headrace.admission import StartRefused, admit
 from headrace.core.ids import derive_id
 from headrace.errors import CodecError, HeadraceError
 from headrace.expressions import ExpressionError, render_value
-from headrace.flow.inputs import InputValidationError, resolve_inputs
 from headrace.messages import TriggerEvent
 from headrace.services.scheduler.catalog import DeclaredTrigger
 from headrace.topics.definitions import MAX_VALUE_BYTES, TRIGGERS
@@ -57,27 +58,25 @@ def build_start(
     """The Start for `declared` fired by `cause`; `data` becomes the execution's `trigger`.
 
     `data` gets `id` (the trigger's id) added. Raises `TriggerStartError` when the
-    trigger's `inputs` cannot be rendered with `{"trigger": data}` or do not fit the flow.
+    trigger's `inputs` cannot be rendered with `{"trigger": data}`, or `admit` refuses
+    the start (inputs that do not fit the flow, a start too large for the topic).
     """
     trigger = {**data, "id": declared.trigger.id}
     where = f"{declared.flow.namespace}/{declared.flow.id} trigger {declared.trigger.id!r}"
     try:
         raw = render_value(declared.trigger.spec().inputs, {"trigger": trigger}, "inputs")
-        inputs = resolve_inputs(declared.flow, raw)
-    except (ExpressionError, InputValidationError) as exc:
+        start = admit(
+            declared.flow,
+            declared.revision,
+            execution_id=trigger_execution_id(declared, cause),
+            inputs=raw,
+            trigger=trigger,
+            time=time,
+            labels=labels,
+        )
+    except (ExpressionError, StartRefused) as exc:
         raise TriggerStartError(f"{where}: {exc}") from exc
-    execution_id = trigger_execution_id(declared, cause)
-    return TriggerEvent(
-        event_id=derive_id(execution_id, "trigger-event"),
-        execution_id=execution_id,
-        namespace=declared.flow.namespace,
-        flow_id=declared.flow.id,
-        flow_revision=declared.revision,
-        inputs=inputs,
-        time=time,
-        labels=dict(labels or {}),
-        trigger=trigger,
-    )
+    return start.event
 
 
 def try_build_start(

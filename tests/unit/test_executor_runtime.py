@@ -273,6 +273,47 @@ async def test_a_subflow_whose_flow_cannot_load_fails_its_task_not_the_batch(tas
     assert refusal.payload["state"] == "FAILED"
 
 
+def child_flow(**fields: Any) -> Flow:
+    inputs = [{"id": "count", "type": "INT", "defaults": 2}]
+    return Flow.model_validate(
+        {"id": "child", "namespace": "company.team", "inputs": inputs, "tasks": [log_task("a")]}
+        | fields
+    )
+
+
+def subflow_parent(inputs: dict[str, Any]) -> Flow:
+    call = {"id": "call", "type": "flow.subflow", "namespace": "company.team", "flowId": "child"}
+    return make_flow({**call, "inputs": inputs}, flow_id="parent")
+
+
+async def test_a_subflow_child_is_admitted_like_an_api_start():
+    runtime, _, producer = make_runtime(parent=subflow_parent({}), child=child_flow())
+    await runtime.process_batch([start("ex-parent", "parent")])
+    (child,) = [m for topic, m in producer.sent if topic == "triggers"]
+    assert (child.flow_id, child.flow_revision) == ("child", 1)  # the latest, resolved
+    assert child.inputs == {"count": 2}  # typed and defaulted against the child's flow
+    assert child.trigger["parentExecutionId"] == "ex-parent"
+
+
+@pytest.mark.parametrize(
+    "child, inputs, reason",
+    [
+        (child_flow(disabled=True), {}, "flow company.team/child is disabled"),
+        (child_flow(), {"count": "many"}, "invalid inputs: count: "),
+    ],
+)
+async def test_a_subflow_child_admission_refuses_fails_the_parent_task_saying_why(
+    child, inputs, reason
+):
+    runtime, _, producer = make_runtime(parent=subflow_parent(inputs), child=child)
+    await runtime.process_batch([start("ex-parent", "parent")])
+    assert [topic for topic, _ in producer.sent].count("triggers") == 0
+    (refusal,) = producer.of("ex-parent", messages.ExecutionCommand)
+    assert refusal.kind is messages.CommandKind.CHILD_ENDED
+    assert refusal.payload["state"] == "FAILED"
+    assert refusal.payload["error"].startswith(f"the subflow cannot start: {reason}")
+
+
 def kill(execution_id: str) -> InputEvent:
     command = messages.ExecutionCommand(
         command_id=f"kill-{execution_id}",

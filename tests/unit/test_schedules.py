@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headrace.admission import Refusal, StartRefused
 from headrace.expressions import ExpressionError
 from headrace.flow.cron import CronError, CronSchedule, MissedPolicy, plan_due
 from headrace.flow.errors import FlowValidationError
-from headrace.flow.inputs import InputValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.schedule_ticks import tick_event, tick_execution_id
 from headrace.flow.triggers import ScheduleTrigger
@@ -296,8 +296,8 @@ SPEC = FLOW.triggers[0].spec()
 def test_tick_event_is_deterministic_and_renders_inputs() -> None:
     assert isinstance(SPEC, ScheduleTrigger)
     tick = utc(2024, 3, 31, 1)
-    first = tick_event(FLOW, 3, "every-night", SPEC, tick)
-    again = tick_event(FLOW, 4, "every-night", SPEC, tick)
+    first = tick_event(FLOW, 3, "every-night", SPEC, tick).event
+    again = tick_event(FLOW, 4, "every-night", SPEC, tick).event
     assert (
         first.execution_id
         == again.execution_id
@@ -313,7 +313,7 @@ def test_tick_event_is_deterministic_and_renders_inputs() -> None:
         "previous": "2024-03-30T02:00:00+01:00",
     }
     assert first.flow_revision == 3 and first.time == tick
-    other = tick_event(FLOW, 3, "every-night", SPEC, utc(2024, 4, 1, 0))
+    other = tick_event(FLOW, 3, "every-night", SPEC, utc(2024, 4, 1, 0)).event
     assert other.execution_id != first.execution_id
 
 
@@ -326,15 +326,17 @@ def test_tick_identity_is_the_utc_instant() -> None:
 
 def test_backfill_events_say_so_with_the_same_id() -> None:
     tick = utc(2024, 3, 31, 1)
-    event = tick_event(FLOW, 3, "every-night", SPEC, tick, backfill=True)
+    event = tick_event(FLOW, 3, "every-night", SPEC, tick, backfill=True).event
     assert event.trigger["backfill"] is True
-    assert event.execution_id == tick_event(FLOW, 3, "every-night", SPEC, tick).execution_id
+    assert event.execution_id == tick_event(FLOW, 3, "every-night", SPEC, tick).event.execution_id
 
 
 def test_invalid_inputs_raise() -> None:
     bad = ScheduleTrigger(cron="0 2 * * *", inputs={"count": "{{ 'x' }}", "day": "d"})
-    with pytest.raises(InputValidationError):
+    with pytest.raises(StartRefused) as refused:
         tick_event(FLOW, 1, "every-night", bad, utc(2024, 3, 31, 1))
+    assert refused.value.refusal is Refusal.INVALID_INPUTS
+    assert [name for name, _ in refused.value.input_errors] == ["count"]
     undefined = ScheduleTrigger(cron="0 2 * * *", inputs={"day": "{{ trigger.nope }}"})
     with pytest.raises(ExpressionError):
         tick_event(FLOW, 1, "every-night", undefined, utc(2024, 3, 31, 1))
@@ -348,6 +350,6 @@ def test_the_documented_schedule_example_renders_its_tick() -> None:
     spec = trigger.spec()
     assert isinstance(spec, ScheduleTrigger) and spec.timezone == PARIS
     # 02:00 does not exist on 31 March 2024 in Paris: the tick is 03:00 CEST.
-    event = tick_event(flow, 1, trigger.id, spec, utc(2024, 3, 31, 1))
+    event = tick_event(flow, 1, trigger.id, spec, utc(2024, 3, 31, 1)).event
     assert event.inputs == {"day": "2024-03-31"}
     assert event.trigger["date"] == "2024-03-31T03:00:00+02:00"
