@@ -129,7 +129,7 @@ class LocalStack:
             output = (self.log_dir / log_name(name, copy)).open("ab")
         # Credentials go through an in-memory file, never the environment, and each
         # service gets only its own: the worker the secrets, the gateway the database URL
-        # and its token, the others the database URL.
+        # and its token, the executor nothing, the others the database URL.
         env, sealed = split_sealed(service_env(self.settings, ready_file, name))
         with hand_over(env, for_service(name, {**sealed, **self.secrets})) as fds:
             process = subprocess.Popen(

@@ -274,6 +274,25 @@ class SlotRequest:
     behavior: ConcurrencyBehavior = ConcurrencyBehavior.QUEUE
 
 
+@dataclass(slots=True)
+class FlowRevision:
+    """One stored revision of a flow (topic `flows`, compacted, keyed by revision)."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.FlowRevision"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    namespace: str
+    flow_id: str
+    revision: int
+    source: str
+    created_at: datetime
+    deleted: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.flow_id}@{self.revision}"
+
+
 Message = (
     TriggerEvent
     | TaskRequest
@@ -283,6 +302,7 @@ Message = (
     | ExecutionCommand
     | TaskKill
     | SlotRequest
+    | FlowRevision
 )
 MESSAGE_TYPES: tuple[type, ...] = (
     TriggerEvent,
@@ -293,4 +313,5 @@ MESSAGE_TYPES: tuple[type, ...] = (
     ExecutionCommand,
     TaskKill,
     SlotRequest,
+    FlowRevision,
 )

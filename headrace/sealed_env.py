@@ -128,9 +128,12 @@ def split_sealed(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]
 
 def for_service(service: str, sealed: Mapping[str, str]) -> dict[str, str]:
     """What of `sealed` a service gets: a worker runs tasks and never needs the database;
-    no other service resolves a secret; only the gateway checks the API token."""
+    the executor needs nothing (flows come from the `flows` topic); no other service
+    resolves a secret; only the gateway checks the API token."""
     if service == "worker":
         return {name: value for name, value in sealed.items() if name.startswith(SECRET_PREFIX)}
+    if service == "executor":
+        return {}
     return {
         name: value
         for name, value in sealed.items()

@@ -80,6 +80,12 @@ FLOW_SLOTS = TopicSpec(
     "flow-slots", "namespace/flowId", "io.headrace.SlotRequest", 7 * DAY_MS, fixed_partitions=True
 )
 
+# Every flow revision the gateway stored, for the executor (it never reads PostgreSQL).
+# Compacted and kept forever: keys are revisions, which never change, so nothing is lost.
+FLOWS = TopicSpec(
+    "flows", "namespace/flowId@revision", "io.headrace.FlowRevision", -1, Cleanup.COMPACT
+)
+
 # The executor's Faust table changelogs (`<app id>-<table>-changelog`). Faust creates them
 # with the same config at start; listing them here also raises the limit of a changelog
 # created before it was set. Partitioned like the executor's inputs.
@@ -111,6 +117,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LOGS,
     TASK_CONTROL,
     FLOW_SLOTS,
+    FLOWS,
     EXECUTION_STATE_CHANGELOG,
     FLOW_SLOTS_CHANGELOG,
 )

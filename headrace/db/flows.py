@@ -4,11 +4,14 @@ A save writes a new revision only when the source differs from the latest one; a
 writes a tombstone revision (same source, `deleted`), after which the flow is gone for
 readers but its old revisions stay readable by number (executions still running them).
 Saves of one flow are serialised by a transaction-scoped advisory lock on its key, so
-concurrent saves get distinct, consecutive revisions.
+concurrent saves get distinct, consecutive revisions. `on_revision`, when given, is
+awaited with every new revision before its transaction commits (the gateway publishes
+it to the `flows` topic there, `headrace.flow_log`): if it raises, nothing is stored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -16,6 +19,7 @@ from typing import NamedTuple
 import asyncpg
 
 from headrace.errors import HeadraceError
+from headrace.messages import FlowRevision
 
 
 class FlowExistsError(HeadraceError):
@@ -61,9 +65,13 @@ def _record(row: asyncpg.Record) -> FlowRecord:
     return FlowRecord(**dict(row))
 
 
+OnRevision = Callable[[FlowRevision], Awaitable[None]]
+
+
 class FlowRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, on_revision: OnRevision | None = None) -> None:
         self._pool = pool
+        self._on_revision = on_revision
 
     async def save(self, namespace: str, id: str, source: str) -> SaveResult:
         """Store `source` as the flow's latest revision unless it already is."""
@@ -84,13 +92,7 @@ class FlowRepository:
                 if latest["source"] == source:
                     return SaveResult(latest["revision"], False)
             revision = 1 if latest is None else latest["revision"] + 1
-            await conn.execute(
-                "INSERT INTO flows (namespace, id, revision, source) VALUES ($1, $2, $3, $4)",
-                namespace,
-                id,
-                revision,
-                source,
-            )
+            await self._insert(conn, namespace, id, revision, source, deleted=False)
             return SaveResult(revision, True)
 
     async def get(self, namespace: str, id: str, revision: int | None = None) -> FlowRecord | None:
@@ -145,15 +147,45 @@ class FlowRepository:
             latest = await conn.fetchrow(_LATEST, namespace, id)
             if latest is None or latest["deleted"]:
                 return False
-            await conn.execute(
-                "INSERT INTO flows (namespace, id, revision, source, deleted)"
-                " VALUES ($1, $2, $3, $4, true)",
-                namespace,
-                id,
-                latest["revision"] + 1,
-                latest["source"],
-            )
+            revision = latest["revision"] + 1
+            await self._insert(conn, namespace, id, revision, latest["source"], deleted=True)
             return True
+
+    async def _insert(
+        self,
+        conn: asyncpg.Connection,
+        namespace: str,
+        id: str,
+        revision: int,
+        source: str,
+        *,
+        deleted: bool,
+    ) -> None:
+        created_at = await conn.fetchval(
+            "INSERT INTO flows (namespace, id, revision, source, deleted)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
+            namespace,
+            id,
+            revision,
+            source,
+            deleted,
+        )
+        if self._on_revision is not None:
+            await self._on_revision(
+                FlowRevision(namespace, id, revision, source, created_at, deleted)
+            )
+
+    async def all_revisions(self) -> list[FlowRevision]:
+        """Every revision of every flow, tombstones included."""
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM flows ORDER BY namespace, id, revision"
+        )
+        return [
+            FlowRevision(
+                r["namespace"], r["id"], r["revision"], r["source"], r["created_at"], r["deleted"]
+            )
+            for r in rows
+        ]
 
 
 async def _lock_flow(conn: asyncpg.Connection, namespace: str, id: str) -> None:

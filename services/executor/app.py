@@ -15,19 +15,16 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-import asyncpg
 import faust
 from mode import Service
 
 from headrace.config import Settings
 from headrace.core.state import StateVersionError
-from headrace.db.flows import FlowRepository
-from headrace.db.pool import create_pool
+from headrace.flow_log import FlowLog
 from headrace.readiness import mark_ready
 from headrace.services.executor.batches import take_batches
 from headrace.services.executor.consumer import install_consumers
 from headrace.services.executor.faust_tuning import faust_settings
-from headrace.services.executor.flows import FlowCache
 from headrace.services.executor.recovery import FencedTableManager
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent, StateTable
 from headrace.topics import EXECUTION_COMMANDS, FLOW_SLOTS, TASK_RESULTS, TRIGGERS
@@ -60,17 +57,19 @@ class _Runtime:
         self.slots_table = slots_table
         self._lock = asyncio.Lock()
         self.runtime: ExecutorRuntime | None = None
-        self._pool: asyncpg.Pool | None = None
+        self._flows: FlowLog | None = None
         self._timer_task: asyncio.Task[None] | None = None
 
     async def get(self) -> ExecutorRuntime:
         async with self._lock:
             if self.runtime is None:
-                self._pool = await create_pool(self.settings.database_url)
+                # Flows come from the `flows` topic: the executor never reads PostgreSQL.
+                self._flows = FlowLog(self.settings, APP_ID)
+                await self._flows.start()
                 runtime = ExecutorRuntime(
                     _state_table(self.table),
                     _state_table(self.slots_table),
-                    FlowCache(FlowRepository(self._pool)),
+                    self._flows,
                     self.app.producer,
                 )
                 self._timer_task = asyncio.ensure_future(runtime.timers.run())
@@ -81,8 +80,8 @@ class _Runtime:
     async def close(self) -> None:
         if self._timer_task is not None:
             self._timer_task.cancel()
-        if self._pool is not None:
-            await self._pool.close()
+        if self._flows is not None:
+            await self._flows.stop()
 
 
 def _state_table(table: Any) -> StateTable:

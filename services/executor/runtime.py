@@ -52,6 +52,7 @@ from headrace.core.state import Execution, StateDecodeError, StateVersionError, 
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
+from headrace.flow_log import FlowNotFound
 from headrace.messages import (
     CommandKind,
     ExecutionCommand,
@@ -62,7 +63,6 @@ from headrace.messages import (
     TaskResult,
     TriggerEvent,
 )
-from headrace.services.executor.flows import FlowNotFound
 from headrace.services.executor.timers import TimerQueue
 from headrace.services.executor.unheld import flow_unloadable, not_held
 from headrace.topics import (
@@ -105,7 +105,7 @@ class Producer(Protocol):
 
 
 class Flows(Protocol):
-    """Flow revisions by id (`FlowCache`)."""
+    """Flow revisions by id (`headrace.flow_log.FlowLog`)."""
 
     async def get(self, namespace: str, flow_id: str, revision: int) -> Flow: ...
 

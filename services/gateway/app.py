@@ -1,8 +1,8 @@
 """The gateway's aiohttp application and its life cycle (`run_gateway`).
 
 Start-up order: credentials (none at all stops the start), PostgreSQL pool and
-migrations, the Kafka producer, the LISTEN connection, then the socket; shutdown in
-reverse. `/healthz` answers 200 only when PostgreSQL answers and the producer is started.
+migrations, the Kafka producer, the flow revisions the `flows` topic lacks published
+(`headrace.flow_log`), the LISTEN connection, then the socket; shutdown in reverse. `/healthz` answers 200 only when PostgreSQL answers and the producer is started.
 Every request passes the browser checks (`browser`), then authentication and roles
 (`auth`): all routes need credentials but `/healthz` and webhooks (whose key is theirs).
 """
@@ -13,9 +13,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import asyncpg
 from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from headrace import __version__
 from headrace.config import Settings
@@ -24,7 +27,9 @@ from headrace.db.flows import FlowRepository
 from headrace.db.logs import LogRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
+from headrace.flow_log import publish_missing, publish_revision
 from headrace.kafka import make_producer
+from headrace.messages import FlowRevision
 from headrace.services.gateway import (
     executions_api,
     flows_api,
@@ -39,8 +44,9 @@ from headrace.services.gateway.context import GATEWAY, Gateway, gateway
 from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.metrics import metrics
-from headrace.services.gateway.responses import error_middleware, json_response
+from headrace.services.gateway.responses import ApiError, error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
+from headrace.topics.definitions import FLOWS
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +143,10 @@ async def run_gateway(
         producer = make_producer(settings, "headrace-gateway")
         await producer.start()
         stack.push_async_callback(producer.stop)
+        flows = FlowRepository(pool, on_revision=partial(_publish_revision, producer))
+        published = await publish_missing(settings, await flows.all_revisions(), producer)
+        if published:
+            log.info("published %d flow revisions missing from %s", published, FLOWS.name)
         executions = ExecutionRepository(pool)
         waiter = ExecutionWaiter(settings.database_url, executions)
         await waiter.start()
@@ -147,7 +157,7 @@ async def run_gateway(
         gw = Gateway(
             pool=pool,
             producer=producer,
-            flows=FlowRepository(pool),
+            flows=flows,
             executions=executions,
             logs=LogRepository(pool),
             waiter=waiter,
@@ -165,6 +175,14 @@ async def run_gateway(
             ready(port)
         await stop.wait()
         gw.producer_started = False  # healthz says 503 while draining
+
+
+async def _publish_revision(producer: AIOKafkaProducer, revision: FlowRevision) -> None:
+    """Inside the save's transaction: without the broker, the save is refused (503)."""
+    try:
+        await publish_revision(producer, revision)
+    except KafkaError as exc:
+        raise ApiError(503, f"the broker did not accept the flow revision: {exc}") from exc
 
 
 def _bound_port(runner: web.AppRunner, configured: int) -> int:

@@ -1,5 +1,6 @@
 """PostgreSQL stopped for 10 s while executions run: nothing is lost, the services wait
-for it and go on.
+for it and go on. The executor does not need it at all: one killed during the outage is
+replaced by one that recovers and runs executions with PostgreSQL still down.
 
 The stack runs on a PostgreSQL of its own (embedded), stopped with `pg_ctl stop -m fast`
 (every connection cut) and started again on the same socket. Executions started before
@@ -10,6 +11,7 @@ database that comes back.
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import time
 import urllib.error
@@ -73,6 +75,12 @@ def test_a_ten_second_outage_loses_nothing_and_stops_no_service(
     stopped_at = time.monotonic()
     assert health(stack) == 503  # the outage is real: the gateway says so
     ids += flow.start(EXECUTIONS)  # while the database is away
+    (executor,) = [p for p in stack.processes if p.name == "executor"]
+    executor.process.send_signal(signal.SIGKILL)
+    executor.process.wait(10)
+    replacement = stack.restart(executor)
+    wait_until(replacement.ready_file.exists, timeout_s=60, what="an executor without PostgreSQL")
+    assert health(stack) == 503  # still down: the executor recovered without it
     time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))
     postgres.ensure_postgres_running()
 

@@ -95,6 +95,7 @@ def test_a_supervisor_hands_over_only_what_a_service_needs() -> None:
     }
     assert for_service("worker", sealed) == {"HEADRACE_SECRET_A": "secret-a-value"}
     assert for_service("indexer", sealed) == {"HEADRACE_DATABASE_URL": "postgresql://db/x"}
+    assert for_service("executor", sealed) == {}
     assert for_service("gateway", sealed) == {
         "HEADRACE_DATABASE_URL": "postgresql://db/x",
         "HEADRACE_TOKEN": "api-token",

@@ -1,0 +1,120 @@
+"""The `flows` topic: revisions published as they are stored, read back by `FlowLog`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from functools import partial
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from headrace.config import Settings
+from headrace.db.flows import FlowRepository
+from headrace.db.migrate import migrate
+from headrace.db.pool import create_pool
+from headrace.flow_log import FlowLog, FlowNotFound, publish_missing, publish_revision
+from headrace.kafka import make_producer
+from headrace.messages import FlowRevision
+
+
+def source(namespace: str, message: str) -> str:
+    return (
+        f"id: f\nnamespace: {namespace}\ntasks:\n  - id: say\n    type: log\n"
+        f"    message: {message}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url)
+    await migrate(pool)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    producer = make_producer(settings, "test-flow-log")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+@pytest.fixture
+async def follower(settings: Settings) -> AsyncIterator[FlowLog]:
+    follower = FlowLog(settings, "test-flow-log")
+    await follower.start()
+    yield follower
+    await follower.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"test.flowlog{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_revision_is_readable_as_soon_as_its_save_returned(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, follower: FlowLog, namespace: str
+) -> None:
+    """A follower started before the save finds it at once: a miss reads to a fence."""
+    flows = FlowRepository(pool, on_revision=partial(publish_revision, producer))
+    assert await flows.save(namespace, "f", source(namespace, "one")) == (1, True)
+    flow = await follower.get(namespace, "f", 1)
+    assert flow.tasks[0].properties["message"] == "one"
+    assert await follower.latest_revision(namespace, "f") == 1
+
+    await flows.save(namespace, "f", source(namespace, "two"))
+    assert (await follower.get(namespace, "f", 2)).tasks[0].properties["message"] == "two"
+    with pytest.raises(FlowNotFound, match="revision 7 not found"):
+        await follower.get(namespace, "f", 7)
+    assert await follower.latest_revision(namespace, "nope") is None
+
+
+async def test_a_new_follower_reads_every_revision_and_deletions(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, settings: Settings, namespace: str
+) -> None:
+    flows = FlowRepository(pool, on_revision=partial(publish_revision, producer))
+    await flows.save(namespace, "f", source(namespace, "one"))
+    await flows.save(namespace, "f", source(namespace, "two"))
+    assert await flows.delete(namespace, "f")
+    follower = FlowLog(settings, "test-flow-log-late")
+    await follower.start()
+    try:
+        # Executions still running revision 1 keep it; the deleted flow has no latest.
+        assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "one"
+        assert await follower.latest_revision(namespace, "f") is None
+        with pytest.raises(FlowNotFound):
+            await follower.get(namespace, "f", 3)  # the tombstone revision
+    finally:
+        await follower.stop()
+
+
+async def test_a_save_the_broker_refuses_stores_nothing(pool: asyncpg.Pool, namespace: str) -> None:
+    async def refuse(revision: FlowRevision) -> None:
+        raise RuntimeError("broker down")
+
+    flows = FlowRepository(pool, on_revision=refuse)
+    with pytest.raises(RuntimeError, match="broker down"):
+        await flows.save(namespace, "f", source(namespace, "one"))
+    assert await flows.get(namespace, "f") is None
+
+
+async def test_revisions_stored_without_the_topic_are_published_once(
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    follower: FlowLog,
+    settings: Settings,
+    namespace: str,
+) -> None:
+    """Revisions saved before `flows` existed (or a topic that lost its data): the
+    gateway publishes what the topic lacks when it starts."""
+    unpublished = FlowRepository(pool)
+    await unpublished.save(namespace, "f", source(namespace, "old"))
+    stored = await unpublished.all_revisions()
+    mine = [r for r in stored if r.namespace == namespace]
+    assert [r.revision for r in mine] == [1]
+    assert await publish_missing(settings, stored, producer) >= 1
+    assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "old"
+    assert await publish_missing(settings, stored, producer) == 0
