@@ -14,7 +14,9 @@ HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL are set) and measures, in this 
 - W3: the hop (a task's end to the next task's start, worker clocks) of a 10-task chain of
   `log` tasks, executions started 5 per second (light load);
 - W1: a burst of executions of 3 `log` tasks started through the API, until all ended and
-  queryable: task runs/s;
+  queryable: task runs/s; and what one execution costs, which noise moves far less: CPU of
+  the whole process tree per task run, and records written per execution on `executions`,
+  on the state changelog and on all of the engine's topics;
 - W2: one execution of a `flow.foreach` over 1,000 items (all at once), and one of a
   `flow.parallel` of 1,000 tasks followed by a join task: task runs/s (the execution's
   start to its end), and the largest record written on `executions` and on the state changelog
@@ -52,7 +54,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from executions import TERMINAL, TOKEN, free_port, percentile, put_flow, run
 
-from headrace.topics.definitions import EXECUTION_STATE_CHANGELOG, EXECUTIONS
+from headrace.topics.definitions import ALL_TOPICS, EXECUTION_STATE_CHANGELOG, EXECUTIONS
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 CHAIN_TASKS = 10
@@ -101,6 +103,10 @@ FIGURES = {
     "w3_hop_median_ms": ("lower", "ms"),
     "w3_hop_p99_ms": ("lower", "ms"),
     "w1_task_runs_per_s": ("higher", "/s"),
+    "w1_cpu_ms_per_task_run": ("lower", "ms"),
+    "w1_records_per_execution": ("lower", ""),
+    "w1_executions_records_per_execution": ("lower", ""),
+    "w1_state_records_per_execution": ("lower", ""),
     "w2_foreach_task_runs_per_s": ("higher", "/s"),
     "w2_parallel_task_runs_per_s": ("higher", "/s"),
     "w2_largest_record_kb": ("lower", "KiB"),
@@ -211,6 +217,22 @@ async def bare_loop(bootstrap: str, records: int) -> dict[str, float]:
     }
 
 
+async def record_counts(bootstrap: str) -> dict[str, int]:
+    """Records on each of the engine's topics, read from their beginning until none came
+    for a second (the embedded broker's end offsets are not reliable enough to count)."""
+    names = [spec.name for spec in ALL_TOPICS]
+    reader = AIOKafkaConsumer(*names, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await reader.start()
+    counts = dict.fromkeys(names, 0)
+    try:
+        while batches := await reader.getmany(timeout_ms=1_000, max_records=50_000):
+            for partition, records in batches.items():
+                counts[partition.topic] += len(records)
+    finally:
+        await reader.stop()
+    return counts
+
+
 async def wide_execution(url: str, bootstrap: str, flow: str, flow_id: str) -> tuple[float, int]:
     """One execution of `flow`: its task runs/s (first task start to last task end), and
     the largest record written on `executions` and the state changelog meanwhile."""
@@ -312,13 +334,13 @@ def print_table(figures: dict[str, float], before: dict[str, float]) -> None:
         "w3_hop_p99_ms": figures.get("bare_hop_p99_ms"),
         "w1_task_runs_per_s": figures["bare_records_per_s"],
     }
-    print(f"{'figure':<22} {'value':>12}  {'unit':<12} {'vs last':>8}  {'vs bare':>8}  better")
+    print(f"{'figure':<36} {'value':>12}  {'unit':<12} {'vs last':>8}  {'vs bare':>8}  better")
     for name, (better, unit) in FIGURES.items():
         value = figures.get(name)
         if value is None:
             continue  # not measured by this version of the benchmark
         print(
-            f"{name:<22} {value:>12.2f}  {unit:<12} {ratio(value, before.get(name)):>8}"
+            f"{name:<36} {value:>12.2f}  {unit:<12} {ratio(value, before.get(name)):>8}"
             f"  {ratio(value, to_bare.get(name)):>8}  {better}"
         )
 
@@ -348,8 +370,22 @@ def main() -> None:
         figures["w3_hop_median_ms"] = chain["hop_median_ms"]
         figures["w3_hop_p99_ms"] = chain["hop_p99_ms"]
         print(f"W1: a burst of {size['burst_executions']} executions…", flush=True)
+        before = asyncio.run(record_counts(bootstrap))
+        cpu_before = tree_cpu_seconds(psutil.Process(server.pid))
         burst = asyncio.run(run(size["burst_executions"], 100, 0, url, quiet=True))
+        cpu = tree_cpu_seconds(psutil.Process(server.pid)) - cpu_before
+        after = asyncio.run(record_counts(bootstrap))
         figures["w1_task_runs_per_s"] = burst["task_runs_per_s"]
+        executions = size["burst_executions"]
+        figures["w1_cpu_ms_per_task_run"] = 1000 * cpu / (3 * executions)
+        figures["w1_records_per_execution"] = (
+            sum(after.values()) - sum(before.values())
+        ) / executions
+        for figure, topic in (
+            ("w1_executions_records_per_execution", EXECUTIONS.name),
+            ("w1_state_records_per_execution", EXECUTION_STATE_CHANGELOG.name),
+        ):
+            figures[figure] = (after[topic] - before[topic]) / executions
         print(f"W2: for-each and parallel over {WIDE_TASKS} tasks…", flush=True)
         foreach_rate, foreach_largest = asyncio.run(
             wide_execution(url, bootstrap, FOREACH, "foreach")

@@ -1,7 +1,8 @@
 """Whether and how an execution starts: one decision for every path that starts one.
 
 The REST API, webhooks, schedules and their backfills, flow and Kafka triggers, the
-Python client and subflows all start executions through `admit`. The caller does what
+Python client and subflows all start executions through `admit` (a replay is not a new
+start: it re-runs an ended execution with its own inputs and revision). The caller does what
 differs per path: it loads the flow revision (I/O: the latest, or the one asked for) and
 renders what its trigger renders. `admit` then decides, with no I/O:
 
@@ -94,7 +95,7 @@ def admit(
         raise StartRefused(
             Refusal.TOO_LARGE,
             f"the start of {name} would be {len(value)} bytes, over the {MAX_VALUE_BYTES}"
-            f" the {TRIGGERS.name} topic takes: send smaller inputs, or copy less of the"
-            " trigger into them",
+            f" the {TRIGGERS.name} topic takes: its inputs and trigger data together (for"
+            " a webhook, the body and headers); send less, or copy less into the inputs",
         )
     return Admitted(event, value)

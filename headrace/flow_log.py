@@ -2,11 +2,12 @@
 PostgreSQL to run flows (the executor).
 
 The gateway publishes each revision inside the transaction that stores it, and awaits
-the broker's acknowledgement before the transaction commits (`publish_revision`): a
+the broker's acknowledgement before the transaction commits (`TopicRevisionLog`): a
 revision readers can see in PostgreSQL is on the topic, and a trigger naming it is
-published after it. A commit that fails after the publish leaves a revision number on
-the topic that PostgreSQL never showed; the next save takes that number again and its
-record replaces the unseen one (same key, compaction keeps the last).
+published after it. A transaction that fails after the publish retracts the revision
+(a record with no value under its key) before its lock is released; a commit lost with
+its connection may retract it late, after a next save of that number: that save's
+record, published again by the gateway's next `publish_missing`, restores it.
 
 `FlowLog` follows the topic from its beginning and keeps every revision in memory (YAML
 text, parsed on first use). A reader that does not find a revision may just be behind:
@@ -39,15 +40,29 @@ log = logging.getLogger(__name__)
 
 # Keys of fence records: no revision key starts with a NUL byte.
 FENCE_KEY = b"\x00fence"
+# The first wait before looking again for a revision not found (doubled each time).
+PATIENCE_FIRST_PAUSE_S = 0.25
 
 
 class FlowNotFound(HeadraceError):
     """A trigger or result names a flow revision that was never stored, or was deleted."""
 
 
-async def publish_revision(producer: AIOKafkaProducer, revision: FlowRevision) -> None:
-    """Put `revision` on `flows` and return once the broker has it."""
-    await producer.send_and_wait(FLOWS.name, codec.encode(revision), key=revision.key.encode())
+class TopicRevisionLog:
+    """The gateway's `RevisionLog` (`headrace.db.flows`): revisions go to `flows`, each
+    call returning once the broker has it."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    async def publish(self, revision: FlowRevision) -> None:
+        value = codec.encode(revision)
+        await self._producer.send_and_wait(FLOWS.name, value, key=revision.key.encode())
+
+    async def retract(self, revision: FlowRevision) -> None:
+        """A revision that was never committed: a record with no value under its key
+        (readers forget it; compaction removes it)."""
+        await self._producer.send_and_wait(FLOWS.name, None, key=revision.key.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +79,7 @@ class FlowLog:
         self._client_id = f"{client_id}-{socket.gethostname()}"
         self._revisions: dict[tuple[str, str], dict[int, _Stored]] = {}
         self._parsed: dict[tuple[str, str, int], Flow] = {}
+        self._keys: dict[bytes, tuple[str, str, int]] = {}  # record key -> revision
         self._read_to: dict[int, int] = {}  # partition -> next offset to read
         self._progress = asyncio.Condition()
         self._consumer: AdaptiveConsumer | None = None
@@ -96,16 +112,30 @@ class FlowLog:
         stored = self._revisions.get((revision.namespace, revision.flow_id), {})
         return stored.get(revision.revision) == _Stored(revision.source, revision.deleted)
 
-    async def get(self, namespace: str, flow_id: str, revision: int) -> Flow:
-        """A live revision, parsed; `FlowNotFound` once a `sync` did not find it either."""
+    async def get(
+        self, namespace: str, flow_id: str, revision: int, patience_s: float = 0.0
+    ) -> Flow:
+        """A live revision, parsed. One not read yet is looked for again after a `sync`,
+        and again while `patience_s` lasts (the gateway may still be publishing what an
+        older release stored only in PostgreSQL); then `FlowNotFound`."""
         key = (namespace, flow_id, revision)
         flow = self._parsed.get(key)
         if flow is not None:
             return flow
         stored = self._revisions.get((namespace, flow_id), {}).get(revision)
-        if stored is None:
+        deadline = asyncio.get_running_loop().time() + patience_s
+        pause = PATIENCE_FIRST_PAUSE_S
+        while stored is None:
             await self.sync()
             stored = self._revisions.get((namespace, flow_id), {}).get(revision)
+            left = deadline - asyncio.get_running_loop().time()
+            if stored is not None or left <= 0:
+                break
+            log.warning(
+                "flow %s.%s revision %d not on %s yet", namespace, flow_id, revision, FLOWS.name
+            )
+            await asyncio.sleep(min(pause, left))  # giving the publisher time, not polling a flag
+            pause *= 2
         if stored is None or stored.deleted:
             raise FlowNotFound(f"flow {namespace}.{flow_id} revision {revision} not found")
         flow = load_flow(stored.source, f"{namespace}/{flow_id}@{revision}")
@@ -137,9 +167,11 @@ class FlowLog:
         assert self._follower is not None
         reached = asyncio.create_task(self._read_past(fences))
         await asyncio.wait({reached, self._follower}, return_when=asyncio.FIRST_COMPLETED)
-        if not reached.done():  # the follower died: say why rather than wait forever
+        if not reached.done():  # the follower ended: say why rather than wait forever
             reached.cancel()
-            raise HeadraceError(f"stopped following {FLOWS.name}") from self._follower.exception()
+            follower = self._follower
+            cause = None if follower.cancelled() else follower.exception()
+            raise HeadraceError(f"stopped following {FLOWS.name}") from cause
 
     async def _read_past(self, fences: dict[int, int]) -> None:
         async with self._progress:
@@ -150,8 +182,15 @@ class FlowLog:
     async def _read(self, records: list[ConsumerRecord]) -> None:
         for record in records:
             self._read_to[record.partition] = record.offset + 1
-            if record.value is None or record.key is None or record.key.startswith(b"\x00"):
+            if record.key is None or record.key.startswith(b"\x00"):
                 continue  # a fence
+            if record.value is None:  # a retracted revision
+                retracted = self._keys.pop(record.key, None)
+                if retracted is not None:
+                    namespace, flow_id, number = retracted
+                    self._revisions.get((namespace, flow_id), {}).pop(number, None)
+                    self._parsed.pop(retracted, None)
+                continue
             try:
                 revision = codec.decode(record.value)
             except CodecError as exc:
@@ -162,6 +201,7 @@ class FlowLog:
                 continue
             flow = self._revisions.setdefault((revision.namespace, revision.flow_id), {})
             flow[revision.revision] = _Stored(revision.source, revision.deleted)
+            self._keys[record.key] = (revision.namespace, revision.flow_id, revision.revision)
             # A revision republished with another source (see the module's docstring).
             self._parsed.pop((revision.namespace, revision.flow_id, revision.revision), None)
         async with self._progress:

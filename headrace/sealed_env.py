@@ -11,8 +11,9 @@ gateway's `HEADRACE_TOKEN`):
   environment without them; the new image reads them back and closes the file
   (`seal_process`);
 - a supervisor starting a service hands over only what that service needs through such
-  a file (`hand_over`): a worker gets the secrets and never the database URL, the other
-  services the database URL and never a secret, and the gateway alone its token;
+  a file (`hand_over`): a worker gets the secrets and never the database URL, the
+  executor nothing, the other services the database URL and never a secret, and the
+  gateway alone its token;
 - every such process is made non-dumpable (`PR_SET_DUMPABLE` 0): other processes of
   its user, tasks included, can then read neither its memory nor its open files nor
   its environment. A task running as root can read anything: docs/security.md.

@@ -47,20 +47,31 @@ async def apply_topics(
         if missing:
             response = await admin.create_topics(
                 [
-                    NewTopic(s.name, partitions, replication_factor, topic_configs=s.config())
+                    NewTopic(
+                        s.name,
+                        s.partitions or partitions,
+                        replication_factor,
+                        topic_configs=s.config(),
+                    )
                     for s in missing
                 ]
             )
             _raise_topic_errors(response)
             report.created += [s.name for s in missing]
             for spec in missing:
-                progress(f"created {spec.name} ({partitions} partitions)")
+                progress(f"created {spec.name} ({spec.partitions or partitions} partitions)")
         for spec in specs:
             if spec.name not in existing:
                 continue
             changed = False
             have = existing[spec.name]
-            if have != partitions and spec.fixed_partitions:
+            if spec.partitions is not None:
+                if have != spec.partitions:
+                    report.warnings.append(
+                        f"{spec.name} has {have} partitions, {spec.partitions} expected: "
+                        "keeping them (its readers learn its partitions once, at start)"
+                    )
+            elif have != partitions and spec.fixed_partitions:
                 report.warnings.append(
                     f"{spec.name} has {have} partitions, {partitions} asked: keeping {have}. "
                     "The executor's state is partitioned like this topic; changing its "

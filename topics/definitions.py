@@ -41,6 +41,8 @@ class TopicSpec:
     fixed_partitions: bool = False
     # Set when the broker's default must not decide what the topic takes.
     max_message_bytes: int | None = None
+    # Its own partition count, whatever `topics apply` is asked for the others.
+    partitions: int | None = None
 
     def config(self) -> dict[str, str]:
         config = {"retention.ms": str(self.retention_ms), "cleanup.policy": str(self.cleanup)}
@@ -82,8 +84,16 @@ FLOW_SLOTS = TopicSpec(
 
 # Every flow revision the gateway stored, for the executor (it never reads PostgreSQL).
 # Compacted and kept forever: keys are revisions, which never change, so nothing is lost.
+# One partition, never more: readers learn its partitions once, at start, and fence them
+# (`headrace.flow_log`). Flows are few and small.
 FLOWS = TopicSpec(
-    "flows", "namespace/flowId@revision", "io.headrace.FlowRevision", -1, Cleanup.COMPACT
+    "flows",
+    "namespace/flowId@revision",
+    "io.headrace.FlowRevision",
+    -1,
+    Cleanup.COMPACT,
+    fixed_partitions=True,
+    partitions=1,
 )
 
 # The executor's Faust table changelogs (`<app id>-<table>-changelog`). Faust creates them

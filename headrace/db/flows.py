@@ -4,22 +4,28 @@ A save writes a new revision only when the source differs from the latest one; a
 writes a tombstone revision (same source, `deleted`), after which the flow is gone for
 readers but its old revisions stay readable by number (executions still running them).
 Saves of one flow are serialised by a transaction-scoped advisory lock on its key, so
-concurrent saves get distinct, consecutive revisions. `on_revision`, when given, is
-awaited with every new revision before its transaction commits (the gateway publishes
-it to the `flows` topic there, `headrace.flow_log`): if it raises, nothing is stored.
+concurrent saves get distinct, consecutive revisions. `revision_log`, when given, gets
+every new revision before its transaction commits (the gateway publishes it to the
+`flows` topic, `headrace.flow_log`): if that fails, nothing is stored; if the commit
+fails after it, the revision is retracted from the log, still under the lock (so no
+later save of that revision number is retracted with it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import asyncpg
 
 from headrace.errors import HeadraceError
 from headrace.messages import FlowRevision
+
+log = logging.getLogger(__name__)
 
 
 class FlowExistsError(HeadraceError):
@@ -65,13 +71,18 @@ def _record(row: asyncpg.Record) -> FlowRecord:
     return FlowRecord(**dict(row))
 
 
-OnRevision = Callable[[FlowRevision], Awaitable[None]]
+class RevisionLog(Protocol):
+    """Where new revisions go before they are committed (`headrace.flow_log`)."""
+
+    async def publish(self, revision: FlowRevision) -> None: ...
+
+    async def retract(self, revision: FlowRevision) -> None: ...
 
 
 class FlowRepository:
-    def __init__(self, pool: asyncpg.Pool, on_revision: OnRevision | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, revision_log: RevisionLog | None = None) -> None:
         self._pool = pool
-        self._on_revision = on_revision
+        self._log = revision_log
 
     async def save(self, namespace: str, id: str, source: str) -> SaveResult:
         """Store `source` as the flow's latest revision unless it already is."""
@@ -83,7 +94,7 @@ class FlowRepository:
         return result.revision
 
     async def _save(self, namespace: str, id: str, source: str, *, if_absent: bool) -> SaveResult:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn, self._transaction(conn) as published:
             await _lock_flow(conn, namespace, id)
             latest = await conn.fetchrow(_LATEST, namespace, id)
             if latest is not None and not latest["deleted"]:
@@ -92,7 +103,7 @@ class FlowRepository:
                 if latest["source"] == source:
                     return SaveResult(latest["revision"], False)
             revision = 1 if latest is None else latest["revision"] + 1
-            await self._insert(conn, namespace, id, revision, source, deleted=False)
+            await self._insert(conn, published, namespace, id, revision, source, deleted=False)
             return SaveResult(revision, True)
 
     async def get(self, namespace: str, id: str, revision: int | None = None) -> FlowRecord | None:
@@ -142,18 +153,53 @@ class FlowRepository:
 
     async def delete(self, namespace: str, id: str) -> bool:
         """Write a tombstone revision; False when there was no live flow."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn, self._transaction(conn) as published:
             await _lock_flow(conn, namespace, id)
             latest = await conn.fetchrow(_LATEST, namespace, id)
             if latest is None or latest["deleted"]:
                 return False
             revision = latest["revision"] + 1
-            await self._insert(conn, namespace, id, revision, latest["source"], deleted=True)
+            source = latest["source"]
+            await self._insert(conn, published, namespace, id, revision, source, deleted=True)
             return True
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, conn: asyncpg.Connection) -> AsyncIterator[list[FlowRevision]]:
+        """A transaction that retracts the revisions it published unless it commits."""
+        published: list[FlowRevision] = []
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            yield published
+        except BaseException:
+            await self._retract(published)  # before the rollback releases the lock
+            await transaction.rollback()
+            raise
+        try:
+            await transaction.commit()
+        except BaseException:
+            await self._retract(published)
+            raise
+
+    async def _retract(self, published: list[FlowRevision]) -> None:
+        if self._log is None:
+            return
+        for revision in published:
+            try:
+                await self._log.retract(revision)
+            except Exception as exc:  # the save's own error is the one to report
+                log.warning(
+                    "flow %s.%s revision %d was not stored and could not be retracted: %s",
+                    revision.namespace,
+                    revision.flow_id,
+                    revision.revision,
+                    exc,
+                )
 
     async def _insert(
         self,
         conn: asyncpg.Connection,
+        published: list[FlowRevision],
         namespace: str,
         id: str,
         revision: int,
@@ -170,10 +216,10 @@ class FlowRepository:
             source,
             deleted,
         )
-        if self._on_revision is not None:
-            await self._on_revision(
-                FlowRevision(namespace, id, revision, source, created_at, deleted)
-            )
+        if self._log is not None:
+            stored = FlowRevision(namespace, id, revision, source, created_at, deleted)
+            published.append(stored)  # first: a publish that failed may still have landed
+            await self._log.publish(stored)
 
     async def all_revisions(self) -> list[FlowRevision]:
         """Every revision of every flow, tombstones included."""

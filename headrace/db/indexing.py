@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -130,12 +130,12 @@ INSERT INTO task_runs AS t (id, execution_id, task_id, parent_task_run_id, value
     last_seq)
 SELECT u.id, u.execution_id, u.task_id, u.parent_task_run_id, u.value, u.state,
     u.histories::jsonb, u.attempts::jsonb, u.outputs::jsonb, u.created_at, u.start_date,
-    u.end_date, u.last_seq, u.index, u.last_seq
+    u.end_date, u.first_seq, u.first_index, u.last_seq
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
     $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
-    $12::timestamptz[], $13::bigint[], $14::integer[])
+    $12::timestamptz[], $13::bigint[], $14::bigint[], $15::integer[])
     AS u(id, execution_id, task_id, parent_task_run_id, value, state, histories, attempts,
-         outputs, created_at, start_date, end_date, last_seq, index)
+         outputs, created_at, start_date, end_date, last_seq, first_seq, first_index)
 ON CONFLICT (id) DO UPDATE SET
     task_id = EXCLUDED.task_id, parent_task_run_id = EXCLUDED.parent_task_run_id,
     value = EXCLUDED.value, state = EXCLUDED.state, histories = EXCLUDED.histories,
@@ -197,12 +197,23 @@ def _span(histories: list[StateChange], state: State) -> tuple[datetime | None, 
     return histories[0].date, end
 
 
+@dataclass(frozen=True, slots=True)
+class _RunRow:
+    """A task run's row from one batch: its latest event, and the lowest seq (with the
+    run's index then) the batch showed it at, which orders it among its siblings."""
+
+    event: ExecutionEvent
+    run: TaskRunSnapshot
+    first_seq: int
+    first_index: int
+
+
 def latest_per_row(
     events: Iterable[ExecutionEvent],
-) -> tuple[dict[str, ExecutionEvent], dict[str, tuple[ExecutionEvent, TaskRunSnapshot]]]:
-    """Highest-seq event per execution, and per task run with its snapshot there."""
+) -> tuple[dict[str, ExecutionEvent], dict[str, _RunRow]]:
+    """Highest-seq event per execution, and per task run."""
     executions: dict[str, ExecutionEvent] = {}
-    task_runs: dict[str, tuple[ExecutionEvent, TaskRunSnapshot]] = {}
+    task_runs: dict[str, _RunRow] = {}
     for event in events:
         if event.execution is not None:
             seen = executions.get(event.execution_id)
@@ -210,8 +221,14 @@ def latest_per_row(
                 executions[event.execution_id] = event
         for run in event.task_runs:
             found = task_runs.get(run.id)
-            if found is None or found[0].seq < event.seq:
-                task_runs[run.id] = (event, run)
+            if found is None:
+                task_runs[run.id] = _RunRow(event, run, event.seq, run.index)
+                continue
+            first = (found.first_seq, found.first_index)
+            if event.seq < found.first_seq:
+                first = (event.seq, run.index)
+            latest = (event, run) if found.event.seq < event.seq else (found.event, found.run)
+            task_runs[run.id] = _RunRow(*latest, *first)
     return executions, task_runs
 
 
@@ -229,7 +246,7 @@ async def write_batch(
             finished = await _upsert_executions(conn, list(executions.values()))
         if task_runs:
             await _upsert_task_runs(conn, list(task_runs.values()))
-            await _touch_executions(conn, [event for event, _ in task_runs.values()])
+            await _touch_executions(conn, [row.event for row in task_runs.values()])
         if unique_logs:
             await _insert_logs(conn, list(unique_logs.values()))
         answered = await _record_answers(conn, answers) if answers else []
@@ -261,17 +278,28 @@ async def write_each(
     """
     finished: list[str] = []
     rejected: list[Rejected] = []
-    for event in events:
+    for part in (part for event in events for part in _one_row_each(event)):
         try:
-            finished += await write_batch(conn, [event], [])
+            finished += await write_batch(conn, [part], [])
         except DATA_ERRORS as exc:
-            rejected.append(Rejected(event, exc))
+            rejected.append(Rejected(part, exc))
     for record in logs:
         try:
             await write_batch(conn, [], [record])
         except DATA_ERRORS as exc:
             rejected.append(Rejected(record, exc))
     return finished, rejected
+
+
+def _one_row_each(event: ExecutionEvent) -> list[ExecutionEvent]:
+    """`event` as events of one row each: the task runs, then the execution's snapshot
+    (a step's event holds several; one refused row must not take the others with it)."""
+    if len(event.task_runs) + (event.execution is not None) < 2:
+        return [event]
+    parts = [replace(event, execution=None, task_runs=[run]) for run in event.task_runs]
+    if event.execution is not None:
+        parts.append(replace(event, task_runs=[]))
+    return parts
 
 
 async def _upsert_executions(conn: asyncpg.Connection, events: list[ExecutionEvent]) -> list[str]:
@@ -304,11 +332,10 @@ async def _upsert_executions(conn: asyncpg.Connection, events: list[ExecutionEve
     return [r["id"] for r in rows if r["state"] in _TERMINAL]
 
 
-async def _upsert_task_runs(
-    conn: asyncpg.Connection, runs: list[tuple[ExecutionEvent, TaskRunSnapshot]]
-) -> None:
-    columns: list[list[Any]] = [[] for _ in range(14)]
-    for event, run in runs:
+async def _upsert_task_runs(conn: asyncpg.Connection, rows: list[_RunRow]) -> None:
+    columns: list[list[Any]] = [[] for _ in range(15)]
+    for found in rows:
+        event, run = found.event, found.run
         start, end = _span(run.histories, run.state)
         row = (
             _text(run.id),
@@ -324,7 +351,8 @@ async def _upsert_task_runs(
             start,
             end,
             event.seq,
-            run.index,
+            found.first_seq,
+            found.first_index,
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)

@@ -49,7 +49,7 @@ from headrace.core.events import (
 )
 from headrace.core.slots import FlowSlots, decide
 from headrace.core.state import Execution, StateDecodeError, StateVersionError, Timer
-from headrace.errors import CodecError
+from headrace.errors import CodecError, HeadraceError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
 from headrace.flow_log import FlowNotFound
@@ -83,11 +83,19 @@ log = logging.getLogger(__name__)
 KILLED_BEFORE_START = b"killed-before-start"
 
 MAX_ABORT_REASON = 1_000  # characters of the error kept in the execution's log line
+# How long a batch waits for a flow revision not on the `flows` topic yet (an upgrade
+# whose gateways have not published what PostgreSQL held before; `headrace.flow_log`).
+FLOW_PATIENCE_S = 10.0
 
 # A step's `executions` event above this size is sent as several records of the same seq,
 # so no record grows with the task runs one step changes (a for-each of 10,000 items
 # creates them all in one step). Consumers fetch and decode it in pieces.
 EVENT_SPLIT_BYTES = 64 * 1024
+
+
+class FlowsBehind(HeadraceError):
+    """An execution's own flow revision is not on the `flows` topic: an I/O failure, not
+    a reason to drop its event."""
 
 
 class Producer(Protocol):
@@ -107,7 +115,9 @@ class Producer(Protocol):
 class Flows(Protocol):
     """Flow revisions by id (`headrace.flow_log.FlowLog`)."""
 
-    async def get(self, namespace: str, flow_id: str, revision: int) -> Flow: ...
+    async def get(
+        self, namespace: str, flow_id: str, revision: int, patience_s: float = 0.0
+    ) -> Flow: ...
 
     async def latest_revision(self, namespace: str, flow_id: str) -> int | None: ...
 
@@ -284,11 +294,24 @@ class ExecutorRuntime:
 
     async def _flow_for(self, execution: Execution | None, message: Message) -> Any:
         if execution is not None:
-            return await self.flows.get(
-                execution.namespace, execution.flow_id, execution.flow_revision
-            )
+            try:
+                return await self.flows.get(
+                    execution.namespace,
+                    execution.flow_id,
+                    execution.flow_revision,
+                    patience_s=FLOW_PATIENCE_S,
+                )
+            except FlowNotFound as exc:
+                # It ran on this revision, so the revision was stored: the topic is behind
+                # (a gateway still to publish it). Fail the batch; it is replayed.
+                raise FlowsBehind(str(exc)) from exc
         if isinstance(message, TriggerEvent):
-            return await self.flows.get(message.namespace, message.flow_id, message.flow_revision)
+            return await self.flows.get(
+                message.namespace,
+                message.flow_id,
+                message.flow_revision,
+                patience_s=FLOW_PATIENCE_S,
+            )
         return None
 
     async def _encode_step(self, commands: list[Command]) -> _Outbox:
@@ -463,8 +486,9 @@ def _encode(topic: str, message: Message) -> _Record:
 
 def _encode_event(event: ExecutionEvent) -> list[_Record]:
     """A step's event as records of at most `EVENT_SPLIT_BYTES` each, the execution's
-    snapshot in the first; the snapshot or a task run alone may take up to
-    `MAX_VALUE_BYTES`. Raises `CodecError` when one cannot be carried at all."""
+    snapshot in the last (a consumer that sees it ended has seen its task runs); the
+    snapshot or a task run alone may take up to `MAX_VALUE_BYTES`. Raises `CodecError`
+    when one cannot be carried at all."""
     value = codec.encode(event)
     runs = event.task_runs
     pieces = len(runs) + (event.execution is not None)
@@ -476,20 +500,21 @@ def _encode_event(event: ExecutionEvent) -> list[_Record]:
         return [_Record(EXECUTIONS.name, event.execution_id.encode(), value)]
     if len(runs) < 2:  # the snapshot and one task run: each on its own
         parts = [
-            dataclasses.replace(event, task_runs=[]),
             dataclasses.replace(event, execution=None),
+            dataclasses.replace(event, task_runs=[]),
         ]
     else:
         # Aim below the limit by the average run's size; a part still too big splits again.
         count = min(len(runs), -(-len(value) * 5 // (EVENT_SPLIT_BYTES * 4)))
         size = -(-len(runs) // count)
+        starts = range(0, len(runs), size)
         parts = [
             dataclasses.replace(
                 event,
-                execution=event.execution if start == 0 else None,
+                execution=event.execution if start == starts[-1] else None,
                 task_runs=runs[start : start + size],
             )
-            for start in range(0, len(runs), size)
+            for start in starts
         ]
     return [record for part in parts for record in _encode_event(part)]
 

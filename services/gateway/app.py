@@ -13,11 +13,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from functools import partial
 
 import asyncpg
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from headrace import __version__
@@ -27,7 +25,7 @@ from headrace.db.flows import FlowRepository
 from headrace.db.logs import LogRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
-from headrace.flow_log import publish_missing, publish_revision
+from headrace.flow_log import TopicRevisionLog, publish_missing
 from headrace.kafka import make_producer
 from headrace.messages import FlowRevision
 from headrace.services.gateway import (
@@ -143,7 +141,7 @@ async def run_gateway(
         producer = make_producer(settings, "headrace-gateway")
         await producer.start()
         stack.push_async_callback(producer.stop)
-        flows = FlowRepository(pool, on_revision=partial(_publish_revision, producer))
+        flows = FlowRepository(pool, revision_log=_RevisionLog(producer))
         published = await publish_missing(settings, await flows.all_revisions(), producer)
         if published:
             log.info("published %d flow revisions missing from %s", published, FLOWS.name)
@@ -177,12 +175,13 @@ async def run_gateway(
         gw.producer_started = False  # healthz says 503 while draining
 
 
-async def _publish_revision(producer: AIOKafkaProducer, revision: FlowRevision) -> None:
-    """Inside the save's transaction: without the broker, the save is refused (503)."""
-    try:
-        await publish_revision(producer, revision)
-    except KafkaError as exc:
-        raise ApiError(503, f"the broker did not accept the flow revision: {exc}") from exc
+class _RevisionLog(TopicRevisionLog):
+    async def publish(self, revision: FlowRevision) -> None:
+        """Inside the save's transaction: without the broker, the save is refused (503)."""
+        try:
+            await super().publish(revision)
+        except KafkaError as exc:
+            raise ApiError(503, f"the broker did not accept the flow revision: {exc}") from exc
 
 
 def _bound_port(runner: web.AppRunner, configured: int) -> int:

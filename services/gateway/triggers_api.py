@@ -253,7 +253,7 @@ def backfill_messages(
     messages = []
     for tick in ticks:
         try:
-            start = tick_event(flow, revision, trigger.id, spec, tick, backfill=True)
+            admitted = tick_event(flow, revision, trigger.id, spec, tick, backfill=True)
         except StartRefused as exc:
             answer = refused(exc)
             return Refusal(
@@ -263,7 +263,7 @@ def backfill_messages(
             return Refusal(
                 422, f"the trigger's inputs do not render for tick {tick.isoformat()}: {exc}"
             )
-        messages.append((start.event.execution_id, start.value))
+        messages.append((admitted.event.execution_id, admitted.value))
     return messages
 
 

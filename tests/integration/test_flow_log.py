@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from functools import partial
 
 import asyncpg
 import pytest
@@ -14,7 +14,7 @@ from headrace.config import Settings
 from headrace.db.flows import FlowRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
-from headrace.flow_log import FlowLog, FlowNotFound, publish_missing, publish_revision
+from headrace.flow_log import FlowLog, FlowNotFound, TopicRevisionLog, publish_missing
 from headrace.kafka import make_producer
 from headrace.messages import FlowRevision
 
@@ -59,7 +59,7 @@ async def test_a_revision_is_readable_as_soon_as_its_save_returned(
     pool: asyncpg.Pool, producer: AIOKafkaProducer, follower: FlowLog, namespace: str
 ) -> None:
     """A follower started before the save finds it at once: a miss reads to a fence."""
-    flows = FlowRepository(pool, on_revision=partial(publish_revision, producer))
+    flows = FlowRepository(pool, TopicRevisionLog(producer))
     assert await flows.save(namespace, "f", source(namespace, "one")) == (1, True)
     flow = await follower.get(namespace, "f", 1)
     assert flow.tasks[0].properties["message"] == "one"
@@ -75,7 +75,7 @@ async def test_a_revision_is_readable_as_soon_as_its_save_returned(
 async def test_a_new_follower_reads_every_revision_and_deletions(
     pool: asyncpg.Pool, producer: AIOKafkaProducer, settings: Settings, namespace: str
 ) -> None:
-    flows = FlowRepository(pool, on_revision=partial(publish_revision, producer))
+    flows = FlowRepository(pool, TopicRevisionLog(producer))
     await flows.save(namespace, "f", source(namespace, "one"))
     await flows.save(namespace, "f", source(namespace, "two"))
     assert await flows.delete(namespace, "f")
@@ -91,14 +91,45 @@ async def test_a_new_follower_reads_every_revision_and_deletions(
         await follower.stop()
 
 
-async def test_a_save_the_broker_refuses_stores_nothing(pool: asyncpg.Pool, namespace: str) -> None:
-    async def refuse(revision: FlowRevision) -> None:
+class Refusing(TopicRevisionLog):
+    async def publish(self, revision: FlowRevision) -> None:
         raise RuntimeError("broker down")
 
-    flows = FlowRepository(pool, on_revision=refuse)
+
+class FailingAfterPublish(TopicRevisionLog):
+    """Publishes, then makes the save fail: its transaction never commits."""
+
+    async def publish(self, revision: FlowRevision) -> None:
+        await super().publish(revision)
+        raise RuntimeError("the transaction failed after the publish")
+
+
+async def test_a_save_the_broker_refuses_stores_nothing(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, namespace: str
+) -> None:
+    flows = FlowRepository(pool, Refusing(producer))
     with pytest.raises(RuntimeError, match="broker down"):
         await flows.save(namespace, "f", source(namespace, "one"))
     assert await flows.get(namespace, "f") is None
+
+
+async def test_a_revision_whose_save_failed_after_its_publish_is_retracted(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, follower: FlowLog, namespace: str
+) -> None:
+    with pytest.raises(RuntimeError, match="after the publish"):
+        await FlowRepository(pool, FailingAfterPublish(producer)).save(
+            namespace, "f", source(namespace, "never")
+        )
+    assert await FlowRepository(pool).get(namespace, "f") is None
+    await follower.sync()  # it may have read the revision before its retraction
+    with pytest.raises(FlowNotFound):
+        await follower.get(namespace, "f", 1)
+    assert await follower.latest_revision(namespace, "f") is None
+    # The next save takes the number again, and readers see it.
+    await FlowRepository(pool, TopicRevisionLog(producer)).save(
+        namespace, "f", source(namespace, "real")
+    )
+    assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "real"
 
 
 async def test_revisions_stored_without_the_topic_are_published_once(
@@ -118,3 +149,23 @@ async def test_revisions_stored_without_the_topic_are_published_once(
     assert await publish_missing(settings, stored, producer) >= 1
     assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "old"
     assert await publish_missing(settings, stored, producer) == 0
+
+
+async def test_a_reader_waits_for_a_revision_still_to_be_published(
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    follower: FlowLog,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An upgrade: PostgreSQL holds a revision the gateway has not published yet."""
+    await FlowRepository(pool).save(namespace, "f", source(namespace, "late"))
+    looking = asyncio.create_task(follower.get(namespace, "f", 1, patience_s=30))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while "not on flows yet" not in caplog.text:  # it looked once and did not find it
+        assert loop.time() < deadline and not looking.done()
+        await asyncio.sleep(0.02)
+    stored = [r for r in await FlowRepository(pool).all_revisions() if r.namespace == namespace]
+    await TopicRevisionLog(producer).publish(stored[0])
+    assert (await looking).tasks[0].properties["message"] == "late"

@@ -389,6 +389,47 @@ async def test_a_row_postgresql_refuses_is_skipped_and_the_rest_written(
     assert [r["message"] for r in await LogRepository(pool).list(eid)] == ["line 1"]
 
 
+async def test_a_refused_task_run_does_not_take_the_rest_of_its_step_with_it(
+    pool: asyncpg.Pool,
+) -> None:
+    eid = new_id()
+    step = execution_event(eid, 1, State.CREATED, State.RUNNING)
+    good, bad = (
+        task_run_event(eid, 1, run_id, State.CREATED).task_runs[0]
+        for run_id in (f"{eid}-good", too_big_for_an_index())
+    )
+    step.task_runs = [bad, good]
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.ProgramLimitExceededError):
+            await write_batch(conn, [step], [])
+        _, rejected = await write_each(conn, [step], [])
+    assert [r.message.task_runs for r in rejected] == [[bad]]
+    execution = await ExecutionRepository(pool).get(eid)
+    assert execution is not None and execution["state"]["current"] == "RUNNING"
+    assert [run["id"] for run in execution["taskRunList"]] == [f"{eid}-good"]
+
+
+async def test_runs_created_together_keep_their_order_when_a_later_step_shares_the_batch(
+    pool: asyncpg.Pool,
+) -> None:
+    """Only a run's latest event is written, but its place comes from its first."""
+    eid = new_id()
+    at = [StateChange(State.CREATED, T0)]
+    first, second = (
+        TaskRunSnapshot(f"{eid}-{name}", name, State.CREATED, at, [], index=i)
+        for i, name in enumerate(("zz", "aa"))
+    )
+    snapshot = execution_event(eid, 1, State.RUNNING).execution
+    created = ExecutionEvent(eid, 1, T0, execution=snapshot, task_runs=[first, second])
+    later = ExecutionEvent(eid, 2, T0, task_runs=[replace(first, state=State.RUNNING)])
+    async with pool.acquire() as conn:
+        await write_batch(conn, [created, later], [])
+    execution = await ExecutionRepository(pool).get(eid)
+    assert execution is not None
+    assert [run["taskId"] for run in execution["taskRunList"]] == ["zz", "aa"]
+    assert execution["taskRunList"][0]["state"]["current"] == "RUNNING"
+
+
 async def test_the_indexer_skips_a_refused_row_and_keeps_going(
     indexer: asyncio.Task[None], publish: Callable, pool: asyncpg.Pool, caplog: Any
 ) -> None:

@@ -21,6 +21,7 @@ from headrace.core.state import Execution, StateDecodeError, StateVersionError
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowError, FlowValidationError
 from headrace.flow.model import Flow
+from headrace.flow_log import FlowNotFound
 from headrace.services.executor import runtime as runtime_module
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent, StateTable
 from headrace.states import State
@@ -55,7 +56,11 @@ class FakeProducer:
 class FakeFlows:
     flows: dict[str, Flow]
 
-    async def get(self, namespace: str, flow_id: str, revision: int) -> Flow:
+    async def get(
+        self, namespace: str, flow_id: str, revision: int, patience_s: float = 0.0
+    ) -> Flow:
+        if flow_id not in self.flows:
+            raise FlowNotFound(f"flow {namespace}.{flow_id} revision {revision} not found")
         flow = self.flows[flow_id]
         if flow is None:
             raise FlowValidationError(f"{flow_id}@{revision}", [FlowError("tasks", 3, 5, "bad")])
@@ -378,8 +383,9 @@ async def test_a_step_creating_thousands_of_task_runs_is_split_into_bounded_reco
     assert len(records) == len(events) > 2
     assert max(records) <= runtime_module.EVENT_SPLIT_BYTES
     assert {event.seq for event in events} == {1}  # one step: one seq
-    assert events[0].execution.state is State.RUNNING
-    assert all(event.execution is None for event in events[1:])
+    # The snapshot comes last: who sees the execution's state has seen its task runs.
+    assert events[-1].execution.state is State.RUNNING
+    assert all(event.execution is None for event in events[:-1])
     published = [run for event in events for run in event.task_runs]
     state = stored(table, "ex1")
     assert len(state.task_runs) == 3_001  # the for-each and one run per item
@@ -394,5 +400,26 @@ async def test_a_snapshot_and_a_task_run_too_big_together_travel_apart(monkeypat
     await runtime.process_batch([start("ex1", "chain")])
     first, second = producer.of("ex1", messages.ExecutionEvent)
     assert first.seq == second.seq == 1
-    assert (first.execution.state, first.task_runs) == (State.RUNNING, [])
-    assert (second.execution, [r.task_id for r in second.task_runs]) == (None, ["a"])
+    assert (first.execution, [r.task_id for r in first.task_runs]) == (None, ["a"])
+    assert (second.execution.state, second.task_runs) == (State.RUNNING, [])
+
+
+async def test_a_held_executions_revision_missing_from_the_topic_fails_the_batch():
+    """It ran on that revision, so the topic is behind: replay the batch, drop nothing."""
+    runtime, table, producer = make_runtime(chain=make_flow(log_task("a"), log_task("b")))
+    await runtime.process_batch([start("ex1", "chain")])
+    (request,) = producer.of("ex1", messages.TaskRequest)
+    before = table.data[b"ex1"]
+    del runtime.flows.flows["chain"]  # as if the topic had lost it
+    result = messages.TaskResult("ex1", request.task_run_id, 1, State.SUCCESS, T0, T0)
+    with pytest.raises(runtime_module.FlowsBehind, match="revision 1 not found"):
+        await runtime.process_batch([InputEvent(b"ex1", codec.encode(result), 0)])
+    assert table.data[b"ex1"] == before  # nothing applied, nothing stored
+
+
+async def test_a_start_naming_a_revision_never_stored_is_dropped_saying_why():
+    runtime, table, producer = make_runtime()
+    await runtime.process_batch([start("ex1", "ghost")])
+    assert b"ex1" not in table.data
+    (line,) = producer.of("ex1", messages.LogRecord)
+    assert "revision 1 not found" in line.message
