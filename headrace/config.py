@@ -25,6 +25,10 @@ TASK_TIMEOUT_ENV = "HEADRACE_WORKER_TASK_TIMEOUT"
 # docs/benchmarks.md has the measured trade-off (idle CPU against that first wait).
 IDLE_FETCH_WAIT_MS = 600
 QUIET_AFTER_S = 2.0
+# How long the executor keeps an ended execution's state (a restart or replay needs it)
+# before it leaves a tombstone in its place (services/executor/eviction.py).
+DEFAULT_EXECUTION_RETENTION = timedelta(days=7)
+RETENTION_ENV = "HEADRACE_EXECUTION_RETENTION"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,7 @@ class Settings:
     # The timeout of attempts whose task sets none (see DEFAULT_TASK_TIMEOUT).
     worker_task_timeout: timedelta = DEFAULT_TASK_TIMEOUT
     executor_store: str = "memory://"
+    execution_retention: timedelta = DEFAULT_EXECUTION_RETENTION
     # The scheduler's watchdog (services/scheduler/watchdog.py): seconds between passes,
     # and how long an unended execution goes unchanged before it is probed.
     watchdog_interval_s: float = 30.0
@@ -81,7 +86,12 @@ class Settings:
                 watchdog_quiet_s=_positive(
                     env.get("HEADRACE_WATCHDOG_QUIET", defaults.watchdog_quiet_s)
                 ),
-                worker_task_timeout=_task_timeout(env.get(TASK_TIMEOUT_ENV)),
+                worker_task_timeout=_duration(
+                    TASK_TIMEOUT_ENV, env.get(TASK_TIMEOUT_ENV), DEFAULT_TASK_TIMEOUT
+                ),
+                execution_retention=_duration(
+                    RETENTION_ENV, env.get(RETENTION_ENV), DEFAULT_EXECUTION_RETENTION
+                ),
                 api_token=env.get("HEADRACE_TOKEN") or None,
                 credentials_file=env.get("HEADRACE_CREDENTIALS_FILE") or None,
                 allowed_hosts=split_hosts(env.get("HEADRACE_ALLOWED_HOSTS", "")),
@@ -107,18 +117,19 @@ def _positive(text: str | float) -> float:
     return value
 
 
-def _task_timeout(text: str | None) -> timedelta:
+def _duration(name: str, text: str | None, default: timedelta) -> timedelta:
+    """An ISO-8601 duration above zero from variable `name`, `default` when unset."""
     if text is None:
-        return DEFAULT_TASK_TIMEOUT
+        return default
     # Here, not at the top: the flow package is heavy, and most processes never get here.
     from headrace.flow.durations import DURATION_HINT, parse_duration
 
     try:
         value = parse_duration(text)
     except ValueError as exc:
-        raise ConfigError(f"{TASK_TIMEOUT_ENV}: {exc}; {DURATION_HINT}") from None
+        raise ConfigError(f"{name}: {exc}; {DURATION_HINT}") from None
     if value <= timedelta(0):
-        raise ConfigError(f"{TASK_TIMEOUT_ENV}: must be longer than zero, got {text!r}")
+        raise ConfigError(f"{name}: must be longer than zero, got {text!r}")
     return value
 
 

@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from headrace import codec
 from headrace.config import Settings
 from headrace.consume import consume
+from headrace.db.flows import FlowRepository
 from headrace.errors import CodecError, HeadraceError
 from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 
 # Keys of fence records: no revision key starts with a NUL byte.
 FENCE_KEY = b"\x00fence"
-# The first wait before looking again for a revision not found (doubled each time).
-PATIENCE_FIRST_PAUSE_S = 0.25
 
 
 class FlowNotFound(HeadraceError):
@@ -112,30 +111,16 @@ class FlowLog:
         stored = self._revisions.get((revision.namespace, revision.flow_id), {})
         return stored.get(revision.revision) == _Stored(revision.source, revision.deleted)
 
-    async def get(
-        self, namespace: str, flow_id: str, revision: int, patience_s: float = 0.0
-    ) -> Flow:
-        """A live revision, parsed. One not read yet is looked for again after a `sync`,
-        and again while `patience_s` lasts (the gateway may still be publishing what an
-        older release stored only in PostgreSQL); then `FlowNotFound`."""
+    async def get(self, namespace: str, flow_id: str, revision: int) -> Flow:
+        """A live revision, parsed; `FlowNotFound` once a `sync` did not find it either."""
         key = (namespace, flow_id, revision)
         flow = self._parsed.get(key)
         if flow is not None:
             return flow
         stored = self._revisions.get((namespace, flow_id), {}).get(revision)
-        deadline = asyncio.get_running_loop().time() + patience_s
-        pause = PATIENCE_FIRST_PAUSE_S
-        while stored is None:
+        if stored is None:
             await self.sync()
             stored = self._revisions.get((namespace, flow_id), {}).get(revision)
-            left = deadline - asyncio.get_running_loop().time()
-            if stored is not None or left <= 0:
-                break
-            log.warning(
-                "flow %s.%s revision %d not on %s yet", namespace, flow_id, revision, FLOWS.name
-            )
-            await asyncio.sleep(min(pause, left))  # giving the publisher time, not polling a flag
-            pause *= 2
         if stored is None or stored.deleted:
             raise FlowNotFound(f"flow {namespace}.{flow_id} revision {revision} not found")
         flow = load_flow(stored.source, f"{namespace}/{flow_id}@{revision}")
@@ -223,3 +208,14 @@ async def publish_missing(
     sent = [await producer.send(FLOWS.name, codec.encode(r), key=r.key.encode()) for r in missing]
     await asyncio.gather(*sent)
     return len(missing)
+
+
+async def publish_stored_revisions(
+    settings: Settings, repository: FlowRepository, producer: AIOKafkaProducer
+) -> None:
+    """At the start of a service that reads flows from PostgreSQL and starts executions
+    of them (the gateway, the scheduler): every stored revision is on `flows` before the
+    first start it publishes names one, so the executor finds it."""
+    published = await publish_missing(settings, await repository.all_revisions(), producer)
+    if published:
+        log.info("published %d flow revisions missing from %s", published, FLOWS.name)

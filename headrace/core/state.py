@@ -65,6 +65,9 @@ class TimerKind(StrEnum):
     RETRY = "retry"  # start the next attempt of a task run
     TIMEOUT = "timeout"  # backstop: the worker running the attempt may have died
     PAUSE = "pause"  # a `flow.pause` with a `delay` resumes on its own
+    # The executor's own, never in a state: an ended execution leaves its table
+    # (services/executor/eviction.py).
+    EVICT = "evict"
 
 
 @dataclass(slots=True)

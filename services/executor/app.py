@@ -71,6 +71,7 @@ class _Runtime:
                     _state_table(self.slots_table),
                     self._flows,
                     self.app.producer,
+                    retention=self.settings.execution_retention,
                 )
                 self._timer_task = asyncio.ensure_future(runtime.timers.run())
                 self._timer_task.add_done_callback(_exit_if_timers_died)

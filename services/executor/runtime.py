@@ -23,7 +23,7 @@ import logging
 import secrets
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from headrace import codec
@@ -54,7 +54,10 @@ from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
 from headrace.flow_log import FlowNotFound
 from headrace.messages import (
+    ANSWERED_COMMANDS,
     CommandKind,
+    CommandOutcome,
+    CommandStatus,
     ExecutionCommand,
     ExecutionEvent,
     Message,
@@ -62,6 +65,14 @@ from headrace.messages import (
     TaskKill,
     TaskResult,
     TriggerEvent,
+)
+from headrace.services.executor.eviction import (
+    DEFAULT_RETENTION,
+    Tombstone,
+    eviction_timer,
+    evicts,
+    is_tombstone,
+    tombstone_if_due,
 )
 from headrace.services.executor.timers import TimerQueue
 from headrace.services.executor.unheld import flow_unloadable, not_held
@@ -83,9 +94,6 @@ log = logging.getLogger(__name__)
 KILLED_BEFORE_START = b"killed-before-start"
 
 MAX_ABORT_REASON = 1_000  # characters of the error kept in the execution's log line
-# How long a batch waits for a flow revision not on the `flows` topic yet (an upgrade
-# whose gateways have not published what PostgreSQL held before; `headrace.flow_log`).
-FLOW_PATIENCE_S = 10.0
 
 # A step's `executions` event above this size is sent as several records of the same seq,
 # so no record grows with the task runs one step changes (a for-each of 10,000 items
@@ -115,9 +123,7 @@ class Producer(Protocol):
 class Flows(Protocol):
     """Flow revisions by id (`headrace.flow_log.FlowLog`)."""
 
-    async def get(
-        self, namespace: str, flow_id: str, revision: int, patience_s: float = 0.0
-    ) -> Flow: ...
+    async def get(self, namespace: str, flow_id: str, revision: int) -> Flow: ...
 
     async def latest_revision(self, namespace: str, flow_id: str) -> int | None: ...
 
@@ -144,6 +150,8 @@ class ExecutorRuntime:
     slots_table: StateTable
     flows: Flows
     producer: Producer
+    # How long an ended execution's state is kept before its tombstone replaces it.
+    retention: timedelta = DEFAULT_RETENTION
     timers: TimerQueue = field(init=False)
 
     def __post_init__(self) -> None:
@@ -165,8 +173,13 @@ class ExecutorRuntime:
         for key, (partition, messages) in by_execution.items():
             raw = self.table.data.get(key)
             killed_early = raw == KILLED_BEFORE_START
+            tombstone: Tombstone | None = None
+            execution: Execution | None = None
             try:
-                execution = Execution.from_bytes(raw) if raw and not killed_early else None
+                if is_tombstone(raw):
+                    tombstone = Tombstone.from_bytes(raw)
+                elif raw and not killed_early:
+                    execution = Execution.from_bytes(raw)
             except StateVersionError:
                 # A newer executor wrote it (rolling upgrade): dropping the events would
                 # lose work that version can do. Fail the batch; the process exits.
@@ -175,6 +188,13 @@ class ExecutorRuntime:
                 log.error("execution %s: %s; %d events dropped", key.decode(), exc, len(messages))
                 continue
             for message in messages:
+                if tombstone is not None:
+                    await self._say_evicted(tombstone, message, now, deliveries)
+                    continue
+                if evicts(message):
+                    if execution is not None:
+                        tombstone = tombstone_if_due(execution, self.retention, now)
+                    continue
                 if execution is None and _is_kill(message):
                     # A parent's kill can overtake its child's start (two topics): remember
                     # it, so the start that follows is killed at once instead of running.
@@ -191,8 +211,13 @@ class ExecutorRuntime:
                     )
                     execution = await self._advance(key, execution, kill, now, deliveries)
                     killed_early = False
-            if execution is not None:
+            if tombstone is not None:
+                value = tombstone.to_bytes()
+            elif execution is not None:
                 value = execution.to_bytes()
+                evict = eviction_timer(execution, self.retention)
+                if evict is not None:
+                    self.timers.push(key.decode(), evict)
             elif killed_early:
                 value = KILLED_BEFORE_START
             else:
@@ -260,6 +285,29 @@ class ExecutorRuntime:
         for topic, record in not_held(message, now):
             deliveries.append(await self._produce(_encode(topic, record)))
 
+    async def _say_evicted(
+        self,
+        tombstone: Tombstone,
+        message: Message,
+        now: datetime,
+        deliveries: list[asyncio.Future[Any]],
+    ) -> None:
+        """`message` is for an evicted execution: a start or result delivered again is
+        ignored, as it would have been with the state; an operator's command is answered
+        IGNORED, saying why."""
+        if not (isinstance(message, ExecutionCommand) and message.kind in ANSWERED_COMMANDS):
+            log.debug("execution %s is evicted: %s ignored", message.execution_id, message)
+            return
+        outcome = CommandOutcome(
+            message.command_id,
+            message.kind,
+            CommandStatus.IGNORED,
+            tombstone.reason(),
+            tombstone.state,
+        )
+        event = ExecutionEvent(message.execution_id, tombstone.seq, now, command=outcome)
+        deliveries.append(await self._send(EXECUTIONS.name, event))
+
     async def _abort(
         self,
         key: bytes,
@@ -294,24 +342,16 @@ class ExecutorRuntime:
 
     async def _flow_for(self, execution: Execution | None, message: Message) -> Any:
         if execution is not None:
+            namespace, flow_id = execution.namespace, execution.flow_id
             try:
-                return await self.flows.get(
-                    execution.namespace,
-                    execution.flow_id,
-                    execution.flow_revision,
-                    patience_s=FLOW_PATIENCE_S,
-                )
+                return await self.flows.get(namespace, flow_id, execution.flow_revision)
             except FlowNotFound as exc:
                 # It ran on this revision, so the revision was stored: the topic is behind
-                # (a gateway still to publish it). Fail the batch; it is replayed.
+                # (an upgrade whose gateways have not published it). Fail the batch: it
+                # is replayed, and nothing is dropped.
                 raise FlowsBehind(str(exc)) from exc
         if isinstance(message, TriggerEvent):
-            return await self.flows.get(
-                message.namespace,
-                message.flow_id,
-                message.flow_revision,
-                patience_s=FLOW_PATIENCE_S,
-            )
+            return await self.flows.get(message.namespace, message.flow_id, message.flow_revision)
         return None
 
     async def _encode_step(self, commands: list[Command]) -> _Outbox:
@@ -442,7 +482,7 @@ class ExecutorRuntime:
         self.timers.clear()
         count = 0
         for key, raw in list(self.table.data.items()):
-            if raw == KILLED_BEFORE_START:
+            if raw == KILLED_BEFORE_START or is_tombstone(raw):
                 continue  # no state, no timers
             try:
                 execution = Execution.from_bytes(raw)
@@ -453,6 +493,10 @@ class ExecutorRuntime:
                 continue
             for timer in execution.timers:
                 self.timers.push(key.decode(), timer)
+                count += 1
+            evict = eviction_timer(execution, self.retention)
+            if evict is not None:
+                self.timers.push(key.decode(), evict)
                 count += 1
         return count
 

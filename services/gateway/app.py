@@ -25,7 +25,7 @@ from headrace.db.flows import FlowRepository
 from headrace.db.logs import LogRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
-from headrace.flow_log import TopicRevisionLog, publish_missing
+from headrace.flow_log import TopicRevisionLog, publish_stored_revisions
 from headrace.kafka import make_producer
 from headrace.messages import FlowRevision
 from headrace.services.gateway import (
@@ -44,7 +44,6 @@ from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.metrics import metrics
 from headrace.services.gateway.responses import ApiError, error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
-from headrace.topics.definitions import FLOWS
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +141,7 @@ async def run_gateway(
         await producer.start()
         stack.push_async_callback(producer.stop)
         flows = FlowRepository(pool, revision_log=_RevisionLog(producer))
-        published = await publish_missing(settings, await flows.all_revisions(), producer)
-        if published:
-            log.info("published %d flow revisions missing from %s", published, FLOWS.name)
+        await publish_stored_revisions(settings, flows, producer)
         executions = ExecutionRepository(pool)
         waiter = ExecutionWaiter(settings.database_url, executions)
         await waiter.start()

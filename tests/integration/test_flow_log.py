@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -149,23 +148,3 @@ async def test_revisions_stored_without_the_topic_are_published_once(
     assert await publish_missing(settings, stored, producer) >= 1
     assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "old"
     assert await publish_missing(settings, stored, producer) == 0
-
-
-async def test_a_reader_waits_for_a_revision_still_to_be_published(
-    pool: asyncpg.Pool,
-    producer: AIOKafkaProducer,
-    follower: FlowLog,
-    namespace: str,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """An upgrade: PostgreSQL holds a revision the gateway has not published yet."""
-    await FlowRepository(pool).save(namespace, "f", source(namespace, "late"))
-    looking = asyncio.create_task(follower.get(namespace, "f", 1, patience_s=30))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while "not on flows yet" not in caplog.text:  # it looked once and did not find it
-        assert loop.time() < deadline and not looking.done()
-        await asyncio.sleep(0.02)
-    stored = [r for r in await FlowRepository(pool).all_revisions() if r.namespace == namespace]
-    await TopicRevisionLog(producer).publish(stored[0])
-    assert (await looking).tasks[0].properties["message"] == "late"

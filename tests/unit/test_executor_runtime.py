@@ -56,9 +56,7 @@ class FakeProducer:
 class FakeFlows:
     flows: dict[str, Flow]
 
-    async def get(
-        self, namespace: str, flow_id: str, revision: int, patience_s: float = 0.0
-    ) -> Flow:
+    async def get(self, namespace: str, flow_id: str, revision: int) -> Flow:
         if flow_id not in self.flows:
             raise FlowNotFound(f"flow {namespace}.{flow_id} revision {revision} not found")
         flow = self.flows[flow_id]

@@ -1,0 +1,121 @@
+"""Ended executions leave the table after the retention window, and leave a tombstone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from headrace import codec, messages
+from headrace.config import RETENTION_ENV, Settings
+from headrace.core.state import Execution, TimerKind
+from headrace.errors import ConfigError
+from headrace.messages import CommandKind, CommandStatus, ExecutionCommand, ExecutionEvent
+from headrace.services.executor import runtime as runtime_module
+from headrace.services.executor.eviction import Tombstone, is_tombstone
+from headrace.services.executor.runtime import InputEvent
+from headrace.states import State
+from tests.unit.test_core_helpers import T0, log_task, make_flow
+from tests.unit.test_executor_runtime import make_runtime, start, stored
+
+RETENTION = timedelta(hours=1)
+
+
+def command(execution_id: str, kind: CommandKind, **fields) -> InputEvent:
+    message = ExecutionCommand(
+        command_id=f"{kind}-{execution_id}-{len(fields)}",
+        execution_id=execution_id,
+        kind=kind,
+        time=datetime.now(UTC),
+        **fields,
+    )
+    return InputEvent(execution_id.encode(), codec.encode(message), 0)
+
+
+def evict(execution_id: str) -> InputEvent:
+    return command(execution_id, CommandKind.TIMER, payload={"timer": str(TimerKind.EVICT)})
+
+
+async def ended_execution():
+    """A runtime holding `ex1`, ended SUCCESS at T0 (a log task's result)."""
+    runtime, table, producer = make_runtime(chain=make_flow(log_task("a"), flow_id="chain"))
+    runtime.retention = RETENTION
+    await runtime.process_batch([start("ex1", "chain")])
+    (request,) = producer.of("ex1", messages.TaskRequest)
+    result = messages.TaskResult("ex1", request.task_run_id, 1, State.SUCCESS, T0, T0)
+    await runtime.process_batch([InputEvent(b"ex1", codec.encode(result), 0)])
+    assert stored(table, "ex1").state is State.SUCCESS
+    return runtime, table, producer
+
+
+async def test_an_ended_execution_gets_an_eviction_timer_at_its_end_plus_retention():
+    runtime, table, _ = await ended_execution()
+    execution = stored(table, "ex1")
+    due = execution.histories[-1].date + RETENTION
+    assert ("ex1", due, TimerKind.EVICT) in [
+        (execution_id, timer.due, timer.kind) for _, _, execution_id, timer in runtime.timers._heap
+    ]
+    # A recovered partition indexes it again.
+    runtime.rebuild_timers()
+    assert [t.kind for _, _, _, t in runtime.timers._heap] == [TimerKind.EVICT]
+
+
+async def test_eviction_leaves_a_tombstone_that_ignores_redeliveries_and_answers_commands(
+    monkeypatch,
+):
+    runtime, table, producer = await ended_execution()
+    ended = stored(table, "ex1")
+    await runtime.process_batch([evict("ex1")])  # fired early: not due yet
+    assert stored(table, "ex1") == ended
+
+    later = ended.histories[-1].date + RETENTION + timedelta(seconds=1)
+    monkeypatch.setattr(runtime_module, "datetime", frozen_datetime(later))
+    await runtime.process_batch([evict("ex1")])
+    raw = table.data[b"ex1"]
+    assert is_tombstone(raw) and len(raw) < 100
+    assert Tombstone.from_bytes(raw) == Tombstone(
+        State.SUCCESS, ended.seq, ended.histories[-1].date
+    )
+    assert runtime.rebuild_timers() == 0  # nothing left to fire
+
+    sent_before = len(producer.sent)
+    await runtime.process_batch([start("ex1", "chain")])  # the same start, delivered again
+    assert table.data[b"ex1"] == raw and len(producer.sent) == sent_before
+    await runtime.process_batch([command("ex1", CommandKind.RESTART)])
+    (answer,) = [e for e in producer.of("ex1", ExecutionEvent) if e.command is not None]
+    assert answer.command.status is CommandStatus.IGNORED
+    assert "evicted" in answer.command.reason and answer.command.state is State.SUCCESS
+    assert answer.seq == ended.seq
+    assert table.data[b"ex1"] == raw
+
+
+async def test_a_restarted_execution_is_not_evicted(monkeypatch):
+    runtime, table, _ = await ended_execution()
+    ended = stored(table, "ex1")
+    later = ended.histories[-1].date + RETENTION + timedelta(seconds=1)
+    execution = Execution.from_bytes(table.data[b"ex1"])
+    execution.state = State.RUNNING  # as a restart leaves it
+    table.data[b"ex1"] = execution.to_bytes()
+    monkeypatch.setattr(runtime_module, "datetime", frozen_datetime(later))
+    await runtime.process_batch([evict("ex1")])
+    assert not is_tombstone(table.data[b"ex1"])
+
+
+def frozen_datetime(moment: datetime) -> type:
+    """`datetime` whose `now()` is `moment`: the runtime's clock, past the retention."""
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return moment
+
+    return Frozen
+
+
+def test_the_retention_comes_from_the_environment_as_an_iso_duration():
+    assert Settings.from_env({}).execution_retention == timedelta(days=7)
+    assert Settings.from_env({RETENTION_ENV: "PT2H"}).execution_retention == timedelta(hours=2)
+    with pytest.raises(ConfigError, match=r"HEADRACE_EXECUTION_RETENTION: invalid duration"):
+        Settings.from_env({RETENTION_ENV: "7 days"})
+    with pytest.raises(ConfigError, match="must be longer than zero"):
+        Settings.from_env({RETENTION_ENV: "PT0S"})
