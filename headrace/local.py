@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import isodate
+
 from headrace.broker import die_with_parent
 from headrace.config import Settings
 from headrace.errors import HeadraceError
@@ -58,7 +60,7 @@ def service_env(
         "HEADRACE_GATEWAY_PORT": str(settings.gateway_port),
         "HEADRACE_WORKER_CONCURRENCY": str(settings.worker_concurrency),
         "HEADRACE_EXECUTOR_STORE": settings.executor_store,
-        "HEADRACE_EXECUTION_RETENTION": f"PT{settings.execution_retention.total_seconds():g}S",
+        "HEADRACE_EXECUTION_RETENTION": isodate.duration_isoformat(settings.execution_retention),
         "HEADRACE_WATCHDOG_INTERVAL": str(settings.watchdog_interval_s),
         "HEADRACE_WATCHDOG_QUIET": str(settings.watchdog_quiet_s),
         "PYTHONUNBUFFERED": "1",

@@ -178,8 +178,41 @@ class FlowRepository:
         try:
             await transaction.commit()
         except BaseException:
-            await self._retract(published)
+            # Stored or not, nobody can tell from here (a connection lost in the commit):
+            # look again under the lock, which the failed transaction no longer holds.
+            await self._settle(published)
             raise
+
+    async def _settle(self, published: list[FlowRevision]) -> None:
+        """After a commit of unknown outcome: publish what was stored after all, retract
+        what was not, and leave alone a revision number a later save took meanwhile."""
+        if self._log is None:
+            return
+        for revision in published:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await _lock_flow(conn, revision.namespace, revision.flow_id)
+                    row = await conn.fetchrow(
+                        "SELECT source, deleted FROM flows"
+                        " WHERE namespace = $1 AND id = $2 AND revision = $3",
+                        revision.namespace,
+                        revision.flow_id,
+                        revision.revision,
+                    )
+                    if row is None:
+                        await self._log.retract(revision)
+                    elif (row["source"], row["deleted"]) == (revision.source, revision.deleted):
+                        await self._log.publish(revision)
+            except Exception as exc:  # the save's own error is the one to report
+                log.warning(
+                    "flow %s.%s revision %d: its commit failed and it could not be settled"
+                    " (a gateway or scheduler publishes it at its next start if it was"
+                    " stored): %s",
+                    revision.namespace,
+                    revision.flow_id,
+                    revision.revision,
+                    exc,
+                )
 
     async def _retract(self, published: list[FlowRevision]) -> None:
         if self._log is None:

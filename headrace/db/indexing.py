@@ -296,7 +296,9 @@ def _one_row_each(event: ExecutionEvent) -> list[ExecutionEvent]:
     (a step's event holds several; one refused row must not take the others with it)."""
     if len(event.task_runs) + (event.execution is not None) < 2:
         return [event]
-    parts = [replace(event, execution=None, task_runs=[run]) for run in event.task_runs]
+    parts = [
+        replace(event, execution=None, task_runs=[run], command=None) for run in event.task_runs
+    ]
     if event.execution is not None:
         parts.append(replace(event, task_runs=[]))
     return parts

@@ -58,7 +58,7 @@ class _Runtime:
         self._lock = asyncio.Lock()
         self.runtime: ExecutorRuntime | None = None
         self._flows: FlowLog | None = None
-        self._timer_task: asyncio.Task[None] | None = None
+        self._timer_tasks: list[asyncio.Task[None]] = []
 
     async def get(self) -> ExecutorRuntime:
         async with self._lock:
@@ -73,14 +73,16 @@ class _Runtime:
                     self.app.producer,
                     retention=self.settings.execution_retention,
                 )
-                self._timer_task = asyncio.ensure_future(runtime.timers.run())
-                self._timer_task.add_done_callback(_exit_if_timers_died)
+                for queue in (runtime.timers, runtime.evictions):
+                    task = asyncio.ensure_future(queue.run())
+                    task.add_done_callback(_exit_if_timers_died)
+                    self._timer_tasks.append(task)
                 self.runtime = runtime
             return self.runtime
 
     async def close(self) -> None:
-        if self._timer_task is not None:
-            self._timer_task.cancel()
+        for task in self._timer_tasks:
+            task.cancel()
         if self._flows is not None:
             await self._flows.stop()
 

@@ -1,7 +1,8 @@
 """Ended executions leave the executor's table after a retention window.
 
 An execution's state stays in the table (and its changelog) while it may still change:
-until it ends, and for `retention` after (a restart or a replay needs its task runs).
+until it ends, and for `retention` after (a restart, or a replay from a task run, needs
+its task runs).
 Then it is evicted: its state is replaced by a tombstone of a few bytes, which the
 changelog's compaction keeps in place of the state. The tombstone keeps the id known, so
 a start or a result delivered again for it (a redelivery, a trigger fired twice with the
@@ -11,7 +12,10 @@ operator's command is answered IGNORED, saying why.
 Eviction is a timer of the executor's own (`TimerKind.EVICT`, never stored in a state):
 pushed when an execution ends and when a recovered partition holds ended executions, it
 fires an `ExecutionCommand(TIMER)` like any timer, so the decision is taken by the
-partition's owner in its batch, never beside it.
+partition's owner in its batch, never beside it. Eviction timers have a queue of their
+own, fired without waiting for each acknowledgement: a first start after a long outage
+(or of this release) finds every old execution due at once, and that backlog must not
+delay the retries, timeouts and pauses of the core's timers.
 """
 
 from __future__ import annotations
@@ -19,12 +23,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import orjson
+
 from headrace.core.state import Execution, StateDecodeError, Timer, TimerKind
 from headrace.messages import CommandKind, ExecutionCommand, Message
 from headrace.states import State
 
 DEFAULT_RETENTION = timedelta(days=7)
-_PREFIX = b"evicted:"
+# Stored like a state of a format no state reaches: an older executor, which does not
+# know tombstones, stops on it (a newer format: exit 78, as in a rolling upgrade) rather
+# than take it for a corrupt state and drop its events.
+TOMBSTONE_FORMAT = 1_000
+_PREFIX = b"[%d," % TOMBSTONE_FORMAT
 
 
 class TombstoneError(StateDecodeError):
@@ -41,26 +51,23 @@ class Tombstone:
     ended_at: datetime
 
     def to_bytes(self) -> bytes:
-        return b"%s%s:%d:%s" % (
-            _PREFIX,
-            self.state.value.encode(),
-            self.seq,
-            self.ended_at.isoformat().encode(),
+        return orjson.dumps(
+            [TOMBSTONE_FORMAT, self.state.value, self.seq, self.ended_at.isoformat()]
         )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Tombstone:
         try:
-            state, seq, ended_at = raw[len(_PREFIX) :].decode().split(":", 2)
+            _, state, seq, ended_at = orjson.loads(raw)
             return cls(State(state), int(seq), datetime.fromisoformat(ended_at))
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
             raise TombstoneError(f"not a tombstone: {raw[:60]!r}") from exc
 
     def reason(self) -> str:
         return (
             f"the execution ended {self.state} at {self.ended_at.isoformat()} and its state"
             " was evicted from the executor after the retention window: it can no longer be"
-            " restarted, resumed or replayed"
+            " restarted, nor replayed from a task run (a replay from the start still works)"
         )
 
 

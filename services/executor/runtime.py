@@ -153,9 +153,11 @@ class ExecutorRuntime:
     # How long an ended execution's state is kept before its tombstone replaces it.
     retention: timedelta = DEFAULT_RETENTION
     timers: TimerQueue = field(init=False)
+    evictions: TimerQueue = field(init=False)  # `TimerKind.EVICT` only (eviction.py)
 
     def __post_init__(self) -> None:
         self.timers = TimerQueue(self.fire_timer)
+        self.evictions = TimerQueue(self.fire_eviction)
 
     async def process_batch(self, batch: Iterable[InputEvent]) -> None:
         by_execution: dict[bytes, tuple[int, list[Message]]] = {}
@@ -217,7 +219,7 @@ class ExecutorRuntime:
                 value = execution.to_bytes()
                 evict = eviction_timer(execution, self.retention)
                 if evict is not None:
-                    self.timers.push(key.decode(), evict)
+                    self.evictions.push(key.decode(), evict)
             elif killed_early:
                 value = KILLED_BEFORE_START
             else:
@@ -475,11 +477,25 @@ class ExecutorRuntime:
         )
         await (await self._send(EXECUTION_COMMANDS.name, command))
 
+    async def fire_eviction(self, execution_id: str, timer: Timer) -> None:
+        """As `fire_timer`, without waiting for the acknowledgement: a lost one evicts
+        nothing, and the next recovery fires it again."""
+        command = ExecutionCommand(
+            command_id=f"timer:{execution_id}::0:{timer.kind}",
+            execution_id=execution_id,
+            kind=CommandKind.TIMER,
+            time=datetime.now(UTC),
+            payload={"timer": str(timer.kind)},
+        )
+        delivery = await self._send(EXECUTION_COMMANDS.name, command)
+        delivery.add_done_callback(_log_failed_eviction)
+
     def rebuild_timers(self) -> int:
         """After recovery: index every pending timer held in the table (and only those).
         A corrupt state is skipped (it must not stop the recovery of the others); a state
         of a newer format raises `StateVersionError`, as in `process_batch`."""
         self.timers.clear()
+        self.evictions.clear()
         count = 0
         for key, raw in list(self.table.data.items()):
             if raw == KILLED_BEFORE_START or is_tombstone(raw):
@@ -496,8 +512,7 @@ class ExecutorRuntime:
                 count += 1
             evict = eviction_timer(execution, self.retention)
             if evict is not None:
-                self.timers.push(key.decode(), evict)
-                count += 1
+                self.evictions.push(key.decode(), evict)
         return count
 
 
@@ -594,6 +609,13 @@ def _drop(key: bytes, execution: Execution | None, what: str, error: Exception) 
         what,
     )
     return execution
+
+
+def _log_failed_eviction(delivery: asyncio.Future[Any]) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.warning(
+            "an eviction was not sent (the next recovery sends it again): %s", delivery.exception()
+        )
 
 
 def _is_kill(message: Message) -> bool:

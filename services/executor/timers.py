@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 FireTimer = Callable[[str, Timer], Awaitable[None]]
 RETRY_FIRE_S = 1.0
+# Timers fired in a row before the loop lets the executor's batches run: a backlog due
+# at once (after an outage) must not starve them.
+FIRE_SLICE = 100
 
 
 class TimerQueue:
@@ -53,7 +56,11 @@ class TimerQueue:
         while True:
             self._changed.clear()
             now = datetime.now(UTC)
+            fired = 0
             while self._heap and self._heap[0][0] <= now:
+                fired += 1
+                if fired % FIRE_SLICE == 0:
+                    await asyncio.sleep(0)
                 _, _, execution_id, timer = heapq.heappop(self._heap)
                 self._pending.discard((execution_id, timer))
                 try:

@@ -148,3 +148,32 @@ async def test_revisions_stored_without_the_topic_are_published_once(
     assert await publish_missing(settings, stored, producer) >= 1
     assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "old"
     assert await publish_missing(settings, stored, producer) == 0
+
+
+class CuttingTheConnection(TopicRevisionLog):
+    """Publishes, then kills the saving session's backend: its commit fails, and whether
+    the revision was stored is for the repository to find out."""
+
+    def __init__(self, producer: AIOKafkaProducer, pool: asyncpg.Pool) -> None:
+        super().__init__(producer)
+        self._pool = pool
+
+    async def publish(self, revision: FlowRevision) -> None:
+        await super().publish(revision)
+        # The session holding the flow's advisory lock is the one saving it.
+        await self._pool.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks"
+            " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+        )
+
+
+async def test_a_commit_lost_with_its_connection_is_settled_under_the_lock(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, follower: FlowLog, namespace: str
+) -> None:
+    flows = FlowRepository(pool, CuttingTheConnection(producer, pool))
+    with pytest.raises(Exception):  # noqa: B017 (whatever asyncpg makes of the cut)
+        await flows.save(namespace, "f", source(namespace, "lost"))
+    assert await FlowRepository(pool).get(namespace, "f") is None  # not stored...
+    await follower.sync()
+    with pytest.raises(FlowNotFound):  # ...so retracted
+        await follower.get(namespace, "f", 1)

@@ -8,8 +8,9 @@ import pytest
 
 from headrace import codec, messages
 from headrace.config import RETENTION_ENV, Settings
-from headrace.core.state import Execution, TimerKind
+from headrace.core.state import Execution, StateVersionError, TimerKind
 from headrace.errors import ConfigError
+from headrace.local import service_env
 from headrace.messages import CommandKind, CommandStatus, ExecutionCommand, ExecutionEvent
 from headrace.services.executor import runtime as runtime_module
 from headrace.services.executor.eviction import Tombstone, is_tombstone
@@ -52,12 +53,15 @@ async def test_an_ended_execution_gets_an_eviction_timer_at_its_end_plus_retenti
     runtime, table, _ = await ended_execution()
     execution = stored(table, "ex1")
     due = execution.histories[-1].date + RETENTION
-    assert ("ex1", due, TimerKind.EVICT) in [
-        (execution_id, timer.due, timer.kind) for _, _, execution_id, timer in runtime.timers._heap
+    # A queue of their own: a backlog of evictions never delays the core's timers.
+    assert len(runtime.timers) == 0
+    assert [(i, t.due, t.kind) for _, _, i, t in runtime.evictions._heap] == [
+        ("ex1", due, TimerKind.EVICT)
     ]
     # A recovered partition indexes it again.
-    runtime.rebuild_timers()
-    assert [t.kind for _, _, _, t in runtime.timers._heap] == [TimerKind.EVICT]
+    runtime.evictions.clear()
+    assert runtime.rebuild_timers() == 0  # no core timer
+    assert [t.kind for _, _, _, t in runtime.evictions._heap] == [TimerKind.EVICT]
 
 
 async def test_eviction_leaves_a_tombstone_that_ignores_redeliveries_and_answers_commands(
@@ -73,10 +77,11 @@ async def test_eviction_leaves_a_tombstone_that_ignores_redeliveries_and_answers
     await runtime.process_batch([evict("ex1")])
     raw = table.data[b"ex1"]
     assert is_tombstone(raw) and len(raw) < 100
+    assert producer.stored[-1] == ("state-changelog", b"ex1", raw)  # recovered as such
     assert Tombstone.from_bytes(raw) == Tombstone(
         State.SUCCESS, ended.seq, ended.histories[-1].date
     )
-    assert runtime.rebuild_timers() == 0  # nothing left to fire
+    assert runtime.rebuild_timers() == 0 and len(runtime.evictions) == 0  # nothing left
 
     sent_before = len(producer.sent)
     await runtime.process_batch([start("ex1", "chain")])  # the same start, delivered again
@@ -119,3 +124,17 @@ def test_the_retention_comes_from_the_environment_as_an_iso_duration():
         Settings.from_env({RETENTION_ENV: "7 days"})
     with pytest.raises(ConfigError, match="must be longer than zero"):
         Settings.from_env({RETENTION_ENV: "PT0S"})
+
+
+def test_an_older_executor_stops_on_a_tombstone_rather_than_dropping_its_events():
+    """It reads the tombstone as a state of a newer format: exit 78, as in any rolling
+    upgrade, never "corrupt, events dropped"."""
+    tombstone = Tombstone(State.SUCCESS, 7, T0).to_bytes()
+    with pytest.raises(StateVersionError):
+        Execution.from_bytes(tombstone)
+
+
+@pytest.mark.parametrize("retention", [timedelta(days=14), timedelta(seconds=0.5)])
+def test_server_local_hands_the_retention_to_its_services_as_it_was_set(retention):
+    env = service_env(Settings(execution_retention=retention))
+    assert Settings.from_env(env).execution_retention == retention
