@@ -22,6 +22,9 @@ HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL are set) and measures, in this 
   start to its end), and the largest record written on `executions` and on the state
   changelog meanwhile (neither should grow with the number of task runs);
 - W5: webhook ingress, requests at concurrency 50: accepted requests/s and p99 latency;
+- W4 (only with `--w4 N`): N executions alive at once, each paused with a delay, then
+  all finish: the peak memory (RSS) of each service while they wait, and the executor's
+  memory per waiting execution;
 - bare: a plain aiokafka consume -> produce loop on the same broker, measured in the same
   run: its hop (one record at a time, round trip through the loop) and its throughput.
   The physical limit of this machine and broker: the engine's figures are given as ratios
@@ -57,6 +60,7 @@ from executions import TERMINAL, TOKEN, free_port, percentile, put_flow, run
 from headrace.topics.definitions import ALL_TOPICS, EXECUTION_STATE_CHANGELOG, EXECUTIONS
 
 RESULTS = Path(__file__).with_name("results.jsonl")
+SERVICE_NAMES = ("gateway", "scheduler", "executor", "worker", "indexer")
 CHAIN_TASKS = 10
 CHAIN = "id: chain\nnamespace: benchmarks\ntasks:\n" + "".join(
     f"  - {{id: t{i}, type: log, message: 'step {i}'}}\n" for i in range(CHAIN_TASKS)
@@ -113,6 +117,10 @@ FIGURES = {
     "w2_largest_state_record_kb": ("lower", "KiB"),
     "w5_webhooks_per_s": ("higher", "/s"),
     "w5_p99_ms": ("lower", "ms"),
+    "w4_seconds": ("lower", "s"),
+    "w4_executor_peak_rss_mib": ("lower", "MiB"),
+    "w4_max_service_peak_rss_mib": ("lower", "MiB"),
+    "w4_executor_kib_per_execution": ("lower", "KiB"),
     "bare_hop_median_ms": ("lower", "ms"),
     "bare_hop_p99_ms": ("lower", "ms"),
     "bare_records_per_s": ("higher", "/s"),
@@ -232,6 +240,69 @@ async def record_counts(bootstrap: str) -> dict[str, int]:
     finally:
         await reader.stop()
     return counts
+
+
+def w4_flow(delay_s: int) -> str:
+    return (
+        "id: waiting\nnamespace: benchmarks\ntasks:\n"
+        f"  - {{id: wait, type: flow.pause, delay: PT{delay_s}S}}\n"
+        "  - {id: after, type: log, message: done}\n"
+    )
+
+
+def service_rss_mib(server: subprocess.Popen[str]) -> dict[str, float]:
+    """Resident memory of each `headrace server <service>` process under `server`."""
+    rss: dict[str, float] = {}
+    for process in psutil.Process(server.pid).children(recursive=True):
+        try:
+            command = process.cmdline()
+            if "server" in command and command[-1] in SERVICE_NAMES:
+                name = command[-1]
+                rss[name] = rss.get(name, 0.0) + process.memory_info().rss / 2**20
+        except psutil.NoSuchProcess:
+            pass
+    return rss
+
+
+async def alive_at_once(url: str, server: subprocess.Popen[str], count: int) -> dict[str, float]:
+    """W4: `count` executions paused at once, then all ended; peak RSS while they wait."""
+    delay_s = max(60, count // 100)  # longer than it takes to start them all
+    api = url + "/api/v1"
+    before = service_rss_mib(server)
+    peak = dict(before)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+        await put_flow(session, api, "waiting", w4_flow(delay_s))
+        semaphore = asyncio.Semaphore(100)
+
+        async def start() -> None:
+            async with semaphore, session.post(f"{api}/executions/benchmarks/waiting") as r:
+                r.raise_for_status()
+
+        await asyncio.gather(*(start() for _ in range(count)))
+
+        async def counted(state: str) -> int:
+            params = {"flowId": "waiting", "namespace": "benchmarks", "state": state, "size": 1}
+            async with session.get(f"{api}/executions", params=params) as r:
+                return (await r.json())["total"]
+
+        deadline = time.monotonic() + delay_s + 1_800
+        while (ended := await counted("SUCCESS")) < count:
+            for name, mib in service_rss_mib(server).items():
+                peak[name] = max(peak.get(name, 0.0), mib)
+            print(f"\r{await counted('PAUSED')} paused, {ended}/{count} ended", end="", flush=True)
+            if time.monotonic() > deadline:
+                raise SystemExit("W4: the executions did not end in time")
+            await asyncio.sleep(2)
+        print()
+    return {
+        "w4_seconds": time.monotonic() - started,
+        "w4_executor_peak_rss_mib": peak.get("executor", 0.0),
+        "w4_max_service_peak_rss_mib": max(peak.values()),
+        "w4_executor_kib_per_execution": 1024
+        * (peak.get("executor", 0.0) - before.get("executor", 0.0))
+        / count,
+    }
 
 
 async def wide_execution(
@@ -355,6 +426,13 @@ def main() -> None:
     parser.add_argument(
         "--executors", type=int, default=1, help="executor processes (server local --executors)"
     )
+    parser.add_argument(
+        "--w4",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run W4 with N executions alive at once (issue 10 asks 1,000,000)",
+    )
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     size = SIZES[mode]
@@ -408,6 +486,9 @@ def main() -> None:
         # Last: the executions it starts run on after it.
         print(f"W5: {size['webhook_requests']} webhook calls…", flush=True)
         figures.update(asyncio.run(webhook_ingress(url, size["webhook_requests"])))
+        if args.w4:
+            print(f"W4: {args.w4} executions alive at once…", flush=True)
+            figures.update(asyncio.run(alive_at_once(url, server, args.w4)))
     finally:
         server.terminate()
         server.wait(60)

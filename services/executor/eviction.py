@@ -13,9 +13,9 @@ Eviction is a timer of the executor's own (`TimerKind.EVICT`, never stored in a 
 pushed when an execution ends and when a recovered partition holds ended executions, it
 fires an `ExecutionCommand(TIMER)` like any timer, so the decision is taken by the
 partition's owner in its batch, never beside it. Eviction timers have a queue of their
-own, fired without waiting for each acknowledgement: a first start after a long outage
-(or of this release) finds every old execution due at once, and that backlog must not
-delay the retries, timeouts and pauses of the core's timers.
+own: a first start after a long outage (or of this release) finds every old execution
+due at once, and that backlog must not delay the retries, timeouts and pauses of the
+core's timers.
 """
 
 from __future__ import annotations

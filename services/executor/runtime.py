@@ -157,7 +157,7 @@ class ExecutorRuntime:
 
     def __post_init__(self) -> None:
         self.timers = TimerQueue(self.fire_timer)
-        self.evictions = TimerQueue(self.fire_eviction)
+        self.evictions = TimerQueue(self.fire_timer)
 
     async def process_batch(self, batch: Iterable[InputEvent]) -> None:
         by_execution: dict[bytes, tuple[int, list[Message]]] = {}
@@ -477,19 +477,6 @@ class ExecutorRuntime:
         )
         await (await self._send(EXECUTION_COMMANDS.name, command))
 
-    async def fire_eviction(self, execution_id: str, timer: Timer) -> None:
-        """As `fire_timer`, without waiting for the acknowledgement: a lost one evicts
-        nothing, and the next recovery fires it again."""
-        command = ExecutionCommand(
-            command_id=f"timer:{execution_id}::0:{timer.kind}",
-            execution_id=execution_id,
-            kind=CommandKind.TIMER,
-            time=datetime.now(UTC),
-            payload={"timer": str(timer.kind)},
-        )
-        delivery = await self._send(EXECUTION_COMMANDS.name, command)
-        delivery.add_done_callback(_log_failed_eviction)
-
     def rebuild_timers(self) -> int:
         """After recovery: index every pending timer held in the table (and only those).
         A corrupt state is skipped (it must not stop the recovery of the others); a state
@@ -609,13 +596,6 @@ def _drop(key: bytes, execution: Execution | None, what: str, error: Exception) 
         what,
     )
     return execution
-
-
-def _log_failed_eviction(delivery: asyncio.Future[Any]) -> None:
-    if not delivery.cancelled() and delivery.exception() is not None:
-        log.warning(
-            "an eviction was not sent (the next recovery sends it again): %s", delivery.exception()
-        )
 
 
 def _is_kill(message: Message) -> bool:

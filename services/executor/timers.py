@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 FireTimer = Callable[[str, Timer], Awaitable[None]]
 RETRY_FIRE_S = 1.0
-# Timers fired in a row before the loop lets the executor's batches run: a backlog due
-# at once (after an outage) must not starve them.
+# Timers fired together: their commands are sent at once and their acknowledgements
+# awaited together; the loop then lets the executor's batches run.
 FIRE_SLICE = 100
 
 
@@ -52,28 +52,34 @@ class TimerQueue:
         self._pending.clear()
 
     async def run(self) -> None:
-        """Fire timers as they come due; runs until cancelled."""
+        """Fire timers as they come due, up to `FIRE_SLICE` at once (a backlog due together,
+        after an outage or for a million paused executions, must not be sent one
+        acknowledgement at a time); runs until cancelled."""
         while True:
             self._changed.clear()
             now = datetime.now(UTC)
-            fired = 0
             while self._heap and self._heap[0][0] <= now:
-                fired += 1
-                if fired % FIRE_SLICE == 0:
-                    await asyncio.sleep(0)
-                _, _, execution_id, timer = heapq.heappop(self._heap)
-                self._pending.discard((execution_id, timer))
-                try:
-                    await self._fire(execution_id, timer)
-                except Exception:
-                    # The timer is still in the execution's state: try again shortly rather
-                    # than let one broker hiccup end every retry and timeout of this process.
-                    log.exception(
-                        "could not fire a timer of %s; retrying in %ss", execution_id, RETRY_FIRE_S
-                    )
-                    self.push(
-                        execution_id, replace(timer, due=now + timedelta(seconds=RETRY_FIRE_S))
-                    )
+                due = []
+                while self._heap and self._heap[0][0] <= now and len(due) < FIRE_SLICE:
+                    _, _, execution_id, timer = heapq.heappop(self._heap)
+                    self._pending.discard((execution_id, timer))
+                    due.append((execution_id, timer))
+                fired = await asyncio.gather(
+                    *(self._fire(execution_id, timer) for execution_id, timer in due),
+                    return_exceptions=True,
+                )
+                for (execution_id, timer), outcome in zip(due, fired, strict=True):
+                    if isinstance(outcome, Exception):
+                        # The timer is still in the execution's state: try again shortly
+                        # rather than let one broker hiccup end every retry and timeout.
+                        log.error(
+                            "could not fire a timer of %s (%s); retrying in %ss",
+                            execution_id,
+                            outcome,
+                            RETRY_FIRE_S,
+                        )
+                        retry = now + timedelta(seconds=RETRY_FIRE_S)
+                        self.push(execution_id, replace(timer, due=retry))
             wait = (self._heap[0][0] - now).total_seconds() if self._heap else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=wait)
