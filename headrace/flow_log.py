@@ -5,9 +5,10 @@ The gateway publishes each revision inside the transaction that stores it, and a
 the broker's acknowledgement before the transaction commits (`TopicRevisionLog`): a
 revision readers can see in PostgreSQL is on the topic, and a trigger naming it is
 published after it. A transaction that fails after the publish retracts the revision
-(a record with no value under its key) before its lock is released; a commit lost with
-its connection may retract it late, after a next save of that number: that save's
-record, published again by the gateway's next `publish_missing`, restores it.
+(a record with no value under its key) before its lock is released; a commit whose
+outcome is unknown (its connection lost) is settled under the lock, on a fresh
+connection (`headrace.db.flows`). At start, the gateway and the scheduler publish the
+stored revisions the topic lacks (`publish_stored_revisions`).
 
 `FlowLog` follows the topic from its beginning and keeps every revision in memory (YAML
 text, parsed on first use). A reader that does not find a revision may just be behind:
