@@ -3,6 +3,7 @@ stack's own timers, and what is left still answers for it."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -56,3 +57,11 @@ def test_an_ended_execution_is_evicted_and_its_tombstone_answers(stack: LocalSta
     execution = api.request("GET", f"/executions/{execution_id}")
     assert execution["state"]["current"] == "SUCCESS"
     assert [run["taskId"] for run in execution["taskRunList"]] == ["say"]
+
+    # The tombstone is in the changelog: an executor that recovers the partition has it.
+    (executor,) = [p for p in stack.processes if p.name == "executor"]
+    executor.process.send_signal(signal.SIGKILL)
+    executor.process.wait(10)
+    stack.restart(executor)
+    stack.wait_ready()
+    assert "evicted" in resume_refusal(api, execution_id)
