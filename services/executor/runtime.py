@@ -54,10 +54,7 @@ from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
 from headrace.flow_log import FlowNotFound
 from headrace.messages import (
-    ANSWERED_COMMANDS,
     CommandKind,
-    CommandOutcome,
-    CommandStatus,
     ExecutionCommand,
     ExecutionEvent,
     Message,
@@ -75,7 +72,7 @@ from headrace.services.executor.eviction import (
     tombstone_if_due,
 )
 from headrace.services.executor.timers import TimerQueue
-from headrace.services.executor.unheld import flow_unloadable, not_held
+from headrace.services.executor.unheld import evicted, flow_unloadable, not_held
 from headrace.topics import (
     EXECUTION_COMMANDS,
     EXECUTIONS,
@@ -191,7 +188,8 @@ class ExecutorRuntime:
                 continue
             for message in messages:
                 if tombstone is not None:
-                    await self._say_evicted(tombstone, message, now, deliveries)
+                    for topic, record in evicted(message, tombstone, now):
+                        deliveries.append(await self._produce(_encode(topic, record)))
                     continue
                 if evicts(message):
                     if execution is not None:
@@ -286,29 +284,6 @@ class ExecutorRuntime:
         )
         for topic, record in not_held(message, now):
             deliveries.append(await self._produce(_encode(topic, record)))
-
-    async def _say_evicted(
-        self,
-        tombstone: Tombstone,
-        message: Message,
-        now: datetime,
-        deliveries: list[asyncio.Future[Any]],
-    ) -> None:
-        """`message` is for an evicted execution: a start or result delivered again is
-        ignored, as it would have been with the state; an operator's command is answered
-        IGNORED, saying why."""
-        if not (isinstance(message, ExecutionCommand) and message.kind in ANSWERED_COMMANDS):
-            log.debug("execution %s is evicted: %s ignored", message.execution_id, message)
-            return
-        outcome = CommandOutcome(
-            message.command_id,
-            message.kind,
-            CommandStatus.IGNORED,
-            tombstone.reason(),
-            tombstone.state,
-        )
-        event = ExecutionEvent(message.execution_id, tombstone.seq, now, command=outcome)
-        deliveries.append(await self._send(EXECUTIONS.name, event))
 
     async def _abort(
         self,

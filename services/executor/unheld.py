@@ -1,5 +1,5 @@
 """What the executor says about a message it cannot apply: one for an execution it holds
-no state for, or one whose flow revision no longer loads.
+no state for (never, or no longer: evicted), or one whose flow revision no longer loads.
 
 Such a message is never dropped silently: the execution's log gets an ERROR line (the
 logs API and `headrace logs` show it; not for the watchdog's probes, whose finding the
@@ -28,6 +28,7 @@ from headrace.messages import (
     Message,
     TaskResult,
 )
+from headrace.services.executor.eviction import Tombstone
 from headrace.topics import EXECUTIONS, LOGS
 
 NOT_HELD = "the executor holds no state for this execution"
@@ -59,6 +60,21 @@ def not_held(message: Message, now: datetime) -> list[tuple[str, Message]]:
         event = ExecutionEvent(message.execution_id, 0, now, command=outcome)
         records.append((EXECUTIONS.name, event))
     return records
+
+
+def evicted(message: Message, tombstone: Tombstone, now: datetime) -> list[tuple[str, Message]]:
+    """(topic, message) pairs to publish about `message`, for an evicted execution: none
+    for a start or result delivered again (ignored, as the state would have ignored it);
+    for an operator's command, its answer: IGNORED, saying why."""
+    if not (isinstance(message, ExecutionCommand) and message.kind in ANSWERED_COMMANDS):
+        return []
+    reason = tombstone.reason()
+    outcome = CommandOutcome(
+        message.command_id, message.kind, CommandStatus.IGNORED, reason, tombstone.state
+    )
+    return [
+        (EXECUTIONS.name, ExecutionEvent(message.execution_id, tombstone.seq, now, command=outcome))
+    ]
 
 
 def flow_unloadable(

@@ -51,8 +51,12 @@ async def publish(gw: Gateway, topic: str, message: Message) -> None:
             "the topic takes: the body, headers and inputs together; send less, or copy "
             "less of the body into the inputs",
         )
+    await _send(gw, topic, message.execution_id, value)
+
+
+async def _send(gw: Gateway, topic: str, execution_id: str, value: bytes) -> None:
     try:
-        await gw.producer.send_and_wait(topic, value, key=message.execution_id.encode())
+        await gw.producer.send_and_wait(topic, value, key=execution_id.encode())
     except KafkaError as exc:
         raise ApiError(503, f"the broker did not accept the message: {exc}") from exc
 
@@ -76,11 +80,7 @@ def refused(exc: StartRefused) -> ApiError:
 
 async def publish_start(gw: Gateway, start: Admitted) -> None:
     """Send an admitted start and await the broker's ack (a 202 means it is on the topic)."""
-    key = start.event.execution_id.encode()
-    try:
-        await gw.producer.send_and_wait(TRIGGERS.name, start.value, key=key)
-    except KafkaError as exc:
-        raise ApiError(503, f"the broker did not accept the message: {exc}") from exc
+    await _send(gw, TRIGGERS.name, start.event.execution_id, start.value)
 
 
 async def start_execution(request: web.Request) -> web.Response:
