@@ -266,7 +266,7 @@ def service_rss_mib(server: subprocess.Popen[str]) -> dict[str, float]:
 
 async def alive_at_once(url: str, server: subprocess.Popen[str], count: int) -> dict[str, float]:
     """W4: `count` executions paused at once, then all ended; peak RSS while they wait."""
-    delay_s = max(60, count // 100)  # longer than it takes to start them all
+    delay_s = max(60, count // 400)  # longer than it takes to start them all (~800/s)
     api = url + "/api/v1"
     before = service_rss_mib(server)
     peak = dict(before)

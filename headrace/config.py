@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from headrace.errors import ConfigError
 from headrace.fetch_wait import FetchWait
@@ -49,7 +50,12 @@ class Settings:
     worker_concurrency: int = 64
     # The timeout of attempts whose task sets none (see DEFAULT_TASK_TIMEOUT).
     worker_task_timeout: timedelta = DEFAULT_TASK_TIMEOUT
-    executor_store: str = "memory://"
+    # `rocksdb://`: executions on disk, memory bounded (services/executor/store.py);
+    # `memory://`: every execution in RAM, rebuilt from the changelog at each start.
+    executor_store: str = "rocksdb://"
+    # The executor's RocksDB files: one folder per executor process, kept across its
+    # restarts (they then read only the changelog's tail). None: $XDG_STATE_HOME/headrace.
+    executor_data_dir: str | None = None
     execution_retention: timedelta = DEFAULT_EXECUTION_RETENTION
     # The scheduler's watchdog (services/scheduler/watchdog.py): seconds between passes,
     # and how long an unended execution goes unchanged before it is probed.
@@ -79,7 +85,8 @@ class Settings:
                 worker_concurrency=int(
                     env.get("HEADRACE_WORKER_CONCURRENCY", defaults.worker_concurrency)
                 ),
-                executor_store=env.get("HEADRACE_EXECUTOR_STORE", defaults.executor_store),
+                executor_store=_store(env.get("HEADRACE_EXECUTOR_STORE", defaults.executor_store)),
+                executor_data_dir=env.get("HEADRACE_EXECUTOR_DATA_DIR") or None,
                 watchdog_interval_s=_positive(
                     env.get("HEADRACE_WATCHDOG_INTERVAL", defaults.watchdog_interval_s)
                 ),
@@ -99,6 +106,15 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
 
+    def executor_data_path(self, environ: dict[str, str] | None = None) -> Path:
+        if self.executor_data_dir:
+            return Path(self.executor_data_dir)
+        env = os.environ if environ is None else environ
+        state_home = env.get("XDG_STATE_HOME", "")
+        # The XDG spec: a relative value is invalid and must be ignored.
+        base = Path(state_home) if os.path.isabs(state_home) else Path.home() / ".local/state"
+        return base / "headrace" / "executor"
+
     def fetch_wait(self) -> FetchWait:
         """A new fetch wait policy, one per consumer (it follows that consumer's traffic).
 
@@ -107,6 +123,15 @@ class Settings:
         if self.low_latency:
             return FetchWait(busy_ms=5, idle_ms=IDLE_FETCH_WAIT_MS, quiet_after_s=QUIET_AFTER_S)
         return FetchWait(busy_ms=500, idle_ms=500, quiet_after_s=QUIET_AFTER_S)
+
+
+STORES = ("rocksdb://", "memory://")
+
+
+def _store(text: str) -> str:
+    if text not in STORES:
+        raise ConfigError(f"HEADRACE_EXECUTOR_STORE: {text!r} is not one of {', '.join(STORES)}")
+    return text
 
 
 def _positive(text: str | float) -> float:

@@ -134,6 +134,10 @@ class LocalStack:
         # service gets only its own: the worker the secrets, the gateway the database URL
         # and its token, the executor nothing, the others the database URL.
         env, sealed = split_sealed(service_env(self.settings, ready_file, name))
+        if name == "executor":
+            # Each executor process its own store, kept across its restarts; it goes with
+            # the stack, as the embedded broker's changelogs do.
+            env["HEADRACE_EXECUTOR_DATA_DIR"] = str(self._state_dir / f"executor-{copy}-data")
         with hand_over(env, for_service(name, {**sealed, **self.secrets})) as fds:
             process = subprocess.Popen(
                 [sys.executable, "-m", "headrace", "server", name],

@@ -27,6 +27,8 @@ from headrace.services.executor.consumer import install_consumers
 from headrace.services.executor.faust_tuning import faust_settings
 from headrace.services.executor.recovery import FencedTableManager
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent, StateTable
+from headrace.services.executor.store import DictStore, RocksStore
+from headrace.services.executor.timer_index import RocksIndex, TimerIndex
 from headrace.topics import EXECUTION_COMMANDS, FLOW_SLOTS, TASK_RESULTS, TRIGGERS
 from headrace.topics.definitions import EXECUTION_STATE_CHANGELOG, FLOW_SLOTS_CHANGELOG
 
@@ -72,6 +74,7 @@ class _Runtime:
                     self._flows,
                     self.app.producer,
                     retention=self.settings.execution_retention,
+                    **self._timer_indexes(),
                 )
                 for queue in (runtime.timers, runtime.evictions):
                     task = asyncio.ensure_future(queue.run())
@@ -80,15 +83,31 @@ class _Runtime:
                 self.runtime = runtime
             return self.runtime
 
+    def _timer_indexes(self) -> dict[str, TimerIndex]:
+        """With the RocksDB store, pending timers wait on disk too (a million paused
+        executions are a million timers); beside the tables, in this process's folder."""
+        if self.settings.executor_store != "rocksdb://":
+            return {}
+        folder = self.settings.executor_data_path()
+        return {
+            "timer_index": RocksIndex(folder / "timers.db"),
+            "eviction_index": RocksIndex(folder / "evictions.db"),
+        }
+
     async def close(self) -> None:
         for task in self._timer_tasks:
             task.cancel()
+        if self.runtime is not None:
+            for index in (self.runtime.timer_index, self.runtime.eviction_index):
+                if isinstance(index, RocksIndex):
+                    index.close()
         if self._flows is not None:
             await self._flows.stop()
 
 
 def _state_table(table: Any) -> StateTable:
-    return StateTable(table.data, table.changelog_topic.get_topic_name())
+    store = table.data if isinstance(table.data, RocksStore) else DictStore(table.data)
+    return StateTable(store, table.changelog_topic.get_topic_name())
 
 
 def _exit_if_timers_died(task: asyncio.Task[None]) -> None:
@@ -114,13 +133,14 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         APP_ID,
         broker=f"kafka://{settings.kafka_bootstrap}",
-        store=settings.executor_store,
+        # `headrace://` is RocksStore (store.py), found through our `faust.stores` entry point.
+        store="headrace://" if settings.executor_store == "rocksdb://" else "memory://",
         # Faust makes its data folder in the working directory by default; the memory
         # store keeps nothing there, so it goes to the temp folder, not the user's repo.
-        **(
-            {"datadir": str(Path(tempfile.gettempdir()) / f"{APP_ID}-data")}
-            if settings.executor_store.startswith("memory")
-            else {}
+        datadir=str(
+            settings.executor_data_path()
+            if settings.executor_store == "rocksdb://"
+            else Path(tempfile.gettempdir()) / f"{APP_ID}-data"
         ),
         autodiscover=False,
         # Recovery reads each changelog to a fence it wrote, not to the broker's end offset.

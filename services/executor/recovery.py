@@ -18,6 +18,10 @@ merely redundant. A fence marks the end of what was written before it; an owner 
 the partition but still had a batch in flight could write after it (Faust does not wait
 for in-flight work at a rebalance): that write is not recovered, and its inputs were
 not committed either, so they are applied again.
+
+With the RocksDB store (store.py), recovery starts after the last offset the store on
+disk holds, so a restart reads only what was written since. The fence also tells when
+that store cannot be trusted: it holds an offset at or past the new fence.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from typing import Any
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
+
+from headrace.services.executor.store import RocksStore
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,29 @@ class FencedRecovery(Recovery):
             )
         destination.clear()
         destination.update(highwaters)
+        for tp, fence in highwaters.items():
+            self._forget_if_stale(tp, fence)
+
+    def _forget_if_stale(self, tp: TP, fence: int) -> None:
+        """A store on disk that holds an offset at or past our new fence was written from
+        another changelog (the topic was deleted and made again, or the broker's data
+        wiped): recover this partition from scratch instead of trusting it."""
+        held = self.active_offsets.get(tp)
+        if held is None or held < fence:
+            return
+        store = self.tp_to_table[tp].data
+        if not isinstance(store, RocksStore):
+            return
+        log.warning(
+            "%s[%d]: the local store holds offset %d, past the changelog's end %d; "
+            "it belongs to an older topic: discarding it and recovering from the changelog",
+            tp.topic,
+            tp.partition,
+            held,
+            fence,
+        )
+        store.reset_partition(tp.partition)
+        self.active_offsets[tp] = None  # type: ignore[assignment]  # Faust's "from the start"
 
     async def _fence(self, tp: TP) -> Any:
         return await self.app.producer.send_and_wait(

@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -71,6 +71,8 @@ from headrace.services.executor.eviction import (
     is_tombstone,
     tombstone_if_due,
 )
+from headrace.services.executor.store import PartitionStore
+from headrace.services.executor.timer_index import HeapIndex, TimerIndex
 from headrace.services.executor.timers import TimerQueue
 from headrace.services.executor.unheld import evicted, flow_unloadable, not_held
 from headrace.topics import (
@@ -128,9 +130,9 @@ class Flows(Protocol):
 @dataclass(frozen=True, slots=True)
 class StateTable:
     """A Faust table as the runtime uses it: its store, and the changelog topic that a
-    write must reach before the events that caused it are committed."""
+    write must reach before the store (and then the input offsets) may take it."""
 
-    data: MutableMapping[bytes, bytes]
+    store: PartitionStore
     changelog: str
 
 
@@ -149,12 +151,15 @@ class ExecutorRuntime:
     producer: Producer
     # How long an ended execution's state is kept before its tombstone replaces it.
     retention: timedelta = DEFAULT_RETENTION
+    # Where the two timer queues keep what is pending (timer_index.py).
+    timer_index: TimerIndex = field(default_factory=HeapIndex)
+    eviction_index: TimerIndex = field(default_factory=HeapIndex)
     timers: TimerQueue = field(init=False)
     evictions: TimerQueue = field(init=False)  # `TimerKind.EVICT` only (eviction.py)
 
     def __post_init__(self) -> None:
-        self.timers = TimerQueue(self.fire_timer)
-        self.evictions = TimerQueue(self.fire_timer)
+        self.timers = TimerQueue(self.fire_timer, self.timer_index)
+        self.evictions = TimerQueue(self.fire_timer, self.eviction_index)
 
     async def process_batch(self, batch: Iterable[InputEvent]) -> None:
         by_execution: dict[bytes, tuple[int, list[Message]]] = {}
@@ -170,7 +175,7 @@ class ExecutorRuntime:
         deliveries: list[asyncio.Future[Any]] = []
         changed: list[tuple[bytes, int, bytes]] = []
         for key, (partition, messages) in by_execution.items():
-            raw = self.table.data.get(key)
+            raw = self.table.store.read(partition, key)
             killed_early = raw == KILLED_BEFORE_START
             tombstone: Tombstone | None = None
             execution: Execution | None = None
@@ -226,14 +231,7 @@ class ExecutorRuntime:
                 changed.append((key, partition, value))
         if deliveries:
             await asyncio.gather(*deliveries)
-        stored = [
-            await self._store(self.table, partition, key, value)
-            for key, partition, value in changed
-        ]
-        if stored:
-            # Acknowledged before the batch is: the offset commit that follows does not
-            # look at failed sends (aiokafka's flush only waits for them).
-            await asyncio.gather(*stored)
+        await self._store(self.table, changed)
 
     async def _advance(
         self,
@@ -407,16 +405,31 @@ class ExecutorRuntime:
     async def _produce(self, record: _Record) -> asyncio.Future[Any]:
         return await self.producer.send(record.topic, record.key, record.value, None, None, None)
 
-    async def _store(
-        self, table: StateTable, partition: int, key: bytes, value: bytes
-    ) -> asyncio.Future[Any]:
-        """Write a state to the table and send it to the changelog; the future resolves
-        once the broker has it. Through our producer, not Faust's `send_changelog`: Faust
-        buffers those sends, and its flush before an offset commit gives up on the buffer
-        after 100 ms of no progress, so under load an input could be committed while the
-        state it produced was still in that buffer (a crash then loses the execution)."""
-        table.data[key] = value
-        return await self.producer.send(table.changelog, key, value, partition, None, None)
+    async def _store(self, table: StateTable, changed: list[tuple[bytes, int, bytes]]) -> None:
+        """Send new states to the changelog and, once the broker has every one, to the
+        store (with their offsets: store.py). Acknowledged before the batch is: the offset
+        commit that follows does not look at failed sends (aiokafka's flush only waits).
+        Through our producer, not Faust's `send_changelog`: Faust buffers those sends, and
+        its flush before an offset commit gives up on the buffer after 100 ms of no
+        progress, so an input could be committed while its state was still in that buffer
+        (a crash then loses the execution)."""
+        if not changed:
+            return
+        sent = [
+            await self.producer.send(table.changelog, key, value, partition, None, None)
+            for key, partition, value in changed
+        ]
+        acks = await asyncio.gather(*sent)
+        by_partition: dict[int, tuple[list[tuple[bytes, bytes]], int | None]] = {}
+        for (key, partition, value), ack in zip(changed, acks, strict=True):
+            items, offset = by_partition.get(partition, ([], None))
+            items.append((key, value))
+            ack_offset = getattr(ack, "offset", None)  # RecordMetadata
+            if ack_offset is not None and (offset is None or ack_offset > offset):
+                offset = ack_offset
+            by_partition[partition] = (items, offset)
+        for partition, (items, offset) in by_partition.items():
+            table.store.write(partition, items, offset)
 
     async def process_slot_request(self, item: InputEvent) -> None:
         """One request of the flow-slots agent: decide, answer, then store (as for batches)."""
@@ -428,7 +441,7 @@ class ExecutorRuntime:
         if not isinstance(request, SlotRequest):
             log.error("dropping a %s found on flow-slots", type(request).__name__)
             return
-        raw = self.slots_table.data.get(item.key)
+        raw = self.slots_table.store.read(item.partition, item.key)
         step = decide(FlowSlots.from_bytes(raw) if raw is not None else None, request)
         deliveries = []
         for answer in step.answers:
@@ -438,7 +451,7 @@ class ExecutorRuntime:
             await asyncio.gather(*deliveries)
         value = step.slots.to_bytes()
         if value != raw:
-            await (await self._store(self.slots_table, item.partition, item.key, value))
+            await self._store(self.slots_table, [(item.key, item.partition, value)])
 
     async def fire_timer(self, execution_id: str, timer: Timer) -> None:
         command = ExecutionCommand(
@@ -459,7 +472,7 @@ class ExecutorRuntime:
         self.timers.clear()
         self.evictions.clear()
         count = 0
-        for key, raw in list(self.table.data.items()):
+        for key, raw in self.table.store.items():
             if raw == KILLED_BEFORE_START or is_tombstone(raw):
                 continue  # no state, no timers
             try:

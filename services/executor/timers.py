@@ -1,24 +1,24 @@
 """Durable timers, the executor's only notion of time passing.
 
 Timers are part of each execution's state in the table (so they survive restarts); this
-queue is the in-memory index of when the next one is due. It is rebuilt from the table
-after recovery. When a timer comes due we do not touch state here: we publish an
-`ExecutionCommand(TIMER)` to `execution-commands`, keyed by execution id, so the event
-reaches the partition owner like any other and the core decides (a stale timer is a no-op).
+queue fires them from an index of when each is due (timer_index.py: in memory, or on
+disk), rebuilt from the table after recovery. When a timer comes due we do not touch
+state here: we publish an `ExecutionCommand(TIMER)` to `execution-commands`, keyed by
+execution id, so the event reaches the partition owner like any other and the core
+decides (a stale timer is a no-op).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from headrace.core.state import Timer
+from headrace.services.executor.timer_index import HeapIndex, TimerIndex
 
 log = logging.getLogger(__name__)
 
@@ -30,26 +30,17 @@ FIRE_SLICE = 100
 
 
 class TimerQueue:
-    def __init__(self, fire: FireTimer) -> None:
+    def __init__(self, fire: FireTimer, index: TimerIndex | None = None) -> None:
         self._fire = fire
-        self._heap: list[tuple[datetime, int, str, Timer]] = []
-        self._order = itertools.count()  # ties break in push order, never on Timer
+        self.index: TimerIndex = index if index is not None else HeapIndex()
         self._changed = asyncio.Event()
-        self._pending: set[tuple[str, Timer]] = set()  # what the heap holds: no duplicates
-
-    def __len__(self) -> int:
-        return len(self._heap)
 
     def push(self, execution_id: str, timer: Timer) -> None:
-        if (execution_id, timer) in self._pending:
-            return
-        self._pending.add((execution_id, timer))
-        heapq.heappush(self._heap, (timer.due, next(self._order), execution_id, timer))
+        self.index.add(execution_id, timer)
         self._changed.set()
 
     def clear(self) -> None:
-        self._heap.clear()
-        self._pending.clear()
+        self.index.clear()
 
     async def run(self) -> None:
         """Fire timers as they come due, up to `FIRE_SLICE` at once (a backlog due together,
@@ -58,12 +49,7 @@ class TimerQueue:
         while True:
             self._changed.clear()
             now = datetime.now(UTC)
-            while self._heap and self._heap[0][0] <= now:
-                due = []
-                while self._heap and self._heap[0][0] <= now and len(due) < FIRE_SLICE:
-                    _, _, execution_id, timer = heapq.heappop(self._heap)
-                    self._pending.discard((execution_id, timer))
-                    due.append((execution_id, timer))
+            while due := self.index.take_due(now, FIRE_SLICE):
                 fired = await asyncio.gather(
                     *(self._fire(execution_id, timer) for execution_id, timer in due),
                     return_exceptions=True,
@@ -80,6 +66,7 @@ class TimerQueue:
                         )
                         retry = now + timedelta(seconds=RETRY_FIRE_S)
                         self.push(execution_id, replace(timer, due=retry))
-            wait = (self._heap[0][0] - now).total_seconds() if self._heap else None
+            next_due = self.index.next_due()
+            wait = (next_due - now).total_seconds() if next_due is not None else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=wait)

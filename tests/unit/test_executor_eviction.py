@@ -54,14 +54,13 @@ async def test_an_ended_execution_gets_an_eviction_timer_at_its_end_plus_retenti
     execution = stored(table, "ex1")
     due = execution.histories[-1].date + RETENTION
     # A queue of their own: a backlog of evictions never delays the core's timers.
-    assert len(runtime.timers) == 0
-    assert [(i, t.due, t.kind) for _, _, i, t in runtime.evictions._heap] == [
-        ("ex1", due, TimerKind.EVICT)
-    ]
+    assert runtime.timer_index.next_due() is None
+    held = runtime.eviction_index.take_due(due, 10)
+    assert [(i, t.due, t.kind) for i, t in held] == [("ex1", due, TimerKind.EVICT)]
     # A recovered partition indexes it again.
     runtime.evictions.clear()
     assert runtime.rebuild_timers() == 0  # no core timer
-    assert [t.kind for _, _, _, t in runtime.evictions._heap] == [TimerKind.EVICT]
+    assert [t.kind for _, t in runtime.eviction_index.take_due(due, 10)] == [TimerKind.EVICT]
 
 
 async def test_eviction_leaves_a_tombstone_that_ignores_redeliveries_and_answers_commands(
@@ -75,35 +74,36 @@ async def test_eviction_leaves_a_tombstone_that_ignores_redeliveries_and_answers
     later = ended.histories[-1].date + RETENTION + timedelta(seconds=1)
     monkeypatch.setattr(runtime_module, "datetime", frozen_datetime(later))
     await runtime.process_batch([evict("ex1")])
-    raw = table.data[b"ex1"]
+    raw = table.store.data[b"ex1"]
     assert is_tombstone(raw) and len(raw) < 100
     assert producer.stored[-1] == ("state-changelog", b"ex1", raw)  # recovered as such
     assert Tombstone.from_bytes(raw) == Tombstone(
         State.SUCCESS, ended.seq, ended.histories[-1].date
     )
-    assert runtime.rebuild_timers() == 0 and len(runtime.evictions) == 0  # nothing left
+    assert runtime.rebuild_timers() == 0  # nothing left
+    assert runtime.eviction_index.next_due() is None
 
     sent_before = len(producer.sent)
     await runtime.process_batch([start("ex1", "chain")])  # the same start, delivered again
-    assert table.data[b"ex1"] == raw and len(producer.sent) == sent_before
+    assert table.store.data[b"ex1"] == raw and len(producer.sent) == sent_before
     await runtime.process_batch([command("ex1", CommandKind.RESTART)])
     (answer,) = [e for e in producer.of("ex1", ExecutionEvent) if e.command is not None]
     assert answer.command.status is CommandStatus.IGNORED
     assert "evicted" in answer.command.reason and answer.command.state is State.SUCCESS
     assert answer.seq == ended.seq
-    assert table.data[b"ex1"] == raw
+    assert table.store.data[b"ex1"] == raw
 
 
 async def test_a_restarted_execution_is_not_evicted(monkeypatch):
     runtime, table, _ = await ended_execution()
     ended = stored(table, "ex1")
     later = ended.histories[-1].date + RETENTION + timedelta(seconds=1)
-    execution = Execution.from_bytes(table.data[b"ex1"])
+    execution = Execution.from_bytes(table.store.data[b"ex1"])
     execution.state = State.RUNNING  # as a restart leaves it
-    table.data[b"ex1"] = execution.to_bytes()
+    table.store.data[b"ex1"] = execution.to_bytes()
     monkeypatch.setattr(runtime_module, "datetime", frozen_datetime(later))
     await runtime.process_batch([evict("ex1")])
-    assert not is_tombstone(table.data[b"ex1"])
+    assert not is_tombstone(table.store.data[b"ex1"])
 
 
 def frozen_datetime(moment: datetime) -> type:

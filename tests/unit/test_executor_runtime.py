@@ -24,6 +24,7 @@ from headrace.flow.model import Flow
 from headrace.flow_log import FlowNotFound
 from headrace.services.executor import runtime as runtime_module
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent, StateTable
+from headrace.services.executor.store import DictStore
 from headrace.states import State
 from tests.unit.test_core_helpers import T0, log_task, make_flow, trigger
 
@@ -75,13 +76,15 @@ def start(execution_id: str, flow_id: str, inputs: dict[str, Any] | None = None)
 
 
 def make_runtime(**flows: Flow | None) -> tuple[ExecutorRuntime, StateTable, FakeProducer]:
-    table, producer = StateTable({}, STATE_CHANGELOG), FakeProducer()
-    runtime = ExecutorRuntime(table, StateTable({}, SLOTS_CHANGELOG), FakeFlows(flows), producer)
+    table, producer = StateTable(DictStore({}), STATE_CHANGELOG), FakeProducer()
+    runtime = ExecutorRuntime(
+        table, StateTable(DictStore({}), SLOTS_CHANGELOG), FakeFlows(flows), producer
+    )
     return runtime, table, producer
 
 
 def stored(table: StateTable, execution_id: str) -> Execution:
-    return Execution.from_bytes(table.data[execution_id.encode()])
+    return Execution.from_bytes(table.store.data[execution_id.encode()])
 
 
 def poison(
@@ -188,7 +191,9 @@ async def test_an_event_that_cannot_be_failed_either_is_dropped(monkeypatch, cap
     poison(monkeypatch, "ex-bad", MemoryError(), abort_too=True)
     with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
         await runtime.process_batch([start("ex-bad", "good"), start("ex-good", "good")])
-    assert b"ex-bad" not in table.data and producer.of("ex-bad", messages.ExecutionEvent) == []
+    assert (
+        b"ex-bad" not in table.store.data and producer.of("ex-bad", messages.ExecutionEvent) == []
+    )
     assert stored(table, "ex-good").state is State.RUNNING
     assert any("ex-bad" in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)
 
@@ -197,16 +202,16 @@ async def test_a_flow_that_no_longer_validates_drops_the_event_like_a_missing_on
     runtime, table, _ = make_runtime(good=make_flow(log_task("a"), flow_id="good"), old=None)
     with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
         await runtime.process_batch([start("ex-old", "old"), start("ex-good", "good")])
-    assert b"ex-old" not in table.data and stored(table, "ex-good").state is State.RUNNING
+    assert b"ex-old" not in table.store.data and stored(table, "ex-good").state is State.RUNNING
     (record,) = [r for r in caplog.records if "ex-old" in r.getMessage()]
     assert "event dropped" in record.getMessage() and "tasks: bad" in record.getMessage()
 
 
 async def test_an_unreadable_stored_state_drops_its_events_not_the_batch():
     runtime, table, _ = make_runtime(good=make_flow(log_task("a"), flow_id="good"))
-    table.data[b"ex-corrupt"] = b"[not json"
+    table.store.data[b"ex-corrupt"] = b"[not json"
     await runtime.process_batch([start("ex-corrupt", "good"), start("ex-good", "good")])
-    assert table.data[b"ex-corrupt"] == b"[not json"
+    assert table.store.data[b"ex-corrupt"] == b"[not json"
     assert stored(table, "ex-good").state is State.RUNNING
 
 
@@ -234,12 +239,12 @@ async def test_a_state_of_a_newer_format_stops_the_batch_instead_of_dropping_its
     await runtime.process_batch([start("ex-new", "good")])
     (request,) = producer.of("ex-new", messages.TaskRequest)
     newer = newer_format(stored(table, "ex-new"))
-    table.data[b"ex-new"] = newer
+    table.store.data[b"ex-new"] = newer
     sent = len(producer.sent)
     result = messages.TaskResult("ex-new", request.task_run_id, 1, State.SUCCESS, T0, T0)
     with pytest.raises(StateVersionError):
         await runtime.process_batch([InputEvent(b"ex-new", codec.encode(result), 0)])
-    assert table.data[b"ex-new"] == newer and len(producer.sent) == sent
+    assert table.store.data[b"ex-new"] == newer and len(producer.sent) == sent
 
 
 async def test_timer_recovery_skips_a_corrupt_state_and_stops_at_a_newer_one(caplog):
@@ -253,12 +258,12 @@ async def test_timer_recovery_skips_a_corrupt_state_and_stops_at_a_newer_one(cap
     await runtime.process_batch([InputEvent(b"ex-retry", codec.encode(failed), 0)])
     assert stored(table, "ex-retry").timers  # the retry waits on a timer
 
-    table.data[b"ex-corrupt"] = b"[not json"
+    table.store.data[b"ex-corrupt"] = b"[not json"
     with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
         assert runtime.rebuild_timers() == len(stored(table, "ex-retry").timers)
     assert any("ex-corrupt" in r.getMessage() for r in caplog.records)
 
-    table.data[b"ex-new"] = newer_format(stored(table, "ex-retry"))
+    table.store.data[b"ex-new"] = newer_format(stored(table, "ex-retry"))
     with pytest.raises(StateVersionError):
         runtime.rebuild_timers()
 
@@ -331,7 +336,7 @@ async def test_a_kill_that_overtakes_the_start_kills_the_execution_when_it_start
     runtime, table, producer = make_runtime(child=make_flow(log_task("a"), flow_id="child"))
     # A parent killed right after starting its child: the kill arrives first.
     await runtime.process_batch([kill("ex-child")])
-    assert table.data[b"ex-child"] == runtime_module.KILLED_BEFORE_START
+    assert table.store.data[b"ex-child"] == runtime_module.KILLED_BEFORE_START
     assert runtime.rebuild_timers() == 0  # the marker is no state: skipped quietly
 
     await runtime.process_batch([start("ex-child", "child")])
@@ -407,17 +412,17 @@ async def test_a_held_executions_revision_missing_from_the_topic_fails_the_batch
     runtime, table, producer = make_runtime(chain=make_flow(log_task("a"), log_task("b")))
     await runtime.process_batch([start("ex1", "chain")])
     (request,) = producer.of("ex1", messages.TaskRequest)
-    before = table.data[b"ex1"]
+    before = table.store.data[b"ex1"]
     del runtime.flows.flows["chain"]  # as if the topic had lost it
     result = messages.TaskResult("ex1", request.task_run_id, 1, State.SUCCESS, T0, T0)
     with pytest.raises(runtime_module.FlowsBehind, match="revision 1 not found"):
         await runtime.process_batch([InputEvent(b"ex1", codec.encode(result), 0)])
-    assert table.data[b"ex1"] == before  # nothing applied, nothing stored
+    assert table.store.data[b"ex1"] == before  # nothing applied, nothing stored
 
 
 async def test_a_start_naming_a_revision_never_stored_is_dropped_saying_why():
     runtime, table, producer = make_runtime()
     await runtime.process_batch([start("ex1", "ghost")])
-    assert b"ex1" not in table.data
+    assert b"ex1" not in table.store.data
     (line,) = producer.of("ex1", messages.LogRecord)
     assert "revision 1 not found" in line.message
