@@ -1,5 +1,6 @@
-"""The `flows` topic: every stored flow revision, for the services that must not depend on
-PostgreSQL to run flows (the executor).
+"""The `flows` topic: every stored flow revision and trigger switch, for the services that
+must not depend on PostgreSQL to run flows (the executor) or to start them (the gateway's
+webhooks and API starts).
 
 The gateway publishes each revision inside the transaction that stores it, and awaits
 the broker's acknowledgement before the transaction commits (`TopicRevisionLog`): a
@@ -7,15 +8,17 @@ revision readers can see in PostgreSQL is on the topic, and a trigger naming it 
 published after it. A transaction that fails after the publish retracts the revision
 (a record with no value under its key) before its lock is released; a commit whose
 outcome is unknown (its connection lost) is settled under the lock, on a fresh
-connection (`headrace.db.flows`). At start, the gateway and the scheduler publish the
-stored revisions the topic lacks (`publish_stored_revisions`).
+connection (`headrace.db.flows`). A switch is published once PostgreSQL committed it
+(its watermark and the schedules' claims live there): a refused publish answers 503,
+and the switch is sent again by a retry or at the next start. At start, the gateway and
+the scheduler publish what PostgreSQL stores and the topic lacks (`publish_stored`).
 
 `FlowLog` follows the topic from its beginning and keeps every revision in memory (YAML
-text, parsed on first use). A reader that does not find a revision may just be behind:
-`sync` appends a fence to every partition and reads up to it, so whatever was
-acknowledged before the call has been read. (The embedded broker reports end offsets
-wrong, see docs/architecture.md: a fence's acknowledgement gives an offset that is right
-on every broker.)
+text, parsed on first use) and every switch. A reader that does not find a revision may
+just be behind: `sync` appends a fence to every partition and reads up to it, so
+whatever was acknowledged before the call has been read. (The embedded broker reports
+end offsets wrong, see docs/architecture.md: a fence's acknowledgement gives an offset
+that is right on every broker.)
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
@@ -31,11 +35,12 @@ from headrace import codec
 from headrace.config import Settings
 from headrace.consume import consume
 from headrace.db.flows import FlowRepository
+from headrace.db.triggers import TriggerStateRepository
 from headrace.errors import CodecError, HeadraceError
 from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
 from headrace.kafka import AdaptiveConsumer, make_consumer, make_producer
-from headrace.messages import FlowRevision
+from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.topics.definitions import FLOWS
 
 log = logging.getLogger(__name__)
@@ -50,14 +55,20 @@ class FlowNotFound(HeadraceError):
 
 class TopicRevisionLog:
     """The gateway's `RevisionLog` (`headrace.db.flows`): revisions go to `flows`, each
-    call returning once the broker has it."""
+    call returning once the broker has it. With `reader`, a committed revision is known
+    to that reader at once: the process that saved a flow serves it right away."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, reader: FlowLog | None = None) -> None:
         self._producer = producer
+        self._reader = reader
 
     async def publish(self, revision: FlowRevision) -> None:
         value = codec.encode(revision)
         await self._producer.send_and_wait(FLOWS.name, value, key=revision.key.encode())
+
+    def committed(self, revision: FlowRevision) -> None:
+        if self._reader is not None:
+            self._reader.note(revision)
 
     async def retract(self, revision: FlowRevision) -> None:
         """A revision that was never committed: a record with no value under its key
@@ -80,6 +91,10 @@ class FlowLog:
         self._revisions: dict[tuple[str, str], dict[int, _Stored]] = {}
         self._parsed: dict[tuple[str, str, int], Flow] = {}
         self._keys: dict[bytes, tuple[str, str, int]] = {}  # record key -> revision
+        # Triggers switched off at runtime, by flow, as read (TriggerSwitch records);
+        # and switches this process published that were not read back yet, which win.
+        self._switched_off: dict[tuple[str, str], set[str]] = {}
+        self._noted_switches: dict[str, TriggerSwitch] = {}
         self._read_to: dict[int, int] = {}  # partition -> next offset to read
         self._progress = asyncio.Condition()
         self._consumer: AdaptiveConsumer | None = None
@@ -112,6 +127,36 @@ class FlowLog:
         stored = self._revisions.get((revision.namespace, revision.flow_id), {})
         return stored.get(revision.revision) == _Stored(revision.source, revision.deleted)
 
+    def switched_off(self, namespace: str, flow_id: str) -> frozenset[str]:
+        """The ids of the flow's triggers switched off at runtime."""
+        return frozenset(
+            trigger
+            for ns, flow, trigger in self.every_switched_off()
+            if (ns, flow) == (namespace, flow_id)
+        )
+
+    def every_switched_off(self) -> set[tuple[str, str, str]]:
+        """(namespace, flow id, trigger id) of every trigger switched off."""
+        off = {
+            (ns, flow, trigger) for (ns, flow), ids in self._switched_off.items() for trigger in ids
+        }
+        for switch in self._noted_switches.values():
+            key = (switch.namespace, switch.flow_id, switch.trigger_id)
+            if switch.disabled:
+                off.add(key)
+            else:
+                off.discard(key)
+        return off
+
+    def note(self, message: FlowRevision | TriggerSwitch) -> None:
+        """Apply a record this process published and saw acknowledged, without waiting to
+        read it back. A switch's older records may still be read before it: it stays
+        noted, above what is read, until the follower reads this very record."""
+        if isinstance(message, FlowRevision):
+            self._apply_revision(message.key.encode(), message)
+        else:
+            self._noted_switches[message.key] = message
+
     async def get(self, namespace: str, flow_id: str, revision: int) -> Flow:
         """A live revision, parsed; `FlowNotFound` once a `sync` did not find it either."""
         key = (namespace, flow_id, revision)
@@ -134,11 +179,22 @@ class FlowLog:
         after a `sync`."""
         if (namespace, flow_id) not in self._revisions:
             await self.sync()
+        return self.latest_read(namespace, flow_id)
+
+    def latest_read(self, namespace: str, flow_id: str) -> int | None:
+        """As `latest_revision`, without looking further for an unknown flow: for callers
+        anyone may make ask for any name (a `sync` writes to the topic)."""
         revisions = self._revisions.get((namespace, flow_id))
         if not revisions:
             return None
         latest = max(revisions)
         return None if revisions[latest].deleted else latest
+
+    @property
+    def following(self) -> asyncio.Task[None]:
+        """The task reading the topic: it ends only on an error, or at `stop`."""
+        assert self._follower is not None, "start() first"
+        return self._follower
 
     async def sync(self) -> None:
         """Return once everything acknowledged on `flows` before the call has been read.
@@ -178,45 +234,89 @@ class FlowLog:
                     self._parsed.pop(retracted, None)
                 continue
             try:
-                revision = codec.decode(record.value)
+                message = codec.decode(record.value)
             except CodecError as exc:
                 log.error("skipping an undecodable record of %s: %s", FLOWS.name, exc)
                 continue
-            if not isinstance(revision, FlowRevision):
-                log.error("skipping a %s on %s", type(revision).__name__, FLOWS.name)
-                continue
-            flow = self._revisions.setdefault((revision.namespace, revision.flow_id), {})
-            flow[revision.revision] = _Stored(revision.source, revision.deleted)
-            self._keys[record.key] = (revision.namespace, revision.flow_id, revision.revision)
-            # A revision republished with another source (see the module's docstring).
-            self._parsed.pop((revision.namespace, revision.flow_id, revision.revision), None)
+            if isinstance(message, FlowRevision):
+                self._apply_revision(record.key, message)
+            elif isinstance(message, TriggerSwitch):
+                self._apply_switch(message)
+            else:
+                log.error("skipping a %s on %s", type(message).__name__, FLOWS.name)
         async with self._progress:
             self._progress.notify_all()
 
+    def _apply_revision(self, key: bytes, revision: FlowRevision) -> None:
+        flow = self._revisions.setdefault((revision.namespace, revision.flow_id), {})
+        flow[revision.revision] = _Stored(revision.source, revision.deleted)
+        self._keys[key] = (revision.namespace, revision.flow_id, revision.revision)
+        # A revision republished with another source (see the module's docstring).
+        self._parsed.pop((revision.namespace, revision.flow_id, revision.revision), None)
+
+    def _apply_switch(self, switch: TriggerSwitch) -> None:
+        if self._noted_switches.get(switch.key) == switch:
+            del self._noted_switches[switch.key]  # read back: what is read is as new
+        off = self._switched_off.setdefault((switch.namespace, switch.flow_id), set())
+        if switch.disabled:
+            off.add(switch.trigger_id)
+        else:
+            off.discard(switch.trigger_id)
+
 
 async def publish_missing(
-    settings: Settings, stored: list[FlowRevision], producer: AIOKafkaProducer
+    follower: FlowLog,
+    revisions: list[FlowRevision],
+    switches: list[TriggerSwitch],
+    producer: AIOKafkaProducer,
 ) -> int:
-    """Publish the revisions of `stored` (PostgreSQL's) that `flows` lacks, or holds with
-    another source: revisions saved before the topic existed, or a topic that lost its
-    data. Returns how many were published."""
-    follower = FlowLog(settings, "headrace-flows-check")
-    await follower.start()
-    try:
-        missing = [revision for revision in stored if not follower.holds(revision)]
-    finally:
-        await follower.stop()
-    sent = [await producer.send(FLOWS.name, codec.encode(r), key=r.key.encode()) for r in missing]
+    """Publish what PostgreSQL stores and `flows`, as `follower` read it, lacks: revisions
+    saved before the topic existed (or held with another source), switches set before
+    the topic carried them, or a topic that lost its data. `switches`: every stored
+    switch; a trigger switched off on the topic and stored nowhere is switched on again.
+    Returns how many records were published; `follower` knows them once this returns."""
+    missing: list[FlowRevision | TriggerSwitch] = [
+        revision for revision in revisions if not follower.holds(revision)
+    ]
+    stored = {switch.key for switch in switches}
+    for switch in switches:
+        off_on_topic = switch.trigger_id in follower.switched_off(switch.namespace, switch.flow_id)
+        if off_on_topic != switch.disabled:
+            missing.append(switch)
+    for namespace, flow_id, trigger_id in follower.every_switched_off():
+        if f"{namespace}/{flow_id}#{trigger_id}" not in stored:
+            missing.append(TriggerSwitch(namespace, flow_id, trigger_id, False, datetime.now(UTC)))
+    sent = [await producer.send(FLOWS.name, codec.encode(m), key=m.key.encode()) for m in missing]
     await asyncio.gather(*sent)
+    for message in missing:
+        follower.note(message)
     return len(missing)
 
 
-async def publish_stored_revisions(
-    settings: Settings, repository: FlowRepository, producer: AIOKafkaProducer
+async def publish_stored(
+    settings: Settings,
+    flows: FlowRepository,
+    triggers: TriggerStateRepository,
+    producer: AIOKafkaProducer,
+    follower: FlowLog | None = None,
 ) -> None:
-    """At the start of a service that reads flows from PostgreSQL and starts executions
-    of them (the gateway, the scheduler): every stored revision is on `flows` before the
-    first start it publishes names one, so the executor finds it."""
-    published = await publish_missing(settings, await repository.all_revisions(), producer)
+    """At the start of the gateway and the scheduler, which store flows and switches in
+    PostgreSQL and start executions: every stored revision is on `flows` before the first
+    start names it (the executor finds it), and every switch (the gateway honours it).
+    `follower`: a started FlowLog of the caller's, else one is started for the check."""
+    own = follower is None
+    if follower is None:
+        follower = FlowLog(settings, "headrace-flows-check")
+        await follower.start()
+    try:
+        now = datetime.now(UTC)
+        switches = [
+            TriggerSwitch(state.namespace, state.flow_id, state.trigger_id, state.disabled, now)
+            for state in (await triggers.list()).values()
+        ]
+        published = await publish_missing(follower, await flows.all_revisions(), switches, producer)
+    finally:
+        if own:
+            await follower.stop()
     if published:
-        log.info("published %d flow revisions missing from %s", published, FLOWS.name)
+        log.info("published %d flow revisions and switches missing from %s", published, FLOWS.name)

@@ -293,6 +293,25 @@ class FlowRevision:
         return f"{self.namespace}/{self.flow_id}@{self.revision}"
 
 
+@dataclass(slots=True)
+class TriggerSwitch:
+    """A trigger's runtime switch (topic `flows`, compacted, keyed by trigger): readers of
+    the topic honour it without asking PostgreSQL."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.TriggerSwitch"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    namespace: str
+    flow_id: str
+    trigger_id: str
+    disabled: bool
+    time: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.flow_id}#{self.trigger_id}"
+
+
 Message = (
     TriggerEvent
     | TaskRequest
@@ -303,6 +322,7 @@ Message = (
     | TaskKill
     | SlotRequest
     | FlowRevision
+    | TriggerSwitch
 )
 MESSAGE_TYPES: tuple[type, ...] = (
     TriggerEvent,
@@ -314,4 +334,5 @@ MESSAGE_TYPES: tuple[type, ...] = (
     TaskKill,
     SlotRequest,
     FlowRevision,
+    TriggerSwitch,
 )

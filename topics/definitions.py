@@ -33,7 +33,7 @@ class Cleanup(StrEnum):
 class TopicSpec:
     name: str
     key: str
-    value_schema: str  # Avro record name in `headrace.schemas`; "" for raw bytes
+    value_schema: str  # Avro record name(s) in `headrace.schemas`; "" for raw bytes
     retention_ms: int
     cleanup: Cleanup = Cleanup.DELETE
     # An input of the executor, co-partitioned with its state table: its partition count
@@ -82,14 +82,15 @@ FLOW_SLOTS = TopicSpec(
     "flow-slots", "namespace/flowId", "io.headrace.SlotRequest", 7 * DAY_MS, fixed_partitions=True
 )
 
-# Every flow revision the gateway stored, for the executor (it never reads PostgreSQL).
-# Compacted and kept forever: keys are revisions, which never change, so nothing is lost.
+# Every flow revision and trigger switch the gateway stored, for the executor (it never
+# reads PostgreSQL) and the gateway's starts. Compacted and kept forever: keys are
+# revisions, which never change, and switches, whose latest record is all that counts.
 # One partition, never more: readers learn its partitions once, at start, and fence them
 # (`headrace.flow_log`). Flows are few and small.
 FLOWS = TopicSpec(
     "flows",
-    "namespace/flowId@revision",
-    "io.headrace.FlowRevision",
+    "namespace/flowId@revision, namespace/flowId#triggerId",
+    "io.headrace.FlowRevision, io.headrace.TriggerSwitch",
     -1,
     Cleanup.COMPACT,
     fixed_partitions=True,

@@ -78,6 +78,9 @@ class RevisionLog(Protocol):
 
     async def retract(self, revision: FlowRevision) -> None: ...
 
+    def committed(self, revision: FlowRevision) -> None:
+        """`revision`, published before, is stored for good."""
+
 
 class FlowRepository:
     def __init__(self, pool: asyncpg.Pool, revision_log: RevisionLog | None = None) -> None:
@@ -182,6 +185,9 @@ class FlowRepository:
             # look again under the lock, which the failed transaction no longer holds.
             await self._settle(published)
             raise
+        if self._log is not None:
+            for revision in published:
+                self._log.committed(revision)
 
     async def _settle(self, published: list[FlowRevision]) -> None:
         """After a commit of unknown outcome: publish what was stored after all, retract
@@ -203,6 +209,7 @@ class FlowRepository:
                         await self._log.retract(revision)
                     elif (row["source"], row["deleted"]) == (revision.source, revision.deleted):
                         await self._log.publish(revision)
+                        self._log.committed(revision)
             except Exception as exc:  # the save's own error is the one to report
                 log.warning(
                     "flow %s.%s revision %d: its commit failed and it could not be settled"

@@ -1,8 +1,10 @@
 """The gateway's aiohttp application and its life cycle (`run_gateway`).
 
 Start-up order: credentials (none at all stops the start), PostgreSQL pool and
-migrations, the Kafka producer, the flow revisions the `flows` topic lacks published
-(`headrace.flow_log`), the LISTEN connection, then the socket; shutdown in reverse. `/healthz` answers 200 only when PostgreSQL answers and the producer is started.
+migrations, the Kafka producer, the `flows` topic read to its end (webhooks and API
+starts take flows and switches from it, `headrace.flow_log`) and what it lacks
+published, the LISTEN connection, then the socket; shutdown in reverse. `/healthz`
+answers 200 only when PostgreSQL answers and the producer is started.
 Every request passes the browser checks (`browser`), then authentication and roles
 (`auth`): all routes need credentials but `/healthz` and webhooks (whose key is theirs).
 """
@@ -25,7 +27,9 @@ from headrace.db.flows import FlowRepository
 from headrace.db.logs import LogRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
-from headrace.flow_log import TopicRevisionLog, publish_stored_revisions
+from headrace.db.triggers import TriggerStateRepository
+from headrace.errors import HeadraceError
+from headrace.flow_log import FlowLog, TopicRevisionLog, publish_stored
 from headrace.kafka import make_producer
 from headrace.messages import FlowRevision
 from headrace.services.gateway import (
@@ -44,6 +48,7 @@ from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.metrics import metrics
 from headrace.services.gateway.responses import ApiError, error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
+from headrace.topics.definitions import FLOWS
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +145,11 @@ async def run_gateway(
         producer = make_producer(settings, "headrace-gateway")
         await producer.start()
         stack.push_async_callback(producer.stop)
-        flows = FlowRepository(pool, revision_log=_RevisionLog(producer))
-        await publish_stored_revisions(settings, flows, producer)
+        flow_log = FlowLog(settings, "headrace-gateway")
+        await flow_log.start()
+        stack.push_async_callback(flow_log.stop)
+        flows = FlowRepository(pool, revision_log=_RevisionLog(producer, flow_log))
+        await publish_stored(settings, flows, TriggerStateRepository(pool), producer, flow_log)
         executions = ExecutionRepository(pool)
         waiter = ExecutionWaiter(settings.database_url, executions)
         await waiter.start()
@@ -156,6 +164,7 @@ async def run_gateway(
             executions=executions,
             logs=LogRepository(pool),
             waiter=waiter,
+            flow_log=flow_log,
             producer_started=True,
             flow_loader=flow_loader,
         )
@@ -168,8 +177,13 @@ async def run_gateway(
         log.info("gateway listening on http://%s:%d", settings.gateway_host, port)
         if ready is not None:
             ready(port)
-        await stop.wait()
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopped, flow_log.following], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         gw.producer_started = False  # healthz says 503 while draining
+        if not stop.is_set():
+            # Flows and switches would go stale for good: exit, and be started again.
+            raise HeadraceError(f"stopped following the {FLOWS.name} topic")
 
 
 class _RevisionLog(TopicRevisionLog):

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from headrace.db.executions import ExecutionRepository
 from headrace.db.flows import FlowRepository
 from headrace.db.logs import LogRepository
+from headrace.flow_log import FlowLog
 from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.waiter import ExecutionWaiter
 
@@ -23,6 +24,8 @@ class Gateway:
     executions: ExecutionRepository
     logs: LogRepository
     waiter: ExecutionWaiter
+    # Flows and trigger switches as the `flows` topic has them: starts need no database.
+    flow_log: FlowLog
     producer_started: bool = False
     # Parses and validates YAML off the event loop (its pool starts on first use).
     flow_loader: FlowLoader = field(default_factory=FlowLoader)

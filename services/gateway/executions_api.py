@@ -1,8 +1,9 @@
 """`/api/v1/executions`: start an execution (publish a trigger), read and list them,
 and send kill / resume / restart commands.
 
-Starting admits the start on the flow's latest revision (`headrace.admission`: disabled,
-inputs, size), assigns the id and publishes a `TriggerEvent`; the executor does the rest. Reads come from PostgreSQL.
+Starting admits the start on the flow's latest revision, read from the `flows` topic
+(`headrace.admission`: disabled, inputs, size), assigns the id and publishes a
+`TriggerEvent`; the executor does the rest. Reads come from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from headrace.db.executions import MAX_PAGE_SIZE
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import has_nul
+from headrace.flow_log import FlowNotFound
 from headrace.messages import CommandKind, CommandStatus, ExecutionCommand, Message, TriggerEvent
 from headrace.services.gateway.bodies import (
     query_bool,
@@ -91,17 +93,20 @@ async def start_execution(request: web.Request) -> web.Response:
     labels = query_labels(request)
     raw_inputs = await read_inputs(request)
 
-    record = await gw.flows.get(namespace, flow_id)
-    if record is None:
+    # From the `flows` topic, not the database: starts go on while PostgreSQL is away.
+    revision = await gw.flow_log.latest_revision(namespace, flow_id)
+    if revision is None:
         raise ApiError(404, f"flow {namespace}/{flow_id} not found")
     try:
-        flow = await gw.flow_loader.load(record.source, f"{namespace}/{flow_id}@{record.revision}")
+        flow = await gw.flow_log.get(namespace, flow_id, revision)
+    except FlowNotFound as exc:
+        raise ApiError(404, f"flow {namespace}/{flow_id} not found") from exc
     except FlowValidationError as exc:
         raise ApiError(422, "the stored flow no longer validates", exc.to_json()) from exc
     try:
         start = admit(
             flow,
-            record.revision,
+            revision,
             execution_id=new_execution_id(),
             inputs=raw_inputs,
             trigger={"type": "api"},
@@ -118,7 +123,7 @@ async def start_execution(request: web.Request) -> web.Response:
                 "id": execution_id,
                 "namespace": namespace,
                 "flowId": flow_id,
-                "flowRevision": record.revision,
+                "flowRevision": revision,
                 "inputs": event.inputs,
                 "labels": labels,
                 "trigger": event.trigger,

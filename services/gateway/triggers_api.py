@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from headrace import codec
 from headrace.admission import StartRefused
 from headrace.db.flows import FlowRecord
 from headrace.db.triggers import TriggerState, TriggerStateRepository
@@ -28,10 +29,11 @@ from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow, Trigger
 from headrace.flow.schedule_ticks import schedule_of, tick_event
 from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
+from headrace.messages import TriggerSwitch
 from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.executions_api import refused
 from headrace.services.gateway.responses import ApiError, json_response
-from headrace.topics.definitions import TRIGGERS
+from headrace.topics.definitions import FLOWS, TRIGGERS
 
 # Ticks one backfill request may publish; a larger range is refused (split it).
 MAX_BACKFILL_TICKS = 10_000
@@ -162,7 +164,18 @@ async def set_trigger(request: web.Request) -> web.Response:
     if not isinstance(disabled, bool):
         raise ApiError(400, 'expected {"disabled": true} or {"disabled": false}')
     key = (flow.namespace, flow.id, trigger.id)
-    state = await TriggerStateRepository(gw.pool).set_disabled(key, disabled, datetime.now(UTC))
+    now = datetime.now(UTC)
+    state = await TriggerStateRepository(gw.pool).set_disabled(key, disabled, now)
+    # Stored first (the watermark moves with it), then on the `flows` topic, which the
+    # webhooks read: a refused publish is a 503, and sending the same switch again is safe.
+    switch = TriggerSwitch(flow.namespace, flow.id, trigger.id, disabled, now)
+    try:
+        await gw.producer.send_and_wait(FLOWS.name, codec.encode(switch), key=switch.key.encode())
+    except KafkaError as exc:
+        raise ApiError(
+            503, f"the switch is stored, but the broker did not take it (send it again): {exc}"
+        ) from exc
+    gw.flow_log.note(switch)
     return json_response(_trigger_json(flow, trigger, state, await _last_fired(gw, flow, trigger)))
 
 

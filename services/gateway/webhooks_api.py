@@ -24,11 +24,11 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from headrace.admission import StartRefused, admit
-from headrace.db.triggers import TriggerStateRepository
 from headrace.expressions import ExpressionError, render_value
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
 from headrace.flow.triggers import WEBHOOK, WebhookTrigger
+from headrace.flow_log import FlowNotFound
 from headrace.services.gateway.bodies import (
     FORM_TYPES,
     NUL,
@@ -80,22 +80,25 @@ def matching_trigger(flow: Flow, key: str) -> tuple[str, WebhookTrigger] | None:
 async def _find(
     gw: Gateway, namespace: str, flow_id: str, key: str
 ) -> tuple[int, Flow, tuple[str, WebhookTrigger]]:
-    record = await gw.flows.get(namespace, flow_id)
-    if record is None:
+    """From the `flows` topic, not the database: webhooks go on while PostgreSQL is away.
+    A flow unknown here is not looked for further (anyone can send any name, and a
+    `sync` writes to the topic): one saved through another gateway is served once this
+    one has read it, a fetch later."""
+    revision = gw.flow_log.latest_read(namespace, flow_id)
+    if revision is None:
         raise ApiError(404, NOT_FOUND)
     try:
-        # Cached by the loader: parsing on every call would cost more than the request.
-        flow = await gw.flow_loader.load(record.source, f"{namespace}/{flow_id}@{record.revision}")
-    except FlowValidationError:
-        log.warning("webhook for %s/%s: the stored flow no longer validates", namespace, flow_id)
+        flow = await gw.flow_log.get(namespace, flow_id, revision)  # parsed once, cached
+    except (FlowNotFound, FlowValidationError):
+        log.warning("webhook for %s/%s: the stored flow no longer loads", namespace, flow_id)
         raise ApiError(404, NOT_FOUND) from None
     # Read before the key is compared, whatever the key: the time taken does not tell
     # a right key on a switched-off trigger from a wrong one.
-    switched_off = await TriggerStateRepository(gw.pool).disabled_in_flow(namespace, flow_id)
+    switched_off = gw.flow_log.switched_off(namespace, flow_id)
     match = matching_trigger(flow, key)
     if flow.disabled or match is None or match[0] in switched_off:
         raise ApiError(404, NOT_FOUND)
-    return record.revision, flow, match
+    return revision, flow, match
 
 
 async def read_body(request: web.Request) -> Any:

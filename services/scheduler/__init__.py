@@ -20,7 +20,7 @@ from headrace.db.flows import FlowRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.db.triggers import TriggerStateRepository
-from headrace.flow_log import publish_stored_revisions
+from headrace.flow_log import publish_stored
 from headrace.kafka import make_producer
 from headrace.services.scheduler.catalog import TriggerCatalog
 from headrace.services.scheduler.flow_triggers import FlowTriggers
@@ -40,8 +40,8 @@ async def run_scheduler(
         await producer.start()
         stack.push_async_callback(producer.stop)
         flows = FlowRepository(pool)
-        await publish_stored_revisions(settings, flows, producer)
         states = TriggerStateRepository(pool)
+        await publish_stored(settings, flows, states, producer)
         catalog = TriggerCatalog(flows, states)
         await catalog.refresh()
         flow_triggers = FlowTriggers(settings, producer, catalog, FlowWindowRepository(pool))

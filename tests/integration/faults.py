@@ -16,12 +16,18 @@ NOT_ENDED = "CREATED,QUEUED,RUNNING,PAUSED,RETRYING,KILLING"
 TASKS = ["one", "two", "three"]
 
 
-def chain(namespace: str, sleep_s: float) -> str:
-    """`log`, a shell task sleeping `sleep_s` (long enough to be caught running), `log`."""
+def chain(namespace: str, sleep_s: float, webhook_key: str | None = None) -> str:
+    """`log`, a shell task sleeping `sleep_s` (long enough to be caught running), `log`;
+    started by a webhook too with `webhook_key`."""
+    triggers = (
+        f"triggers:\n  - id: hook\n    type: webhook\n    key: {webhook_key}\n"
+        if webhook_key
+        else ""
+    )
     return f"""\
 id: chain
 namespace: {namespace}
-tasks:
+{triggers}tasks:
   - id: one
     type: log
     message: one
@@ -37,11 +43,18 @@ tasks:
 class Chain:
     """The `chain` flow of one namespace on a running stack."""
 
-    def __init__(self, stack: LocalStack, namespace: str, sleep_s: float = 0.3) -> None:
+    def __init__(
+        self,
+        stack: LocalStack,
+        namespace: str,
+        sleep_s: float = 0.3,
+        webhook_key: str | None = None,
+    ) -> None:
         self.stack = stack
         self.namespace = namespace
+        self.webhook_key = webhook_key
         self.api = ApiClient(stack.url, timeout_s=60)
-        put_flows(self.api, namespace, {"chain": chain(namespace, sleep_s)})
+        put_flows(self.api, namespace, {"chain": chain(namespace, sleep_s, webhook_key)})
         self.revision = self.api.request("GET", f"/flows/{namespace}/chain")["revision"]
 
     def count(self, states: str | None = None) -> int:
@@ -60,6 +73,17 @@ class Chain:
                 return list(await asyncio.gather(*starts))
 
         return asyncio.run(publish())
+
+    def start_through_gateway(self) -> list[str]:
+        """One execution started through the REST API and one through the webhook (with
+        `webhook_key`): their ids, each answered 202."""
+        path = f"/executions/{self.namespace}/chain"
+        started = [self.api.request("POST", path, json_body={})]
+        if self.webhook_key:
+            hook = f"/executions/webhook/{self.namespace}/chain/{self.webhook_key}"
+            started.append(self.api.request("POST", hook, json_body={}))
+        assert all(answer["state"]["current"] == "CREATED" for answer in started), started
+        return [answer["id"] for answer in started]
 
     def wait_for_all(self, total: int, timeout_s: float = 240) -> None:
         wait_until(

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from headrace import codec
 from headrace.config import Settings
 from headrace.db.flows import FlowRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.flow_log import FlowLog, FlowNotFound, TopicRevisionLog, publish_missing
 from headrace.kafka import make_producer
-from headrace.messages import FlowRevision
+from headrace.messages import FlowRevision, TriggerSwitch
+from headrace.topics.definitions import FLOWS
 
 
 def source(namespace: str, message: str) -> str:
@@ -145,9 +148,14 @@ async def test_revisions_stored_without_the_topic_are_published_once(
     stored = await unpublished.all_revisions()
     mine = [r for r in stored if r.namespace == namespace]
     assert [r.revision for r in mine] == [1]
-    assert await publish_missing(settings, stored, producer) >= 1
+    checker = FlowLog(settings, "test-flow-log-check")
+    await checker.start()
+    try:
+        assert await publish_missing(checker, stored, [], producer) >= 1
+        assert await publish_missing(checker, stored, [], producer) == 0  # it knows them
+    finally:
+        await checker.stop()
     assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "old"
-    assert await publish_missing(settings, stored, producer) == 0
 
 
 class CuttingTheConnection(TopicRevisionLog):
@@ -177,3 +185,66 @@ async def test_a_commit_lost_with_its_connection_is_settled_under_the_lock(
     await follower.sync()
     with pytest.raises(FlowNotFound):  # ...so retracted
         await follower.get(namespace, "f", 1)
+
+
+async def publish(producer: AIOKafkaProducer, switch: TriggerSwitch) -> None:
+    await producer.send_and_wait(FLOWS.name, codec.encode(switch), key=switch.key.encode())
+
+
+def switch(namespace: str, trigger_id: str, disabled: bool) -> TriggerSwitch:
+    return TriggerSwitch(namespace, "f", trigger_id, disabled, datetime.now(UTC))
+
+
+async def test_switches_are_read_in_order_and_a_noted_one_waits_for_its_own_record(
+    producer: AIOKafkaProducer, follower: FlowLog, settings: Settings, namespace: str
+) -> None:
+    await publish(producer, switch(namespace, "nightly", True))
+    await publish(producer, switch(namespace, "hook", True))
+    await publish(producer, switch(namespace, "hook", False))
+    await follower.sync()
+    assert follower.switched_off(namespace, "f") == {"nightly"}
+    assert (namespace, "f", "nightly") in follower.every_switched_off()
+
+    # A process that published a switch knows it at once; the older records it then
+    # reads (a new reader reads all of them) do not undo it.
+    reader = FlowLog(settings, "test-flow-log-noting")
+    await reader.start()
+    try:
+        latest = switch(namespace, "nightly", False)
+        reader.note(latest)
+        assert reader.switched_off(namespace, "f") == set()
+        await publish(producer, switch(namespace, "nightly", True))  # an older one, late
+        await reader.sync()
+        assert reader.switched_off(namespace, "f") == set()  # the noted one still wins
+        await publish(producer, latest)
+        await reader.sync()
+        await publish(producer, switch(namespace, "nightly", True))  # a newer one
+        await reader.sync()
+        assert reader.switched_off(namespace, "f") == {"nightly"}  # read as it comes
+    finally:
+        await reader.stop()
+
+
+async def test_switches_stored_without_the_topic_are_published_and_stale_ones_undone(
+    producer: AIOKafkaProducer, follower: FlowLog, settings: Settings, namespace: str
+) -> None:
+    await publish(producer, switch(namespace, "gone", True))  # stored nowhere
+    await follower.sync()
+    stored = [switch(namespace, "nightly", True), switch(namespace, "hook", False)]
+    # Other tests' switches on the shared topic, as if stored: left as they are.
+    stored += [
+        TriggerSwitch(ns, flow, trigger, True, datetime.now(UTC))
+        for ns, flow, trigger in follower.every_switched_off()
+        if ns != namespace
+    ]
+
+    # "nightly" is switched off, "gone" on again; "hook" is on, as the topic has it.
+    assert await publish_missing(follower, [], stored, producer) == 2
+    assert follower.switched_off(namespace, "f") == {"nightly"}
+    assert await publish_missing(follower, [], stored, producer) == 0
+    reader = FlowLog(settings, "test-flow-log-reader")  # the topic itself says so
+    await reader.start()
+    try:
+        assert reader.switched_off(namespace, "f") == {"nightly"}
+    finally:
+        await reader.stop()

@@ -22,6 +22,7 @@ from headrace.db.flows import FlowRepository
 from headrace.db.indexing import write_batch
 from headrace.db.logs import LogRepository
 from headrace.db.pool import create_pool
+from headrace.flow_log import FlowLog
 from headrace.kafka import make_consumer, make_producer
 from headrace.messages import (
     CommandKind,
@@ -309,6 +310,7 @@ async def test_database_gone_gives_json_500_and_unhealthy(
         executions=executions,
         logs=LogRepository(closed),
         waiter=ExecutionWaiter(database_url, executions),
+        flow_log=FlowLog(settings, "test-unstarted"),  # never started
     )
     app = make_app(
         gateway, Authenticator(load_credentials(settings)), HostPolicy.from_settings(settings)

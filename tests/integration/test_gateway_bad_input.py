@@ -28,6 +28,7 @@ from headrace.db.logs import LogRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.flow.limits import MAX_DEPTH
+from headrace.flow_log import FlowLog, TopicRevisionLog
 from headrace.kafka import make_producer
 from headrace.messages import ExecutionEvent, ExecutionSnapshot, StateChange
 from headrace.services.gateway.app import make_app, make_runner
@@ -56,16 +57,20 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
     await waiter.start()
     loader = FlowLoader()
     await loader.start()
+    flow_log = FlowLog(settings, "test-bad-input")
+    await flow_log.start()
     yield Gateway(
         pool=pool,
         producer=producer,
-        flows=FlowRepository(pool),
+        flows=FlowRepository(pool, TopicRevisionLog(producer, flow_log)),
         executions=executions,
         logs=LogRepository(pool),
         waiter=waiter,
+        flow_log=flow_log,
         producer_started=True,
         flow_loader=loader,
     )
+    await flow_log.stop()
     loader.close()
     await waiter.close()
     await producer.stop()

@@ -1,6 +1,8 @@
 """PostgreSQL stopped for 10 s while executions run: nothing is lost, the services wait
 for it and go on. The executor does not need it at all: one killed during the outage is
-replaced by one that recovers and runs executions with PostgreSQL still down.
+replaced by one that recovers and runs executions with PostgreSQL still down. Nor do
+the gateway's starts: executions are started through the REST API and a webhook while
+it is away (flows and switches come from the `flows` topic).
 
 The stack runs on a PostgreSQL of its own (embedded), stopped with `pg_ctl stop -m fast`
 (every connection cut) and started again on the same socket. Executions started before
@@ -67,7 +69,7 @@ def health(stack: LocalStack) -> int:
 def test_a_ten_second_outage_loses_nothing_and_stops_no_service(
     stack: LocalStack, postgres: PostgresServer
 ) -> None:
-    flow = Chain(stack, "tests.postgres-outage", sleep_s=0.5)
+    flow = Chain(stack, "tests.postgres-outage", sleep_s=0.5, webhook_key="outage-webhook-key-0123")
     ids = flow.start(EXECUTIONS)
     wait_until(lambda: flow.count() >= EXECUTIONS // 10, timeout_s=60, what="some indexed")
 
@@ -75,6 +77,7 @@ def test_a_ten_second_outage_loses_nothing_and_stops_no_service(
     stopped_at = time.monotonic()
     assert health(stack) == 503  # the outage is real: the gateway says so
     ids += flow.start(EXECUTIONS)  # while the database is away
+    ids += flow.start_through_gateway()
     (executor,) = [p for p in stack.processes if p.name == "executor"]
     executor.process.send_signal(signal.SIGKILL)
     executor.process.wait(10)
@@ -84,6 +87,6 @@ def test_a_ten_second_outage_loses_nothing_and_stops_no_service(
     time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))
     postgres.ensure_postgres_running()
 
-    flow.wait_for_all(2 * EXECUTIONS, timeout_s=120)
+    flow.wait_for_all(len(ids), timeout_s=120)
     assert not dead_services(stack), "services exited over the outage"
     flow.assert_ended_once(ids)

@@ -347,3 +347,22 @@ triggers:
         assert status == 413 and str(MAX_VALUE_BYTES) in body["message"]
     published = await triggers_on_topic(settings, namespace)
     assert [t.execution_id for t in published] == [started["id"]]
+
+
+async def test_a_new_key_works_at_the_next_call_and_the_old_one_no_longer(
+    http: aiohttp.ClientSession, namespace: str, settings: Settings
+) -> None:
+    """Webhooks read flows from the `flows` topic; the gateway that saved a revision
+    serves it at once, without waiting to read it back."""
+    await put_flow(http, namespace, "hook", hook_flow(namespace))
+    new_key = "n3w-k3y-0123456789abcdef"
+    await put_flow(http, namespace, "hook", hook_flow(namespace).replace(KEY, new_key))
+
+    async with http.post(hook_url(namespace), json={"who": "old"}) as response:
+        assert response.status == 404
+    new_url = hook_url(namespace, key=new_key)
+    async with http.post(new_url, json={"who": "new"}) as response:
+        status, started = await answer(response)
+    assert status == 202 and started["flowRevision"] == 2
+    [published] = await triggers_on_topic(settings, namespace)
+    assert published.execution_id == started["id"] and published.flow_revision == 2
