@@ -9,8 +9,10 @@ published after it. A transaction that fails after the publish retracts the revi
 (a record with no value under its key) before its lock is released; a commit whose
 outcome is unknown (its connection lost) is settled under the lock, on a fresh
 connection (`headrace.db.flows`). A switch is published once PostgreSQL committed it
-(its watermark and the schedules' claims live there): a refused publish answers 503,
-and the switch is sent again by a retry or at the next start. At start, the gateway and
+(its watermark and the schedules' claims live there), with the version PostgreSQL gave
+it: readers keep each trigger's newest, so publishes that cross each other settle on
+the last one stored. A refused publish answers 503, and the switch is sent again by a
+retry or at the next start. At start, the gateway and
 the scheduler publish what PostgreSQL stores and the topic lacks (`publish_stored`).
 
 `FlowLog` follows the topic from its beginning and keeps every revision in memory (YAML
@@ -27,7 +29,6 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
@@ -91,10 +92,9 @@ class FlowLog:
         self._revisions: dict[tuple[str, str], dict[int, _Stored]] = {}
         self._parsed: dict[tuple[str, str, int], Flow] = {}
         self._keys: dict[bytes, tuple[str, str, int]] = {}  # record key -> revision
-        # Triggers switched off at runtime, by flow, as read (TriggerSwitch records);
-        # and switches this process published that were not read back yet, which win.
-        self._switched_off: dict[tuple[str, str], set[str]] = {}
-        self._noted_switches: dict[str, TriggerSwitch] = {}
+        # Each trigger's switch with the newest `time` (PostgreSQL's version of it), by flow:
+        # the newest wins whatever order records come in, a gateway's own notes included.
+        self._switches: dict[tuple[str, str], dict[str, TriggerSwitch]] = {}
         self._read_to: dict[int, int] = {}  # partition -> next offset to read
         self._progress = asyncio.Condition()
         self._consumer: AdaptiveConsumer | None = None
@@ -129,33 +129,22 @@ class FlowLog:
 
     def switched_off(self, namespace: str, flow_id: str) -> frozenset[str]:
         """The ids of the flow's triggers switched off at runtime."""
-        return frozenset(
-            trigger
-            for ns, flow, trigger in self.every_switched_off()
-            if (ns, flow) == (namespace, flow_id)
-        )
+        switches = self._switches.get((namespace, flow_id), {})
+        return frozenset(trigger for trigger, switch in switches.items() if switch.disabled)
 
-    def every_switched_off(self) -> set[tuple[str, str, str]]:
-        """(namespace, flow id, trigger id) of every trigger switched off."""
-        off = {
-            (ns, flow, trigger) for (ns, flow), ids in self._switched_off.items() for trigger in ids
-        }
-        for switch in self._noted_switches.values():
-            key = (switch.namespace, switch.flow_id, switch.trigger_id)
-            if switch.disabled:
-                off.add(key)
-            else:
-                off.discard(key)
-        return off
+    def source(self, namespace: str, flow_id: str, revision: int) -> str | None:
+        """The YAML of a live revision read, None if unknown or deleted."""
+        stored = self._revisions.get((namespace, flow_id), {}).get(revision)
+        return None if stored is None or stored.deleted else stored.source
 
     def note(self, message: FlowRevision | TriggerSwitch) -> None:
         """Apply a record this process published and saw acknowledged, without waiting to
-        read it back. A switch's older records may still be read before it: it stays
-        noted, above what is read, until the follower reads this very record."""
+        read it back (reading it later changes nothing: a switch's older records lose
+        to it by their `time`)."""
         if isinstance(message, FlowRevision):
             self._apply_revision(message.key.encode(), message)
         else:
-            self._noted_switches[message.key] = message
+            self._apply_switch(message)
 
     async def get(self, namespace: str, flow_id: str, revision: int) -> Flow:
         """A live revision, parsed; `FlowNotFound` once a `sync` did not find it either."""
@@ -255,13 +244,10 @@ class FlowLog:
         self._parsed.pop((revision.namespace, revision.flow_id, revision.revision), None)
 
     def _apply_switch(self, switch: TriggerSwitch) -> None:
-        if self._noted_switches.get(switch.key) == switch:
-            del self._noted_switches[switch.key]  # read back: what is read is as new
-        off = self._switched_off.setdefault((switch.namespace, switch.flow_id), set())
-        if switch.disabled:
-            off.add(switch.trigger_id)
-        else:
-            off.discard(switch.trigger_id)
+        switches = self._switches.setdefault((switch.namespace, switch.flow_id), {})
+        held = switches.get(switch.trigger_id)
+        if held is None or switch.time >= held.time:
+            switches[switch.trigger_id] = switch
 
 
 async def publish_missing(
@@ -272,20 +258,16 @@ async def publish_missing(
 ) -> int:
     """Publish what PostgreSQL stores and `flows`, as `follower` read it, lacks: revisions
     saved before the topic existed (or held with another source), switches set before
-    the topic carried them, or a topic that lost its data. `switches`: every stored
-    switch; a trigger switched off on the topic and stored nowhere is switched on again.
+    the topic carried them, or a topic that lost its data. Each switch keeps PostgreSQL's
+    version (`time`): one stored meanwhile is newer, and readers keep the newest.
     Returns how many records were published; `follower` knows them once this returns."""
     missing: list[FlowRevision | TriggerSwitch] = [
         revision for revision in revisions if not follower.holds(revision)
     ]
-    stored = {switch.key for switch in switches}
     for switch in switches:
         off_on_topic = switch.trigger_id in follower.switched_off(switch.namespace, switch.flow_id)
         if off_on_topic != switch.disabled:
             missing.append(switch)
-    for namespace, flow_id, trigger_id in follower.every_switched_off():
-        if f"{namespace}/{flow_id}#{trigger_id}" not in stored:
-            missing.append(TriggerSwitch(namespace, flow_id, trigger_id, False, datetime.now(UTC)))
     sent = [await producer.send(FLOWS.name, codec.encode(m), key=m.key.encode()) for m in missing]
     await asyncio.gather(*sent)
     for message in missing:
@@ -309,9 +291,8 @@ async def publish_stored(
         follower = FlowLog(settings, "headrace-flows-check")
         await follower.start()
     try:
-        now = datetime.now(UTC)
         switches = [
-            TriggerSwitch(state.namespace, state.flow_id, state.trigger_id, state.disabled, now)
+            TriggerSwitch(*state.key, state.disabled, state.updated_at)
             for state in (await triggers.list()).values()
         ]
         published = await publish_missing(follower, await flows.all_revisions(), switches, producer)

@@ -170,16 +170,20 @@ class TriggerStateRepository:
 
     async def set_disabled(self, key: TriggerKey, disabled: bool, now: datetime) -> TriggerState:
         """The runtime switch. Enabling moves the watermark to `now`: the ticks that
-        passed while the trigger was off are not caught up (use a backfill for that)."""
+        passed while the trigger was off are not caught up (use a backfill for that).
+        `updated_at` is the switch's version on the `flows` topic: the clock when the row
+        is written, under its lock, so two switches of one trigger are versioned in the
+        order they were stored (`now()` is when the transaction began)."""
         row = await self._pool.fetchrow(
-            "INSERT INTO trigger_state (namespace, flow_id, trigger_id, last_tick, disabled)"
-            " VALUES ($1, $2, $3, $5, $4)"
+            "INSERT INTO trigger_state"
+            " (namespace, flow_id, trigger_id, last_tick, disabled, updated_at)"
+            " VALUES ($1, $2, $3, $5, $4, clock_timestamp())"
             " ON CONFLICT (namespace, flow_id, trigger_id) DO UPDATE SET"
             " disabled = EXCLUDED.disabled,"
             " last_tick = CASE WHEN trigger_state.disabled AND NOT EXCLUDED.disabled"
             "   THEN greatest(trigger_state.last_tick, EXCLUDED.last_tick)"
             "   ELSE trigger_state.last_tick END,"
-            " updated_at = now()"
+            " updated_at = clock_timestamp()"
             f" RETURNING {_COLUMNS}",
             *key,
             disabled,

@@ -27,7 +27,7 @@ from headrace.services.executor.consumer import install_consumers
 from headrace.services.executor.faust_tuning import faust_settings
 from headrace.services.executor.recovery import FencedTableManager
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent, StateTable
-from headrace.services.executor.store import DictStore, RocksStore
+from headrace.services.executor.store import DictStore, RocksStore, lock_folder
 from headrace.services.executor.timer_index import RocksIndex, TimerIndex
 from headrace.topics import EXECUTION_COMMANDS, FLOW_SLOTS, TASK_RESULTS, TRIGGERS
 from headrace.topics.definitions import EXECUTION_STATE_CHANGELOG, FLOW_SLOTS_CHANGELOG
@@ -164,7 +164,7 @@ def create_app(settings: Settings) -> faust.App:
     async def rebuild_timers() -> None:
         runtime = await holder.get()
         try:
-            count = runtime.rebuild_timers()
+            count = await runtime.rebuild_timers()
         except StateVersionError:
             _exit_on_newer_state()
         if count:
@@ -249,6 +249,13 @@ class _Worker(faust.Worker):
 
 def run_executor(settings: Settings, loglevel: str = "warning") -> None:
     """Run the executor until SIGINT/SIGTERM (Faust's worker owns the event loop)."""
+    # Held until the process exits: a second executor on the same folder is refused.
+    folder_lock = (
+        lock_folder(settings.executor_data_path())
+        if settings.executor_store == "rocksdb://"
+        else None
+    )
     app = create_app(settings)
     worker = _Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
+    del folder_lock

@@ -93,6 +93,7 @@ log = logging.getLogger(__name__)
 KILLED_BEFORE_START = b"killed-before-start"
 
 MAX_ABORT_REASON = 1_000  # characters of the error kept in the execution's log line
+REBUILD_SLICE = 1_000  # states decoded between two turns of the event loop at recovery
 
 # A step's `executions` event above this size is sent as several records of the same seq,
 # so no record grows with the task runs one step changes (a for-each of 10,000 items
@@ -465,14 +466,18 @@ class ExecutorRuntime:
         )
         await (await self._send(EXECUTION_COMMANDS.name, command))
 
-    def rebuild_timers(self) -> int:
+    async def rebuild_timers(self) -> int:
         """After recovery: index every pending timer held in the table (and only those).
         A corrupt state is skipped (it must not stop the recovery of the others); a state
-        of a newer format raises `StateVersionError`, as in `process_batch`."""
+        of a newer format raises `StateVersionError`, as in `process_batch`. Every held
+        state is decoded: the loop is let go every `REBUILD_SLICE` of them, so that the
+        consumer's heartbeats go on during a big table's rebuild."""
         self.timers.clear()
         self.evictions.clear()
         count = 0
-        for key, raw in self.table.store.items():
+        for held, (key, raw) in enumerate(self.table.store.items(), start=1):
+            if held % REBUILD_SLICE == 0:
+                await asyncio.sleep(0)
             if raw == KILLED_BEFORE_START or is_tombstone(raw):
                 continue  # no state, no timers
             try:

@@ -15,19 +15,27 @@ of the last changelog record it holds kept inside it) with three changes:
   on disk; a million waiting executions cost disk, not RAM.
 - A revoked partition's database stays open but takes no more writes: a batch in flight
   at a rebalance may still read it, and its late writes belong to the next owner's
-  changelog, not to our disk.
+  changelog, not to our disk; nor does a write whose offset is below what recovery put
+  there since.
+
+`lock_folder` keeps a second executor off a folder in use (RocksDB locks each database,
+not the folder, and the timer indexes are emptied at start).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from collections.abc import Iterable, MutableMapping, Sequence
 from functools import cache
-from typing import Any, Protocol
+from pathlib import Path
+from typing import IO, Any, Protocol
 
 import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
 from faust.types import TP, CollectionT
+
+from headrace.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,21 @@ class DictStore:
         return list(self.data.items())
 
 
+def lock_folder(folder: Path) -> IO[str]:
+    """Hold `folder` for this process (until it exits), or raise `ConfigError`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = (folder / "LOCK").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"the executor data folder {folder} is in use by another executor: give each "
+            "executor process its own HEADRACE_EXECUTOR_DATA_DIR"
+        ) from None
+    return handle
+
+
 @cache
 def _shared_memory() -> tuple[rocksdict.Cache, rocksdict.WriteBufferManager]:
     block_cache = rocksdict.Cache(MEMORY_BUDGET_BYTES)
@@ -110,12 +133,18 @@ class RocksStore(faust_rocksdb.Store):
     ) -> None:
         if partition not in self._owned:
             return  # revoked while the batch ran: the changelog has it for the next owner
+        db = self._db_for_partition(partition)
+        held = db.get(self.offset_key)
+        if offset is not None and held is not None and offset <= int(held):
+            # Acknowledged after the partition was revoked, given back and recovered past
+            # it: what recovery wrote is newer.
+            return
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in items:
             batch.put(key, value)
         if offset is not None:
             batch.put(self.offset_key, str(offset).encode())
-        self._db_for_partition(partition).write(batch)
+        db.write(batch)
 
     def reset_partition(self, partition: int) -> None:
         """Forget everything held for `partition`: recovery then reads its whole changelog."""

@@ -19,7 +19,6 @@ from headrace.db.executions import MAX_PAGE_SIZE
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import has_nul
-from headrace.flow_log import FlowNotFound
 from headrace.messages import CommandKind, CommandStatus, ExecutionCommand, Message, TriggerEvent
 from headrace.services.gateway.bodies import (
     query_bool,
@@ -97,10 +96,11 @@ async def start_execution(request: web.Request) -> web.Response:
     revision = await gw.flow_log.latest_revision(namespace, flow_id)
     if revision is None:
         raise ApiError(404, f"flow {namespace}/{flow_id} not found")
+    source = gw.flow_log.source(namespace, flow_id, revision)
+    if source is None:
+        raise ApiError(404, f"flow {namespace}/{flow_id} not found")
     try:
-        flow = await gw.flow_log.get(namespace, flow_id, revision)
-    except FlowNotFound as exc:
-        raise ApiError(404, f"flow {namespace}/{flow_id} not found") from exc
+        flow = await gw.flow_loader.load(source, f"{namespace}/{flow_id}@{revision}")
     except FlowValidationError as exc:
         raise ApiError(422, "the stored flow no longer validates", exc.to_json()) from exc
     try:

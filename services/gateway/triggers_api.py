@@ -164,11 +164,10 @@ async def set_trigger(request: web.Request) -> web.Response:
     if not isinstance(disabled, bool):
         raise ApiError(400, 'expected {"disabled": true} or {"disabled": false}')
     key = (flow.namespace, flow.id, trigger.id)
-    now = datetime.now(UTC)
-    state = await TriggerStateRepository(gw.pool).set_disabled(key, disabled, now)
+    state = await TriggerStateRepository(gw.pool).set_disabled(key, disabled, datetime.now(UTC))
     # Stored first (the watermark moves with it), then on the `flows` topic, which the
     # webhooks read: a refused publish is a 503, and sending the same switch again is safe.
-    switch = TriggerSwitch(flow.namespace, flow.id, trigger.id, disabled, now)
+    switch = TriggerSwitch(*key, disabled, state.updated_at)  # its version: flow_log.py
     try:
         await gw.producer.send_and_wait(FLOWS.name, codec.encode(switch), key=switch.key.encode())
     except KafkaError as exc:

@@ -28,7 +28,6 @@ from headrace.expressions import ExpressionError, render_value
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
 from headrace.flow.triggers import WEBHOOK, WebhookTrigger
-from headrace.flow_log import FlowNotFound
 from headrace.services.gateway.bodies import (
     FORM_TYPES,
     NUL,
@@ -87,9 +86,14 @@ async def _find(
     revision = gw.flow_log.latest_read(namespace, flow_id)
     if revision is None:
         raise ApiError(404, NOT_FOUND)
+    source = gw.flow_log.source(namespace, flow_id, revision)
+    if source is None:
+        raise ApiError(404, NOT_FOUND)
     try:
-        flow = await gw.flow_log.get(namespace, flow_id, revision)  # parsed once, cached
-    except (FlowNotFound, FlowValidationError):
+        # Off the event loop and cached (`FlowLoader`): parsing per call would cost more
+        # than the request, and a flow that no longer validates must not stall the loop.
+        flow = await gw.flow_loader.load(source, f"{namespace}/{flow_id}@{revision}")
+    except FlowValidationError:
         log.warning("webhook for %s/%s: the stored flow no longer loads", namespace, flow_id)
         raise ApiError(404, NOT_FOUND) from None
     # Read before the key is compared, whatever the key: the time taken does not tell

@@ -191,54 +191,49 @@ async def publish(producer: AIOKafkaProducer, switch: TriggerSwitch) -> None:
     await producer.send_and_wait(FLOWS.name, codec.encode(switch), key=switch.key.encode())
 
 
-def switch(namespace: str, trigger_id: str, disabled: bool) -> TriggerSwitch:
-    return TriggerSwitch(namespace, "f", trigger_id, disabled, datetime.now(UTC))
+def switch(namespace: str, trigger_id: str, disabled: bool, second: int) -> TriggerSwitch:
+    """A switch of version `second` (PostgreSQL's `updated_at`)."""
+    return TriggerSwitch(
+        namespace, "f", trigger_id, disabled, datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
+    )
 
 
-async def test_switches_are_read_in_order_and_a_noted_one_waits_for_its_own_record(
+async def test_each_triggers_newest_switch_wins_whatever_order_the_records_come_in(
     producer: AIOKafkaProducer, follower: FlowLog, settings: Settings, namespace: str
 ) -> None:
-    await publish(producer, switch(namespace, "nightly", True))
-    await publish(producer, switch(namespace, "hook", True))
-    await publish(producer, switch(namespace, "hook", False))
+    await publish(producer, switch(namespace, "nightly", True, 1))
+    await publish(producer, switch(namespace, "hook", True, 2))
+    await publish(producer, switch(namespace, "hook", False, 3))
+    await publish(producer, switch(namespace, "late", False, 5))
+    await publish(producer, switch(namespace, "late", True, 4))  # crossed on the way
     await follower.sync()
     assert follower.switched_off(namespace, "f") == {"nightly"}
-    assert (namespace, "f", "nightly") in follower.every_switched_off()
 
     # A process that published a switch knows it at once; the older records it then
     # reads (a new reader reads all of them) do not undo it.
     reader = FlowLog(settings, "test-flow-log-noting")
     await reader.start()
     try:
-        latest = switch(namespace, "nightly", False)
-        reader.note(latest)
+        reader.note(switch(namespace, "nightly", False, 10))
         assert reader.switched_off(namespace, "f") == set()
-        await publish(producer, switch(namespace, "nightly", True))  # an older one, late
+        await publish(producer, switch(namespace, "nightly", True, 9))  # older, read later
         await reader.sync()
-        assert reader.switched_off(namespace, "f") == set()  # the noted one still wins
-        await publish(producer, latest)
+        assert reader.switched_off(namespace, "f") == set()
+        await publish(producer, switch(namespace, "nightly", True, 11))  # newer
         await reader.sync()
-        await publish(producer, switch(namespace, "nightly", True))  # a newer one
-        await reader.sync()
-        assert reader.switched_off(namespace, "f") == {"nightly"}  # read as it comes
+        assert reader.switched_off(namespace, "f") == {"nightly"}
     finally:
         await reader.stop()
 
 
-async def test_switches_stored_without_the_topic_are_published_and_stale_ones_undone(
+async def test_switches_stored_without_the_topic_are_published_once(
     producer: AIOKafkaProducer, follower: FlowLog, settings: Settings, namespace: str
 ) -> None:
-    await publish(producer, switch(namespace, "gone", True))  # stored nowhere
+    await publish(producer, switch(namespace, "hook", True, 1))
     await follower.sync()
-    stored = [switch(namespace, "nightly", True), switch(namespace, "hook", False)]
-    # Other tests' switches on the shared topic, as if stored: left as they are.
-    stored += [
-        TriggerSwitch(ns, flow, trigger, True, datetime.now(UTC))
-        for ns, flow, trigger in follower.every_switched_off()
-        if ns != namespace
-    ]
+    # PostgreSQL: "nightly" switched off, never published; "hook" switched on since.
+    stored = [switch(namespace, "nightly", True, 2), switch(namespace, "hook", False, 3)]
 
-    # "nightly" is switched off, "gone" on again; "hook" is on, as the topic has it.
     assert await publish_missing(follower, [], stored, producer) == 2
     assert follower.switched_off(namespace, "f") == {"nightly"}
     assert await publish_missing(follower, [], stored, producer) == 0

@@ -59,7 +59,7 @@ async def test_an_ended_execution_gets_an_eviction_timer_at_its_end_plus_retenti
     assert [(i, t.due, t.kind) for i, t in held] == [("ex1", due, TimerKind.EVICT)]
     # A recovered partition indexes it again.
     runtime.evictions.clear()
-    assert runtime.rebuild_timers() == 0  # no core timer
+    assert await runtime.rebuild_timers() == 0  # no core timer
     assert [t.kind for _, t in runtime.eviction_index.take_due(due, 10)] == [TimerKind.EVICT]
 
 
@@ -80,7 +80,7 @@ async def test_eviction_leaves_a_tombstone_that_ignores_redeliveries_and_answers
     assert Tombstone.from_bytes(raw) == Tombstone(
         State.SUCCESS, ended.seq, ended.histories[-1].date
     )
-    assert runtime.rebuild_timers() == 0  # nothing left
+    assert await runtime.rebuild_timers() == 0  # nothing left
     assert runtime.eviction_index.next_due() is None
 
     sent_before = len(producer.sent)

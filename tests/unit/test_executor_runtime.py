@@ -260,12 +260,42 @@ async def test_timer_recovery_skips_a_corrupt_state_and_stops_at_a_newer_one(cap
 
     table.store.data[b"ex-corrupt"] = b"[not json"
     with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
-        assert runtime.rebuild_timers() == len(stored(table, "ex-retry").timers)
+        assert await runtime.rebuild_timers() == len(stored(table, "ex-retry").timers)
     assert any("ex-corrupt" in r.getMessage() for r in caplog.records)
 
     table.store.data[b"ex-new"] = newer_format(stored(table, "ex-retry"))
     with pytest.raises(StateVersionError):
-        runtime.rebuild_timers()
+        await runtime.rebuild_timers()
+
+
+async def test_timer_recovery_of_a_big_table_lets_the_event_loop_run(monkeypatch):
+    """The consumer's heartbeats run on the same loop as a rebuild of a million states."""
+    monkeypatch.setattr(runtime_module, "REBUILD_SLICE", 10)
+    retry = {"type": "constant", "interval": "PT1M", "maxAttempts": 3}
+    runtime, table, producer = make_runtime(
+        good=make_flow(log_task("a", retry=retry), flow_id="good")
+    )
+    await runtime.process_batch([start("ex-retry", "good")])
+    (request,) = producer.of("ex-retry", messages.TaskRequest)
+    failed = messages.TaskResult("ex-retry", request.task_run_id, 1, State.FAILED, T0, T0)
+    await runtime.process_batch([InputEvent(b"ex-retry", codec.encode(failed), 0)])
+    state = table.store.data[b"ex-retry"]
+    for i in range(95):
+        table.store.data[f"ex-copy-{i}".encode()] = state
+    turns = 0
+
+    async def heartbeat() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    beating = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0)
+    turns = 0
+    assert await runtime.rebuild_timers() == 96 * len(stored(table, "ex-retry").timers)
+    beating.cancel()
+    assert turns >= 9  # a turn per 10 of the 96 states
 
 
 @pytest.mark.parametrize("task", ["bad-child", "missing-child"])
@@ -337,7 +367,7 @@ async def test_a_kill_that_overtakes_the_start_kills_the_execution_when_it_start
     # A parent killed right after starting its child: the kill arrives first.
     await runtime.process_batch([kill("ex-child")])
     assert table.store.data[b"ex-child"] == runtime_module.KILLED_BEFORE_START
-    assert runtime.rebuild_timers() == 0  # the marker is no state: skipped quietly
+    assert await runtime.rebuild_timers() == 0  # the marker is no state: skipped quietly
 
     await runtime.process_batch([start("ex-child", "child")])
     child = stored(table, "ex-child")

@@ -11,7 +11,7 @@ from faust.types import TP
 from headrace.config import Settings
 from headrace.errors import ConfigError
 from headrace.services.executor.app import TABLE_NAME, create_app
-from headrace.services.executor.store import RocksStore
+from headrace.services.executor.store import RocksStore, lock_folder
 
 
 def open_table(data_dir: Path):
@@ -56,6 +56,28 @@ async def test_a_revoked_partition_is_still_read_but_no_longer_written(tmp_path)
 
     assert table.data.read(0, b"ex-1") == b"before"
     assert table.data.persisted_offset(tp(table, 0)) == 3
+
+
+async def test_a_write_acknowledged_before_what_recovery_holds_is_dropped(tmp_path):
+    """Revoked while its batch waited for acknowledgements, given back and recovered past
+    them: the batch's write would take the disk back."""
+    _, table = await owned_store(tmp_path, 0)
+    table.data.write(0, [(b"ex-1", b"recovered")], 40)  # recovery read up to 40
+
+    table.data.write(0, [(b"ex-1", b"older")], 35)
+
+    assert table.data.read(0, b"ex-1") == b"recovered"
+    assert table.data.persisted_offset(tp(table, 0)) == 40
+
+
+def test_a_folder_in_use_is_refused_to_a_second_executor(tmp_path):
+    held = lock_folder(tmp_path)
+    try:
+        with pytest.raises(ConfigError, match="in use by another executor"):
+            lock_folder(tmp_path)
+    finally:
+        held.close()
+    lock_folder(tmp_path).close()  # free again once the first let go
 
 
 async def test_a_partition_never_assigned_takes_no_write(tmp_path):
