@@ -247,7 +247,8 @@ async def test_a_state_of_a_newer_format_stops_the_batch_instead_of_dropping_its
     assert table.store.data[b"ex-new"] == newer and len(producer.sent) == sent
 
 
-async def test_timer_recovery_skips_a_corrupt_state_and_stops_at_a_newer_one(caplog):
+async def retrying_execution() -> tuple[ExecutorRuntime, StateTable]:
+    """A runtime holding `ex-retry`, whose failed task waits on a retry timer."""
     retry = {"type": "constant", "interval": "PT1M", "maxAttempts": 3}
     runtime, table, producer = make_runtime(
         good=make_flow(log_task("a", retry=retry), flow_id="good")
@@ -257,6 +258,11 @@ async def test_timer_recovery_skips_a_corrupt_state_and_stops_at_a_newer_one(cap
     failed = messages.TaskResult("ex-retry", request.task_run_id, 1, State.FAILED, T0, T0)
     await runtime.process_batch([InputEvent(b"ex-retry", codec.encode(failed), 0)])
     assert stored(table, "ex-retry").timers  # the retry waits on a timer
+    return runtime, table
+
+
+async def test_timer_recovery_skips_a_corrupt_state_and_stops_at_a_newer_one(caplog):
+    runtime, table = await retrying_execution()
 
     table.store.data[b"ex-corrupt"] = b"[not json"
     with caplog.at_level(logging.ERROR, logger=runtime_module.__name__):
@@ -271,14 +277,7 @@ async def test_timer_recovery_skips_a_corrupt_state_and_stops_at_a_newer_one(cap
 async def test_timer_recovery_of_a_big_table_lets_the_event_loop_run(monkeypatch):
     """The consumer's heartbeats run on the same loop as a rebuild of a million states."""
     monkeypatch.setattr(runtime_module, "REBUILD_SLICE", 10)
-    retry = {"type": "constant", "interval": "PT1M", "maxAttempts": 3}
-    runtime, table, producer = make_runtime(
-        good=make_flow(log_task("a", retry=retry), flow_id="good")
-    )
-    await runtime.process_batch([start("ex-retry", "good")])
-    (request,) = producer.of("ex-retry", messages.TaskRequest)
-    failed = messages.TaskResult("ex-retry", request.task_run_id, 1, State.FAILED, T0, T0)
-    await runtime.process_batch([InputEvent(b"ex-retry", codec.encode(failed), 0)])
+    runtime, table = await retrying_execution()
     state = table.store.data[b"ex-retry"]
     for i in range(95):
         table.store.data[f"ex-copy-{i}".encode()] = state
