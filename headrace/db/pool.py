@@ -26,11 +26,17 @@ class DatabaseError(HeadraceError):
 # PostgreSQL away for a while, as opposed to refusing a statement: try again later. A
 # server shutting down or starting answers "cannot connect now" and cuts sessions with
 # "admin shutdown": errors of the class 57 (operator intervention), not connection errors.
+# A session cut in the middle of an error reply can leave asyncpg's protocol waiting for
+# the rest of it until the closed socket is noticed: the connection's next use raises
+# InternalClientError ("another operation is in progress"; seen once when PostgreSQL
+# stopped, and it ended the indexer). Pools skip the reset query that would have caught
+# it (`_keep_session`): callers that retry terminate such a connection first.
 UNREACHABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -113,6 +113,9 @@ async def _write_until_done(
                     _, rejected = await write_each(conn, events, logs)
                     for item in rejected:
                         _log_rejected(item)
+                except asyncpg.exceptions.InternalClientError:
+                    conn.terminate()  # out of step with the server (db/pool.py): not reused
+                    raise
             return
         except UNREACHABLE as exc:
             log.warning("PostgreSQL unavailable, retrying the batch: %s", exc)
