@@ -28,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from headrace import codec
 from headrace.config import Settings
@@ -101,6 +103,9 @@ class FlowLog:
         self._producer: AIOKafkaProducer | None = None
         self._follower: asyncio.Task[None] | None = None
         self._partitions: list[int] = []
+        # time.monotonic() when the last `sync` that came back began: whatever was
+        # acknowledged on the topic before it had been read.
+        self.synced_at: float | None = None
 
     async def start(self) -> None:
         self._producer = make_producer(self._settings, self._client_id)
@@ -190,6 +195,7 @@ class FlowLog:
         Each call sends fences of its own: one sent before a revision was acknowledged
         would not cover it."""
         assert self._producer is not None
+        started = time.monotonic()
         sent = [
             await self._producer.send(FLOWS.name, None, key=FENCE_KEY, partition=partition)
             for partition in self._partitions
@@ -203,6 +209,19 @@ class FlowLog:
             follower = self._follower
             cause = None if follower.cancelled() else follower.exception()
             raise HeadraceError(f"stopped following {FLOWS.name}") from cause
+        self.synced_at = started
+
+    async def keep_synced(self, interval_s: float) -> None:
+        """`sync` every `interval_s` until cancelled, so that `synced_at` tells whether this
+        reader keeps up: a consumer that stalls without failing would serve old flows
+        and switches for good. One fence per interval is the whole cost."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                async with asyncio.timeout(interval_s):
+                    await self.sync()
+            except (TimeoutError, KafkaError) as exc:
+                log.warning("could not read %s up to a fence: %r", FLOWS.name, exc)
 
     async def _read_past(self, fences: dict[int, int]) -> None:
         async with self._progress:

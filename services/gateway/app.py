@@ -4,7 +4,8 @@ Start-up order: credentials (none at all stops the start), PostgreSQL pool and
 migrations, the Kafka producer, the `flows` topic read to its end (webhooks and API
 starts take flows and switches from it, `headrace.flow_log`) and what it lacks
 published, the LISTEN connection, then the socket; shutdown in reverse. `/healthz`
-answers 200 only when PostgreSQL answers and the producer is started.
+answers 200 only when PostgreSQL answers, the producer is started and the `flows` topic
+was read up to date lately (`FLOWS_STALE_S`).
 Every request passes the browser checks (`browser`), then authentication and roles
 (`auth`): all routes need credentials but `/healthz` and webhooks (whose key is theirs).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import asyncpg
@@ -52,6 +54,11 @@ from headrace.topics.definitions import FLOWS
 
 log = logging.getLogger(__name__)
 
+# How often the gateway checks that it keeps up with the `flows` topic (a fence round
+# trip), and after how long without a check that came back `/healthz` says it does not.
+FLOWS_SYNC_S = 30.0
+FLOWS_STALE_S = 3 * FLOWS_SYNC_S
+
 API_PREFIX = "/api/v1"
 # Request bodies above this are refused with 413. A webhook's body becomes an execution's
 # start, as `trigger.body` and often once more in its inputs, beside its headers: twice
@@ -72,6 +79,10 @@ async def healthz(request: web.Request) -> web.Response:
         problems.append(f"postgresql: {exc or type(exc).__name__}")
     if not gw.producer_started:
         problems.append("kafka producer not started")
+    synced = gw.flow_log.synced_at
+    if synced is None or time.monotonic() - synced > FLOWS_STALE_S:
+        # Webhooks and API starts would run flows and switches this old.
+        problems.append(f"the {FLOWS.name} topic was not read up to date in {FLOWS_STALE_S:g} s")
     if problems:
         return json_response({"status": "unavailable", "problems": problems}, status=503)
     return json_response({"status": "ok"})
@@ -177,6 +188,8 @@ async def run_gateway(
         log.info("gateway listening on http://%s:%d", settings.gateway_host, port)
         if ready is not None:
             ready(port)
+        keeping_up = asyncio.create_task(flow_log.keep_synced(FLOWS_SYNC_S))
+        stack.callback(keeping_up.cancel)
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopped, flow_log.following], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,6 +20,13 @@ from headrace.flow_log import FlowLog, FlowNotFound, TopicRevisionLog, publish_m
 from headrace.kafka import make_producer
 from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.topics.definitions import FLOWS
+
+
+async def wait_for(condition, timeout_s: float = 10.0) -> None:
+    """Let the event loop run until `condition` holds (the caller asserts it after)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
 
 
 def source(namespace: str, message: str) -> str:
@@ -243,3 +251,18 @@ async def test_switches_stored_without_the_topic_are_published_once(
         assert reader.switched_off(namespace, "f") == {"nightly"}
     finally:
         await reader.stop()
+
+
+async def test_a_reader_that_keeps_up_says_when_it_last_was_up_to_date(
+    follower: FlowLog,
+) -> None:
+    """The gateway's `/healthz` reads `synced_at`: a follower that stalls without failing
+    would otherwise serve old flows and switches for good."""
+    assert follower.synced_at is not None  # `start` reads the topic up to a fence
+    before = follower.synced_at
+    keeping_up = asyncio.create_task(follower.keep_synced(1.0))
+    try:
+        await wait_for(lambda: follower.synced_at > before)
+    finally:
+        keeping_up.cancel()
+    assert follower.synced_at > before

@@ -322,7 +322,9 @@ async def test_database_gone_gives_json_500_and_unhealthy(
         assert body["message"] == f"internal error (request id {body['request_id']})"
         response = await client.get("/healthz")
         assert response.status == 503
-        assert len((await json_of(response))["problems"]) == 2
+        problems = (await json_of(response))["problems"]
+        # The database, the producer, and a `flows` topic never read (flow_log unstarted).
+        assert len(problems) == 3 and "flows topic was not read up to date" in problems[2]
 
 
 async def messages_on_topic(settings: Settings, topic: str) -> list[Message]:
