@@ -106,6 +106,10 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
 
+    @property
+    def executor_on_disk(self) -> bool:
+        return self.executor_store == "rocksdb://"
+
     def executor_data_path(self, environ: dict[str, str] | None = None) -> Path:
         if self.executor_data_dir:
             return Path(self.executor_data_dir)

@@ -86,7 +86,7 @@ class _Runtime:
     def _timer_indexes(self) -> dict[str, TimerIndex]:
         """With the RocksDB store, pending timers wait on disk too (a million paused
         executions are a million timers); beside the tables, in this process's folder."""
-        if self.settings.executor_store != "rocksdb://":
+        if not self.settings.executor_on_disk:
             return {}
         folder = self.settings.executor_data_path()
         return {
@@ -134,12 +134,12 @@ def create_app(settings: Settings) -> faust.App:
         APP_ID,
         broker=f"kafka://{settings.kafka_bootstrap}",
         # `headrace://` is RocksStore (store.py), found through our `faust.stores` entry point.
-        store="headrace://" if settings.executor_store == "rocksdb://" else "memory://",
+        store="headrace://" if settings.executor_on_disk else "memory://",
         # Faust makes its data folder in the working directory by default; the memory
         # store keeps nothing there, so it goes to the temp folder, not the user's repo.
         datadir=str(
             settings.executor_data_path()
-            if settings.executor_store == "rocksdb://"
+            if settings.executor_on_disk
             else Path(tempfile.gettempdir()) / f"{APP_ID}-data"
         ),
         autodiscover=False,
@@ -250,11 +250,7 @@ class _Worker(faust.Worker):
 def run_executor(settings: Settings, loglevel: str = "warning") -> None:
     """Run the executor until SIGINT/SIGTERM (Faust's worker owns the event loop)."""
     # Held until the process exits: a second executor on the same folder is refused.
-    folder_lock = (
-        lock_folder(settings.executor_data_path())
-        if settings.executor_store == "rocksdb://"
-        else None
-    )
+    folder_lock = lock_folder(settings.executor_data_path()) if settings.executor_on_disk else None
     app = create_app(settings)
     worker = _Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

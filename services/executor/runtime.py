@@ -421,16 +421,15 @@ class ExecutorRuntime:
             for key, partition, value in changed
         ]
         acks = await asyncio.gather(*sent)
-        by_partition: dict[int, tuple[list[tuple[bytes, bytes]], int | None]] = {}
+        items: dict[int, list[tuple[bytes, bytes]]] = {}
+        offsets: dict[int, int] = {}  # the highest acknowledged, by partition
         for (key, partition, value), ack in zip(changed, acks, strict=True):
-            items, offset = by_partition.get(partition, ([], None))
-            items.append((key, value))
-            ack_offset = getattr(ack, "offset", None)  # RecordMetadata
-            if ack_offset is not None and (offset is None or ack_offset > offset):
-                offset = ack_offset
-            by_partition[partition] = (items, offset)
-        for partition, (items, offset) in by_partition.items():
-            table.store.write(partition, items, offset)
+            items.setdefault(partition, []).append((key, value))
+            offset = getattr(ack, "offset", None)  # RecordMetadata
+            if offset is not None:
+                offsets[partition] = max(offset, offsets.get(partition, offset))
+        for partition, written in items.items():
+            table.store.write(partition, written, offsets.get(partition))
 
     async def process_slot_request(self, item: InputEvent) -> None:
         """One request of the flow-slots agent: decide, answer, then store (as for batches)."""

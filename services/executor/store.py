@@ -25,7 +25,6 @@ not the folder, and the timer indexes are emptied at start).
 from __future__ import annotations
 
 import fcntl
-import logging
 from collections.abc import Iterable, MutableMapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -36,8 +35,6 @@ from faust.stores import rocksdb as faust_rocksdb
 from faust.types import TP, CollectionT
 
 from headrace.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 # RocksDB's memory for the whole process: a block cache shared by every partition's
 # database, with their write buffers (memtables) charged to it.
