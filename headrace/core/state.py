@@ -5,6 +5,10 @@ attempts, the pending timers and the event sequence number. `to_bytes` is compac
 purpose (positional orjson arrays, states as small ints, times as epoch microseconds):
 a million idle executions must fit in one RocksDB-backed table. The wire and API shapes
 (`messages.ExecutionSnapshot`, `messages.TaskRunSnapshot`) are built by `snapshot()`.
+
+A state is one record (`to_bytes`), or a header and its task runs apart
+(`header_bytes` and `encode_task_run`): the header then holds their count in their place,
+and the executor stores each task run under a key of its own (services/executor/stored.py).
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ from headrace.messages import StateChange
 from headrace.states import State
 
 # 2: task runs carry `iteration` and `data`; 3: `applied` command ids; 4: a running
-# attempt may carry its run id and worker id
+# attempt may carry its run id and worker id; 5: a header whose task runs are stored
+# apart. A whole state is still written as 4: an executor of the previous release reads
+# every execution but those big enough to be split (it stops on those, as on any newer
+# format, instead of dropping their events).
 FORMAT_VERSION = 4
-_READABLE_VERSIONS = (2, 3, 4)  # 2 decodes with no applied commands
+HEADER_FORMAT_VERSION = 5
+_READABLE_VERSIONS = (2, 3, 4, 5)  # 2 decodes with no applied commands
 
 MAX_APPLIED_COMMANDS = 256
 """Command ids an execution remembers to ignore redeliveries. Operator commands (kill,
@@ -167,9 +175,17 @@ class Execution:
         )
 
     def to_bytes(self) -> bytes:
+        """The whole state: one record."""
+        return self._encode(FORMAT_VERSION, [_encode_task_run(run) for run in self.task_runs])
+
+    def header_bytes(self) -> bytes:
+        """The state without its task runs, which are stored apart (`encode_task_run`)."""
+        return self._encode(HEADER_FORMAT_VERSION, len(self.task_runs))
+
+    def _encode(self, version: int, task_runs: list[Any] | int) -> bytes:
         return orjson.dumps(
             [
-                FORMAT_VERSION,
+                version,
                 self.id,
                 self.namespace,
                 self.flow_id,
@@ -179,7 +195,7 @@ class Execution:
                 self.trigger,
                 _STATE_CODES[self.state],
                 _encode_histories(self.histories),
-                [_encode_task_run(task_run) for task_run in self.task_runs],
+                task_runs,
                 self.outputs,
                 self.seq,
                 [_encode_timer(timer) for timer in self.timers],
@@ -190,19 +206,29 @@ class Execution:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Execution:
+        """A whole state (`to_bytes`)."""
+        execution, stored_apart = cls.from_header(data)
+        if stored_apart is not None:
+            raise StateDecodeError("a header whose task runs are stored apart, read alone")
+        return execution
+
+    @classmethod
+    def from_header(cls, data: bytes) -> tuple[Execution, int | None]:
+        """A whole state, or a header (`header_bytes`) and the count of its task runs
+        stored apart: the execution has none of them yet (`decode_task_run` reads them)."""
         try:
             fields = orjson.loads(data)
             if fields[0] not in _READABLE_VERSIONS:
-                if type(fields[0]) is int and fields[0] > FORMAT_VERSION:
+                if type(fields[0]) is int and fields[0] > HEADER_FORMAT_VERSION:
                     raise StateVersionError(
                         f"execution format version {fields[0]} is newer than this "
-                        f"executor's ({FORMAT_VERSION})"
+                        f"executor's ({HEADER_FORMAT_VERSION})"
                     )
                 raise StateDecodeError(f"unknown execution format version {fields[0]!r}")
             if fields[0] == 2:
                 fields.append([])
             (
-                _,
+                version,
                 id_,
                 namespace,
                 flow_id,
@@ -219,7 +245,12 @@ class Execution:
                 created_at,
                 applied,
             ) = fields
-            return cls(
+            stored_apart = None
+            if version == HEADER_FORMAT_VERSION:
+                if type(task_runs) is not int or task_runs < 0:
+                    raise ValueError(f"a header counting {task_runs!r} task runs")
+                stored_apart, task_runs = task_runs, []
+            execution = cls(
                 id=id_,
                 namespace=namespace,
                 flow_id=flow_id,
@@ -236,8 +267,21 @@ class Execution:
                 created_at=_datetime(created_at),
                 applied=applied,
             )
+            return execution, stored_apart
         except (orjson.JSONDecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
             raise StateDecodeError(f"corrupt stored execution: {exc}") from exc
+
+
+def encode_task_run(task_run: TaskRun) -> bytes:
+    """One task run of a state stored apart (`Execution.header_bytes`)."""
+    return orjson.dumps(_encode_task_run(task_run))
+
+
+def decode_task_run(data: bytes) -> TaskRun:
+    try:
+        return _decode_task_run(orjson.loads(data))
+    except (orjson.JSONDecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise StateDecodeError(f"corrupt stored task run: {exc}") from exc
 
 
 def _micros(value: datetime) -> int:

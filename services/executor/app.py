@@ -145,7 +145,7 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
         # Recovery reads each changelog to a fence it wrote, not to the broker's end offset.
         TableManager=FencedTableManager,
-        # The table holds `Execution.to_bytes()` under the execution id: no Faust codec.
+        # The table holds states as bytes (stored.py) under execution ids: no Faust codec.
         table_key_serializer="raw",
         table_value_serializer="raw",
         **faust_settings(settings),

@@ -63,6 +63,7 @@ from headrace.messages import (
     TaskResult,
     TriggerEvent,
 )
+from headrace.services.executor import stored
 from headrace.services.executor.eviction import (
     DEFAULT_RETENTION,
     Tombstone,
@@ -174,7 +175,7 @@ class ExecutorRuntime:
 
         now = datetime.now(UTC)
         deliveries: list[asyncio.Future[Any]] = []
-        changed: list[tuple[bytes, int, bytes]] = []
+        changed: list[tuple[bytes, int, bytes | None]] = []
         for key, (partition, messages) in by_execution.items():
             raw = self.table.store.read(partition, key)
             killed_early = raw == KILLED_BEFORE_START
@@ -184,7 +185,7 @@ class ExecutorRuntime:
                 if is_tombstone(raw):
                     tombstone = Tombstone.from_bytes(raw)
                 elif raw and not killed_early:
-                    execution = Execution.from_bytes(raw)
+                    execution = stored.load(self.table.store, partition, key, raw)
             except StateVersionError:
                 # A newer executor wrote it (rolling upgrade): dropping the events would
                 # lose work that version can do. Fail the batch; the process exits.
@@ -192,6 +193,7 @@ class ExecutorRuntime:
             except StateDecodeError as exc:  # corrupt: every replay would fail here too
                 log.error("execution %s: %s; %d events dropped", key.decode(), exc, len(messages))
                 continue
+            loaded = [] if execution is None else execution.task_runs  # never mutated
             for message in messages:
                 if tombstone is not None:
                     for topic, record in evicted(message, tombstone, now):
@@ -220,7 +222,7 @@ class ExecutorRuntime:
             if tombstone is not None:
                 value = tombstone.to_bytes()
             elif execution is not None:
-                value = execution.to_bytes()
+                value = stored.state_bytes(execution)
                 evict = eviction_timer(execution, self.retention)
                 if evict is not None:
                     self.evictions.push(key.decode(), evict)
@@ -230,6 +232,9 @@ class ExecutorRuntime:
                 continue
             if value != raw:
                 changed.append((key, partition, value))
+            runs = execution.task_runs if execution is not None and tombstone is None else []
+            for run_key, run_value in stored.task_run_records(key, loaded, runs):
+                changed.append((run_key, partition, run_value))
         if deliveries:
             await asyncio.gather(*deliveries)
         await self._store(self.table, changed)
@@ -406,7 +411,9 @@ class ExecutorRuntime:
     async def _produce(self, record: _Record) -> asyncio.Future[Any]:
         return await self.producer.send(record.topic, record.key, record.value, None, None, None)
 
-    async def _store(self, table: StateTable, changed: list[tuple[bytes, int, bytes]]) -> None:
+    async def _store(
+        self, table: StateTable, changed: list[tuple[bytes, int, bytes | None]]
+    ) -> None:
         """Send new states to the changelog and, once the broker has every one, to the
         store (with their offsets: store.py). Acknowledged before the batch is: the offset
         commit that follows does not look at failed sends (aiokafka's flush only waits).
@@ -421,7 +428,7 @@ class ExecutorRuntime:
             for key, partition, value in changed
         ]
         acks = await asyncio.gather(*sent)
-        items: dict[int, list[tuple[bytes, bytes]]] = {}
+        items: dict[int, list[tuple[bytes, bytes | None]]] = {}
         offsets: dict[int, int] = {}  # the highest acknowledged, by partition
         for (key, partition, value), ack in zip(changed, acks, strict=True):
             items.setdefault(partition, []).append((key, value))
@@ -477,10 +484,10 @@ class ExecutorRuntime:
         for held, (key, raw) in enumerate(self.table.store.items(), start=1):
             if held % REBUILD_SLICE == 0:
                 await asyncio.sleep(0)
-            if raw == KILLED_BEFORE_START or is_tombstone(raw):
-                continue  # no state, no timers
+            if raw == KILLED_BEFORE_START or is_tombstone(raw) or stored.is_task_run_key(key):
+                continue  # no state, no timers (a header holds them)
             try:
-                execution = Execution.from_bytes(raw)
+                execution, _ = Execution.from_header(raw)
             except StateVersionError:
                 raise
             except StateDecodeError as exc:

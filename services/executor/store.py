@@ -48,10 +48,13 @@ class PartitionStore(Protocol):
 
     def read(self, partition: int, key: bytes) -> bytes | None: ...
 
+    def read_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]: ...
+
     def write(
-        self, partition: int, items: Sequence[tuple[bytes, bytes]], offset: int | None
+        self, partition: int, items: Sequence[tuple[bytes, bytes | None]], offset: int | None
     ) -> None:
-        """Store `items`, which the changelog holds up to `offset` (None: not known)."""
+        """Store `items` (None: delete the key), which the changelog holds up to `offset`
+        (None: not known)."""
 
     def items(self) -> Iterable[tuple[bytes, bytes]]:
         """Every key and value of the partitions this process owns."""
@@ -66,10 +69,17 @@ class DictStore:
     def read(self, partition: int, key: bytes) -> bytes | None:
         return self.data.get(key)
 
+    def read_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:
+        return [self.data.get(key) for key in keys]
+
     def write(
-        self, partition: int, items: Sequence[tuple[bytes, bytes]], offset: int | None
+        self, partition: int, items: Sequence[tuple[bytes, bytes | None]], offset: int | None
     ) -> None:
-        self.data.update(items)
+        for key, value in items:
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
 
     def items(self) -> Iterable[tuple[bytes, bytes]]:
         return list(self.data.items())
@@ -125,8 +135,11 @@ class RocksStore(faust_rocksdb.Store):
     def read(self, partition: int, key: bytes) -> bytes | None:
         return self._db_for_partition(partition).get(key)
 
+    def read_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:
+        return self._db_for_partition(partition).get(keys)  # one multi-get
+
     def write(
-        self, partition: int, items: Sequence[tuple[bytes, bytes]], offset: int | None
+        self, partition: int, items: Sequence[tuple[bytes, bytes | None]], offset: int | None
     ) -> None:
         if partition not in self._owned:
             return  # revoked while the batch ran: the changelog has it for the next owner
@@ -138,7 +151,10 @@ class RocksStore(faust_rocksdb.Store):
             return
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in items:
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         if offset is not None:
             batch.put(self.offset_key, str(offset).encode())
         db.write(batch)

@@ -14,6 +14,8 @@ from headrace.core.state import (
     TaskRun,
     Timer,
     TimerKind,
+    decode_task_run,
+    encode_task_run,
 )
 from headrace.messages import StateChange
 from headrace.states import State
@@ -109,6 +111,35 @@ def test_stored_form_is_compact():
 def test_corrupt_bytes_raise_a_headrace_error(data):
     with pytest.raises(StateDecodeError):
         Execution.from_bytes(data)
+
+
+def test_a_header_and_its_task_runs_apart_round_trip():
+    execution = _execution()
+    header, count = Execution.from_header(execution.header_bytes())
+    assert count == 2 and header.task_runs == []
+    header.task_runs = [decode_task_run(encode_task_run(run)) for run in execution.task_runs]
+    assert header == execution
+    # A whole state read as a header: nothing apart.
+    assert Execution.from_header(execution.to_bytes()) == (execution, None)
+
+
+def test_a_header_read_as_a_whole_state_is_refused_not_taken_for_an_empty_one():
+    with pytest.raises(StateDecodeError, match="stored apart"):
+        Execution.from_bytes(_execution().header_bytes())
+
+
+@pytest.mark.parametrize("count", [-1, "2", [], None])
+def test_a_header_with_a_bad_count_is_corrupt(count):
+    fields = orjson.loads(_execution().header_bytes())
+    fields[10] = count
+    with pytest.raises(StateDecodeError):
+        Execution.from_header(orjson.dumps(fields))
+
+
+@pytest.mark.parametrize("data", [b"", b"[", b'["tr1"]', b"{}", b"null"])
+def test_a_corrupt_task_run_raises_a_headrace_error(data):
+    with pytest.raises(StateDecodeError, match="task run"):
+        decode_task_run(data)
 
 
 def test_snapshots_hold_no_task_runs():

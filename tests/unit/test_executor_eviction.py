@@ -15,9 +15,10 @@ from headrace.messages import CommandKind, CommandStatus, ExecutionCommand, Exec
 from headrace.services.executor import runtime as runtime_module
 from headrace.services.executor.eviction import Tombstone, is_tombstone
 from headrace.services.executor.runtime import InputEvent
+from headrace.services.executor.stored import task_run_key
 from headrace.states import State
 from tests.unit.test_core_helpers import T0, log_task, make_flow
-from tests.unit.test_executor_runtime import make_runtime, start, stored
+from tests.unit.test_executor_runtime import foreach_flow, make_runtime, result_of, start, stored
 
 RETENTION = timedelta(hours=1)
 
@@ -138,3 +139,23 @@ def test_an_older_executor_stops_on_a_tombstone_rather_than_dropping_its_events(
 def test_server_local_hands_the_retention_to_its_services_as_it_was_set(retention):
     env = service_env(Settings(execution_retention=retention))
     assert Settings.from_env(env).execution_retention == retention
+
+
+async def test_an_evicted_big_execution_deletes_its_task_runs_from_the_table_and_changelog(
+    monkeypatch,
+):
+    runtime, table, producer = make_runtime(each=foreach_flow(40))
+    runtime.retention = RETENTION
+    await runtime.process_batch([start("ex1", "each", {"items": list(range(40))})])
+    requests = producer.of("ex1", messages.TaskRequest)
+    await runtime.process_batch([result_of(request) for request in requests])
+    ended = stored(table, "ex1")
+    assert ended.state is State.SUCCESS and len(table.store.data) == 1 + 41
+
+    later = ended.histories[-1].date + RETENTION + timedelta(seconds=1)
+    monkeypatch.setattr(runtime_module, "datetime", frozen_datetime(later))
+    await runtime.process_batch([evict("ex1")])
+
+    assert list(table.store.data) == [b"ex1"] and is_tombstone(table.store.data[b"ex1"])
+    deleted = [key for _, key, value in producer.stored[-42:] if value is None]
+    assert deleted == [task_run_key(b"ex1", position) for position in range(41)]

@@ -17,12 +17,18 @@ import pytest
 from headrace import codec, messages
 from headrace.core.advance import advance
 from headrace.core.events import Abort, Start
-from headrace.core.state import Execution, StateDecodeError, StateVersionError
+from headrace.core.state import (
+    HEADER_FORMAT_VERSION,
+    Execution,
+    StateDecodeError,
+    StateVersionError,
+)
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowError, FlowValidationError
 from headrace.flow.model import Flow
 from headrace.flow_log import FlowNotFound
 from headrace.services.executor import runtime as runtime_module
+from headrace.services.executor import stored as stored_states
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent, StateTable
 from headrace.services.executor.store import DictStore
 from headrace.states import State
@@ -84,7 +90,8 @@ def make_runtime(**flows: Flow | None) -> tuple[ExecutorRuntime, StateTable, Fak
 
 
 def stored(table: StateTable, execution_id: str) -> Execution:
-    return Execution.from_bytes(table.store.data[execution_id.encode()])
+    key = execution_id.encode()
+    return stored_states.load(table.store, 0, key, table.store.data[key])
 
 
 def poison(
@@ -218,7 +225,7 @@ async def test_an_unreadable_stored_state_drops_its_events_not_the_batch():
 def newer_format(execution: Execution) -> bytes:
     """`execution` as a next headrace version would store it: a higher version number."""
     fields = orjson.loads(execution.to_bytes())
-    fields[0] += 1
+    fields[0] = HEADER_FORMAT_VERSION + 1
     return orjson.dumps(fields)
 
 
@@ -455,3 +462,61 @@ async def test_a_start_naming_a_revision_never_stored_is_dropped_saying_why():
     assert b"ex1" not in table.store.data
     (line,) = producer.of("ex1", messages.LogRecord)
     assert "revision 1 not found" in line.message
+
+
+def foreach_flow(count: int, **task: Any) -> Flow:
+    each = {
+        "id": "each",
+        "type": "flow.foreach",
+        "values": "{{ inputs.items }}",
+        "concurrencyLimit": 0,
+        "tasks": [log_task("say", **task)],
+    }
+    return make_flow(each, flow_id="each")
+
+
+def result_of(request: messages.TaskRequest, state: State = State.SUCCESS) -> InputEvent:
+    result = messages.TaskResult(
+        request.execution_id, request.task_run_id, request.attempt, state, T0, T0
+    )
+    return InputEvent(request.execution_id.encode(), codec.encode(result), 0)
+
+
+async def test_a_for_each_item_costs_the_state_table_the_same_at_item_10_and_item_2990():
+    runtime, table, producer = make_runtime(each=foreach_flow(3_000))
+    await runtime.process_batch([start("ex1", "each", {"items": list(range(3_000))})])
+    requests = producer.of("ex1", messages.TaskRequest)
+    assert len(requests) == 3_000
+
+    writes = []
+    for item in (10, 2_990):
+        before = len(producer.stored)
+        await runtime.process_batch([result_of(requests[item])])
+        writes.append([(key, len(value)) for _, key, value in producer.stored[before:]])
+
+    # The header and the one task run that ended; the item's position is its key.
+    assert [key for key, _ in writes[0]] == [b"ex1", stored_states.task_run_key(b"ex1", 11)]
+    assert [key for key, _ in writes[1]][1:] == [stored_states.task_run_key(b"ex1", 2_991)]
+    (header_10, run_10), (header_2990, run_2990) = [[s for _, s in w] for w in writes]
+    # The header holds the inputs (the 3,000 items), not the task runs: the same size.
+    assert header_10 == header_2990
+    assert 0 < run_2990 - run_10 <= 4 and run_10 < 256  # "10" and "2990", twice each
+    state = stored(table, "ex1")
+    assert [state.task_runs[i].state for i in (11, 2_991, 12)] == [
+        State.SUCCESS,
+        State.SUCCESS,
+        State.RUNNING,
+    ]
+
+
+async def test_timer_recovery_reads_the_timers_of_a_header_and_skips_its_task_runs():
+    retry = {"type": "constant", "interval": "PT1M", "maxAttempts": 3}
+    runtime, table, producer = make_runtime(each=foreach_flow(40, retry=retry))
+    await runtime.process_batch([start("ex1", "each", {"items": list(range(40))})])
+    requests = producer.of("ex1", messages.TaskRequest)
+    await runtime.process_batch([result_of(requests[3], State.FAILED)])
+    assert len(table.store.data) == 1 + 41  # the header and every task run apart
+    (timer,) = stored(table, "ex1").timers
+
+    assert await runtime.rebuild_timers() == 1
+    assert [t for _, t in runtime.timer_index.take_due(timer.due, 10)] == [timer]

@@ -1,0 +1,121 @@
+"""An execution as table records: one record while small, a header and one record per
+task run once big; only what a step changed is written again."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from headrace.core.state import Execution, StateDecodeError, TaskRun
+from headrace.services.executor.store import DictStore
+from headrace.services.executor.stored import (
+    INLINE_TASK_RUNS,
+    is_task_run_key,
+    load,
+    state_bytes,
+    task_run_key,
+    task_run_records,
+)
+from headrace.states import State
+from tests.unit.test_core_state import _execution
+
+KEY = b"ex1"
+
+
+def with_runs(count: int) -> Execution:
+    execution = _execution()
+    template = execution.task_runs[0]
+    execution.task_runs = [replace(template, id=f"tr{i}", outputs={"i": i}) for i in range(count)]
+    return execution
+
+
+def save(store: DictStore, before: list[TaskRun], after: Execution) -> list[tuple]:
+    """Write `after` as the runtime does, `before` being the task runs it loaded."""
+    records = [(KEY, state_bytes(after)), *task_run_records(KEY, before, after.task_runs)]
+    store.write(0, records, None)
+    return records
+
+
+def test_a_small_execution_is_one_record():
+    store = DictStore({})
+    execution = with_runs(INLINE_TASK_RUNS)
+    assert save(store, [], execution) == [(KEY, execution.to_bytes())]
+    assert load(store, 0, KEY, store.data[KEY]) == execution
+
+
+def test_a_big_execution_keeps_each_task_run_apart_and_reads_back_whole():
+    store = DictStore({})
+    execution = with_runs(INLINE_TASK_RUNS + 1)
+    records = save(store, [], execution)
+    assert len(records) == 1 + INLINE_TASK_RUNS + 1
+    assert sorted(store.data) == sorted([KEY] + [task_run_key(KEY, i) for i in range(33)])
+    assert load(store, 0, KEY, store.data[KEY]) == execution
+    assert [is_task_run_key(key) for key, _ in records] == [False] + [True] * 33
+
+
+def test_a_step_writes_only_the_task_runs_it_changed_whatever_their_number():
+    sizes = []
+    for count in (100, 10_000):
+        store = DictStore({})
+        before = with_runs(count)
+        save(store, [], before)
+        after = replace(before, task_runs=list(before.task_runs), seq=before.seq + 1)
+        after.task_runs[7] = replace(after.task_runs[7], state=State.FAILED)
+        after.task_runs.append(replace(after.task_runs[0], id="new"))
+
+        records = save(store, before.task_runs, after)
+
+        assert [key for key, _ in records] == [
+            KEY,
+            task_run_key(KEY, 7),
+            task_run_key(KEY, count),
+        ]
+        assert load(store, 0, KEY, store.data[KEY]) == after
+        sizes.append([len(value) for _, value in records])
+    # The header counts task runs: "100" and "10000" differ by two digits, nothing else.
+    assert sizes[1][0] - sizes[0][0] == 2 and sizes[1][1:] == sizes[0][1:]
+
+
+def test_task_runs_dropped_or_shifted_are_rewritten_and_the_tail_deleted():
+    store = DictStore({})
+    before = with_runs(40)
+    save(store, [], before)
+    after = replace(before, task_runs=before.task_runs[:5] + before.task_runs[6:36])
+
+    records = save(store, before.task_runs, after)
+
+    written = [key for key, value in records[1:] if value is not None]
+    deleted = [key for key, value in records[1:] if value is None]
+    assert written == [task_run_key(KEY, i) for i in range(5, 35)]
+    assert deleted == [task_run_key(KEY, i) for i in range(35, 40)]
+    assert load(store, 0, KEY, store.data[KEY]) == after
+    assert task_run_key(KEY, 35) not in store.data
+
+
+def test_a_big_execution_that_shrinks_is_one_record_again():
+    store = DictStore({})
+    before = with_runs(40)
+    save(store, [], before)
+    after = replace(before, task_runs=before.task_runs[:3])
+
+    save(store, before.task_runs, after)
+
+    assert list(store.data) == [KEY]
+    assert Execution.from_bytes(store.data[KEY]) == after
+
+
+def test_an_evicted_big_execution_leaves_no_task_run_behind():
+    store = DictStore({})
+    before = with_runs(40)
+    save(store, [], before)
+    store.write(0, [(KEY, b"tombstone"), *task_run_records(KEY, before.task_runs, [])], None)
+    assert store.data == {KEY: b"tombstone"}
+
+
+def test_a_missing_task_run_is_a_corrupt_state():
+    store = DictStore({})
+    save(store, [], with_runs(40))
+    del store.data[task_run_key(KEY, 17)]
+    with pytest.raises(StateDecodeError, match="task run 17 of 40 is missing"):
+        load(store, 0, KEY, store.data[KEY])
