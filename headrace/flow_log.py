@@ -106,6 +106,8 @@ class FlowLog:
         # time.monotonic() when the last `sync` that came back began: whatever was
         # acknowledged on the topic before it had been read.
         self.synced_at: float | None = None
+        # Bumped by every revision, retraction and switch applied (`wait_changed`).
+        self.version = 0
 
     async def start(self) -> None:
         self._producer = make_producer(self._settings, self._client_id)
@@ -153,19 +155,39 @@ class FlowLog:
 
     async def get(self, namespace: str, flow_id: str, revision: int) -> Flow:
         """A live revision, parsed; `FlowNotFound` once a `sync` did not find it either."""
+        if revision not in self._revisions.get((namespace, flow_id), {}):
+            await self.sync()
+        return self.parsed(namespace, flow_id, revision)
+
+    def parsed(self, namespace: str, flow_id: str, revision: int) -> Flow:
+        """A live revision read, parsed once: `FlowNotFound` if not read (or deleted),
+        `FlowValidationError` if it no longer validates."""
         key = (namespace, flow_id, revision)
         flow = self._parsed.get(key)
         if flow is not None:
             return flow
         stored = self._revisions.get((namespace, flow_id), {}).get(revision)
-        if stored is None:
-            await self.sync()
-            stored = self._revisions.get((namespace, flow_id), {}).get(revision)
         if stored is None or stored.deleted:
             raise FlowNotFound(f"flow {namespace}.{flow_id} revision {revision} not found")
         flow = load_flow(stored.source, f"{namespace}/{flow_id}@{revision}")
         self._parsed[key] = flow
         return flow
+
+    def latest_revisions(self) -> list[tuple[str, str, int]]:
+        """The newest revision read of every flow not deleted."""
+        latest = []
+        for (namespace, flow_id), revisions in self._revisions.items():
+            if revisions:
+                number = max(revisions)
+                if not revisions[number].deleted:
+                    latest.append((namespace, flow_id, number))
+        return latest
+
+    async def wait_changed(self, seen: int) -> None:
+        """Return once `version` is past `seen`, as seen after a read from the topic (a
+        `note` is seen when its record is read back)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.version != seen)
 
     async def latest_revision(self, namespace: str, flow_id: str) -> int | None:
         """The newest revision read, None if the flow is unknown or deleted. Revisions
@@ -240,6 +262,7 @@ class FlowLog:
                     namespace, flow_id, number = retracted
                     self._revisions.get((namespace, flow_id), {}).pop(number, None)
                     self._parsed.pop(retracted, None)
+                    self.version += 1
                 continue
             try:
                 message = codec.decode(record.value)
@@ -256,6 +279,7 @@ class FlowLog:
             self._progress.notify_all()
 
     def _apply_revision(self, key: bytes, revision: FlowRevision) -> None:
+        self.version += 1
         flow = self._revisions.setdefault((revision.namespace, revision.flow_id), {})
         flow[revision.revision] = _Stored(revision.source, revision.deleted)
         self._keys[key] = (revision.namespace, revision.flow_id, revision.revision)
@@ -267,6 +291,7 @@ class FlowLog:
         held = switches.get(switch.trigger_id)
         if held is None or switch.time >= held.time:
             switches[switch.trigger_id] = switch
+            self.version += 1
 
 
 async def publish_missing(

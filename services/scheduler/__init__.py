@@ -20,7 +20,7 @@ from headrace.db.flows import FlowRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.db.triggers import TriggerStateRepository
-from headrace.flow_log import publish_stored
+from headrace.flow_log import FlowLog, publish_stored
 from headrace.kafka import make_producer
 from headrace.services.scheduler.catalog import TriggerCatalog
 from headrace.services.scheduler.flow_triggers import FlowTriggers
@@ -39,16 +39,23 @@ async def run_scheduler(
         producer = make_producer(settings, "headrace-scheduler")
         await producer.start()
         stack.push_async_callback(producer.stop)
-        flows = FlowRepository(pool)
+        flow_log = FlowLog(settings, "headrace-scheduler")
+        await flow_log.start()
+        stack.push_async_callback(flow_log.stop)
         states = TriggerStateRepository(pool)
-        await publish_stored(settings, flows, states, producer)
-        catalog = TriggerCatalog(flows, states)
-        await catalog.refresh()
+        await publish_stored(settings, FlowRepository(pool), states, producer, flow_log)
+        catalog = TriggerCatalog(flow_log)
+        catalog.refresh()
         flow_triggers = FlowTriggers(settings, producer, catalog, FlowWindowRepository(pool))
         await flow_triggers.start()  # joined before ready: no execution end is missed
         stack.push_async_callback(flow_triggers.close)
         kafka_triggers = KafkaTriggers(settings, producer, catalog)
-        components = [catalog.run(stop), flow_triggers.run(stop), kafka_triggers.run(stop)]
+        components = [
+            catalog.run(stop),
+            flow_triggers.run(stop),
+            kafka_triggers.run(stop),
+            _follow(flow_log),
+        ]
         schedules = ScheduleRunner(catalog, states, producer)
         components.append(schedules.run(stop))
         watchdog = Watchdog(
@@ -77,3 +84,9 @@ async def run_scheduler(
                 raise task.exception()  # type: ignore[misc]
         if not stop.is_set():
             raise RuntimeError("a scheduler component stopped on its own")
+
+
+async def _follow(flow_log: FlowLog) -> None:
+    """Ends when the log's reader does: the catalog would otherwise go stale for good."""
+    await flow_log.following
+    raise RuntimeError("the scheduler stopped reading the flows topic")

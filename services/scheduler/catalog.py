@@ -1,29 +1,23 @@
-"""Which flows declare which triggers: the latest revision of every live flow, refreshed.
+"""Which flows declare which triggers: the latest revision of every live flow.
 
-The scheduler's components ask the catalog for the triggers of their type. It polls
-PostgreSQL (flows are few and change rarely; a poll is simpler and sturdier than a
-change feed), parsing a revision only when its source changed (`load_flow` caches).
+The scheduler's components ask the catalog for the triggers of their type. It is built
+from the `flows` topic (`headrace.flow_log.FlowLog`), which carries every revision and
+every runtime switch, and rebuilt each time the topic brings a change: no database read,
+so schedules, flow triggers and Kafka triggers keep their view of the flows while
+PostgreSQL is away. Revisions are parsed once (the log keeps them parsed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
-import asyncpg
-
-from headrace.db.flows import FlowRepository
-from headrace.db.triggers import TriggerStateRepository
 from headrace.flow.errors import FlowValidationError
-from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow, Trigger
+from headrace.flow_log import FlowLog
 
 log = logging.getLogger(__name__)
-
-# Seconds between two reads of the flows: a new or changed trigger is live within this.
-REFRESH_INTERVAL_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,48 +32,56 @@ class DeclaredTrigger:
 
 
 class TriggerCatalog:
-    def __init__(self, flows: FlowRepository, states: TriggerStateRepository) -> None:
+    def __init__(self, flows: FlowLog) -> None:
         self._flows = flows
-        self._states = states
         self._declared: list[DeclaredTrigger] = []
         self._invalid: set[tuple[str, str, int]] = set()
-        self.loaded = asyncio.Event()
+        self._built_from = -1  # the log's version the triggers were built from
 
     def of_kind(self, kind: str) -> list[DeclaredTrigger]:
         """Triggers of `kind` not disabled, in YAML or by the runtime switch."""
         return [d for d in self._declared if d.trigger.kind == kind]
 
-    async def refresh(self) -> None:
+    def refresh(self) -> None:
+        """Rebuild from what the log has read (nothing to do if it read no change)."""
+        version = self._flows.version
+        if version == self._built_from:
+            return
         declared: list[DeclaredTrigger] = []
-        switched_off = await self._states.disabled_keys()
-        for record in await self._flows.list():
+        for namespace, flow_id, revision in self._flows.latest_revisions():
             try:
-                flow = load_flow(record.source, f"{record.namespace}/{record.id}@{record.revision}")
+                flow = self._flows.parsed(namespace, flow_id, revision)
             except FlowValidationError as exc:  # stored before a stricter validator
-                key = (record.namespace, record.id, record.revision)
+                key = (namespace, flow_id, revision)
                 if key not in self._invalid:  # once, not every refresh
                     self._invalid.add(key)
-                    log.warning(
-                        "flow %s/%s no longer validates: %s", record.namespace, record.id, exc
-                    )
+                    log.warning("flow %s/%s no longer validates: %s", namespace, flow_id, exc)
                 continue
             if flow.disabled:
                 continue
+            switched_off = self._flows.switched_off(namespace, flow_id)
             declared += [
-                DeclaredTrigger(flow, record.revision, trigger)
+                DeclaredTrigger(flow, revision, trigger)
                 for trigger in flow.triggers
-                if not trigger.disabled
-                and (flow.namespace, flow.id, trigger.id) not in switched_off
+                if not trigger.disabled and trigger.id not in switched_off
             ]
         self._declared = declared
-        self.loaded.set()
+        self._built_from = version
+
+    async def catch_up(self) -> None:
+        """Rebuild from everything acknowledged on the topic before this call (a fence
+        round trip: `FlowLog.sync`)."""
+        await self._flows.sync()
+        self.refresh()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Rebuild at each change the log reads, until `stop`."""
         while not stop.is_set():
+            changed = asyncio.create_task(self._flows.wait_changed(self._built_from))
+            stopped = asyncio.create_task(stop.wait())
             try:
-                await self.refresh()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # The last good read stays in use: a database blip must not stop schedules.
-                log.error("cannot read the flows, keeping the last known triggers: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), REFRESH_INTERVAL_S)
+                await asyncio.wait({changed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+                stopped.cancel()
+            self.refresh()

@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from headrace.config import Settings
 from headrace.consume import consume, decode
@@ -448,17 +448,16 @@ class FlowTriggers:
         return events
 
     async def _catch_up_catalog(self, events: list[ExecutionEvent]) -> None:
-        """Re-read the triggers when an execution ended after our last read of them.
-
-        The catalog's own poll lags by up to its interval; without this, a flow saved
-        just before its upstream ended would miss that end.
-        """
+        """Read the `flows` topic up to now when an execution ended after our last such
+        read: without this, a flow saved just before its upstream ended could miss that
+        end (the scheduler's reader of the topic may not have read it yet). One fence
+        round trip serves every end that came before it."""
         if max(event.time for event in events) <= self._catalog_as_of:
             return
         as_of = datetime.now(UTC)
         try:
-            await self._catalog.refresh()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("cannot re-read the flow triggers, matching the last read: %s", exc)
+            await self._catalog.catch_up()
+        except KafkaError as exc:
+            log.warning("cannot read the flows topic up to now, matching the last read: %s", exc)
             return
         self._catalog_as_of = as_of

@@ -57,8 +57,9 @@ from headrace.topics.definitions import MAX_VALUE_BYTES
 
 log = logging.getLogger(__name__)
 
-# How often the running consumers are compared with the catalog (which itself is
-# refreshed every 2 s): a new trigger consumes within about 3 s plus the group join.
+# How often the running consumers are compared with the catalog (rebuilt as soon as the
+# scheduler reads a change of the flows): a new trigger consumes within about 1 s plus
+# the group join.
 RECONCILE_INTERVAL_S = 1.0
 # A consumer that crashed (say, its bootstrap servers are unreachable) is started again
 # after this long, not on every reconcile: one error line per 10 s, not per second.

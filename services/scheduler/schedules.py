@@ -51,7 +51,7 @@ MAX_TICKS_PER_PASS = 1000
 # Longest sleep between passes, in seconds: how soon a new flow or a switch is noticed.
 MAX_SLEEP_S = 1.0
 # A schedule's watermark is dropped once its trigger has been gone this long (seconds):
-# longer than the catalog's refresh, so a scheduler that has not yet read a new flow
+# longer than a scheduler takes to read a new flow, so one that has not read it yet
 # does not drop the watermark another one just created.
 FORGET_AFTER_S = 10.0
 # After a broker or database error, the pause before the next pass, in seconds.
