@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 FENCE_KEY = b"\x00fence"
 
 
+def _is_fence(record: ConsumerRecord) -> bool:
+    return record.key is None or record.key.startswith(b"\x00")
+
+
 class FlowNotFound(HeadraceError):
     """A trigger or result names a flow revision that was never stored, or was deleted."""
 
@@ -113,7 +117,9 @@ class FlowLog:
         self._producer = make_producer(self._settings, self._client_id)
         await self._producer.start()
         self._partitions = sorted(await self._producer.partitions_for(FLOWS.name))
-        self._consumer = make_consumer(self._settings, group_id=None, client_id=self._client_id)
+        self._consumer = make_consumer(
+            self._settings, group_id=None, client_id=self._client_id, not_traffic=_is_fence
+        )
         await self._consumer.start()
         self._consumer.assign([TopicPartition(FLOWS.name, p) for p in self._partitions])
         await self._consumer.seek_to_beginning()
@@ -254,8 +260,8 @@ class FlowLog:
     async def _read(self, records: list[ConsumerRecord]) -> None:
         for record in records:
             self._read_to[record.partition] = record.offset + 1
-            if record.key is None or record.key.startswith(b"\x00"):
-                continue  # a fence
+            if _is_fence(record):
+                continue
             if record.value is None:  # a retracted revision
                 retracted = self._keys.pop(record.key, None)
                 if retracted is not None:

@@ -10,6 +10,7 @@ what it caused has been produced), and a fetch wait that follows the traffic
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -39,12 +40,22 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
 
 
 class AdaptiveConsumer(AIOKafkaConsumer):
-    """aiokafka's consumer whose fetch wait follows its traffic (`FetchWait`)."""
+    """aiokafka's consumer whose fetch wait follows its traffic (`FetchWait`).
 
-    def __init__(self, *topics: str, fetch_wait: FetchWait, **kwargs: Any) -> None:
+    `not_traffic`: records that do not make it busy (fences, say: a reader that waits
+    for its own fence must not set every other reader of the topic polling)."""
+
+    def __init__(
+        self,
+        *topics: str,
+        fetch_wait: FetchWait,
+        not_traffic: Callable[[ConsumerRecord], bool] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs["fetch_max_wait_ms"] = fetch_wait.busy_ms
         super().__init__(*topics, **kwargs)
         self._fetch_wait = fetch_wait
+        self._not_traffic = not_traffic
 
     @property
     def fetch_wait_ms(self) -> int:
@@ -55,8 +66,12 @@ class AdaptiveConsumer(AIOKafkaConsumer):
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
         fetched = await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+        traffic = bool(fetched)
+        if traffic and self._not_traffic is not None:
+            ignored = self._not_traffic
+            traffic = any(not ignored(r) for records in fetched.values() for r in records)
         # Paused partitions mean the caller has work in hand: not a quiet spell.
-        self.adapt_fetch_wait(bool(fetched) or bool(self.paused()))
+        self.adapt_fetch_wait(traffic or bool(self.paused()))
         return fetched
 
     def adapt_fetch_wait(self, busy: bool) -> None:
@@ -73,10 +88,12 @@ def make_consumer(
     group_id: str | None,
     client_id: str,
     auto_offset_reset: str = "earliest",  # where a group without committed offsets starts
+    not_traffic: Callable[[ConsumerRecord], bool] | None = None,
 ) -> AdaptiveConsumer:
     return AdaptiveConsumer(
         *topics,
         fetch_wait=settings.fetch_wait(),
+        not_traffic=not_traffic,
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=group_id,
         client_id=client_id,

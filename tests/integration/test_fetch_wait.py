@@ -75,3 +75,51 @@ def test_the_wait_is_long_when_quiet_and_short_once_records_flow(broker: Embedde
             await consumer.stop()
 
     asyncio.run(scenario())
+
+
+def test_records_that_are_not_traffic_leave_a_quiet_consumer_quiet(
+    broker: EmbeddedBroker,
+) -> None:
+    """A reader of `flows` waiting for its own fence must not set every other reader
+    polling: fences are read, but the wait stays long."""
+
+    async def scenario() -> None:
+        topic = f"fetch-wait-fences-{uuid.uuid4().hex[:8]}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await admin.close()
+        policy = FetchWait(busy_ms=BUSY_MS, idle_ms=IDLE_MS, quiet_after_s=QUIET_AFTER_S)
+        consumer = AdaptiveConsumer(
+            topic,
+            fetch_wait=policy,
+            not_traffic=lambda record: record.key == b"fence",
+            bootstrap_servers=broker.bootstrap,
+            group_id=None,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+        await consumer.start()
+        await producer.start()
+        try:
+            await consumer.seek_to_end()
+            await _poll_until_quiet(consumer)
+            await producer.send_and_wait(topic, b"", key=b"fence")
+            async with asyncio.timeout(10):
+                fetched = await consumer.getmany(timeout_ms=5_000)
+                while not fetched:
+                    fetched = await consumer.getmany(timeout_ms=5_000)
+            assert [r.key for rs in fetched.values() for r in rs] == [b"fence"]
+            assert consumer.fetch_wait_ms == IDLE_MS
+
+            await producer.send_and_wait(topic, b"x", key=b"revision")  # traffic: wakes it
+            async with asyncio.timeout(10):
+                while not await consumer.getmany(timeout_ms=5_000):
+                    pass
+            assert consumer.fetch_wait_ms == BUSY_MS
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+    asyncio.run(scenario())
