@@ -55,22 +55,35 @@ from headrace.core.state import (
     Timer,
     TimerKind,
 )
-from headrace.core.transition import TIMEOUT_GRACE, Step, Transition
+from headrace.core.transition import TIMEOUT_GRACE, Carry, Step, Transition, carrying
 from headrace.flow import flowables as f
 from headrace.flow.model import Flow
 from headrace.messages import CommandKind, LogLevel, StateChange
 from headrace.states import State
 
-__all__ = ["TIMEOUT_GRACE", "Step", "advance"]
+__all__ = ["TIMEOUT_GRACE", "Carry", "Step", "advance"]
 
 _SUCCEEDED = (State.SUCCESS, State.WARNING, State.SKIPPED)
 
 
-def advance(execution: Execution | None, event: Event, flow: Flow, now: datetime) -> Step:
+def advance(
+    execution: Execution | None,
+    event: Event,
+    flow: Flow,
+    now: datetime,
+    carry: Carry | None = None,
+) -> Step:
     """Apply `event` to `execution` (None before its `Start`) of `flow`, at time `now`.
 
     Kills, resumes, restarts, replays and probes are answered: the step ends with their
-    `CommandOutcome` on `executions` (see `outcomes`)."""
+    `CommandOutcome` on `executions` (see `outcomes`). `carry`: what the previous step of
+    this execution learnt of its task runs, handed on (`transition.Carry`): the same
+    result, sooner."""
+    with carrying(carry):
+        return _advance(execution, event, flow, now)
+
+
+def _advance(execution: Execution | None, event: Event, flow: Flow, now: datetime) -> Step:
     if execution is None or not isinstance(event, _ANSWERED):
         return _dispatch(execution, event, flow, now)
     if isinstance(event, Probe):

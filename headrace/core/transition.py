@@ -8,6 +8,9 @@ semantics that use these primitives live in `tree` (the task-run tree) and `adva
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -35,6 +38,41 @@ _SUCCEEDED = (State.SUCCESS, State.WARNING)  # the task runs whose outputs are v
 ChildKey = tuple[str | None, str, int | None]  # parent task run id, task id, iteration
 
 
+TaskRunIndex = tuple[dict[str, int], dict[ChildKey, int], dict[str | None, list[int]]]
+
+
+class Carry:
+    """What a step learnt of an execution's task runs, handed to the next step of the same
+    execution (the executor applies a batch's events one after the other): the indexes
+    of its task runs, and the lane statuses of its containers with the task runs changed
+    since they were taken. A cache, never a state: a step takes it only if its input is
+    the very execution object the step before returned, so every step gives the same
+    result with it or without it (tests/unit/test_core_tree_properties.py replays its
+    worlds with one). Without it, a for-each of n items looks at every started item at
+    each result: n² in all."""
+
+    __slots__ = ("dirty", "execution", "index", "lanes")
+
+    def __init__(self) -> None:
+        self.execution: Execution | None = None  # what the rest is true of
+        self.index: TaskRunIndex | None = None
+        self.lanes: dict[str | None, dict[int, Any]] = {}  # container id -> lane statuses
+        self.dirty: dict[str | None, set[int]] = {}  # container id -> children changed since
+
+
+_CARRY: ContextVar[Carry | None] = ContextVar("carry", default=None)
+
+
+@contextmanager
+def carrying(carry: Carry | None) -> Iterator[None]:
+    """The Transitions made inside take and hand on `carry` (see `Carry`)."""
+    token = _CARRY.set(carry)
+    try:
+        yield
+    finally:
+        _CARRY.reset(token)
+
+
 @dataclass(slots=True)
 class Step:
     """What `advance` returns: the new execution state and the commands to emit."""
@@ -50,13 +88,16 @@ class Transition:
         "_by_id",
         "_by_key",
         "_by_parent",
+        "_carry",
         "_changed",
         "_commands",
         "_logs",
         "_outputs",
         "_writable",
+        "dirty",
         "execution",
         "flow",
+        "lanes",
         "now",
         "plan",
     )
@@ -76,6 +117,17 @@ class Transition:
         self._by_key: dict[ChildKey, int] | None = None
         self._by_parent: dict[str | None, list[int]] | None = None
         self._outputs: dict[str, Any] | None = None
+        # Lane statuses of containers as last evaluated, and their children changed since
+        # (tree.py keeps them; `changed` marks them): carried from step to step.
+        self.lanes: dict[str | None, dict[int, Any]] = {}
+        self.dirty: dict[str | None, set[int]] = {}
+        self._carry = _CARRY.get()
+        carry = self._carry
+        if carry is not None and not fresh and carry.execution is execution:
+            if carry.index is not None:
+                self._by_id, self._by_key, self._by_parent = carry.index
+            self.lanes, self.dirty = carry.lanes, carry.dirty
+            carry.execution = None  # in use: a step that fails leaves it to no one
 
     # ------------------------------------------------------------------ lookups
 
@@ -146,6 +198,10 @@ class Transition:
 
     def changed(self, key: int) -> None:
         self._changed.setdefault(key)
+        if key != _EXECUTION:
+            parent = self.execution.task_runs[key].parent_task_run_id
+            if parent in self.lanes:  # its statuses are stale for this child's lane
+                self.dirty.setdefault(parent, set()).add(key)
 
     def changed_execution(self) -> None:
         """Publish the execution's snapshot at the end of this step, changed or not."""
@@ -198,6 +254,7 @@ class Transition:
         self._writable.clear()
         self._by_id = self._by_key = self._by_parent = None
         self._outputs = None
+        self.lanes, self.dirty = {}, {}
 
     def set_execution_state(self, state: State) -> None:
         execution = self.execution
@@ -291,6 +348,12 @@ class Transition:
                 )
             )
         commands += self._commands
+        carry = self._carry
+        if carry is not None:
+            index = self._by_id, self._by_key, self._by_parent
+            carry.execution = execution
+            carry.index = None if self._by_id is None else index  # type: ignore[assignment]
+            carry.lanes, carry.dirty = self.lanes, self.dirty
         return Step(execution, commands)
 
 

@@ -511,6 +511,23 @@ def evaluate(step: Transition, index: int) -> State | None:
     run = step.execution.task_runs[index]
     lanes, limit = step.plan.lanes(step.task_of(index), run.data)
     statuses = _started_lanes(step, run.id, lanes)
+    try:
+        return _evaluate(step, index, lanes, limit, statuses)
+    finally:
+        # Every change to its children since `_started_lanes` is in `statuses` now: the
+        # lanes it started were looked at again.
+        step.dirty.pop(run.id, None)
+        step.lanes[run.id] = statuses
+
+
+def _evaluate(
+    step: Transition,
+    index: int,
+    lanes: Sequence[Lane],
+    limit: int,
+    statuses: dict[int, LaneStatus],
+) -> State | None:
+    run = step.execution.task_runs[index]
     while True:
         failed = any(s.kind is LaneKind.FAILED for s in statuses.values())
         started = (
@@ -522,7 +539,7 @@ def evaluate(step: Transition, index: int) -> State | None:
         # a render error); the loop goes on until nothing more can start.
         for position in started:
             statuses[position] = lane_status(step, run.id, lanes[position])
-        statuses = dict(sorted(statuses.items()))  # lane order: starts stay in flow order
+        _sort(statuses)  # lane order: starts stay in flow order
     if any(s.kind is LaneKind.ACTIVE for s in statuses.values()):
         return None
     # A lane left out of `statuses` has not started: NEXT at its first task.
@@ -534,14 +551,56 @@ def evaluate(step: Transition, index: int) -> State | None:
     return State.WARNING if any(s.warned for s in statuses.values()) else State.SUCCESS
 
 
+def _sort(statuses: dict[int, LaneStatus]) -> None:
+    """In lane order, in place (`evaluate` keeps this very dict for the next step)."""
+    ordered = sorted(statuses.items())
+    statuses.clear()
+    statuses.update(ordered)
+
+
 def _started_lanes(
     step: Transition, parent_id: str, lanes: Sequence[Lane]
 ) -> dict[int, LaneStatus]:
     """The status of every lane that has started, by position, in lane order.
 
-    One pass over the container's task runs, not a lookup per lane and task: a for-each
-    of thousands of items must not cost thousands of lookups per child result.
+    The statuses of the container's last evaluation with only the lanes of children
+    changed since looked at again (`Transition.lanes`, `Transition.dirty`), or one pass
+    over its children: a result of a for-each of thousands of items looks at its own
+    item, not at every started one.
     """
+    statuses = step.lanes.get(parent_id)
+    if statuses is None or (statuses and next(reversed(statuses)) >= len(lanes)):
+        return _scan_lanes(step, parent_id, lanes)
+    runs = step.execution.task_runs
+    count = len(lanes)
+    lane_of = lanes.position_of if isinstance(lanes, StaticLanes) else None
+    moved = set()
+    for child in step.dirty.pop(parent_id, ()):
+        run = runs[child]
+        position = run.iteration
+        if position is None:
+            if lane_of is None:
+                lane_of = {task.id: i for i, lane in enumerate(lanes) for task in lane.tasks}
+            position = lane_of.get(run.task_id)
+        if position is not None and position < count:
+            moved.add(position)
+    inserted = False
+    for position in moved:
+        status = lane_status(step, parent_id, lanes[position])
+        if status.kind is LaneKind.NEXT and status.position == 0:
+            statuses.pop(position, None)  # not started (its runs dropped)
+        else:
+            inserted = inserted or position not in statuses
+            statuses[position] = status
+    if inserted:
+        _sort(statuses)
+    return statuses
+
+
+def _scan_lanes(step: Transition, parent_id: str, lanes: Sequence[Lane]) -> dict[int, LaneStatus]:
+    """`_started_lanes` from the container's task runs alone: one pass over them, not a
+    lookup per lane and task."""
+    step.dirty.pop(parent_id, None)
     runs = step.execution.task_runs
     count = len(lanes)
     # By task id; made once per plan for static lanes, never for a for-each.

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from headrace import codec
 from headrace.admission import StartRefused, admit
-from headrace.core.advance import advance
+from headrace.core.advance import Carry, advance
 from headrace.core.concurrency import answer_command
 from headrace.core.context import secret_seed
 from headrace.core.events import (
@@ -194,6 +194,7 @@ class ExecutorRuntime:
                 log.error("execution %s: %s; %d events dropped", key.decode(), exc, len(messages))
                 continue
             loaded = [] if execution is None else execution.task_runs  # never mutated
+            carry = Carry()  # from each event's step to the next of this execution
             for message in messages:
                 if tombstone is not None:
                     for topic, record in evicted(message, tombstone, now):
@@ -209,7 +210,7 @@ class ExecutorRuntime:
                     killed_early = True
                     await self._say_not_held(message, now, deliveries)
                     continue
-                execution = await self._advance(key, execution, message, now, deliveries)
+                execution = await self._advance(key, execution, message, now, deliveries, carry)
                 if killed_early and execution is not None and isinstance(message, TriggerEvent):
                     kill = ExecutionCommand(
                         command_id=f"killed-before-start:{message.execution_id}",
@@ -246,6 +247,7 @@ class ExecutorRuntime:
         message: Message,
         now: datetime,
         deliveries: list[asyncio.Future[Any]],
+        carry: Carry | None = None,
     ) -> Execution | None:
         event = _core_event(message)
         if event is None:
@@ -264,7 +266,7 @@ class ExecutorRuntime:
             # Fresh per call, never published: it makes this call's secret markers
             # unforgeable (headrace.secret_markers).
             with secret_seed(secrets.token_hex(16)):
-                step = advance(execution, event, flow, now)
+                step = advance(execution, event, flow, now, carry)
         except Exception as exc:  # the core does no I/O: whatever it raised, it will again
             return await self._abort(key, execution, message, flow, now, exc, deliveries)
         try:

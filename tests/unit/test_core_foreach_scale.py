@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from headrace.core import plan, transition
+from headrace.core import plan, transition, tree
+from headrace.core.advance import Carry
 from headrace.core.tree import MAX_FOREACH_ITEMS
 from headrace.messages import LogLevel
 from headrace.states import State
@@ -77,3 +78,25 @@ def test_a_large_foreach_still_ends_once_every_item_did(limit):
         ran += 1
         pending += requests(run.send(finished(pending.pop(0), outputs={"n": ran})))
     assert ran == 300 and run.state is State.SUCCESS
+
+
+@pytest.mark.parametrize("limit", [0, 50])
+def test_with_a_carry_a_result_looks_at_its_own_item_not_at_every_started_one(monkeypatch, limit):
+    """As the executor applies a batch's results: each step hands the lane statuses it
+    found to the next (`Carry`), and a result looks again only at its own item's lane."""
+    looked = []
+    status_of = tree.status_of
+    monkeypatch.setattr(tree, "status_of", lambda *a: looked.append(1) or status_of(*a))
+    counts = {}
+    for carry in (None, Carry()):
+        run = Run(foreach_flow(limit=limit), carry=carry)
+        pending = requests(run.send(trigger(inputs={"items": list(range(2_000))})))
+        for request in pending[:2]:  # the first result may still look at every item
+            pending += requests(run.send(finished(request)))
+        looked.clear()
+        for request in pending[2:10]:
+            run.send(finished(request))
+        counts[carry is not None] = len(looked) / 8
+    # Without it, every started item, at every result (2,000 or 50 of them).
+    assert counts[False] >= min(limit or 2_000, 2_000)
+    assert counts[True] <= 3

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from headrace import messages
-from headrace.core.advance import advance
+from headrace.core.advance import Carry, advance
 from headrace.core.events import (
     Command,
     EmitLog,
@@ -161,10 +161,12 @@ class Run:
     flow: Flow
     execution: Execution | None = None
     history: list[Command] = field(default_factory=list)
+    # Handed from step to step as the executor does within a batch (`transition.Carry`).
+    carry: Carry | None = None
 
     def send(self, event: Event, now: datetime = T0) -> list[Command]:
         before = None if self.execution is None else self.execution.to_bytes()
-        step = advance(self.execution, event, self.flow, now)
+        step = advance(self.execution, event, self.flow, now, self.carry)
         if self.execution is not None:
             # The core copies on write: what it was given must be left as it was.
             assert self.execution.to_bytes() == before

@@ -101,13 +101,13 @@ def poison(
     and on every `Abort` too with `abort_too`."""
     real_advance = runtime_module.advance
 
-    def advance(execution, event, flow, now):
+    def advance(execution, event, flow, now, carry=None):
         target = event.trigger.execution_id if isinstance(event, Start) else None
         if execution is not None:
             target = execution.id
         if abort_too if isinstance(event, Abort) else target == execution_id:
             raise error
-        return real_advance(execution, event, flow, now)
+        return real_advance(execution, event, flow, now, carry)
 
     monkeypatch.setattr(runtime_module, "advance", advance)
 
