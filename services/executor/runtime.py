@@ -158,6 +158,8 @@ class ExecutorRuntime:
     eviction_index: TimerIndex = field(default_factory=HeapIndex)
     timers: TimerQueue = field(init=False)
     evictions: TimerQueue = field(init=False)  # `TimerKind.EVICT` only (eviction.py)
+    # Big executions as the last batch left them, decoded (stored.Decoded).
+    decoded: stored.Decoded = field(default_factory=stored.Decoded)
 
     def __post_init__(self) -> None:
         self.timers = TimerQueue(self.fire_timer, self.timer_index)
@@ -176,7 +178,11 @@ class ExecutorRuntime:
         now = datetime.now(UTC)
         deliveries: list[asyncio.Future[Any]] = []
         changed: list[tuple[bytes, int, bytes | None]] = []
+        # What this batch leaves of each execution, for `decoded`: key, the store's
+        # generation when it was read, its header, the execution (None: nothing to keep).
+        kept: list[tuple[bytes, int | None, bytes, Execution | None]] = []
         for key, (partition, messages) in by_execution.items():
+            generation = self.table.store.generation
             raw = self.table.store.read(partition, key)
             killed_early = raw == KILLED_BEFORE_START
             tombstone: Tombstone | None = None
@@ -185,7 +191,7 @@ class ExecutorRuntime:
                 if is_tombstone(raw):
                     tombstone = Tombstone.from_bytes(raw)
                 elif raw and not killed_early:
-                    execution = stored.load(self.table.store, partition, key, raw)
+                    execution = stored.load(self.table.store, partition, key, raw, self.decoded)
             except StateVersionError:
                 # A newer executor wrote it (rolling upgrade): dropping the events would
                 # lose work that version can do. Fail the batch; the process exits.
@@ -233,12 +239,20 @@ class ExecutorRuntime:
                 continue
             if value != raw:
                 changed.append((key, partition, value))
+            held = execution if tombstone is None else None
+            kept.append((key, generation, value, held))
             runs = execution.task_runs if execution is not None and tombstone is None else []
             for run_key, run_value in stored.task_run_records(key, loaded, runs):
                 changed.append((run_key, partition, run_value))
         if deliveries:
             await asyncio.gather(*deliveries)
         await self._store(self.table, changed)
+        # No await since the store's write: a rebalance since a read shows in `generation`.
+        for key, generation, header, execution in kept:
+            if execution is None or generation is None or generation != self.table.store.generation:
+                self.decoded.forget(key)
+            else:
+                self.decoded.keep(key, header, generation, execution)
 
     async def _advance(
         self,

@@ -44,7 +44,14 @@ WRITE_BUFFER_BYTES = 8 * 1024 * 1024  # one memtable of one partition
 
 
 class PartitionStore(Protocol):
-    """A table's local copy, addressed by partition."""
+    """A table's local copy, addressed by partition.
+
+    `generation` moves whenever something else than the runtime's `write` may have changed
+    the store (partitions assigned or revoked, changelog records recovered): what the
+    runtime remembers of it is true only while it has not moved. None: the store cannot
+    tell, so nothing is remembered."""
+
+    generation: int | None
 
     def read(self, partition: int, key: bytes) -> bytes | None: ...
 
@@ -61,7 +68,10 @@ class PartitionStore(Protocol):
 
 
 class DictStore:
-    """A table in memory (`memory://`): lost with the process, rebuilt from the changelog."""
+    """A table in memory (`memory://`): lost with the process, rebuilt from the changelog.
+    Faust recovers it without telling us: no `generation`."""
+
+    generation: int | None = None
 
     def __init__(self, data: MutableMapping[bytes, bytes]) -> None:
         self.data = data
@@ -131,6 +141,7 @@ class RocksStore(faust_rocksdb.Store):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, driver="rocksdict", **kwargs)
         self._owned: set[int] = set()
+        self.generation: int | None = 0
 
     def read(self, partition: int, key: bytes) -> bytes | None:
         return self._db_for_partition(partition).get(key)
@@ -161,6 +172,7 @@ class RocksStore(faust_rocksdb.Store):
 
     def reset_partition(self, partition: int) -> None:
         """Forget everything held for `partition`: recovery then reads its whole changelog."""
+        self._moved()
         db = self._dbs.pop(partition, None)
         if db is not None:
             db.close()
@@ -174,6 +186,14 @@ class RocksStore(faust_rocksdb.Store):
         self._dbs.clear()
         self._owned.clear()
 
+    def _moved(self) -> None:
+        assert self.generation is not None
+        self.generation += 1
+
+    def apply_changelog_batch(self, *args: Any, **kwargs: Any) -> None:
+        self._moved()
+        super().apply_changelog_batch(*args, **kwargs)
+
     def _open_for_partition(self, partition: int) -> Any:
         return rocksdict.Rdict(str(self.partition_path(partition)), options=rocks_options())
 
@@ -183,11 +203,14 @@ class RocksStore(faust_rocksdb.Store):
     async def assign_partitions(
         self, table: CollectionT, tps: set[TP], generation_id: int = 0
     ) -> None:
+        self._moved()
         await super().assign_partitions(table, tps, generation_id)
+        self._moved()  # and once done: it awaited
         topics = table.changelog_topic.topics
         self._owned.update(tp.partition for tp in tps if tp.topic in topics)
 
     def revoke_partitions(self, table: CollectionT, tps: set[TP]) -> None:
         # Faust drops the database here; it stays open instead, only unwritable.
+        self._moved()
         topics = table.changelog_topic.topics
         self._owned.difference_update(tp.partition for tp in tps if tp.topic in topics)

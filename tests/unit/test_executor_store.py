@@ -8,10 +8,23 @@ from pathlib import Path
 import pytest
 from faust.types import TP
 
+from headrace import messages
 from headrace.config import Settings
 from headrace.errors import ConfigError
+from headrace.services.executor import stored as stored_module
 from headrace.services.executor.app import TABLE_NAME, create_app
-from headrace.services.executor.store import RocksStore, lock_folder
+from headrace.services.executor.runtime import ExecutorRuntime, StateTable
+from headrace.services.executor.store import DictStore, RocksStore, lock_folder
+from headrace.states import State
+from tests.unit.test_executor_runtime import (
+    SLOTS_CHANGELOG,
+    STATE_CHANGELOG,
+    FakeFlows,
+    FakeProducer,
+    foreach_flow,
+    result_of,
+    start,
+)
 
 
 def open_table(data_dir: Path):
@@ -127,3 +140,34 @@ def test_the_store_and_its_folder_come_from_the_environment(tmp_path):
     # The XDG spec: a relative XDG_STATE_HOME is ignored.
     relative = default.executor_data_path({"XDG_STATE_HOME": "state"})
     assert relative == Path.home() / ".local/state/headrace/executor"
+
+
+async def test_a_big_execution_is_decoded_once_until_the_partitions_move(tmp_path, monkeypatch):
+    """Its next batch takes it as the last one left it; after a rebalance, from disk."""
+    _, table = await owned_store(tmp_path, 0)
+    runtime = ExecutorRuntime(
+        StateTable(table.data, STATE_CHANGELOG),
+        StateTable(DictStore({}), SLOTS_CHANGELOG),
+        FakeFlows({"each": foreach_flow(40)}),
+        FakeProducer(),
+    )
+    decodes = []
+    decode = stored_module.decode_task_run
+    monkeypatch.setattr(
+        stored_module, "decode_task_run", lambda raw: decodes.append(1) or decode(raw)
+    )
+    await runtime.process_batch([start("ex1", "each", {"items": list(range(40))})])
+    requests = runtime.producer.of("ex1", messages.TaskRequest)
+
+    await runtime.process_batch([result_of(requests[0])])
+    await runtime.process_batch([result_of(requests[1])])
+    assert decodes == []  # each batch took the execution the one before left
+
+    table.data.revoke_partitions(table, {tp(table, 0)})
+    await table.data.assign_partitions(table, {tp(table, 0)})
+    await runtime.process_batch([result_of(requests[2])])
+    assert len(decodes) == 41  # read again from disk: the for-each and its 40 items
+
+    raw = table.data.read(0, b"ex1")
+    from_disk = stored_module.load(table.data, 0, b"ex1", raw)
+    assert [run.state for run in from_disk.task_runs[1:5]] == [State.SUCCESS] * 3 + [State.RUNNING]

@@ -11,6 +11,7 @@ from headrace.core.state import Execution, StateDecodeError, TaskRun
 from headrace.services.executor.store import DictStore
 from headrace.services.executor.stored import (
     INLINE_TASK_RUNS,
+    Decoded,
     is_task_run_key,
     load,
     state_bytes,
@@ -119,3 +120,30 @@ def test_a_missing_task_run_is_a_corrupt_state():
     del store.data[task_run_key(KEY, 17)]
     with pytest.raises(StateDecodeError, match="task run 17 of 40 is missing"):
         load(store, 0, KEY, store.data[KEY])
+
+
+def test_decoded_executions_are_kept_while_the_store_has_not_moved_and_the_header_holds():
+    decoded = Decoded()
+    big, small = with_runs(40), with_runs(3)
+    decoded.keep(KEY, b"header-1", 7, big)
+    decoded.keep(b"ex-small", b"small", 7, small)
+
+    assert decoded.get(KEY, b"header-1", 7) is big
+    assert decoded.get(KEY, b"header-1", 8) is None  # a rebalance or a recovery since
+    assert decoded.get(KEY, b"header-2", 7) is None  # written by someone else
+    assert decoded.get(KEY, b"header-1", None) is None  # a store that cannot tell
+    assert decoded.get(b"ex-small", b"small", 7) is None  # small: decoding it is cheap
+    decoded.forget(KEY)
+    assert decoded.get(KEY, b"header-1", 7) is None
+
+
+def test_decoded_executions_beyond_the_limit_go_least_recently_used_first():
+    decoded = Decoded(limit=100)
+    first, second, third = with_runs(40), with_runs(40), with_runs(40)
+    decoded.keep(b"ex-1", b"h", 0, first)
+    decoded.keep(b"ex-2", b"h", 0, second)
+    assert decoded.get(b"ex-1", b"h", 0) is first  # used: ex-2 is now the oldest
+    decoded.keep(b"ex-3", b"h", 0, third)  # 120 task runs: one must go
+
+    assert decoded.get(b"ex-2", b"h", 0) is None
+    assert decoded.get(b"ex-1", b"h", 0) is first and decoded.get(b"ex-3", b"h", 0) is third
