@@ -51,8 +51,8 @@ MAX_SUBFLOW_DEPTH = 10
 through others) fails at this depth instead of starting executions forever."""
 MAX_FOREACH_ITEMS = 10_000
 """Items of one for-each. Each item becomes a task run in the execution's state, which the
-executor decodes, encodes and writes to its changelog whole for every batch: the cost of
-each event grows with it, and one huge execution would slow its whole partition."""
+executor keeps and indexes, and each result still makes a few passes over the for-each's
+lane statuses: one huge execution would slow its whole partition."""
 FAILED_STATES = (State.FAILED, State.KILLED)
 MAX_PROPERTIES_BYTES = 900 * 1024
 """A task's rendered properties, as JSON. The task request carrying them must fit in one
