@@ -47,6 +47,20 @@ tasks:
     type: log
     message: resumed
 """
+ITEMS = 120
+EACH = f"""\
+id: each
+namespace: {NAMESPACE}
+tasks:
+  - id: items
+    type: flow.foreach
+    values: "{{{{ range({ITEMS}) | list }}}}"
+    concurrencyLimit: 4
+    tasks:
+      - id: item
+        type: shell
+        commands: ["sleep 0.05"]
+"""
 NOT_ENDED = "CREATED,QUEUED,RUNNING,PAUSED,RETRYING,KILLING"
 
 
@@ -59,7 +73,7 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="module")
 def api(stack: LocalStack) -> ApiClient:
     api = ApiClient(stack.url, timeout_s=60)
-    put_flows(api, NAMESPACE, {"chain": CHAIN, "paused": PAUSED})
+    put_flows(api, NAMESPACE, {"chain": CHAIN, "paused": PAUSED, "each": EACH})
     return api
 
 
@@ -147,3 +161,35 @@ def test_paused_executions_survive_a_kill_of_an_idle_executor(
         timeout_s=120,
         what=f"all resumed ({count(api, 'paused', 'PAUSED')} still paused)",
     )
+
+
+def test_big_executions_survive_a_kill_in_the_middle_of_their_items(
+    stack: LocalStack, settings: Settings, api: ApiClient
+) -> None:
+    """Stored as a header and a record per task run, kept decoded between batches: after
+    the kill, the new executor reads them from disk and every item runs to its end once."""
+    ids = start_many(settings, api, "each", 3)
+
+    def items_done() -> int:
+        """Items ended in the execution that ran the fewest (0 until all are indexed)."""
+        found = api.request("GET", "/executions", params={"namespace": NAMESPACE, "flowId": "each"})
+        runs = {e["id"]: e for e in found["results"]}
+        if not set(ids) <= set(runs):
+            return 0
+        details = [api.request("GET", f"/executions/{i}")["taskRunList"] for i in ids]
+        return min(sum(r["state"]["current"] == "SUCCESS" for r in rs) for rs in details)
+
+    wait_until(lambda: items_done() >= 20, timeout_s=120, what="a sixth of the items ran")
+    assert items_done() < ITEMS  # caught in the middle
+    restart_executor(stack)
+    wait_until(
+        lambda: count(api, "each", "SUCCESS") >= 3 and count(api, "each", NOT_ENDED) == 0,
+        timeout_s=180,
+        what=f"the for-each executions ended ({count(api, 'each', NOT_ENDED)} not ended)",
+    )
+    for execution_id in ids:
+        execution = api.request("GET", f"/executions/{execution_id}")
+        assert execution["state"]["current"] == "SUCCESS"
+        items = [r for r in execution["taskRunList"] if r["taskId"] == "item"]
+        assert sorted(int(r["value"]) for r in items) == list(range(ITEMS))
+        assert all(r["state"]["current"] == "SUCCESS" for r in items)
