@@ -187,11 +187,14 @@ class ExecutorRuntime:
             killed_early = raw == KILLED_BEFORE_START
             tombstone: Tombstone | None = None
             execution: Execution | None = None
+            apart = 0  # its task runs stored apart (stored.py)
             try:
                 if is_tombstone(raw):
                     tombstone = Tombstone.from_bytes(raw)
                 elif raw and not killed_early:
-                    execution = stored.load(self.table.store, partition, key, raw, self.decoded)
+                    execution, apart = stored.load(
+                        self.table.store, partition, key, raw, self.decoded
+                    )
             except StateVersionError:
                 # A newer executor wrote it (rolling upgrade): dropping the events would
                 # lose work that version can do. Fail the batch; the process exits.
@@ -242,7 +245,7 @@ class ExecutorRuntime:
             held = execution if tombstone is None else None
             kept.append((key, generation, value, held))
             runs = execution.task_runs if execution is not None and tombstone is None else []
-            for run_key, run_value in stored.task_run_records(key, loaded, runs):
+            for run_key, run_value in stored.task_run_records(key, loaded, apart, runs):
                 changed.append((run_key, partition, run_value))
         if deliveries:
             await asyncio.gather(*deliveries)

@@ -103,17 +103,18 @@ def load(
     key: bytes,
     raw: bytes,
     decoded: Decoded | None = None,
-) -> Execution:
+) -> tuple[Execution, int]:
     """The execution stored as `raw` under `key`, with its task runs stored apart read
-    back (or as `decoded` holds it). Raises `StateDecodeError` (`StateVersionError` for a
-    newer format)."""
+    back (or as `decoded` holds it), and how many of them are stored apart: 0 for one
+    whole record, whatever its size (a previous release wrote every state whole).
+    Raises `StateDecodeError` (`StateVersionError` for a newer format)."""
     if decoded is not None:
         held = decoded.get(key, raw, store.generation)
         if held is not None:
-            return held
+            return held, len(held.task_runs)  # only headers are kept
     execution, count = Execution.from_header(raw)
     if count is None:
-        return execution
+        return execution, 0
     keys = [task_run_key(key, position) for position in range(count)]
     task_runs = []
     for position, value in enumerate(store.read_many(partition, keys)):
@@ -121,14 +122,15 @@ def load(
             raise StateDecodeError(f"task run {position} of {count} is missing")
         task_runs.append(decode_task_run(value))
     execution.task_runs = task_runs
-    return execution
+    return execution, count
 
 
-def task_run_records(key: bytes, before: list[TaskRun], after: list[TaskRun]) -> list[Record]:
+def task_run_records(
+    key: bytes, before: list[TaskRun], held: int, after: list[TaskRun]
+) -> list[Record]:
     """The records that take the task runs stored apart from `before` (the execution's
-    task runs as loaded, [] if none) to `after` (as the batch left them; [] once it is
-    evicted)."""
-    held = len(before) if len(before) > INLINE_TASK_RUNS else 0
+    task runs as loaded, [] if none; `held` of them stored apart, as `load` said) to
+    `after` (as the batch left them; [] once it is evicted)."""
     keep = len(after) if len(after) > INLINE_TASK_RUNS else 0
     records: list[Record] = [
         (task_run_key(key, position), encode_task_run(run))

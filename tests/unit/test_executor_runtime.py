@@ -91,7 +91,7 @@ def make_runtime(**flows: Flow | None) -> tuple[ExecutorRuntime, StateTable, Fak
 
 def stored(table: StateTable, execution_id: str) -> Execution:
     key = execution_id.encode()
-    return stored_states.load(table.store, 0, key, table.store.data[key])
+    return stored_states.load(table.store, 0, key, table.store.data[key])[0]
 
 
 def poison(
@@ -520,3 +520,24 @@ async def test_timer_recovery_reads_the_timers_of_a_header_and_skips_its_task_ru
 
     assert await runtime.rebuild_timers() == 1
     assert [t for _, t in runtime.timer_index.take_due(timer.due, 10)] == [timer]
+
+
+async def test_a_big_execution_a_previous_release_stored_whole_is_stored_apart_at_its_next_batch():
+    runtime, table, producer = make_runtime(each=foreach_flow(40))
+    await runtime.process_batch([start("ex1", "each", {"items": list(range(40))})])
+    requests = producer.of("ex1", messages.TaskRequest)
+    whole = stored(table, "ex1")
+    table.store.data.clear()  # as the previous release kept it: one format-4 record
+    table.store.data[b"ex1"] = whole.to_bytes()
+
+    duplicate = messages.TaskResult("ex1", "no-such-run", 1, State.SUCCESS, T0, T0)
+    await runtime.process_batch([InputEvent(b"ex1", codec.encode(duplicate), 0)])
+    await runtime.process_batch([result_of(requests[5])])
+
+    assert len(table.store.data) == 1 + 41  # the header and every task run apart
+    state = stored(table, "ex1")
+    assert [run.state for run in state.task_runs[5:8]] == [
+        State.RUNNING,
+        State.SUCCESS,
+        State.RUNNING,
+    ]

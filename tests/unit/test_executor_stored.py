@@ -32,8 +32,10 @@ def with_runs(count: int) -> Execution:
 
 
 def save(store: DictStore, before: list[TaskRun], after: Execution) -> list[tuple]:
-    """Write `after` as the runtime does, `before` being the task runs it loaded."""
-    records = [(KEY, state_bytes(after)), *task_run_records(KEY, before, after.task_runs)]
+    """Write `after` as the runtime does, `before` being the task runs it loaded (stored
+    apart if there are more than INLINE_TASK_RUNS: as this module stores them)."""
+    held = len(before) if len(before) > INLINE_TASK_RUNS else 0
+    records = [(KEY, state_bytes(after)), *task_run_records(KEY, before, held, after.task_runs)]
     store.write(0, records, None)
     return records
 
@@ -42,7 +44,7 @@ def test_a_small_execution_is_one_record():
     store = DictStore({})
     execution = with_runs(INLINE_TASK_RUNS)
     assert save(store, [], execution) == [(KEY, execution.to_bytes())]
-    assert load(store, 0, KEY, store.data[KEY]) == execution
+    assert load(store, 0, KEY, store.data[KEY])[0] == execution
 
 
 def test_a_big_execution_keeps_each_task_run_apart_and_reads_back_whole():
@@ -51,7 +53,7 @@ def test_a_big_execution_keeps_each_task_run_apart_and_reads_back_whole():
     records = save(store, [], execution)
     assert len(records) == 1 + INLINE_TASK_RUNS + 1
     assert sorted(store.data) == sorted([KEY] + [task_run_key(KEY, i) for i in range(33)])
-    assert load(store, 0, KEY, store.data[KEY]) == execution
+    assert load(store, 0, KEY, store.data[KEY])[0] == execution
     assert [is_task_run_key(key) for key, _ in records] == [False] + [True] * 33
 
 
@@ -72,7 +74,7 @@ def test_a_step_writes_only_the_task_runs_it_changed_whatever_their_number():
             task_run_key(KEY, 7),
             task_run_key(KEY, count),
         ]
-        assert load(store, 0, KEY, store.data[KEY]) == after
+        assert load(store, 0, KEY, store.data[KEY])[0] == after
         sizes.append([len(value) for _, value in records])
     # The header counts task runs: "100" and "10000" differ by two digits, nothing else.
     assert sizes[1][0] - sizes[0][0] == 2 and sizes[1][1:] == sizes[0][1:]
@@ -90,7 +92,7 @@ def test_task_runs_dropped_or_shifted_are_rewritten_and_the_tail_deleted():
     deleted = [key for key, value in records[1:] if value is None]
     assert written == [task_run_key(KEY, i) for i in range(5, 35)]
     assert deleted == [task_run_key(KEY, i) for i in range(35, 40)]
-    assert load(store, 0, KEY, store.data[KEY]) == after
+    assert load(store, 0, KEY, store.data[KEY])[0] == after
     assert task_run_key(KEY, 35) not in store.data
 
 
@@ -110,8 +112,28 @@ def test_an_evicted_big_execution_leaves_no_task_run_behind():
     store = DictStore({})
     before = with_runs(40)
     save(store, [], before)
-    store.write(0, [(KEY, b"tombstone"), *task_run_records(KEY, before.task_runs, [])], None)
+    deleted = task_run_records(KEY, before.task_runs, 40, [])
+    store.write(0, [(KEY, b"tombstone"), *deleted], None)
     assert store.data == {KEY: b"tombstone"}
+
+
+def test_a_big_execution_stored_whole_by_a_previous_release_is_stored_apart_whole():
+    """Format 4 held every state in one record, whatever its size: the first batch that
+    writes it again writes every task run, even those it did not change."""
+    store = DictStore({})
+    execution = with_runs(40)
+    store.write(0, [(KEY, execution.to_bytes())], None)
+    loaded, apart = load(store, 0, KEY, store.data[KEY])
+    assert apart == 0 and loaded == execution
+
+    records = [
+        (KEY, state_bytes(loaded)),
+        *task_run_records(KEY, loaded.task_runs, apart, loaded.task_runs),
+    ]
+    store.write(0, records, None)
+
+    assert len(records) == 1 + 40
+    assert load(store, 0, KEY, store.data[KEY]) == (execution, 40)
 
 
 def test_a_missing_task_run_is_a_corrupt_state():
