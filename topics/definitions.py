@@ -17,9 +17,10 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 # The largest value a publisher sends: the record batch around it (61 bytes of header,
 # the record's varints and a 22-character key) must still fit in MAX_MESSAGE_BYTES.
 MAX_VALUE_BYTES = MAX_MESSAGE_BYTES - 1024
-# The largest record of the executor's state table (one execution's whole state): a
-# for-each of MAX_FOREACH_ITEMS (10,000) items makes ~2 MB (about 195 B per task run),
-# over Kafka's 1 MiB default. The executor's producer and consumer and its changelog topics
+# The largest record, or record batch, of the executor's state table: one execution's
+# whole state, or a big one's header with the task runs a batch changed (a for-each of
+# MAX_FOREACH_ITEMS (10,000) items starting them all makes ~2 MB, about 195 B per task
+# run), over Kafka's 1 MiB default. The executor's producer and consumer and its changelog topics
 # take this much; the broker's own default (`message.max.bytes`) stays 1 MiB for the rest.
 MAX_STATE_BYTES = 8 * 1024 * 1024
 
@@ -103,7 +104,7 @@ FLOWS = TopicSpec(
 EXECUTION_STATE_CHANGELOG = TopicSpec(
     "headrace-executor-executions-changelog",
     "execution id",
-    "",  # `Execution.to_bytes()`
+    "",  # a state, a big execution's header or one of its task runs (stored.py)
     -1,
     Cleanup.COMPACT,
     fixed_partitions=True,

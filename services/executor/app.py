@@ -29,6 +29,7 @@ from headrace.services.executor.recovery import FencedTableManager
 from headrace.services.executor.runtime import ExecutorRuntime, InputEvent, StateTable
 from headrace.services.executor.store import DictStore, RocksStore, lock_folder
 from headrace.services.executor.timer_index import RocksIndex, TimerIndex
+from headrace.services.executor.together import TogetherProducer
 from headrace.topics import EXECUTION_COMMANDS, FLOW_SLOTS, TASK_RESULTS, TRIGGERS
 from headrace.topics.definitions import EXECUTION_STATE_CHANGELOG, FLOW_SLOTS_CHANGELOG
 
@@ -72,7 +73,7 @@ class _Runtime:
                     _state_table(self.table),
                     _state_table(self.slots_table),
                     self._flows,
-                    self.app.producer,
+                    TogetherProducer(self.app.producer),
                     retention=self.settings.execution_retention,
                     **self._timer_indexes(),
                 )

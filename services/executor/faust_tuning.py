@@ -22,9 +22,10 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "producer_linger_ms": 1,
         "stream_wait_empty": False,
-        # One execution's state is one table record, up to MAX_STATE_BYTES (a big
-        # for-each): Faust's producer refuses records over 1,000,000 bytes by default, and
-        # recovery must fetch such a record back from the changelog.
+        # A table record (a state, or a big execution's header) or a record batch of one
+        # execution's records (together.py) may reach MAX_STATE_BYTES: Faust's producer
+        # refuses records over 1,000,000 bytes by default, and recovery must fetch such a
+        # record back from the changelog.
         "producer_max_request_size": MAX_STATE_BYTES,
         # Faust's 16 KiB batches hold a few state records each: a send to a partition
         # whose batch is full waits for that batch to be sent and acknowledged, one broker

@@ -1,7 +1,8 @@
 """The executor's I/O shell around the pure core: decode, load, advance, produce, store.
 
 `process_batch` handles a batch of input events: one table read and one table write per
-execution per batch. Order matters for at-least-once delivery (docs/architecture.md):
+execution per batch (a big execution's are its header and the task runs that changed:
+stored.py). Order matters for at-least-once delivery (docs/architecture.md):
 1. advance every execution of the batch in memory;
 2. produce every command and wait until the broker has them all;
 3. only then write the new states to the table (and its changelog).
@@ -21,7 +22,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -73,6 +74,7 @@ from headrace.services.executor.eviction import (
     tombstone_if_due,
 )
 from headrace.services.executor.store import PartitionStore
+from headrace.services.executor.stored import Record
 from headrace.services.executor.timer_index import HeapIndex, TimerIndex
 from headrace.services.executor.timers import TimerQueue
 from headrace.services.executor.unheld import evicted, flow_unloadable, not_held
@@ -119,6 +121,12 @@ class Producer(Protocol):
         timestamp: float | None,
         headers: Any,
     ) -> asyncio.Future[Any]: ...
+
+    async def send_together(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> asyncio.Future[Any]:
+        """Send `records` as one record batch: appended whole or not at all
+        (`together.TogetherProducer`); the future resolves once the broker has them."""
 
 
 class Flows(Protocol):
@@ -177,24 +185,24 @@ class ExecutorRuntime:
 
         now = datetime.now(UTC)
         deliveries: list[asyncio.Future[Any]] = []
-        changed: list[tuple[bytes, int, bytes | None]] = []
+        changed: list[tuple[int, list[Record]]] = []  # partition, an execution's records
         # What this batch leaves of each execution, for `decoded`: key, the store's
-        # generation when it was read, its header, the execution (None: nothing to keep).
-        kept: list[tuple[bytes, int | None, bytes, Execution | None]] = []
+        # generation when it was read, its header, the execution (None: nothing to keep)
+        # and the sizes of its task runs' records.
+        kept: list[tuple[bytes, int | None, bytes, Execution | None, list[int]]] = []
         for key, (partition, messages) in by_execution.items():
             generation = self.table.store.generation
             raw = self.table.store.read(partition, key)
             killed_early = raw == KILLED_BEFORE_START
             tombstone: Tombstone | None = None
             execution: Execution | None = None
-            apart = 0  # its task runs stored apart (stored.py)
+            sizes: list[int] = []  # of its task runs stored apart (stored.Loaded)
             try:
                 if is_tombstone(raw):
                     tombstone = Tombstone.from_bytes(raw)
                 elif raw and not killed_early:
-                    execution, apart = stored.load(
-                        self.table.store, partition, key, raw, self.decoded
-                    )
+                    loaded = stored.load(self.table.store, partition, key, raw, self.decoded)
+                    execution, sizes = loaded.execution, loaded.sizes
             except StateVersionError:
                 # A newer executor wrote it (rolling upgrade): dropping the events would
                 # lose work that version can do. Fail the batch; the process exits.
@@ -202,7 +210,7 @@ class ExecutorRuntime:
             except StateDecodeError as exc:  # corrupt: every replay would fail here too
                 log.error("execution %s: %s; %d events dropped", key.decode(), exc, len(messages))
                 continue
-            loaded = [] if execution is None else execution.task_runs  # never mutated
+            before = [] if execution is None else execution.task_runs  # never mutated
             carry = Carry()  # from each event's step to the next of this execution
             for message in messages:
                 if tombstone is not None:
@@ -240,22 +248,23 @@ class ExecutorRuntime:
                 value = KILLED_BEFORE_START
             else:
                 continue
-            if value != raw:
-                changed.append((key, partition, value))
             held = execution if tombstone is None else None
-            kept.append((key, generation, value, held))
             runs = execution.task_runs if execution is not None and tombstone is None else []
-            for run_key, run_value in stored.task_run_records(key, loaded, apart, runs):
-                changed.append((run_key, partition, run_value))
+            records = stored.task_run_records(key, before, len(sizes), runs)
+            kept.append((key, generation, value, held, stored.sizes_after(sizes, records)))
+            if value != raw:
+                records.insert(0, (key, value))
+            if records:
+                changed.append((partition, records))
         if deliveries:
             await asyncio.gather(*deliveries)
         await self._store(self.table, changed)
         # No await since the store's write: a rebalance since a read shows in `generation`.
-        for key, generation, header, execution in kept:
+        for key, generation, header, execution, run_sizes in kept:
             if execution is None or generation is None or generation != self.table.store.generation:
                 self.decoded.forget(key)
             else:
-                self.decoded.keep(key, header, generation, execution)
+                self.decoded.keep(key, header, generation, execution, run_sizes)
 
     async def _advance(
         self,
@@ -430,27 +439,32 @@ class ExecutorRuntime:
     async def _produce(self, record: _Record) -> asyncio.Future[Any]:
         return await self.producer.send(record.topic, record.key, record.value, None, None, None)
 
-    async def _store(
-        self, table: StateTable, changed: list[tuple[bytes, int, bytes | None]]
-    ) -> None:
+    async def _store(self, table: StateTable, changed: list[tuple[int, list[Record]]]) -> None:
         """Send new states to the changelog and, once the broker has every one, to the
-        store (with their offsets: store.py). Acknowledged before the batch is: the offset
-        commit that follows does not look at failed sends (aiokafka's flush only waits).
+        store (with their offsets: store.py). The records of one execution (a big one's
+        header and task runs) go as one record batch: a recovery never reads half of
+        them. Acknowledged before the batch is: the offset commit that follows does not
+        look at failed sends (aiokafka's flush only waits).
         Through our producer, not Faust's `send_changelog`: Faust buffers those sends, and
         its flush before an offset commit gives up on the buffer after 100 ms of no
         progress, so an input could be committed while its state was still in that buffer
         (a crash then loses the execution)."""
         if not changed:
             return
-        sent = [
-            await self.producer.send(table.changelog, key, value, partition, None, None)
-            for key, partition, value in changed
-        ]
+        sent = []
+        for partition, records in changed:
+            if len(records) == 1:  # one record: whole by itself, in the shared batch
+                ((key, value),) = records
+                send = self.producer.send(table.changelog, key, value, partition, None, None)
+            else:
+                send = self.producer.send_together(table.changelog, partition, records)
+            sent.append(await send)
         acks = await asyncio.gather(*sent)
-        items: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        items: dict[int, list[Record]] = {}
         offsets: dict[int, int] = {}  # the highest acknowledged, by partition
-        for (key, partition, value), ack in zip(changed, acks, strict=True):
-            items.setdefault(partition, []).append((key, value))
+        for (partition, records), ack in zip(changed, acks, strict=True):
+            items.setdefault(partition, []).extend(records)
+            # A record batch's is its first record's: recovery may read a few again.
             offset = getattr(ack, "offset", None)  # RecordMetadata
             if offset is not None:
                 offsets[partition] = max(offset, offsets.get(partition, offset))
@@ -477,7 +491,7 @@ class ExecutorRuntime:
             await asyncio.gather(*deliveries)
         value = step.slots.to_bytes()
         if value != raw:
-            await self._store(self.slots_table, [(item.key, item.partition, value)])
+            await self._store(self.slots_table, [(item.partition, [(item.key, value)])])
 
     async def fire_timer(self, execution_id: str, timer: Timer) -> None:
         command = ExecutionCommand(

@@ -153,12 +153,16 @@ class RocksStore(faust_rocksdb.Store):
         self, partition: int, items: Sequence[tuple[bytes, bytes | None]], offset: int | None
     ) -> None:
         if partition not in self._owned:
-            return  # revoked while the batch ran: the changelog has it for the next owner
+            # Revoked while the batch ran: the changelog has it for the next owner. What
+            # the runtime remembers of the batch is not on our disk (`generation`).
+            self._moved()
+            return
         db = self._db_for_partition(partition)
         held = db.get(self.offset_key)
         if offset is not None and held is not None and offset <= int(held):
             # Acknowledged after the partition was revoked, given back and recovered past
             # it: what recovery wrote is newer.
+            self._moved()
             return
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in items:

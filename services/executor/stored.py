@@ -29,7 +29,9 @@ from headrace.core.state import (
 from headrace.services.executor.store import PartitionStore
 
 INLINE_TASK_RUNS = 32
-CACHED_TASK_RUNS = 50_000  # decoded task runs kept between batches (`Decoded`), in all
+# Kept decoded between batches (`Decoded`), in all: their size as stored. Decoded, a
+# task run takes a few times its stored size in Python objects.
+CACHED_BYTES = 16 * 1024 * 1024
 _SEPARATOR = b"\x00"  # never in an execution id (base62, or derived from base62 ids)
 
 Record = tuple[bytes, bytes | None]  # a table key and its new value (None: deleted)
@@ -57,6 +59,8 @@ class _Held:
     generation: int
     header: bytes
     execution: Execution
+    sizes: list[int]  # of each task run's record
+    size: int  # of all its records
 
 
 class Decoded:
@@ -67,34 +71,67 @@ class Decoded:
     loaded it (between rebalances and recoveries the runtime is the only writer of its
     partitions, and it `keep`s or `forget`s each execution it writes) and its header is
     the one stored. The core never mutates an execution, so the objects can be shared.
-    The least recently used go first, beyond `limit` task runs in all."""
+    The least recently used go first, beyond `limit` bytes of records in all."""
 
-    def __init__(self, limit: int = CACHED_TASK_RUNS) -> None:
+    def __init__(self, limit: int = CACHED_BYTES) -> None:
         self._limit = limit
         self._held: OrderedDict[bytes, _Held] = OrderedDict()
-        self._task_runs = 0
+        self._bytes = 0
 
-    def get(self, key: bytes, header: bytes, generation: int | None) -> Execution | None:
+    def get(self, key: bytes, header: bytes, generation: int | None) -> Loaded | None:
         held = self._held.get(key)
         if held is None or held.generation != generation or held.header != header:
             return None
         self._held.move_to_end(key)
-        return held.execution
+        return Loaded(held.execution, held.sizes)
 
-    def keep(self, key: bytes, header: bytes, generation: int, execution: Execution) -> None:
+    def keep(
+        self, key: bytes, header: bytes, generation: int, execution: Execution, sizes: list[int]
+    ) -> None:
+        """`sizes`: of its task runs' records, as stored now (`sizes_after`)."""
         self.forget(key)
         if not stored_apart(execution):
             return  # one small record: decoding it is cheap
-        self._held[key] = _Held(generation, header, execution)
-        self._task_runs += len(execution.task_runs)
-        while self._task_runs > self._limit:
+        size = len(header) + sum(sizes)
+        if size > self._limit:
+            return
+        self._held[key] = _Held(generation, header, execution, sizes, size)
+        self._bytes += size
+        while self._bytes > self._limit:
             _, oldest = self._held.popitem(last=False)
-            self._task_runs -= len(oldest.execution.task_runs)
+            self._bytes -= oldest.size
 
     def forget(self, key: bytes) -> None:
         held = self._held.pop(key, None)
         if held is not None:
-            self._task_runs -= len(held.execution.task_runs)
+            self._bytes -= held.size
+
+
+@dataclass(slots=True)
+class Loaded:
+    """An execution as read, and the size of each of its task runs' records stored
+    apart (none when it is one whole record, whatever its size: a previous release
+    stored every state whole)."""
+
+    execution: Execution
+    sizes: list[int]
+
+
+def sizes_after(sizes: list[int], records: list[Record]) -> list[int]:
+    """The sizes of the task runs' records once `records` (`task_run_records`) are
+    written over those of `sizes`."""
+    after = list(sizes)
+    for key, value in records:
+        if not is_task_run_key(key):
+            continue
+        position = int.from_bytes(key[-4:], "big")
+        if value is None:
+            del after[position:]  # deletions are the tail, in order
+        elif position < len(after):
+            after[position] = len(value)
+        else:
+            after.append(len(value))  # new positions come in order
+    return after
 
 
 def load(
@@ -103,34 +140,34 @@ def load(
     key: bytes,
     raw: bytes,
     decoded: Decoded | None = None,
-) -> tuple[Execution, int]:
+) -> Loaded:
     """The execution stored as `raw` under `key`, with its task runs stored apart read
-    back (or as `decoded` holds it), and how many of them are stored apart: 0 for one
-    whole record, whatever its size (a previous release wrote every state whole).
-    Raises `StateDecodeError` (`StateVersionError` for a newer format)."""
+    back (or as `decoded` holds it). Raises `StateDecodeError` (`StateVersionError` for
+    a newer format)."""
     if decoded is not None:
         held = decoded.get(key, raw, store.generation)
         if held is not None:
-            return held, len(held.task_runs)  # only headers are kept
+            return held
     execution, count = Execution.from_header(raw)
     if count is None:
-        return execution, 0
+        return Loaded(execution, [])
     keys = [task_run_key(key, position) for position in range(count)]
-    task_runs = []
+    task_runs, sizes = [], []
     for position, value in enumerate(store.read_many(partition, keys)):
         if value is None:
             raise StateDecodeError(f"task run {position} of {count} is missing")
         task_runs.append(decode_task_run(value))
+        sizes.append(len(value))
     execution.task_runs = task_runs
-    return execution, count
+    return Loaded(execution, sizes)
 
 
 def task_run_records(
     key: bytes, before: list[TaskRun], held: int, after: list[TaskRun]
 ) -> list[Record]:
     """The records that take the task runs stored apart from `before` (the execution's
-    task runs as loaded, [] if none; `held` of them stored apart, as `load` said) to
-    `after` (as the batch left them; [] once it is evicted)."""
+    task runs as loaded, [] if none; `held` of them stored apart: `len(Loaded.sizes)`)
+    to `after` (as the batch left them; [] once it is evicted)."""
     keep = len(after) if len(after) > INLINE_TASK_RUNS else 0
     records: list[Record] = [
         (task_run_key(key, position), encode_task_run(run))

@@ -87,6 +87,7 @@ async def run_scheduler(
 
 
 async def _follow(flow_log: FlowLog) -> None:
-    """Ends when the log's reader does: the catalog would otherwise go stale for good."""
-    await flow_log.following
+    """Ends when the log's reader does: the catalog would otherwise go stale for good.
+    (Waited on, not awaited: cancelling this must not cancel the reader.)"""
+    await asyncio.wait({flow_log.following})
     raise RuntimeError("the scheduler stopped reading the flows topic")

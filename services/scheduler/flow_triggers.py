@@ -60,6 +60,10 @@ from headrace.topics.definitions import EXECUTIONS
 
 log = logging.getLogger(__name__)
 
+# A catch-up that takes longer (a reader stalled without failing) is given up: the ends
+# are matched against the last read rather than held for good.
+CATCH_UP_TIMEOUT_S = 30.0
+
 GROUP_ID = "headrace-flow-triggers"
 # Longest chain of flow-triggered executions: a real pipeline is a handful of flows deep,
 # a loop (A triggers A, or A -> B -> A) would run forever. 10 leaves room for the first.
@@ -456,8 +460,9 @@ class FlowTriggers:
             return
         as_of = datetime.now(UTC)
         try:
-            await self._catalog.catch_up()
-        except KafkaError as exc:
-            log.warning("cannot read the flows topic up to now, matching the last read: %s", exc)
+            async with asyncio.timeout(CATCH_UP_TIMEOUT_S):
+                await self._catalog.catch_up()
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("cannot read the flows topic up to now, matching the last read: %r", exc)
             return
         self._catalog_as_of = as_of

@@ -44,6 +44,8 @@ class FakeProducer:
     sizes: list[tuple[str, int]] = field(default_factory=list)  # (topic, bytes) as sent
     # (topic, key, value) of every state written to a changelog
     stored: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    # The keys of each group of records sent as one record batch (`send_together`)
+    together: list[list[bytes]] = field(default_factory=list)
 
     async def send(self, topic, key, value, partition, timestamp, headers) -> asyncio.Future:
         if topic in (STATE_CHANGELOG, SLOTS_CHANGELOG):
@@ -51,6 +53,14 @@ class FakeProducer:
         else:
             self.sent.append((topic, codec.decode(value)))
             self.sizes.append((topic, len(value)))
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+    async def send_together(self, topic, partition, records) -> asyncio.Future:
+        self.together.append([key for key, _ in records])
+        for key, value in records:
+            self.stored.append((topic, key, value))
         delivered = asyncio.get_running_loop().create_future()
         delivered.set_result(None)
         return delivered
@@ -91,7 +101,7 @@ def make_runtime(**flows: Flow | None) -> tuple[ExecutorRuntime, StateTable, Fak
 
 def stored(table: StateTable, execution_id: str) -> Execution:
     key = execution_id.encode()
-    return stored_states.load(table.store, 0, key, table.store.data[key])[0]
+    return stored_states.load(table.store, 0, key, table.store.data[key]).execution
 
 
 def poison(
@@ -494,8 +504,10 @@ async def test_a_for_each_item_costs_the_state_table_the_same_at_item_10_and_ite
         await runtime.process_batch([result_of(requests[item])])
         writes.append([(key, len(value)) for _, key, value in producer.stored[before:]])
 
-    # The header and the one task run that ended; the item's position is its key.
+    # The header and the one task run that ended (the item's position is its key), as
+    # one record batch: a recovery reads both or neither.
     assert [key for key, _ in writes[0]] == [b"ex1", stored_states.task_run_key(b"ex1", 11)]
+    assert producer.together[-2:] == [[key for key, _ in write] for write in writes]
     assert [key for key, _ in writes[1]][1:] == [stored_states.task_run_key(b"ex1", 2_991)]
     (header_10, run_10), (header_2990, run_2990) = [[s for _, s in w] for w in writes]
     # The header holds the inputs (the 3,000 items), not the task runs: the same size.

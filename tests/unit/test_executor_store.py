@@ -169,5 +169,5 @@ async def test_a_big_execution_is_decoded_once_until_the_partitions_move(tmp_pat
     assert len(decodes) == 41  # read again from disk: the for-each and its 40 items
 
     raw = table.data.read(0, b"ex1")
-    from_disk, _ = stored_module.load(table.data, 0, b"ex1", raw)
+    from_disk = stored_module.load(table.data, 0, b"ex1", raw).execution
     assert [run.state for run in from_disk.task_runs[1:5]] == [State.SUCCESS] * 3 + [State.RUNNING]

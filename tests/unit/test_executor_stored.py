@@ -12,8 +12,10 @@ from headrace.services.executor.store import DictStore
 from headrace.services.executor.stored import (
     INLINE_TASK_RUNS,
     Decoded,
+    Loaded,
     is_task_run_key,
     load,
+    sizes_after,
     state_bytes,
     task_run_key,
     task_run_records,
@@ -44,7 +46,7 @@ def test_a_small_execution_is_one_record():
     store = DictStore({})
     execution = with_runs(INLINE_TASK_RUNS)
     assert save(store, [], execution) == [(KEY, execution.to_bytes())]
-    assert load(store, 0, KEY, store.data[KEY])[0] == execution
+    assert load(store, 0, KEY, store.data[KEY]).execution == execution
 
 
 def test_a_big_execution_keeps_each_task_run_apart_and_reads_back_whole():
@@ -53,7 +55,7 @@ def test_a_big_execution_keeps_each_task_run_apart_and_reads_back_whole():
     records = save(store, [], execution)
     assert len(records) == 1 + INLINE_TASK_RUNS + 1
     assert sorted(store.data) == sorted([KEY] + [task_run_key(KEY, i) for i in range(33)])
-    assert load(store, 0, KEY, store.data[KEY])[0] == execution
+    assert load(store, 0, KEY, store.data[KEY]).execution == execution
     assert [is_task_run_key(key) for key, _ in records] == [False] + [True] * 33
 
 
@@ -74,7 +76,7 @@ def test_a_step_writes_only_the_task_runs_it_changed_whatever_their_number():
             task_run_key(KEY, 7),
             task_run_key(KEY, count),
         ]
-        assert load(store, 0, KEY, store.data[KEY])[0] == after
+        assert load(store, 0, KEY, store.data[KEY]).execution == after
         sizes.append([len(value) for _, value in records])
     # The header counts task runs: "100" and "10000" differ by two digits, nothing else.
     assert sizes[1][0] - sizes[0][0] == 2 and sizes[1][1:] == sizes[0][1:]
@@ -92,7 +94,7 @@ def test_task_runs_dropped_or_shifted_are_rewritten_and_the_tail_deleted():
     deleted = [key for key, value in records[1:] if value is None]
     assert written == [task_run_key(KEY, i) for i in range(5, 35)]
     assert deleted == [task_run_key(KEY, i) for i in range(35, 40)]
-    assert load(store, 0, KEY, store.data[KEY])[0] == after
+    assert load(store, 0, KEY, store.data[KEY]).execution == after
     assert task_run_key(KEY, 35) not in store.data
 
 
@@ -123,17 +125,17 @@ def test_a_big_execution_stored_whole_by_a_previous_release_is_stored_apart_whol
     store = DictStore({})
     execution = with_runs(40)
     store.write(0, [(KEY, execution.to_bytes())], None)
-    loaded, apart = load(store, 0, KEY, store.data[KEY])
-    assert apart == 0 and loaded == execution
+    loaded = load(store, 0, KEY, store.data[KEY])
+    assert loaded.sizes == [] and loaded.execution == execution
+    runs = loaded.execution.task_runs
 
-    records = [
-        (KEY, state_bytes(loaded)),
-        *task_run_records(KEY, loaded.task_runs, apart, loaded.task_runs),
-    ]
+    records = [(KEY, state_bytes(execution)), *task_run_records(KEY, runs, 0, runs)]
     store.write(0, records, None)
 
     assert len(records) == 1 + 40
-    assert load(store, 0, KEY, store.data[KEY]) == (execution, 40)
+    again = load(store, 0, KEY, store.data[KEY])
+    assert again.execution == execution
+    assert again.sizes == [len(value) for _, value in records[1:]]
 
 
 def test_a_missing_task_run_is_a_corrupt_state():
@@ -144,13 +146,26 @@ def test_a_missing_task_run_is_a_corrupt_state():
         load(store, 0, KEY, store.data[KEY])
 
 
+def test_sizes_follow_the_records_written():
+    before = with_runs(40)
+    after = replace(before, task_runs=before.task_runs[:36])
+    after.task_runs[3] = replace(after.task_runs[3], outputs={"much": "x" * 100})
+    records = task_run_records(KEY, before.task_runs, 40, after.task_runs)
+    sizes = [10] * 40
+
+    assert sizes_after(sizes, records) == [10, 10, 10, len(records[0][1])] + [10] * 32
+    grown = task_run_records(KEY, [], 0, after.task_runs)  # written whole: every one
+    assert sizes_after([], grown) == [len(value) for _, value in grown]
+
+
 def test_decoded_executions_are_kept_while_the_store_has_not_moved_and_the_header_holds():
     decoded = Decoded()
     big, small = with_runs(40), with_runs(3)
-    decoded.keep(KEY, b"header-1", 7, big)
-    decoded.keep(b"ex-small", b"small", 7, small)
+    decoded.keep(KEY, b"header-1", 7, big, [100] * 40)
+    decoded.keep(b"ex-small", b"small", 7, small, [])
 
-    assert decoded.get(KEY, b"header-1", 7) is big
+    assert decoded.get(KEY, b"header-1", 7) == Loaded(big, [100] * 40)
+    assert decoded.get(KEY, b"header-1", 7).execution is big
     assert decoded.get(KEY, b"header-1", 8) is None  # a rebalance or a recovery since
     assert decoded.get(KEY, b"header-2", 7) is None  # written by someone else
     assert decoded.get(KEY, b"header-1", None) is None  # a store that cannot tell
@@ -160,12 +175,16 @@ def test_decoded_executions_are_kept_while_the_store_has_not_moved_and_the_heade
 
 
 def test_decoded_executions_beyond_the_limit_go_least_recently_used_first():
-    decoded = Decoded(limit=100)
+    decoded = Decoded(limit=10_000)
     first, second, third = with_runs(40), with_runs(40), with_runs(40)
-    decoded.keep(b"ex-1", b"h", 0, first)
-    decoded.keep(b"ex-2", b"h", 0, second)
-    assert decoded.get(b"ex-1", b"h", 0) is first  # used: ex-2 is now the oldest
-    decoded.keep(b"ex-3", b"h", 0, third)  # 120 task runs: one must go
+    decoded.keep(b"ex-1", b"h", 0, first, [100] * 40)
+    decoded.keep(b"ex-2", b"h", 0, second, [100] * 40)
+    assert decoded.get(b"ex-1", b"h", 0) is not None  # used: ex-2 is now the oldest
+    decoded.keep(b"ex-3", b"h", 0, third, [100] * 40)  # 12,003 bytes: one must go
 
     assert decoded.get(b"ex-2", b"h", 0) is None
-    assert decoded.get(b"ex-1", b"h", 0) is first and decoded.get(b"ex-3", b"h", 0) is third
+    assert decoded.get(b"ex-1", b"h", 0).execution is first
+    assert decoded.get(b"ex-3", b"h", 0).execution is third
+    decoded.keep(b"ex-4", b"h", 0, with_runs(40), [1_000] * 40)  # alone over the limit
+    assert decoded.get(b"ex-4", b"h", 0) is None
+    assert decoded.get(b"ex-3", b"h", 0) is not None  # and pushed nothing out
