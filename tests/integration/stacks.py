@@ -9,11 +9,13 @@ import dataclasses
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from headrace.api_client import ApiClient
 from headrace.broker import free_port, start_embedded_broker
@@ -112,3 +114,15 @@ def run_cli(
         text=True,
         timeout=timeout_s,
     )
+
+
+async def new_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
+    """A topic of its own for one test: its name."""
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    return topic

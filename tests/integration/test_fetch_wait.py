@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-import uuid
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from headrace.broker import EmbeddedBroker
 from headrace.fetch_wait import FetchWait
 from headrace.kafka import AdaptiveConsumer
+from tests.integration.stacks import new_topic
 
 QUIET_AFTER_S = 0.3
 BUSY_MS, IDLE_MS = 5, 2_000
@@ -43,13 +42,7 @@ async def _hop(producer: AIOKafkaProducer, consumer: AdaptiveConsumer, topic: st
 
 def test_the_wait_is_long_when_quiet_and_short_once_records_flow(broker: EmbeddedBroker) -> None:
     async def scenario() -> None:
-        topic = f"fetch-wait-{uuid.uuid4().hex[:8]}"
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-        finally:
-            await admin.close()
+        topic = await new_topic(broker.bootstrap, "fetch-wait", 1)
         policy = FetchWait(busy_ms=BUSY_MS, idle_ms=IDLE_MS, quiet_after_s=QUIET_AFTER_S)
         consumer = AdaptiveConsumer(
             topic, fetch_wait=policy, bootstrap_servers=broker.bootstrap, group_id=None
@@ -84,13 +77,7 @@ def test_records_that_are_not_traffic_leave_a_quiet_consumer_quiet(
     polling: fences are read, but the wait stays long."""
 
     async def scenario() -> None:
-        topic = f"fetch-wait-fences-{uuid.uuid4().hex[:8]}"
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-        finally:
-            await admin.close()
+        topic = await new_topic(broker.bootstrap, "fetch-wait-fences", 1)
         policy = FetchWait(busy_ms=BUSY_MS, idle_ms=IDLE_MS, quiet_after_s=QUIET_AFTER_S)
         consumer = AdaptiveConsumer(
             topic,

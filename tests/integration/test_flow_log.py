@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -14,10 +13,7 @@ from aiokafka import AIOKafkaProducer
 from headrace import codec
 from headrace.config import Settings
 from headrace.db.flows import FlowRepository
-from headrace.db.migrate import migrate
-from headrace.db.pool import create_pool
 from headrace.flow_log import FlowLog, FlowNotFound, TopicRevisionLog, publish_missing
-from headrace.kafka import make_producer
 from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.topics.definitions import FLOWS
 
@@ -36,28 +32,19 @@ def source(namespace: str, message: str) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url)
-    await migrate(pool)
-    yield pool
-    await pool.close()
+@pytest.fixture
+def pool(migrated_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return migrated_pool
 
 
 @pytest.fixture
-async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    producer = make_producer(settings, "test-flow-log")
-    await producer.start()
-    yield producer
-    await producer.stop()
+def producer(flows_producer: AIOKafkaProducer) -> AIOKafkaProducer:
+    return flows_producer
 
 
 @pytest.fixture
-async def follower(settings: Settings) -> AsyncIterator[FlowLog]:
-    follower = FlowLog(settings, "test-flow-log")
-    await follower.start()
-    yield follower
-    await follower.stop()
+def follower(flow_log: FlowLog) -> FlowLog:
+    return flow_log
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -14,13 +13,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from headrace import codec
-from headrace.config import Settings
 from headrace.db.flows import FlowRepository
-from headrace.db.migrate import migrate
-from headrace.db.pool import create_pool
 from headrace.flow.triggers import SCHEDULE, WEBHOOK
 from headrace.flow_log import FlowLog, TopicRevisionLog
-from headrace.kafka import make_producer
 from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.services.scheduler.catalog import TriggerCatalog
 from headrace.topics.definitions import FLOWS
@@ -38,30 +33,6 @@ def flow_source(namespace: str, *, disabled: bool = False, triggers: bool = True
             "  - {id: hook, type: webhook, key: catalog-test-key-0123456789}\n"
         )
     return source
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url)
-    await migrate(pool)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    producer = make_producer(settings, "test-scheduler-catalog")
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-@pytest.fixture
-async def flow_log(settings: Settings) -> AsyncIterator[FlowLog]:
-    flow_log = FlowLog(settings, "test-scheduler-catalog")
-    await flow_log.start()
-    yield flow_log
-    await flow_log.stop()
 
 
 @pytest.fixture
@@ -85,9 +56,9 @@ async def switch(producer: AIOKafkaProducer, namespace: str, disabled: bool) -> 
 
 
 async def test_the_catalog_follows_saves_switches_and_deletions_from_the_topic(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, flow_log: FlowLog, namespace: str
+    migrated_pool: asyncpg.Pool, flows_producer: AIOKafkaProducer, flow_log: FlowLog, namespace: str
 ) -> None:
-    flows = FlowRepository(pool, TopicRevisionLog(producer))
+    flows = FlowRepository(migrated_pool, TopicRevisionLog(flows_producer))
     catalog = TriggerCatalog(flow_log)
     stop = asyncio.Event()
     following = asyncio.create_task(catalog.run(stop))
@@ -98,10 +69,10 @@ async def test_the_catalog_follows_saves_switches_and_deletions_from_the_topic(
         (nightly,) = [d for d in catalog.of_kind(SCHEDULE) if d.flow.namespace == namespace]
         assert nightly.revision == 1
 
-        await switch(producer, namespace, disabled=True)
+        await switch(flows_producer, namespace, disabled=True)
         await until(lambda: declared(catalog, SCHEDULE, namespace) == set())
         assert declared(catalog, WEBHOOK, namespace) == {"hook"}  # only the one switched
-        await switch(producer, namespace, disabled=False)
+        await switch(flows_producer, namespace, disabled=False)
         await until(lambda: declared(catalog, SCHEDULE, namespace) == {"nightly"})
 
         await flows.save(namespace, "f", flow_source(namespace, disabled=True))
@@ -117,12 +88,12 @@ async def test_the_catalog_follows_saves_switches_and_deletions_from_the_topic(
 
 
 async def test_catching_up_reads_a_flow_saved_a_moment_ago(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, flow_log: FlowLog, namespace: str
+    migrated_pool: asyncpg.Pool, flows_producer: AIOKafkaProducer, flow_log: FlowLog, namespace: str
 ) -> None:
     """What the flow triggers do when an upstream ended after their last catch-up."""
     catalog = TriggerCatalog(flow_log)
     catalog.refresh()
-    flows = FlowRepository(pool, TopicRevisionLog(producer))
+    flows = FlowRepository(migrated_pool, TopicRevisionLog(flows_producer))
     await flows.save(namespace, "f", flow_source(namespace))
     assert declared(catalog, SCHEDULE, namespace) == set()  # not rebuilt: no `run`
 
@@ -132,17 +103,19 @@ async def test_catching_up_reads_a_flow_saved_a_moment_ago(
 
 
 async def test_a_revision_that_no_longer_validates_is_left_out_saying_so_once(
-    producer: AIOKafkaProducer, flow_log: FlowLog, namespace: str, caplog
+    flows_producer: AIOKafkaProducer, flow_log: FlowLog, namespace: str, caplog
 ) -> None:
     """Stored before a stricter validator: its triggers cannot run; the others can."""
     broken = FlowRevision(namespace, "broken", 1, "id: broken\ntasks: 7\n", datetime.now(UTC))
     good = FlowRevision(namespace, "f", 1, flow_source(namespace), datetime.now(UTC))
     for revision in (broken, good):
-        await producer.send_and_wait(FLOWS.name, codec.encode(revision), key=revision.key.encode())
+        await flows_producer.send_and_wait(
+            FLOWS.name, codec.encode(revision), key=revision.key.encode()
+        )
     catalog = TriggerCatalog(flow_log)
     with caplog.at_level(logging.WARNING):
         await catalog.catch_up()
-        await switch(producer, namespace, disabled=False)  # a change: the catalog rebuilds
+        await switch(flows_producer, namespace, disabled=False)  # a change: the catalog rebuilds
         await catalog.catch_up()
 
     assert declared(catalog, SCHEDULE, namespace) == {"nightly"}

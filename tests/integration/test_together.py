@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from headrace.broker import EmbeddedBroker
 from headrace.services.executor.together import TogetherProducer
+from tests.integration.stacks import new_topic
 
 
 class FaustLike:
@@ -28,13 +26,7 @@ class FaustLike:
 async def test_records_sent_together_arrive_in_order_with_one_acknowledgement(
     broker: EmbeddedBroker,
 ) -> None:
-    topic = f"together-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 2, 1)])
-    finally:
-        await admin.close()
+    topic = await new_topic(broker.bootstrap, "together", 2)
     kafka = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
     await kafka.start()
     try:
