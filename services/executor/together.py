@@ -3,8 +3,10 @@
 A big execution is several table records (services/executor/stored.py): its header and
 the task runs a batch changed. Sent one by one, they may travel in different record
 batches (the producer's batch for the partition fills up, or a crash comes between two
-requests), and a recovery could then read a header without its task runs. A record batch
-is appended to the log whole or not at all, on Apache Kafka as on the embedded broker.
+requests), and a recovery could then read a header without its task runs. Kafka appends
+a record batch to the log whole or not at all (the embedded broker keeps its records by
+batch too: its wrong end offsets, docs/architecture.md, come from that); no test kills
+a broker in the middle of a batch.
 """
 
 from __future__ import annotations
