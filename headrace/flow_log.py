@@ -180,14 +180,12 @@ class FlowLog:
         return flow
 
     def latest_revisions(self) -> list[tuple[str, str, int]]:
-        """The newest revision read of every flow not deleted."""
-        latest = []
-        for (namespace, flow_id), revisions in self._revisions.items():
-            if revisions:
-                number = max(revisions)
-                if not revisions[number].deleted:
-                    latest.append((namespace, flow_id, number))
-        return latest
+        """The newest revision read of every flow not deleted (`latest_read` of each)."""
+        return [
+            (namespace, flow_id, number)
+            for namespace, flow_id in self._revisions
+            if (number := self.latest_read(namespace, flow_id)) is not None
+        ]
 
     async def wait_changed(self, seen: int) -> None:
         """Return once `version` is past `seen`, as seen after a read from the topic (a
@@ -326,28 +324,19 @@ async def publish_missing(
 
 
 async def publish_stored(
-    settings: Settings,
     flows: FlowRepository,
     triggers: TriggerStateRepository,
     producer: AIOKafkaProducer,
-    follower: FlowLog | None = None,
+    follower: FlowLog,
 ) -> None:
     """At the start of the gateway and the scheduler, which store flows and switches in
     PostgreSQL and start executions: every stored revision is on `flows` before the first
-    start names it (the executor finds it), and every switch (the gateway honours it).
-    `follower`: a started FlowLog of the caller's, else one is started for the check."""
-    own = follower is None
-    if follower is None:
-        follower = FlowLog(settings, "headrace-flows-check")
-        await follower.start()
-    try:
-        switches = [
-            TriggerSwitch(*state.key, state.disabled, state.updated_at)
-            for state in (await triggers.list()).values()
-        ]
-        published = await publish_missing(follower, await flows.all_revisions(), switches, producer)
-    finally:
-        if own:
-            await follower.stop()
+    start names it (the executor finds it), and every switch (the gateway and scheduler
+    honour it). `follower`: the caller's started FlowLog."""
+    switches = [
+        TriggerSwitch(*state.key, state.disabled, state.updated_at)
+        for state in (await triggers.list()).values()
+    ]
+    published = await publish_missing(follower, await flows.all_revisions(), switches, producer)
     if published:
         log.info("published %d flow revisions and switches missing from %s", published, FLOWS.name)

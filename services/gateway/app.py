@@ -160,7 +160,7 @@ async def run_gateway(
         await flow_log.start()
         stack.push_async_callback(flow_log.stop)
         flows = FlowRepository(pool, revision_log=_RevisionLog(producer, flow_log))
-        await publish_stored(settings, flows, TriggerStateRepository(pool), producer, flow_log)
+        await publish_stored(flows, TriggerStateRepository(pool), producer, flow_log)
         executions = ExecutionRepository(pool)
         waiter = ExecutionWaiter(settings.database_url, executions)
         await waiter.start()
