@@ -209,6 +209,8 @@ def _from_avro(cls: type, record: dict[str, Any]) -> Message:
     elif cls is m.SlotRequest:
         record["kind"] = m.SlotRequestKind(record["kind"])
         record["behavior"] = m.ConcurrencyBehavior(record["behavior"])
+    elif cls is m.FlowChange:
+        record["action"] = m.FlowChangeAction(record["action"])
     return cls(**record)
 
 

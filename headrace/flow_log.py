@@ -1,19 +1,23 @@
-"""The `flows` topic: every stored flow revision and trigger switch, for the services that
-must not depend on PostgreSQL to run flows (the executor) or to start them (the gateway's
-webhooks and API starts).
+"""The `flows` topic: where flow revisions are decided, and every trigger switch, for the
+services that must not depend on PostgreSQL to run flows (the executor), start them (the
+gateway's webhooks and API starts, the scheduler) or change them (the gateway's flows API).
 
-The gateway publishes each revision inside the transaction that stores it, and awaits
-the broker's acknowledgement before the transaction commits (`TopicRevisionLog`): a
-revision readers can see in PostgreSQL is on the topic, and a trigger naming it is
-published after it. A transaction that fails after the publish retracts the revision
-(a record with no value under its key) before its lock is released; a commit whose
-outcome is unknown (its connection lost) is settled under the lock, on a fresh
-connection (`headrace.db.flows`). A switch is published once PostgreSQL committed it
-(its watermark and the schedules' claims live there), with the version PostgreSQL gave
-it: readers keep each trigger's newest, so publishes that cross each other settle on
-the last one stored. A refused publish answers 503, and the switch is sent again by a
-retry or at the next start. At start, the gateway and
-the scheduler publish what PostgreSQL stores and the topic lacks (`publish_stored`).
+A gateway changes a flow by sending a `FlowChange` (save, create, delete) and reading it
+back (`FlowLog.change`). The topic has one partition, and every reader applies the
+changes in its order by the same rule (`FlowLog._apply_change`), so every reader gives
+a change the same revision number, or none, with nobody assigning numbers: concurrent
+saves through two gateways get distinct, consecutive revisions without a lock. Each
+change has a key of its own, so compaction never removes one. The indexer copies the
+revisions into PostgreSQL for SQL readers (`headrace.db.flows`).
+
+`FlowRevision` records carry their number: a release that kept flows in PostgreSQL
+published its revisions that way (a record with no value under one's key retracted a
+revision whose transaction failed), and at start the gateway and the scheduler still
+publish what PostgreSQL holds and the topic lacks (`publish_stored`). A switch is
+published once PostgreSQL committed it (its watermark and the schedules' claims live
+there), with the version PostgreSQL gave it: readers keep each trigger's newest, so
+publishes that cross each other settle on the last one stored. A refused publish
+answers 503, and the switch is sent again by a retry or at the next start.
 
 `FlowLog` follows the topic from its beginning and keeps every revision in memory (YAML
 text, parsed on first use) and every switch. A reader that does not find a revision may
@@ -29,7 +33,10 @@ import asyncio
 import logging
 import socket
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -37,13 +44,13 @@ from aiokafka.errors import KafkaError
 from headrace import codec
 from headrace.config import Settings
 from headrace.consume import consume
-from headrace.db.flows import FlowRepository
+from headrace.db.flows import FlowIndex
 from headrace.db.triggers import TriggerStateRepository
 from headrace.errors import CodecError, HeadraceError
 from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
 from headrace.kafka import AdaptiveConsumer, make_consumer, make_producer
-from headrace.messages import FlowRevision, TriggerSwitch
+from headrace.messages import FlowChange, FlowChangeAction, FlowRevision, TriggerSwitch
 from headrace.topics.definitions import FLOWS
 
 log = logging.getLogger(__name__)
@@ -60,33 +67,21 @@ class FlowNotFound(HeadraceError):
     """A trigger or result names a flow revision that was never stored, or was deleted."""
 
 
-class TopicRevisionLog:
-    """The gateway's `RevisionLog` (`headrace.db.flows`): revisions go to `flows`, each
-    call returning once the broker has it. With `reader`, a committed revision is known
-    to that reader at once: the process that saved a flow serves it right away."""
+class FlowChangeUnsettled(HeadraceError):
+    """A change was sent, but this reader did not read it back in time: it may yet be
+    applied (or may have been)."""
 
-    def __init__(self, producer: AIOKafkaProducer, reader: FlowLog | None = None) -> None:
-        self._producer = producer
-        self._reader = reader
 
-    async def publish(self, revision: FlowRevision) -> None:
-        value = codec.encode(revision)
-        await self._producer.send_and_wait(FLOWS.name, value, key=revision.key.encode())
-
-    def committed(self, revision: FlowRevision) -> None:
-        if self._reader is not None:
-            self._reader.note(revision)
-
-    async def retract(self, revision: FlowRevision) -> None:
-        """A revision that was never committed: a record with no value under its key
-        (readers forget it; compaction removes it)."""
-        await self._producer.send_and_wait(FLOWS.name, None, key=revision.key.encode())
+class ChangeOutcome(NamedTuple):
+    revision: int | None  # the revision written, or the latest found; None: no live flow
+    written: bool  # whether the change wrote a new revision
 
 
 @dataclass(frozen=True, slots=True)
 class _Stored:
     source: str
     deleted: bool
+    created_at: datetime
 
 
 class FlowLog:
@@ -102,6 +97,7 @@ class FlowLog:
         # the newest wins whatever order records come in, a gateway's own notes included.
         self._switches: dict[tuple[str, str], dict[str, TriggerSwitch]] = {}
         self._read_to: dict[int, int] = {}  # partition -> next offset to read
+        self._awaited: dict[str, asyncio.Future[ChangeOutcome]] = {}  # by change id
         self._progress = asyncio.Condition()
         self._consumer: AdaptiveConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -136,9 +132,13 @@ class FlowLog:
             await self._producer.stop()
 
     def holds(self, revision: FlowRevision) -> bool:
-        """Whether `revision` was read, as it is."""
+        """Whether `revision` was read, with its source and deletion."""
         stored = self._revisions.get((revision.namespace, revision.flow_id), {})
-        return stored.get(revision.revision) == _Stored(revision.source, revision.deleted)
+        held = stored.get(revision.revision)
+        return held is not None and (held.source, held.deleted) == (
+            revision.source,
+            revision.deleted,
+        )
 
     def switched_off(self, namespace: str, flow_id: str) -> frozenset[str]:
         """The ids of the flow's triggers switched off at runtime."""
@@ -150,14 +150,64 @@ class FlowLog:
         stored = self._revisions.get((namespace, flow_id), {}).get(revision)
         return None if stored is None or stored.deleted else stored.source
 
-    def note(self, message: FlowRevision | TriggerSwitch) -> None:
-        """Apply a record this process published and saw acknowledged, without waiting to
-        read it back (reading it later changes nothing: a switch's older records lose
-        to it by their `time`)."""
-        if isinstance(message, FlowRevision):
-            self._apply_revision(message.key.encode(), message)
-        else:
-            self._apply_switch(message)
+    def revision(self, namespace: str, flow_id: str, number: int) -> FlowRevision | None:
+        """A revision read, tombstones included; None if unknown."""
+        stored = self._revisions.get((namespace, flow_id), {}).get(number)
+        if stored is None:
+            return None
+        return FlowRevision(
+            namespace, flow_id, number, stored.source, stored.created_at, stored.deleted
+        )
+
+    def numbers(self, namespace: str, flow_id: str) -> list[int]:
+        """Every revision number read of a flow, tombstones included, oldest first."""
+        return sorted(self._revisions.get((namespace, flow_id), {}))
+
+    def revisions(self) -> list[FlowRevision]:
+        """Every revision read, tombstones included."""
+        return [
+            FlowRevision(
+                namespace, flow_id, number, stored.source, stored.created_at, stored.deleted
+            )
+            for (namespace, flow_id), stored_revisions in self._revisions.items()
+            for number, stored in stored_revisions.items()
+        ]
+
+    async def change(
+        self, namespace: str, flow_id: str, action: FlowChangeAction, source: str, timeout_s: float
+    ) -> ChangeOutcome:
+        """Send a change and return what it did once read back, as every reader applies
+        it. `KafkaError` if the broker refused it (nothing changed); `FlowChangeUnsettled`
+        if it was not acknowledged and read back within `timeout_s`."""
+        assert self._producer is not None and self._follower is not None, "start() first"
+        change = FlowChange(namespace, flow_id, uuid.uuid4().hex, action, source, datetime.now(UTC))
+        outcome: asyncio.Future[ChangeOutcome] = asyncio.get_running_loop().create_future()
+        self._awaited[change.change_id] = outcome
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._producer.send_and_wait(
+                    FLOWS.name, codec.encode(change), key=change.key.encode()
+                )
+                await asyncio.wait({outcome, self._follower}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            raise FlowChangeUnsettled(
+                f"the change to flow {namespace}.{flow_id} was not acknowledged and read back"
+                f" within {timeout_s:g} s: it may yet be applied"
+            ) from None
+        finally:
+            self._awaited.pop(change.change_id, None)
+        if not outcome.done():
+            raise FlowChangeUnsettled(
+                f"the change to flow {namespace}.{flow_id} was sent, but this process stopped"
+                f" following {FLOWS.name}"
+            )
+        return outcome.result()
+
+    def note(self, switch: TriggerSwitch) -> None:
+        """Apply a switch this process published and saw acknowledged, without waiting to
+        read it back (reading it later changes nothing: its older records lose to it by
+        their `time`)."""
+        self._apply_switch(switch)
 
     async def get(self, namespace: str, flow_id: str, revision: int) -> Flow:
         """A live revision, parsed; `FlowNotFound` once a `sync` did not find it either."""
@@ -273,7 +323,12 @@ class FlowLog:
             except CodecError as exc:
                 log.error("skipping an undecodable record of %s: %s", FLOWS.name, exc)
                 continue
-            if isinstance(message, FlowRevision):
+            if isinstance(message, FlowChange):
+                outcome = self._apply_change(message)
+                awaited = self._awaited.pop(message.change_id, None)
+                if awaited is not None and not awaited.done():
+                    awaited.set_result(outcome)
+            elif isinstance(message, FlowRevision):
                 self._apply_revision(record.key, message)
             elif isinstance(message, TriggerSwitch):
                 self._apply_switch(message)
@@ -282,10 +337,31 @@ class FlowLog:
         async with self._progress:
             self._progress.notify_all()
 
+    def _apply_change(self, change: FlowChange) -> ChangeOutcome:
+        """The same outcome in every reader: it depends only on the records before it."""
+        key = (change.namespace, change.flow_id)
+        revisions = self._revisions.get(key, {})
+        latest = max(revisions, default=0)
+        live = revisions[latest] if latest and not revisions[latest].deleted else None
+        if change.action is FlowChangeAction.DELETE:
+            if live is None:
+                return ChangeOutcome(None, False)
+            stored = _Stored(live.source, True, change.time)
+        elif live is not None and (
+            change.action is FlowChangeAction.CREATE or live.source == change.source
+        ):
+            return ChangeOutcome(latest, False)
+        else:
+            stored = _Stored(change.source, False, change.time)
+        self._revisions.setdefault(key, {})[latest + 1] = stored
+        self._parsed.pop((*key, latest + 1), None)
+        self.version += 1
+        return ChangeOutcome(latest + 1, True)
+
     def _apply_revision(self, key: bytes, revision: FlowRevision) -> None:
         self.version += 1
         flow = self._revisions.setdefault((revision.namespace, revision.flow_id), {})
-        flow[revision.revision] = _Stored(revision.source, revision.deleted)
+        flow[revision.revision] = _Stored(revision.source, revision.deleted, revision.created_at)
         self._keys[key] = (revision.namespace, revision.flow_id, revision.revision)
         # A revision republished with another source (see the module's docstring).
         self._parsed.pop((revision.namespace, revision.flow_id, revision.revision), None)
@@ -318,19 +394,21 @@ async def publish_missing(
             missing.append(switch)
     sent = [await producer.send(FLOWS.name, codec.encode(m), key=m.key.encode()) for m in missing]
     await asyncio.gather(*sent)
-    for message in missing:
-        follower.note(message)
+    if missing:
+        # Read back, not noted: a revision must be applied where the topic has it,
+        # among the changes, for this reader to number them as every other does.
+        await follower.sync()
     return len(missing)
 
 
 async def publish_stored(
-    flows: FlowRepository,
+    flows: FlowIndex,
     triggers: TriggerStateRepository,
     producer: AIOKafkaProducer,
     follower: FlowLog,
 ) -> None:
-    """At the start of the gateway and the scheduler, which store flows and switches in
-    PostgreSQL and start executions: every stored revision is on `flows` before the first
+    """At the start of the gateway and the scheduler, which store switches in PostgreSQL
+    and start executions: every revision the index holds is on `flows` before the first
     start names it (the executor finds it), and every switch (the gateway and scheduler
     honour it). `follower`: the caller's started FlowLog."""
     switches = [

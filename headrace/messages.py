@@ -276,7 +276,9 @@ class SlotRequest:
 
 @dataclass(slots=True)
 class FlowRevision:
-    """One stored revision of a flow (topic `flows`, compacted, keyed by revision)."""
+    """One revision of a flow, with its number: what readers of `flows` derive from the
+    changes, and a record of its own there (keyed by revision) when republished from the
+    `flows` table or written by a release that stored flows in PostgreSQL first."""
 
     SCHEMA: ClassVar[str] = "io.headrace.FlowRevision"
     JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -291,6 +293,32 @@ class FlowRevision:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.flow_id}@{self.revision}"
+
+
+class FlowChangeAction(StrEnum):
+    SAVE = "SAVE"  # the source as the flow's latest revision, unless it already is
+    CREATE = "CREATE"  # likewise, unless the flow exists
+    DELETE = "DELETE"  # a tombstone revision, if the flow exists
+
+
+@dataclass(slots=True)
+class FlowChange:
+    """A change to a flow a gateway asks for (topic `flows`): every reader of the topic
+    turns it into the same revision, or into none (`headrace.flow_log`)."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.FlowChange"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    namespace: str
+    flow_id: str
+    change_id: str
+    action: FlowChangeAction
+    source: str
+    time: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.flow_id}!{self.change_id}"
 
 
 @dataclass(slots=True)
@@ -322,6 +350,7 @@ Message = (
     | TaskKill
     | SlotRequest
     | FlowRevision
+    | FlowChange
     | TriggerSwitch
 )
 MESSAGE_TYPES: tuple[type, ...] = (
@@ -334,5 +363,6 @@ MESSAGE_TYPES: tuple[type, ...] = (
     TaskKill,
     SlotRequest,
     FlowRevision,
+    FlowChange,
     TriggerSwitch,
 )

@@ -90,8 +90,8 @@ FLOW_SLOTS = TopicSpec(
 # (`headrace.flow_log`). Flows are few and small.
 FLOWS = TopicSpec(
     "flows",
-    "namespace/flowId@revision, namespace/flowId#triggerId",
-    "io.headrace.FlowRevision, io.headrace.TriggerSwitch",
+    "namespace/flowId@revision, namespace/flowId!changeId, namespace/flowId#triggerId",
+    "io.headrace.FlowRevision, io.headrace.FlowChange, io.headrace.TriggerSwitch",
     -1,
     Cleanup.COMPACT,
     fixed_partitions=True,

@@ -20,20 +20,19 @@ from collections.abc import Callable
 
 import asyncpg
 from aiohttp import web
-from aiokafka.errors import KafkaError
 
 from headrace import __version__
 from headrace.config import Settings
 from headrace.db.executions import ExecutionRepository
-from headrace.db.flows import FlowRepository
+from headrace.db.flows import FlowIndex
 from headrace.db.logs import LogRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.db.triggers import TriggerStateRepository
 from headrace.errors import HeadraceError
-from headrace.flow_log import FlowLog, TopicRevisionLog, publish_stored
+from headrace.flow_log import FlowLog, publish_stored
+from headrace.flow_store import FlowStore
 from headrace.kafka import make_producer
-from headrace.messages import FlowRevision
 from headrace.services.gateway import (
     executions_api,
     flows_api,
@@ -48,7 +47,7 @@ from headrace.services.gateway.context import GATEWAY, Gateway, gateway
 from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.metrics import metrics
-from headrace.services.gateway.responses import ApiError, error_middleware, json_response
+from headrace.services.gateway.responses import error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
 from headrace.topics.definitions import FLOWS
 
@@ -159,8 +158,7 @@ async def run_gateway(
         flow_log = FlowLog(settings, "headrace-gateway")
         await flow_log.start()
         stack.push_async_callback(flow_log.stop)
-        flows = FlowRepository(pool, revision_log=_RevisionLog(producer, flow_log))
-        await publish_stored(flows, TriggerStateRepository(pool), producer, flow_log)
+        await publish_stored(FlowIndex(pool), TriggerStateRepository(pool), producer, flow_log)
         executions = ExecutionRepository(pool)
         waiter = ExecutionWaiter(settings.database_url, executions)
         await waiter.start()
@@ -171,7 +169,7 @@ async def run_gateway(
         gw = Gateway(
             pool=pool,
             producer=producer,
-            flows=flows,
+            flows=FlowStore(flow_log),
             executions=executions,
             logs=LogRepository(pool),
             waiter=waiter,
@@ -197,15 +195,6 @@ async def run_gateway(
         if not stop.is_set():
             # Flows and switches would go stale for good: exit, and be started again.
             raise HeadraceError(f"stopped following the {FLOWS.name} topic")
-
-
-class _RevisionLog(TopicRevisionLog):
-    async def publish(self, revision: FlowRevision) -> None:
-        """Inside the save's transaction: without the broker, the save is refused (503)."""
-        try:
-            await super().publish(revision)
-        except KafkaError as exc:
-            raise ApiError(503, f"the broker did not accept the flow revision: {exc}") from exc
 
 
 def _bound_port(runner: web.AppRunner, configured: int) -> int:

@@ -9,9 +9,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from headrace.db.executions import ExecutionRepository
-from headrace.db.flows import FlowRepository
 from headrace.db.logs import LogRepository
 from headrace.flow_log import FlowLog
+from headrace.flow_store import FlowStore
 from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.waiter import ExecutionWaiter
 
@@ -20,7 +20,8 @@ from headrace.services.gateway.waiter import ExecutionWaiter
 class Gateway:
     pool: asyncpg.Pool
     producer: AIOKafkaProducer
-    flows: FlowRepository
+    # Flows as the gateway serves and changes them: through the `flows` topic.
+    flows: FlowStore
     executions: ExecutionRepository
     logs: LogRepository
     waiter: ExecutionWaiter

@@ -6,9 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from headrace.db.flows import FlowExistsError, FlowRecord
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
+from headrace.flow_store import FlowExistsError, FlowsUnavailable
+from headrace.messages import FlowRevision
 from headrace.services.gateway.auth import can_write
 from headrace.services.gateway.bodies import query_int, query_page, read_yaml
 from headrace.services.gateway.context import gateway
@@ -31,13 +32,13 @@ async def _parse(request: web.Request, source: str, name: str = "<request body>"
 
 
 async def flow_json(
-    request: web.Request, record: FlowRecord, flow: Flow | None = None, *, masked: bool = False
+    request: web.Request, record: FlowRevision, flow: Flow | None = None, *, masked: bool = False
 ) -> dict[str, Any]:
     """The stored revision, with the parsed definition's fields when it still loads;
     `masked`: webhook keys hidden, for a reader."""
     body: dict[str, Any] = {}
     if flow is None:
-        name = f"{record.namespace}/{record.id}@{record.revision}"
+        name = f"{record.namespace}/{record.flow_id}@{record.revision}"
         try:
             flow = await gateway(request).flow_loader.load(record.source, name)
         except FlowValidationError:
@@ -46,7 +47,7 @@ async def flow_json(
         body.update(flow.model_dump(mode="json", by_alias=True, exclude_none=True))
     body.update(
         namespace=record.namespace,
-        id=record.id,
+        id=record.flow_id,
         revision=record.revision,
         source=record.source,
         createdAt=record.created_at,
@@ -62,7 +63,9 @@ async def create_flow(request: web.Request) -> web.Response:
         revision = await gw.flows.create(flow.namespace, flow.id, source)
     except FlowExistsError as exc:
         raise ApiError(409, f"flow {flow.namespace}/{flow.id} already exists") from exc
-    record = await gw.flows.get(flow.namespace, flow.id, revision)
+    except FlowsUnavailable as exc:
+        raise ApiError(503, str(exc)) from exc
+    record = gw.flows.get(flow.namespace, flow.id, revision)
     assert record is not None  # revisions are never removed
     return json_response(await flow_json(request, record, flow), status=201)
 
@@ -83,8 +86,11 @@ async def put_flow(request: web.Request) -> web.Response:
     ]
     if mismatches:
         raise ApiError(422, "the flow's namespace and id must match the URL", mismatches)
-    revision, created = await gw.flows.save(namespace, flow_id, source)
-    record = await gw.flows.get(namespace, flow_id, revision)
+    try:
+        revision, created = await gw.flows.save(namespace, flow_id, source)
+    except FlowsUnavailable as exc:
+        raise ApiError(503, str(exc)) from exc
+    record = gw.flows.get(namespace, flow_id, revision)
     assert record is not None
     return json_response(await flow_json(request, record, flow), status=201 if created else 200)
 
@@ -95,7 +101,7 @@ async def get_flow(request: web.Request) -> web.Response:
     revision = None
     if request.query.get("revision"):
         revision = query_int(request, "revision", 0, 1, MAX_REVISION)
-    record = await gw.flows.get(namespace, flow_id, revision)
+    record = gw.flows.get(namespace, flow_id, revision)
     if record is None:
         what = f"flow {namespace}/{flow_id}" + (f" revision {revision}" if revision else "")
         raise ApiError(404, f"{what} not found")
@@ -105,12 +111,12 @@ async def get_flow(request: web.Request) -> web.Response:
 async def list_flows(request: web.Request) -> web.Response:
     gw = gateway(request)
     page, size = query_page(request, DEFAULT_FLOW_PAGE_SIZE, MAX_FLOW_PAGE_SIZE)
-    records, total = await gw.flows.page(request.query.get("namespace") or None, page, size)
+    records, total = gw.flows.page(request.query.get("namespace") or None, page, size)
     masked = not can_write(request)
     results = [
         {
             "namespace": r.namespace,
-            "id": r.id,
+            "id": r.flow_id,
             "revision": r.revision,
             "source": mask_source(r.source, None) if masked else r.source,
             "createdAt": r.created_at,
@@ -123,7 +129,11 @@ async def list_flows(request: web.Request) -> web.Response:
 async def delete_flow(request: web.Request) -> web.Response:
     gw = gateway(request)
     namespace, flow_id = request.match_info["namespace"], request.match_info["id"]
-    if not await gw.flows.delete(namespace, flow_id):
+    try:
+        deleted = await gw.flows.delete(namespace, flow_id)
+    except FlowsUnavailable as exc:
+        raise ApiError(503, str(exc)) from exc
+    if not deleted:
         raise ApiError(404, f"flow {namespace}/{flow_id} not found")
     return web.Response(status=204)
 

@@ -21,7 +21,6 @@ from aiokafka.errors import KafkaError
 
 from headrace import codec
 from headrace.admission import StartRefused
-from headrace.db.flows import FlowRecord
 from headrace.db.triggers import TriggerState, TriggerStateRepository
 from headrace.expressions import ExpressionError
 from headrace.flow.cron import CronError
@@ -29,7 +28,7 @@ from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow, Trigger
 from headrace.flow.schedule_ticks import schedule_of, tick_event
 from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
-from headrace.messages import TriggerSwitch
+from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.executions_api import refused
 from headrace.services.gateway.responses import ApiError, json_response
@@ -46,9 +45,9 @@ BACKFILL_S = 60.0
 EARLIEST_BACKFILL = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-async def _load(gw: Gateway, record: FlowRecord) -> Flow | None:
+async def _load(gw: Gateway, record: FlowRevision) -> Flow | None:
     try:
-        name = f"{record.namespace}/{record.id}@{record.revision}"
+        name = f"{record.namespace}/{record.flow_id}@{record.revision}"
         return await gw.flow_loader.load(record.source, name)
     except FlowValidationError:
         return None  # stored before a stricter validator: it declares nothing we can run
@@ -114,8 +113,8 @@ async def list_triggers(request: web.Request) -> web.Response:
     flow_id = request.query.get("flowId") or None
     states = await TriggerStateRepository(gw.pool).list(namespace, flow_id)
     results = []
-    for record in await gw.flows.list(namespace):
-        if flow_id is not None and record.id != flow_id:
+    for record in gw.flows.list(namespace):
+        if flow_id is not None and record.flow_id != flow_id:
             continue
         flow = await _load(gw, record)
         if flow is None:
@@ -127,10 +126,10 @@ async def list_triggers(request: web.Request) -> web.Response:
     return json_response({"results": results, "total": len(results)})
 
 
-async def _declared(gw: Gateway, request: web.Request) -> tuple[FlowRecord, Flow, Trigger]:
+async def _declared(gw: Gateway, request: web.Request) -> tuple[FlowRevision, Flow, Trigger]:
     namespace, flow_id = request.match_info["namespace"], request.match_info["flowId"]
     trigger_id = request.match_info["triggerId"]
-    record = await gw.flows.get(namespace, flow_id)
+    record = gw.flows.get(namespace, flow_id)
     if record is None:
         raise ApiError(404, f"flow {namespace}/{flow_id} not found")
     flow = await _load(gw, record)

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from headrace.config import Settings
 from headrace.db.flow_windows import FlowWindowRepository
-from headrace.db.flows import FlowRepository
+from headrace.db.flows import FlowIndex
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.db.triggers import TriggerStateRepository
@@ -43,7 +43,7 @@ async def run_scheduler(
         await flow_log.start()
         stack.push_async_callback(flow_log.stop)
         states = TriggerStateRepository(pool)
-        await publish_stored(FlowRepository(pool), states, producer, flow_log)
+        await publish_stored(FlowIndex(pool), states, producer, flow_log)
         catalog = TriggerCatalog(flow_log)
         catalog.refresh()
         flow_triggers = FlowTriggers(settings, producer, catalog, FlowWindowRepository(pool))

@@ -1,4 +1,4 @@
-"""The `flows` topic: revisions published as they are stored, read back by `FlowLog`."""
+"""The `flows` topic read back by `FlowLog`: revisions, retractions and switches."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from headrace import codec
 from headrace.config import Settings
-from headrace.db.flows import FlowRepository
-from headrace.flow_log import FlowLog, FlowNotFound, TopicRevisionLog, publish_missing
+from headrace.flow_log import FlowLog, FlowNotFound, publish_missing
+from headrace.flow_store import FlowStore
 from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.topics.definitions import FLOWS
 
@@ -33,11 +32,6 @@ def source(namespace: str, message: str) -> str:
 
 
 @pytest.fixture
-def pool(migrated_pool: asyncpg.Pool) -> asyncpg.Pool:
-    return migrated_pool
-
-
-@pytest.fixture
 def producer(flows_producer: AIOKafkaProducer) -> AIOKafkaProducer:
     return flows_producer
 
@@ -53,133 +47,94 @@ def namespace() -> str:
 
 
 async def test_a_revision_is_readable_as_soon_as_its_save_returned(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, follower: FlowLog, namespace: str
+    settings: Settings, follower: FlowLog, namespace: str
 ) -> None:
     """A follower started before the save finds it at once: a miss reads to a fence."""
-    flows = FlowRepository(pool, TopicRevisionLog(producer))
-    assert await flows.save(namespace, "f", source(namespace, "one")) == (1, True)
-    flow = await follower.get(namespace, "f", 1)
-    assert flow.tasks[0].properties["message"] == "one"
-    assert await follower.latest_revision(namespace, "f") == 1
+    gateway = FlowLog(settings, "test-flow-log-gateway")
+    await gateway.start()
+    try:
+        flows = FlowStore(gateway)
+        assert await flows.save(namespace, "f", source(namespace, "one")) == (1, True)
+        flow = await follower.get(namespace, "f", 1)
+        assert flow.tasks[0].properties["message"] == "one"
+        assert await follower.latest_revision(namespace, "f") == 1
 
-    await flows.save(namespace, "f", source(namespace, "two"))
-    assert (await follower.get(namespace, "f", 2)).tasks[0].properties["message"] == "two"
+        await flows.save(namespace, "f", source(namespace, "two"))
+        assert (await follower.get(namespace, "f", 2)).tasks[0].properties["message"] == "two"
+    finally:
+        await gateway.stop()
     with pytest.raises(FlowNotFound, match="revision 7 not found"):
         await follower.get(namespace, "f", 7)
     assert await follower.latest_revision(namespace, "nope") is None
 
 
 async def test_a_new_follower_reads_every_revision_and_deletions(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, settings: Settings, namespace: str
+    follower: FlowLog, settings: Settings, namespace: str
 ) -> None:
-    flows = FlowRepository(pool, TopicRevisionLog(producer))
+    flows = FlowStore(follower)
     await flows.save(namespace, "f", source(namespace, "one"))
     await flows.save(namespace, "f", source(namespace, "two"))
     assert await flows.delete(namespace, "f")
-    follower = FlowLog(settings, "test-flow-log-late")
-    await follower.start()
+    late = FlowLog(settings, "test-flow-log-late")
+    await late.start()
     try:
         # Executions still running revision 1 keep it; the deleted flow has no latest.
-        assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "one"
-        assert await follower.latest_revision(namespace, "f") is None
+        assert (await late.get(namespace, "f", 1)).tasks[0].properties["message"] == "one"
+        assert await late.latest_revision(namespace, "f") is None
         with pytest.raises(FlowNotFound):
-            await follower.get(namespace, "f", 3)  # the tombstone revision
+            await late.get(namespace, "f", 3)  # the tombstone revision
+        # Created at the writer's time, numbered alike: the same records everywhere.
+        assert of_namespace(late, namespace) == of_namespace(follower, namespace)
+        assert [r.revision for r in of_namespace(late, namespace)] == [1, 2, 3]
     finally:
-        await follower.stop()
+        await late.stop()
 
 
-class Refusing(TopicRevisionLog):
-    async def publish(self, revision: FlowRevision) -> None:
-        raise RuntimeError("broker down")
-
-
-class FailingAfterPublish(TopicRevisionLog):
-    """Publishes, then makes the save fail: its transaction never commits."""
-
-    async def publish(self, revision: FlowRevision) -> None:
-        await super().publish(revision)
-        raise RuntimeError("the transaction failed after the publish")
-
-
-async def test_a_save_the_broker_refuses_stores_nothing(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, namespace: str
-) -> None:
-    flows = FlowRepository(pool, Refusing(producer))
-    with pytest.raises(RuntimeError, match="broker down"):
-        await flows.save(namespace, "f", source(namespace, "one"))
-    assert await flows.get(namespace, "f") is None
-
-
-async def test_a_revision_whose_save_failed_after_its_publish_is_retracted(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, follower: FlowLog, namespace: str
-) -> None:
-    with pytest.raises(RuntimeError, match="after the publish"):
-        await FlowRepository(pool, FailingAfterPublish(producer)).save(
-            namespace, "f", source(namespace, "never")
-        )
-    assert await FlowRepository(pool).get(namespace, "f") is None
-    await follower.sync()  # it may have read the revision before its retraction
-    with pytest.raises(FlowNotFound):
-        await follower.get(namespace, "f", 1)
-    assert await follower.latest_revision(namespace, "f") is None
-    # The next save takes the number again, and readers see it.
-    await FlowRepository(pool, TopicRevisionLog(producer)).save(
-        namespace, "f", source(namespace, "real")
+def of_namespace(reader: FlowLog, namespace: str) -> list[FlowRevision]:
+    return sorted(
+        (r for r in reader.revisions() if r.namespace == namespace), key=lambda r: r.revision
     )
-    assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "real"
+
+
+def revision(namespace: str, number: int, message: str) -> FlowRevision:
+    return FlowRevision(
+        namespace, "f", number, source(namespace, message), datetime(2026, 1, 1, tzinfo=UTC)
+    )
 
 
 async def test_revisions_stored_without_the_topic_are_published_once(
-    pool: asyncpg.Pool,
-    producer: AIOKafkaProducer,
-    follower: FlowLog,
-    settings: Settings,
-    namespace: str,
+    producer: AIOKafkaProducer, follower: FlowLog, settings: Settings, namespace: str
 ) -> None:
-    """Revisions saved before `flows` existed (or a topic that lost its data): the
-    gateway publishes what the topic lacks when it starts."""
-    unpublished = FlowRepository(pool)
-    await unpublished.save(namespace, "f", source(namespace, "old"))
-    stored = await unpublished.all_revisions()
-    mine = [r for r in stored if r.namespace == namespace]
-    assert [r.revision for r in mine] == [1]
+    """Revisions PostgreSQL holds and the topic lacks (stored by a release that kept flows
+    there, or a topic that lost its data): the gateway publishes them when it starts,
+    with their numbers, and the next change is numbered after them."""
+    stored = [revision(namespace, 1, "old"), revision(namespace, 2, "older")]
     checker = FlowLog(settings, "test-flow-log-check")
     await checker.start()
     try:
-        assert await publish_missing(checker, stored, [], producer) >= 1
+        assert await publish_missing(checker, stored, [], producer) == 2
         assert await publish_missing(checker, stored, [], producer) == 0  # it knows them
     finally:
         await checker.stop()
     assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "old"
+    assert await FlowStore(follower).save(namespace, "f", source(namespace, "new")) == (3, True)
 
 
-class CuttingTheConnection(TopicRevisionLog):
-    """Publishes, then kills the saving session's backend: its commit fails, and whether
-    the revision was stored is for the repository to find out."""
-
-    def __init__(self, producer: AIOKafkaProducer, pool: asyncpg.Pool) -> None:
-        super().__init__(producer)
-        self._pool = pool
-
-    async def publish(self, revision: FlowRevision) -> None:
-        await super().publish(revision)
-        # The session holding the flow's advisory lock is the one saving it.
-        await self._pool.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks"
-            " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
-        )
-
-
-async def test_a_commit_lost_with_its_connection_is_settled_under_the_lock(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, follower: FlowLog, namespace: str
+async def test_a_retracted_revision_is_forgotten(
+    producer: AIOKafkaProducer, follower: FlowLog, namespace: str
 ) -> None:
-    flows = FlowRepository(pool, CuttingTheConnection(producer, pool))
-    with pytest.raises(Exception):  # noqa: B017 (whatever asyncpg makes of the cut)
-        await flows.save(namespace, "f", source(namespace, "lost"))
-    assert await FlowRepository(pool).get(namespace, "f") is None  # not stored...
+    """A release that kept flows in PostgreSQL retracted a revision whose transaction
+    failed after its publish: a record with no value under its key."""
+    never = revision(namespace, 1, "never")
+    await producer.send_and_wait(FLOWS.name, codec.encode(never), key=never.key.encode())
+    await producer.send_and_wait(FLOWS.name, None, key=never.key.encode())
     await follower.sync()
-    with pytest.raises(FlowNotFound):  # ...so retracted
+    with pytest.raises(FlowNotFound):
         await follower.get(namespace, "f", 1)
+    assert await follower.latest_revision(namespace, "f") is None
+    # The next save takes the number again, and readers see it.
+    assert await FlowStore(follower).save(namespace, "f", source(namespace, "real")) == (1, True)
+    assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "real"
 
 
 async def publish(producer: AIOKafkaProducer, switch: TriggerSwitch) -> None:

@@ -18,11 +18,11 @@ from headrace import codec, flow_files
 from headrace.api_client import ApiClient
 from headrace.config import Settings
 from headrace.db.executions import ExecutionRepository
-from headrace.db.flows import FlowRepository
 from headrace.db.indexing import write_batch
 from headrace.db.logs import LogRepository
 from headrace.db.pool import create_pool
 from headrace.flow_log import FlowLog
+from headrace.flow_store import FlowStore
 from headrace.kafka import make_consumer, make_producer
 from headrace.messages import (
     CommandKind,
@@ -303,14 +303,15 @@ async def test_database_gone_gives_json_500_and_unhealthy(
     closed = await create_pool(database_url)
     await closed.close()
     executions = ExecutionRepository(closed)
+    flow_log = FlowLog(settings, "test-unstarted")  # never started
     gateway = Gateway(
         pool=closed,
         producer=make_producer(settings, "test-unstarted"),  # never started
-        flows=FlowRepository(closed),
+        flows=FlowStore(flow_log),
         executions=executions,
         logs=LogRepository(closed),
         waiter=ExecutionWaiter(database_url, executions),
-        flow_log=FlowLog(settings, "test-unstarted"),  # never started
+        flow_log=flow_log,
     )
     app = make_app(
         gateway, Authenticator(load_credentials(settings)), HostPolicy.from_settings(settings)

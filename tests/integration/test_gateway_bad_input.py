@@ -22,13 +22,13 @@ from aiohttp import web
 
 from headrace.config import Settings
 from headrace.db.executions import ExecutionRepository
-from headrace.db.flows import FlowRepository
 from headrace.db.indexing import write_batch
 from headrace.db.logs import LogRepository
 from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.flow.limits import MAX_DEPTH
-from headrace.flow_log import FlowLog, TopicRevisionLog
+from headrace.flow_log import FlowLog
+from headrace.flow_store import FlowStore
 from headrace.kafka import make_producer
 from headrace.messages import ExecutionEvent, ExecutionSnapshot, StateChange
 from headrace.services.gateway.app import make_app, make_runner
@@ -62,7 +62,7 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
     yield Gateway(
         pool=pool,
         producer=producer,
-        flows=FlowRepository(pool, TopicRevisionLog(producer, flow_log)),
+        flows=FlowStore(flow_log),
         executions=executions,
         logs=LogRepository(pool),
         waiter=waiter,
@@ -153,7 +153,7 @@ async def test_a_huge_max_attempts_is_422_and_nothing_is_saved(
 async def test_a_flow_stored_before_the_limits_stays_readable(
     http: aiohttp.ClientSession, gw: Gateway, namespace: str
 ) -> None:
-    # Written straight to the table, as an older gateway would have accepted it.
+    # Saved without the API's checks, as an older gateway would have accepted it.
     old = flow(namespace, extra="    timeout: P5000D\n") + (
         f"triggers:\n  - id: hook\n    type: webhook\n    key: {KEY}\n"
     )

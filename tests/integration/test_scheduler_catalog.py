@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from headrace import codec
-from headrace.db.flows import FlowRepository
+from headrace.config import Settings
 from headrace.flow.triggers import SCHEDULE, WEBHOOK
-from headrace.flow_log import FlowLog, TopicRevisionLog
+from headrace.flow_log import FlowLog
+from headrace.flow_store import FlowStore
 from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.services.scheduler.catalog import TriggerCatalog
 from headrace.topics.definitions import FLOWS
@@ -33,6 +34,16 @@ def flow_source(namespace: str, *, disabled: bool = False, triggers: bool = True
             "  - {id: hook, type: webhook, key: catalog-test-key-0123456789}\n"
         )
     return source
+
+
+@pytest.fixture
+async def flows(settings: Settings) -> AsyncIterator[FlowStore]:
+    """A gateway's flows, through a reader of its own: the catalog learns of its saves
+    from the topic."""
+    gateway = FlowLog(settings, "test-catalog-gateway")
+    await gateway.start()
+    yield FlowStore(gateway)
+    await gateway.stop()
 
 
 @pytest.fixture
@@ -56,9 +67,8 @@ async def switch(producer: AIOKafkaProducer, namespace: str, disabled: bool) -> 
 
 
 async def test_the_catalog_follows_saves_switches_and_deletions_from_the_topic(
-    migrated_pool: asyncpg.Pool, flows_producer: AIOKafkaProducer, flow_log: FlowLog, namespace: str
+    flows: FlowStore, flows_producer: AIOKafkaProducer, flow_log: FlowLog, namespace: str
 ) -> None:
-    flows = FlowRepository(migrated_pool, TopicRevisionLog(flows_producer))
     catalog = TriggerCatalog(flow_log)
     stop = asyncio.Event()
     following = asyncio.create_task(catalog.run(stop))
@@ -88,12 +98,11 @@ async def test_the_catalog_follows_saves_switches_and_deletions_from_the_topic(
 
 
 async def test_catching_up_reads_a_flow_saved_a_moment_ago(
-    migrated_pool: asyncpg.Pool, flows_producer: AIOKafkaProducer, flow_log: FlowLog, namespace: str
+    flows: FlowStore, flow_log: FlowLog, namespace: str
 ) -> None:
     """What the flow triggers do when an upstream ended after their last catch-up."""
     catalog = TriggerCatalog(flow_log)
     catalog.refresh()
-    flows = FlowRepository(migrated_pool, TopicRevisionLog(flows_producer))
     await flows.save(namespace, "f", flow_source(namespace))
     assert declared(catalog, SCHEDULE, namespace) == set()  # not rebuilt: no `run`
 

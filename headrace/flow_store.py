@@ -1,0 +1,126 @@
+"""Flows as the gateway serves and changes them: read from its `FlowLog` (memory, no
+database), changed by sending a `FlowChange` to the `flows` topic and reading back what
+it did (`FlowLog.change`). The topic decides every revision, in its order, so concurrent
+saves through any number of gateways get distinct, consecutive revisions; PostgreSQL's
+`flows` table is an index of the topic (`headrace.db.flows`).
+
+Reads answer from what this gateway has read: a flow saved through it is served at the
+next call, one saved through another gateway a fetch later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+from aiokafka.errors import KafkaError
+
+from headrace.errors import HeadraceError
+from headrace.flow_log import ChangeOutcome, FlowChangeUnsettled, FlowLog
+from headrace.messages import FlowChangeAction, FlowRevision
+
+# How long a change may take to be sent and read back before the caller hears so.
+CHANGE_TIMEOUT_S = 10.0
+
+
+class FlowExistsError(HeadraceError):
+    """`create` found a live flow with that namespace and id."""
+
+
+class FlowsUnavailable(HeadraceError):
+    """The `flows` topic could not be written or read in time: the change may or may not
+    be applied (its message says which)."""
+
+
+class SaveResult(NamedTuple):
+    revision: int
+    created: bool  # True when a new revision was written
+
+
+class FlowStore:
+    def __init__(self, flow_log: FlowLog, timeout_s: float = CHANGE_TIMEOUT_S) -> None:
+        self._log = flow_log
+        self._timeout_s = timeout_s
+
+    async def save(self, namespace: str, id: str, source: str) -> SaveResult:
+        """Store `source` as the flow's latest revision unless it already is."""
+        # Read up to date first: an unchanged source (most of a folder applied again) is
+        # then answered without a record that would stay on the topic for good.
+        await self._sync()
+        latest = self.get(namespace, id)
+        if latest is not None and latest.source == source:
+            return SaveResult(latest.revision, False)
+        outcome = await self._change(namespace, id, FlowChangeAction.SAVE, source)
+        assert outcome.revision is not None  # a save always leaves a live flow
+        return SaveResult(outcome.revision, outcome.written)
+
+    async def create(self, namespace: str, id: str, source: str) -> int:
+        """Store a flow that must not exist yet (deleted ones may come back)."""
+        await self._sync()  # as in `save`: a flow known to exist is refused without a record
+        exists = FlowExistsError(f"flow {namespace}.{id} already exists")
+        if self._log.latest_read(namespace, id) is not None:
+            raise exists
+        outcome = await self._change(namespace, id, FlowChangeAction.CREATE, source)
+        if not outcome.written:  # another gateway's create came first
+            raise exists
+        assert outcome.revision is not None
+        return outcome.revision
+
+    async def delete(self, namespace: str, id: str) -> bool:
+        """Write a tombstone revision; False when there was no live flow."""
+        await self._sync()  # as in `save`: deleting an unknown flow sends nothing
+        if self._log.latest_read(namespace, id) is None:
+            return False
+        outcome = await self._change(namespace, id, FlowChangeAction.DELETE, "")
+        return outcome.written
+
+    def get(self, namespace: str, id: str, revision: int | None = None) -> FlowRevision | None:
+        """The latest live revision, or the given one (None for a tombstone or unknown)."""
+        number = self._log.latest_read(namespace, id) if revision is None else revision
+        found = None if number is None else self._log.revision(namespace, id, number)
+        return None if found is None or found.deleted else found
+
+    def list(self, namespace: str | None = None) -> list[FlowRevision]:
+        """Latest revision of each live flow, in `namespace` and its sub-namespaces, by
+        namespace and id."""
+        found = []
+        for flow_namespace, flow_id, number in sorted(self._log.latest_revisions()):
+            if namespace is None or _within(flow_namespace, namespace):
+                revision = self._log.revision(flow_namespace, flow_id, number)
+                assert revision is not None
+                found.append(revision)
+        return found
+
+    def page(
+        self, namespace: str | None = None, page: int = 1, size: int = 100
+    ) -> tuple[list[FlowRevision], int]:
+        """One page of `list`, and the number of flows in all."""
+        if page < 1 or size < 1:
+            raise ValueError("page and size must be >= 1")
+        flows = self.list(namespace)
+        return flows[(page - 1) * size : page * size], len(flows)
+
+    async def _sync(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._log.sync()
+        except (KafkaError, TimeoutError, HeadraceError) as exc:
+            raise FlowsUnavailable(
+                f"the flows topic could not be read up to date (nothing was changed): {exc!r}"
+            ) from exc
+
+    async def _change(
+        self, namespace: str, id: str, action: FlowChangeAction, source: str
+    ) -> ChangeOutcome:
+        try:
+            return await self._log.change(namespace, id, action, source, self._timeout_s)
+        except KafkaError as exc:
+            raise FlowsUnavailable(
+                f"the broker did not accept the change (nothing was changed): {exc!r}"
+            ) from exc
+        except FlowChangeUnsettled as exc:
+            raise FlowsUnavailable(f"{exc}; read the flow to see") from exc
+
+
+def _within(flow_namespace: str, namespace: str) -> bool:
+    return flow_namespace == namespace or flow_namespace.startswith(namespace + ".")
