@@ -3,17 +3,22 @@ services that must not depend on PostgreSQL to run flows (the executor), start t
 gateway's webhooks and API starts, the scheduler) or change them (the gateway's flows API).
 
 A gateway changes a flow by sending a `FlowChange` (save, create, delete) and reading it
-back (`FlowLog.change`). The topic has one partition, and every reader applies the
-changes in its order by the same rule (`FlowLog._apply_change`), so every reader gives
-a change the same revision number, or none, with nobody assigning numbers: concurrent
-saves through two gateways get distinct, consecutive revisions without a lock. Each
-change has a key of its own, so compaction never removes one. The indexer copies the
+back (`FlowLog.change`). Changes go to one partition, and every reader applies them in
+its order by the same rule (`FlowLog._apply_change`), so every reader gives a change the
+same revision number, or none, with nobody assigning numbers: concurrent saves through
+two gateways get distinct, consecutive revisions without a lock. Each change has a key
+of its own, so compaction never removes one, provided a change is written once: the
+producer is idempotent where the broker allows it (Apache Kafka); the embedded broker
+does not, but it does not compact either, and readers apply a change written twice (a
+send retried after it landed) once, where they read it first. The indexer copies the
 revisions into PostgreSQL for SQL readers (`headrace.db.flows`).
 
 `FlowRevision` records carry their number: a release that kept flows in PostgreSQL
 published its revisions that way (a record with no value under one's key retracted a
 revision whose transaction failed), and at start the gateway and the scheduler still
-publish what PostgreSQL holds and the topic lacks (`publish_stored`). A switch is
+publish what PostgreSQL holds and the topic lacks (`publish_stored`). Such a record only
+fills a number nothing holds yet, and a retraction only removes what the record under
+its key filled: a revision a change decided is never replaced nor removed. A switch is
 published once PostgreSQL committed it (its watermark and the schedules' claims live
 there), with the version PostgreSQL gave it: readers keep each trigger's newest, so
 publishes that cross each other settle on the last one stored. A refused publish
@@ -39,7 +44,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from headrace import codec
 from headrace.config import Settings
@@ -57,6 +62,9 @@ log = logging.getLogger(__name__)
 
 # Keys of fence records: no revision key starts with a NUL byte.
 FENCE_KEY = b"\x00fence"
+# The partition every change goes to: their order there is the order readers apply them
+# in (the topic has one partition; one made with more by an earlier release keeps them).
+CHANGES = 0
 
 
 def _is_fence(record: ConsumerRecord) -> bool:
@@ -92,7 +100,10 @@ class FlowLog:
         self._client_id = f"{client_id}-{socket.gethostname()}"
         self._revisions: dict[tuple[str, str], dict[int, _Stored]] = {}
         self._parsed: dict[tuple[str, str, int], Flow] = {}
-        self._keys: dict[bytes, tuple[str, str, int]] = {}  # record key -> revision
+        # Record key -> the revision an explicit `FlowRevision` record under it holds.
+        self._keys: dict[bytes, tuple[str, str, int]] = {}
+        self._retracted: set[tuple[str, str, int]] = set()  # and not held since
+        self._changes_seen: set[str] = set()  # ids of every change applied (or not)
         # Each trigger's switch with the newest `time` (PostgreSQL's version of it), by flow:
         # the newest wins whatever order records come in, a gateway's own notes included.
         self._switches: dict[tuple[str, str], dict[str, TriggerSwitch]] = {}
@@ -110,8 +121,7 @@ class FlowLog:
         self.version = 0
 
     async def start(self) -> None:
-        self._producer = make_producer(self._settings, self._client_id)
-        await self._producer.start()
+        self._producer = await _start_producer(self._settings, self._client_id)
         self._partitions = sorted(await self._producer.partitions_for(FLOWS.name))
         self._consumer = make_consumer(
             self._settings, group_id=None, client_id=self._client_id, not_traffic=_is_fence
@@ -119,7 +129,7 @@ class FlowLog:
         await self._consumer.start()
         self._consumer.assign([TopicPartition(FLOWS.name, p) for p in self._partitions])
         await self._consumer.seek_to_beginning()
-        self._follower = asyncio.create_task(consume(self._consumer, self._read))
+        self._follower = asyncio.create_task(consume(self._consumer, self.apply_records))
         await self.sync()
 
     async def stop(self) -> None:
@@ -130,15 +140,6 @@ class FlowLog:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
-
-    def holds(self, revision: FlowRevision) -> bool:
-        """Whether `revision` was read, with its source and deletion."""
-        stored = self._revisions.get((revision.namespace, revision.flow_id), {})
-        held = stored.get(revision.revision)
-        return held is not None and (held.source, held.deleted) == (
-            revision.source,
-            revision.deleted,
-        )
 
     def switched_off(self, namespace: str, flow_id: str) -> frozenset[str]:
         """The ids of the flow's triggers switched off at runtime."""
@@ -159,6 +160,10 @@ class FlowLog:
             namespace, flow_id, number, stored.source, stored.created_at, stored.deleted
         )
 
+    def retracted(self) -> list[tuple[str, str, int]]:
+        """(namespace, flow id, number) of every revision retracted and not held since."""
+        return list(self._retracted)
+
     def numbers(self, namespace: str, flow_id: str) -> list[int]:
         """Every revision number read of a flow, tombstones included, oldest first."""
         return sorted(self._revisions.get((namespace, flow_id), {}))
@@ -177,30 +182,35 @@ class FlowLog:
         self, namespace: str, flow_id: str, action: FlowChangeAction, source: str, timeout_s: float
     ) -> ChangeOutcome:
         """Send a change and return what it did once read back, as every reader applies
-        it. `KafkaError` if the broker refused it (nothing changed); `FlowChangeUnsettled`
-        if it was not acknowledged and read back within `timeout_s`."""
+        it. `KafkaError` or `HeadraceError` if it was not sent (nothing changed);
+        `FlowChangeUnsettled` if it was, but its outcome is not known: not acknowledged,
+        or not read back within `timeout_s` (it may yet be applied)."""
         assert self._producer is not None and self._follower is not None, "start() first"
+        if self._follower.done():
+            raise HeadraceError(f"not following {FLOWS.name}: the change was not sent")
         change = FlowChange(namespace, flow_id, uuid.uuid4().hex, action, source, datetime.now(UTC))
         outcome: asyncio.Future[ChangeOutcome] = asyncio.get_running_loop().create_future()
         self._awaited[change.change_id] = outcome
+        unsettled = f"the change to flow {namespace}.{flow_id} was sent, but"
         try:
+            # Refused here (say, too large), it was not queued: nothing changed.
+            acknowledged = await self._producer.send(
+                FLOWS.name, codec.encode(change), key=change.key.encode(), partition=CHANGES
+            )
             async with asyncio.timeout(timeout_s):
-                await self._producer.send_and_wait(
-                    FLOWS.name, codec.encode(change), key=change.key.encode()
-                )
+                try:
+                    await acknowledged
+                except KafkaError as exc:  # it may have landed before the error
+                    raise FlowChangeUnsettled(f"{unsettled} not acknowledged: {exc!r}") from exc
                 await asyncio.wait({outcome, self._follower}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             raise FlowChangeUnsettled(
-                f"the change to flow {namespace}.{flow_id} was not acknowledged and read back"
-                f" within {timeout_s:g} s: it may yet be applied"
+                f"{unsettled} not acknowledged and read back within {timeout_s:g} s"
             ) from None
         finally:
             self._awaited.pop(change.change_id, None)
         if not outcome.done():
-            raise FlowChangeUnsettled(
-                f"the change to flow {namespace}.{flow_id} was sent, but this process stopped"
-                f" following {FLOWS.name}"
-            )
+            raise FlowChangeUnsettled(f"{unsettled} this process stopped following {FLOWS.name}")
         return outcome.result()
 
     def note(self, switch: TriggerSwitch) -> None:
@@ -279,9 +289,12 @@ class FlowLog:
         fences = {meta.partition: meta.offset for meta in await asyncio.gather(*sent)}
         assert self._follower is not None
         reached = asyncio.create_task(self._read_past(fences))
-        await asyncio.wait({reached, self._follower}, return_when=asyncio.FIRST_COMPLETED)
-        if not reached.done():  # the follower ended: say why rather than wait forever
-            reached.cancel()
+        try:
+            await asyncio.wait({reached, self._follower}, return_when=asyncio.FIRST_COMPLETED)
+            caught_up = reached.done()
+        finally:
+            reached.cancel()  # a no-op once done; not left waiting if we were cancelled
+        if not caught_up:  # the follower ended: say why rather than wait forever
             follower = self._follower
             cause = None if follower.cancelled() else follower.exception()
             raise HeadraceError(f"stopped following {FLOWS.name}") from cause
@@ -305,7 +318,9 @@ class FlowLog:
                 lambda: all(self._read_to.get(p, 0) > offset for p, offset in fences.items())
             )
 
-    async def _read(self, records: list[ConsumerRecord]) -> None:
+    async def apply_records(self, records: list[ConsumerRecord]) -> None:
+        """Apply records of the topic, in its order: what the follower does with each
+        fetch (and what a test replaying a topic calls)."""
         for record in records:
             self._read_to[record.partition] = record.offset + 1
             if _is_fence(record):
@@ -316,6 +331,7 @@ class FlowLog:
                     namespace, flow_id, number = retracted
                     self._revisions.get((namespace, flow_id), {}).pop(number, None)
                     self._parsed.pop(retracted, None)
+                    self._retracted.add(retracted)
                     self.version += 1
                 continue
             try:
@@ -324,6 +340,12 @@ class FlowLog:
                 log.error("skipping an undecodable record of %s: %s", FLOWS.name, exc)
                 continue
             if isinstance(message, FlowChange):
+                if message.change_id in self._changes_seen:
+                    # A send the producer retried after it had landed (the embedded
+                    # broker has no idempotent producers): applied once, where first read.
+                    log.warning("ignoring a second copy of flow change %s", message.key)
+                    continue
+                self._changes_seen.add(message.change_id)
                 outcome = self._apply_change(message)
                 awaited = self._awaited.pop(message.change_id, None)
                 if awaited is not None and not awaited.done():
@@ -355,16 +377,22 @@ class FlowLog:
             stored = _Stored(change.source, False, change.time)
         self._revisions.setdefault(key, {})[latest + 1] = stored
         self._parsed.pop((*key, latest + 1), None)
+        self._retracted.discard((*key, latest + 1))
         self.version += 1
         return ChangeOutcome(latest + 1, True)
 
     def _apply_revision(self, key: bytes, revision: FlowRevision) -> None:
-        self.version += 1
+        """An explicit revision fills its number only if nothing holds it: a number, once
+        held, keeps its source until a retraction under the key that filled it."""
         flow = self._revisions.setdefault((revision.namespace, revision.flow_id), {})
+        if revision.revision in flow:
+            return
         flow[revision.revision] = _Stored(revision.source, revision.deleted, revision.created_at)
-        self._keys[key] = (revision.namespace, revision.flow_id, revision.revision)
-        # A revision republished with another source (see the module's docstring).
-        self._parsed.pop((revision.namespace, revision.flow_id, revision.revision), None)
+        number = (revision.namespace, revision.flow_id, revision.revision)
+        self._keys[key] = number
+        self._retracted.discard(number)
+        self._parsed.pop(number, None)
+        self.version += 1
 
     def _apply_switch(self, switch: TriggerSwitch) -> None:
         switches = self._switches.setdefault((switch.namespace, switch.flow_id), {})
@@ -374,6 +402,30 @@ class FlowLog:
             self.version += 1
 
 
+async def _start_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+    """An idempotent producer where the broker has them (Apache Kafka): a retried send of
+    a change is then never written twice. The embedded broker (`low_latency` is its
+    setting) refuses them; readers apply a change written twice once, where they read it
+    first (`apply_records`)."""
+    if not settings.low_latency:
+        producer = make_producer(settings, client_id, idempotent=True)
+        try:
+            await producer.start()
+            return producer
+        except KafkaConnectionError:
+            raise
+        except KafkaError as exc:
+            await producer.stop()
+            log.warning(
+                "the broker refuses idempotent producers (%r): a flow change whose send is"
+                " retried may be written twice (readers apply it once)",
+                exc,
+            )
+    producer = make_producer(settings, client_id)
+    await producer.start()
+    return producer
+
+
 async def publish_missing(
     follower: FlowLog,
     revisions: list[FlowRevision],
@@ -381,13 +433,27 @@ async def publish_missing(
     producer: AIOKafkaProducer,
 ) -> int:
     """Publish what PostgreSQL stores and `flows`, as `follower` read it, lacks: revisions
-    saved before the topic existed (or held with another source), switches set before
-    the topic carried them, or a topic that lost its data. Each switch keeps PostgreSQL's
-    version (`time`): one stored meanwhile is newer, and readers keep the newest.
-    Returns how many records were published; `follower` knows them once this returns."""
-    missing: list[FlowRevision | TriggerSwitch] = [
-        revision for revision in revisions if not follower.holds(revision)
-    ]
+    stored by a release that kept flows in PostgreSQL first, switches set before the
+    topic carried them, or a topic that lost its data. A revision number the topic holds
+    (or retracted) is not published again: the topic's stands. Each switch keeps
+    PostgreSQL's version (`time`): one stored meanwhile is newer, and readers keep the
+    newest. Returns how many records were published; `follower` has read them back
+    once this returns."""
+    retracted = set(follower.retracted())
+    missing: list[FlowRevision | TriggerSwitch] = []
+    for revision in revisions:
+        number = (revision.namespace, revision.flow_id, revision.revision)
+        held = follower.revision(*number)
+        if held is None and number not in retracted:
+            missing.append(revision)
+        elif held is not None and (held.source, held.deleted) != (
+            revision.source,
+            revision.deleted,
+        ):
+            log.warning(
+                "flow %s.%s revision %d differs in the flows table; the topic's stands",
+                *number,
+            )
     for switch in switches:
         off_on_topic = switch.trigger_id in follower.switched_off(switch.namespace, switch.flow_id)
         if off_on_topic != switch.disabled:

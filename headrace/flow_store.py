@@ -5,7 +5,7 @@ saves through any number of gateways get distinct, consecutive revisions; Postgr
 `flows` table is an index of the topic (`headrace.db.flows`).
 
 Reads answer from what this gateway has read: a flow saved through it is served at the
-next call, one saved through another gateway a fetch later.
+next call, one saved through another gateway a fetch later (`find` looks once more).
 """
 
 from __future__ import annotations
@@ -80,6 +80,18 @@ class FlowStore:
         found = None if number is None else self._log.revision(namespace, id, number)
         return None if found is None or found.deleted else found
 
+    async def find(
+        self, namespace: str, id: str, revision: int | None = None
+    ) -> FlowRevision | None:
+        """As `get`, looking once more after reading the topic up to date when it finds
+        nothing: a flow saved a moment ago through another gateway is found. For
+        authenticated callers only (reading up to date writes a fence to the topic)."""
+        found = self.get(namespace, id, revision)
+        if found is None:
+            await self._sync()
+            found = self.get(namespace, id, revision)
+        return found
+
     def list(self, namespace: str | None = None) -> list[FlowRevision]:
         """Latest revision of each live flow, in `namespace` and its sub-namespaces, by
         namespace and id."""
@@ -114,12 +126,12 @@ class FlowStore:
     ) -> ChangeOutcome:
         try:
             return await self._log.change(namespace, id, action, source, self._timeout_s)
-        except KafkaError as exc:
-            raise FlowsUnavailable(
-                f"the broker did not accept the change (nothing was changed): {exc!r}"
-            ) from exc
         except FlowChangeUnsettled as exc:
-            raise FlowsUnavailable(f"{exc}; read the flow to see") from exc
+            raise FlowsUnavailable(f"{exc}: it may yet be applied; read the flow to see") from exc
+        except (KafkaError, HeadraceError) as exc:  # not sent
+            raise FlowsUnavailable(
+                f"the change was not sent (nothing was changed): {exc!r}"
+            ) from exc
 
 
 def _within(flow_namespace: str, namespace: str) -> bool:

@@ -25,13 +25,17 @@ from headrace.topics.definitions import MAX_MESSAGE_BYTES
 PRODUCER_LINGER_MS = 1
 
 
-def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+def make_producer(
+    settings: Settings, client_id: str, *, idempotent: bool = False
+) -> AIOKafkaProducer:
+    """`idempotent`: a retried send is never written twice; the embedded broker refuses
+    such producers (`start` fails), Apache Kafka has them."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,
         acks="all",
         linger_ms=PRODUCER_LINGER_MS,
-        enable_idempotence=False,
+        enable_idempotence=idempotent,
         # A batch the topic takes whole (a refused batch fails every send in it), and a
         # message too large for any topic refused at send(), before the broker sees it.
         max_batch_size=MAX_MESSAGE_BYTES,

@@ -83,11 +83,12 @@ FLOW_SLOTS = TopicSpec(
     "flow-slots", "namespace/flowId", "io.headrace.SlotRequest", 7 * DAY_MS, fixed_partitions=True
 )
 
-# Every flow revision and trigger switch the gateway stored, for the executor (it never
-# reads PostgreSQL) and the gateway's starts. Compacted and kept forever: keys are
-# revisions, which never change, and switches, whose latest record is all that counts.
-# One partition, never more: readers learn its partitions once, at start, and fence them
-# (`headrace.flow_log`). Flows are few and small.
+# Where flow revisions are decided (changes, applied in the partition's order by every
+# reader) and every trigger switch, for the executor (it never reads PostgreSQL), the
+# scheduler, the gateway and the indexer. Compacted and kept forever: changes have keys
+# of their own, and switches' latest record is all that counts. One partition, never
+# more: one order for every change, and readers learn its partitions once, at start,
+# and fence them (`headrace.flow_log`). Flows are few and small.
 FLOWS = TopicSpec(
     "flows",
     "namespace/flowId@revision, namespace/flowId!changeId, namespace/flowId#triggerId",

@@ -34,27 +34,40 @@ class FlowIndex:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def write(self, revisions: Sequence[FlowRevision], gone: Sequence[FlowRevision]) -> None:
-        """Store `revisions` as they are and drop `gone` (revisions retracted from the
-        topic), in one transaction; a replay changes nothing."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            if revisions:
-                await conn.execute(
-                    _UPSERT,
-                    [r.namespace for r in revisions],
-                    [r.flow_id for r in revisions],
-                    [r.revision for r in revisions],
-                    [r.source for r in revisions],
-                    [r.deleted for r in revisions],
-                    [r.created_at for r in revisions],
-                )
-            if gone:
-                await conn.execute(
-                    _DELETE,
-                    [r.namespace for r in gone],
-                    [r.flow_id for r in gone],
-                    [r.revision for r in gone],
-                )
+    async def write(
+        self, revisions: Sequence[FlowRevision], gone: Sequence[tuple[str, str, int]]
+    ) -> None:
+        """Store `revisions` as they are and drop `gone` (namespace, flow id, number of
+        revisions retracted from the topic), in one transaction; a replay changes
+        nothing."""
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    await self._write(conn, revisions, gone)
+            except asyncpg.exceptions.InternalClientError:
+                conn.terminate()  # out of step with the server (db/pool.py): not reused
+                raise
+
+    @staticmethod
+    async def _write(
+        conn: asyncpg.Connection,
+        revisions: Sequence[FlowRevision],
+        gone: Sequence[tuple[str, str, int]],
+    ) -> None:
+        if revisions:
+            await conn.execute(
+                _UPSERT,
+                [r.namespace for r in revisions],
+                [r.flow_id for r in revisions],
+                [r.revision for r in revisions],
+                [r.source for r in revisions],
+                [r.deleted for r in revisions],
+                [r.created_at for r in revisions],
+            )
+        if gone:
+            await conn.execute(
+                _DELETE, [g[0] for g in gone], [g[1] for g in gone], [g[2] for g in gone]
+            )
 
     async def all_revisions(self) -> list[FlowRevision]:
         """Every revision of every flow, tombstones included."""

@@ -66,7 +66,7 @@ async def create_flow(request: web.Request) -> web.Response:
     except FlowsUnavailable as exc:
         raise ApiError(503, str(exc)) from exc
     record = gw.flows.get(flow.namespace, flow.id, revision)
-    assert record is not None  # revisions are never removed
+    assert record is not None  # a revision a change decided is never removed
     return json_response(await flow_json(request, record, flow), status=201)
 
 
@@ -101,7 +101,10 @@ async def get_flow(request: web.Request) -> web.Response:
     revision = None
     if request.query.get("revision"):
         revision = query_int(request, "revision", 0, 1, MAX_REVISION)
-    record = gw.flows.get(namespace, flow_id, revision)
+    try:
+        record = await gw.flows.find(namespace, flow_id, revision)
+    except FlowsUnavailable as exc:
+        raise ApiError(503, str(exc)) from exc
     if record is None:
         what = f"flow {namespace}/{flow_id}" + (f" revision {revision}" if revision else "")
         raise ApiError(404, f"{what} not found")

@@ -28,6 +28,7 @@ from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow, Trigger
 from headrace.flow.schedule_ticks import schedule_of, tick_event
 from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
+from headrace.flow_store import FlowsUnavailable
 from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.executions_api import refused
@@ -129,7 +130,10 @@ async def list_triggers(request: web.Request) -> web.Response:
 async def _declared(gw: Gateway, request: web.Request) -> tuple[FlowRevision, Flow, Trigger]:
     namespace, flow_id = request.match_info["namespace"], request.match_info["flowId"]
     trigger_id = request.match_info["triggerId"]
-    record = gw.flows.get(namespace, flow_id)
+    try:
+        record = await gw.flows.find(namespace, flow_id)
+    except FlowsUnavailable as exc:
+        raise ApiError(503, str(exc)) from exc
     if record is None:
         raise ApiError(404, f"flow {namespace}/{flow_id} not found")
     flow = await _load(gw, record)

@@ -24,21 +24,29 @@ log = logging.getLogger(__name__)
 
 # Back-off after PostgreSQL was unreachable, before the same revisions are written again.
 RETRY_DELAY_S = 1.0
+# Revisions per statement: a first pass writes them all, sources included.
+WRITE_CHUNK = 500
 
 
 async def index_flows(flow_log: FlowLog, index: FlowIndex, stop: asyncio.Event) -> None:
     """Write every revision `flow_log` reads into `index` until `stop` is set; raises if
     `flow_log` stops following the topic."""
-    written: dict[str, FlowRevision] = {}  # by record key: what the table holds
+    written: dict[str, FlowRevision] = {}  # by record key: what this loop wrote
+    dropped: set[tuple[str, str, int]] = set()  # retracted revisions it deleted
     while not stop.is_set():
         seen = flow_log.version
-        current = {revision.key: revision for revision in flow_log.revisions()}
-        changed = [r for key, r in current.items() if written.get(key) != r]
-        gone = [r for key, r in written.items() if key not in current]  # retracted
+        revisions = flow_log.revisions()
+        changed = [r for r in revisions if written.get(r.key) != r]
+        # Every retraction the topic holds, not only those read since this loop began:
+        # a row of a revision retracted before a restart must go too.
+        gone = sorted(set(flow_log.retracted()) - dropped)
+        for start in range(0, max(len(changed), len(gone)), WRITE_CHUNK):
+            chunk = slice(start, start + WRITE_CHUNK)
+            await _write_until_done(index, changed[chunk], gone[chunk], stop)
         if changed or gone:
-            await _write_until_done(index, changed, gone, stop)
-            written = current
             log.debug("indexed %d flow revisions, dropped %d", len(changed), len(gone))
+        written = {r.key: r for r in revisions}
+        dropped = (dropped | set(gone)) & set(flow_log.retracted())
         changes = asyncio.ensure_future(flow_log.wait_changed(seen))
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait(
@@ -53,7 +61,7 @@ async def index_flows(flow_log: FlowLog, index: FlowIndex, stop: asyncio.Event) 
 async def _write_until_done(
     index: FlowIndex,
     revisions: Sequence[FlowRevision],
-    gone: Sequence[FlowRevision],
+    gone: Sequence[tuple[str, str, int]],
     stop: asyncio.Event,
 ) -> None:
     while True:
@@ -62,8 +70,9 @@ async def _write_until_done(
                 await index.write(revisions, gone)
             except DATA_ERRORS as exc:
                 log.warning("flow revisions refused (%s), writing them one by one", exc)
-                await _write_each(index, revisions)
-                await index.write([], gone)
+                for revision in revisions:
+                    await _write_one(index, [revision], [])
+                await _write_one(index, [], gone)
             return
         except UNREACHABLE as exc:
             log.warning("PostgreSQL unavailable, retrying the flow revisions: %s", exc)
@@ -72,9 +81,11 @@ async def _write_until_done(
             await asyncio.sleep(RETRY_DELAY_S)
 
 
-async def _write_each(index: FlowIndex, revisions: Sequence[FlowRevision]) -> None:
-    for revision in revisions:
-        try:
-            await index.write([revision], [])
-        except DATA_ERRORS as exc:
-            log.error("skipping flow revision %s, PostgreSQL refused it: %s", revision.key, exc)
+async def _write_one(
+    index: FlowIndex, revisions: Sequence[FlowRevision], gone: Sequence[tuple[str, str, int]]
+) -> None:
+    try:
+        await index.write(revisions, gone)
+    except DATA_ERRORS as exc:
+        what = revisions[0].key if revisions else f"{len(gone)} retracted revisions"
+        log.error("skipping flow revision %s, PostgreSQL refused it: %s", what, exc)

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from headrace import codec
 from headrace.db.flows import FlowIndex
-from headrace.flow_log import FlowLog
+from headrace.flow_log import FlowLog, publish_missing
 from headrace.flow_store import FlowStore
 from headrace.messages import FlowRevision
 from headrace.services.indexer.flows import index_flows
@@ -116,3 +116,31 @@ async def test_a_revision_postgresql_refuses_is_logged_and_the_others_written(
         (row,) = await until_rows(migrated_pool, namespace, 1)
     assert row[:3] == ("good", 1, "fine")
     assert f"skipping flow revision {namespace}/bad@1" in caplog.text
+
+
+async def test_a_revision_retracted_while_no_indexer_ran_leaves_the_table(
+    flows_producer: AIOKafkaProducer,
+    flow_log: FlowLog,
+    migrated_pool: asyncpg.Pool,
+    namespace: str,
+) -> None:
+    """The row an indexer wrote before it stopped, of a revision retracted meanwhile: the
+    next indexer deletes it, though it never wrote it (and the gateway's start-up then
+    has nothing to publish again)."""
+    index = FlowIndex(migrated_pool)
+    retracted = FlowRevision(namespace, "f", 1, "never", datetime.now(UTC))
+    key = retracted.key.encode()
+    await flows_producer.send_and_wait(FLOWS.name, codec.encode(retracted), key=key)
+    await index.write([retracted], [])  # what the earlier indexer wrote
+    await flows_producer.send_and_wait(FLOWS.name, None, key=key)
+    await flow_log.sync()
+    stored = [r for r in await index.all_revisions() if r.namespace == namespace]
+    assert stored and await publish_missing(flow_log, stored, [], flows_producer) == 0
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(index_flows(flow_log, index, stop))
+    try:
+        await until_rows(migrated_pool, namespace, 0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE_S)

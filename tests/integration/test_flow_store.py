@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from headrace.config import Settings
-from headrace.flow_log import FlowLog
-from headrace.flow_store import FlowExistsError, FlowStore
+from headrace.flow_log import FlowChangeUnsettled, FlowLog
+from headrace.flow_store import FlowExistsError, FlowStore, FlowsUnavailable
 from headrace.messages import FlowChangeAction
+from headrace.topics.definitions import MAX_MESSAGE_BYTES
 
 
 @pytest.fixture
@@ -54,6 +55,7 @@ async def test_same_source_twice_is_one_revision(store: FlowStore, namespace: st
 async def test_concurrent_saves_through_two_gateways_get_distinct_consecutive_revisions(
     store: FlowStore,
     other_gateway: FlowStore,
+    flow_log: FlowLog,
     other_log: FlowLog,
     settings: Settings,
     namespace: str,
@@ -67,6 +69,7 @@ async def test_concurrent_saves_through_two_gateways_get_distinct_consecutive_re
     late = FlowLog(settings, "test-flows-late")
     await late.start()
     try:
+        await flow_log.sync()
         await other_log.sync()
         for number in range(1, 11):
             revision = late.revision(namespace, "f", number)
@@ -131,3 +134,22 @@ async def test_list_gives_the_latest_live_revision_per_flow(
     second, _ = store.page(namespace, page=2, size=1)
     assert total == 2 and [first[0].flow_id, second[0].flow_id] == ["a", "b"]
     assert store.page(namespace, page=3, size=1) == ([], 2)
+
+
+async def test_a_change_the_producer_refuses_changes_nothing(
+    store: FlowStore, namespace: str
+) -> None:
+    too_large = "#" * (MAX_MESSAGE_BYTES + 1)
+    with pytest.raises(FlowsUnavailable, match="was not sent \\(nothing was changed\\)"):
+        await store.save(namespace, "f", too_large)
+    assert store.get(namespace, "f") is None
+
+
+async def test_a_change_not_read_back_in_time_is_said_to_be_maybe_applied(
+    flow_log: FlowLog, namespace: str
+) -> None:
+    with pytest.raises(FlowChangeUnsettled, match="was sent, but not acknowledged"):
+        await flow_log.change(namespace, "f", FlowChangeAction.CREATE, "sent anyway", 1e-6)
+    # ...and it was applied: the answer did not say otherwise.
+    found = await FlowStore(flow_log).find(namespace, "f")
+    assert found is not None and (found.revision, found.source) == (1, "sent anyway")

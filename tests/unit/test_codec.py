@@ -70,6 +70,9 @@ def samples() -> list[m.Message]:
         m.TaskRequest(
             "ex1", "ns", "flow", 3, "tr2", "t", 1, "log", {}, NOW, None, ["A", "B"], "ab" * 16
         ),
+        m.FlowRevision("ns", "flow", 3, "id: flow\n", NOW, deleted=True),
+        m.FlowChange("ns", "flow", "c" * 32, m.FlowChangeAction.DELETE, "", NOW),
+        m.TriggerSwitch("ns", "flow", "nightly", True, NOW),
     ]
 
 
