@@ -10,7 +10,7 @@ two gateways get distinct, consecutive revisions without a lock. Each change has
 of its own, so compaction never removes one, provided a change is written once: the
 producer is idempotent where the broker allows it (Apache Kafka); the embedded broker
 does not, but it does not compact either, and readers apply a change written twice (a
-send retried after it landed) once, where they read it first. The indexer copies the
+send retried after it landed) once, where they read it first. The gateway copies the
 revisions into PostgreSQL for SQL readers (`headrace.db.flows`).
 
 `FlowRevision` records carry their number: a release that kept flows in PostgreSQL

@@ -46,6 +46,7 @@ from headrace.services.gateway.browser import HostPolicy, browser_checks
 from headrace.services.gateway.context import GATEWAY, Gateway, gateway
 from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.flow_loading import FlowLoader
+from headrace.services.gateway.flows_index import index_flows
 from headrace.services.gateway.metrics import metrics
 from headrace.services.gateway.responses import error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
@@ -188,10 +189,16 @@ async def run_gateway(
             ready(port)
         keeping_up = asyncio.create_task(flow_log.keep_synced(FLOWS_SYNC_S))
         stack.callback(keeping_up.cancel)
+        indexing = asyncio.create_task(index_flows(flow_log, FlowIndex(pool), stop))
+        stack.callback(indexing.cancel)
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([stopped, flow_log.following], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [stopped, flow_log.following, indexing], return_when=asyncio.FIRST_COMPLETED
+        )
         stopped.cancel()
         gw.producer_started = False  # healthz says 503 while draining
+        if indexing.done() and not indexing.cancelled() and indexing.exception() is not None:
+            raise indexing.exception()  # the index would go stale: exit, and be restarted
         if not stop.is_set():
             # Flows and switches would go stale for good: exit, and be started again.
             raise HeadraceError(f"stopped following the {FLOWS.name} topic")

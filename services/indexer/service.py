@@ -1,5 +1,4 @@
-"""The indexer's loop: fetch a batch, write it in one transaction, then commit offsets;
-and beside it, the copy of the `flows` topic into PostgreSQL (`flows.py`).
+"""The indexer's loop: fetch a batch, write it in one transaction, then commit offsets.
 
 At-least-once (docs/architecture.md, "Delivery"): offsets are committed only after the
 transaction, so a crash replays the batch, and `headrace.db.indexing` makes a replay harmless. Undecodable
@@ -21,14 +20,11 @@ from aiokafka.errors import CommitFailedError
 
 from headrace.config import Settings
 from headrace.consume import consume, decode
-from headrace.db.flows import FlowIndex
 from headrace.db.indexing import DATA_ERRORS, Rejected, write_batch, write_each
 from headrace.db.migrate import migrate
 from headrace.db.pool import UNREACHABLE, create_pool
-from headrace.flow_log import FlowLog
 from headrace.kafka import make_consumer
 from headrace.messages import ExecutionEvent, LogRecord
-from headrace.services.indexer.flows import index_flows
 from headrace.topics.definitions import EXECUTIONS, LOGS
 
 log = logging.getLogger(__name__)
@@ -73,26 +69,11 @@ async def run_indexer(
                 # A rebalance took the partitions: their new owner replays, harmlessly.
                 log.warning("offset commit failed after a rebalance: %s", exc)
 
-        flow_log = FlowLog(settings, "headrace-indexer")
         try:
-            await flow_log.start()
             if ready is not None:
                 ready()
-            loops = [
-                asyncio.create_task(consume(consumer, index, stop)),
-                asyncio.create_task(index_flows(flow_log, FlowIndex(pool), stop)),
-            ]
-            try:
-                # Either loop failing ends the other, and the indexer with its error.
-                done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
-                for loop in done:
-                    loop.result()
-            finally:
-                for loop in loops:
-                    loop.cancel()
-                await asyncio.gather(*loops, return_exceptions=True)
+            await consume(consumer, index, stop)
         finally:
-            await flow_log.stop()
             await consumer.stop()
     finally:
         await pool.close()

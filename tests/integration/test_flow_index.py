@@ -1,4 +1,4 @@
-"""The indexer's copy of the `flows` topic into PostgreSQL's `flows` table."""
+"""The gateway's copy of the `flows` topic into PostgreSQL's `flows` table."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from headrace.db.flows import FlowIndex
 from headrace.flow_log import FlowLog, publish_missing
 from headrace.flow_store import FlowStore
 from headrace.messages import FlowRevision
-from headrace.services.indexer.flows import index_flows
+from headrace.services.gateway.flows_index import index_flows
 from headrace.topics.definitions import FLOWS
 
 DEADLINE_S = 20.0
@@ -72,7 +72,7 @@ async def test_every_revision_the_topic_decides_reaches_the_table(
 async def test_writing_a_revision_again_rewrites_nothing(
     flow_log: FlowLog, migrated_pool: asyncpg.Pool, indexing: None, namespace: str
 ) -> None:
-    """A restarted indexer (or a second one) writes every revision again: rows that hold
+    """A restarted gateway (or a second one) writes every revision again: rows that hold
     it already are left as they are (no new row version, no dead tuple)."""
     await FlowStore(flow_log).save(namespace, "f", "one")
     before = await until_rows(migrated_pool, namespace, 1)
@@ -110,7 +110,7 @@ async def test_a_revision_postgresql_refuses_is_logged_and_the_others_written(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = FlowStore(flow_log)
-    with caplog.at_level(logging.ERROR, "headrace.services.indexer.flows"):
+    with caplog.at_level(logging.ERROR, "headrace.services.gateway.flows_index"):
         await store.save(namespace, "bad", "a NUL \x00 PostgreSQL's text cannot hold")
         await store.save(namespace, "good", "fine")
         (row,) = await until_rows(migrated_pool, namespace, 1)
@@ -118,20 +118,20 @@ async def test_a_revision_postgresql_refuses_is_logged_and_the_others_written(
     assert f"skipping flow revision {namespace}/bad@1" in caplog.text
 
 
-async def test_a_revision_retracted_while_no_indexer_ran_leaves_the_table(
+async def test_a_revision_retracted_while_no_gateway_ran_leaves_the_table(
     flows_producer: AIOKafkaProducer,
     flow_log: FlowLog,
     migrated_pool: asyncpg.Pool,
     namespace: str,
 ) -> None:
-    """The row an indexer wrote before it stopped, of a revision retracted meanwhile: the
-    next indexer deletes it, though it never wrote it (and the gateway's start-up then
-    has nothing to publish again)."""
+    """The row a gateway wrote before it stopped, of a revision retracted meanwhile: the
+    next one deletes it, though it never wrote it (and its start-up has nothing to
+    publish again)."""
     index = FlowIndex(migrated_pool)
     retracted = FlowRevision(namespace, "f", 1, "never", datetime.now(UTC))
     key = retracted.key.encode()
     await flows_producer.send_and_wait(FLOWS.name, codec.encode(retracted), key=key)
-    await index.write([retracted], [])  # what the earlier indexer wrote
+    await index.write([retracted], [])  # what the earlier gateway wrote
     await flows_producer.send_and_wait(FLOWS.name, None, key=key)
     await flow_log.sync()
     stored = [r for r in await index.all_revisions() if r.namespace == namespace]

@@ -1,9 +1,13 @@
-"""The indexer's copy of the `flows` topic into PostgreSQL's `flows` table.
+"""The `flows` table: the gateway's reader of the `flows` topic copies every revision
+into PostgreSQL, for SQL readers.
 
 The topic decides every revision (`headrace.flow_log`); this keeps the table equal to
-what a `FlowLog` read, for SQL readers. Every indexer process writes every revision (the
-topic has one partition and few records): the writes are idempotent, so two indexers
-agree. A revision PostgreSQL refuses is logged and left out, as the other topics' are.
+what the reader read. The gateway does it, not the indexer, because it follows the
+topic already: a reader of its own in the indexer cost the embedded broker ~1.5% of a
+core at idle (docs/benchmarks.md). Every gateway writes every revision (the topic has
+one partition and few records): the writes are idempotent, so gateways agree. A
+revision PostgreSQL refuses is logged and left out, as the indexer does with the other
+topics; while PostgreSQL is away, the loop waits for it and the gateway serves on.
 """
 
 from __future__ import annotations
