@@ -8,9 +8,9 @@ its order by the same rule (`FlowLog._apply_change`), so every reader gives a ch
 same revision number, or none, with nobody assigning numbers: concurrent saves through
 two gateways get distinct, consecutive revisions without a lock. Each change has a key
 of its own, so compaction never removes one, provided a change is written once: the
-producer is idempotent where the broker allows it (Apache Kafka); the embedded broker
-does not, but it does not compact either, and readers apply a change written twice (a
-send retried after it landed) once, where they read it first. The gateway copies the
+producer is idempotent (Apache Kafka), except on the embedded broker, which refuses such
+producers but does not compact either; readers apply a change written twice (a send
+retried after it landed) once, where they read it first. The gateway copies the
 revisions into PostgreSQL for SQL readers (`headrace.db.flows`).
 
 `FlowRevision` records carry their number: a release that kept flows in PostgreSQL
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 import uuid
@@ -62,6 +63,10 @@ log = logging.getLogger(__name__)
 
 # Keys of fence records: no revision key starts with a NUL byte.
 FENCE_KEY = b"\x00fence"
+# How long an idempotent producer may take to be given its id at start.
+PRODUCER_START_S = 30.0
+# `namespace/flowId@revision`: the key of an earlier release's revision records.
+_REVISION_KEY = re.compile(r"(?P<namespace>[^/]+)/(?P<flow_id>[^/@]+)@(?P<number>[0-9]+)")
 # The partition every change goes to: their order there is the order readers apply them
 # in (the topic has one partition; one made with more by an earlier release keeps them).
 CHANGES = 0
@@ -123,6 +128,14 @@ class FlowLog:
     async def start(self) -> None:
         self._producer = await _start_producer(self._settings, self._client_id)
         self._partitions = sorted(await self._producer.partitions_for(FLOWS.name))
+        if self._partitions != [CHANGES]:
+            await self._producer.stop()
+            raise HeadraceError(
+                f"the {FLOWS.name} topic has {len(self._partitions)} partitions; its changes"
+                " need one order, so one partition. Delete the topic and run `headrace topics"
+                f" apply` to make it again: a gateway then publishes the {FLOWS.name} table"
+                " (PostgreSQL) to it at start, before it serves"
+            )
         self._consumer = make_consumer(
             self._settings, group_id=None, client_id=self._client_id, not_traffic=_is_fence
         )
@@ -193,25 +206,48 @@ class FlowLog:
         self._awaited[change.change_id] = outcome
         unsettled = f"the change to flow {namespace}.{flow_id} was sent, but"
         try:
-            # Refused here (say, too large), it was not queued: nothing changed.
-            acknowledged = await self._producer.send(
-                FLOWS.name, codec.encode(change), key=change.key.encode(), partition=CHANGES
-            )
             async with asyncio.timeout(timeout_s):
+                # Refused here (say, too large), it was not queued: nothing changed.
+                acknowledged = await self._producer.send(
+                    FLOWS.name, codec.encode(change), key=change.key.encode(), partition=CHANGES
+                )
                 try:
                     await acknowledged
                 except KafkaError as exc:  # it may have landed before the error
-                    raise FlowChangeUnsettled(f"{unsettled} not acknowledged: {exc!r}") from exc
+                    if not outcome.done():
+                        raise FlowChangeUnsettled(f"{unsettled} not acknowledged: {exc!r}") from exc
                 await asyncio.wait({outcome, self._follower}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
-            raise FlowChangeUnsettled(
-                f"{unsettled} not acknowledged and read back within {timeout_s:g} s"
-            ) from None
+            if not outcome.done():
+                raise FlowChangeUnsettled(
+                    f"{unsettled} not acknowledged and read back within {timeout_s:g} s"
+                ) from None
         finally:
             self._awaited.pop(change.change_id, None)
         if not outcome.done():
-            raise FlowChangeUnsettled(f"{unsettled} this process stopped following {FLOWS.name}")
+            raise FlowChangeUnsettled(
+                f"{unsettled} this process stopped following {FLOWS.name}"
+            ) from _failure(self._follower)
         return outcome.result()
+
+    async def publish(self, messages: list[FlowRevision | TriggerSwitch]) -> None:
+        """Send revisions republished from the `flows` table, and switches, then read them
+        back. A revision goes under a key of its own: a copy sent twice (two services
+        starting at once, a retried send) only fills its number once, wherever a change
+        lands between the copies, and compaction removes neither."""
+        assert self._producer is not None, "start() first"
+        sent = []
+        for message in messages:
+            key = message.key
+            if isinstance(message, FlowRevision):
+                key += f"!{uuid.uuid4().hex}"
+            value = codec.encode(message)
+            sent.append(
+                await self._producer.send(FLOWS.name, value, key=key.encode(), partition=CHANGES)
+            )
+        await asyncio.gather(*sent)
+        if messages:
+            await self.sync()
 
     def note(self, switch: TriggerSwitch) -> None:
         """Apply a switch this process published and saw acknowledged, without waiting to
@@ -295,9 +331,7 @@ class FlowLog:
         finally:
             reached.cancel()  # a no-op once done; not left waiting if we were cancelled
         if not caught_up:  # the follower ended: say why rather than wait forever
-            follower = self._follower
-            cause = None if follower.cancelled() else follower.exception()
-            raise HeadraceError(f"stopped following {FLOWS.name}") from cause
+            raise HeadraceError(f"stopped following {FLOWS.name}") from _failure(self._follower)
         self.synced_at = started
 
     async def keep_synced(self, interval_s: float) -> None:
@@ -309,7 +343,8 @@ class FlowLog:
             try:
                 async with asyncio.timeout(interval_s):
                     await self.sync()
-            except (TimeoutError, KafkaError) as exc:
+            except (TimeoutError, KafkaError, HeadraceError) as exc:
+                # A follower that ended is its owner's to notice (`following`).
                 log.warning("could not read %s up to a fence: %r", FLOWS.name, exc)
 
     async def _read_past(self, fences: dict[int, int]) -> None:
@@ -326,13 +361,7 @@ class FlowLog:
             if _is_fence(record):
                 continue
             if record.value is None:  # a retracted revision
-                retracted = self._keys.pop(record.key, None)
-                if retracted is not None:
-                    namespace, flow_id, number = retracted
-                    self._revisions.get((namespace, flow_id), {}).pop(number, None)
-                    self._parsed.pop(retracted, None)
-                    self._retracted.add(retracted)
-                    self.version += 1
+                self._retract(record.key)
                 continue
             try:
                 message = codec.decode(record.value)
@@ -358,6 +387,27 @@ class FlowLog:
                 log.error("skipping a %s on %s", type(message).__name__, FLOWS.name)
         async with self._progress:
             self._progress.notify_all()
+
+    def _retract(self, key: bytes) -> None:
+        """A record with no value under a revision's key (an earlier release's): forget
+        what the record under that key filled. Compaction may have removed that record
+        and kept this one: the number is then only remembered as retracted."""
+        retracted = self._keys.pop(key, None)
+        if retracted is None:
+            found = _REVISION_KEY.fullmatch(key.decode(errors="replace"))
+            if found is not None:
+                named = (found["namespace"], found["flow_id"], int(found["number"]))
+                if named[2] not in self._revisions.get(named[:2], {}):
+                    self._retracted.add(named)
+            return
+        namespace, flow_id, number = retracted
+        revisions = self._revisions.get((namespace, flow_id), {})
+        revisions.pop(number, None)
+        if not revisions:  # an unknown flow again: `latest_revision` looks further
+            self._revisions.pop((namespace, flow_id), None)
+        self._parsed.pop(retracted, None)
+        self._retracted.add(retracted)
+        self.version += 1
 
     def _apply_change(self, change: FlowChange) -> ChangeOutcome:
         """The same outcome in every reader: it depends only on the records before it."""
@@ -402,27 +452,32 @@ class FlowLog:
             self.version += 1
 
 
+def _failure(task: asyncio.Task[None]) -> BaseException | None:
+    """Why a finished task ended: its exception, or None (cancelled, or not finished)."""
+    if not task.done() or task.cancelled():
+        return None
+    return task.exception()
+
+
 async def _start_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
-    """An idempotent producer where the broker has them (Apache Kafka): a retried send of
-    a change is then never written twice. The embedded broker (`low_latency` is its
-    setting) refuses them; readers apply a change written twice once, where they read it
-    first (`apply_records`)."""
-    if not settings.low_latency:
-        producer = make_producer(settings, client_id, idempotent=True)
-        try:
+    """An idempotent producer (Apache Kafka): a retried send of a change is then never
+    written twice. The embedded broker (`low_latency` is its setting) refuses them, and
+    does not compact: readers apply a change written twice once, where they read it
+    first (`apply_records`). A broker that refuses them and compacts is refused."""
+    idempotent = not settings.low_latency
+    producer = make_producer(settings, client_id, idempotent=idempotent)
+    try:
+        async with asyncio.timeout(PRODUCER_START_S):
             await producer.start()
-            return producer
-        except KafkaConnectionError:
+    except (KafkaError, TimeoutError) as exc:
+        await producer.stop()
+        if isinstance(exc, KafkaConnectionError) or not idempotent:
             raise
-        except KafkaError as exc:
-            await producer.stop()
-            log.warning(
-                "the broker refuses idempotent producers (%r): a flow change whose send is"
-                " retried may be written twice (readers apply it once)",
-                exc,
-            )
-    producer = make_producer(settings, client_id)
-    await producer.start()
+        raise HeadraceError(
+            f"the broker did not give an idempotent producer within {PRODUCER_START_S:g} s"
+            f" ({exc!r}): flow changes need one (on Kafka before 2.8, grant the"
+            " IdempotentWrite ACL)"
+        ) from exc
     return producer
 
 
@@ -430,7 +485,6 @@ async def publish_missing(
     follower: FlowLog,
     revisions: list[FlowRevision],
     switches: list[TriggerSwitch],
-    producer: AIOKafkaProducer,
 ) -> int:
     """Publish what PostgreSQL stores and `flows`, as `follower` read it, lacks: revisions
     stored by a release that kept flows in PostgreSQL first, switches set before the
@@ -458,19 +512,15 @@ async def publish_missing(
         off_on_topic = switch.trigger_id in follower.switched_off(switch.namespace, switch.flow_id)
         if off_on_topic != switch.disabled:
             missing.append(switch)
-    sent = [await producer.send(FLOWS.name, codec.encode(m), key=m.key.encode()) for m in missing]
-    await asyncio.gather(*sent)
-    if missing:
-        # Read back, not noted: a revision must be applied where the topic has it,
-        # among the changes, for this reader to number them as every other does.
-        await follower.sync()
+    # Read back, not noted: a revision must be applied where the topic has it, among
+    # the changes, for this reader to number them as every other does.
+    await follower.publish(missing)
     return len(missing)
 
 
 async def publish_stored(
     flows: FlowIndex,
     triggers: TriggerStateRepository,
-    producer: AIOKafkaProducer,
     follower: FlowLog,
 ) -> None:
     """At the start of the gateway and the scheduler, which store switches in PostgreSQL
@@ -481,6 +531,6 @@ async def publish_stored(
         TriggerSwitch(*state.key, state.disabled, state.updated_at)
         for state in (await triggers.list()).values()
     ]
-    published = await publish_missing(follower, await flows.all_revisions(), switches, producer)
+    published = await publish_missing(follower, await flows.all_revisions(), switches)
     if published:
         log.info("published %d flow revisions and switches missing from %s", published, FLOWS.name)

@@ -41,6 +41,7 @@ class FlowStore:
     def __init__(self, flow_log: FlowLog, timeout_s: float = CHANGE_TIMEOUT_S) -> None:
         self._log = flow_log
         self._timeout_s = timeout_s
+        self._looking: asyncio.Future[None] | None = None  # `find`'s read up to date
 
     async def save(self, namespace: str, id: str, source: str) -> SaveResult:
         """Store `source` as the flow's latest revision unless it already is."""
@@ -88,7 +89,11 @@ class FlowStore:
         authenticated callers only (reading up to date writes a fence to the topic)."""
         found = self.get(namespace, id, revision)
         if found is None:
-            await self._sync()
+            # Misses at once share one read up to date: a fence each would let any reader
+            # grow the topic (the embedded broker keeps every record) request by request.
+            if self._looking is None or self._looking.done():
+                self._looking = asyncio.ensure_future(self._sync())
+            await asyncio.shield(self._looking)
             found = self.get(namespace, id, revision)
         return found
 

@@ -68,8 +68,9 @@ async def apply_topics(
             if spec.partitions is not None:
                 if have != spec.partitions:
                     report.warnings.append(
-                        f"{spec.name} has {have} partitions, {spec.partitions} expected: "
-                        "keeping them (its readers learn its partitions once, at start)"
+                        f"{spec.name} has {have} partitions, {spec.partitions} expected: its"
+                        " readers refuse to start until it is made again (delete it, then"
+                        " apply the topics again)"
                     )
             elif have != partitions and spec.fixed_partitions:
                 report.warnings.append(

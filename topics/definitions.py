@@ -85,10 +85,10 @@ FLOW_SLOTS = TopicSpec(
 
 # Where flow revisions are decided (changes, applied in the partition's order by every
 # reader) and every trigger switch, for the executor (it never reads PostgreSQL), the
-# scheduler, the gateway and the indexer. Compacted and kept forever: changes have keys
-# of their own, and switches' latest record is all that counts. One partition, never
-# more: one order for every change, and readers learn its partitions once, at start,
-# and fence them (`headrace.flow_log`). Flows are few and small.
+# scheduler and the gateway (which copies revisions into PostgreSQL). Compacted and kept
+# forever: changes have keys of their own, and switches' latest record is all that
+# counts. One partition, never more: one order for every change (a reader refuses to
+# start on more). Flows are few and small.
 FLOWS = TopicSpec(
     "flows",
     "namespace/flowId@revision, namespace/flowId!changeId, namespace/flowId#triggerId",

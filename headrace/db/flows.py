@@ -1,9 +1,10 @@
 """The `flows` table: every flow revision on the `flows` topic, for SQL readers.
 
 The topic is where revisions are decided (`headrace.flow_log`); the gateway copies each
-one here (`services/gateway/flows_index.py`), so this table trails the topic by a fetch. At start, the gateway and the scheduler publish what this table holds
-and the topic lacks (`headrace.flow_log.publish_stored`): revisions stored here by a
-release that kept flows in PostgreSQL, or a topic that lost its data.
+one here (`services/gateway/flows_index.py`), so this table trails the topic by a
+fetch. At start, the gateway and the scheduler publish what this table holds and the
+topic lacks (`headrace.flow_log.publish_stored`): revisions stored here by a release
+that kept flows in PostgreSQL, or a topic that lost its data.
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ async def run_gateway(
         flow_log = FlowLog(settings, "headrace-gateway")
         await flow_log.start()
         stack.push_async_callback(flow_log.stop)
-        await publish_stored(FlowIndex(pool), TriggerStateRepository(pool), producer, flow_log)
+        await publish_stored(FlowIndex(pool), TriggerStateRepository(pool), flow_log)
         executions = ExecutionRepository(pool)
         waiter = ExecutionWaiter(settings.database_url, executions)
         await waiter.start()
@@ -197,11 +197,15 @@ async def run_gateway(
         )
         stopped.cancel()
         gw.producer_started = False  # healthz says 503 while draining
-        if indexing.done() and not indexing.cancelled() and indexing.exception() is not None:
-            raise indexing.exception()  # the index would go stale: exit, and be restarted
         if not stop.is_set():
-            # Flows and switches would go stale for good: exit, and be started again.
-            raise HeadraceError(f"stopped following the {FLOWS.name} topic")
+            # Flows, switches or the flows table would go stale for good: exit, and be
+            # started again, saying why.
+            if flow_log.following.done():
+                failed, what = flow_log.following, f"stopped following the {FLOWS.name} topic"
+            else:
+                failed, what = indexing, f"stopped writing the {FLOWS.name} table"
+            cause = None if failed.cancelled() else failed.exception()
+            raise HeadraceError(what if cause is None else f"{what}: {cause!r}") from cause
 
 
 def _bound_port(runner: web.AppRunner, configured: int) -> int:

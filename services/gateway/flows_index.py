@@ -7,14 +7,20 @@ topic already: a reader of its own in the indexer cost the embedded broker ~1.5%
 core at idle (docs/benchmarks.md). Every gateway writes every revision (the topic has
 one partition and few records): the writes are idempotent, so gateways agree. A
 revision PostgreSQL refuses is logged and left out, as the indexer does with the other
-topics; while PostgreSQL is away, the loop waits for it and the gateway serves on.
+topics; while PostgreSQL is away or failing, the loop waits for it and the gateway
+serves on. A gateway behind the others (a fetch) writes what it has read: the same rows,
+except around a retraction of an earlier release's revision, which the last gateway to
+read it settles.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
+
+import asyncpg
 
 from headrace.db.flows import FlowIndex
 from headrace.db.indexing import DATA_ERRORS
@@ -58,8 +64,10 @@ async def index_flows(flow_log: FlowLog, index: FlowIndex, stop: asyncio.Event) 
         )
         changes.cancel()
         stopping.cancel()
-        if flow_log.following.done() and not stop.is_set():
-            raise HeadraceError(f"stopped following the {FLOWS.name} topic")
+        following = flow_log.following
+        if following.done() and not stop.is_set():
+            cause = None if following.cancelled() else following.exception()
+            raise HeadraceError(f"stopped following the {FLOWS.name} topic") from cause
 
 
 async def _write_until_done(
@@ -68,7 +76,10 @@ async def _write_until_done(
     gone: Sequence[tuple[str, str, int]],
     stop: asyncio.Event,
 ) -> None:
-    while True:
+    """Write, waiting for PostgreSQL as long as it fails (unreachable, out of
+    connections, read-only in a failover...): the gateway serves on meanwhile. Returns
+    without writing once `stop` is set."""
+    while not stop.is_set():
         try:
             try:
                 await index.write(revisions, gone)
@@ -78,11 +89,10 @@ async def _write_until_done(
                     await _write_one(index, [revision], [])
                 await _write_one(index, [], gone)
             return
-        except UNREACHABLE as exc:
-            log.warning("PostgreSQL unavailable, retrying the flow revisions: %s", exc)
-            if stop.is_set():
-                raise
-            await asyncio.sleep(RETRY_DELAY_S)
+        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+            log.warning("could not write the flows table, retrying: %r", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RETRY_DELAY_S)
 
 
 async def _write_one(

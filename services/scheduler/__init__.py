@@ -43,7 +43,7 @@ async def run_scheduler(
         await flow_log.start()
         stack.push_async_callback(flow_log.stop)
         states = TriggerStateRepository(pool)
-        await publish_stored(FlowIndex(pool), states, producer, flow_log)
+        await publish_stored(FlowIndex(pool), states, flow_log)
         catalog = TriggerCatalog(flow_log)
         catalog.refresh()
         flow_triggers = FlowTriggers(settings, producer, catalog, FlowWindowRepository(pool))

@@ -135,7 +135,7 @@ async def test_a_revision_retracted_while_no_gateway_ran_leaves_the_table(
     await flows_producer.send_and_wait(FLOWS.name, None, key=key)
     await flow_log.sync()
     stored = [r for r in await index.all_revisions() if r.namespace == namespace]
-    assert stored and await publish_missing(flow_log, stored, [], flows_producer) == 0
+    assert stored and await publish_missing(flow_log, stored, []) == 0
 
     stop = asyncio.Event()
     task = asyncio.create_task(index_flows(flow_log, index, stop))

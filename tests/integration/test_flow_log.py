@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from headrace import codec
+from headrace.broker import start_embedded_broker
 from headrace.config import Settings
+from headrace.errors import HeadraceError
 from headrace.flow_log import FlowLog, FlowNotFound, publish_missing
 from headrace.flow_store import FlowStore
 from headrace.messages import FlowRevision, TriggerSwitch
@@ -112,8 +116,8 @@ async def test_revisions_stored_without_the_topic_are_published_once(
     checker = FlowLog(settings, "test-flow-log-check")
     await checker.start()
     try:
-        assert await publish_missing(checker, stored, [], producer) == 2
-        assert await publish_missing(checker, stored, [], producer) == 0  # it knows them
+        assert await publish_missing(checker, stored, []) == 2
+        assert await publish_missing(checker, stored, []) == 0  # it knows them
     finally:
         await checker.stop()
     assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "old"
@@ -184,9 +188,9 @@ async def test_switches_stored_without_the_topic_are_published_once(
     # PostgreSQL: "nightly" switched off, never published; "hook" switched on since.
     stored = [switch(namespace, "nightly", True, 2), switch(namespace, "hook", False, 3)]
 
-    assert await publish_missing(follower, [], stored, producer) == 2
+    assert await publish_missing(follower, [], stored) == 2
     assert follower.switched_off(namespace, "f") == {"nightly"}
-    assert await publish_missing(follower, [], stored, producer) == 0
+    assert await publish_missing(follower, [], stored) == 0
     reader = FlowLog(settings, "test-flow-log-reader")  # the topic itself says so
     await reader.start()
     try:
@@ -208,3 +212,32 @@ async def test_a_reader_that_keeps_up_says_when_it_last_was_up_to_date(
     finally:
         keeping_up.cancel()
     assert follower.synced_at > before
+
+
+async def test_a_flows_topic_of_several_partitions_is_refused_saying_how_to_mend_it() -> None:
+    """An earlier release made `flows` with the executor topics' partitions: changes
+    spread over them would have no one order, and readers could number them apart."""
+    broker = start_embedded_broker()
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(FLOWS.name, 2, 1)])
+        finally:
+            await admin.close()
+        reader = FlowLog(Settings(kafka_bootstrap=broker.bootstrap, low_latency=True), "test")
+        with pytest.raises(HeadraceError, match=r"has 2 partitions.*headrace topics apply"):
+            await reader.start()
+    finally:
+        broker.stop()
+
+
+async def test_a_broker_that_gives_no_idempotent_producer_is_refused_off_the_embedded_one(
+    settings: Settings,
+) -> None:
+    """Outside `server local` (`low_latency` off), a retried change written twice could
+    be compacted into another place: the reader refuses to start without the producer
+    that prevents it. The embedded broker is such a broker, here taken for another."""
+    reader = FlowLog(replace(settings, low_latency=False), "test-not-idempotent")
+    with pytest.raises(HeadraceError, match="did not give an idempotent producer"):
+        await reader.start()

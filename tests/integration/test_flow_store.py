@@ -142,7 +142,7 @@ async def test_a_change_the_producer_refuses_changes_nothing(
     too_large = "#" * (MAX_MESSAGE_BYTES + 1)
     with pytest.raises(FlowsUnavailable, match="was not sent \\(nothing was changed\\)"):
         await store.save(namespace, "f", too_large)
-    assert store.get(namespace, "f") is None
+    assert await store.find(namespace, "f") is None  # found nowhere, up to date
 
 
 async def test_a_change_not_read_back_in_time_is_said_to_be_maybe_applied(

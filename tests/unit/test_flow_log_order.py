@@ -89,10 +89,10 @@ async def test_a_reader_of_the_compacted_topic_derives_what_readers_before_it_di
         (retracted.key.encode(), None),
         explicit(2, "B"),
         change("c", SAVE, "C"),
-        TriggerSwitch("ns", "f", "nightly", True, at(1)),
+        TriggerSwitch("ns", "f", "nightly", False, at(1)),
         (FENCE_KEY, None),
         change("cc", SAVE, "C"),  # unchanged: no revision
-        TriggerSwitch("ns", "f", "nightly", False, at(2)),
+        TriggerSwitch("ns", "f", "nightly", True, at(2)),
         change("ddd", DELETE),
         (FENCE_KEY, None),
         change("dddd", CREATE, "D"),
@@ -111,4 +111,29 @@ async def test_a_reader_of_the_compacted_topic_derives_what_readers_before_it_di
         }
     )
     assert early.revisions() == late.revisions()  # created at the same times too
-    assert early.switched_off("ns", "f") == late.switched_off("ns", "f") == frozenset()
+    assert early.switched_off("ns", "f") == late.switched_off("ns", "f") == {"nightly"}
+
+
+async def test_a_revision_republished_twice_around_a_change_fills_its_number_once() -> None:
+    """Two services starting at once both republish revision 2 from the table, while a
+    gateway saves: each copy has a key of its own, so compaction keeps both, and every
+    reader lets the first fill the number."""
+    first, second = explicit(2, "B"), explicit(2, "B")
+    topic = records(explicit(1, "A"), first, change("c", SAVE, "C"), second)
+    topic[1].key += b"!one"  # as FlowLog.publish sends them
+    topic[3].key += b"!two"
+    early, late = await read(topic), await read(compacted(topic))
+    assert held(early) == held(late) == {1: ("A", False), 2: ("B", False), 3: ("C", False)}
+
+
+async def test_a_retraction_whose_revision_compaction_removed_is_still_known() -> None:
+    """Compaction keeps a retraction a while after removing the record under its key: a
+    reader starting then still learns that the number was retracted (the gateway deletes
+    its row, and does not republish it from the table)."""
+    retracted = explicit(2, "failed commit")
+    key = retracted.key.encode()
+    topic = records(explicit(1, "A"), retracted, (key, None))
+    early = await read(topic)
+    late = await read([r for r in topic if r.key != key or r.value is None])
+    assert early.retracted() == late.retracted() == [("ns", "f", 2)]
+    assert held(early) == held(late) == {1: ("A", False)}
