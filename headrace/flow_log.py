@@ -232,19 +232,15 @@ class FlowLog:
 
     async def publish(self, messages: list[FlowRevision | TriggerSwitch]) -> None:
         """Send revisions republished from the `flows` table, and switches, then read them
-        back. A revision goes under a key of its own: a copy sent twice (two services
-        starting at once, a retried send) only fills its number once, wherever a change
-        lands between the copies, and compaction removes neither."""
+        back. Each goes under a key of its own (`unique_key`): a revision's copy sent
+        twice (two services starting at once, a retried send) only fills its number once,
+        wherever a change lands between the copies, and compaction removes neither."""
         assert self._producer is not None, "start() first"
         sent = []
         for message in messages:
-            key = message.key
-            if isinstance(message, FlowRevision):
-                key += f"!{uuid.uuid4().hex}"
             value = codec.encode(message)
-            sent.append(
-                await self._producer.send(FLOWS.name, value, key=key.encode(), partition=CHANGES)
-            )
+            key = unique_key(message)
+            sent.append(await self._producer.send(FLOWS.name, value, key=key, partition=CHANGES))
         await asyncio.gather(*sent)
         if messages:
             await self.sync()
@@ -450,6 +446,15 @@ class FlowLog:
         if held is None or switch.time >= held.time:
             switches[switch.trigger_id] = switch
             self.version += 1
+
+
+def unique_key(message: FlowRevision | TriggerSwitch) -> bytes:
+    """The record key of a republished revision or a switch: one of its own, so that
+    compaction removes none of them. Readers take a revision's number and a switch's
+    version from the value (a switch: its newest `time` wins), so every reader, before or
+    after a compaction, ends with the same; a key shared by two records would leave only
+    the later one, whatever it says."""
+    return f"{message.key}!{uuid.uuid4().hex}".encode()
 
 
 def _failure(task: asyncio.Task[None]) -> BaseException | None:

@@ -86,12 +86,12 @@ FLOW_SLOTS = TopicSpec(
 # Where flow revisions are decided (changes, applied in the partition's order by every
 # reader) and every trigger switch, for the executor (it never reads PostgreSQL), the
 # scheduler and the gateway (which copies revisions into PostgreSQL). Compacted and kept
-# forever: changes have keys of their own, and switches' latest record is all that
-# counts. One partition, never more: one order for every change (a reader refuses to
+# forever: every record has a key of its own but fences (and an earlier release's
+# revisions and retractions), so compaction only drops fences. One partition, never more: one order for every change (a reader refuses to
 # start on more). Flows are few and small.
 FLOWS = TopicSpec(
     "flows",
-    "namespace/flowId@revision, namespace/flowId!changeId, namespace/flowId#triggerId",
+    "namespace/flowId!changeId, namespace/flowId@revision!id, namespace/flowId#triggerId!id",
     "io.headrace.FlowRevision, io.headrace.FlowChange, io.headrace.TriggerSwitch",
     -1,
     Cleanup.COMPACT,

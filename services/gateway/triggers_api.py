@@ -28,6 +28,7 @@ from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow, Trigger
 from headrace.flow.schedule_ticks import schedule_of, tick_event
 from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
+from headrace.flow_log import unique_key
 from headrace.flow_store import FlowsUnavailable
 from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.services.gateway.context import Gateway, gateway
@@ -172,7 +173,7 @@ async def set_trigger(request: web.Request) -> web.Response:
     # webhooks read: a refused publish is a 503, and sending the same switch again is safe.
     switch = TriggerSwitch(*key, disabled, state.updated_at)  # its version: flow_log.py
     try:
-        await gw.producer.send_and_wait(FLOWS.name, codec.encode(switch), key=switch.key.encode())
+        await gw.producer.send_and_wait(FLOWS.name, codec.encode(switch), key=unique_key(switch))
     except KafkaError as exc:
         raise ApiError(
             503, f"the switch is stored, but the broker did not take it (send it again): {exc}"

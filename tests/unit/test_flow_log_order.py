@@ -137,3 +137,17 @@ async def test_a_retraction_whose_revision_compaction_removed_is_still_known() -
     late = await read([r for r in topic if r.key != key or r.value is None])
     assert early.retracted() == late.retracted() == [("ns", "f", 2)]
     assert held(early) == held(late) == {1: ("A", False)}
+
+
+async def test_switches_published_across_each_other_settle_on_the_newest_after_compaction() -> None:
+    """Two gateways switch one trigger at once; their records land in the other order
+    than PostgreSQL stored them. Each has a key of its own, so compaction keeps both and
+    every reader keeps the newest."""
+    topic = records(
+        TriggerSwitch("ns", "f", "nightly", True, at(2)),
+        TriggerSwitch("ns", "f", "nightly", False, at(1)),  # older, landed later
+    )
+    for index, record in enumerate(topic):
+        record.key += f"!{index}".encode()  # as `unique_key` gives them
+    early, late = await read(topic), await read(compacted(topic))
+    assert early.switched_off("ns", "f") == late.switched_off("ns", "f") == {"nightly"}
