@@ -40,6 +40,7 @@ import re
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -63,6 +64,10 @@ log = logging.getLogger(__name__)
 
 # Keys of fence records: no revision key starts with a NUL byte.
 FENCE_KEY = b"\x00fence"
+# Change ids remembered to apply a change written twice once: the copy of a retried send
+# lands within the producer's delivery timeout (seconds), far fewer changes apart. Every
+# reader remembers the same ids at the same place in the topic, so all skip alike.
+CHANGES_REMEMBERED = 10_000
 # How long an idempotent producer may take to be given its id at start.
 PRODUCER_START_S = 30.0
 # `namespace/flowId@revision`: the key of an earlier release's revision records.
@@ -108,7 +113,8 @@ class FlowLog:
         # Record key -> the revision an explicit `FlowRevision` record under it holds.
         self._keys: dict[bytes, tuple[str, str, int]] = {}
         self._retracted: set[tuple[str, str, int]] = set()  # and not held since
-        self._changes_seen: set[str] = set()  # ids of every change applied (or not)
+        # Ids of the last changes read, applied or not, oldest first (see `apply_records`).
+        self._changes_seen: OrderedDict[str, None] = OrderedDict()
         # Each trigger's switch with the newest `time` (PostgreSQL's version of it), by flow:
         # the newest wins whatever order records come in, a gateway's own notes included.
         self._switches: dict[tuple[str, str], dict[str, TriggerSwitch]] = {}
@@ -370,7 +376,9 @@ class FlowLog:
                     # broker has no idempotent producers): applied once, where first read.
                     log.warning("ignoring a second copy of flow change %s", message.key)
                     continue
-                self._changes_seen.add(message.change_id)
+                self._changes_seen[message.change_id] = None
+                if len(self._changes_seen) > CHANGES_REMEMBERED:
+                    self._changes_seen.popitem(last=False)
                 outcome = self._apply_change(message)
                 awaited = self._awaited.pop(message.change_id, None)
                 if awaited is not None and not awaited.done():
