@@ -183,10 +183,6 @@ class FlowLog:
         """(namespace, flow id, number) of every revision retracted and not held since."""
         return list(self._retracted)
 
-    def numbers(self, namespace: str, flow_id: str) -> list[int]:
-        """Every revision number read of a flow, tombstones included, oldest first."""
-        return sorted(self._revisions.get((namespace, flow_id), {}))
-
     def revisions(self) -> list[FlowRevision]:
         """Every revision read, tombstones included."""
         return [
