@@ -13,6 +13,7 @@ from headrace.db.migrate import migrate
 from headrace.db.pool import create_pool
 from headrace.flow_log import FlowLog
 from headrace.kafka import make_producer
+from tests.integration.stacks import reading_flows
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,5 @@ async def flows_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
 
 @pytest.fixture
 async def flow_log(settings: Settings) -> AsyncIterator[FlowLog]:
-    flow_log = FlowLog(settings, "test-flows")
-    await flow_log.start()
-    yield flow_log
-    await flow_log.stop()
+    async with reading_flows(settings, "test-flows") as flow_log:
+        yield flow_log

@@ -21,6 +21,7 @@ from headrace.api_client import ApiClient
 from headrace.broker import free_port, start_embedded_broker
 from headrace.config import Settings
 from headrace.db.migrate import migrate_url
+from headrace.flow_log import FlowLog
 from headrace.local import SERVICES, LocalStack
 from headrace.services.gateway import run_gateway
 from headrace.topics.apply import apply_topics
@@ -126,3 +127,14 @@ async def new_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
     finally:
         await admin.close()
     return topic
+
+
+@contextlib.asynccontextmanager
+async def reading_flows(settings: Settings, client_id: str) -> AsyncIterator[FlowLog]:
+    """A started reader of the `flows` topic (a gateway's, a late one's), stopped after."""
+    flow_log = FlowLog(settings, client_id)
+    await flow_log.start()
+    try:
+        yield flow_log
+    finally:
+        await flow_log.stop()

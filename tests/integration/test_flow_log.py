@@ -19,6 +19,7 @@ from headrace.flow_log import FlowLog, FlowNotFound, publish_missing
 from headrace.flow_store import FlowStore
 from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.topics.definitions import FLOWS
+from tests.integration.stacks import reading_flows
 
 
 async def wait_for(condition, timeout_s: float = 10.0) -> None:
@@ -54,9 +55,7 @@ async def test_a_revision_is_readable_as_soon_as_its_save_returned(
     settings: Settings, follower: FlowLog, namespace: str
 ) -> None:
     """A follower started before the save finds it at once: a miss reads to a fence."""
-    gateway = FlowLog(settings, "test-flow-log-gateway")
-    await gateway.start()
-    try:
+    async with reading_flows(settings, "test-flow-log-gateway") as gateway:
         flows = FlowStore(gateway)
         assert await flows.save(namespace, "f", source(namespace, "one")) == (1, True)
         flow = await follower.get(namespace, "f", 1)
@@ -65,8 +64,6 @@ async def test_a_revision_is_readable_as_soon_as_its_save_returned(
 
         await flows.save(namespace, "f", source(namespace, "two"))
         assert (await follower.get(namespace, "f", 2)).tasks[0].properties["message"] == "two"
-    finally:
-        await gateway.stop()
     with pytest.raises(FlowNotFound, match="revision 7 not found"):
         await follower.get(namespace, "f", 7)
     assert await follower.latest_revision(namespace, "nope") is None
@@ -79,9 +76,7 @@ async def test_a_new_follower_reads_every_revision_and_deletions(
     await flows.save(namespace, "f", source(namespace, "one"))
     await flows.save(namespace, "f", source(namespace, "two"))
     assert await flows.delete(namespace, "f")
-    late = FlowLog(settings, "test-flow-log-late")
-    await late.start()
-    try:
+    async with reading_flows(settings, "test-flow-log-late") as late:
         # Executions still running revision 1 keep it; the deleted flow has no latest.
         assert (await late.get(namespace, "f", 1)).tasks[0].properties["message"] == "one"
         assert await late.latest_revision(namespace, "f") is None
@@ -90,8 +85,6 @@ async def test_a_new_follower_reads_every_revision_and_deletions(
         # Created at the writer's time, numbered alike: the same records everywhere.
         assert of_namespace(late, namespace) == of_namespace(follower, namespace)
         assert [r.revision for r in of_namespace(late, namespace)] == [1, 2, 3]
-    finally:
-        await late.stop()
 
 
 def of_namespace(reader: FlowLog, namespace: str) -> list[FlowRevision]:
@@ -113,13 +106,9 @@ async def test_revisions_stored_without_the_topic_are_published_once(
     there, or a topic that lost its data): the gateway publishes them when it starts,
     with their numbers, and the next change is numbered after them."""
     stored = [revision(namespace, 1, "old"), revision(namespace, 2, "older")]
-    checker = FlowLog(settings, "test-flow-log-check")
-    await checker.start()
-    try:
+    async with reading_flows(settings, "test-flow-log-check") as checker:
         assert await publish_missing(checker, stored, []) == 2
         assert await publish_missing(checker, stored, []) == 0  # it knows them
-    finally:
-        await checker.stop()
     assert (await follower.get(namespace, "f", 1)).tasks[0].properties["message"] == "old"
     assert await FlowStore(follower).save(namespace, "f", source(namespace, "new")) == (3, True)
 
@@ -165,9 +154,7 @@ async def test_each_triggers_newest_switch_wins_whatever_order_the_records_come_
 
     # A process that published a switch knows it at once; the older records it then
     # reads (a new reader reads all of them) do not undo it.
-    reader = FlowLog(settings, "test-flow-log-noting")
-    await reader.start()
-    try:
+    async with reading_flows(settings, "test-flow-log-noting") as reader:
         reader.note(switch(namespace, "nightly", False, 10))
         assert reader.switched_off(namespace, "f") == set()
         await publish(producer, switch(namespace, "nightly", True, 9))  # older, read later
@@ -176,8 +163,6 @@ async def test_each_triggers_newest_switch_wins_whatever_order_the_records_come_
         await publish(producer, switch(namespace, "nightly", True, 11))  # newer
         await reader.sync()
         assert reader.switched_off(namespace, "f") == {"nightly"}
-    finally:
-        await reader.stop()
 
 
 async def test_switches_stored_without_the_topic_are_published_once(
@@ -191,12 +176,9 @@ async def test_switches_stored_without_the_topic_are_published_once(
     assert await publish_missing(follower, [], stored) == 2
     assert follower.switched_off(namespace, "f") == {"nightly"}
     assert await publish_missing(follower, [], stored) == 0
-    reader = FlowLog(settings, "test-flow-log-reader")  # the topic itself says so
-    await reader.start()
-    try:
+    # The topic itself says so.
+    async with reading_flows(settings, "test-flow-log-reader") as reader:
         assert reader.switched_off(namespace, "f") == {"nightly"}
-    finally:
-        await reader.stop()
 
 
 async def test_a_reader_that_keeps_up_says_when_it_last_was_up_to_date(

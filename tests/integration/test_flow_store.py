@@ -15,6 +15,7 @@ from headrace.flow_log import FlowChangeUnsettled, FlowLog
 from headrace.flow_store import FlowExistsError, FlowStore, FlowsUnavailable
 from headrace.messages import FlowChangeAction
 from headrace.topics.definitions import MAX_MESSAGE_BYTES
+from tests.integration.stacks import reading_flows
 
 
 @pytest.fixture
@@ -30,10 +31,8 @@ def store(flow_log: FlowLog) -> FlowStore:
 @pytest.fixture
 async def other_log(settings: Settings) -> AsyncIterator[FlowLog]:
     """A second gateway's reader of the same topic."""
-    flow_log = FlowLog(settings, "test-flows-other")
-    await flow_log.start()
-    yield flow_log
-    await flow_log.stop()
+    async with reading_flows(settings, "test-flows-other") as flow_log:
+        yield flow_log
 
 
 @pytest.fixture
@@ -66,9 +65,7 @@ async def test_concurrent_saves_through_two_gateways_get_distinct_consecutive_re
     assert all(r.created for r in results)
 
     # A reader started afterwards numbers them as both writers did, from the topic alone.
-    late = FlowLog(settings, "test-flows-late")
-    await late.start()
-    try:
+    async with reading_flows(settings, "test-flows-late") as late:
         await flow_log.sync()
         await other_log.sync()
         for number in range(1, 11):
@@ -78,8 +75,6 @@ async def test_concurrent_saves_through_two_gateways_get_distinct_consecutive_re
             assert revision == other_gateway.get(namespace, "f", number)
         numbers = sorted(r.revision for r in late.revisions() if r.namespace == namespace)
         assert numbers == list(range(1, 11))
-    finally:
-        await late.stop()
 
 
 async def test_of_two_creates_sent_at_once_the_first_on_the_topic_wins(

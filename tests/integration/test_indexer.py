@@ -16,8 +16,6 @@ from headrace.config import Settings
 from headrace.db.executions import ExecutionRepository
 from headrace.db.indexing import NOTIFY_CHANNEL, write_batch, write_each
 from headrace.db.logs import LogRepository
-from headrace.db.migrate import migrate
-from headrace.db.pool import create_pool
 from headrace.kafka import make_producer, send
 from headrace.messages import (
     AttemptSnapshot,
@@ -93,11 +91,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url)
-    await migrate(pool)
-    yield pool
-    await pool.close()
+def pool(migrated_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return migrated_pool
 
 
 @pytest.fixture(scope="module")

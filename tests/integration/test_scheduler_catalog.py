@@ -20,6 +20,7 @@ from headrace.flow_store import FlowStore
 from headrace.messages import FlowRevision, TriggerSwitch
 from headrace.services.scheduler.catalog import TriggerCatalog
 from headrace.topics.definitions import FLOWS
+from tests.integration.stacks import reading_flows
 
 
 def flow_source(namespace: str, *, disabled: bool = False, triggers: bool = True) -> str:
@@ -40,10 +41,8 @@ def flow_source(namespace: str, *, disabled: bool = False, triggers: bool = True
 async def flows(settings: Settings) -> AsyncIterator[FlowStore]:
     """A gateway's flows, through a reader of its own: the catalog learns of its saves
     from the topic."""
-    gateway = FlowLog(settings, "test-catalog-gateway")
-    await gateway.start()
-    yield FlowStore(gateway)
-    await gateway.stop()
+    async with reading_flows(settings, "test-catalog-gateway") as gateway:
+        yield FlowStore(gateway)
 
 
 @pytest.fixture
