@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 from headrace.connectors.base import ProcessGuard, TaskContext, TaskFailed
 from headrace.messages import LogLevel
@@ -45,6 +46,22 @@ BASE_VARIABLES = frozenset(
     {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM"}
 )
 BASE_PREFIXES = ("LC_",)  # LC_ALL, LC_CTYPE...
+ENV_DESCRIPTION = (
+    "The task's environment variables, on top of the worker's PATH, HOME, locale and a few"
+    " more; nothing else of the worker's environment reaches the task."
+)
+
+
+class ProcessOutputs(BaseModel):
+    """What a task run as a subprocess outputs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    exit_code: int = Field(
+        alias="exitCode", description="0: a non-zero exit fails the attempt instead."
+    )
+    # Any other key: a value printed to stdout as `::{"outputs": {"key": value}}::`
+    # (Kestra's convention); such lines are not logged.
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:

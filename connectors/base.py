@@ -4,6 +4,7 @@ A connector is a class registered under the entry-point group `headrace.connecto
 (the entry-point name is the task `type` in flows). It declares a pydantic model of its
 properties and one coroutine that runs an attempt. It never talks to Kafka: the worker
 hands it a `TaskContext` for logs and turns its return value or exception into a result.
+docs/connectors.md is the guide for writing one.
 """
 
 from __future__ import annotations
@@ -83,9 +84,14 @@ class TaskContext:
 class Connector(Protocol):
     """A task type. `run` returns the attempt's outputs or raises `TaskFailed`.
 
-    A connector that never touches `context.workdir` may set the class attribute
-    `uses_workdir = False`: the worker then skips creating (and removing) a temporary
-    directory per attempt, which costs more than a whole `log` task.
+    The class docstring is the type's description (`headrace plugins describe`): its
+    first line a summary. Optional class attributes:
+    - `aliases`: other names flows may use for the type (Kestra's, e.g.
+      `("io.kestra.plugin.core.log.Log",)`);
+    - `Outputs`: a pydantic model of the outputs, for the type's description only;
+    - `uses_workdir = False`: the connector never touches `context.workdir`, so the
+      worker skips creating (and removing) a temporary directory per attempt, which costs
+      more than a whole `log` task.
     """
 
     Properties: ClassVar[type[ConnectorProperties]]
@@ -96,3 +102,13 @@ class Connector(Protocol):
 def uses_workdir(connector_class: type) -> bool:
     """Whether attempts of this connector get a fresh temporary directory (default: yes)."""
     return bool(getattr(connector_class, "uses_workdir", True))
+
+
+def aliases_of(connector_class: type) -> tuple[str, ...]:
+    """The other names a connector answers to (its `aliases`; none by default)."""
+    return tuple(getattr(connector_class, "aliases", ()))
+
+
+def outputs_model_of(connector_class: type) -> type[BaseModel] | None:
+    """The model describing a connector's outputs, if it declares one (`Outputs`)."""
+    return getattr(connector_class, "Outputs", None)

@@ -1,22 +1,4 @@
-"""`python`: run an inline Python script in a subprocess.
-
-Properties:
-- `script` (string, required): Python source, run by the worker's own interpreter
-  (`sys.executable`) in the attempt's fresh temporary directory, which is also the
-  current directory (files next to it are importable).
-- `env` (map of strings): the task's environment, on top of the worker's PATH, HOME,
-  locale and a few more (`_process.BASE_VARIABLES`); nothing else of the worker's
-  environment reaches the task.
-
-Outputs:
-- `exitCode`: 0 (a non-zero exit or an uncaught exception fails the attempt with the last
-  stderr line, e.g. "exit code 1: ValueError: bad row").
-- values passed to `headrace.task.outputs(key=value)`, which prints the
-  `::{"outputs": {...}}::` line the `shell` task also understands.
-
-stdout lines are logged at INFO and stderr lines at WARN, as they come (the child runs
-unbuffered).
-"""
+"""`python`: run an inline Python script in a subprocess."""
 
 from __future__ import annotations
 
@@ -25,21 +7,38 @@ from typing import Any
 
 from pydantic import Field
 
-from headrace.connectors._process import child_environment, run_process
+from headrace.connectors._process import (
+    ENV_DESCRIPTION,
+    ProcessOutputs,
+    child_environment,
+    run_process,
+)
 from headrace.connectors.base import ConnectorProperties, TaskContext
 
 SCRIPT_NAME = "headrace_script.py"
 
 
 class PythonProperties(ConnectorProperties):
-    script: str
-    env: dict[str, str] = Field(default_factory=dict)
+    script: str = Field(
+        description="Python source, run by the worker's own interpreter in the attempt's"
+        " fresh temporary directory, which is also the current directory (files next to it"
+        " are importable)."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description=ENV_DESCRIPTION)
 
 
 class PythonConnector:
-    """Runs `script` with `sys.executable`."""
+    """Runs `script` with the worker's Python interpreter.
+
+    Outputs are the values passed to `headrace.task.outputs(key=value)`. stdout lines are
+    logged at INFO and stderr lines at WARN, as they come (the child runs unbuffered). A
+    non-zero exit or an uncaught exception fails the attempt with the last stderr line,
+    e.g. "exit code 1: ValueError: bad row".
+    """
 
     Properties = PythonProperties
+    Outputs = ProcessOutputs
+    aliases = ("io.kestra.plugin.scripts.python.Script",)
 
     async def run(self, properties: PythonProperties, context: TaskContext) -> dict[str, Any]:
         # A file rather than `-c`: tracebacks then show the failing source line.

@@ -1,22 +1,4 @@
-"""`shell`: run commands in a shell; output lines become log lines.
-
-Properties:
-- `commands` (list of strings, at least one): run in order as one `/bin/sh` script with
-  `set -e`, so the first failing command ends the task.
-- `env` (map of strings): the task's environment, on top of the worker's PATH, HOME,
-  locale and a few more (`_process.BASE_VARIABLES`); nothing else of the worker's
-  environment reaches the task.
-- `workingDirectory` (string): where the commands run; default a fresh temporary
-  directory per attempt, removed afterwards.
-
-Outputs:
-- `exitCode`: 0 (a non-zero exit fails the attempt with "exit code N: <last stderr line>").
-- any value printed to stdout as a line `::{"outputs": {"key": value}}::` (Kestra's
-  convention); such lines are not logged.
-
-stdout lines are logged at INFO and stderr lines at WARN, as they come. A timeout, a kill
-or a worker shutdown ends the whole process group.
-"""
+"""`shell`: run commands in a shell; output lines become log lines."""
 
 from __future__ import annotations
 
@@ -25,22 +7,43 @@ from typing import Any
 
 from pydantic import Field
 
-from headrace.connectors._process import child_environment, run_process
+from headrace.connectors._process import (
+    ENV_DESCRIPTION,
+    ProcessOutputs,
+    child_environment,
+    run_process,
+)
 from headrace.connectors.base import ConnectorProperties, TaskContext
 
 SCRIPT_NAME = ".headrace-commands.sh"
 
 
 class ShellProperties(ConnectorProperties):
-    commands: list[str] = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
-    working_directory: str | None = Field(default=None, alias="workingDirectory")
+    commands: list[str] = Field(
+        min_length=1,
+        description="Run in order as one `/bin/sh` script with `set -e`: the first failing"
+        " command ends the task.",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description=ENV_DESCRIPTION)
+    working_directory: str | None = Field(
+        default=None,
+        alias="workingDirectory",
+        description="Where the commands run; default a fresh temporary directory per"
+        " attempt, removed afterwards.",
+    )
 
 
 class ShellConnector:
-    """Runs `commands` with `/bin/sh -e`."""
+    """Runs `commands` with `/bin/sh -e`.
+
+    stdout lines are logged at INFO and stderr lines at WARN, as they come. A non-zero
+    exit fails the attempt with "exit code N: <last stderr line>". A timeout, a kill or a
+    worker shutdown ends the whole process group.
+    """
 
     Properties = ShellProperties
+    Outputs = ProcessOutputs
+    aliases = ("io.kestra.plugin.scripts.shell.Commands",)
 
     async def run(self, properties: ShellProperties, context: TaskContext) -> dict[str, Any]:
         # The script goes to the attempt's own directory, never into a user's working

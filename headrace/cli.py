@@ -299,6 +299,61 @@ def flow_export(api: ApiClient, folder: Path, namespace: str | None) -> None:
     click.echo(f"{len(flows)} flows exported")
 
 
+# --- task types ----------------------------------------------------------------------
+
+
+@cli.group()
+def plugins() -> None:
+    """The task types installed here (connectors and flowables), with their properties."""
+
+
+@plugins.command("list")
+def plugins_list() -> None:
+    """List every task type, its Kestra alias and what it does."""
+    from headrace.plugins import plugins as installed
+
+    found = installed()
+    width = max(len(plugin.type) for plugin in found)
+    for plugin in found:
+        click.echo(f"{plugin.type:<{width}}  {plugin.summary}")
+        for alias in plugin.aliases:
+            click.echo(f"{'':<{width}}  alias: {alias}")
+    click.echo(f"{len(found)} task types")
+
+
+@plugins.command("describe")
+@click.argument("task_type")
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+def plugins_describe(task_type: str, as_json: bool) -> None:
+    """Describe TASK_TYPE (ours or an alias): its properties and outputs."""
+    import orjson
+
+    from headrace.plugins import find_plugin, property_rows
+
+    plugin = find_plugin(task_type)
+    if plugin is None:
+        raise HeadraceError(f"unknown task type {task_type!r}: `headrace plugins list` lists them")
+    if as_json:
+        click.echo(orjson.dumps(plugin.to_json(), option=orjson.OPT_INDENT_2).decode())
+        return
+    click.secho(f"{plugin.type} ({plugin.kind})", bold=True)
+    for alias in plugin.aliases:
+        click.echo(f"alias: {alias}")
+    click.echo(f"\n{plugin.description}")
+    sections = [("properties", plugin.properties)]
+    if plugin.outputs is not None:
+        sections.append(("outputs", plugin.outputs))
+    for title, schema in sections:
+        click.secho(f"\n{title}:", bold=True)
+        for row in property_rows(schema):
+            facts = [row.type, "required" if row.required else None]
+            if row.default is not None:
+                facts.append(f"default {row.default!r}")
+            click.echo(f"  {row.name} ({', '.join(f for f in facts if f)})")
+            if row.description:
+                click.echo(f"      {row.description}")
+
+
 # --- executions ----------------------------------------------------------------------
 
 

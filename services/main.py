@@ -24,6 +24,11 @@ def run_service(
     secrets: Mapping[str, str] | None = None,
 ) -> None:
     """`secrets`: by name, for a worker (see `headrace.sealed_env`)."""
+    # Two task types claiming one name: stop now, naming both (imported here: the flow
+    # model is heavy, and every service imports this module).
+    from headrace.flow.model import task_type_aliases
+
+    task_type_aliases()
     logging.basicConfig(
         level=loglevel, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
     )

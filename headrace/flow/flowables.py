@@ -6,7 +6,7 @@ other type goes to a worker. `child_lists` is the one place that knows where a f
 keeps its children (the loader recurses with it, the core indexes the tree with it).
 
 Kestra's names (`io.kestra.plugin.core.flow.Parallel`, ...) are normalised to ours by
-`Task` when a flow is loaded (`model.TASK_TYPE_ALIASES`).
+`Task` when a flow is loaded (`model.canonical_task_type`).
 """
 
 from __future__ import annotations
@@ -44,10 +44,14 @@ class _Properties(BaseModel):
 
 
 class SequentialProperties(_Properties):
+    """Runs its tasks one after the other; it fails at the first that fails."""
+
     tasks: list[Task] = Field(min_length=1)
 
 
 class ParallelProperties(_Properties):
+    """Runs its tasks at once (at most `concurrency` at a time); ends when all have."""
+
     tasks: list[Task] = Field(min_length=1)
     concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)  # None: all at once
 
@@ -58,29 +62,45 @@ class DagTask(_Properties):
 
 
 class DagProperties(_Properties):
+    """Runs its tasks as soon as the tasks each `dependsOn` have succeeded."""
+
     tasks: list[DagTask] = Field(min_length=1)
     concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
 
 
 class IfProperties(_Properties):
+    """Runs `then` when `condition` renders true, else `else`."""
+
     condition: Any  # an expression, or a plain boolean
     then: list[Task] = Field(min_length=1)
     else_: list[Task] = Field(default_factory=list, alias="else")
 
 
 class SwitchProperties(_Properties):
+    """Runs the case named by `value`'s text, or `defaults` when no case matches."""
+
     value: Any  # an expression; its text selects the case
     cases: dict[str, list[Task]] = Field(default_factory=dict)
     defaults: list[Task] = Field(default_factory=list)
 
 
 class ForEachProperties(_Properties):
+    """Runs its tasks once per item of `values` (`{{ taskrun.value }}` in them).
+
+    `concurrencyLimit` items at a time; 0 runs every item at once.
+    """
+
     values: list[Any] | str  # a list, or an expression giving one
     concurrency_limit: int = Field(default=1, ge=0, le=MAX_CONCURRENCY)  # 0: every item at once
     tasks: list[Task] = Field(min_length=1)
 
 
 class SubflowProperties(_Properties):
+    """Starts an execution of another flow, and by default waits for its end.
+
+    With `transmitFailed` (the default) a failed subflow fails this task.
+    """
+
     namespace: str = Field(pattern=NAMESPACE_PATTERN)
     flow_id: str = Field(pattern=ID_PATTERN)
     inputs: dict[str, Any] = Field(default_factory=dict)
@@ -90,10 +110,14 @@ class SubflowProperties(_Properties):
 
 
 class PauseProperties(_Properties):
+    """Pauses the execution: for `delay`, or until it is resumed (API or CLI)."""
+
     delay: Duration | None = None  # None: wait for a manual resume
 
 
 class FailProperties(_Properties):
+    """Fails the task run with `message`: ends a branch that must not be reached."""
+
     message: str = "failed on purpose"
 
 

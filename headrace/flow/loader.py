@@ -41,7 +41,7 @@ from headrace.flow.flowables import (
 )
 from headrace.flow.inputs import definition_errors
 from headrace.flow.limits import MAX_TASKS
-from headrace.flow.model import TASK_TYPE_ALIASES, Flow, Input, PluginDefault, Task
+from headrace.flow.model import Flow, Input, PluginDefault, Task, canonical_task_type
 from headrace.flow.plugin_defaults import apply_plugin_defaults
 from headrace.flow.triggers import (
     MIN_WEBHOOK_KEY_LENGTH,
@@ -325,7 +325,7 @@ def _task_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
         task_type = task.get("type")
         if not isinstance(task_type, str):
             continue  # the model reports a missing or non-text type
-        task_type = TASK_TYPE_ALIASES.get(task_type, task_type)
+        task_type = canonical_task_type(task_type)
         if isinstance(task.get("runIf"), str):
             for path, reason in template_syntax_errors(task["runIf"], "runIf"):
                 errors.append(_error(tree, (*loc, path), reason))
@@ -356,7 +356,7 @@ def _task_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
 def _nested_tasks(loc: Loc, task: dict[str, Any]) -> list[tuple[Loc, dict[str, Any]]]:
     """The task mappings nested in a flowable task, at any depth, with their locations."""
     task_type = task.get("type")
-    task_type = TASK_TYPE_ALIASES.get(task_type, task_type) if isinstance(task_type, str) else None
+    task_type = canonical_task_type(task_type) if isinstance(task_type, str) else None
     found: list[tuple[Loc, dict[str, Any]]] = []
     lists: list[tuple[Loc, Any]] = []
     for key in child_list_keys(task_type or ""):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
-from functools import cached_property
+from functools import cache, cached_property
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from headrace.connectors.registry import alias_table, connector_classes
 from headrace.flow.durations import Duration
 from headrace.flow.limits import MAX_ATTEMPTS, MAX_CONCURRENCY, MAX_DURATION
 
@@ -141,7 +142,7 @@ class RetryPolicy(_Model):
         return min(delay, cap)
 
 
-TASK_TYPE_ALIASES: dict[str, str] = {
+FLOWABLE_TYPE_ALIASES: dict[str, str] = {
     "io.kestra.plugin.core.flow.Sequential": "flow.sequential",
     "io.kestra.plugin.core.flow.Parallel": "flow.parallel",
     "io.kestra.plugin.core.flow.Dag": "flow.dag",
@@ -151,11 +152,23 @@ TASK_TYPE_ALIASES: dict[str, str] = {
     "io.kestra.plugin.core.flow.Subflow": "flow.subflow",
     "io.kestra.plugin.core.flow.Pause": "flow.pause",
     "io.kestra.plugin.core.execution.Fail": "flow.fail",
-    "io.kestra.plugin.core.log.Log": "log",
-    "io.kestra.plugin.scripts.shell.Commands": "shell",
-    "io.kestra.plugin.scripts.python.Script": "python",
 }
-"""Kestra's type names -> ours, applied when a task is loaded."""
+"""Kestra's names of the flowable types -> ours (connectors declare their own `aliases`)."""
+
+
+@cache
+def task_type_aliases() -> dict[str, str]:
+    """Every alias -> its task type: the flowables' and the installed connectors'.
+
+    Raises `ConnectorConflict` when a connector claims a name already taken.
+    """
+    reserved = frozenset({*FLOWABLE_TYPE_ALIASES, *FLOWABLE_TYPE_ALIASES.values()})
+    return {**FLOWABLE_TYPE_ALIASES, **alias_table(connector_classes(), reserved)}
+
+
+def canonical_task_type(name: str) -> str:
+    """The task type `name` stands for: Kestra's long names resolved, ours unchanged."""
+    return task_type_aliases().get(name, name)
 
 
 class Task(_Model):
@@ -179,7 +192,7 @@ class Task(_Model):
     @classmethod
     def _canonical_type(cls, value: str) -> str:
         # Kestra's fully-qualified names are accepted; the core only sees ours.
-        return TASK_TYPE_ALIASES.get(value, value)
+        return canonical_task_type(value)
 
     @field_validator("timeout")
     @classmethod

@@ -14,27 +14,12 @@ values: the input is never changed. Triggers are not touched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from functools import cache
+from collections.abc import Mapping
 from typing import Any
 
+from headrace.flow.model import canonical_task_type
+
 TASK_LISTS = ("tasks", "errors", "finally")
-
-
-@cache
-def _canonical() -> Callable[[str], str]:
-    """Alias -> canonical type name, from the table `Task` itself normalises types with."""
-    from headrace.flow import model
-
-    aliases = getattr(model, "TASK_TYPE_ALIASES", None)
-    if isinstance(aliases, Mapping):
-        return lambda name: aliases.get(name, name)
-    return lambda name: name  # no alias table: names match literally
-
-
-def canonical_type(name: str) -> str:
-    """The task type `name` stands for (Kestra's long names resolved)."""
-    return _canonical()(name)
 
 
 def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,10 +52,10 @@ def apply_plugin_defaults(
         return data
     by_type: dict[str, list[tuple[dict[str, Any], bool]]] = {}
     for task_type, values, forced in defaults:
-        by_type.setdefault(canonical_type(task_type), []).append((values, forced))
+        by_type.setdefault(canonical_task_type(task_type), []).append((values, forced))
 
     def task_with_defaults(task: dict[str, Any]) -> dict[str, Any]:
-        matching = by_type.get(canonical_type(task["type"]), [])
+        matching = by_type.get(canonical_task_type(task["type"]), [])
         soft: dict[str, Any] = {}
         hard: dict[str, Any] = {}
         for values, forced in matching:

@@ -37,6 +37,7 @@ from headrace.services.gateway import (
     executions_api,
     flows_api,
     logs_api,
+    plugins_api,
     triggers_api,
     webhooks_api,
 )
@@ -99,6 +100,7 @@ async def index(request: web.Request) -> web.Response:
                 f"{API_PREFIX}/flows",
                 f"{API_PREFIX}/executions",
                 f"{API_PREFIX}/logs/{{executionId}}",
+                f"{API_PREFIX}/plugins",
                 "/healthz",
                 "/metrics",
             ],
@@ -132,6 +134,7 @@ def make_app(
     executions_api.add_routes(app, API_PREFIX)
     logs_api.add_routes(app, API_PREFIX)
     triggers_api.add_routes(app, API_PREFIX)
+    plugins_api.add_routes(app, API_PREFIX)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)

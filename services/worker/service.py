@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 
 from headrace import codec
 from headrace.config import Settings
+from headrace.connectors.network_policy import NetworkPolicy
 from headrace.consume import consume, decode
 from headrace.errors import HeadraceError
 from headrace.kafka import make_consumer, make_producer
@@ -405,6 +406,7 @@ async def run_worker(
     follows kills (a readiness probe: before that, requests would wait). `secrets`: by
     name, what `{{ secret('NAME') }}` resolves to (see `headrace.sealed_env`).
     """
+    NetworkPolicy.from_environment()  # an unreadable HEADRACE_HTTP_DENY: stop now, saying so
     worker = Worker(
         settings,
         worker_id or default_worker_id(),

@@ -257,6 +257,8 @@ ROUTES = [
     ("POST", "/api/v1/executions/webhook/{}/{}/{}"),
     ("GET", "/api/v1/executions/webhook/{}/{}/{}"),
     ("GET", "/api/v1/logs/{}"),
+    ("GET", "/api/v1/plugins"),
+    ("GET", "/api/v1/plugins/{}"),
     ("GET", "/api/v1/triggers"),
     ("PUT", "/api/v1/triggers/{}/{}/{}"),
     ("POST", "/api/v1/triggers/{}/{}/{}/backfill"),

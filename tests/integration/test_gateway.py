@@ -35,6 +35,7 @@ from headrace.messages import (
     StateChange,
     TriggerEvent,
 )
+from headrace.plugins import plugins
 from headrace.services.gateway import make_app
 from headrace.services.gateway.auth import Authenticator
 from headrace.services.gateway.browser import HostPolicy
@@ -122,6 +123,19 @@ async def test_healthz(http: aiohttp.ClientSession) -> None:
     async with http.get("/healthz") as response:
         assert response.status == 200
         assert await json_of(response) == {"status": "ok"}
+
+
+async def test_plugins_lists_and_describes_task_types(http: aiohttp.ClientSession) -> None:
+    async with http.get("/api/v1/plugins") as response:
+        assert response.status == 200
+        assert await response.json() == [plugin.to_json() for plugin in plugins()]
+    async with http.get("/api/v1/plugins/io.kestra.plugin.core.log.Log") as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body["type"] == "log" and body["properties"]["required"] == ["message"]
+    async with http.get("/api/v1/plugins/lgo") as response:
+        assert response.status == 404
+        assert "unknown task type 'lgo'" in (await response.json())["message"]
 
 
 async def test_flow_create_update_get_list_delete(

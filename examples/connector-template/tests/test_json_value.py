@@ -1,0 +1,53 @@
+"""json.value against a local HTTP server: the test kit runs it as a worker would."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from headrace_json_value import JsonValue
+
+from headrace.states import State
+from headrace.testing import run_task
+
+TOKEN = "a-secret-token"
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[TestServer]:
+    async def stats(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.json_response({"error": "bad token"}, status=401)
+        return web.json_response({"data": {"count": 3}})
+
+    app = web.Application()
+    app.router.add_get("/stats", stats)
+    async with TestServer(app) as server:
+        yield server
+
+
+async def test_reads_the_value_at_path(api: TestServer) -> None:
+    properties = {"url": str(api.make_url("/stats")), "path": "data.count", "token": TOKEN}
+    run = await run_task(JsonValue, properties, secrets={"API_TOKEN": TOKEN})
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs == {"value": 3}
+    assert run.messages == [f"GET {properties['url']}"]
+
+
+async def test_fails_with_the_servers_answer(api: TestServer) -> None:
+    run = await run_task(JsonValue, {"url": str(api.make_url("/stats")), "token": "wrong"})
+    assert run.state is State.FAILED
+    assert "answered 401" in run.error and "bad token" in run.error
+
+
+async def test_names_a_missing_key(api: TestServer) -> None:
+    properties = {"url": str(api.make_url("/stats")), "path": "data.total", "token": TOKEN}
+    run = await run_task(JsonValue, properties)
+    assert run.state is State.FAILED and run.error == "no key 'total' on the way to 'data.total'"
+
+
+async def test_a_wrong_property_type_is_refused_by_name() -> None:
+    run = await run_task(JsonValue, {"url": ["not", "text"]})
+    assert run.state is State.FAILED and "invalid property 'url'" in run.error
