@@ -134,9 +134,7 @@ class HttpRequestProperties(ConnectorProperties):
     @field_validator("uri")
     @classmethod
     def _web_url(cls, uri: str) -> str:
-        if URL(uri).scheme not in WEB_SCHEMES:
-            raise ValueError(f"must be an http or https URL, not {uri!r}")
-        return uri
+        return web_url(uri)
 
     @model_validator(mode="after")
     def _one_of_each(self) -> HttpRequestProperties:
@@ -145,6 +143,13 @@ class HttpRequestProperties(ConnectorProperties):
         if self.ssl_options is not None and "ssl" in self.options.model_fields_set:
             raise ValueError("set `options.ssl` or `sslOptions` (its older name), not both")
         return self
+
+
+def web_url(text: str) -> str:
+    """`text` if it is an http or https URL; raises `ValueError` saying why not."""
+    if URL(text).scheme not in WEB_SCHEMES:  # URL() raises on a malformed one
+        raise ValueError(f"must be an http or https URL, not {text!r}")
+    return text
 
 
 class HttpRequestOutputs(BaseModel):
@@ -169,22 +174,9 @@ class HttpRequest:
     uses_workdir = False
 
     async def run(self, properties: HttpRequestProperties, context: TaskContext) -> dict[str, Any]:
-        policy = NetworkPolicy.from_environment()
-        method, url = properties.method.value, _shown(URL(properties.uri))
+        method = properties.method.value
         started = time.monotonic()
-        try:
-            outputs = await _send(properties, policy, context)
-        except ValueError as exc:  # yarl's and aiohttp's word for a malformed URL or header
-            raise TaskFailed(f"{method} {url}: {exc}") from None
-        except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error or exc
-            raise TaskFailed(f"could not connect to {exc.host}:{exc.port}: {reason}") from None
-        except TimeoutError:
-            raise TaskFailed(
-                f"{method} {url}: no answer in time (options.connectTimeout, options.readTimeout)"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise TaskFailed(f"{method} {url} failed: {type(exc).__name__}: {exc}") from None
+        outputs = await send_request(properties, NetworkPolicy.from_environment(), context)
         elapsed_ms = (time.monotonic() - started) * 1000
         code = outputs["code"]
         await context.info(
@@ -194,6 +186,28 @@ class HttpRequest:
             excerpt = (outputs["body"] or "")[:ERROR_BODY_CHARS]
             raise TaskFailed(f"{method} {outputs['uri']} answered {code}: {excerpt}".rstrip(": "))
         return outputs
+
+
+async def send_request(
+    properties: HttpRequestProperties, policy: NetworkPolicy, context: TaskContext
+) -> dict[str, Any]:
+    """Send the request `properties` describe (redirects followed, each checked against
+    `policy`); the answer as `http.request`'s outputs, whatever its status. What keeps
+    it from an answer fails the task saying what (for other connectors that call APIs)."""
+    method, url = properties.method.value, _shown(URL(properties.uri))
+    try:
+        return await _send(properties, policy, context)
+    except ValueError as exc:  # yarl's and aiohttp's word for a malformed URL or header
+        raise TaskFailed(f"{method} {url}: {exc}") from None
+    except aiohttp.ClientConnectorError as exc:
+        reason = exc.os_error or exc
+        raise TaskFailed(f"could not connect to {exc.host}:{exc.port}: {reason}") from None
+    except TimeoutError:
+        raise TaskFailed(
+            f"{method} {url}: no answer in time (options.connectTimeout, options.readTimeout)"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise TaskFailed(f"{method} {url} failed: {type(exc).__name__}: {exc}") from None
 
 
 async def _send(
