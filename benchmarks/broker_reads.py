@@ -1,6 +1,6 @@
 """Does the embedded broker slow down as a partition grows? A bare aiokafka client only.
 
-    python benchmarks/broker_reads.py             # up to 1,000,000 records (~3 min)
+    python benchmarks/broker_reads.py             # up to 1,000,000 records (~2 min)
     python benchmarks/broker_reads.py --records 2000000
 
 Starts its own embedded broker, fills one partition in steps, and at each size measures:

@@ -189,14 +189,23 @@ class HttpRequest:
 
 
 async def send_request(
-    properties: HttpRequestProperties, policy: NetworkPolicy, context: TaskContext
+    properties: HttpRequestProperties,
+    policy: NetworkPolicy,
+    context: TaskContext,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Send the request `properties` describe (redirects followed, each checked against
     `policy`); the answer as `http.request`'s outputs, whatever its status. What keeps
-    it from an answer fails the task saying what (for other connectors that call APIs)."""
-    method, url = properties.method.value, _shown(URL(properties.uri))
+    it from an answer fails the task saying what (for other connectors that call APIs).
+
+    `label`: what logs and errors call the URL instead of showing it, for a URL that is a
+    secret (a webhook's): masking finds a secret only as written, and a URL may be shown
+    re-encoded.
+    """
+    method = properties.method.value
+    url = label or str(_shown(URL(properties.uri)))
     try:
-        return await _send(properties, policy, context)
+        return await _send(properties, policy, context, label)
     except ValueError as exc:  # yarl's and aiohttp's word for a malformed URL or header
         raise TaskFailed(f"{method} {url}: {exc}") from None
     except aiohttp.ClientConnectorError as exc:
@@ -211,7 +220,10 @@ async def send_request(
 
 
 async def _send(
-    properties: HttpRequestProperties, policy: NetworkPolicy, context: TaskContext
+    properties: HttpRequestProperties,
+    policy: NetworkPolicy,
+    context: TaskContext,
+    label: str | None,
 ) -> dict[str, Any]:
     """The request sent, redirects followed (each checked against `policy`): the outputs."""
     options = properties.options
@@ -236,11 +248,15 @@ async def _send(
                 location = response.headers.get("Location")
                 if options.follow_redirects and response.status in REDIRECTS and location:
                     await context.info(
-                        f"{method} {_shown(url)} -> {response.status}, to {location}"
+                        f"{method} {label or _shown(url)} -> {response.status}, to"
+                        f" {label or location}"
                     )
                     target = url.join(URL(location))
                     if target.scheme not in WEB_SCHEMES:
-                        raise TaskFailed(f"{_shown(url)} redirects to {location}, not a web URL")
+                        raise TaskFailed(
+                            f"{label or _shown(url)} redirects to {label or location},"
+                            " not a web URL"
+                        )
                     if target.origin() != url.origin():
                         headers = {
                             k: v for k, v in headers.items() if k.lower() in CROSS_SITE_HEADERS
@@ -262,7 +278,7 @@ async def _send(
                     "uri": str(_shown(url)),
                     "length": len(raw),
                 }
-    raise TaskFailed(f"more than {MAX_REDIRECTS} redirects, the last to {_shown(url)}")
+    raise TaskFailed(f"more than {MAX_REDIRECTS} redirects, the last to {label or _shown(url)}")
 
 
 def _shown(url: URL) -> URL:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from headrace.connectors.network_policy import NetworkPolicy
 # second: wait as told, a few times, then fail (the task's `retry` can take over).
 MAX_RATE_LIMITED = 3
 MAX_RETRY_AFTER_S = 30.0
+WEBHOOK_LABEL = "the Slack webhook"  # the URL is a secret: logs and errors never show it
 
 
 class SlackMessageProperties(ConnectorProperties):
@@ -25,6 +27,9 @@ class SlackMessageProperties(ConnectorProperties):
     )
     text: str | None = Field(
         default=None, description="The message; with `blocks`, the notification's text."
+    )
+    message_text: str | None = Field(
+        default=None, alias="messageText", description="Kestra's name for `text`."
     )
     blocks: list[dict[str, Any]] | None = Field(
         default=None, description="Block Kit blocks, as Slack's documentation writes them."
@@ -40,10 +45,12 @@ class SlackMessageProperties(ConnectorProperties):
     def _web_url(cls, url: str) -> str:
         return web_url(url)
 
+    # At load, the flow loader excuses a field that holds an expression; at run time
+    # the text is rendered and must be JSON.
     @field_validator("payload")
     @classmethod
     def _json_text(cls, payload: Any) -> Any:
-        if isinstance(payload, str) and "{{" not in payload:  # an expression renders later
+        if isinstance(payload, str):
             try:
                 parsed = orjson.loads(payload)
             except orjson.JSONDecodeError as exc:
@@ -54,9 +61,12 @@ class SlackMessageProperties(ConnectorProperties):
 
     @model_validator(mode="after")
     def _one_message(self) -> SlackMessageProperties:
-        if self.payload is not None and (self.text is not None or self.blocks is not None):
+        if self.text is not None and self.message_text is not None:
+            raise ValueError("set `text` or `messageText` (Kestra's name for it), not both")
+        text = self.text if self.text is not None else self.message_text
+        if self.payload is not None and (text is not None or self.blocks is not None):
             raise ValueError("set `payload`, or `text` and `blocks`, not both")
-        if self.payload is None and self.text is None and self.blocks is None:
+        if self.payload is None and text is None and self.blocks is None:
             raise ValueError("set `text` or `blocks` (or Kestra's `payload`)")
         return self
 
@@ -66,11 +76,15 @@ class SlackMessage:
 
     Slack's refusal fails the task with Slack's reason (`invalid_payload`,
     `channel_is_archived`, `no_service`…). When Slack asks to slow down (429), the task
-    waits as long as it says, up to three times.
+    waits as long as it says (at most 30 s), three times at most. Logs and errors never
+    show the webhook's URL, which is a secret.
     """
 
     Properties = SlackMessageProperties
-    aliases = ("io.kestra.plugin.notifications.slack.SlackIncomingWebhook",)
+    aliases = (
+        "io.kestra.plugin.notifications.slack.SlackIncomingWebhook",
+        "io.kestra.plugin.slack.notifications.SlackIncomingWebhook",  # its newer name
+    )
     uses_workdir = False
 
     async def run(self, properties: SlackMessageProperties, context: TaskContext) -> dict[str, Any]:
@@ -78,9 +92,9 @@ class SlackMessage:
             {"uri": properties.url, "method": "POST", "body": _message(properties)}
         )
         policy = NetworkPolicy.from_environment()
-        for _ in range(MAX_RATE_LIMITED + 1):
-            answer = await send_request(request, policy, context)
-            if answer["code"] != 429:
+        for waits in range(MAX_RATE_LIMITED + 1):
+            answer = await send_request(request, policy, context, label=WEBHOOK_LABEL)
+            if answer["code"] != 429 or waits == MAX_RATE_LIMITED:
                 break
             wait = _retry_after(answer["headers"])
             await context.info(f"Slack asks to slow down: posting again in {wait:g} s")
@@ -98,8 +112,9 @@ def _message(properties: SlackMessageProperties) -> dict[str, Any]:
     if properties.payload is not None:
         return properties.payload
     message: dict[str, Any] = {}
-    if properties.text is not None:
-        message["text"] = properties.text
+    text = properties.text if properties.text is not None else properties.message_text
+    if text is not None:
+        message["text"] = text
     if properties.blocks is not None:
         message["blocks"] = properties.blocks
     return message
@@ -109,7 +124,10 @@ def _retry_after(headers: dict[str, list[str]]) -> float:
     for name, values in headers.items():
         if name.lower() == "retry-after" and values:
             try:
-                return min(max(float(values[0]), 0.0), MAX_RETRY_AFTER_S)
-            except ValueError:
+                seconds = float(values[0])
+            except ValueError:  # an HTTP date: Slack sends seconds
                 break
+            if math.isfinite(seconds):
+                return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+            break
     return 1.0

@@ -24,20 +24,30 @@ from headrace.testing import run_task
 HOOK = "/services/T0001/B0001/XXXXXXXXXXXXXXXXXXXXXXXX"
 ARCHIVED = "/services/T0001/B0002/YYYYYYYYYYYYYYYYYYYYYYYY"
 LIMITED = "/services/T0001/B0003/ZZZZZZZZZZZZZZZZZZZZZZZZ"
+DROPPED = "/services/T0001/B0004/WWWWWWWWWWWWWWWWWWWWWWWW"  # the server hangs up
 
 
 class FakeSlack:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.limited_left = 1  # LIMITED answers 429 this many times first
+        self.retry_after = "1"
+        self.posts = 0
 
     async def webhook(self, request: web.Request) -> web.Response:
         path = request.path
+        self.posts += 1
+        if path == DROPPED:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
         if path not in (HOOK, ARCHIVED, LIMITED):
             return web.Response(status=404, text="no_service")
         if path == LIMITED and self.limited_left > 0:
             self.limited_left -= 1
-            return web.Response(status=429, text="rate_limited", headers={"Retry-After": "1"})
+            return web.Response(
+                status=429, text="rate_limited", headers={"Retry-After": self.retry_after}
+            )
         try:
             message = json.loads(await request.text())
         except ValueError:
@@ -69,12 +79,17 @@ async def test_text_blocks_and_kestras_payload_are_posted(slack: tuple[FakeSlack
             "io.kestra.plugin.notifications.slack.SlackIncomingWebhook",
             {"url": base + HOOK, "payload": '{"text": "from kestra"}'},
         ),
+        await run_task(
+            "io.kestra.plugin.slack.notifications.SlackIncomingWebhook",
+            {"url": base + HOOK, "messageText": "kestra's newer name"},
+        ),
     ]
-    assert [run.state for run in runs] == [State.SUCCESS] * 3, [run.error for run in runs]
+    assert [run.state for run in runs] == [State.SUCCESS] * 4, [run.error for run in runs]
     assert fake.messages == [
         {"text": "hello"},
         {"text": "t", "blocks": blocks},
         {"text": "from kestra"},
+        {"text": "kestra's newer name"},
     ]
     assert runs[0].messages == ["posted to Slack"]
 
@@ -89,16 +104,31 @@ async def test_slacks_refusals_fail_with_slacks_reason(slack: tuple[FakeSlack, s
     assert empty.error == "Slack refused the message (400): invalid_payload"
 
 
-async def test_a_rate_limit_is_waited_out(slack: tuple[FakeSlack, str]) -> None:
+async def test_a_rate_limit_is_waited_out_three_times_at_most(
+    slack: tuple[FakeSlack, str],
+) -> None:
     fake, base = slack
     run = await run_task("slack.message", {"url": base + LIMITED, "text": "later"})
     assert run.state is State.SUCCESS, run.error
     assert run.messages == ["Slack asks to slow down: posting again in 1 s", "posted to Slack"]
     assert fake.messages == [{"text": "later"}]
+    fake.limited_left, fake.retry_after, fake.posts = 100, "0", 0
+    run = await run_task("slack.message", {"url": base + LIMITED, "text": "never"})
+    assert run.error == "Slack refused the message (429): rate_limited"
+    assert fake.posts == 4  # the first post and three more after waiting
+    assert run.messages == ["Slack asks to slow down: posting again in 0 s"] * 3
 
 
-async def test_the_webhook_url_is_checked_and_masked_as_a_secret() -> None:
-    url = "http://[::1/services/T/B/secret-path"  # malformed: the error names the URL
+async def test_the_webhook_url_never_shows(slack: tuple[FakeSlack, str]) -> None:
+    _, base = slack
+    # Written with a trailing `?`: shown re-encoded, the URL would escape masking.
+    url = base + DROPPED + "?"
+    run = await run_task("slack.message", {"url": url, "text": "x"}, secrets={"SLACK": url})
+    assert run.state is State.FAILED
+    assert (
+        run.error == "POST the Slack webhook failed: ServerDisconnectedError: Server disconnected"
+    )
+    url = "http://[::1/services/T/B/secret-path"  # malformed, refused by the property check
     run = await run_task("slack.message", {"url": url, "text": "x"}, secrets={"SLACK": url})
     assert run.state is State.FAILED
     assert run.error == "invalid property 'url': Value error, Invalid IPv6 URL"
@@ -119,3 +149,15 @@ def test_a_message_is_required_and_payload_must_be_json() -> None:
     assert "is not JSON" in errors(f"{url}, payload: '{{nope'")[0]
     assert "not both" in errors(f"{url}, text: a, payload: {{text: b}}")[0]
     assert "must be an http or https URL" in errors("url: hooks.slack.com, text: a")[0]
+    # An expression waits for its value; rendered, it must be JSON all the same.
+    load_flow(
+        "id: f\nnamespace: n\ntasks:\n  - {id: s, type: slack.message, "
+        + url
+        + ", payload: '{{ vars.message }}'}\n"
+    )
+
+
+async def test_a_rendered_payload_that_is_not_json_fails_cleanly() -> None:
+    run = await run_task("slack.message", {"url": "https://x.test/h", "payload": '{"a {{ b'})
+    assert run.state is State.FAILED
+    assert (run.error or "").startswith("invalid property 'payload': Value error, is not JSON")
