@@ -215,6 +215,8 @@ async def _run_statement(
             outputs = {"size": int(affected.group(1)) if affected else 0}
     except asyncpg.PostgresError as exc:
         raise TaskFailed(f"{label} failed: {_describe(exc, text)}") from None
+    except asyncpg.InterfaceError as exc:  # the client refused a value or a statement
+        raise TaskFailed(f"{label} failed: {exc}") from None
     elapsed_ms = (time.monotonic() - started) * 1000
     await context.info(f"{label}: {status} ({elapsed_ms:.0f} ms)")
     return outputs
@@ -244,6 +246,11 @@ def _arguments(prepared: Any, parameters: Any, names: list[str], label: str) -> 
             raise TaskFailed(f"{label} uses :{missing[0]}, which `parameters` does not give")
         values = [parameters[name] for name in names]
         shown = [f":{name}" for name in names]
+        if len(values) != len(types):  # `$n` placeholders beside named ones
+            raise TaskFailed(
+                f"{label} takes {len(types)} parameter(s) but names {len(values)}: with a"
+                " mapping of `parameters`, write every placeholder as :name"
+            )
     else:
         values = list(parameters or [])
         shown = [f"${n}" for n in range(1, len(values) + 1)]

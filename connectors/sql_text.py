@@ -24,8 +24,13 @@ def _code_spans(sql: str) -> Iterator[tuple[int, int]]:
         c = sql[i]
         end = None
         if c in "'\"":
+            # E'...' strings take backslash escapes (E'it\'s'); others do not.
+            escapes = c == "'" and i > 0 and sql[i - 1] in "eE" and not _after_word(sql, i - 1)
             end = i + 1
             while end < n:  # a doubled quote is a quote inside
+                if escapes and sql[end] == "\\":
+                    end += 2
+                    continue
                 if sql[end] == c:
                     if end + 1 < n and sql[end + 1] == c:
                         end += 2

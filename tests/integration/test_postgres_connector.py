@@ -116,6 +116,11 @@ async def test_parameters_are_data_typed_by_the_server(database_url: str, table:
     assert missing.error == "statement 1 of 1 uses :id, which `parameters` does not give"
     counted = await query(database_url, "SELECT $1::int", parameters=[1, 2])
     assert counted.error == "statement 1 of 1 takes 1 parameter(s), `parameters` gives 2"
+    mixed = await query(database_url, "SELECT :a::int, $2::int", parameters={"a": 1})
+    assert mixed.error == (
+        "statement 1 of 1 takes 2 parameter(s) but names 1: with a mapping of"
+        " `parameters`, write every placeholder as :name"
+    )
 
 
 async def test_kestras_jdbc_url_and_a_connection_failure(database_url: str) -> None:
