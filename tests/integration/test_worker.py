@@ -386,8 +386,13 @@ async def test_a_kill_naming_a_run_stops_that_run_only(
         "shell", {"commands": ["echo started", f"while [ ! -f {go} ]; do sleep 0.02; done"]}
     )
     await produce(settings, request)
+    # Both: the line (on `logs`) and the RUNNING report (on `task-results`) come in on two
+    # topics, in either order.
     await outcomes.wait_for(
-        lambda: (LogLevel.INFO, "started") in outcomes.messages(request.execution_id),
+        lambda: (
+            (LogLevel.INFO, "started") in outcomes.messages(request.execution_id)
+            and bool(outcomes.starts[request.execution_id])
+        ),
         "the task to start",
     )
     (start,) = outcomes.starts[request.execution_id]
