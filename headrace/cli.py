@@ -348,7 +348,11 @@ def plugins_describe(task_type: str, as_json: bool) -> None:
         for row in property_rows(schema):
             facts = [row.type, "required" if row.required else None]
             if row.default is not None:
-                facts.append(f"default {row.default!r}")
+                # As a flow writes it: `true`, `GET`, `[]`, not Python's `True`, `'GET'`.
+                default = row.default
+                if not isinstance(default, str):
+                    default = orjson.dumps(default).decode()
+                facts.append(f"default {default}")
             click.echo(f"  {row.name} ({', '.join(f for f in facts if f)})")
             if row.description:
                 click.echo(f"      {row.description}")

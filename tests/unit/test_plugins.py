@@ -130,7 +130,9 @@ def test_the_cli_describes_a_type_by_its_kestra_name() -> None:
     result = CliRunner().invoke(cli, ["plugins", "describe", "io.kestra.plugin.core.log.Log"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("log (connector)\nalias: io.kestra.plugin.core.log.Log\n")
-    assert "  level (one of TRACE, DEBUG, INFO, WARN, ERROR, default 'INFO')" in result.output
+    assert "  level (one of TRACE, DEBUG, INFO, WARN, ERROR, default INFO)" in result.output
+    http = CliRunner().invoke(cli, ["plugins", "describe", "http.request"])
+    assert "  options.followRedirects (boolean, default true)" in http.output
     assert "  message (string, required)\n      The text to log" in result.output
     as_json = CliRunner().invoke(cli, ["plugins", "describe", "shell", "--json"])
     assert orjson.loads(as_json.output) == find_plugin("shell").to_json()
