@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import orjson
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from headrace.connectors.base import ConnectorProperties, TaskContext, TaskFailed
-from headrace.connectors.http import HttpRequestProperties, send_request, web_url
+from headrace.connectors.http import HttpRequestProperties, WebUrl, answer_header, send_request
 from headrace.connectors.network_policy import NetworkPolicy
 
 API_VERSION = "2022-11-28"
@@ -22,15 +22,10 @@ class GitHubProperties(ConnectorProperties):
         description="A token allowed to do this (fine-grained: Issues or Actions write):"
         " `{{ secret('GITHUB_TOKEN') }}`.",
     )
-    url: str = Field(
+    url: WebUrl = Field(
         default="https://api.github.com",
         description="The API's URL: GitHub Enterprise Server's is https://HOST/api/v3.",
     )
-
-    @field_validator("url")
-    @classmethod
-    def _web_url(cls, url: str) -> str:
-        return web_url(url)
 
 
 async def call_github(
@@ -66,8 +61,7 @@ def _reason(answer: dict[str, Any], data: Any) -> str:
     details = data.get("errors") if isinstance(data, dict) else None
     if details:
         message += f" {orjson.dumps(details).decode()}"
-    headers = {name.lower(): values for name, values in answer["headers"].items()}
-    if headers.get("x-ratelimit-remaining") == ["0"]:
+    if answer_header(answer, "X-RateLimit-Remaining") == ["0"]:
         message += " (the token's rate limit is used up; it resets at X-RateLimit-Reset)"
     return message or "no reason given"
 

@@ -7,11 +7,11 @@ import ssl
 import time
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from yarl import URL
 
 from headrace.connectors.base import ConnectorProperties, TaskContext, TaskFailed
@@ -35,6 +35,18 @@ class Method(StrEnum):
     DELETE = "DELETE"
     HEAD = "HEAD"
     OPTIONS = "OPTIONS"
+
+
+def _web_url(text: str) -> str:
+    if URL(text).scheme not in WEB_SCHEMES:  # URL() raises on a malformed one
+        raise ValueError(f"must be an http or https URL, not {text!r}")
+    return text
+
+
+# Checked as a field, not by the model: when a flow is loaded a URL may still be an
+# expression, and only a field's own errors are excused for holding one.
+WebUrl = Annotated[str, AfterValidator(_web_url)]
+"""An http or https URL."""
 
 
 class AuthType(StrEnum):
@@ -101,7 +113,7 @@ class Options(ConnectorProperties):
 
 
 class HttpRequestProperties(ConnectorProperties):
-    uri: str = Field(description="The URL, http or https.")
+    uri: WebUrl = Field(description="The URL, http or https.")
     method: Method = Field(default=Method.GET)
     headers: dict[str, str] = Field(default_factory=dict)
     body: Any = Field(
@@ -129,13 +141,6 @@ class HttpRequestProperties(ConnectorProperties):
         description="Kestra's older spelling of options.allowFailed.",
     )
 
-    # A field validator, not a model one: when a flow is loaded, `uri` may still be an
-    # expression, and only a field's own errors are excused for holding one.
-    @field_validator("uri")
-    @classmethod
-    def _web_url(cls, uri: str) -> str:
-        return web_url(uri)
-
     @model_validator(mode="after")
     def _one_of_each(self) -> HttpRequestProperties:
         if self.body is not None and self.form_data is not None:
@@ -143,13 +148,6 @@ class HttpRequestProperties(ConnectorProperties):
         if self.ssl_options is not None and "ssl" in self.options.model_fields_set:
             raise ValueError("set `options.ssl` or `sslOptions` (its older name), not both")
         return self
-
-
-def web_url(text: str) -> str:
-    """`text` if it is an http or https URL; raises `ValueError` saying why not."""
-    if URL(text).scheme not in WEB_SCHEMES:  # URL() raises on a malformed one
-        raise ValueError(f"must be an http or https URL, not {text!r}")
-    return text
 
 
 class HttpRequestOutputs(BaseModel):
@@ -279,6 +277,12 @@ async def _send(
                     "length": len(raw),
                 }
     raise TaskFailed(f"more than {MAX_REDIRECTS} redirects, the last to {label or _shown(url)}")
+
+
+def answer_header(answer: dict[str, Any], name: str) -> list[str]:
+    """The values of header `name` (any case) in an answer `send_request` returned."""
+    wanted = name.lower()
+    return next((v for k, v in answer["headers"].items() if k.lower() == wanted), [])
 
 
 def _shown(url: URL) -> URL:

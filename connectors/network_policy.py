@@ -102,10 +102,6 @@ class NetworkPolicy:
             # The operator's mistake: fail the task saying so, rather than allow everything.
             raise TaskFailed(f"the worker's network policy is invalid: {exc}") from None
 
-    @property
-    def empty(self) -> bool:
-        return not (self.networks or self.hosts or self.deny_private)
-
     def check_address(self, address: str, host: str) -> None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone is not an address
         for form in _forms(ip):

@@ -10,7 +10,7 @@ import orjson
 from pydantic import Field, field_validator, model_validator
 
 from headrace.connectors.base import ConnectorProperties, TaskContext, TaskFailed
-from headrace.connectors.http import HttpRequestProperties, send_request, web_url
+from headrace.connectors.http import HttpRequestProperties, WebUrl, answer_header, send_request
 from headrace.connectors.network_policy import NetworkPolicy
 
 # Slack answers 429 with Retry-After when a webhook posts faster than about one message a
@@ -21,7 +21,7 @@ WEBHOOK_LABEL = "the Slack webhook"  # the URL is a secret: logs and errors neve
 
 
 class SlackMessageProperties(ConnectorProperties):
-    url: str = Field(
+    url: WebUrl = Field(
         description="The incoming webhook's URL (https://hooks.slack.com/services/…): a"
         " secret, so write `{{ secret('SLACK_WEBHOOK') }}`."
     )
@@ -39,11 +39,6 @@ class SlackMessageProperties(ConnectorProperties):
         description="Kestra's form: the whole message as Slack's JSON (text or a mapping),"
         " instead of `text` and `blocks`.",
     )
-
-    @field_validator("url")
-    @classmethod
-    def _web_url(cls, url: str) -> str:
-        return web_url(url)
 
     # At load, the flow loader excuses a field that holds an expression; at run time
     # the text is rendered and must be JSON.
@@ -96,7 +91,7 @@ class SlackMessage:
             answer = await send_request(request, policy, context, label=WEBHOOK_LABEL)
             if answer["code"] != 429 or waits == MAX_RATE_LIMITED:
                 break
-            wait = _retry_after(answer["headers"])
+            wait = _retry_after(answer_header(answer, "Retry-After"))
             await context.info(f"Slack asks to slow down: posting again in {wait:g} s")
             await asyncio.sleep(wait)
         body = (answer["body"] or "").strip()
@@ -120,14 +115,9 @@ def _message(properties: SlackMessageProperties) -> dict[str, Any]:
     return message
 
 
-def _retry_after(headers: dict[str, list[str]]) -> float:
-    for name, values in headers.items():
-        if name.lower() == "retry-after" and values:
-            try:
-                seconds = float(values[0])
-            except ValueError:  # an HTTP date: Slack sends seconds
-                break
-            if math.isfinite(seconds):
-                return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
-            break
-    return 1.0
+def _retry_after(values: list[str]) -> float:
+    try:
+        seconds = float(values[0]) if values else math.nan
+    except ValueError:  # an HTTP date: Slack sends seconds
+        seconds = math.nan
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else 1.0

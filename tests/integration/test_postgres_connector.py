@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from headrace.flow.loader import FlowValidationError, load_flow
 from headrace.states import State
 from headrace.testing import TaskRun, run_task
+from tests.unit.test_flow_loader import only_error
 
 DEADLINE_S = 20.0
 
@@ -176,7 +176,5 @@ def test_a_wrong_property_is_refused_at_validation_with_its_line() -> None:
         "  - id: q\n    type: io.kestra.plugin.jdbc.postgresql.Query\n"
         "    url: jdbc:postgresql://db:5432/shop\n    sql: SELECT 1\n    fetchType: ALL\n"
     )
-    with pytest.raises(FlowValidationError) as caught:
-        load_flow(source)
-    (error,) = caught.value.errors
+    error = only_error(source)
     assert (error.line, error.path) == (8, "tasks[0].fetchType")
