@@ -110,6 +110,7 @@ def server_local(port: int, partitions: int, executors: int, workers: int) -> No
     """
     from headrace.local_server import run_local_server
     from headrace.sealed_env import seal_process
+    from headrace.secret_files import with_secret_files
 
     for option, count in (("--executors", executors), ("--workers", workers)):
         if count > partitions:
@@ -119,7 +120,7 @@ def server_local(port: int, partitions: int, executors: int, workers: int) -> No
                 param_hint=option,
             )
     # First: its tasks must not read credentials in this ancestor's environment.
-    sealed = seal_process()
+    sealed = with_secret_files(seal_process(), os.environ)
     run_local_server(
         port=port, partitions=partitions, sealed=sealed, executors=executors, workers=workers
     )
@@ -128,10 +129,13 @@ def server_local(port: int, partitions: int, executors: int, workers: int) -> No
 def _service_command(name: str) -> Callable[..., None]:
     def command(log_level: str, host: str | None = None, port: int | None = None) -> None:
         from headrace.sealed_env import for_service, seal_process, secrets_of
+        from headrace.secret_files import with_secret_files
         from headrace.services.main import run_service
 
         # First: no credential stays in this process's environment (tasks could read it).
         sealed = for_service(name, seal_process())
+        if name == "worker":  # the one service that resolves secrets
+            sealed = with_secret_files(sealed, os.environ)
         settings = Settings.from_env({**os.environ, **sealed})
         if host is not None:
             settings = dataclasses.replace(settings, gateway_host=host)

@@ -130,7 +130,8 @@ def resolve_secrets(
         if secret is None:
             raise SecretError(
                 where,
-                f"secret {name} is not defined: set HEADRACE_SECRET_{name} in the workers' environment",
+                f"secret {name} is not defined: set HEADRACE_SECRET_{name} in the workers'"
+                f" environment, or write it to the file {name} in their HEADRACE_SECRETS_DIR",
             )
         if secret not in used:
             used.append(secret)

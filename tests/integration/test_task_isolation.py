@@ -1,8 +1,8 @@
 """What a task can read, against a real `headrace server local` (its supervisor included).
 
 The server is started as a user would, with two secrets in its environment (MINE, which
-the flows ask for, and OTHER, which none does) and a database URL, and with its own
-embedded broker. A task then looks through every process environment it can read, its
+the flows ask for, and OTHER, which none does), one in a mounted secrets directory
+(FILED), a database URL, and with its own embedded broker. A task then looks through every process environment it can read, its
 own, its ancestors' (the worker, the supervisor) and everyone else's: neither OTHER nor
 the database URL may be anywhere, MINE only in its own. Then a task prints MINE in every
 encoding masking covers: no form of it may reach the logs API, PostgreSQL or any topic.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from tests.integration.waiting import wait_until
 # Random per session, with characters whose encodings differ from the text itself.
 MINE = f'Mine/{secrets.token_hex(6)}+é "q"'
 OTHER = f"other-{secrets.token_hex(8)}"
+FILED = f"filed-{secrets.token_hex(8)}"
 
 LOOK_AROUND = """\
 id: look-around
@@ -155,11 +157,15 @@ class Server:
 def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     output = tmp_path_factory.mktemp("server-local") / "output.txt"
+    mounted = tmp_path_factory.mktemp("secrets")
+    (mounted / "FILED").write_text(FILED + "\n")  # as `echo` writes it
+    (mounted / "..data").mkdir()  # Kubernetes' own entry: not a secret
     env = {
         **os.environ,
         "HEADRACE_DATABASE_URL": settings.database_url,
         "HEADRACE_SECRET_MINE": MINE,
         "HEADRACE_SECRET_OTHER": OTHER,
+        "HEADRACE_SECRETS_DIR": str(mounted),
     }
     env.pop("HEADRACE_KAFKA_BOOTSTRAP", None)  # its own embedded broker, as a user gets
     with output.open("wb") as sink:
@@ -221,7 +227,12 @@ def halves(value: str) -> list[str]:
 
 
 def test_a_task_reads_only_the_secrets_its_flow_names(server: Server) -> None:
-    needles = {"MINE": halves(MINE), "OTHER": halves(OTHER), "DB": halves(server.database_url)}
+    needles = {
+        "MINE": halves(MINE),
+        "OTHER": halves(OTHER),
+        "FILED": halves(FILED),
+        "DB": halves(server.database_url),
+    }
     source = LOOK_AROUND % json.dumps(needles).replace("'", "''")
     execution = run_flow(server, source, "look-around")
     assert execution["state"]["current"] == "SUCCESS", execution
@@ -237,8 +248,39 @@ def test_a_task_reads_only_the_secrets_its_flow_names(server: Server) -> None:
         environ = Path(f"/proc/{server.process.pid}/environ").read_bytes()
     except PermissionError:  # non-dumpable: not readable by its user (tests run as root)
         environ = b""
-    for value in (MINE, OTHER, server.database_url):
+    for value in (MINE, OTHER, FILED, server.database_url):
         assert value.encode() not in environ
+
+
+FROM_FILE = """\
+id: from-file
+namespace: tests.isolation
+tasks:
+  - id: use
+    type: python
+    env:
+      FILED: "{{ secret('FILED') }}"
+    script: |
+      import hashlib, os
+      from headrace import task
+
+      value = os.environ["FILED"]
+      print("got", value)
+      task.outputs(copy=value, digest=hashlib.sha256(value.encode()).hexdigest())
+"""
+
+
+def test_a_secret_from_the_mounted_directory_reaches_the_task_that_names_it(
+    server: Server,
+) -> None:
+    execution = run_flow(server, FROM_FILE, "from-file")
+    assert execution["state"]["current"] == "SUCCESS", execution
+    outputs = execution["taskRunList"][0]["outputs"]
+    # The file's text less its newline, and masked like any secret.
+    assert outputs["digest"] == hashlib.sha256(FILED.encode()).hexdigest()
+    assert outputs["copy"] == MASK
+    lines = [line["message"] for line in server.api.request("GET", f"/logs/{execution['id']}")]
+    assert f"got {MASK}" in lines and not any(FILED in line for line in lines)
 
 
 def test_every_encoding_of_a_secret_is_masked_in_logs_outputs_errors_and_topics(
