@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from headrace.broker import start_embedded_broker
 from headrace.config import Settings
 from headrace.db.executions import ExecutionRepository
 from headrace.db.indexing import write_batch
@@ -40,10 +42,23 @@ from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.waiter import ExecutionWaiter
 from headrace.states import State
+from headrace.topics.apply import apply_topics
 
 YAML = {"Content-Type": "application/x-yaml"}
 DEADLINE_S = 20.0
 KEY = "k3y-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings) -> Iterator[Settings]:
+    """The session's settings on a broker of this module's own: the backfill test puts
+    8,760 starts on `triggers`, which the next module's executor would spend ~30 s on."""
+    broker = start_embedded_broker()
+    try:
+        asyncio.run(apply_topics(broker.bootstrap, settings.partitions))
+        yield dataclasses.replace(settings, kafka_bootstrap=broker.bootstrap)
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="module")
