@@ -8,6 +8,7 @@ COPY topics ./topics
 COPY schemas ./schemas
 COPY connectors ./connectors
 COPY examples ./examples
-RUN pip install --no-cache-dir . && useradd --create-home headrace
+# The dbt extra: workers run dbt tasks (dbt-core and its PostgreSQL adapter).
+RUN pip install --no-cache-dir ".[dbt]" && useradd --create-home headrace
 USER headrace
 ENTRYPOINT ["headrace"]

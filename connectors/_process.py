@@ -155,9 +155,11 @@ async def _terminate(
     protocol: _ExitAwareProtocol,
     transport: asyncio.SubprocessTransport,
     guard: ProcessGuard | None,
+    stop_signal: signal.Signals = signal.SIGTERM,
 ) -> None:
-    """SIGTERM the group, then SIGKILL it after a grace period (or at once if the leader left)."""
-    _signal_group(pid, signal.SIGTERM)
+    """`stop_signal` (SIGTERM) to the group, then SIGKILL after a grace period (or at once if
+    the leader left)."""
+    _signal_group(pid, stop_signal)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(protocol.exited), TERMINATE_GRACE_S)
     _signal_group(pid, signal.SIGKILL)
@@ -188,10 +190,15 @@ async def run_process(
     *,
     env: Mapping[str, str],
     cwd: Path,
+    stdout_handler: Callable[[str], Awaitable[None]] | None = None,
+    stop_signal: signal.Signals = signal.SIGTERM,
 ) -> dict[str, Any]:
     """Run `argv` to completion; returns the emitted outputs plus `exitCode` (0).
 
     Raises `TaskFailed("exit code N: <last stderr line>")` on a non-zero exit.
+    `stdout_handler`: takes each stdout line instead (no logging, no outputs lines), for a
+    program whose output is structured (dbt's JSON log lines). `stop_signal`: the first
+    signal of a cancellation, SIGINT for a program that cancels its remote work on Ctrl-C.
     """
     outputs: dict[str, Any] = {}
     last_stderr = ""
@@ -217,7 +224,7 @@ async def run_process(
         raise TaskFailed(f"could not start {argv[0]}: {exc}") from exc
     assert process.stdout is not None and process.stderr is not None
     readers = [
-        asyncio.create_task(_read_lines(process.stdout, on_stdout)),
+        asyncio.create_task(_read_lines(process.stdout, stdout_handler or on_stdout)),
         asyncio.create_task(_read_lines(process.stderr, on_stderr)),
     ]
     try:
@@ -240,7 +247,7 @@ async def run_process(
         # Cancelled (timeout, shutdown) or a log sink failed: the group must not outlive us.
         for reader in readers:
             reader.cancel()
-        await asyncio.shield(_terminate(process.pid, protocol, transport, guard))
+        await asyncio.shield(_terminate(process.pid, protocol, transport, guard, stop_signal))
         raise
     if code != 0:
         reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"

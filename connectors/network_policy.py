@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -131,6 +132,23 @@ class NetworkPolicy:
 
     def resolver(self) -> AbstractResolver:
         return _CheckingResolver(self)
+
+    async def check_hosts(self, hosts: Iterable[tuple[str, int]], what: str) -> None:
+        """Refuse a denied host, or one whose name resolves to a denied address, for
+        clients that resolve names themselves (Kafka's, PostgreSQL's): checked before
+        they connect. `what` names the server in errors ("Kafka broker")."""
+        if self == NetworkPolicy():
+            return  # nothing is denied: no need to resolve
+        resolver = self.resolver()
+        try:
+            for host, port in hosts:
+                self.check_url(URL.build(scheme="tcp", host=host, port=port))
+                try:
+                    await resolver.resolve(host, port, family=socket.AF_UNSPEC)
+                except OSError as exc:
+                    raise TaskFailed(f"cannot resolve {what} {host}: {exc}") from None
+        finally:
+            await resolver.close()
 
 
 class _CheckingResolver(AbstractResolver):

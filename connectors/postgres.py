@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel, Field, field_validator
 
 from headrace.connectors.base import ConnectorProperties, TaskContext, TaskFailed
+from headrace.connectors.network_policy import DENY_ENV, DeniedAddress, NetworkPolicy
 from headrace.connectors.sql_text import named_parameters, split_statements
 
 CONNECT_TIMEOUT_S = 30.0
@@ -146,6 +147,7 @@ async def _connect(
 ) -> asyncpg.Connection:
     parts = urlsplit(dsn)
     where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+    await _check_servers(NetworkPolicy.from_environment(), dsn)
     try:
         return await asyncpg.connect(
             dsn,
@@ -157,6 +159,31 @@ async def _connect(
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise TaskFailed(f"could not connect to PostgreSQL at {where}: {exc}") from None
+
+
+async def _check_servers(policy: NetworkPolicy, dsn: str) -> None:
+    """The operator's deny-list, applied to every server the URL names (asyncpg resolves
+    names itself). A Unix socket (a `host=/path` parameter, or no host at all) is on the
+    worker's own machine: refused when `private` addresses are."""
+    parts = urlsplit(dsn)
+    netloc = parts.netloc.rpartition("@")[2]
+    hosts = [host for key, host in parse_qsl(parts.query) if key == "host"]
+    if not hosts and netloc:
+        hosts = netloc.split(",")
+    servers: list[tuple[str, int]] = []
+    for host in hosts or [""]:
+        if host.startswith("/") or not host:
+            if policy.deny_private:
+                raise DeniedAddress(
+                    "a Unix socket is on the worker's own machine, which the workers may not"
+                    f" reach ({DENY_ENV} denies private addresses): give the server's host"
+                )
+            continue
+        name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if not name or not port.isdigit():
+            name, port = host, "5432"
+        servers.append((name.strip("[]"), int(port)))
+    await policy.check_hosts(servers, "PostgreSQL server")
 
 
 async def _close(connection: asyncpg.Connection) -> None:

@@ -1,4 +1,9 @@
-"""`shell`: run commands in a shell; output lines become log lines."""
+"""`shell` and `shell.script`: run commands, or a script, with `/bin/sh`.
+
+Kestra's `io.kestra.plugin.scripts.shell.Commands` and `...shell.Script`. `shell` stays
+the name of the Commands form: it is what flows have always used, and commands are
+what most shell tasks are.
+"""
 
 from __future__ import annotations
 
@@ -7,38 +12,55 @@ from typing import Any
 
 from pydantic import Field
 
-from headrace.connectors._process import (
-    ENV_DESCRIPTION,
-    ProcessOutputs,
-    child_environment,
-    run_process,
+from headrace.connectors._process import ProcessOutputs, child_environment
+from headrace.connectors.base import TaskContext
+from headrace.connectors.script_task import ScriptTaskProperties, run_script
+
+WORKING_DIRECTORY_DESCRIPTION = (
+    "Where the commands run, and where `inputFiles` and `outputFiles` are; default a fresh"
+    " temporary directory per attempt, removed afterwards."
 )
-from headrace.connectors.base import ConnectorProperties, TaskContext
-
-SCRIPT_NAME = ".headrace-commands.sh"
 
 
-class ShellProperties(ConnectorProperties):
+class ShellProperties(ScriptTaskProperties):
     commands: list[str] = Field(
         min_length=1,
-        description="Run in order as one `/bin/sh` script with `set -e`: the first failing"
-        " command ends the task.",
+        description="Run in order as one `/bin/sh` script with `set -e`, after"
+        " `beforeCommands`: the first failing command ends the task.",
     )
-    env: dict[str, str] = Field(default_factory=dict, description=ENV_DESCRIPTION)
     working_directory: str | None = Field(
-        default=None,
-        alias="workingDirectory",
-        description="Where the commands run; default a fresh temporary directory per"
-        " attempt, removed afterwards.",
+        default=None, alias="workingDirectory", description=WORKING_DIRECTORY_DESCRIPTION
+    )
+
+
+class ShellScriptProperties(ScriptTaskProperties):
+    script: str = Field(
+        min_length=1,
+        description="Shell source run by `/bin/sh` with `set -e`, after `beforeCommands`, in"
+        " the same shell: the first failing command ends the task.",
+    )
+    working_directory: str | None = Field(
+        default=None, alias="workingDirectory", description=WORKING_DIRECTORY_DESCRIPTION
+    )
+
+
+async def _run_shell(
+    properties: ShellProperties | ShellScriptProperties, body: str, context: TaskContext
+) -> dict[str, Any]:
+    cwd = Path(properties.working_directory or context.workdir)
+    return await run_script(
+        properties, context, body, cwd=cwd, env=child_environment(properties.env)
     )
 
 
 class ShellConnector:
     """Runs `commands` with `/bin/sh -e`.
 
-    stdout lines are logged at INFO and stderr lines at WARN, as they come. A non-zero
-    exit fails the attempt with "exit code N: <last stderr line>". A timeout, a kill or a
-    worker shutdown ends the whole process group.
+    `beforeCommands` run first in the same script. `inputFiles` are written into the
+    working directory before, and `outputFiles` read back after a successful run (their
+    text is the output `outputFiles`). stdout lines are logged at INFO and stderr lines at
+    WARN, as they come. A non-zero exit fails the attempt with "exit code N: <last stderr
+    line>". A timeout, a kill or a worker shutdown ends the whole process group.
     """
 
     Properties = ShellProperties
@@ -46,11 +68,19 @@ class ShellConnector:
     aliases = ("io.kestra.plugin.scripts.shell.Commands",)
 
     async def run(self, properties: ShellProperties, context: TaskContext) -> dict[str, Any]:
-        # The script goes to the attempt's own directory, never into a user's working
-        # directory; a file (not `sh -c`) has no argument-length limit.
-        script = context.workdir / SCRIPT_NAME
-        script.write_text("set -e\n" + "\n".join(properties.commands) + "\n")
-        cwd = Path(properties.working_directory or context.workdir)
-        return await run_process(
-            ["/bin/sh", str(script)], context, env=child_environment(properties.env), cwd=cwd
-        )
+        return await _run_shell(properties, "\n".join(properties.commands), context)
+
+
+class ShellScriptConnector:
+    """Runs a `script` with `/bin/sh -e`.
+
+    As `shell`, with the script's text instead of a list of commands: `beforeCommands`,
+    `env`, `inputFiles`, `outputFiles` and `workingDirectory` work the same.
+    """
+
+    Properties = ShellScriptProperties
+    Outputs = ProcessOutputs
+    aliases = ("io.kestra.plugin.scripts.shell.Script",)
+
+    async def run(self, properties: ShellScriptProperties, context: TaskContext) -> dict[str, Any]:
+        return await _run_shell(properties, properties.script, context)

@@ -18,6 +18,7 @@ from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
 
 FLOW_SUFFIXES = (".yaml", ".yml")
+DBT_PROJECT_FILE = "dbt_project.yml"
 # Flows per listing request when pruning (the gateway's maximum page size).
 LIST_PAGE_SIZE = 1_000
 
@@ -34,10 +35,20 @@ class FlowFile:
 
 
 def find_flow_files(paths: Iterable[Path]) -> list[Path]:
+    """The flow files of `paths`: files as given, folders searched through, except the
+    dbt projects in them (a folder with a `DBT_PROJECT_FILE`), whose YAML is dbt's: flows
+    and the dbt projects their tasks build live side by side in one repository."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix in FLOW_SUFFIXES and p.is_file())
+            projects = [file.parent for file in path.rglob(DBT_PROJECT_FILE)]
+            found += sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in FLOW_SUFFIXES
+                and p.is_file()
+                and not any(p.is_relative_to(project) for project in projects)
+            )
         else:
             found.append(path)
     return found

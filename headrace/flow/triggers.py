@@ -260,19 +260,7 @@ class KafkaTrigger(TriggerProperties):
     @field_validator("avro_schema", mode="before")
     @classmethod
     def _schema_from_text(cls, value: Any) -> Any:
-        if isinstance(value, dict | list | None) or (
-            isinstance(value, str) and _AVRO_NAME.fullmatch(value)
-        ):
-            return value
-        if not isinstance(value, str):
-            raise ValueError("avroSchema must be a mapping, JSON text or a type name")
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(
-                f"avroSchema text is not JSON ({exc}): give the schema as a YAML mapping, "
-                "as JSON text, or as a type name such as `string`"
-            ) from None
+        return avro_schema_from_text(value, "avroSchema")
 
     @field_validator("avro_schema")
     @classmethod
@@ -280,15 +268,7 @@ class KafkaTrigger(TriggerProperties):
         if value is None:
             return value
         _only_with_avro("avroSchema", info)
-        try:
-            parse_schema(value)
-        except KeyError as exc:  # fastavro's word for a missing key, e.g. a fixed's size
-            raise ValueError(f"invalid Avro schema, got no key {exc} where one is needed") from None
-        except UnknownType as exc:
-            raise ValueError(f"invalid Avro schema, got an unknown type {exc.name!r}") from None
-        except (SchemaParseException, ValueError, TypeError) as exc:
-            raise ValueError(f"invalid Avro schema, got this error from fastavro: {exc}") from None
-        return value
+        return checked_avro_schema(value)
 
     @field_validator("schema_registry_url")
     @classmethod
@@ -325,6 +305,37 @@ class KafkaTrigger(TriggerProperties):
                 "(inline) nor schemaRegistryUrl (Confluent Schema Registry): give one or both"
             )
         return self
+
+
+def avro_schema_from_text(value: Any, name: str) -> Any:
+    """An Avro schema as a flow writes it (a mapping, JSON text, a type name) as JSON data;
+    `name`, the property's, is for the error. Also read by the `kafka.*` tasks."""
+    if isinstance(value, dict | list | None) or (
+        isinstance(value, str) and _AVRO_NAME.fullmatch(value)
+    ):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a mapping, JSON text or a type name")
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(
+            f"{name} text is not JSON ({exc}): give the schema as a YAML mapping, "
+            "as JSON text, or as a type name such as `string`"
+        ) from None
+
+
+def checked_avro_schema(value: AvroSchema) -> AvroSchema:
+    """`value` if fastavro reads it as a schema, else a `ValueError` saying why."""
+    try:
+        parse_schema(value)
+    except KeyError as exc:  # fastavro's word for a missing key, e.g. a fixed's size
+        raise ValueError(f"invalid Avro schema, got no key {exc} where one is needed") from None
+    except UnknownType as exc:
+        raise ValueError(f"invalid Avro schema, got an unknown type {exc.name!r}") from None
+    except (SchemaParseException, ValueError, TypeError) as exc:
+        raise ValueError(f"invalid Avro schema, got this error from fastavro: {exc}") from None
+    return value
 
 
 def _only_with_avro(name: str, info: ValidationInfo) -> None:

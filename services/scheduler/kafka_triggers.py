@@ -38,15 +38,15 @@ from headrace.consume import POLL_TIMEOUT_MS, consume
 from headrace.core.ids import derive_id
 from headrace.flow.triggers import KAFKA, KafkaBatch, KafkaTrigger
 from headrace.kafka import make_consumer
-from headrace.messages import TriggerEvent
-from headrace.services.scheduler.catalog import DeclaredTrigger, TriggerCatalog
-from headrace.services.scheduler.kafka_values import (
+from headrace.kafka_values import (
     RegistryUnavailable,
     SchemaRegistry,
     UndecodableValue,
     ValueDecoder,
     value_decoder,
 )
+from headrace.messages import TriggerEvent
+from headrace.services.scheduler.catalog import DeclaredTrigger, TriggerCatalog
 from headrace.services.scheduler.offsets import (
     NEW_GROUP_OFFSET_RESET,
     AssignmentTracker,

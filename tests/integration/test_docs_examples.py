@@ -4,22 +4,27 @@ Every ```yaml block of `docs/flows.md` whose first line is `# expect: STATE` is 
 (all its YAML documents, in namespace `docs.examples`), its last document is started,
 and the execution must end in STATE. A `# resume: {json}` line resumes the execution
 with that body each time it is PAUSED. All examples run at once (they are independent),
-then each test checks one. The pipeline of `examples/` runs too.
+then each test checks one. The pipeline of `examples/` runs too, against the vendors'
+fakes (tests/fakes) and real dbt and PostgreSQL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from headrace.api_client import ApiClient, ApiError
 from headrace.config import Settings
 from headrace.flow_files import apply_folder
+from tests.fakes import airbyte, hightouch, serving, slack
 from tests.integration.stacks import running_stack
 from tests.integration.waiting import wait_until
 from tests.unit.test_docs_flows import Example, runnable_examples
@@ -28,15 +33,53 @@ NAMESPACE = "docs.examples"
 TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 DEADLINE_S = 120
+AIRBYTE_TOKEN = "airbyte-example-token-0123"
 
 # Examples that show the intended behaviour but hit a known engine bug: they must still
 # fail (strict xfail), so the marker is removed as soon as the engine is fixed.
 KNOWN_ISSUES: dict[str, str] = {}
 
 
+@dataclasses.dataclass
+class Vendors:
+    """The fakes the example pipeline calls, and the database it builds in."""
+
+    airbyte: airbyte.FakeAirbyte
+    airbyte_url: str
+    hightouch: hightouch.FakeHightouch
+    hightouch_url: str
+    slack: slack.FakeSlack
+    slack_url: str
+    database_url: str
+
+
 @pytest.fixture(scope="module")
-def api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiClient]:
-    with running_stack(settings, tmp_path_factory, "docs-logs") as stack:
+def vendors(settings: Settings) -> Iterator[Vendors]:
+    fakes = (
+        airbyte.FakeAirbyte(airbyte.demo_connections(), token=AIRBYTE_TOKEN),
+        hightouch.FakeHightouch(hightouch.demo_syncs()),
+        slack.FakeSlack(),
+    )
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(serving(fake.app())) for fake in fakes]
+        yield Vendors(
+            fakes[0], urls[0], fakes[1], urls[1], fakes[2], urls[2], settings.database_url
+        )
+
+
+@pytest.fixture(scope="module")
+def api(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, vendors: Vendors
+) -> Iterator[ApiClient]:
+    secrets = {
+        "HEADRACE_SECRET_AIRBYTE_TOKEN": AIRBYTE_TOKEN,
+        "HEADRACE_SECRET_HIGHTOUCH_TOKEN": hightouch.TOKEN,
+        "HEADRACE_SECRET_SLACK_WEBHOOK": vendors.slack_url + slack.HOOK,
+        "HEADRACE_SECRET_WAREHOUSE_PASSWORD": (
+            urllib.parse.urlsplit(vendors.database_url).password or "unused-by-trust-auth"
+        ),
+    }
+    with running_stack(settings, tmp_path_factory, "docs-logs", secrets=secrets) as stack:
         yield ApiClient(stack.url, timeout_s=60)
 
 
@@ -221,32 +264,97 @@ def runs_by_task(execution: dict) -> dict[str, list[dict]]:
     return runs
 
 
-def test_examples_folder_validates_and_the_elt_pipeline_runs(api: ApiClient) -> None:
-    lines: list[str] = []
-    apply_folder(api, [EXAMPLES_DIR], dry_run=False, prune=False, echo=lines.append)
-    assert any("examples/elt-pipeline" in line for line in lines), lines
-    tables = ["orders", "customers", "payments"]
-    execution_id = api.request(
-        "POST", "/executions/examples/elt-pipeline", json_body={"tables": tables}
-    )["id"]
-    ended = wait_until(
+def start_pipeline(api: ApiClient, vendors: Vendors, **inputs: Any) -> str:
+    """Start examples/elt-pipeline against the fakes and the session's database."""
+    url = urllib.parse.urlsplit(vendors.database_url)
+    body = {
+        "dbt_project": str(EXAMPLES_DIR / "dbt"),
+        "airbyte_url": vendors.airbyte_url,
+        "hightouch_url": vendors.hightouch_url,
+        "warehouse_host": url.hostname,
+        "warehouse_port": url.port or 5432,
+        "warehouse_database": url.path.lstrip("/"),
+        "warehouse_user": url.username or "postgres",
+        **inputs,
+    }
+    return api.request("POST", "/executions/examples/elt-pipeline", json_body=body)["id"]
+
+
+def ended_execution(api: ApiClient, execution_id: str) -> dict:
+    return wait_until(
         lambda: (e := execution(api, execution_id)) and e["state"]["current"] in TERMINAL and e,
         DEADLINE_S,
     )
+
+
+def log_lines(api: ApiClient, execution_id: str) -> list[str]:
+    return [line["message"] for line in api.request("GET", f"/logs/{execution_id}")]
+
+
+def test_examples_folder_validates_and_the_elt_pipeline_runs(
+    api: ApiClient, vendors: Vendors
+) -> None:
+    lines: list[str] = []
+    apply_folder(api, [EXAMPLES_DIR], dry_run=False, prune=False, echo=lines.append)
+    assert any("examples/elt-pipeline" in line for line in lines), lines
+    assert not any("dbt" in line for line in lines), lines  # its project is not flows
+    ended = ended_execution(api, start_pipeline(api, vendors))
     assert ended["state"]["current"] == "SUCCESS", json.dumps(ended, indent=1)[:4000]
     runs = runs_by_task(ended)
-    # The for-each ran its body once per table, each run carrying its table.
-    assert sorted(run["value"] for run in runs["load-table"]) == sorted(tables)
-    # The reusable SQL flow ran as a subflow and its outputs came back.
-    (call,) = runs["build-report"]
-    assert call["outputs"]["state"] == "SUCCESS"
-    assert "select" in call["outputs"]["outputs"]["statement"].lower()
+    # Both Airbyte syncs ran (billing's after one failed attempt inside Airbyte)...
+    assert sorted(vendors.airbyte.syncs) == sorted([airbyte.ORDERS, airbyte.FLAKY])
+    assert ended["outputs"]["orders_synced"] == 1200
+    (billing,) = runs["sync-billing"]
+    assert billing["outputs"]["attempts"] == 2
+    # ...dbt built the models for real...
+    assert ended["outputs"]["models"]["success"] == 3  # the seed and two models
+    assert ended["outputs"]["models"]["pass"] == 4  # unique and not_null, twice
+    (transform,) = runs["transform"]
+    built = {r["uniqueId"]: r["status"] for r in transform["outputs"]["results"]}
+    assert built["model.shop.customer_totals"] == "success"
+    # ...the reusable SQL flow read them, with its parameter bound...
+    assert ended["outputs"]["top_customers"] == [
+        {"customer": "linus", "total": 220.0},
+        {"customer": "ada", "total": 135.75},
+    ]
+    (call,) = runs["top-customers"]
     child = execution(api, call["outputs"]["executionId"])
     assert child is not None and child["flowId"] == "run-sql"
-    assert ended["outputs"]["tables_loaded"] == len(tables)
-    assert ended["outputs"]["report_statement"] == call["outputs"]["outputs"]["statement"]
-    # Both extracts ran in the parallel branch, on the first attempt or after a retry.
-    assert {"extract-orders", "extract-customers"} <= set(runs)
+    # ...and Hightouch synced the result; nothing went to Slack.
+    assert [sync for sync, _ in vendors.hightouch.triggers] == [hightouch.CONTACTS]
+    assert ended["outputs"]["crm_rows"] == 773
+    assert vendors.slack.messages == []
+    # The vendors' logs and dbt's are the execution's logs.
+    logs = "\n".join(log_lines(api, ended["id"]))
+    assert "source > Read 1200 records from orders" in logs
+    assert "OK created sql table model analytics.customer_totals" in logs
+    assert "Completed successfully" in logs
+
+
+def test_a_failing_sync_alerts_slack_and_a_kill_cancels_the_airbyte_job(
+    api: ApiClient, vendors: Vendors
+) -> None:
+    apply_folder(api, [EXAMPLES_DIR], dry_run=False, prune=False, echo=lambda _: None)
+    failing = start_pipeline(api, vendors, orders_connection=airbyte.BROKEN)
+    slow = start_pipeline(api, vendors, orders_connection=airbyte.SLOW)
+    failed = ended_execution(api, failing)
+    assert failed["state"]["current"] == "FAILED"
+    (orders,) = runs_by_task(failed)["sync-orders"]
+    assert "Checking source connection failed" in orders["attempts"][-1]["error"]
+    assert _states(failed, "transform") == [] and _states(failed, "alert") == ["SUCCESS"]
+    assert {"text": f"examples.elt-pipeline failed: execution {failing}"} in vendors.slack.messages
+
+    def slow_job_running() -> int | None:
+        jobs = [j for j in list(vendors.airbyte.jobs.values()) if j.connection_id == airbyte.SLOW]
+        return jobs[0].id if jobs and jobs[0].status == "running" else None
+
+    job_id = wait_until(slow_job_running, DEADLINE_S, "the slow Airbyte job to run")
+    api.request("POST", f"/executions/{slow}/kill")
+    killed = ended_execution(api, slow)
+    assert killed["state"]["current"] == "KILLED"
+    assert job_id in vendors.airbyte.cancels
+    assert vendors.airbyte.jobs[job_id].status == "cancelled"
+    assert f"cancelled Airbyte job {job_id}" in log_lines(api, slow)
 
 
 def test_the_approval_example_waits_for_a_resume(api: ApiClient) -> None:

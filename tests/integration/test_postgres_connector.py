@@ -135,6 +135,28 @@ async def test_kestras_jdbc_url_and_a_connection_failure(database_url: str) -> N
     assert (down.error or "").startswith("could not connect to PostgreSQL at 127.0.0.1:1/db: ")
 
 
+async def test_the_workers_deny_list_covers_postgresql_servers(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test server is on 127.0.0.1: what a worker's own database would be.
+    monkeypatch.setenv("HEADRACE_HTTP_DENY", "private")
+    refused = await query(database_url, "SELECT 1")
+    assert refused.state is State.FAILED
+    assert refused.error == (
+        "127.0.0.1 is an address the workers may not reach (HEADRACE_HTTP_DENY)"
+    )
+    socket = await query("postgresql:///postgres?host=/var/run/postgresql", "SELECT 1")
+    assert (socket.error or "").startswith("a Unix socket is on the worker's own machine")
+    named = await query("postgresql://postgres@localhost/postgres", "SELECT 1")
+    assert (named.error or "").startswith("localhost (")  # 127.0.0.1 or ::1: both private
+    assert (named.error or "").endswith(
+        "is an address the workers may not reach (HEADRACE_HTTP_DENY)"
+    )
+    monkeypatch.setenv("HEADRACE_HTTP_DENY", "10.0.0.0/8, metadata.google.internal")
+    allowed = await query(database_url, "SELECT 1 AS one", fetchType="FETCH_ONE")
+    assert allowed.outputs == {"row": {"one": 1}, "size": 1}, allowed.error
+
+
 async def running_queries(database_url: str, marker: str) -> int:
     connection = await asyncpg.connect(database_url)
     try:

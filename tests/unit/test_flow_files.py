@@ -1,4 +1,5 @@
-"""Flow files read from disk: UTF-8 whatever the locale, unreadable files named."""
+"""Flow files read from disk: UTF-8 whatever the locale, unreadable files named, dbt
+projects in a flows folder left to dbt."""
 
 from __future__ import annotations
 
@@ -30,6 +31,21 @@ def test_unreadable_files_are_errors_naming_the_file(tmp_path: Path) -> None:
     assert len(messages) == 2
     assert str(latin1) in messages[0] and "cannot read the file" in messages[0]
     assert str(missing) in messages[1] and "cannot read the file" in messages[1]
+
+
+def test_a_dbt_project_in_a_flows_folder_is_not_read_as_flows(tmp_path: Path) -> None:
+    (tmp_path / "load.yaml").write_text(FLOW.format(id="load", message="ok"))
+    project = tmp_path / "transform" / "shop"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: shop\nprofile: warehouse\n")
+    (project / "models" / "schema.yml").write_text("version: 2\nmodels: []\n")
+    (tmp_path / "transform" / "later.yml").write_text(FLOW.format(id="later", message="ok"))
+    files, errors = load_folder([tmp_path])
+    assert errors == []
+    assert sorted(f.flow.id for f in files) == ["later", "load"]
+    # Named on its own, a dbt file is read as a flow and refused like any other.
+    _, errors = load_folder([project / "dbt_project.yml"])
+    assert len(errors) == 1 and "dbt_project.yml" in str(errors[0])
 
 
 def test_the_cli_validates_with_the_gateways_limits(tmp_path: Path) -> None:

@@ -21,20 +21,20 @@ from headrace.broker import free_port
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.triggers import KafkaTrigger
-from headrace.services.scheduler.catalog import DeclaredTrigger
-from headrace.services.scheduler.kafka_triggers import (
-    Batcher,
-    batch_start,
-    message_starts,
-    read_message,
-)
-from headrace.services.scheduler.kafka_values import (
+from headrace.kafka_values import (
     AvroDecoder,
     RegistryUnavailable,
     SchemaRegistry,
     UndecodableValue,
     confluent_frame,
     value_decoder,
+)
+from headrace.services.scheduler.catalog import DeclaredTrigger
+from headrace.services.scheduler.kafka_triggers import (
+    Batcher,
+    batch_start,
+    message_starts,
+    read_message,
 )
 from tests.schema_registry import RegistryServer
 

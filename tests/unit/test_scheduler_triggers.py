@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.triggers import KafkaBatch
+from headrace.kafka_values import JsonDecoder, StringDecoder
 from headrace.messages import ExecutionEvent, ExecutionSnapshot, StateChange
 from headrace.services.scheduler.catalog import DeclaredTrigger
 from headrace.services.scheduler.flow_triggers import CHAIN_LIMIT, chain_after, starts_for
@@ -28,7 +29,6 @@ from headrace.services.scheduler.kafka_triggers import (
     message_starts,
     read_message,
 )
-from headrace.services.scheduler.kafka_values import JsonDecoder, StringDecoder
 from headrace.services.scheduler.starts import TriggerStartError, build_start
 from headrace.states import State
 

@@ -1,72 +1,23 @@
-"""`slack.message` against a local server that answers as Slack's incoming webhooks do.
-
-Slack's documentation ("Sending messages using incoming webhooks", "Handling errors"):
-a POST of JSON with `text` and/or `blocks` to the webhook URL answers 200 with the body
-`ok`; errors are plain-text codes with a status: 400 `invalid_payload` (not JSON, or no
-`text` nor `blocks`), 403 `action_prohibited`, 404 `no_service` (a revoked or mistyped
-webhook), 410 `channel_is_archived`; too many messages get 429 with `Retry-After`.
-"""
+"""`slack.message` against `tests.fakes.slack`, which answers as Slack's incoming webhooks do."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from headrace.flow.loader import load_flow
 from headrace.states import State
 from headrace.testing import run_task
+from tests.fakes.slack import ARCHIVED, DROPPED, HOOK, LIMITED, FakeSlack
 from tests.unit.test_flow_loader import errors_of
-
-HOOK = "/services/T0001/B0001/XXXXXXXXXXXXXXXXXXXXXXXX"
-ARCHIVED = "/services/T0001/B0002/YYYYYYYYYYYYYYYYYYYYYYYY"
-LIMITED = "/services/T0001/B0003/ZZZZZZZZZZZZZZZZZZZZZZZZ"
-DROPPED = "/services/T0001/B0004/WWWWWWWWWWWWWWWWWWWWWWWW"  # the server hangs up
-
-
-class FakeSlack:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.limited_left = 1  # LIMITED answers 429 this many times first
-        self.retry_after = "1"
-        self.posts = 0
-
-    async def webhook(self, request: web.Request) -> web.Response:
-        path = request.path
-        self.posts += 1
-        if path == DROPPED:
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response()
-        if path not in (HOOK, ARCHIVED, LIMITED):
-            return web.Response(status=404, text="no_service")
-        if path == LIMITED and self.limited_left > 0:
-            self.limited_left -= 1
-            return web.Response(
-                status=429, text="rate_limited", headers={"Retry-After": self.retry_after}
-            )
-        try:
-            message = json.loads(await request.text())
-        except ValueError:
-            return web.Response(status=400, text="invalid_payload")
-        if not isinstance(message, dict) or not (message.get("text") or message.get("blocks")):
-            return web.Response(status=400, text="invalid_payload")
-        if path == ARCHIVED:
-            return web.Response(status=410, text="channel_is_archived")
-        self.messages.append(message)
-        return web.Response(text="ok", content_type="text/html")
 
 
 @pytest.fixture
 async def slack() -> AsyncIterator[tuple[FakeSlack, str]]:
     fake = FakeSlack()
-    app = web.Application()
-    app.router.add_post("/services/{team}/{bot}/{secret}", fake.webhook)
-    async with TestServer(app, host="127.0.0.1") as server:
+    async with TestServer(fake.app(), host="127.0.0.1") as server:
         yield fake, str(server.make_url(""))
 
 

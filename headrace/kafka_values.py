@@ -1,9 +1,11 @@
-"""Message values of Kafka triggers: bytes in, the plain JSON value a flow sees out.
+"""Message values of users' Kafka topics: bytes in, the plain JSON value a flow sees out.
 
-One `ValueDecoder` per `valueDeserializer` (JSON, STRING, AVRO). Avro values are framed
-the Confluent way (magic byte 0, 4-byte big-endian schema id, Avro body) or RAW (the
-body alone), and their writer schema is inline in the flow or fetched by id from a
-Confluent Schema Registry (`GET {url}/schemas/ids/{id}`).
+Read by Kafka triggers (the scheduler) and the `kafka.consume` task (the workers), so it
+lives here rather than with either. One `ValueDecoder` per `valueDeserializer` (JSON,
+STRING, AVRO). Avro values are framed the Confluent way (magic byte 0, 4-byte big-endian
+schema id, Avro body) or RAW (the body alone), and their writer schema is inline in the
+flow or fetched by id from a Confluent Schema Registry (`GET {url}/schemas/ids/{id}`),
+where `kafka.produce` also registers the schemas it writes with.
 
 Two failures, two types: `UndecodableValue` is the message's fault (bad bytes, unknown
 schema id) and is skipped by the caller; `RegistryUnavailable` is the registry's (down,
@@ -26,6 +28,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractResolver
 from fastavro import schemaless_reader
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import SchemaParseException, parse_schema
@@ -42,6 +45,8 @@ CONFLUENT_MAGIC = 0
 CONFLUENT_HEADER_BYTES = 5
 # A registry answers in milliseconds; 10 s means it is not answering.
 REGISTRY_TIMEOUT_S = 10.0
+# The media type of Confluent's API (v1), for what a client sends.
+REGISTRY_MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 # The media types Confluent's API documents, preferred first.
 REGISTRY_ACCEPT = (
     "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json; qs=0.9, "
@@ -66,6 +71,10 @@ class UndecodableValue(ValueError):
 
 class RegistryUnavailable(HeadraceError):
     """The schema registry did not answer usefully: retry later, skip nothing."""
+
+
+class SchemaRefused(HeadraceError):
+    """The schema registry refused to register a schema (incompatible, invalid): its reason."""
 
 
 class ValueDecoder(abc.ABC):
@@ -143,22 +152,32 @@ def json_value(value: Any) -> Any:
 
 
 class SchemaRegistry:
-    """Writer schemas by id from a Confluent Schema Registry.
+    """Writer schemas by id from a Confluent Schema Registry, and their registration.
 
     Ids never change meaning in a registry, so a fetched schema is kept for good; an id
     the registry does not know is asked again when a later batch holds it.
+    `resolver`: resolves the registry's host name (a worker's checks its operator's deny-list).
     """
 
-    def __init__(self, url: str, timeout_s: float = REGISTRY_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = REGISTRY_TIMEOUT_S,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         # Credentials as `user:password@` in the URL are sent as basic auth by aiohttp.
         self._url = URL(url)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._schemas: dict[int, Schema] = {}
         self._unusable: dict[int, str] = {}  # id -> why it cannot decode anything
 
     async def __aenter__(self) -> SchemaRegistry:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        connector = (
+            None if self._resolver is None else aiohttp.TCPConnector(resolver=self._resolver)
+        )
+        self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -180,6 +199,37 @@ class SchemaRegistry:
                 self._schemas[schema_id] = schema
             else:
                 self._unusable[schema_id] = reason
+
+    async def register(self, subject: str, schema: Any) -> int:
+        """The id of `schema` (JSON data) under `subject`, registered if new, as Confluent's
+        serializers do (`POST /subjects/{subject}/versions`: the same schema gets the same
+        id). Raises `SchemaRefused` (incompatible, invalid) or `RegistryUnavailable`."""
+        assert self._session is not None, "use the registry as `async with`"
+        url = self._url / "subjects" / subject / "versions"
+        body = orjson.dumps({"schema": orjson.dumps(schema).decode()})
+        headers = {"Accept": REGISTRY_ACCEPT, "Content-Type": REGISTRY_MEDIA_TYPE}
+        try:
+            async with self._session.post(url, data=body, headers=headers) as response:
+                status, answer = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RegistryUnavailable(
+                f"schema registry {self.display_url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            parsed = orjson.loads(answer)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if status == 200 and isinstance(parsed, dict) and isinstance(parsed.get("id"), int):
+            return parsed["id"]
+        # Confluent's errors: {"error_code": 42201, "message": "Invalid schema"}.
+        reason = parsed.get("message") if isinstance(parsed, dict) else None
+        code = parsed.get("error_code") if isinstance(parsed, dict) else None
+        said = f"{status}{'' if code is None else f', error {code}'}"
+        reason = reason or answer[:200].decode("utf-8", errors="replace").strip() or "no reason"
+        registry = f"schema registry {self.display_url}"
+        if 400 <= status < 500 and status != 429:  # the schema's or the flow's fault
+            raise SchemaRefused(f"{registry} refused the schema of {subject!r} ({said}): {reason}")
+        raise RegistryUnavailable(f"{registry} gave no id for {subject!r} ({said}): {reason}")
 
     def schema(self, schema_id: int) -> Schema:
         """The writer schema of a loaded id; raises `UndecodableValue`."""

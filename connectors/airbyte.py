@@ -1,0 +1,271 @@
+"""`airbyte.sync`: run an Airbyte connection's sync (Kestra's `airbyte.connections.Sync`).
+
+Through Airbyte's Configuration API, as Kestra's plugin does: `POST
+/api/v1/connections/sync` starts a job, `POST /api/v1/jobs/get` reads its state and
+every attempt's logs, `POST /api/v1/jobs/cancel` stops it. Following, polling and
+cancelling are `remote_job`'s.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from headrace.connectors.base import TaskContext, TaskFailed
+from headrace.connectors.http import WebUrl
+from headrace.connectors.remote_job import (
+    NewLines,
+    RemoteJob,
+    RemoteJobConnector,
+    RemoteJobProperties,
+    Snapshot,
+)
+from headrace.connectors.vendor_api import Answer, VendorApi, reason
+from headrace.flow.durations import Duration
+from headrace.messages import LogLevel
+
+# A job's statuses: pending, running, incomplete (an attempt failed, Airbyte tries
+# again), then one of these.
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Airbyte colours the level and the source
+_LEVEL = re.compile(r"\b(ERROR|WARN|WARNING|INFO|DEBUG|TRACE)\b")
+LEVEL_WORD_CHARS = 48  # a formatted line's level comes after its date and time
+_LEVELS = {
+    "ERROR": LogLevel.ERROR,
+    "WARN": LogLevel.WARN,
+    "WARNING": LogLevel.WARN,
+    "INFO": LogLevel.INFO,
+    "DEBUG": LogLevel.DEBUG,
+    "TRACE": LogLevel.TRACE,
+}
+
+
+class AirbyteSyncProperties(RemoteJobProperties):
+    url: WebUrl = Field(
+        description="The Airbyte server's URL, e.g. http://localhost:8000 (its API answers"
+        " under /api/v1)."
+    )
+    connection_id: str = Field(alias="connectionId", description="The connection to sync.")
+    username: str | None = Field(
+        default=None, description="For basic authentication, with `password`."
+    )
+    password: str | None = Field(default=None, description="`{{ secret('AIRBYTE_PASSWORD') }}`.")
+    token: str | None = Field(
+        default=None, description="A bearer token instead: `{{ secret('AIRBYTE_TOKEN') }}`."
+    )
+    fail_on_active_sync: bool = Field(
+        default=True,
+        alias="failOnActiveSync",
+        description="Fail when a sync of the connection is already running (the default);"
+        " false: succeed without starting one, with `alreadyRunning: true`.",
+    )
+    http_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        alias="httpTimeout",
+        gt=timedelta(0),
+        description="Longest wait to connect to Airbyte, and for each answer.",
+    )
+
+    @field_validator("connection_id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise ValueError(f"must be a connection's UUID, not {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_sign_in(self) -> AirbyteSyncProperties:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic authentication needs both `username` and `password`")
+        if self.username is not None and self.token is not None:
+            raise ValueError("set `username` and `password`, or `token`, not both")
+        return self
+
+
+class AirbyteSyncOutputs(BaseModel):
+    job_id: int | None = Field(
+        default=None, alias="jobId", description="The sync's job (none if not started)."
+    )
+    already_running: bool = Field(
+        default=False,
+        alias="alreadyRunning",
+        description="A sync was running already, so none was started (failOnActiveSync: false).",
+    )
+    status: str | None = Field(
+        default=None,
+        description="The job's last status: succeeded, or pending/running with wait: false.",
+    )
+    attempts: int | None = Field(default=None, description="How many attempts the job took.")
+    records_synced: int | None = Field(
+        default=None, alias="recordsSynced", description="Records the last attempt synced."
+    )
+    bytes_synced: int | None = Field(
+        default=None, alias="bytesSynced", description="Bytes the last attempt synced."
+    )
+
+
+class AirbyteSync(RemoteJobConnector):
+    """Runs a sync of an Airbyte connection and follows it to its end.
+
+    Streams every attempt's log lines as they appear and fails with Airbyte's reason
+    when the job fails. A kill, a timeout or `maxDuration` cancels the job in Airbyte.
+    """
+
+    Properties = AirbyteSyncProperties
+    Outputs = AirbyteSyncOutputs
+    aliases = ("io.kestra.plugin.airbyte.connections.Sync",)
+
+    def job(self, properties: AirbyteSyncProperties, context: TaskContext) -> AirbyteJob:
+        return AirbyteJob(properties, context)
+
+
+class AirbyteJob(RemoteJob):
+    vendor = "Airbyte"
+
+    def __init__(self, properties: AirbyteSyncProperties, context: TaskContext) -> None:
+        super().__init__()
+        self.properties = properties
+        self.context = context
+        self.api = VendorApi(
+            "Airbyte", properties.url, context, _auth(properties), properties.http_timeout
+        )
+        self.already_running = False
+        self._lines = NewLines()
+
+    async def start(self) -> bool:
+        connection = self.properties.connection_id
+        path = "/api/v1/connections/sync"
+        answer = await self.api.send("POST", path, {"connectionId": connection})
+        if _already_running(answer):
+            if self.properties.fail_on_active_sync:
+                raise TaskFailed(
+                    f"Airbyte refused to start a sync of connection {connection}"
+                    f" ({answer.code}): {reason(answer)} (with failOnActiveSync: false the"
+                    " task succeeds without starting one)"
+                )
+            self.already_running = True
+            await self.context.info(
+                f"a sync of connection {connection} is already running: not starting"
+                " another (failOnActiveSync: false)"
+            )
+            return False
+        self.api.check(answer, "POST", path)
+        job = (answer.data or {}).get("job") or {}
+        if "id" not in job:
+            raise TaskFailed(f"Airbyte started no job: its answer has no job id: {answer.text}")
+        self.id, self.status = job["id"], job.get("status", "pending")
+        return True
+
+    async def check(self) -> Snapshot:
+        data = await self.api.call("POST", "/api/v1/jobs/get", {"id": self.id}) or {}
+        status = str((data.get("job") or {}).get("status", "unknown"))
+        attempts = data.get("attempts") or []
+        lines: list[tuple[LogLevel, str]] = []
+        for number, info in enumerate(attempts, 1):
+            key = (info.get("attempt") or {}).get("id", number)
+            for line in self._lines.take(key, _log_items(info.get("logs"))):
+                lines.append(_log_line(line))
+        error = None
+        if status == "failed":
+            error = _failure(attempts) or "Airbyte gave no reason: see the attempts' logs above"
+        elif status == "cancelled":
+            error = "cancelled in Airbyte"
+        return Snapshot(
+            status,
+            finished=status in FINAL_STATUSES,
+            error=error,
+            progress=_progress(status, attempts),
+            lines=lines,
+            data=data,
+        )
+
+    async def cancel(self) -> None:
+        await self.api.call("POST", "/api/v1/jobs/cancel", {"id": self.id})
+
+    def outputs(self, final: Snapshot | None) -> dict[str, Any]:
+        outputs: dict[str, Any] = {
+            "jobId": self.id,
+            "alreadyRunning": self.already_running,
+            "status": self.status if self.id is not None else None,
+        }
+        if final is not None:
+            attempts = final.data.get("attempts") or []
+            records, size = _synced(attempts)
+            outputs |= {"attempts": len(attempts), "recordsSynced": records, "bytesSynced": size}
+        return outputs
+
+
+def _auth(properties: AirbyteSyncProperties) -> dict[str, Any] | None:
+    if properties.token is not None:
+        return {"type": "BEARER", "token": properties.token}
+    if properties.username is not None:
+        return {"type": "BASIC", "username": properties.username, "password": properties.password}
+    return None
+
+
+def _already_running(answer: Answer) -> bool:
+    """Airbyte's answer to a sync of a connection that is syncing: 409 with
+    `A sync is already running for: ID` (older servers said it with a 500)."""
+    return answer.code == 409 or (
+        answer.code >= 400 and "already running" in reason(answer).lower()
+    )
+
+
+def _log_items(logs: Any) -> list[Any]:
+    """An attempt's log: formatted `logLines` (text), or structured `events`."""
+    if not isinstance(logs, dict):
+        return []
+    return list(logs.get("logLines") or logs.get("events") or [])
+
+
+def _log_line(item: Any) -> tuple[LogLevel, str]:
+    """A log item as a line of ours, at its level."""
+    if isinstance(item, dict):  # a structured event
+        text = str(item.get("message", ""))
+        source = item.get("logSource")
+        if source:
+            text = f"{source} > {text}"
+        return _LEVELS.get(str(item.get("level", "")).upper(), LogLevel.INFO), text
+    text = _ANSI.sub("", str(item))
+    found = _LEVEL.search(text[:LEVEL_WORD_CHARS])
+    return (_LEVELS[found.group(1)] if found else LogLevel.INFO), text
+
+
+def _failure(attempts: list[Any]) -> str | None:
+    """The reason Airbyte gives for the last failed attempt."""
+    for info in reversed(attempts):
+        summary = (info.get("attempt") or {}).get("failureSummary") or {}
+        for failure in summary.get("failures") or []:
+            message = failure.get("externalMessage") or failure.get("internalMessage")
+            if message:
+                origin = failure.get("failureOrigin")
+                return f"{message} (failure origin: {origin})" if origin else str(message)
+    return None
+
+
+def _progress(status: str, attempts: list[Any]) -> str:
+    if status == "succeeded":
+        records, size = _synced(attempts)
+        if records is not None:
+            return f"succeeded: {records} records ({size or 0} bytes) synced"
+    if status == "incomplete":
+        why = _failure(attempts)
+        return f"incomplete: attempt {len(attempts)} failed ({why}); Airbyte tries again"
+    return f"{status} (attempt {len(attempts)})" if len(attempts) > 1 else status
+
+
+def _synced(attempts: list[Any]) -> tuple[int | None, int | None]:
+    """Records and bytes the last attempt synced, as Airbyte counts them."""
+    if not attempts:
+        return None, None
+    attempt = attempts[-1].get("attempt") or {}
+    totals = attempt.get("totalStats") or {}
+    records = attempt.get("recordsSynced", totals.get("recordsCommitted"))
+    size = attempt.get("bytesSynced", totals.get("bytesCommitted", totals.get("bytesEmitted")))
+    return records, size

@@ -1,0 +1,92 @@
+"""What the script task types (`shell`, `shell.script`, `python`, `python.commands`) share.
+
+Kestra's properties of its script tasks (`beforeCommands`, `env`, `inputFiles`,
+`outputFiles`) and one way to run them: the input files are written, then one `/bin/sh`
+script runs with `set -e` (`beforeCommands`, then the task's own commands: the first
+failing command ends the task), then the output files are read. The script goes to the
+attempt's own directory, never into a user's `workingDirectory`; a file (not `sh -c`)
+has no argument-length limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from headrace.connectors._process import ENV_DESCRIPTION, run_process
+from headrace.connectors.base import ConnectorProperties, TaskContext
+from headrace.connectors.script_files import (
+    check_input_files,
+    check_output_pattern,
+    collect_output_files,
+    write_input_files,
+)
+
+SCRIPT_NAME = ".headrace-commands.sh"
+
+InputFiles = Annotated[dict[str, str], AfterValidator(check_input_files)]
+OutputPattern = Annotated[str, AfterValidator(check_output_pattern)]
+
+
+class ScriptTaskProperties(ConnectorProperties):
+    """The properties every script task type has."""
+
+    before_commands: list[str] = Field(
+        default_factory=list,
+        alias="beforeCommands",
+        description="Commands run first, in the same `/bin/sh` script with `set -e`: a"
+        " failing one ends the task before its own commands run.",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description=ENV_DESCRIPTION)
+    input_files: InputFiles = Field(
+        default_factory=dict,
+        alias="inputFiles",
+        description="Files written into the working directory before anything runs:"
+        " relative path -> text (subdirectories are created). Absolute paths, `..` and"
+        " symbolic links on the way are refused.",
+    )
+    output_files: list[OutputPattern] | None = Field(
+        default=None,
+        alias="outputFiles",
+        description="Files read back after a successful run: paths relative to the working"
+        " directory, or glob patterns (`*.csv`, `out/**/*.json`). Their text is the output"
+        " `outputFiles` (path -> content): headrace has no file storage yet, so they must"
+        " be UTF-8 text and fit in the task's 256 KiB of outputs. A path without wildcards"
+        " that the task did not create fails the task.",
+    )
+
+
+def shell_script(before_commands: Sequence[str], body: str) -> str:
+    return "set -e\n" + "".join(f"{line}\n" for line in before_commands) + body + "\n"
+
+
+async def run_script(
+    properties: ScriptTaskProperties,
+    context: TaskContext,
+    body: str,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    reserved: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Write the input files into `cwd`, run `beforeCommands` and `body` there with
+    `env`, and return the outputs (with `outputFiles` when the task asked for some).
+
+    `reserved`: names in `cwd` that are the task's own (its script file): input files may
+    not take them, and output patterns do not collect them.
+    """
+    reserved = tuple(reserved)
+    if properties.input_files:
+        await asyncio.to_thread(write_input_files, cwd, properties.input_files, reserved)
+    script = context.workdir / SCRIPT_NAME
+    script.write_text(shell_script(properties.before_commands, body), encoding="utf-8")
+    outputs = await run_process(["/bin/sh", str(script)], context, env=env, cwd=cwd)
+    if properties.output_files is not None:
+        outputs["outputFiles"] = await asyncio.to_thread(
+            collect_output_files, cwd, properties.output_files, reserved
+        )
+    return outputs

@@ -1,0 +1,417 @@
+"""Kestra's script forms of `shell` and `python`: `shell.script`, `python.commands`, and
+`beforeCommands`, `inputFiles` and `outputFiles` on all four types, run as a worker runs
+them (`headrace.testing.run_task`).
+
+The `dependencies` tests are in test_python_dependencies.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from headrace.states import State
+from headrace.testing import run_task
+from tests.unit.test_connectors import process_alive, wait_until
+from tests.unit.test_flow_loader import only_error
+
+SCRIPT_TYPES = ["shell", "shell.script", "python", "python.commands"]
+
+
+def body(task_type: str, shell_lines: list[str]) -> dict:
+    """The task's own code for `task_type` doing what `shell_lines` do."""
+    if task_type in ("shell", "python.commands"):
+        return {"commands": shell_lines}
+    if task_type == "shell.script":
+        return {"script": "\n".join(shell_lines)}
+    lines = ", ".join(repr(line) for line in shell_lines)
+    return {
+        "script": f"import subprocess\nfor line in [{lines}]:\n    subprocess.run(line, shell=True, check=True)\n"
+    }
+
+
+# ------------------------------------------------------------------ the two new types
+
+
+async def test_shell_script_runs_before_commands_and_script_in_one_shell() -> None:
+    run = await run_task(
+        "shell.script",
+        {
+            "beforeCommands": ["GREETING=hello"],
+            "script": 'echo "$GREETING $WHO"\nif true; then\n  echo two\nfi\n',
+            "env": {"WHO": "world"},
+        },
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.messages == ["hello world", "two"]
+    assert run.outputs == {"exitCode": 0}
+
+
+async def test_shell_script_stops_at_the_first_failing_command() -> None:
+    run = await run_task("shell.script", {"script": "echo before\nfalse\necho never\n"})
+    assert run.state is State.FAILED
+    assert run.error == "exit code 1"
+    assert run.messages == ["before"]
+
+
+async def test_python_commands_run_input_files_with_the_tasks_python() -> None:
+    main = "import sys\nfrom headrace.task import outputs\noutputs(python=sys.executable)\n"
+    run = await run_task(
+        "python.commands",
+        {"inputFiles": {"main.py": main}, "commands": ["python main.py", "python3 --version"]},
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs == {"python": sys.executable, "exitCode": 0}
+    assert run.messages == [f"Python {sys.version.split()[0]}"]
+
+
+async def test_kestra_names_run_the_script_forms() -> None:
+    script = await run_task("io.kestra.plugin.scripts.shell.Script", {"script": "echo a"})
+    commands = await run_task(
+        "io.kestra.plugin.scripts.python.Commands", {"commands": ["python -c 'print(1 + 1)'"]}
+    )
+    assert (script.state, script.messages) == (State.SUCCESS, ["a"])
+    assert (commands.state, commands.messages) == (State.SUCCESS, ["2"])
+
+
+# ------------------------------------------------------------------ beforeCommands
+
+
+async def test_python_before_commands_run_with_the_tasks_python_first_on_path() -> None:
+    run = await run_task(
+        "python",
+        {
+            "beforeCommands": ['python -c "import sys; print(sys.executable)"'],
+            "script": "print('script')",
+        },
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.messages == [sys.executable, "script"]
+
+
+@pytest.mark.parametrize("task_type", SCRIPT_TYPES)
+async def test_a_failing_before_command_stops_the_task(task_type: str, tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    run = await run_task(
+        task_type,
+        {
+            "beforeCommands": ["echo before", "exit 3", "echo never"],
+            "env": {"RAN": str(ran)},
+            **body(task_type, ['touch "$RAN"']),
+        },
+    )
+    assert run.state is State.FAILED
+    assert run.error == "exit code 3"
+    assert run.messages == ["before"]
+    assert not ran.exists()
+
+
+async def test_a_kill_during_before_commands_ends_them_and_runs_nothing_else(
+    tmp_path: Path,
+) -> None:
+    pid_file, ran = tmp_path / "pid", tmp_path / "ran"
+    task = asyncio.create_task(
+        run_task(
+            "python.commands",
+            {
+                "beforeCommands": ['sleep 300 & echo $! > "$PID_FILE"', "wait"],
+                "commands": ['touch "$RAN"'],
+                "env": {"PID_FILE": str(pid_file), "RAN": str(ran)},
+            },
+        )
+    )
+    await wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "the pid file")
+    sleeper = int(pid_file.read_text())
+    assert process_alive(sleeper)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_until(lambda: not process_alive(sleeper), f"process {sleeper} to end")
+    assert not ran.exists()
+
+
+# ------------------------------------------------------------------ inputFiles
+
+
+@pytest.mark.parametrize("task_type", SCRIPT_TYPES)
+async def test_input_files_are_written_before_anything_runs(task_type: str) -> None:
+    run = await run_task(
+        task_type,
+        {
+            "inputFiles": {"data/rows.csv": "id\n1\n", "notes.txt": "ünïcode"},
+            "beforeCommands": ["cat notes.txt; echo"],
+            **body(task_type, ["wc -l < data/rows.csv"]),
+        },
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert [line.strip() for line in run.messages] == ["ünïcode", "2"]
+
+
+async def test_input_files_go_to_the_working_directory(tmp_path: Path) -> None:
+    run = await run_task(
+        "shell",
+        {
+            "workingDirectory": str(tmp_path),
+            "inputFiles": {"a/b/c.txt": "deep"},
+            "commands": ["pwd", "cat a/b/c.txt"],
+        },
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.messages == [str(tmp_path), "deep"]
+    assert (tmp_path / "a" / "b" / "c.txt").read_text() == "deep"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/etc/cron.d/x", "inputFiles '/etc/cron.d/x' is an absolute path"),
+        ("../x", "inputFiles '../x' leads out of the task's working directory (`..`)"),
+        ("a/../../x", "inputFiles 'a/../../x' leads out of the task's working directory"),
+        (".headrace-commands.sh", "names starting with '.headrace' are the task's own"),
+        ("dir/", "inputFiles 'dir/' names a directory"),
+    ],
+)
+async def test_input_file_paths_that_leave_the_directory_are_refused(
+    path: str, message: str
+) -> None:
+    run = await run_task("shell", {"inputFiles": {path: "x"}, "commands": ["true"]})
+    assert run.state is State.FAILED
+    assert run.error is not None and run.error.startswith("invalid property 'inputFiles': ")
+    assert message in run.error
+
+
+async def test_an_input_file_is_never_written_through_a_symbolic_link(tmp_path: Path) -> None:
+    outside, workdir = tmp_path / "outside", tmp_path / "work"
+    outside.mkdir()
+    workdir.mkdir()
+    (outside / "victim.txt").write_text("intact")
+    (workdir / "linked-dir").symlink_to(outside)
+    (workdir / "linked-file.txt").symlink_to(outside / "victim.txt")
+    for path in ("linked-dir/victim.txt", "linked-file.txt"):
+        run = await run_task(
+            "shell",
+            {"workingDirectory": str(workdir), "inputFiles": {path: "owned"}, "commands": ["true"]},
+        )
+        assert run.state is State.FAILED
+        name = path.split("/")[0]
+        assert run.error == (
+            f"inputFiles {path!r}: {name!r} is a symbolic link, which could lead out of the"
+            " working directory: refused"
+        )
+    assert (outside / "victim.txt").read_text() == "intact"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+
+
+async def test_an_input_file_under_another_input_file_fails_naming_both() -> None:
+    run = await run_task(
+        "shell", {"inputFiles": {"config": "x", "config/app.ini": "y"}, "commands": ["true"]}
+    )
+    assert run.state is State.FAILED
+    assert run.error == "inputFiles 'config/app.ini': 'config' is a file, not a directory"
+
+
+async def test_an_input_file_may_not_replace_the_python_script() -> None:
+    run = await run_task(
+        "python", {"inputFiles": {"headrace_script.py": "print('not mine')"}, "script": "pass"}
+    )
+    assert run.state is State.FAILED
+    assert run.error == (
+        "inputFiles 'headrace_script.py': that name is taken by the task's own script"
+    )
+
+
+def test_input_file_paths_are_checked_when_the_flow_is_loaded() -> None:
+    error = only_error(
+        """
+        id: f
+        namespace: n
+        tasks:
+          - id: t
+            type: shell
+            commands: [ls]
+            inputFiles:
+              ../secrets.txt: x
+        """
+    )
+    assert (error.line, error.path) == (9, "tasks[0].inputFiles")  # the mapping's first line
+    assert "inputFiles '../secrets.txt' leads out of the task's working directory" in error.message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "path", "message"),
+    [
+        ("inputFiles", "[a.txt]", "tasks[0].inputFiles", "must be a mapping (key: value)"),
+        ("outputFiles", "out.txt", "tasks[0].outputFiles", "must be a list"),
+        ("beforeCommands", "echo hi", "tasks[0].beforeCommands", "must be a list"),
+        ("outputFiles", "[/etc/passwd]", "tasks[0].outputFiles[0]", "is an absolute path"),
+    ],
+)
+def test_wrong_property_types_are_refused_when_the_flow_is_loaded(
+    key: str, value: str, path: str, message: str
+) -> None:
+    error = only_error(
+        f"id: f\nnamespace: n\ntasks:\n  - id: t\n    type: shell.script\n"
+        f"    script: ls\n    {key}: {value}\n"
+    )
+    assert (error.line, error.path) == (7, path)
+    assert message in error.message
+
+
+# ------------------------------------------------------------------ outputFiles
+
+
+@pytest.mark.parametrize("task_type", SCRIPT_TYPES)
+async def test_output_files_come_back_as_text(task_type: str) -> None:
+    run = await run_task(
+        task_type,
+        {
+            "outputFiles": ["report.txt", "out/*.csv"],
+            **body(
+                task_type,
+                [
+                    "mkdir -p out/deeper",
+                    "printf 'done\\n' > report.txt",
+                    "echo a > out/a.csv",
+                    "echo b > out/b.csv",
+                    "echo c > out/deeper/c.csv",
+                    "echo x > out/x.txt",
+                ],
+            ),
+        },
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs["outputFiles"] == {
+        "out/a.csv": "a\n",
+        "out/b.csv": "b\n",
+        "report.txt": "done\n",
+    }
+
+
+async def test_double_star_matches_any_depth_but_not_hidden_files() -> None:
+    run = await run_task(
+        "shell",
+        {
+            "outputFiles": ["**/*.json"],
+            "commands": [
+                "mkdir -p x/y .hidden",
+                "echo 1 > a.json",
+                "echo 2 > x/y/b.json",
+                "echo 3 > x/.c.json",
+                "echo 4 > .hidden/d.json",
+                "echo 5 > x/e.txt",
+            ],
+        },
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs["outputFiles"] == {"a.json": "1\n", "x/y/b.json": "2\n"}
+
+
+async def test_a_pattern_matching_nothing_gives_no_file_and_no_files_no_key() -> None:
+    matched = await run_task("shell", {"outputFiles": ["*.csv"], "commands": ["true"]})
+    assert matched.state is State.SUCCESS, matched.error
+    assert matched.outputs == {"outputFiles": {}, "exitCode": 0}
+    unasked = await run_task("shell", {"commands": ["echo x > a.csv"]})
+    assert unasked.outputs == {"exitCode": 0}
+
+
+async def test_the_python_script_itself_is_not_an_output_file() -> None:
+    run = await run_task(
+        "python",
+        {"outputFiles": ["*.py"], "script": "open('made.py', 'w').write('x = 1\\n')"},
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs["outputFiles"] == {"made.py": "x = 1\n"}
+
+
+async def test_a_missing_output_file_fails_the_task() -> None:
+    run = await run_task("shell", {"outputFiles": ["result.json"], "commands": ["true"]})
+    assert run.state is State.FAILED
+    assert run.error == "outputFiles 'result.json': the task did not create this file"
+
+
+async def test_a_directory_is_no_output_file() -> None:
+    run = await run_task("shell", {"outputFiles": ["out"], "commands": ["mkdir out"]})
+    assert run.state is State.FAILED
+    assert run.error == (
+        "outputFiles 'out' is a directory: name its files, or a pattern such as 'out/**'"
+    )
+
+
+async def test_a_binary_output_file_fails_the_task_naming_it() -> None:
+    run = await run_task(
+        "shell",
+        {"outputFiles": ["*.bin"], "commands": ["printf 'ok\\377\\376' > data.bin"]},
+    )
+    assert run.state is State.FAILED
+    assert run.error is not None
+    assert run.error.startswith("outputFiles 'data.bin' is not UTF-8 text (byte 0xff at offset 2)")
+
+
+async def test_an_output_file_too_large_for_the_outputs_fails_naming_it() -> None:
+    run = await run_task(
+        "shell",
+        {
+            "outputFiles": ["small.txt", "big.txt"],
+            "commands": [
+                "echo small > small.txt",
+                "head -c 300000 /dev/zero | tr '\\0' a > big.txt",
+            ],
+        },
+    )
+    assert run.state is State.FAILED
+    assert run.error is not None
+    assert run.error.startswith("outputFiles 'big.txt' does not fit in the task's outputs (256 KiB")
+    assert "headrace has no file storage yet" in run.error
+
+
+async def test_an_output_file_linking_out_of_the_directory_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "worker-only.txt"
+    secret.write_text("not for the outputs")
+    for patterns in (["leak.txt"], ["*.txt"]):
+        run = await run_task(
+            "shell",
+            {
+                "outputFiles": patterns,
+                "env": {"SECRET_PATH": str(secret)},
+                "commands": ['ln -s "$SECRET_PATH" leak.txt'],
+            },
+        )
+        assert run.state is State.FAILED
+        assert run.error == (
+            "outputFiles 'leak.txt' is a symbolic link leading out of the task's working"
+            " directory: refused"
+        )
+
+
+async def test_a_link_to_a_directory_outside_is_not_walked(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.csv").write_text("outside")
+    run = await run_task(
+        "shell",
+        {
+            "outputFiles": ["**/*.csv"],
+            "env": {"OUTSIDE": str(outside)},
+            "commands": ['ln -s "$OUTSIDE" linked', "ln -s . loop", "echo in > in.csv"],
+        },
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs["outputFiles"] == {"in.csv": "in\n"}
+
+
+async def test_output_files_are_read_from_the_working_directory(tmp_path: Path) -> None:
+    run = await run_task(
+        "shell",
+        {
+            "workingDirectory": str(tmp_path),
+            "outputFiles": ["*.txt"],
+            "commands": ["echo hi > a.txt"],
+        },
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs["outputFiles"] == {"a.txt": "hi\n"}
+    assert os.listdir(tmp_path) == ["a.txt"]  # the task's script stays in its own directory
