@@ -28,6 +28,7 @@ from headrace.config import Settings
 from headrace.errors import HeadraceError
 from headrace.readiness import READY_FILE_ENV
 from headrace.sealed_env import for_service, hand_over, split_sealed
+from headrace.secret_files import SECRETS_DIR_ENV
 
 SERVICES = ("indexer", "executor", "worker", "scheduler", "gateway")
 # The gateway's credentials reach the gateway alone: the worker runs user code, and no
@@ -47,6 +48,9 @@ def service_env(
     env = dict(os.environ)
     for name in GATEWAY_ONLY_ENV:
         env.pop(name, None)
+    # `server local` read the secrets directory and hands its secrets over: a worker
+    # reading it again would find each of them twice.
+    env.pop(SECRETS_DIR_ENV, None)
     if service == "gateway":
         env |= {name: os.environ[name] for name in GATEWAY_ONLY_ENV if name in os.environ}
         if settings.api_token:

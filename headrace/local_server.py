@@ -22,7 +22,6 @@ import time
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import click
 
@@ -117,9 +116,7 @@ def run_local_server(
             _done(started)
         else:
             database_url = _start_embedded_postgres(cleanup)
-            address = urlsplit(database_url)
-            # Where it listens: examples build a warehouse in it (README).
-            _done(started, f" embedded at {address.hostname}:{address.port}")
+            _done(started, " embedded")
 
         settings = Settings(
             kafka_bootstrap=bootstrap,

@@ -264,19 +264,47 @@ def runs_by_task(execution: dict) -> dict[str, list[dict]]:
     return runs
 
 
-def start_pipeline(api: ApiClient, vendors: Vendors, **inputs: Any) -> str:
-    """Start examples/elt-pipeline against the fakes and the session's database."""
+def apply_pipeline(api: ApiClient, vendors: Vendors) -> None:
+    """examples/elt-pipeline and its run-sql subflow, their `variables` pointed at this
+    test's fakes and the session's database instead of the README's local ones."""
     url = urllib.parse.urlsplit(vendors.database_url)
-    body = {
-        "dbt_project": str(EXAMPLES_DIR / "dbt"),
-        "airbyte_url": vendors.airbyte_url,
-        "hightouch_url": vendors.hightouch_url,
-        "warehouse_host": url.hostname,
-        "warehouse_port": url.port or 5432,
-        "warehouse_database": url.path.lstrip("/"),
-        "warehouse_user": url.username or "postgres",
-        **inputs,
+    database = url.path.lstrip("/")
+    warehouse = (
+        f"{{host: {url.hostname}, port: {url.port or 5432}, database: {database},"
+        f" user: {url.username or 'postgres'}}}"
+    )
+    changes = {
+        "elt-pipeline": [
+            ("http://127.0.0.1:8001", vendors.airbyte_url),
+            ("http://127.0.0.1:8002", vendors.hightouch_url),
+            (
+                "{host: 127.0.0.1, port: 5433, database: analytics, user: postgres}",
+                warehouse,
+            ),
+        ],
+        "run-sql": [
+            (
+                "postgresql://postgres@127.0.0.1:5433/analytics",
+                f"postgresql://{url.username or 'postgres'}@{url.hostname}:{url.port or 5432}/"
+                + database,
+            )
+        ],
     }
+    for flow_id, replacements in changes.items():
+        source = (EXAMPLES_DIR / f"{flow_id}.yaml").read_text()
+        for old, new in replacements:
+            assert source.count(old) == 1, (flow_id, old)
+            source = source.replace(old, new)
+        api.request(
+            "PUT",
+            f"/flows/examples/{flow_id}",
+            body=source.encode(),
+            content_type="application/x-yaml",
+        )
+
+
+def start_pipeline(api: ApiClient, **inputs: Any) -> str:
+    body = {"dbt_project": str(EXAMPLES_DIR / "dbt"), **inputs}
     return api.request("POST", "/executions/examples/elt-pipeline", json_body=body)["id"]
 
 
@@ -298,7 +326,8 @@ def test_examples_folder_validates_and_the_elt_pipeline_runs(
     apply_folder(api, [EXAMPLES_DIR], dry_run=False, prune=False, echo=lines.append)
     assert any("examples/elt-pipeline" in line for line in lines), lines
     assert not any("dbt" in line for line in lines), lines  # its project is not flows
-    ended = ended_execution(api, start_pipeline(api, vendors))
+    apply_pipeline(api, vendors)
+    ended = ended_execution(api, start_pipeline(api))
     assert ended["state"]["current"] == "SUCCESS", json.dumps(ended, indent=1)[:4000]
     runs = runs_by_task(ended)
     # Both Airbyte syncs ran (billing's after one failed attempt inside Airbyte)...
@@ -335,8 +364,9 @@ def test_a_failing_sync_alerts_slack_and_a_kill_cancels_the_airbyte_job(
     api: ApiClient, vendors: Vendors
 ) -> None:
     apply_folder(api, [EXAMPLES_DIR], dry_run=False, prune=False, echo=lambda _: None)
-    failing = start_pipeline(api, vendors, orders_connection=airbyte.BROKEN)
-    slow = start_pipeline(api, vendors, orders_connection=airbyte.SLOW)
+    apply_pipeline(api, vendors)
+    failing = start_pipeline(api, orders_connection=airbyte.BROKEN)
+    slow = start_pipeline(api, orders_connection=airbyte.SLOW)
     failed = ended_execution(api, failing)
     assert failed["state"]["current"] == "FAILED"
     (orders,) = runs_by_task(failed)["sync-orders"]

@@ -238,7 +238,7 @@ def test_readme_tour_through_the_cli(stack: LocalStack) -> None:
     runs = ApiClient(stack.url).request("GET", f"/executions/{execution_id}")["taskRunList"]
     assert all(f"id {run['id']}" in shown.stdout for run in runs)
 
-    looped = run_cli(stack, "execution", "start", "examples", "elt-pipeline", "--wait")
+    looped = run_cli(stack, "execution", "start", "examples", "per-table", "--wait")
     assert looped.returncode == 0, looped.stdout + looped.stderr
     assert "load-table[orders]" in looped.stdout  # for-each runs show their item
 

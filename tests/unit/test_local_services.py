@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from headrace.cli import cli
-from headrace.local import SERVICES, log_name
+from headrace.config import Settings
+from headrace.local import SERVICES, log_name, service_env
 from headrace.local_server import services_to_run
 
 
@@ -43,3 +45,13 @@ def test_zero_executors_is_refused() -> None:
     result = CliRunner().invoke(cli, ["server", "local", "--executors", "0"])
     assert result.exit_code == 2
     assert "--executors" in result.output
+
+
+def test_services_do_not_read_the_secrets_directory_server_local_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The supervisor hands the directory's secrets over; a worker reading it again
+    # would find each secret twice and refuse to start.
+    monkeypatch.setenv("HEADRACE_SECRETS_DIR", "/run/secrets")
+    settings = Settings(kafka_bootstrap="127.0.0.1:9092", database_url="postgresql://x/y")
+    assert "HEADRACE_SECRETS_DIR" not in service_env(settings, service="worker")
