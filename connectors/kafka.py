@@ -26,7 +26,13 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import orjson
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    IncompatibleBrokerVersion,
+    KafkaError,
+    UnknownError,
+    UnsupportedVersionError,
+)
 from fastavro import parse_schema
 from pydantic import (
     BaseModel,
@@ -44,10 +50,9 @@ from headrace.connectors.base import ConnectorProperties, TaskContext, TaskFaile
 from headrace.connectors.http import WebUrl
 from headrace.connectors.kafka_client import (
     CLOSE_TIMEOUT_S,
+    BrokerGuard,
     ConsumerProperties,
     ProducerProperties,
-    advertised_hosts,
-    check_hosts,
     close_client,
     connection_failure,
     kafka_reason,
@@ -75,6 +80,14 @@ NOT_IDEMPOTENT = (
     "the brokers refuse idempotent producers: sending without idempotence, so a send"
     " retried after a lost answer may be written twice"
 )
+# How brokers refuse the producer id that idempotence needs (the only request a
+# producer's start sends once the cluster answered): no such request (Kafka before
+# 0.11), a version they do not have, or an error of their own (the embedded broker's).
+# The cluster's answer whoever asks: remembered, below.
+CLUSTER_REFUSALS = (IncompatibleBrokerVersion, UnsupportedVersionError, UnknownError)
+# This principal's, for want of the IdempotentWrite permission: another flow's
+# credentials may have it, so it is not remembered.
+PRINCIPAL_REFUSALS = (ClusterAuthorizationFailedError,)
 # Bootstrap servers found to refuse idempotent producers, in this process: asked again,
 # they would only refuse again (and aiokafka logs an error each time). Bounded: flows
 # may name any number of clusters.
@@ -358,11 +371,15 @@ async def _registry(url: str | None, policy: NetworkPolicy) -> AsyncIterator[Sch
         return
     policy.check_url(URL(url))
     resolver = None if policy == NetworkPolicy() else policy.resolver()
-    async with SchemaRegistry(url, resolver=resolver) as registry:
-        try:
-            yield registry
-        except (RegistryUnavailable, SchemaRefused) as exc:
-            raise TaskFailed(str(exc)) from None
+    try:
+        async with SchemaRegistry(url, resolver=resolver) as registry:
+            try:
+                yield registry
+            except (RegistryUnavailable, SchemaRefused) as exc:
+                raise TaskFailed(str(exc)) from None
+    finally:
+        if resolver is not None:  # the registry's session closes its connector, not this
+            await resolver.close()
 
 
 def _text(value: Any) -> str:
@@ -409,14 +426,18 @@ class KafkaProduce:
         policy = NetworkPolicy.from_environment()
         async with _registry(properties.registry_url, policy) as registry:
             records = await _encode(properties, registry)
-        await check_hosts(policy, properties.properties.hosts)
-        producer = await _start_producer(properties.properties, context)
-        try:
-            await check_hosts(policy, advertised_hosts(producer.client))
-            await _check_partitions(producer, records)
-            await _send(producer, records)
-        finally:
-            await close_client(producer)
+        async with BrokerGuard(policy) as guard:
+            producer = await _start_producer(properties.properties, context, guard)
+            try:
+                await _check_partitions(producer, records)
+                await _send(producer, records)
+            finally:
+                if guard.refusal is not None:
+                    # Records waiting for a refused broker can never be sent, and stopping
+                    # would wait for them (CLOSE_TIMEOUT_S): failed now, as aiokafka fails
+                    # them when its sender dies.
+                    producer._message_accumulator.fail_all(guard.refusal)
+                await close_client(producer)
         topics = ", ".join(dict.fromkeys(record.topic for record in records))
         await context.info(f"sent {len(records)} record(s) to {topics or 'no topic'}")
         return {"messagesCount": len(records)}
@@ -466,38 +487,36 @@ def _unwritable(where: str, exc: UnwritableValue, part: str, properties: Produce
     return f"{where} {exc.reason} ({part}Serializer {serde})"
 
 
-async def _start_producer(client: ProducerProperties, context: TaskContext) -> AIOKafkaProducer:
+async def _start_producer(
+    client: ProducerProperties, context: TaskContext, guard: BrokerGuard
+) -> AIOKafkaProducer:
     """A started producer: idempotent unless the brokers refuse it (the embedded broker
     does) and `enable.idempotence` did not insist."""
     servers = client.bootstrap_servers
     idempotent = client.enable_idempotence is not False and servers not in _NOT_IDEMPOTENT
     if client.enable_idempotence is None and not idempotent:
         await context.info(f"{NOT_IDEMPOTENT} (as found earlier)")
-    producer = _producer(client, idempotent)
+    producer = _producer(client, idempotent, guard)
     try:
         await producer.start()
         return producer
     except KafkaError as exc:
-        # Once the brokers answered (they are known), what is left of starting is asking
-        # for the producer id that idempotence needs: that is what they refused.
-        answered = not isinstance(exc, KafkaConnectionError) and bool(
-            advertised_hosts(producer.client)
-        )
         await close_client(producer)
-        if not (idempotent and answered):
+        refused = isinstance(exc, CLUSTER_REFUSALS + PRINCIPAL_REFUSALS)
+        if not (idempotent and refused):
             raise await connection_failure(client, exc) from None
         if client.enable_idempotence:
             raise TaskFailed(
                 f"the brokers at {servers} refuse idempotent producers ({kafka_reason(exc)}):"
                 " set properties.enable.idempotence to false, or leave it out"
             ) from None
-        if len(_NOT_IDEMPOTENT) < MAX_REMEMBERED_CLUSTERS:
+        if isinstance(exc, CLUSTER_REFUSALS) and len(_NOT_IDEMPOTENT) < MAX_REMEMBERED_CLUSTERS:
             _NOT_IDEMPOTENT.add(servers)
         await context.info(f"{NOT_IDEMPOTENT} ({kafka_reason(exc)})")
     except BaseException:  # a kill while connecting
         await close_client(producer)
         raise
-    producer = _producer(client, idempotent=False)
+    producer = _producer(client, idempotent=False, guard=guard)
     try:
         await producer.start()
     except KafkaError as exc:
@@ -509,11 +528,13 @@ async def _start_producer(client: ProducerProperties, context: TaskContext) -> A
     return producer
 
 
-def _producer(client: ProducerProperties, idempotent: bool) -> AIOKafkaProducer:
+def _producer(client: ProducerProperties, idempotent: bool, guard: BrokerGuard) -> AIOKafkaProducer:
     try:
-        return AIOKafkaProducer(**client.producer_settings(idempotent))
+        producer = AIOKafkaProducer(**client.producer_settings(idempotent))
     except (KafkaError, ValueError, RuntimeError) as exc:  # a compression library missing
         raise TaskFailed(f"cannot create the Kafka producer: {exc}") from None
+    guard.protect(producer.client)
+    return producer
 
 
 async def _check_partitions(producer: AIOKafkaProducer, records: list[_Encoded]) -> None:
@@ -596,19 +617,20 @@ class KafkaConsume:
     async def run(self, properties: ConsumeProperties, context: TaskContext) -> dict[str, Any]:
         policy = NetworkPolicy.from_environment()
         client = properties.properties
-        await check_hosts(policy, client.hosts)
-        async with _registry(properties.registry_url, policy) as registry:
+        async with (
+            _registry(properties.registry_url, policy) as registry,
+            BrokerGuard(policy) as guard,
+        ):
             consumer = AdaptiveConsumer(
                 fetch_wait=_fetch_wait(properties.poll_duration),
                 **client.consumer_settings(properties.group),
             )
+            guard.protect(consumer._client)  # aiokafka keeps the consumer's client private
             try:
                 try:
                     await consumer.start()
                 except KafkaError as exc:
                     raise await connection_failure(client, exc) from None
-                # aiokafka keeps the consumer's client private; it connects to these brokers.
-                await check_hosts(policy, advertised_hosts(consumer._client))
                 reader = _Reader(consumer, properties, registry)
                 try:
                     messages = await reader.read()
@@ -696,7 +718,10 @@ class _Reader:
         for topic in properties.topics:
             numbers = consumer.partitions_for_topic(topic)
             if numbers is None:
-                await consumer.topics()  # metadata of every topic, refreshed
+                # Not in the metadata the consumer started with (created since?): refresh
+                # the client's own, which `partitions_for_topic` reads. (`topics()` would
+                # fetch a copy of its own and leave this one as it was.)
+                await consumer._client.force_metadata_update()
                 numbers = consumer.partitions_for_topic(topic)
             if not numbers:
                 raise TaskFailed(

@@ -11,11 +11,10 @@ or `sasl.username`/`sasl.password` (librdkafka's).
 
 The workers' deny-list (`HEADRACE_HTTP_DENY`) applies to the brokers too: a flow chooses
 them as it chooses an `http.request` URL, and a Kafka client could otherwise reach
-headrace's own brokers or anything else the operator keeps flows away from. aiokafka
-resolves and connects by itself, so the bootstrap servers are checked before it starts,
-and the brokers the cluster advertises once it has learnt them, before any record is
-sent or read (starting, it may already have opened a connection to one to ask for a
-producer id or the group's coordinator: only the handshake, SASL included, goes there).
+headrace's own brokers or anything else the operator keeps flows away from. The brokers
+a client connects to are not only the bootstrap servers: they are whatever the cluster's
+metadata names, learnt again while the client runs (a leader moves, the metadata ages,
+a connection breaks). So `BrokerGuard` checks every connection as aiokafka opens it.
 """
 
 from __future__ import annotations
@@ -26,16 +25,16 @@ import re
 import shutil
 import ssl
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from yarl import URL
 
 from headrace.connectors.base import ConnectorProperties, TaskFailed
-from headrace.connectors.network_policy import NetworkPolicy
+from headrace.connectors.network_policy import DeniedAddress, NetworkPolicy
 
 # Stopping a client flushes and closes its connections; a broker gone silent must not
 # hold a killed task: after this long the client is dropped.
@@ -98,6 +97,21 @@ def _pem_only(value: Any) -> Any:
 
 PemStoreType = Annotated[Literal["PEM"], BeforeValidator(_pem_only)]
 
+# The flow loader ends a value's error with `, got <the value>` unless the message has
+# one already (as `dbt.command_words` does). These values are passwords and keys: their
+# errors say what they got without showing it.
+_NOT_SHOWN = "(not shown: it holds a password)"
+
+
+def _secret_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        kind = "a number" if isinstance(value, int | float) else type(value).__name__
+        raise ValueError(f"must be text, got {kind} {_NOT_SHOWN}")
+    return value
+
+
+SecretText = Annotated[str, BeforeValidator(_secret_text)]
+
 
 class ClientProperties(ConnectorProperties):
     """What producers and consumers share; the tasks use the two subclasses below."""
@@ -115,14 +129,14 @@ class ClientProperties(ConnectorProperties):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
         default="PLAIN", alias="sasl.mechanism"
     )
-    sasl_jaas_config: str | None = Field(
+    sasl_jaas_config: SecretText | None = Field(
         default=None,
         alias="sasl.jaas.config",
         description="Kafka's form: `org.apache.kafka.common.security.plain.PlainLoginModule"
         ' required username="…" password="…";` (or scram.ScramLoginModule).',
     )
     sasl_username: str | None = Field(default=None, alias="sasl.username")
-    sasl_password: str | None = Field(default=None, alias="sasl.password")
+    sasl_password: SecretText | None = Field(default=None, alias="sasl.password")
     ssl_truststore_type: PemStoreType | None = Field(default=None, alias="ssl.truststore.type")
     ssl_truststore_certificates: str | None = Field(
         default=None,
@@ -135,10 +149,10 @@ class ClientProperties(ConnectorProperties):
         alias="ssl.keystore.certificate.chain",
         description="PEM: the client's certificate (mutual TLS), then its chain.",
     )
-    ssl_keystore_key: str | None = Field(
+    ssl_keystore_key: SecretText | None = Field(
         default=None, alias="ssl.keystore.key", description="PEM: the client's private key."
     )
-    ssl_key_password: str | None = Field(default=None, alias="ssl.key.password")
+    ssl_key_password: SecretText | None = Field(default=None, alias="ssl.key.password")
     ssl_endpoint_identification_algorithm: Literal["https", ""] = Field(
         default="https",
         alias="ssl.endpoint.identification.algorithm",
@@ -178,7 +192,7 @@ class ClientProperties(ConnectorProperties):
     @classmethod
     def _jaas(cls, value: str | None) -> str | None:
         if value is not None:
-            _jaas_credentials(value)  # never echoes the text: it holds a password
+            _jaas_credentials(value)
         return value
 
     @model_validator(mode="after")
@@ -323,19 +337,23 @@ class ConsumerProperties(ClientProperties):
 
 def _jaas_credentials(text: str) -> tuple[str, str | None, str | None]:
     """(login module, username, password) of a `sasl.jaas.config`; raises `ValueError`
-    without quoting the text, which holds a password."""
+    without showing the text, which holds a password."""
     match = _JAAS.fullmatch(text)
     if match is None:
         raise ValueError(
-            "sasl.jaas.config must be org.apache.kafka.common.security.plain.PlainLoginModule"
-            ' (or scram.ScramLoginModule) required username="…" password="…";'
+            "sasl.jaas.config must read"
+            " org.apache.kafka.common.security.plain.PlainLoginModule (or"
+            ' scram.ScramLoginModule) required username="…" password="…", got other text'
+            f" {_NOT_SHOWN}"
         )
     options = {
         name: value.replace('\\"', '"').replace("\\\\", "\\")
         for name, value in _JAAS_OPTION.findall(match["options"])
     }
     if "username" not in options:
-        raise ValueError('sasl.jaas.config names no username="…"')
+        raise ValueError(
+            f'sasl.jaas.config names no username="…", got text without one {_NOT_SHOWN}'
+        )
     module = match[1].rsplit(".", 1)[1]
     return module, options["username"], options.get("password")
 
@@ -359,15 +377,108 @@ def _load_client_certificate(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-async def check_hosts(policy: NetworkPolicy, hosts: Iterable[tuple[str, int]]) -> None:
-    """Refuse a Kafka broker the workers' operator denies (aiokafka resolves names itself)."""
-    await policy.check_hosts(hosts, "Kafka broker")
+class BrokerGuard:
+    """The workers' deny-list on every connection the task's Kafka clients open.
+
+    aiokafka's client connects in two places only: `bootstrap` (the bootstrap servers)
+    and `_get_conn` (a broker the metadata names, by node id; tests pin this). A guarded
+    client checks the host there, and every address its name resolves to, before
+    connecting. A denied bootstrap server fails the start. A denied broker is not
+    connected to, and fails the task at once: aiokafka would only retry it, in tasks of
+    its own, until a timeout. The guard cancels the task that entered it and, leaving,
+    turns that cancellation into the refusal (as `asyncio.timeout` turns its own into
+    `TimeoutError`); a kill meanwhile stays a kill.
+
+    Use `async with BrokerGuard(policy) as guard:` around everything the clients do,
+    closing included, and `guard.protect(client)` before starting each.
+    """
+
+    def __init__(self, policy: NetworkPolicy) -> None:
+        self._policy = policy
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._refused: TaskFailed | None = None
+        self._cancelled_task = False
+
+    def protect(self, client: AIOKafkaClient) -> None:
+        """Check the connections of `client` (a producer's or consumer's, not started)."""
+        if self._policy == NetworkPolicy():
+            return  # nothing is denied
+        # aiokafka's producer and consumer build their client themselves and take no
+        # factory: this instance gets the checks, not aiokafka's classes, which
+        # headrace's own services use too.
+        client.__class__ = _GuardedClient
+        assert isinstance(client, _GuardedClient)
+        client.guard = self
+
+    @property
+    def refusal(self) -> TaskFailed | None:
+        """Why a broker was refused, once one was."""
+        return self._refused
+
+    async def check(self, host: str, port: int) -> None:
+        """Raises `DeniedAddress`, or `TaskFailed` when the name does not resolve."""
+        await self._policy.check_hosts([(host, port)], "Kafka broker")
+
+    def refuse(self, error: TaskFailed) -> None:
+        if self._refused is not None:
+            return
+        self._refused = error
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            self._cancelled_task = True
+
+    async def __aenter__(self) -> BrokerGuard:
+        task = asyncio.current_task()
+        assert task is not None, "a BrokerGuard is entered by a task"
+        self._task, self._cancelling = task, task.cancelling()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        task, self._task = self._task, None
+        if self._refused is None or task is None:
+            return
+        if self._cancelled_task:
+            if exc_type is not asyncio.CancelledError:
+                # Refused after the block's last wait: the cancellation is still pending.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0)
+            if task.uncancel() > self._cancelling:
+                raise asyncio.CancelledError  # killed as well: a kill wins
+        raise self._refused from None
 
 
-def advertised_hosts(client: Any) -> list[tuple[str, int]]:
-    """The brokers a started aiokafka client learnt from the cluster (it connects to them
-    besides the bootstrap servers)."""
-    return [(broker.host, broker.port) for broker in client.cluster.brokers()]
+class _GuardedClient(AIOKafkaClient):
+    """aiokafka's client, checking each connection with its `BrokerGuard` first."""
+
+    guard: BrokerGuard
+
+    async def bootstrap(self) -> None:
+        for host, port, _ in self.hosts:
+            await self.guard.check(host, port)
+        await super().bootstrap()
+
+    async def _get_conn(
+        self, node_id: Any, *, group: Any = ConnectionGroup.DEFAULT, no_hint: bool = False
+    ) -> Any:
+        conn = self._conns.get((node_id, group))
+        broker = self.cluster.broker_metadata(node_id)
+        while broker is not None and (conn is None or not conn.connected()):
+            try:
+                await self.guard.check(broker.host, broker.port)
+            except DeniedAddress as exc:
+                self.guard.refuse(exc)
+                return None
+            except TaskFailed:
+                return None  # a name that does not resolve: unreachable, as aiokafka sees it
+            # aiokafka connects to what the metadata says when it is called: the same
+            # broker, unless an update came while the name was being resolved.
+            checked, broker = broker, self.cluster.broker_metadata(node_id)
+            if broker == checked:
+                break
+        return await super()._get_conn(node_id, group=group, no_hint=no_hint)
 
 
 async def connection_failure(properties: ClientProperties, exc: KafkaError) -> TaskFailed:

@@ -130,6 +130,18 @@ class NetworkPolicy:
                 return  # a name: the resolver checks what it resolves to
         self.check_address(literal, host)
 
+    def denies_this_machine(self) -> bool:
+        """Whether the worker's own loopback addresses are denied: then so is anything
+        else that reaches its machine, as a Unix socket does."""
+        if "localhost" in self.hosts:
+            return True
+        try:
+            for loopback in ("127.0.0.1", "::1"):
+                self.check_address(loopback, loopback)
+        except DeniedAddress:
+            return True
+        return False
+
     def resolver(self) -> AbstractResolver:
         return _CheckingResolver(self)
 

@@ -11,10 +11,11 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from uuid import UUID
 
 import asyncpg
+import asyncpg.connect_utils
 import isodate
 import orjson
 from pydantic import BaseModel, Field, field_validator
@@ -28,6 +29,18 @@ CLOSE_TIMEOUT_S = 5.0
 # What JDBC URLs carry that libpq's do not: translated, not passed on as server settings.
 _JDBC_SETTINGS = {"currentSchema": "search_path", "ApplicationName": "application_name"}
 _AFFECTED = re.compile(r"(\d+)$")  # `INSERT 0 3`, `UPDATE 2`, `DELETE 0`
+# URL parameters with which asyncpg reads files on the worker: its password file, a
+# service definition (host and password included), a client certificate and its key,
+# authorities. A flow must not borrow the worker's credentials, nor probe its files.
+_WORKER_FILES = {
+    "passfile": "a password file",
+    "service": "a service definition file",
+    "sslcert": "a client certificate",
+    "sslkey": "a client certificate's key",
+    "sslpassword": "a client certificate's key",
+    "sslrootcert": "certificate authorities (give their PEM in sslRootCert)",
+    "sslcrl": "a certificate revocation list",
+}
 
 
 class FetchType(StrEnum):
@@ -74,11 +87,23 @@ class PostgresQueryProperties(ConnectorProperties):
 
     # Field validators: when a flow is loaded, a field may still hold an expression, and
     # only a field's own errors are excused for it.
+    # Errors end with ", got …" (not the URL, which may hold a password), so that the flow
+    # loader does not add the value itself.
     @field_validator("url")
     @classmethod
     def _postgres_url(cls, url: str) -> str:
-        if urlsplit(url.removeprefix("jdbc:")).scheme not in ("postgresql", "postgres"):
-            raise ValueError(f"must start with jdbc:postgresql:// or postgresql://, not {url!r}")
+        parts = urlsplit(url.removeprefix("jdbc:"))
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "must start with jdbc:postgresql:// or postgresql://, got"
+                f" {parts.scheme or 'no scheme'}:…"
+            )
+        for key, _ in parse_qsl(parts.query, keep_blank_values=True):
+            if key in _WORKER_FILES:
+                raise ValueError(
+                    f"parameter {key} names {_WORKER_FILES[key]} on the worker, which a flow"
+                    f" may not use, got ?{key}=…"
+                )
         return url
 
     @field_validator("sql")
@@ -145,15 +170,20 @@ class PostgresQuery:
 async def _connect(
     properties: PostgresQueryProperties, dsn: str, settings: dict[str, str]
 ) -> asyncpg.Connection:
-    parts = urlsplit(dsn)
-    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
-    await _check_servers(NetworkPolicy.from_environment(), dsn)
+    ssl = _ssl(properties)
+    password = _flow_password(properties, dsn)
+    addresses = _addresses(dsn, properties.username, password, ssl, settings)
+    where = ",".join(map(_shown, addresses)) + (urlsplit(dsn).path or "/")
+    await _check_servers(NetworkPolicy.from_environment(), addresses)
     try:
         return await asyncpg.connect(
             dsn,
+            # Exactly the servers checked: given here, the URL's hosts are not read again.
+            host=[_host(address) for address in addresses],
+            port=[5432 if isinstance(address, str) else address[1] for address in addresses],
             user=properties.username,
-            password=properties.password,
-            ssl=_ssl(properties),
+            password=password,
+            ssl=ssl,
             server_settings=settings or None,
             timeout=CONNECT_TIMEOUT_S,
         )
@@ -161,28 +191,71 @@ async def _connect(
         raise TaskFailed(f"could not connect to PostgreSQL at {where}: {exc}") from None
 
 
-async def _check_servers(policy: NetworkPolicy, dsn: str) -> None:
-    """The operator's deny-list, applied to every server the URL names (asyncpg resolves
-    names itself). A Unix socket (a `host=/path` parameter, or no host at all) is on the
-    worker's own machine: refused when `private` addresses are."""
+def _flow_password(properties: PostgresQueryProperties, dsn: str) -> str:
+    """`password`, else the URL's (its user info, then `?password=`, as asyncpg reads
+    them), else none: never the worker's PGPASSWORD or password file, which asyncpg would
+    otherwise send to whatever server the flow names."""
+    if properties.password is not None:
+        return properties.password
     parts = urlsplit(dsn)
-    netloc = parts.netloc.rpartition("@")[2]
-    hosts = [host for key, host in parse_qsl(parts.query) if key == "host"]
-    if not hosts and netloc:
-        hosts = netloc.split(",")
-    servers: list[tuple[str, int]] = []
-    for host in hosts or [""]:
-        if host.startswith("/") or not host:
-            if policy.deny_private:
-                raise DeniedAddress(
-                    "a Unix socket is on the worker's own machine, which the workers may not"
-                    f" reach ({DENY_ENV} denies private addresses): give the server's host"
-                )
-            continue
-        name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
-        if not name or not port.isdigit():
-            name, port = host, "5432"
-        servers.append((name.strip("[]"), int(port)))
+    if "@" in parts.netloc:
+        secret = parts.netloc.partition("@")[0].partition(":")[2]
+        if secret:
+            return unquote(secret)
+    return parse_qs(parts.query).get("password", [""])[-1]
+
+
+def _addresses(
+    dsn: str, user: str | None, password: str, ssl: Any, settings: dict[str, str]
+) -> list[tuple[str, int] | str]:
+    """The servers asyncpg connects to for these arguments, in order, read by asyncpg
+    itself: the URL's hosts (the user info's before `?host=`), else PGHOST, else its
+    defaults (Unix sockets, then localhost). A (host, port), or a Unix socket's path.
+    (A private function of asyncpg's: the connector's tests pin what it answers.)"""
+    try:
+        addresses, _ = asyncpg.connect_utils._parse_connect_dsn_and_args(
+            dsn=dsn,
+            host=None,
+            port=None,
+            user=user,
+            password=password,
+            passfile=None,
+            database=None,
+            ssl=ssl,
+            service=None,
+            servicefile=None,
+            direct_tls=None,
+            server_settings=settings or None,
+            target_session_attrs=None,
+            krbsrvname=None,
+            gsslib=None,
+        )
+    except (asyncpg.InterfaceError, ValueError, OSError) as exc:
+        raise TaskFailed(f"url: {exc}") from None
+    return list(addresses)
+
+
+def _host(address: tuple[str, int] | str) -> str:
+    return address if isinstance(address, str) else address[0]
+
+
+def _shown(address: tuple[str, int] | str) -> str:
+    if isinstance(address, str):
+        return address
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _check_servers(policy: NetworkPolicy, addresses: list[tuple[str, int] | str]) -> None:
+    """The operator's deny-list, applied to every server asyncpg would try (it resolves
+    names itself). A Unix socket is on the worker's own machine: refused when its
+    loopback addresses are."""
+    if any(isinstance(address, str) for address in addresses) and policy.denies_this_machine():
+        raise DeniedAddress(
+            "a Unix socket is on the worker's own machine, which the workers may not reach"
+            f" ({DENY_ENV} denies its loopback addresses): give the server's host in url"
+        )
+    servers = [address for address in addresses if not isinstance(address, str)]
     await policy.check_hosts(servers, "PostgreSQL server")
 
 

@@ -156,7 +156,9 @@ class SchemaRegistry:
 
     Ids never change meaning in a registry, so a fetched schema is kept for good; an id
     the registry does not know is asked again when a later batch holds it.
-    `resolver`: resolves the registry's host name (a worker's checks its operator's deny-list).
+    `resolver`: resolves the registry's host name (a worker's checks its operator's
+    deny-list); the caller closes it. Redirects are not followed: registries do not
+    redirect, and one could lead past the checks made on the registry's URL.
     """
 
     def __init__(
@@ -209,7 +211,9 @@ class SchemaRegistry:
         body = orjson.dumps({"schema": orjson.dumps(schema).decode()})
         headers = {"Accept": REGISTRY_ACCEPT, "Content-Type": REGISTRY_MEDIA_TYPE}
         try:
-            async with self._session.post(url, data=body, headers=headers) as response:
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 status, answer = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RegistryUnavailable(
@@ -221,6 +225,8 @@ class SchemaRegistry:
             parsed = None
         if status == 200 and isinstance(parsed, dict) and isinstance(parsed.get("id"), int):
             return parsed["id"]
+        if 300 <= status < 400:
+            raise RegistryUnavailable(self._redirected(status, f"for {subject!r}"))
         # Confluent's errors: {"error_code": 42201, "message": "Invalid schema"}.
         reason = parsed.get("message") if isinstance(parsed, dict) else None
         code = parsed.get("error_code") if isinstance(parsed, dict) else None
@@ -243,9 +249,15 @@ class SchemaRegistry:
         assert self._session is not None, "use the registry as `async with`"
         url = self._url / "schemas" / "ids" / str(schema_id)
         try:
-            async with self._session.get(url, headers={"Accept": REGISTRY_ACCEPT}) as response:
+            async with self._session.get(
+                url, headers={"Accept": REGISTRY_ACCEPT}, allow_redirects=False
+            ) as response:
                 if response.status == 404:  # Confluent's error 40403: no such schema
                     return None, f"unknown to the registry at {self.display_url}"
+                if 300 <= response.status < 400:
+                    raise RegistryUnavailable(
+                        self._redirected(response.status, f"for schema id {schema_id}")
+                    )
                 if response.status != 200:
                     # 401/403 are our configuration, 429/5xx the registry's state: not
                     # the message's fault, so retry rather than skip.
@@ -259,6 +271,12 @@ class SchemaRegistry:
                 f"schema registry {self.display_url} unreachable: {type(exc).__name__}: {exc}"
             ) from exc
         return self._schema_of(schema_id, body)
+
+    def _redirected(self, status: int, what: str) -> str:
+        return (
+            f"schema registry {self.display_url} answered {status} {what}, a redirect,"
+            " which is not followed: give the registry's own URL"
+        )
 
     def _schema_of(self, schema_id: int, body: bytes) -> tuple[Schema | None, str]:
         """A 200 answer, `{"schema": "<json text>", "schemaType"?, "references"?}`."""

@@ -16,11 +16,14 @@ both reach it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from fastavro.schema import SchemaParseException, parse_schema
 
 from headrace.broker import free_port
@@ -125,3 +128,18 @@ def _reads_older_data(new: Any, old: Any) -> bool:
 
 def _answer(body: dict[str, Any], status: int) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type=MEDIA_TYPE)
+
+
+@contextlib.asynccontextmanager
+async def redirecting_registry(to: str) -> AsyncIterator[str]:
+    """The URL of a server that answers every request with a 307 to `to` and the same
+    path, as a misconfigured proxy, or a hostile one, in front of a registry could (the
+    registry itself never redirects)."""
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(to.rstrip("/") + request.path)
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", redirect)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield str(server.make_url("")).rstrip("/")

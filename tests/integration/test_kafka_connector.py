@@ -4,19 +4,32 @@ Confluent Schema Registry (tests/schema_registry.py) for Avro with a registry.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import ssl
+import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import aiokafka
 import orjson
 import pytest
 import trustme
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaConsumer
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.admin import ApiVersionResponse_v0
+from aiokafka.protocol.metadata import MetadataResponse_v0
+from aiokafka.protocol.transaction import InitProducerIdResponse_v0
 from fastavro import parse_schema
 
 from headrace.broker import EmbeddedBroker, free_port
+from headrace.connectors import kafka
 from headrace.connectors.kafka_client import ProducerProperties
 from headrace.connectors.kafka_values import AvroEncoder, UnwritableValue
 from headrace.flow.loader import load_flow
@@ -24,7 +37,7 @@ from headrace.kafka_values import read_avro
 from headrace.states import State
 from headrace.testing import TaskRun, run_task
 from tests.integration.stacks import new_topic
-from tests.schema_registry import RegistryServer
+from tests.schema_registry import RegistryServer, redirecting_registry
 from tests.unit.test_flow_loader import errors_of
 
 DEADLINE_S = 10.0
@@ -539,6 +552,190 @@ async def test_the_workers_deny_list_covers_brokers(
     )
 
 
+API_VERSIONS, METADATA, INIT_PRODUCER_ID = 18, 3, 22
+
+
+class FakeBroker:
+    """Just enough of a Kafka broker for a client to start, look up a topic and ask for a
+    producer id, as the protocol guide describes these requests ("A Guide To The Kafka
+    Protocol", "Kafka protocol": size-prefixed frames; ApiVersions, Metadata and
+    InitProducerId, version 0): a broker a flow controls. Its first Metadata answer
+    names itself, node 1, as the only broker, and no topic; later ones name topic `t`,
+    led by node 1 or, with `moved_to`, by a node 2 at that address (the leader moved).
+    With `producer_id_error`, it has InitProducerId and answers it with that error code.
+    Other requests (Produce, ListOffsets…) are not answered."""
+
+    def __init__(
+        self, moved_to: tuple[str, int] | None = None, producer_id_error: int | None = None
+    ) -> None:
+        self.moved_to = moved_to
+        self.producer_id_error = producer_id_error
+        self.address = ("127.0.0.1", 0)
+        self.metadata_answers = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                request = await reader.readexactly(size)
+                api_key, _version, correlation_id = struct.unpack(">hhi", request[:8])
+                body = self._answer(api_key)
+                if body is None:
+                    continue  # not answered: the client waits until its request times out
+                frame = struct.pack(">i", correlation_id) + body
+                writer.write(struct.pack(">i", len(frame)) + frame)
+                await writer.drain()
+        writer.close()
+
+    def _answer(self, api_key: int) -> bytes | None:
+        if api_key == API_VERSIONS:
+            versions = [(API_VERSIONS, 0, 0), (METADATA, 0, 0)]
+            if self.producer_id_error is not None:
+                versions.append((INIT_PRODUCER_ID, 0, 0))
+            return ApiVersionResponse_v0(error_code=0, api_versions=versions).encode()
+        if api_key == INIT_PRODUCER_ID and self.producer_id_error is not None:
+            return InitProducerIdResponse_v0(
+                throttle_time_ms=0,
+                error_code=self.producer_id_error,
+                producer_id=-1,
+                producer_epoch=-1,
+            ).encode()
+        if api_key != METADATA:
+            return None
+        self.metadata_answers += 1
+        brokers = [(1, *self.address)]
+        if self.metadata_answers == 1:
+            return MetadataResponse_v0(brokers=brokers, topics=[]).encode()
+        leader = 1
+        if self.moved_to is not None:
+            brokers.append((2, *self.moved_to))
+            leader = 2
+        topic = (0, "t", [(0, 0, leader, [leader], [leader])])  # no error, partition 0
+        return MetadataResponse_v0(brokers=brokers, topics=[topic]).encode()
+
+
+@contextlib.asynccontextmanager
+async def fake_broker(fake: FakeBroker) -> AsyncIterator[str]:
+    """`fake`, listening: its bootstrap address."""
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    fake.address = ("127.0.0.1", server.sockets[0].getsockname()[1])
+    async with server:
+        yield f"127.0.0.1:{fake.address[1]}"
+
+
+@contextlib.asynccontextmanager
+async def moving_cluster() -> AsyncIterator[tuple[str, list[int]]]:
+    """A `FakeBroker`'s bootstrap address, and the connections accepted at the address
+    it moves topic `t` to (127.0.0.2: a loopback address other than the broker's)."""
+    accepted: list[int] = []
+
+    def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writer.close()
+
+    denied = await asyncio.start_server(accept, "127.0.0.2", 0)
+    fake = FakeBroker(moved_to=("127.0.0.2", denied.sockets[0].getsockname()[1]))
+    async with denied, fake_broker(fake) as address:
+        yield address, accepted
+
+
+async def test_brokers_named_later_are_checked_before_each_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Unguarded, the client follows the metadata to the other address: what the guard
+    # must stop.
+    async with moving_cluster() as (address, accepted):
+        running = asyncio.ensure_future(consume(address, "t"))
+        await wait_until(lambda: accepted)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    monkeypatch.setenv("HEADRACE_HTTP_DENY", "127.0.0.2/32")
+    denied = "127.0.0.2 is an address the workers may not reach (HEADRACE_HTTP_DENY)"
+    async with moving_cluster() as (address, accepted):
+        started = time.monotonic()
+        read = await consume(address, "t")
+        idempotence = {"bootstrap.servers": address, "enable.idempotence": False}
+        sent = await produce(address, "t", {"value": "x"}, properties=idempotence)
+        assert (read.error, sent.error) == (denied, denied)
+        assert time.monotonic() - started < 5  # at once, not after a timeout
+    assert accepted == []  # never connected there
+
+
+@pytest.mark.parametrize(
+    ("error", "remembered"),
+    [
+        (-1, True),  # UnknownError: the embedded broker's answer, whoever asks
+        (31, False),  # ClusterAuthorizationFailed: these credentials', not the cluster's
+    ],
+)
+async def test_only_a_clusters_refusal_of_idempotence_is_remembered(
+    error: int, remembered: bool
+) -> None:
+    async with fake_broker(FakeBroker(producer_id_error=error)) as address:
+        # It answers no Produce request: the send times out, the refusal was before.
+        quick = {"bootstrap.servers": address, "request.timeout.ms": 200}
+        run = await produce(address, "t", {"value": "x"}, properties=quick)
+    assert run.state is State.FAILED
+    assert run.messages[0].startswith(f"{kafka.NOT_IDEMPOTENT} ([Error {error}] ")
+    assert (address in kafka._NOT_IDEMPOTENT) is remembered
+
+
+async def test_a_registry_redirect_is_not_followed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # aiohttp skips the resolver, and so the deny-list's check of each address, for an
+    # address written in a URL: a followed redirect to one would have reached it.
+    asked: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({"id": 1})
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", answer)
+    monkeypatch.setenv("HEADRACE_HTTP_DENY", "127.0.0.2/32")
+    async with (
+        TestServer(app, host="127.0.0.2") as denied,
+        redirecting_registry(to=str(denied.make_url(""))) as url,
+    ):
+        run = await produce(
+            "127.0.0.1:9",  # not reached: records are encoded first
+            "orders",
+            {"value": "x"},
+            valueSerializer="AVRO",
+            valueAvroSchema="string",
+            schemaRegistryUrl=url,
+        )
+    assert run.error == (
+        f"schema registry {url} answered 307 for 'orders-value', a redirect, which is not"
+        " followed: give the registry's own URL"
+    )
+    assert asked == []
+
+
+def test_aiokafka_opens_connections_only_where_the_guard_checks() -> None:
+    # BrokerGuard checks `AIOKafkaClient.bootstrap` and `._get_conn`: an aiokafka that
+    # opens connections anywhere else must fail here, not slip past the deny-list.
+    root = Path(aiokafka.__file__).parent
+    openers = ("create_conn(", "AIOKafkaConnection(", "create_connection(", "open_connection(")
+    found = {
+        (path.relative_to(root).as_posix(), opener, line.split(opener)[0].strip())
+        for path in root.rglob("*.py")
+        for line in path.read_text().splitlines()
+        for opener in openers
+        if opener in line
+    }
+    assert found == {
+        ("client.py", "create_conn(", "bootstrap_conn = await"),
+        ("client.py", "create_conn(", "self._conns[conn_id] = await"),
+        ("conn.py", "create_conn(", "async def"),
+        ("conn.py", "AIOKafkaConnection(", "conn ="),
+        ("conn.py", "create_connection(", "transport, _ = await loop."),
+    }
+    assert "bootstrap_conn = await create_conn(" in inspect.getsource(AIOKafkaClient.bootstrap)
+    assert "= await create_conn(" in inspect.getsource(AIOKafkaClient._get_conn)
+
+
 async def test_tls_and_sasl_properties_become_the_clients_settings() -> None:
     ca = trustme.CA()
     server_cert, client_cert = ca.issue_cert("localhost"), ca.issue_cert("headrace-worker")
@@ -667,6 +864,49 @@ def test_bad_properties_are_refused_when_the_flow_is_loaded(
     [error] = errors_of(f"id: f\nnamespace: n\ntasks:\n  - id: k\n{task}")
     assert (error.line, error.path) == (line, path)
     assert message in error.message
+
+
+SECRET = "hunter2-not-for-logs"
+SASL = "      bootstrap.servers: k:9092\n      security.protocol: SASL_PLAINTEXT\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            f'sasl.jaas.config: \'username="ada" password="{SECRET}";\'',
+            "sasl.jaas.config must read org.apache.kafka.common.security.plain.PlainLoginModule"
+            ' (or scram.ScramLoginModule) required username="…" password="…", got other text'
+            " (not shown: it holds a password)",
+        ),
+        (
+            "sasl.jaas.config: 'org.apache.kafka.common.security.plain.PlainLoginModule"
+            f' required password="{SECRET}";\'',
+            'sasl.jaas.config names no username="…", got text without one (not shown: it'
+            " holds a password)",
+        ),
+        ("sasl.password: 20240501", "must be text, got a number (not shown: it holds a password)"),
+    ],
+)
+async def test_errors_never_show_a_sasl_password(setting: str, message: str) -> None:
+    if "password:" in setting:
+        setting = "sasl.username: ada\n      " + setting
+    [error] = errors_of(
+        f"id: f\nnamespace: n\ntasks:\n  - id: k\n{PRODUCE}    properties:\n{SASL}      {setting}\n"
+    )
+    assert message in error.message
+    run = await run_task(
+        "kafka.produce",
+        {
+            "properties": yaml.safe_load(SASL + "      " + setting),
+            "topic": "t",
+            "from": {"value": "x"},
+        },
+    )
+    assert run.state is State.FAILED
+    assert message in (run.error or "")
+    for shown in (error.message, error.hint or "", run.error or ""):
+        assert SECRET not in shown and "20240501" not in shown
 
 
 def test_expressions_wait_for_their_values() -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import struct
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from headrace.connectors.postgres import _addresses, _dsn
 from headrace.states import State
 from headrace.testing import TaskRun, run_task
 from tests.unit.test_flow_loader import only_error
@@ -152,9 +156,119 @@ async def test_the_workers_deny_list_covers_postgresql_servers(
     assert (named.error or "").endswith(
         "is an address the workers may not reach (HEADRACE_HTTP_DENY)"
     )
+
+    # Loopback alone denied. asyncpg connects to the user info's host, not to `?host=`:
+    # the one checked.
+    monkeypatch.setenv("HEADRACE_HTTP_DENY", "127.0.0.0/8")
+    decoy = database_url + ("&" if "?" in database_url else "?") + "host=example.com"
+    hidden = await query(decoy, "SELECT 1")
+    assert hidden.error == "127.0.0.1 is an address the workers may not reach (HEADRACE_HTTP_DENY)"
+    # No host at all: asyncpg tries Unix sockets, then localhost; or PGHOST, if set.
+    monkeypatch.delenv("PGHOST", raising=False)
+    local = await query("postgresql:///postgres", "SELECT 1")
+    assert (local.error or "").startswith("a Unix socket is on the worker's own machine")
+    monkeypatch.setenv("PGHOST", "127.0.0.1")
+    from_environment = await query("postgresql:///postgres", "SELECT 1")
+    assert from_environment.error == (
+        "127.0.0.1 is an address the workers may not reach (HEADRACE_HTTP_DENY)"
+    )
+    monkeypatch.delenv("PGHOST")
+
     monkeypatch.setenv("HEADRACE_HTTP_DENY", "10.0.0.0/8, metadata.google.internal")
     allowed = await query(database_url, "SELECT 1 AS one", fetchType="FETCH_ONE")
     assert allowed.outputs == {"row": {"one": 1}, "size": 1}, allowed.error
+
+
+def test_the_servers_checked_are_those_asyncpg_connects_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Read by asyncpg's own (private) parser: an asyncpg that reads URLs otherwise, or
+    # renames it, fails here.
+    for name in ("PGHOST", "PGPORT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def servers(url: str) -> list[Any]:
+        return _addresses(_dsn(url)[0], None, "", None, {})
+
+    assert servers("postgresql://127.0.0.1:5433/db?host=example.com") == [("127.0.0.1", 5433)]
+    assert servers("jdbc:postgresql://db-1,db-2:5444/db") == [("db-1", 5432), ("db-2", 5444)]
+    assert servers("postgresql:///db?host=example.com&port=6000") == [("example.com", 6000)]
+    assert servers("postgresql:///db") == [
+        "/run/postgresql/.s.PGSQL.5432",
+        "/var/run/postgresql/.s.PGSQL.5432",
+        "/tmp/.s.PGSQL.5432",
+        "/private/tmp/.s.PGSQL.5432",
+        ("localhost", 5432),
+    ]
+    monkeypatch.setenv("PGHOST", "db-3")
+    assert servers("postgresql:///db") == [("db-3", 5432)]
+
+
+class PasswordTaker:
+    """A PostgreSQL server as far as a cleartext password, as PostgreSQL documents its
+    protocol ("Frontend/Backend Protocol": "Message Flow", "Message Formats"): it refuses
+    TLS (`N`), reads the startup message, asks for the password
+    (AuthenticationCleartextPassword), keeps it, and refuses it (ErrorResponse, SQLSTATE
+    28P01)."""
+
+    def __init__(self) -> None:
+        self.passwords: list[str] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            length, code = struct.unpack(">ii", await reader.readexactly(8))
+            if code == 80877103:  # SSLRequest
+                writer.write(b"N")
+                length, code = struct.unpack(">ii", await reader.readexactly(8))
+            await reader.readexactly(length - 8)  # the startup message's parameters
+            writer.write(b"R" + struct.pack(">ii", 8, 3))
+            await reader.readexactly(1)  # `p`: PasswordMessage
+            (size,) = struct.unpack(">i", await reader.readexactly(4))
+            self.passwords.append((await reader.readexactly(size - 4)).rstrip(b"\0").decode())
+            fields = b"SFATAL\0C28P01\0Mpassword authentication failed\0\0"
+            writer.write(b"E" + struct.pack(">i", len(fields) + 4) + fields)
+            await writer.drain()
+        writer.close()
+
+
+async def test_only_the_flows_password_is_sent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The worker's own: asyncpg would send them to any server that asks.
+    monkeypatch.setenv("PGPASSWORD", "the-workers")
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("*:*:*:*:the-workers-file\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    fake = PasswordTaker()
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        none = await query(f"postgresql://ada@127.0.0.1:{port}/db", "SELECT 1")
+        await query(f"postgresql://ada:from%2Furl@127.0.0.1:{port}/db", "SELECT 1")
+        await query(f"postgresql://ada@127.0.0.1:{port}/db?password=query", "SELECT 1")
+        await query(f"postgresql://ada:url@127.0.0.1:{port}/db", "SELECT 1", password="given")
+    assert fake.passwords == ["", "from/url", "query", "given"]
+    assert none.error == (
+        f"could not connect to PostgreSQL at 127.0.0.1:{port}/db: password authentication failed"
+    )
+
+
+@pytest.mark.parametrize(
+    "parameter", ["passfile=/home/w/.pgpass", "service=headrace", "sslkey=/k", "sslrootcert=/ca"]
+)
+def test_url_parameters_that_read_the_workers_files_are_refused(parameter: str) -> None:
+    source = (
+        "id: f\nnamespace: n\ntasks:\n"
+        "  - id: q\n    type: postgres.query\n    sql: SELECT 1\n"
+        f"    url: postgresql://ada:s3cret@db/shop?{parameter}\n"
+    )
+    error = only_error(source)
+    assert (error.line, error.path) == (7, "tasks[0].url")
+    name = parameter.partition("=")[0]
+    assert error.message.startswith(f"parameter {name} names ")
+    assert error.message.endswith(f"on the worker, which a flow may not use, got ?{name}=…")
+    assert "s3cret" not in error.message
 
 
 async def running_queries(database_url: str, marker: str) -> int:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from aiokafka import ConsumerRecord
 from fastavro import parse_schema, schemaless_writer
 from hypothesis import given, settings
@@ -36,7 +38,7 @@ from headrace.services.scheduler.kafka_triggers import (
     message_starts,
     read_message,
 )
-from tests.schema_registry import RegistryServer
+from tests.schema_registry import RegistryServer, redirecting_registry
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -397,6 +399,39 @@ async def test_credentials_in_the_url_are_sent_and_never_shown(
         await registry.load([1])
         assert "s3cret" not in registry.display_url
     assert registry_server.authorizations == ["Basic " + base64.b64encode(b"ada:s3cret").decode()]
+
+
+@pytest.fixture
+async def elsewhere() -> AsyncIterator[tuple[str, list[str]]]:
+    """A server a redirect could lead to (the cloud's metadata service, say), and the
+    paths it was asked for."""
+    asked: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({"id": 1, "schema": '"string"'})
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", answer)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield str(server.make_url("")), asked
+
+
+async def test_a_redirect_is_not_followed(elsewhere: tuple[str, list[str]]) -> None:
+    target, asked = elsewhere
+    async with redirecting_registry(to=target) as url, SchemaRegistry(url) as registry:
+        with pytest.raises(RegistryUnavailable) as fetching:
+            await registry.load([1])
+        with pytest.raises(RegistryUnavailable) as registering:
+            await registry.register("orders-value", "string")
+    not_followed = "a redirect, which is not followed: give the registry's own URL"
+    assert (
+        str(fetching.value) == f"schema registry {url} answered 307 for schema id 1, {not_followed}"
+    )
+    assert str(registering.value) == (
+        f"schema registry {url} answered 307 for 'orders-value', {not_followed}"
+    )
+    assert asked == []
 
 
 def test_an_avro_decoder_needs_a_schema_from_somewhere() -> None:
