@@ -31,6 +31,7 @@ from headrace.messages import LogLevel
 
 # Seconds between SIGTERM and SIGKILL when an attempt is cancelled: long enough for a
 # script's trap to clean up, short enough that a shutdown grace period is not eaten up.
+# (The default: a connector whose program needs longer to stop passes its own.)
 TERMINATE_GRACE_S = 2.0
 # A line longer than this (bytes) is logged in pieces, so one huge line cannot eat memory.
 MAX_LINE_BYTES = 1024 * 1024
@@ -155,13 +156,14 @@ async def _terminate(
     protocol: _ExitAwareProtocol,
     transport: asyncio.SubprocessTransport,
     guard: ProcessGuard | None,
-    stop_signal: signal.Signals = signal.SIGTERM,
+    stop_signal: signal.Signals,
+    grace_s: float,
 ) -> None:
-    """`stop_signal` (SIGTERM) to the group, then SIGKILL after a grace period (or at once if
-    the leader left)."""
+    """`stop_signal` (SIGTERM) to the group, then SIGKILL after `grace_s` seconds (or at
+    once if the leader left)."""
     _signal_group(pid, stop_signal)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(protocol.exited), TERMINATE_GRACE_S)
+        await asyncio.wait_for(asyncio.shield(protocol.exited), grace_s)
     _signal_group(pid, signal.SIGKILL)
     await protocol.exited
     if guard is not None:
@@ -192,13 +194,15 @@ async def run_process(
     cwd: Path,
     stdout_handler: Callable[[str], Awaitable[None]] | None = None,
     stop_signal: signal.Signals = signal.SIGTERM,
+    grace_s: float = TERMINATE_GRACE_S,
 ) -> dict[str, Any]:
     """Run `argv` to completion; returns the emitted outputs plus `exitCode` (0).
 
     Raises `TaskFailed("exit code N: <last stderr line>")` on a non-zero exit.
     `stdout_handler`: takes each stdout line instead (no logging, no outputs lines), for a
     program whose output is structured (dbt's JSON log lines). `stop_signal`: the first
-    signal of a cancellation, SIGINT for a program that cancels its remote work on Ctrl-C.
+    signal of a cancellation, SIGINT for a program that cancels its remote work on Ctrl-C;
+    `grace_s`: the seconds it then has to end before SIGKILL.
     """
     outputs: dict[str, Any] = {}
     last_stderr = ""
@@ -247,7 +251,9 @@ async def run_process(
         # Cancelled (timeout, shutdown) or a log sink failed: the group must not outlive us.
         for reader in readers:
             reader.cancel()
-        await asyncio.shield(_terminate(process.pid, protocol, transport, guard, stop_signal))
+        await asyncio.shield(
+            _terminate(process.pid, protocol, transport, guard, stop_signal, grace_s)
+        )
         raise
     if code != 0:
         reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"

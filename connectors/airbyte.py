@@ -156,19 +156,19 @@ class AirbyteJob(RemoteJob):
             )
             return False
         self.api.check(answer, "POST", path)
-        job = (answer.data or {}).get("job") or {}
+        job = _object(self.api.json_object(answer, "POST", path).get("job"))
         if "id" not in job:
             raise TaskFailed(f"Airbyte started no job: its answer has no job id: {answer.text}")
         self.id, self.status = job["id"], job.get("status", "pending")
         return True
 
     async def check(self) -> Snapshot:
-        data = await self.api.call("POST", "/api/v1/jobs/get", {"id": self.id}) or {}
-        status = str((data.get("job") or {}).get("status", "unknown"))
-        attempts = data.get("attempts") or []
+        data = await self.api.call("POST", "/api/v1/jobs/get", {"id": self.id})
+        status = str(_object(data.get("job")).get("status", "unknown"))
+        attempts = _attempts(data)
         lines: list[tuple[LogLevel, str]] = []
         for number, info in enumerate(attempts, 1):
-            key = (info.get("attempt") or {}).get("id", number)
+            key = _object(info.get("attempt")).get("id", number)
             for line in self._lines.take(key, _log_items(info.get("logs"))):
                 lines.append(_log_line(line))
         error = None
@@ -186,7 +186,9 @@ class AirbyteJob(RemoteJob):
         )
 
     async def cancel(self) -> None:
-        await self.api.call("POST", "/api/v1/jobs/cancel", {"id": self.id})
+        path = "/api/v1/jobs/cancel"
+        # Its answer (the job, cancelled) says nothing the next read would not.
+        self.api.check(await self.api.send("POST", path, {"id": self.id}), "POST", path)
 
     def outputs(self, final: Snapshot | None) -> dict[str, Any]:
         outputs: dict[str, Any] = {
@@ -195,7 +197,7 @@ class AirbyteJob(RemoteJob):
             "status": self.status if self.id is not None else None,
         }
         if final is not None:
-            attempts = final.data.get("attempts") or []
+            attempts = _attempts(final.data)
             records, size = _synced(attempts)
             outputs |= {"attempts": len(attempts), "recordsSynced": records, "bytesSynced": size}
         return outputs
@@ -207,6 +209,17 @@ def _auth(properties: AirbyteSyncProperties) -> dict[str, Any] | None:
     if properties.username is not None:
         return {"type": "BASIC", "username": properties.username, "password": properties.password}
     return None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one: a field Airbyte left out or
+    gave another shape is read as missing, never as a crash."""
+    return value if isinstance(value, dict) else {}
+
+
+def _attempts(data: dict[str, Any]) -> list[dict[str, Any]]:
+    attempts = data.get("attempts")
+    return [_object(info) for info in attempts] if isinstance(attempts, list) else []
 
 
 def _already_running(answer: Answer) -> bool:
@@ -240,8 +253,8 @@ def _log_line(item: Any) -> tuple[LogLevel, str]:
 def _failure(attempts: list[Any]) -> str | None:
     """The reason Airbyte gives for the last failed attempt."""
     for info in reversed(attempts):
-        summary = (info.get("attempt") or {}).get("failureSummary") or {}
-        for failure in summary.get("failures") or []:
+        summary = _object(_object(info.get("attempt")).get("failureSummary"))
+        for failure in map(_object, summary.get("failures") or []):
             message = failure.get("externalMessage") or failure.get("internalMessage")
             if message:
                 origin = failure.get("failureOrigin")
@@ -264,8 +277,8 @@ def _synced(attempts: list[Any]) -> tuple[int | None, int | None]:
     """Records and bytes the last attempt synced, as Airbyte counts them."""
     if not attempts:
         return None, None
-    attempt = attempts[-1].get("attempt") or {}
-    totals = attempt.get("totalStats") or {}
+    attempt = _object(attempts[-1].get("attempt"))
+    totals = _object(attempt.get("totalStats"))
     records = attempt.get("recordsSynced", totals.get("recordsCommitted"))
     size = attempt.get("bytesSynced", totals.get("bytesCommitted", totals.get("bytesEmitted")))
     return records, size

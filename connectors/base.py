@@ -19,6 +19,17 @@ from pydantic import BaseModel, ConfigDict
 from headrace.errors import HeadraceError
 from headrace.messages import LogLevel
 
+# An attempt's outputs, as JSON, are at most this (the worker fails larger ones): a
+# connector that collects data (rows, messages, files) checks it as it goes.
+MAX_OUTPUTS_BYTES = 256 * 1024
+
+
+def describe_size(size: int) -> str:
+    """`3.2 MB`, `300.5 KiB`: a size as people read it in an error message."""
+    if size >= 1_000_000:
+        return f"{size / 1_000_000:.1f} MB"
+    return f"{size / 1024:.1f} KiB"
+
 
 class TaskFailed(HeadraceError):
     """The task ran and failed (non-zero exit, bad response): the attempt ends FAILED."""

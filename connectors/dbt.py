@@ -8,10 +8,10 @@ command `run_results.json` gives a result per node (the outputs) and the failing
 reason (the error). dbt's artifacts and logs go to the attempt's directory, never into
 the project, so two executions of one project can run at once. A kill, a timeout or a
 shutdown interrupts dbt as Ctrl-C does: dbt cancels its running queries on the
-warehouse, then its process group ends.
+warehouse (it gets `STOP_GRACE_S` for that), then its process group ends.
 
-The dbt executable: `dbtPath`, else the `dbt` installed beside the worker's Python
-(`pip install 'headrace[dbt]'`), else the first on PATH.
+The dbt executable: `dbtPath` (an absolute path), else the `dbt` installed beside the
+worker's Python (`pip install 'headrace[dbt]'`), else the first on PATH.
 """
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ from pydantic import (
     AliasChoices,
     BaseModel,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from headrace.connectors._process import ENV_DESCRIPTION, child_environment, run_process
-from headrace.connectors.base import ConnectorProperties, TaskContext, TaskFailed
-from headrace.connectors.script_files import check_input_files, write_input_files
+from headrace.connectors._process import child_environment, run_process
+from headrace.connectors.base import MAX_OUTPUTS_BYTES, TaskContext, TaskFailed
+from headrace.connectors.script_files import write_input_files
+from headrace.connectors.script_task import ProgramProperties
 from headrace.messages import LogLevel
 
 INSTALL_HINT = (
@@ -71,9 +73,14 @@ SUMMARY_KEYS = {
     "partial success": "partialSuccess",
 }
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "partial success"})
-# The worker refuses outputs over 256 KiB; the results list stops short of it, with room
-# for the rest of the outputs.
-RESULTS_BUDGET_BYTES = 200 * 1024
+# The results list stops well short of the worker's limit on outputs: the rest is room
+# for the summary, and for masking and escapes that lengthen text after it is counted.
+RESULTS_BUDGET_BYTES = MAX_OUTPUTS_BYTES * 3 // 4
+# Seconds dbt gets, after the Ctrl-C of a kill, a timeout or a shutdown, to cancel its
+# queries on the warehouse (a round trip per query, longer on a busy one) before SIGKILL.
+# Less than the worker's shutdown grace period (services.worker.service
+# SHUTDOWN_GRACE_S, 10 s), with a margin for the rest of the worker's shutdown.
+STOP_GRACE_S = 8.0
 MAX_MESSAGE_CHARS = 1000  # of one node's message in the outputs and in the error
 # "Database Error in model orders (models/orders.sql)": the first line of a node's error.
 _ERROR_HEADER = re.compile(r"^(?P<kind>[\w ]*Error) in \w+ \S+ \(.*\)$")
@@ -82,7 +89,8 @@ _ERROR_HEADER = re.compile(r"^(?P<kind>[\w ]*Error) in \w+ \S+ \(.*\)$")
 # ------------------------------------------------------------------ properties
 
 
-class DbtProperties(ConnectorProperties):
+class DbtProperties(ProgramProperties):
+    # After `inputFiles` (ProgramProperties'): its validator reads them.
     project_dir: str | None = Field(
         default=None,
         alias="projectDir",
@@ -91,23 +99,18 @@ class DbtProperties(ConnectorProperties):
         " root). dbt writes nothing into it: artifacts and logs go to the attempt's own"
         " directory (`dbt deps` excepted: dbt installs packages inside the project).",
     )
-    input_files: dict[str, str] = Field(
-        default_factory=dict,
-        alias="inputFiles",
-        description="The project as files, relative path -> content, written into the"
-        " attempt's fresh directory, which is then the project (or holds it: `projectDir`).",
-    )
     profiles: str | None = Field(
         default=None,
-        description="The content of profiles.yml, with passwords as `{{ secret('…') }}`."
-        " Default: the project directory's profiles.yml, else ~/.dbt/profiles.yml.",
+        description="The content of profiles.yml. Default: the project directory's"
+        " profiles.yml, else ~/.dbt/profiles.yml. Pass a password in `env` and read it"
+        " with dbt's `env_var('NAME')`, inside `{% raw %}…{% endraw %}` so that the flow's"
+        " own expressions leave it to dbt.",
     )
-    env: dict[str, str] = Field(default_factory=dict, description=ENV_DESCRIPTION)
     dbt_path: str | None = Field(
         default=None,
         alias="dbtPath",
-        description="The dbt executable. Default: the dbt installed with the worker"
-        " (`pip install 'headrace[dbt]'`), else the first on PATH.",
+        description="The dbt executable, an absolute path. Default: the dbt installed with"
+        " the worker (`pip install 'headrace[dbt]'`), else the first on PATH.",
     )
     parse_run_results: bool = Field(
         default=True,
@@ -116,11 +119,33 @@ class DbtProperties(ConnectorProperties):
         " and log one line per node.",
     )
 
-    @field_validator("input_files")
+    @field_validator("project_dir")
     @classmethod
-    def _files_inside(cls, files: dict[str, str]) -> dict[str, str]:
-        check_input_files(files)
-        return files
+    def _where_the_project_is(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or "input_files" not in info.data:  # not given, or invalid itself
+            return value
+        path = PurePosixPath(value)
+        if info.data["input_files"]:
+            if path.is_absolute() or ".." in path.parts:
+                raise ValueError(
+                    f"{value!r} must be a directory among the inputFiles (a relative path"
+                    " inside them) when inputFiles are given"
+                )
+        elif not path.is_absolute():
+            raise ValueError(
+                f"{value!r} must be an absolute path on the worker (or give the project as"
+                " inputFiles)"
+            )
+        return value
+
+    @field_validator("dbt_path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # A relative path would be looked for from the worker's directory but run from
+        # the project's: say which file, absolutely.
+        if value is not None and not PurePosixPath(value).is_absolute():
+            raise ValueError(f"{value!r} must be an absolute path to a dbt executable")
+        return value
 
     @model_validator(mode="after")
     def _some_project(self) -> DbtProperties:
@@ -240,12 +265,12 @@ class DbtOutputs(BaseModel):
 
 
 def find_dbt(dbt_path: str | None, search_path: str | None) -> str:
-    """The dbt executable to run; TaskFailed saying how to install it when there is none."""
-    if dbt_path is not None:
-        found = shutil.which(dbt_path, path=search_path)
-        if found is None:
+    """The dbt executable to run, by its absolute path; TaskFailed saying how to install
+    it when there is none."""
+    if dbt_path is not None:  # absolute: the model says so
+        if not (os.path.isfile(dbt_path) and os.access(dbt_path, os.X_OK)):
             raise TaskFailed(f"dbtPath {dbt_path!r} is not an executable file: {INSTALL_HINT}")
-        return found
+        return dbt_path
     # Beside the worker's interpreter: where `pip install 'headrace[dbt]'` put it, even when
     # that environment's bin directory is not on PATH.
     beside = Path(sys.executable).parent / "dbt"
@@ -254,31 +279,20 @@ def find_dbt(dbt_path: str | None, search_path: str | None) -> str:
     found = shutil.which("dbt", path=search_path)
     if found is None:
         raise TaskFailed(f"dbt is not installed on this worker: {INSTALL_HINT}")
-    return found
+    # A relative entry of PATH was searched from the worker's directory; dbt runs from
+    # the project's.
+    return os.path.abspath(found)
 
 
 def project_directory(properties: DbtProperties, workdir: Path) -> Path:
-    """Where the project is: written from `inputFiles` into `workdir`, or `projectDir`."""
+    """Where the project is: written from `inputFiles` into `workdir`, or `projectDir`
+    (the model checked which of the two forms `projectDir` takes)."""
     if properties.input_files:
         write_input_files(workdir, properties.input_files)
-        if properties.project_dir is None:
-            project = workdir
-        else:
-            relative = PurePosixPath(properties.project_dir)
-            if relative.is_absolute() or ".." in relative.parts:
-                raise TaskFailed(
-                    f"projectDir {properties.project_dir!r} must be a directory among the"
-                    " inputFiles (a relative path inside them) when inputFiles are given"
-                )
-            project = workdir / relative
+        project = workdir / (properties.project_dir or "")
     else:
         assert properties.project_dir is not None  # the model requires one of the two
         project = Path(properties.project_dir)
-        if not project.is_absolute():
-            raise TaskFailed(
-                f"projectDir {properties.project_dir!r} must be an absolute path on the"
-                " worker (or give the project as inputFiles)"
-            )
     if not (project / "dbt_project.yml").is_file():
         raise TaskFailed(f"projectDir {str(project)!r} holds no dbt_project.yml")
     return project
@@ -407,6 +421,7 @@ class DbtRunner:
                 cwd=self.project,  # where dbt looks for a profiles.yml of the project's
                 stdout_handler=log.line,
                 stop_signal=signal.SIGINT,  # dbt's Ctrl-C cancels its running queries
+                grace_s=STOP_GRACE_S,
             )
         except TaskFailed as exc:
             failure = exc
@@ -451,7 +466,8 @@ class DbtRunner:
             await self.context.log(
                 LogLevel.WARN,
                 f"outputs list the first {len(listed)} of {len(self.results)} results (the"
-                " outputs hold at most 256 KiB); the log has a line for each",
+                f" outputs hold at most {MAX_OUTPUTS_BYTES // 1024} KiB); the log has a line"
+                " for each",
             )
         return {"exitCode": 0, "results": listed, "summary": summary, "resultsOmitted": omitted}
 
@@ -498,20 +514,23 @@ class DbtCommand:
 
 
 def options(properties: DbtTestProperties) -> list[str]:
-    """The dbt options that `properties` ask for, as separate words (no shell)."""
+    """The dbt options that `properties` ask for, as words of their own (no shell).
+
+    Each value is joined to its option (`--select=orders+`): as a word of its own, a
+    value starting with `-` (`--target-path /x`, from an input) would be read by dbt as
+    an option, one the task sets itself or any other.
+    """
     words: list[str] = []
     if properties.target is not None:
-        words += ["--target", properties.target]
-    if properties.select:
-        words += ["--select", *properties.select]
-    if properties.exclude:
-        words += ["--exclude", *properties.exclude]
+        words.append(f"--target={properties.target}")
+    words += [f"--select={selector}" for selector in properties.select]
+    words += [f"--exclude={selector}" for selector in properties.exclude]
     if properties.selector is not None:
-        words += ["--selector", properties.selector]
+        words.append(f"--selector={properties.selector}")
     if properties.vars:
-        words += ["--vars", orjson.dumps(properties.vars).decode()]  # JSON is YAML
+        words.append(f"--vars={orjson.dumps(properties.vars).decode()}")  # JSON is YAML
     if properties.threads is not None:
-        words += ["--threads", str(properties.threads)]
+        words.append(f"--threads={properties.threads}")
     if isinstance(properties, DbtBuildProperties) and properties.full_refresh:
         words.append("--full-refresh")
     if properties.fail_fast:

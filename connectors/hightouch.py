@@ -115,7 +115,7 @@ class HightouchRun(RemoteJob):
 
     async def start(self) -> bool:
         body = {"fullResync": self.properties.full_resynchronization}
-        run = await self.api.call("POST", f"{self._sync}/trigger", body) or {}
+        run = await self.api.call("POST", f"{self._sync}/trigger", body)
         if run.get("id") is None:
             raise TaskFailed(f"Hightouch started no run: its answer has no run id: {run}")
         run_id = str(run["id"])
@@ -124,8 +124,16 @@ class HightouchRun(RemoteJob):
         return True
 
     async def check(self) -> Snapshot:
-        answer = await self.api.call("GET", f"{self._sync}/runs?runId={self.id}") or {}
-        run = next((r for r in answer.get("data") or [] if str(r.get("id")) == str(self.id)), None)
+        answer = await self.api.call("GET", f"{self._sync}/runs?runId={self.id}")
+        runs = answer.get("data")
+        if not isinstance(runs, list):
+            raise TaskFailed(
+                f"Hightouch's list of the runs of sync {self.properties.sync_id} has no"
+                f" `data` list: {str(answer)[:300]}"
+            )
+        run = next(
+            (r for r in runs if isinstance(r, dict) and str(r.get("id")) == str(self.id)), None
+        )
         if run is None:  # the trigger answers before the run is listed
             return Snapshot(NOT_LISTED, progress="waiting for Hightouch to list the run")
         status = str(run.get("status", "unknown"))

@@ -46,7 +46,13 @@ from pydantic import (
 from yarl import URL
 
 from headrace.config import Settings
-from headrace.connectors.base import ConnectorProperties, TaskContext, TaskFailed
+from headrace.connectors.base import (
+    MAX_OUTPUTS_BYTES,
+    ConnectorProperties,
+    TaskContext,
+    TaskFailed,
+    describe_size,
+)
 from headrace.connectors.http import WebUrl
 from headrace.connectors.kafka_client import (
     CLOSE_TIMEOUT_S,
@@ -753,7 +759,6 @@ class _Reader:
     async def _take(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         # The worker's limit, read where it is enforced; imported here, not at the top,
         # so that processes that only load flows (and these classes) skip the worker.
-        from headrace.services.worker.runner import MAX_OUTPUTS_BYTES, describe_size
 
         records = [record for tp in sorted(fetched) for record in fetched[tp]]
         await self._keys.prepare(record.key for record in records)

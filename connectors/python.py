@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, field_validator
 
 import headrace.task
 from headrace.connectors._process import ProcessOutputs, child_environment
@@ -65,6 +65,16 @@ class PythonProperties(PythonTaskProperties):
         " is also the current directory (files next to it, such as `inputFiles`, are"
         " importable)."
     )
+
+    @field_validator("input_files")
+    @classmethod
+    def _not_the_script(cls, files: dict[str, str]) -> dict[str, str]:
+        for path in files:
+            if PurePosixPath(path).parts[0] == SCRIPT_NAME:
+                raise ValueError(
+                    f"inputFiles {path!r}: that name is taken by the task's own script"
+                )
+        return files
 
 
 class PythonCommandsProperties(PythonTaskProperties):

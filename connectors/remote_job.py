@@ -17,7 +17,9 @@ the same dance, so it is written once, here. A connector describes its vendor's 
   docs/connectors.md) cancels the job on the vendor's side before letting the
   cancellation go on. That call is shielded from the cancellation and bounded by
   `cancel_timeout_s`, so a dead vendor cannot hold a worker's shutdown, and its outcome
-  is logged either way.
+  is logged either way. A cancellation that comes while the request starting the job is
+  out lets that request finish first (within the same bound): the vendor may start the
+  job all the same, and only its answer says which job to cancel.
 
 The request that starts a job is sent once, never again after a blip: the job may have
 started all the same, and a second one would run beside it. The task's `retry` decides.
@@ -48,7 +50,7 @@ MAX_POLL_FAILURES = 5
 MAX_BACKOFF_S = 30.0
 # Cancels under way, kept here so one outliving its task (cancelled again meanwhile) is
 # not garbage-collected: the event loop keeps only weak references to tasks.
-_CANCELS: set[asyncio.Task[str]] = set()
+_CANCELS: set[asyncio.Future[str]] = set()
 
 Line = TypeVar("Line")
 
@@ -164,8 +166,11 @@ async def follow(
     cancel_timeout_s: float = CANCEL_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Start `job` and follow it as `settings` say; its outputs, or `TaskFailed`."""
+    # A task of its own, so that a cancellation does not cut the start request short:
+    # the vendor may start the job all the same, and its answer says which to cancel.
+    starting = asyncio.ensure_future(job.start())
     try:
-        if not await job.start():
+        if not await asyncio.shield(starting):
             return job.outputs(None)
         if not settings.wait:
             await context.info(f"started {job.name}; not waiting for it to end (wait: false)")
@@ -181,7 +186,9 @@ async def follow(
     except BaseException:
         # A kill, a timeout, a shutdown (CancelledError), or a failure while following:
         # the job must not run on unwatched.
-        if job.id is not None and not job.finished:
+        if not starting.done():  # cancelled while the start request was out
+            await stop(job, context, cancel_timeout_s, starting=starting)
+        elif job.id is not None and not job.finished:
             await stop(job, context, cancel_timeout_s)
         raise
     return job.outputs(final)
@@ -234,24 +241,59 @@ async def _wait_for_end(
         raise
 
 
-async def stop(job: RemoteJob, context: TaskContext, timeout_s: float) -> str:
+async def stop(
+    job: RemoteJob,
+    context: TaskContext,
+    timeout_s: float,
+    *,
+    starting: asyncio.Future[bool] | None = None,
+) -> str:
     """Cancel `job` on the vendor's side, at most `timeout_s` seconds; what happened, as
     logged. Safe to call from a cancelled task: the call runs in a task of its own that
-    a further cancellation does not interrupt (it still ends within `timeout_s`)."""
+    a further cancellation does not interrupt (it still ends within `timeout_s`).
+
+    `starting`: the job's `start` if it is still under way; it gets the same `timeout_s`
+    to finish, and the job it started, if any, is then cancelled."""
+    stopping = asyncio.ensure_future(_stop(job, context, timeout_s, starting))
+    _CANCELS.add(stopping)
+    stopping.add_done_callback(_CANCELS.discard)
+    return await asyncio.shield(stopping)
+
+
+async def _stop(
+    job: RemoteJob,
+    context: TaskContext,
+    timeout_s: float,
+    starting: asyncio.Future[bool] | None,
+) -> str:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    if starting is not None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                started = await starting
+        except TimeoutError:
+            starting.cancel()
+            said = (
+                f"{job.vendor} did not answer the request starting the {job.noun} within"
+                f" {timeout_s:g} s: if it started one, that {job.noun} goes on in {job.vendor}"
+            )
+            await context.log(LogLevel.WARN, said)
+            return said
+        except Exception as exc:  # refused: nothing started, and the task is stopped anyway
+            return f"started no {job.noun}: {exc}"
+        if not started or job.id is None:
+            return f"started no {job.noun}"
     if not job.can_cancel:
         said = f"{job.vendor}'s API cannot cancel a {job.noun}: {job.name} goes on in {job.vendor}"
         await context.log(LogLevel.WARN, said)
         return said
-    cancelling = asyncio.ensure_future(_cancel(job, context, timeout_s))
-    _CANCELS.add(cancelling)
-    cancelling.add_done_callback(_CANCELS.discard)
-    return await asyncio.shield(cancelling)
+    return await _cancel(job, context, timeout_s, deadline)
 
 
-async def _cancel(job: RemoteJob, context: TaskContext, timeout_s: float) -> str:
+async def _cancel(job: RemoteJob, context: TaskContext, timeout_s: float, deadline: float) -> str:
     level = LogLevel.WARN
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout_at(deadline):
             await job.cancel()
     except TimeoutError:
         said = f"could not cancel {job.name}: no answer within {timeout_s:g} s"

@@ -7,6 +7,11 @@ so a link placed in the directory (by a `workingDirectory`'s owner, an earlier f
 cannot redirect a write elsewhere. Output files are found by walking the directory
 without following links, and a file that resolves outside it is refused.
 
+Only regular files are written or read: a named pipe (which a task can leave, or a
+`workingDirectory` hold), a device or a socket in a file's place fails the task naming
+it. Files are opened without waiting (`O_NONBLOCK`), then checked: opening a pipe
+otherwise waits for its other end, forever, in a thread that a cancellation cannot stop.
+
 headrace has no file storage yet: output files come back as text, in the task's outputs
 (`outputFiles: {path: content}`), within the 256 KiB the outputs of a task may hold. A
 file that does not fit, or is not UTF-8 text, fails the task naming it: nothing is
@@ -26,11 +31,11 @@ from pathlib import Path, PurePosixPath
 
 import orjson
 
-from headrace.connectors.base import TaskFailed
+from headrace.connectors.base import MAX_OUTPUTS_BYTES, TaskFailed
 
-# The worker refuses outputs over this many bytes of JSON (services.worker.runner
-# MAX_OUTPUTS_BYTES); checking it here lets the error name the file that did not fit.
-MAX_OUTPUTS_BYTES = 256 * 1024
+# The worker refuses outputs over MAX_OUTPUTS_BYTES of JSON; checking it here lets the
+# error name the file that did not fit.
+
 # Names a task's own files take in its attempt directory (its script, helpers): an input
 # file may not overwrite them, and output patterns do not collect them.
 RESERVED_PREFIX = ".headrace"
@@ -128,14 +133,41 @@ def _write_file(root_fd: int, parts: tuple[str, ...], content: str) -> None:
             os.close(fd)
             fd = inner
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        file_fd = os.open(name, flags, 0o666, dir_fd=fd)
+        try:
+            file_fd = os.open(name, flags | os.O_NONBLOCK, 0o666, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a pipe nobody reads, or a socket
+                mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+                raise NotARegularFile(name, _special_kind(mode)) from None
+            raise
         with open(file_fd, "w", encoding="utf-8", newline="") as file:
-            file.write(content)
+            if not stat.S_ISREG(mode := os.fstat(file_fd).st_mode):
+                raise NotARegularFile(name, _special_kind(mode))
+            file.write(content)  # (O_NONBLOCK changes nothing for a regular file)
     finally:
         os.close(fd)
 
 
+class NotARegularFile(OSError):
+    """A named pipe, a device or a socket where a file is to be read or written."""
+
+    def __init__(self, name: str, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"{name!r} is {kind}, not a regular file: refused", name)
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a directory" if stat.S_ISDIR(mode) else "not a file"
+
+
 def _write_error(exc: OSError) -> str:
+    if isinstance(exc, NotARegularFile):
+        return str(exc.strerror)
     if exc.errno == errno.ELOOP:
         return (
             f"{exc.filename!r} is a symbolic link, which could lead out of the working"
@@ -191,7 +223,7 @@ def _existing_file(root: Path, pattern: str) -> str:
             f"outputFiles {pattern!r} is a directory: name its files, or a pattern such as"
             f" '{path}/**'"
         )
-    if not full.is_file() and not full.is_symlink():
+    if not os.path.lexists(full):  # a link is checked where it leads, when read
         raise TaskFailed(f"outputFiles {pattern!r}: the task did not create this file")
     return path
 
@@ -254,8 +286,13 @@ def _read_text(full: Path, real_root: Path, path: str, budget: int) -> str:
     if real.is_dir():
         raise TaskFailed(f"outputFiles {path!r} is a link to a directory: name its files")
     try:
-        with open(real, "rb") as file:
-            data = file.read(budget + 1)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, "rb") as file:
+            if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
+                raise TaskFailed(
+                    f"outputFiles {path!r} is {_special_kind(mode)}, not a regular file: refused"
+                )
+            data = file.read(budget + 1)  # (O_NONBLOCK changes nothing for a regular file)
     except OSError as exc:
         raise TaskFailed(f"outputFiles {path!r}: could not read it: {exc.strerror}") from exc
     too_large = (

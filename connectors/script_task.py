@@ -32,15 +32,10 @@ InputFiles = Annotated[dict[str, str], AfterValidator(check_input_files)]
 OutputPattern = Annotated[str, AfterValidator(check_output_pattern)]
 
 
-class ScriptTaskProperties(ConnectorProperties):
-    """The properties every script task type has."""
+class ProgramProperties(ConnectorProperties):
+    """What every task type that runs a program on the worker takes (the script types,
+    dbt): its environment, and files written for it before it runs."""
 
-    before_commands: list[str] = Field(
-        default_factory=list,
-        alias="beforeCommands",
-        description="Commands run first, in the same `/bin/sh` script with `set -e`: a"
-        " failing one ends the task before its own commands run.",
-    )
     env: dict[str, str] = Field(default_factory=dict, description=ENV_DESCRIPTION)
     input_files: InputFiles = Field(
         default_factory=dict,
@@ -48,6 +43,17 @@ class ScriptTaskProperties(ConnectorProperties):
         description="Files written into the working directory before anything runs:"
         " relative path -> text (subdirectories are created). Absolute paths, `..` and"
         " symbolic links on the way are refused.",
+    )
+
+
+class ScriptTaskProperties(ProgramProperties):
+    """The properties every script task type has."""
+
+    before_commands: list[str] = Field(
+        default_factory=list,
+        alias="beforeCommands",
+        description="Commands run first, in the same `/bin/sh` script with `set -e`: a"
+        " failing one ends the task before its own commands run.",
     )
     output_files: list[OutputPattern] | None = Field(
         default=None,

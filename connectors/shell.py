@@ -16,36 +16,36 @@ from headrace.connectors._process import ProcessOutputs, child_environment
 from headrace.connectors.base import TaskContext
 from headrace.connectors.script_task import ScriptTaskProperties, run_script
 
-WORKING_DIRECTORY_DESCRIPTION = (
-    "Where the commands run, and where `inputFiles` and `outputFiles` are; default a fresh"
-    " temporary directory per attempt, removed afterwards."
-)
+
+class ShellTaskProperties(ScriptTaskProperties):
+    """What both shell task types take."""
+
+    working_directory: str | None = Field(
+        default=None,
+        alias="workingDirectory",
+        description="Where the commands run, and where `inputFiles` and `outputFiles` are;"
+        " default a fresh temporary directory per attempt, removed afterwards.",
+    )
 
 
-class ShellProperties(ScriptTaskProperties):
+class ShellProperties(ShellTaskProperties):
     commands: list[str] = Field(
         min_length=1,
         description="Run in order as one `/bin/sh` script with `set -e`, after"
         " `beforeCommands`: the first failing command ends the task.",
     )
-    working_directory: str | None = Field(
-        default=None, alias="workingDirectory", description=WORKING_DIRECTORY_DESCRIPTION
-    )
 
 
-class ShellScriptProperties(ScriptTaskProperties):
+class ShellScriptProperties(ShellTaskProperties):
     script: str = Field(
         min_length=1,
         description="Shell source run by `/bin/sh` with `set -e`, after `beforeCommands`, in"
         " the same shell: the first failing command ends the task.",
     )
-    working_directory: str | None = Field(
-        default=None, alias="workingDirectory", description=WORKING_DIRECTORY_DESCRIPTION
-    )
 
 
 async def _run_shell(
-    properties: ShellProperties | ShellScriptProperties, body: str, context: TaskContext
+    properties: ShellTaskProperties, body: str, context: TaskContext
 ) -> dict[str, Any]:
     cwd = Path(properties.working_directory or context.workdir)
     return await run_script(

@@ -5,7 +5,9 @@ Connectors that drive a vendor's service (`remote_job`'s jobs) call its API thro
 credentials travel in the `Authorization` header only: never in a URL, a log line or an
 error. Every answer is sorted three ways:
 
-- a 2xx answer: its JSON;
+- a 2xx answer: its JSON, which `call` requires to be an object (a list, a bare text or
+  an empty body there is a proxy's or a login page's answer, not the vendor's: refused
+  with `TaskFailed` saying what came);
 - a refusal (4xx: a bad token, an unknown id): `TaskFailed` with the vendor's status and
   reason, at once;
 - a blip worth asking again (no connection, the connection dropped, no answer in time,
@@ -66,12 +68,13 @@ class VendorApi:
     auth: dict[str, Any] | None = None  # as `http.request`'s `options.auth`
     timeout: timedelta = timedelta(seconds=10)  # to connect, and for the next bytes
 
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        """The JSON of a 2xx answer; `TaskFailed` for a refusal, `TransientFailure` for
-        a blip. `path` may carry a query: `/runs?runId=7`."""
+    async def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """The JSON object of a 2xx answer; `TaskFailed` for a refusal or an answer that
+        is no JSON object, `TransientFailure` for a blip. `path` may carry a query:
+        `/runs?runId=7`."""
         answer = await self.send(method, path, body)
         self.check(answer, method, path)
-        return answer.data
+        return self.json_object(answer, method, path)
 
     async def send(self, method: str, path: str, body: Any = None) -> Answer:
         """The answer, whatever its status (`TransientFailure` when none came)."""
@@ -102,6 +105,22 @@ class VendorApi:
         except orjson.JSONDecodeError:
             data = None
         return Answer(raw["code"], data, text, _retry_after(answer_header(raw, "Retry-After")))
+
+    def json_object(self, answer: Answer, method: str, path: str) -> dict[str, Any]:
+        """The answer's JSON object; `TaskFailed` saying what came instead."""
+        if isinstance(answer.data, dict):
+            return answer.data
+        if not answer.text.strip():
+            came = "an empty body"
+        elif answer.data is None:
+            came = f"text that is not JSON ({reason(answer)!r})"
+        else:
+            came = f"JSON that is not an object ({_excerpt(answer.text)!r})"
+        raise TaskFailed(
+            f"{self.vendor} answered {method} {_path_only(path)} ({answer.code}) with {came},"
+            f" not the JSON object its API answers: is `url` {self.vendor}'s API, with no"
+            " proxy or login page in the way?"
+        )
 
     def check(self, answer: Answer, method: str, path: str) -> None:
         """Raise for an answer that is not a 2xx: `TransientFailure` or `TaskFailed`."""
@@ -135,6 +154,10 @@ def reason(answer: Answer) -> str:
     title = _TITLE.search(answer.text)
     text = title.group(1) if title else _TAG.sub(" ", answer.text)
     return " ".join(text.split())[:REASON_CHARS] or "no reason given"
+
+
+def _excerpt(text: str) -> str:
+    return " ".join(text.split())[:REASON_CHARS]
 
 
 def _is_transient(cause: BaseException | None) -> bool:

@@ -42,10 +42,12 @@ from pydantic import ValidationError
 
 from headrace.config import DEFAULT_TASK_TIMEOUT, TASK_TIMEOUT_ENV
 from headrace.connectors.base import (
+    MAX_OUTPUTS_BYTES,
     Connector,
     ProcessGuard,
     TaskContext,
     TaskFailed,
+    describe_size,
     uses_workdir,
 )
 from headrace.connectors.registry import connector_classes
@@ -60,7 +62,6 @@ log = logging.getLogger(__name__)
 
 # Outputs travel in the result, in execution events and in the executor's state; Kafka's
 # default max.message.bytes is 1 MB, so one attempt's outputs must stay well below it.
-MAX_OUTPUTS_BYTES = 256 * 1024
 # Lines published per run of an attempt: a runaway loop must not flood `logs` and the
 # database. Then one warning line, and the rest is dropped.
 MAX_LOG_LINES = 10_000
@@ -110,13 +111,6 @@ def cut_line(message: str) -> str:
         return message
     kept = encoded[:MAX_LOG_LINE_BYTES].decode("utf-8", errors="ignore")
     return f"{kept} [line truncated: {len(encoded)} bytes, at most {MAX_LOG_LINE_BYTES}]"
-
-
-def describe_size(size: int) -> str:
-    """`3.2 MB`, `300.5 KiB`: a size as people read it in an error message."""
-    if size >= 1_000_000:
-        return f"{size / 1_000_000:.1f} MB"
-    return f"{size / 1024:.1f} KiB"
 
 
 def oversized_outputs_error(size: int) -> str:

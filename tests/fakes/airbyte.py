@@ -24,7 +24,10 @@ and from the answers Airbyte servers give in its issue tracker:
 
 A job advances one step each time it is read, so tests see it progress over polls
 without waiting on a clock. `glitches` makes the next reads fail (a status, or "drop":
-the connection is closed without an answer); `cancel_hangs` makes cancels never answer.
+the connection is closed without an answer). A slow Airbyte, whose answers come when the
+test says (`release()`): `cancel_hangs` holds cancels, `hold_syncs` the answers to syncs
+(the job starts at once, as in an Airbyte whose answer is slow to come back),
+`hold_reads` the answers to jobs/get.
 """
 
 from __future__ import annotations
@@ -204,6 +207,8 @@ class FakeAirbyte:
         self.reads = 0  # jobs/get calls answered
         self.glitches: list[int | str] = []  # the next jobs/get calls fail this way
         self.cancel_hangs = False
+        self.hold_syncs = False
+        self.hold_reads = False
         self._release: asyncio.Event | None = None
 
     def app(self) -> web.Application:
@@ -220,9 +225,13 @@ class FakeAirbyte:
         return job
 
     def release(self) -> None:
-        """Let hanging cancels answer (before the server closes)."""
-        if self._release is not None:
-            self._release.set()
+        """Let every held answer go (hanging cancels too; before the server closes)."""
+        self._released().set()
+
+    def _released(self) -> asyncio.Event:
+        if self._release is None:  # made on the server's event loop, when first needed
+            self._release = asyncio.Event()
+        return self._release
 
     async def sync(self, request: web.Request) -> web.StreamResponse:
         if (refused := self._refusal(request)) is not None:
@@ -253,7 +262,10 @@ class FakeAirbyte:
                 status=409,
             )
         self.syncs.append(connection_id)
-        return web.json_response(self.start_job(connection_id).info())
+        job = self.start_job(connection_id)
+        if self.hold_syncs:
+            await self._released().wait()
+        return web.json_response(job.info())
 
     async def get_job(self, request: web.Request) -> web.StreamResponse:
         if (refused := self._refusal(request)) is not None:
@@ -269,6 +281,8 @@ class FakeAirbyte:
         job, missing = await self._job(request)
         if job is None:
             return missing
+        if self.hold_reads:
+            await self._released().wait()
         self.reads += 1
         answer = job.info()
         job.reads += 1  # the next read sees the next step
@@ -282,8 +296,7 @@ class FakeAirbyte:
             return missing
         self.cancels.append(job.id)
         if self.cancel_hangs:
-            self._release = self._release or asyncio.Event()
-            await self._release.wait()
+            await self._released().wait()
         if job.status not in ("succeeded", "failed", "cancelled"):
             job.cancelled_at = job.reads
         return web.json_response(job.info())

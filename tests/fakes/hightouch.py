@@ -20,12 +20,14 @@ TriggerRunOutput and ValidateErrorJSON schemas) and its "Syncs overview" page:
 
 The sync's current run advances one step each time the sync's runs are read, so tests
 see it progress over polls without waiting on a clock. `glitches` makes the next reads
-fail (a status, or "drop": the connection is closed without an answer).
+fail (a status, or "drop": the connection is closed without an answer); `hold_reads`
+makes reads wait for `release()`, as a Hightouch slow to answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -118,6 +120,8 @@ class FakeHightouch:
         self.reads = 0
         self.unknown: list[str] = []  # requests to routes Hightouch does not have
         self.glitches: list[int | str] = []  # the next reads of runs fail this way
+        self.hold_reads = False
+        self._release: asyncio.Event | None = None
         self._next_run = 5001
 
     def app(self) -> web.Application:
@@ -126,6 +130,15 @@ class FakeHightouch:
         app.router.add_get("/api/v1/syncs/{sync_id}/runs", self.list_runs)
         app.router.add_route("*", "/{tail:.*}", self.not_a_route)
         return app
+
+    def release(self) -> None:
+        """Let held reads answer (before the server closes)."""
+        self._released().set()
+
+    def _released(self) -> asyncio.Event:
+        if self._release is None:  # made on the server's event loop, when first needed
+            self._release = asyncio.Event()
+        return self._release
 
     async def trigger(self, request: web.Request) -> web.Response:
         sync_id, refused = self._sync(request)
@@ -157,6 +170,8 @@ class FakeHightouch:
         wanted = request.query.get("runId")
         if wanted is not None and not wanted.isdigit():
             return _invalid("runId", wanted, "invalid float number")
+        if self.hold_reads:
+            await self._released().wait()
         self.reads += 1
         runs = self.runs.get(sync_id, [])
         answer = [run.read() for run in runs if wanted is None or str(run.id) == wanted]

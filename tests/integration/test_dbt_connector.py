@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 import pytest
 
-from headrace.connectors.dbt import OWN_DIRECTORY
+from headrace.connectors.dbt import OWN_DIRECTORY, DbtBuildProperties, options
 from headrace.messages import LogLevel
 from headrace.states import State
 from headrace.testing import TaskRun, run_task
@@ -147,7 +147,7 @@ async def test_build_creates_the_models_and_reports_each_node(
     # dbt's own lines, as its console shows them, then one line per node.
     messages = run.messages
     assert messages[0] == (
-        "dbt build --exclude tag:broken tag:slow --vars '{\"min_total\":10}' --threads 1"
+        "dbt build --exclude=tag:broken --exclude=tag:slow '--vars={\"min_total\":10}' --threads=1"
     )
     assert any(
         m.startswith(f"1 of 4 OK created sql view model {schema}.stg_orders ") for m in messages
@@ -236,6 +236,37 @@ async def test_a_failing_model_fails_with_its_error_and_stops_the_commands(
     assert await fetch(warehouse.url, f"SELECT to_regclass('{schema}.stg_orders')") == [(None,)]
 
 
+def test_dbt_reads_a_value_that_looks_like_an_option_as_a_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dbt's own parser reads the words the typed properties become (no dbt run: its
+    command-line parser alone, as the task's dbt would read them)."""
+    from dbt.cli.main import cli  # seconds to import: only this test needs it
+
+    monkeypatch.setenv("DBT_PROFILES_DIR", str(tmp_path))  # dbt checks they exist
+    monkeypatch.setenv("DBT_PROJECT_DIR", str(tmp_path))
+    properties = DbtBuildProperties.model_validate(
+        {
+            "projectDir": "/srv/shop",
+            "select": ["--target-path /tmp/x", "orders+"],  # from `{{ inputs.models }}`
+            "exclude": "-e",
+            "target": "--debug",
+            "selector": "--log-path=/tmp/y",
+            "vars": {"day": "a=b"},
+        }
+    )
+    read = cli.commands["build"].make_context("build", options(properties)).params
+    assert read["select"] == ("--target-path", "/tmp/x", "orders+")  # selectors, all three
+    assert (read["exclude"], read["target"], read["selector"]) == (
+        ("-e",),
+        "--debug",
+        "--log-path=/tmp/y",
+    )
+    assert read["vars"] == {"day": "a=b"}
+    # None of the options the values look like was set.
+    assert (read["target_path"], read["log_path"], read["debug"]) == (None, None, False)
+
+
 def dbt_processes(marker: str) -> list[int]:
     """Ids of the running processes whose command line holds `marker`."""
     found = []
@@ -295,7 +326,7 @@ async def test_a_kill_interrupts_dbt_which_cancels_its_query(
         assert not running.done(), running.result().error
         assert time.monotonic() < deadline, "dbt never started the slow model"
         await asyncio.sleep(POLL_S)
-    [dbt] = dbt_processes(orjson.dumps(marker).decode())
+    [dbt] = dbt_processes(f"--vars={orjson.dumps(marker).decode()}")
     group = os.getpgid(dbt)
     assert group == dbt  # dbt leads its own process group
 

@@ -1,30 +1,58 @@
 """The dbt task types without dbt: their properties as flows are loaded, the command lines
 they build, the failing node's reason and the outputs' size limit. dbt itself runs in
-tests/integration/test_dbt_connector.py."""
+tests/integration/test_dbt_connector.py; here a stand-in executable (`dbtPath`) shows
+what the task hands dbt: its words, its environment, its profiles, its signals."""
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from headrace.connectors.base import TaskContext
+from headrace.connectors.base import MAX_OUTPUTS_BYTES, TaskContext
 from headrace.connectors.dbt import (
     INSTALL_HINT,
+    STOP_GRACE_S,
     DbtBuildProperties,
     DbtRunner,
     node_reason,
     options,
 )
+from headrace.expressions import render_properties
 from headrace.flow.loader import load_flow
 from headrace.messages import LogLevel
+from headrace.services.worker.service import SHUTDOWN_GRACE_S
 from headrace.states import State
 from headrace.testing import run_task
 from tests.unit.test_flow_loader import errors_of
+from tests.unit.waiting import until
 
-MAX_OUTPUTS_BYTES = 256 * 1024  # the worker's limit (services.worker.runner)
+# A stand-in for dbt: prints the words it was given, one a line, the profiles.yml the task
+# wrote, and the variable a profile reads its password from.
+ECHO_DBT = """#!/bin/sh
+printf 'word: %s\\n' "$@"
+cat "$DBT_PROFILES_DIR/profiles.yml"
+printf 'PG_PASSWORD=%s\\n' "$PG_PASSWORD"
+"""
+
+
+def executable(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    """A dbt project's directory (all the stand-ins need of it: its dbt_project.yml)."""
+    project = tmp_path / "shop"
+    project.mkdir()
+    (project / "dbt_project.yml").write_text("name: shop\n")
+    return project
 
 
 def flow_with(task: str) -> str:
@@ -96,13 +124,33 @@ def test_the_project_is_a_path_or_files_that_stay_inside_the_attempt() -> None:
     assert "is an absolute path" in absolute
 
 
+def test_where_the_project_is_and_which_dbt_runs_are_checked_when_the_flow_is_loaded() -> None:
+    def error(task: str) -> tuple[int | None, str, str]:
+        [found] = errors_of(flow_with(f"    type: dbt.run\n{task}"))
+        return found.line, found.path, found.message
+
+    files = "    inputFiles:\n      shop/dbt_project.yml: 'name: shop'\n"
+    line, path, message = error(files + "    projectDir: /srv/shop\n")
+    assert (line, path) == (8, "tasks[0].projectDir")
+    assert "'/srv/shop' must be a directory among the inputFiles (a relative path" in message
+    assert "among the inputFiles" in error(files + "    projectDir: shop/../..\n")[2]
+    line, path, message = error("    projectDir: shop\n")
+    assert (line, path) == (6, "tasks[0].projectDir")
+    assert "'shop' must be an absolute path on the worker (or give the project as" in message
+    line, path, message = error("    projectDir: /srv/shop\n    dbtPath: venv/bin/dbt\n")
+    assert (line, path) == (7, "tasks[0].dbtPath")
+    assert "'venv/bin/dbt' must be an absolute path to a dbt executable" in message
+    # Values that are expressions are checked once rendered, on the worker.
+    flow = load_flow(flow_with(f"    type: dbt.run\n{files}    projectDir: '{{{{ x }}}}'\n"))
+    assert flow.task("dbt").properties["projectDir"] == "{{ x }}"
+    load_flow(flow_with("    type: dbt.run\n    projectDir: '{{ inputs.dir }}'\n"))
+
+
 async def test_a_project_or_a_dbt_that_is_not_there_fails_saying_so(tmp_path: Path) -> None:
-    run = await run_task("dbt.build", {"projectDir": "shop"})
+    run = await run_task("dbt.build", {"projectDir": "shop"})  # rendered from an input
     assert run.state is State.FAILED
-    assert run.error == (
-        "projectDir 'shop' must be an absolute path on the worker (or give the project as"
-        " inputFiles)"
-    )
+    assert run.error is not None and run.error.startswith("invalid property 'projectDir': ")
+    assert "'shop' must be an absolute path on the worker" in run.error
     run = await run_task("dbt.test", {"projectDir": str(tmp_path)})
     assert run.error == f"projectDir {str(tmp_path)!r} holds no dbt_project.yml"
     run = await run_task(
@@ -121,7 +169,7 @@ async def test_a_project_or_a_dbt_that_is_not_there_fails_saying_so(tmp_path: Pa
     assert "install headrace[dbt] on the workers" in INSTALL_HINT
 
 
-def test_typed_properties_become_separate_words_never_shell_text() -> None:
+def test_typed_properties_become_words_of_their_own_never_shell_text() -> None:
     properties = DbtBuildProperties.model_validate(
         {
             "projectDir": "/srv/shop",
@@ -135,22 +183,97 @@ def test_typed_properties_become_separate_words_never_shell_text() -> None:
         }
     )
     assert options(properties) == [
-        "--target",
-        "prod",
-        "--select",
-        "orders+",
-        "tag:daily; rm -rf ~",
-        "--exclude",
-        "tag:slow",
-        "--vars",
-        '{"day":"2026-12-06","limit":3}',
-        "--threads",
-        "2",
+        "--target=prod",
+        "--select=orders+",
+        "--select=tag:daily; rm -rf ~",
+        "--exclude=tag:slow",
+        '--vars={"day":"2026-12-06","limit":3}',
+        "--threads=2",
         "--full-refresh",
         "--fail-fast",
     ]
     # As logged: quoted the way a shell would need it, so it can be pasted back.
-    assert shlex.split(shlex.join(options(properties)))[4] == "tag:daily; rm -rf ~"
+    assert shlex.split(shlex.join(options(properties)))[2] == "--select=tag:daily; rm -rf ~"
+
+
+async def test_a_value_that_looks_like_an_option_reaches_dbt_as_a_value(
+    tmp_path: Path, shop: Path
+) -> None:
+    # `select: "{{ inputs.models }}"` with `--target-path /tmp/x` for models: as a word
+    # of its own dbt would take it for its option. Joined to `--select=` it stays a
+    # selector (tests/integration/test_dbt_connector.py has dbt's own parser read it).
+    dbt = executable(tmp_path / "dbt", ECHO_DBT)
+    run = await run_task(
+        "dbt.build",
+        {
+            "projectDir": str(shop),
+            "dbtPath": str(dbt),
+            "select": "--target-path /tmp/x",
+            "exclude": ["-e"],
+            "target": "--debug",
+            "selector": "--log-path=/tmp/y",
+        },
+    )
+    assert run.state is State.SUCCESS, run.error
+    words = [m.removeprefix("word: ") for m in run.messages if m.startswith("word: ")]
+    assert words[words.index("build") :] == [
+        "build",
+        "--target=--debug",
+        "--select=--target-path /tmp/x",
+        "--exclude=-e",
+        "--selector=--log-path=/tmp/y",
+    ]
+
+
+async def test_profiles_leave_env_var_to_dbt_inside_a_raw_block(tmp_path: Path, shop: Path) -> None:
+    # What docs/flows.md shows: the password in `env`, read by dbt's env_var(), which the
+    # flow's own expressions must not render (they would fail: no `env_var` here).
+    source = flow_with(
+        "    type: dbt.build\n"
+        f"    projectDir: {shop}\n"
+        f"    dbtPath: {executable(tmp_path / 'dbt', ECHO_DBT)}\n"
+        "    env:\n"
+        '      PG_PASSWORD: "{{ inputs.password }}"\n'
+        "    profiles: |\n"
+        "      shop:\n"
+        "        outputs:\n"
+        "          prod:\n"
+        "            password: \"{% raw %}{{ env_var('PG_PASSWORD') }}{% endraw %}\"\n"
+    )
+    properties = load_flow(source).task("dbt").properties
+    password = 'quo"te \\ {{ x }} {% y %}'  # what would break YAML or dbt's Jinja
+    rendered = render_properties(properties, {"inputs": {"password": password}})
+    run = await run_task("dbt.build", rendered)
+    assert run.state is State.SUCCESS, run.error
+    assert "    prod:" in run.messages
+    assert "      password: \"{{ env_var('PG_PASSWORD') }}\"" in run.messages
+    assert f"PG_PASSWORD={password}" in run.messages  # dbt's env_var() reads it as is
+
+
+async def test_a_kill_gives_dbt_the_time_to_cancel_its_queries(tmp_path: Path, shop: Path) -> None:
+    # dbt's Ctrl-C cancels its queries on the warehouse, which takes a round trip each:
+    # this one takes longer than the 2 s other programs get before SIGKILL.
+    started, cleaned = tmp_path / "started", tmp_path / "cleaned"
+    slow_to_stop = executable(
+        tmp_path / "dbt",
+        "#!/bin/sh\n"
+        "trap 'sleep 2.5; echo done > \"$CLEANED\"; exit 130' INT\n"
+        'touch "$STARTED"\n'
+        "sleep 60 & wait\n",
+    )
+    env = {"STARTED": str(started), "CLEANED": str(cleaned)}
+    task = asyncio.create_task(
+        run_task("dbt.run", {"projectDir": str(shop), "dbtPath": str(slow_to_stop), "env": env})
+    )
+    await until(started.exists, "the stand-in to start")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned.read_text() == "done\n"  # it was not killed before it was done
+
+
+def test_dbt_stops_within_the_workers_shutdown_grace_period() -> None:
+    assert 2.0 < STOP_GRACE_S <= SHUTDOWN_GRACE_S - 2.0
 
 
 def test_a_failed_node_reads_as_one_line_of_dbt_reasons() -> None:

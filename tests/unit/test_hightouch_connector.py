@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from headrace.messages import LogLevel
@@ -26,6 +27,7 @@ from tests.fakes.hightouch import (
     demo_syncs,
 )
 from tests.unit.test_flow_loader import errors_of
+from tests.unit.waiting import until
 
 INTERRUPTED = 1005
 NO_CANCEL = "Hightouch's API cannot cancel a sync run: Hightouch sync run 5001 goes on in Hightouch"
@@ -38,6 +40,7 @@ async def hightouch() -> AsyncIterator[tuple[FakeHightouch, str]]:
     fake = FakeHightouch(syncs)
     async with TestServer(fake.app(), host="127.0.0.1") as server:
         yield fake, str(server.make_url("")).rstrip("/")
+        fake.release()
 
 
 def sync(url: str, sync_id: int | str, **properties: Any) -> dict[str, Any]:
@@ -153,29 +156,58 @@ async def test_blips_while_polling_are_waited_out(hightouch: tuple[FakeHightouch
     assert "ServerDisconnectedError" in warnings[1] and len(warnings) == 2
 
 
-async def test_max_duration_and_kills_stop_following_a_run_hightouch_cannot_cancel(
+async def test_max_duration_stops_following_a_run_hightouch_cannot_cancel(
     hightouch: tuple[FakeHightouch, str],
 ) -> None:
     fake, url = hightouch
+    fake.hold_reads = True  # the first read is not answered before maxDuration passes
     run = await run_task("hightouch.sync", sync(url, SLOW, maxDuration="PT0.1S"))
     assert run.error == (
-        f"Hightouch sync run 5001 was still processing after maxDuration (PT0.1S); {NO_CANCEL}"
+        f"Hightouch sync run 5001 was still queued after maxDuration (PT0.1S); {NO_CANCEL}"
     )
     assert run.logs[-1] == (LogLevel.WARN, NO_CANCEL)
-    timed_out = await run_task("hightouch.sync", sync(url, SLOW), timeout=timedelta(seconds=0.1))
-    assert timed_out.messages[-1] == NO_CANCEL.replace("5001", "5002")
+    assert fake.unknown == []  # no call that Hightouch does not document was tried
+
+
+async def test_a_timeout_stops_following_the_run_and_says_it_goes_on(
+    hightouch: tuple[FakeHightouch, str],
+) -> None:
+    fake, url = hightouch
+    # However slow the machine, the time is up before the run ends: while the sync is
+    # triggered or while its run is followed, and either way the task says so.
+    run = await run_task("hightouch.sync", sync(url, SLOW), timeout=timedelta(seconds=0.05))
+    assert (run.error or "").startswith("timed out after PT0.05S, the task's `timeout`")
+    assert run.messages[-1] == NO_CANCEL
+    assert fake.unknown == []
+
+
+async def test_a_kill_stops_following_the_run_at_once(hightouch: tuple[FakeHightouch, str]) -> None:
+    fake, url = hightouch
     task = asyncio.create_task(run_task("hightouch.sync", sync(url, SLOW)))
-    reads = fake.reads
-    deadline = time.monotonic() + 5
-    while fake.reads < reads + 2:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.005)
+    await until(lambda: fake.reads >= 2, "two reads of the run")
     killed_at = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - killed_at < 0.5
-    assert fake.unknown == []  # no call that Hightouch does not document was tried
+    assert time.monotonic() - killed_at < 2.5  # nothing to wait for: no cancel call
+    assert fake.unknown == []
+
+
+async def test_an_answer_that_is_not_hightouchs_fails_the_task_saying_so() -> None:
+    @web.middleware
+    async def proxy(request: web.Request, handler: Any) -> web.StreamResponse:
+        return web.json_response("ok")  # a proxy that answers for Hightouch
+
+    fake = FakeHightouch(demo_syncs())
+    app = fake.app()
+    app.middlewares.append(proxy)
+    async with TestServer(app, host="127.0.0.1") as server:
+        run = await run_task("hightouch.sync", sync(str(server.make_url("")), CONTACTS))
+    assert run.error == (
+        f"Hightouch answered POST /api/v1/syncs/{CONTACTS}/trigger (200) with JSON that is"
+        " not an object ('\"ok\"'), not the JSON object its API answers: is `url`"
+        " Hightouch's API, with no proxy or login page in the way?"
+    )
 
 
 def test_wrong_properties_are_refused_when_the_flow_is_loaded() -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from headrace.connectors.base import TaskContext, TaskFailed
 from headrace.connectors.remote_job import (
@@ -34,6 +36,7 @@ from headrace.connectors.vendor_api import (
     reason,
 )
 from headrace.messages import LogLevel
+from tests.unit.waiting import until
 
 
 class Lines:
@@ -90,11 +93,19 @@ class ScriptedJob(RemoteJob):
 SETTINGS = RemoteJobProperties.model_validate({"pollFrequency": "PT0.005S"})
 
 
-async def until(condition: Any) -> None:
-    deadline = time.monotonic() + 5
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never came true"
-        await asyncio.sleep(0.002)
+class SlowToStart(ScriptedJob):
+    """A job whose start request is answered when the test says: `answer.set()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+        self.start_sent = False
+
+    async def start(self) -> bool:
+        self.start_sent = True
+        await self.answer.wait()
+        self.id = 7
+        return True
 
 
 async def test_a_cancel_under_way_outlives_a_second_cancellation() -> None:
@@ -130,6 +141,35 @@ async def test_a_refused_or_unanswered_cancel_is_logged_and_bounded() -> None:
         await task
     assert time.monotonic() - killed_at < 0.5
     assert sink.lines[-1] == (LogLevel.WARN, "could not cancel Acme job 7: no answer within 0.05 s")
+
+
+async def test_a_job_started_as_the_task_is_cancelled_is_cancelled_once_known() -> None:
+    sink, job = Lines(), SlowToStart()
+    task = asyncio.create_task(follow(job, SETTINGS, context(sink), cancel_timeout_s=5))
+    await until(lambda: job.start_sent)
+    task.cancel()  # a kill while the vendor has not answered yet...
+    job.answer.set()  # ...whose answer then says which job it started
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert job.cancel_done and job.checks == 0
+    assert sink.lines == [(LogLevel.INFO, "cancelled Acme job 7")]
+
+
+async def test_a_start_that_is_never_answered_holds_a_cancellation_up_no_longer() -> None:
+    sink, job = Lines(), SlowToStart()
+    task = asyncio.create_task(follow(job, SETTINGS, context(sink), cancel_timeout_s=0.05))
+    await until(lambda: job.start_sent)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sink.lines == [
+        (
+            LogLevel.WARN,
+            "Acme did not answer the request starting the job within 0.05 s: if it started"
+            " one, that job goes on in Acme",
+        )
+    ]
+    assert not job.cancel_started.is_set()
 
 
 def test_new_lines_are_taken_once_per_log() -> None:
@@ -179,6 +219,41 @@ async def test_a_server_that_is_not_there_is_a_blip() -> None:
     with pytest.raises(TransientFailure) as caught:
         await api.call("GET", "/jobs/7")
     assert str(caught.value).startswith(f"could not connect to 127.0.0.1:{port}")
+
+
+async def test_a_2xx_answer_that_is_no_json_object_fails_saying_what_came() -> None:
+    """What a proxy or a login page in front of the vendor may answer, with a 200."""
+    answers = {
+        "/list": web.json_response([]),
+        "/text": web.json_response("ok"),
+        "/empty": web.Response(),
+        "/page": web.Response(text="<title>Sign in</title>", content_type="text/html"),
+    }
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return answers[request.path]
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    async with TestServer(app, host="127.0.0.1") as server:
+        api = VendorApi("Acme", str(server.make_url("")), context(Lines()))
+        came = {}
+        for path in answers:
+            with pytest.raises(TaskFailed) as caught:
+                await api.call("POST", f"{path}?id=7", {"id": 7})
+            assert not isinstance(caught.value, TransientFailure)
+            came[path] = str(caught.value)
+    advice = "not the JSON object its API answers: is `url` Acme's API, with no proxy or"
+    assert came == {
+        "/list": f"Acme answered POST /list (200) with JSON that is not an object ('[]'), {advice}"
+        " login page in the way?",
+        "/text": f"Acme answered POST /text (200) with JSON that is not an object ('\"ok\"'),"
+        f" {advice} login page in the way?",
+        "/empty": f"Acme answered POST /empty (200) with an empty body, {advice} login page in"
+        " the way?",
+        "/page": f"Acme answered POST /page (200) with text that is not JSON ('Sign in'),"
+        f" {advice} login page in the way?",
+    }
 
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from headrace.flow.loader import load_flow
 from headrace.states import State
 from headrace.testing import run_task
 from tests.unit.test_connectors import process_alive, wait_until
 from tests.unit.test_flow_loader import only_error
 
 SCRIPT_TYPES = ["shell", "shell.script", "python", "python.commands"]
+# A task stuck on a named pipe fails on this instead of hanging the test run.
+PIPE_TIMEOUT = timedelta(seconds=10)
 
 
 def body(task_type: str, shell_lines: list[str]) -> dict:
@@ -214,14 +218,20 @@ async def test_an_input_file_under_another_input_file_fails_naming_both() -> Non
     assert run.error == "inputFiles 'config/app.ini': 'config' is a file, not a directory"
 
 
-async def test_an_input_file_may_not_replace_the_python_script() -> None:
-    run = await run_task(
-        "python", {"inputFiles": {"headrace_script.py": "print('not mine')"}, "script": "pass"}
-    )
-    assert run.state is State.FAILED
-    assert run.error == (
+def test_an_input_file_may_not_replace_the_python_script() -> None:
+    def flow(task_type: str, code: str) -> str:
+        return (
+            f"id: f\nnamespace: n\ntasks:\n  - id: t\n    type: {task_type}\n    {code}\n"
+            "    inputFiles:\n      headrace_script.py: print('not mine')\n"
+        )
+
+    error = only_error(flow("python", "script: pass"))
+    assert (error.line, error.path) == (8, "tasks[0].inputFiles")
+    assert error.message.startswith(
         "inputFiles 'headrace_script.py': that name is taken by the task's own script"
     )
+    # python.commands has no script file of its own: the name is free there.
+    assert load_flow(flow("python.commands", "commands: [python headrace_script.py]"))
 
 
 def test_input_file_paths_are_checked_when_the_flow_is_loaded() -> None:
@@ -401,6 +411,40 @@ async def test_a_link_to_a_directory_outside_is_not_walked(tmp_path: Path) -> No
     )
     assert run.state is State.SUCCESS, run.error
     assert run.outputs["outputFiles"] == {"in.csv": "in\n"}
+
+
+async def test_a_named_pipe_is_no_output_file_and_holds_nothing_up() -> None:
+    # Opening a pipe that no one writes to would wait forever (in a thread that a
+    # timeout cannot stop): it must fail at once, naming the file.
+    for patterns, commands in (
+        (["out.txt"], ["mkfifo out.txt"]),
+        (["*.txt"], ["mkfifo .pipe", "ln -s .pipe out.txt"]),  # a link to one
+    ):
+        run = await run_task(
+            "shell", {"outputFiles": patterns, "commands": commands}, timeout=PIPE_TIMEOUT
+        )
+        assert run.state is State.FAILED
+        assert run.error == "outputFiles 'out.txt' is a named pipe, not a regular file: refused"
+
+
+async def test_an_input_file_is_never_written_into_a_named_pipe(tmp_path: Path) -> None:
+    pipe = tmp_path / "in.txt"
+    os.mkfifo(pipe)
+    properties = {
+        "workingDirectory": str(tmp_path),
+        "inputFiles": {"in.txt": "data"},
+        "commands": ["true"],
+    }
+    refused = "inputFiles 'in.txt': 'in.txt' is a named pipe, not a regular file: refused"
+    run = await run_task("shell", properties, timeout=PIPE_TIMEOUT)  # no one reads it
+    assert (run.state, run.error) == (State.FAILED, refused)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # someone reads it
+    try:
+        run = await run_task("shell", properties, timeout=PIPE_TIMEOUT)
+        assert (run.state, run.error) == (State.FAILED, refused)
+        assert os.read(reader, 100) == b""  # nothing was written into it
+    finally:
+        os.close(reader)
 
 
 async def test_output_files_are_read_from_the_working_directory(tmp_path: Path) -> None:
