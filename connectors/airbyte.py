@@ -185,6 +185,9 @@ class AirbyteJob(RemoteJob):
             data=data,
         )
 
+    async def close(self) -> None:
+        await self.api.close()
+
     async def cancel(self) -> None:
         path = "/api/v1/jobs/cancel"
         # Its answer (the job, cancelled) says nothing the next read would not.

@@ -157,6 +157,9 @@ class HightouchRun(RemoteJob):
             data=run,
         )
 
+    async def close(self) -> None:
+        await self.api.close()
+
     def outputs(self, final: Snapshot | None) -> dict[str, Any]:
         outputs: dict[str, Any] = {"runId": self.id}
         if final is not None:

@@ -191,6 +191,7 @@ async def send_request(
     policy: NetworkPolicy,
     context: TaskContext,
     label: str | None = None,
+    session: aiohttp.ClientSession | None = None,
 ) -> dict[str, Any]:
     """Send the request `properties` describe (redirects followed, each checked against
     `policy`); the answer as `http.request`'s outputs, whatever its status. What keeps
@@ -198,12 +199,13 @@ async def send_request(
 
     `label`: what logs and errors call the URL instead of showing it, for a URL that is a
     secret (a webhook's): masking finds a secret only as written, and a URL may be shown
-    re-encoded.
+    re-encoded. `session`: one from `reusable_session(policy)`, whose connections the
+    requests of one job share (its polls); by default a session per request.
     """
     method = properties.method.value
     url = label or str(_shown(URL(properties.uri)))
     try:
-        return await _send(properties, policy, context, label)
+        return await _send(properties, policy, context, label, session)
     except ValueError as exc:  # yarl's and aiohttp's word for a malformed URL or header
         raise TaskFailed(f"{method} {url}: {exc}") from None
     except aiohttp.ClientConnectorError as exc:
@@ -217,65 +219,83 @@ async def send_request(
         raise TaskFailed(f"{method} {url} failed: {type(exc).__name__}: {exc}") from None
 
 
+def reusable_session(policy: NetworkPolicy) -> aiohttp.ClientSession:
+    """A session for many requests to one service (a remote job's polls): connections are
+    kept and reused, and every address it connects to is checked against `policy`. Its
+    owner closes it."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=policy.resolver()))
+
+
 async def _send(
     properties: HttpRequestProperties,
     policy: NetworkPolicy,
     context: TaskContext,
     label: str | None,
+    session: aiohttp.ClientSession | None,
 ) -> dict[str, Any]:
     """The request sent, redirects followed (each checked against `policy`): the outputs."""
+    if session is None:
+        connector = aiohttp.TCPConnector(resolver=policy.resolver())
+        async with aiohttp.ClientSession(connector=connector) as own:
+            return await _exchange(properties, policy, context, label, own)
+    return await _exchange(properties, policy, context, label, session)
+
+
+async def _exchange(
+    properties: HttpRequestProperties,
+    policy: NetworkPolicy,
+    context: TaskContext,
+    label: str | None,
+    session: aiohttp.ClientSession,
+) -> dict[str, Any]:
     options = properties.options
     timeout = aiohttp.ClientTimeout(
         total=None,  # the task's `timeout` bounds the whole attempt
         sock_connect=_seconds(options.connect_timeout),
         sock_read=_seconds(options.read_timeout),
     )
-    connector = aiohttp.TCPConnector(resolver=policy.resolver(), ssl=_ssl_context(properties))
     method, url = properties.method.value, URL(properties.uri)
     headers, with_body = _headers(properties), True
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        for _ in range(MAX_REDIRECTS + 1):
-            policy.check_url(url)
-            async with session.request(
-                method,
-                url,
-                data=_body(properties) if with_body else None,  # a form is read once: anew
-                headers=headers,
-                allow_redirects=False,
-            ) as response:
-                location = response.headers.get("Location")
-                if options.follow_redirects and response.status in REDIRECTS and location:
-                    await context.info(
-                        f"{method} {label or _shown(url)} -> {response.status}, to"
-                        f" {label or location}"
+    ssl = _ssl_context(properties)
+    for _ in range(MAX_REDIRECTS + 1):
+        policy.check_url(url)
+        async with session.request(
+            method,
+            url,
+            data=_body(properties) if with_body else None,  # a form is read once: anew
+            headers=headers,
+            allow_redirects=False,
+            timeout=timeout,
+            ssl=ssl,
+        ) as response:
+            location = response.headers.get("Location")
+            if options.follow_redirects and response.status in REDIRECTS and location:
+                await context.info(
+                    f"{method} {label or _shown(url)} -> {response.status}, to {label or location}"
+                )
+                target = url.join(URL(location))
+                if target.scheme not in WEB_SCHEMES:
+                    raise TaskFailed(
+                        f"{label or _shown(url)} redirects to {label or location}, not a web URL"
                     )
-                    target = url.join(URL(location))
-                    if target.scheme not in WEB_SCHEMES:
-                        raise TaskFailed(
-                            f"{label or _shown(url)} redirects to {label or location},"
-                            " not a web URL"
-                        )
-                    if target.origin() != url.origin():
-                        headers = {
-                            k: v for k, v in headers.items() if k.lower() in CROSS_SITE_HEADERS
-                        }
-                    url = target
-                    # What browsers and curl do: a 303, or a 301/302 after a POST, is a GET.
-                    if method != "HEAD" and (
-                        response.status == 303
-                        or (response.status in (301, 302) and method == "POST")
-                    ):
-                        method, with_body = "GET", False
-                        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-                    continue
-                raw = await _read_body(response, options.max_content_length)
-                return {
-                    "code": response.status,
-                    "headers": {name: response.headers.getall(name) for name in response.headers},
-                    "body": None if method == "HEAD" else _text(raw, response.charset),
-                    "uri": str(_shown(url)),
-                    "length": len(raw),
-                }
+                if target.origin() != url.origin():
+                    headers = {k: v for k, v in headers.items() if k.lower() in CROSS_SITE_HEADERS}
+                url = target
+                # What browsers and curl do: a 303, or a 301/302 after a POST, is a GET.
+                if method != "HEAD" and (
+                    response.status == 303 or (response.status in (301, 302) and method == "POST")
+                ):
+                    method, with_body = "GET", False
+                    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+                continue
+            raw = await _read_body(response, options.max_content_length)
+            return {
+                "code": response.status,
+                "headers": {name: response.headers.getall(name) for name in response.headers},
+                "body": None if method == "HEAD" else _text(raw, response.charset),
+                "uri": str(_shown(url)),
+                "length": len(raw),
+            }
     raise TaskFailed(f"more than {MAX_REDIRECTS} redirects, the last to {label or _shown(url)}")
 
 

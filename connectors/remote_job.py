@@ -48,9 +48,9 @@ CANCEL_TIMEOUT_S = 5.0
 # Failed polls in a row before the task gives up, and the longest wait between two.
 MAX_POLL_FAILURES = 5
 MAX_BACKOFF_S = 30.0
-# Cancels under way, kept here so one outliving its task (cancelled again meanwhile) is
+# Cancels and closes under way, kept here so one outliving its task (cancelled again) is
 # not garbage-collected: the event loop keeps only weak references to tasks.
-_CANCELS: set[asyncio.Future[str]] = set()
+_CANCELS: set[asyncio.Future[Any]] = set()
 
 Line = TypeVar("Line")
 
@@ -101,6 +101,7 @@ class RemoteJob(ABC):
 
     def __init__(self) -> None:
         self.id: Any = None  # set by `start`
+        self.stopping: asyncio.Future[str] | None = None  # the cancel, once asked for
         self.status = "started"  # the last status seen
         self.finished = False
 
@@ -120,6 +121,11 @@ class RemoteJob(ABC):
     async def cancel(self) -> None:
         """Ask the vendor to cancel the job (only called when `can_cancel`)."""
         raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what following the job held (connections): called once `run` has
+        ended and any cancel of the job under way has too."""
+        return None  # nothing held, unless a connector says otherwise
 
     @abstractmethod
     def outputs(self, final: Snapshot | None) -> dict[str, Any]:
@@ -151,7 +157,21 @@ class RemoteJobConnector(ABC):
 
     async def run(self, properties: RemoteJobProperties, context: TaskContext) -> dict[str, Any]:
         job = self.job(properties, context)
-        return await follow(job, properties, context, cancel_timeout_s=self.cancel_timeout_s)
+        try:
+            return await follow(job, properties, context, cancel_timeout_s=self.cancel_timeout_s)
+        finally:
+            # In a task of its own, kept: a cancel may still be under way (a second
+            # cancellation of `run` does not stop it), and it needs the connections.
+            closing = asyncio.ensure_future(_close_when_stopped(job))
+            _CANCELS.add(closing)
+            closing.add_done_callback(_CANCELS.discard)
+            await asyncio.shield(closing)
+
+
+async def _close_when_stopped(job: RemoteJob) -> None:
+    if job.stopping is not None:
+        await asyncio.wait([job.stopping])
+    await job.close()
 
 
 class _OutOfTime(Exception):
@@ -255,6 +275,7 @@ async def stop(
     `starting`: the job's `start` if it is still under way; it gets the same `timeout_s`
     to finish, and the job it started, if any, is then cancelled."""
     stopping = asyncio.ensure_future(_stop(job, context, timeout_s, starting))
+    job.stopping = stopping
     _CANCELS.add(stopping)
     stopping.add_done_callback(_CANCELS.discard)
     return await asyncio.shield(stopping)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -30,7 +30,12 @@ import aiohttp
 import orjson
 
 from headrace.connectors.base import TaskContext, TaskFailed
-from headrace.connectors.http import HttpRequestProperties, answer_header, send_request
+from headrace.connectors.http import (
+    HttpRequestProperties,
+    answer_header,
+    reusable_session,
+    send_request,
+)
 from headrace.connectors.network_policy import NetworkPolicy
 
 # 408 Request Timeout, 425 Too Early, 429 Too Many Requests, and every 5xx but 501 Not
@@ -58,15 +63,25 @@ class Answer:
     retry_after: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class VendorApi:
-    """One vendor's API for one attempt: where it is and how to sign in."""
+    """One vendor's API for one attempt: where it is and how to sign in.
+
+    Its requests share their connections (a job polled every second would otherwise
+    open a connection, TLS included, each time), until `close`."""
 
     vendor: str  # as people name it in errors: "Airbyte"
     url: str  # the API's base URL; paths are appended to it
     context: TaskContext
     auth: dict[str, Any] | None = None  # as `http.request`'s `options.auth`
     timeout: timedelta = timedelta(seconds=10)  # to connect, and for the next bytes
+    _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+
+    async def close(self) -> None:
+        """Close the shared connections (the API may still be called: it opens new ones)."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     async def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """The JSON object of a 2xx answer; `TaskFailed` for a refusal or an answer that
@@ -91,8 +106,11 @@ class VendorApi:
                 },
             }
         )
+        policy = NetworkPolicy.from_environment()
+        if self._session is None or self._session.closed:
+            self._session = reusable_session(policy)
         try:
-            raw = await send_request(request, NetworkPolicy.from_environment(), self.context)
+            raw = await send_request(request, policy, self.context, session=self._session)
         except TaskFailed as exc:
             # `send_request` words the failure and raises it `from None`; what it was
             # handling (its `__context__`) tells a blip from a mistake that will recur.

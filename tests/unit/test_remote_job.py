@@ -216,8 +216,11 @@ async def test_a_server_that_is_not_there_is_a_blip() -> None:
     api = VendorApi(
         "Acme", f"http://127.0.0.1:{port}", context(Lines()), timeout=timedelta(seconds=1)
     )
-    with pytest.raises(TransientFailure) as caught:
-        await api.call("GET", "/jobs/7")
+    try:
+        with pytest.raises(TransientFailure) as caught:
+            await api.call("GET", "/jobs/7")
+    finally:
+        await api.close()
     assert str(caught.value).startswith(f"could not connect to 127.0.0.1:{port}")
 
 
@@ -238,11 +241,14 @@ async def test_a_2xx_answer_that_is_no_json_object_fails_saying_what_came() -> N
     async with TestServer(app, host="127.0.0.1") as server:
         api = VendorApi("Acme", str(server.make_url("")), context(Lines()))
         came = {}
-        for path in answers:
-            with pytest.raises(TaskFailed) as caught:
-                await api.call("POST", f"{path}?id=7", {"id": 7})
-            assert not isinstance(caught.value, TransientFailure)
-            came[path] = str(caught.value)
+        try:
+            for path in answers:
+                with pytest.raises(TaskFailed) as caught:
+                    await api.call("POST", f"{path}?id=7", {"id": 7})
+                assert not isinstance(caught.value, TransientFailure)
+                came[path] = str(caught.value)
+        finally:
+            await api.close()
     advice = "not the JSON object its API answers: is `url` Acme's API, with no proxy or"
     assert came == {
         "/list": f"Acme answered POST /list (200) with JSON that is not an object ('[]'), {advice}"
@@ -262,3 +268,25 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert _retry_after(["soon"]) is None and _retry_after([]) is None
     in_ten = _retry_after([formatdate(time.time() + 10, usegmt=True)])
     assert in_ten is not None and 8 <= in_ten <= 10
+
+
+async def test_a_jobs_requests_share_one_connection_until_it_is_closed() -> None:
+    ports: list[int] = []  # the client's port of each request: one per connection
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        ports.append(request.transport.get_extra_info("peername")[1])
+        return web.json_response({"status": "running"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    async with TestServer(app, host="127.0.0.1") as server:
+        api = VendorApi("Acme", str(server.make_url("")), context(Lines()))
+        try:
+            for _ in range(3):  # a job's polls
+                assert await api.call("GET", "/jobs/7") == {"status": "running"}
+        finally:
+            await api.close()
+        await api.call("GET", "/jobs/7")  # after `close`: a connection of its own
+        await api.close()
+    assert len(ports) == 4 and len(set(ports[:3])) == 1 and ports[3] != ports[0]
