@@ -222,10 +222,21 @@ async def run_process(
 
     _refuse_nul(argv, env)
     guard = context.process_guard
+    # The program runs before the spawn returns (asyncio still connects its pipes): a
+    # cancellation in between would leave its group running. So the spawn finishes, and
+    # a cancellation that came meanwhile ends the group as one that comes later does.
+    spawning = asyncio.ensure_future(_spawn(argv, env=env, cwd=cwd, guard=guard))
     try:
-        process, protocol, transport = await _spawn(argv, env=env, cwd=cwd, guard=guard)
+        process, protocol, transport = await asyncio.shield(spawning)
     except OSError as exc:  # a missing working directory, an unusable interpreter
         raise TaskFailed(f"could not start {argv[0]}: {exc}") from exc
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError):  # it never started: nothing to end
+            process, protocol, transport = await spawning
+            await asyncio.shield(
+                _terminate(process.pid, protocol, transport, guard, stop_signal, grace_s)
+            )
+        raise
     assert process.stdout is not None and process.stderr is not None
     readers = [
         asyncio.create_task(_read_lines(process.stdout, stdout_handler or on_stdout)),
