@@ -41,13 +41,10 @@ def find_flow_files(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            projects = [file.parent for file in path.rglob(DBT_PROJECT_FILE)]
+            files = [p for p in path.rglob("*") if p.suffix in FLOW_SUFFIXES and p.is_file()]
+            projects = [p.parent for p in files if p.name == DBT_PROJECT_FILE]
             found += sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix in FLOW_SUFFIXES
-                and p.is_file()
-                and not any(p.is_relative_to(project) for project in projects)
+                p for p in files if not any(p.is_relative_to(project) for project in projects)
             )
         else:
             found.append(path)
