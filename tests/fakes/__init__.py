@@ -34,3 +34,21 @@ def serving(app: web.Application) -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+class Gate:
+    """Holds a fake's answers until the test opens it (`open`: before the server closes)."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def open(self) -> None:
+        self._opened().set()
+
+    async def wait(self) -> None:
+        await self._opened().wait()
+
+    def _opened(self) -> asyncio.Event:
+        if self._event is None:  # made on the server's event loop, when first needed
+            self._event = asyncio.Event()
+        return self._event

@@ -33,7 +33,6 @@ test says (`release()`): `cancel_hangs` holds cancels, `hold_syncs` the answers 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import json
 import time
@@ -41,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes import Gate
 
 NGINX_401 = (
     "<html>\r\n<head><title>401 Authorization Required</title></head>\r\n<body>\r\n"
@@ -209,7 +210,7 @@ class FakeAirbyte:
         self.cancel_hangs = False
         self.hold_syncs = False
         self.hold_reads = False
-        self._release: asyncio.Event | None = None
+        self._gate = Gate()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -226,12 +227,7 @@ class FakeAirbyte:
 
     def release(self) -> None:
         """Let every held answer go (hanging cancels too; before the server closes)."""
-        self._released().set()
-
-    def _released(self) -> asyncio.Event:
-        if self._release is None:  # made on the server's event loop, when first needed
-            self._release = asyncio.Event()
-        return self._release
+        self._gate.open()
 
     async def sync(self, request: web.Request) -> web.StreamResponse:
         if (refused := self._refusal(request)) is not None:
@@ -264,7 +260,7 @@ class FakeAirbyte:
         self.syncs.append(connection_id)
         job = self.start_job(connection_id)
         if self.hold_syncs:
-            await self._released().wait()
+            await self._gate.wait()
         return web.json_response(job.info())
 
     async def get_job(self, request: web.Request) -> web.StreamResponse:
@@ -282,7 +278,7 @@ class FakeAirbyte:
         if job is None:
             return missing
         if self.hold_reads:
-            await self._released().wait()
+            await self._gate.wait()
         self.reads += 1
         answer = job.info()
         job.reads += 1  # the next read sees the next step
@@ -296,7 +292,7 @@ class FakeAirbyte:
             return missing
         self.cancels.append(job.id)
         if self.cancel_hangs:
-            await self._released().wait()
+            await self._gate.wait()
         if job.status not in ("succeeded", "failed", "cancelled"):
             job.cancelled_at = job.reads
         return web.json_response(job.info())

@@ -27,13 +27,14 @@ makes reads wait for `release()`, as a Hightouch slow to answer.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes import Gate
 
 TOKEN = "ht-test-api-key-0123456789"
 FINAL = frozenset({"success", "warning", "failed", "cancelled", "interrupted"})
@@ -121,7 +122,7 @@ class FakeHightouch:
         self.unknown: list[str] = []  # requests to routes Hightouch does not have
         self.glitches: list[int | str] = []  # the next reads of runs fail this way
         self.hold_reads = False
-        self._release: asyncio.Event | None = None
+        self._gate = Gate()
         self._next_run = 5001
 
     def app(self) -> web.Application:
@@ -133,12 +134,7 @@ class FakeHightouch:
 
     def release(self) -> None:
         """Let held reads answer (before the server closes)."""
-        self._released().set()
-
-    def _released(self) -> asyncio.Event:
-        if self._release is None:  # made on the server's event loop, when first needed
-            self._release = asyncio.Event()
-        return self._release
+        self._gate.open()
 
     async def trigger(self, request: web.Request) -> web.Response:
         sync_id, refused = self._sync(request)
@@ -171,7 +167,7 @@ class FakeHightouch:
         if wanted is not None and not wanted.isdigit():
             return _invalid("runId", wanted, "invalid float number")
         if self.hold_reads:
-            await self._released().wait()
+            await self._gate.wait()
         self.reads += 1
         runs = self.runs.get(sync_id, [])
         answer = [run.read() for run in runs if wanted is None or str(run.id) == wanted]
