@@ -9,13 +9,14 @@ cancelling are `remote_job`'s.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from headrace.connectors.base import TaskContext, TaskFailed
+from headrace.connectors.base import ConnectorProperties, TaskContext, TaskFailed
 from headrace.connectors.http import WebUrl
 from headrace.connectors.remote_job import (
     NewLines,
@@ -44,6 +45,21 @@ _LEVELS = {
 }
 
 
+# A new access token is fetched this long before the old one runs out: a request sent
+# with a token about to expire may reach Airbyte after it did.
+TOKEN_MARGIN_S = 30.0
+TOKEN_PATH = "/api/v1/applications/token"
+
+
+class ApplicationCredentials(ConnectorProperties):
+    client_id: str = Field(alias="clientId", min_length=1, description="The application's id.")
+    client_secret: str = Field(
+        alias="clientSecret",
+        min_length=1,
+        description="Its secret: `{{ secret('AIRBYTE_CLIENT_SECRET') }}`.",
+    )
+
+
 class AirbyteSyncProperties(RemoteJobProperties):
     url: WebUrl = Field(
         description="The Airbyte server's URL, e.g. http://localhost:8000 (its API answers"
@@ -56,6 +72,13 @@ class AirbyteSyncProperties(RemoteJobProperties):
     password: str | None = Field(default=None, description="`{{ secret('AIRBYTE_PASSWORD') }}`.")
     token: str | None = Field(
         default=None, description="A bearer token instead: `{{ secret('AIRBYTE_TOKEN') }}`."
+    )
+    application_credentials: ApplicationCredentials | None = Field(
+        default=None,
+        alias="applicationCredentials",
+        description="An Airbyte application's `clientId` and `clientSecret` (User settings >"
+        " Applications; `abctl local credentials` on Airbyte Core): exchanged for access"
+        " tokens, renewed as they run out.",
     )
     fail_on_active_sync: bool = Field(
         default=True,
@@ -83,8 +106,13 @@ class AirbyteSyncProperties(RemoteJobProperties):
     def _one_way_to_sign_in(self) -> AirbyteSyncProperties:
         if (self.username is None) != (self.password is None):
             raise ValueError("basic authentication needs both `username` and `password`")
-        if self.username is not None and self.token is not None:
-            raise ValueError("set `username` and `password`, or `token`, not both")
+        ways = [self.username is not None, self.token is not None]
+        ways.append(self.application_credentials is not None)
+        if sum(ways) > 1:
+            raise ValueError(
+                "sign in one way: `username` and `password`, `token`, or"
+                " `applicationCredentials`, not several"
+            )
         return self
 
 
@@ -137,11 +165,61 @@ class AirbyteJob(RemoteJob):
         )
         self.already_running = False
         self._lines = NewLines()
+        self._token_expires = 0.0  # monotonic time; with applicationCredentials only
+
+    async def _send(self, method: str, path: str, body: Any) -> Answer:
+        """`api.send`, signed in with a fresh access token when the task has application
+        credentials (a 401 once gets a new token and the request again)."""
+        if self.properties.application_credentials is None:
+            return await self.api.send(method, path, body)
+        if time.monotonic() >= self._token_expires - TOKEN_MARGIN_S:
+            await self._new_token()
+        answer = await self.api.send(method, path, body)
+        if answer.code == 401:
+            await self._new_token()
+            answer = await self.api.send(method, path, body)
+        return answer
+
+    async def _call(self, method: str, path: str, body: Any) -> dict[str, Any]:
+        answer = await self._send(method, path, body)
+        self.api.check(answer, method, path)
+        return self.api.json_object(answer, method, path)
+
+    async def _new_token(self) -> None:
+        credentials = self.properties.application_credentials
+        assert credentials is not None
+        self.api.auth = None  # the token request itself carries the credentials
+        body = {
+            "client_id": credentials.client_id,
+            "client_secret": credentials.client_secret,
+            "grant-type": "client_credentials",
+        }
+        data = await self._token_call(body)
+        token, lifetime = data.get("access_token"), data.get("expires_in")
+        if not isinstance(token, str) or not token:
+            raise TaskFailed(
+                f"Airbyte answered POST {TOKEN_PATH} without an access_token: is `url` the"
+                " Airbyte server's URL?"
+            )
+        lifetime = lifetime if isinstance(lifetime, int | float) and lifetime > 0 else 180
+        self._token_expires = time.monotonic() + lifetime
+        self.api.auth = {"type": "BEARER", "token": token}
+
+    async def _token_call(self, body: dict[str, str]) -> dict[str, Any]:
+        answer = await self.api.send("POST", TOKEN_PATH, body)
+        if answer.code in (400, 401, 403, 404):
+            raise TaskFailed(
+                f"Airbyte refused the application credentials (POST {TOKEN_PATH},"
+                f" {answer.code}): {reason(answer)}: check `applicationCredentials`"
+                " (User settings > Applications in Airbyte)"
+            )
+        self.api.check(answer, "POST", TOKEN_PATH)
+        return self.api.json_object(answer, "POST", TOKEN_PATH)
 
     async def start(self) -> bool:
         connection = self.properties.connection_id
         path = "/api/v1/connections/sync"
-        answer = await self.api.send("POST", path, {"connectionId": connection})
+        answer = await self._send("POST", path, {"connectionId": connection})
         if _already_running(answer):
             if self.properties.fail_on_active_sync:
                 raise TaskFailed(
@@ -163,7 +241,7 @@ class AirbyteJob(RemoteJob):
         return True
 
     async def check(self) -> Snapshot:
-        data = await self.api.call("POST", "/api/v1/jobs/get", {"id": self.id})
+        data = await self._call("POST", "/api/v1/jobs/get", {"id": self.id})
         status = str(_object(data.get("job")).get("status", "unknown"))
         attempts = _attempts(data)
         lines: list[tuple[LogLevel, str]] = []
@@ -191,7 +269,7 @@ class AirbyteJob(RemoteJob):
     async def cancel(self) -> None:
         path = "/api/v1/jobs/cancel"
         # Its answer (the job, cancelled) says nothing the next read would not.
-        self.api.check(await self.api.send("POST", path, {"id": self.id}), "POST", path)
+        self.api.check(await self._send("POST", path, {"id": self.id}), "POST", path)
 
     def outputs(self, final: Snapshot | None) -> dict[str, Any]:
         outputs: dict[str, Any] = {

@@ -20,7 +20,12 @@ and from the answers Airbyte servers give in its issue tracker:
 - `POST /api/v1/jobs/cancel {"id"}` answers the JobInfoRead, the job `cancelled`;
 - with basic authentication on, a request without the right credentials gets the
   proxy's 401 page (`401 Authorization Required`, `WWW-Authenticate: Basic`); with a
-  token, a wrong bearer gets 401 `{"message": "Unauthorized", ...}`.
+  token, a wrong bearer gets 401 `{"message": "Unauthorized", ...}`;
+- with applications (client id -> secret), `POST /api/v1/applications/token
+  {"client_id", "client_secret", "grant-type"}` answers a PublicAccessTokenResponse
+  (`access_token`, `token_type: Bearer`, `expires_in` seconds); that token signs
+  requests in until it expires (`expire_tokens()` makes the issued ones run out at once);
+  unknown credentials get 401 `{"message": "Unauthorized", ...}`.
 
 A job advances one step each time it is read, so tests see it progress over polls
 without waiting on a clock. `glitches` makes the next reads fail (a status, or "drop":
@@ -199,9 +204,14 @@ class FakeAirbyte:
         username: str | None = None,
         password: str | None = None,
         token: str | None = None,
+        applications: dict[str, str] | None = None,
+        token_lifetime_s: int = 180,
     ) -> None:
         self.connections = dict(connections or {})
         self.username, self.password, self.token = username, password, token
+        self.applications = dict(applications or {})
+        self.token_lifetime_s = token_lifetime_s
+        self.issued: dict[str, float] = {}  # access token -> when it expires (monotonic)
         self.jobs: dict[int, FakeJob] = {}
         self.syncs: list[str] = []  # connection ids a sync was started for
         self.cancels: list[int] = []  # job ids a cancel was asked for
@@ -217,7 +227,30 @@ class FakeAirbyte:
         app.router.add_post("/api/v1/connections/sync", self.sync)
         app.router.add_post("/api/v1/jobs/get", self.get_job)
         app.router.add_post("/api/v1/jobs/cancel", self.cancel_job)
+        app.router.add_post("/api/v1/applications/token", self.new_token)
         return app
+
+    def expire_tokens(self) -> None:
+        """Every access token issued so far runs out now."""
+        self.issued = dict.fromkeys(self.issued, 0.0)
+
+    async def new_token(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not {"client_id", "client_secret"} <= body.keys():
+            return web.json_response(
+                {"message": "Invalid input: client_id and client_secret are required"},
+                status=400,
+            )
+        if self.applications.get(body["client_id"]) != body["client_secret"]:
+            return _unauthorized(request)
+        token = f"eyJ-access-{len(self.issued) + 1}"
+        self.issued[token] = time.monotonic() + self.token_lifetime_s
+        return web.json_response(
+            {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime_s}
+        )
 
     def start_job(self, connection_id: str) -> FakeJob:
         """A sync of `connection_id` begins, as Airbyte's scheduler would start one."""
@@ -314,10 +347,13 @@ class FakeAirbyte:
         return job, web.Response()
 
     def _refusal(self, request: web.Request) -> web.Response | None:
-        if self.username is None and self.token is None:
+        if self.username is None and self.token is None and not self.applications:
             return None  # an Airbyte without authentication
         given = request.headers.get("Authorization", "")
         if self.token is not None and given == f"Bearer {self.token}":
+            return None
+        bearer = given.removeprefix("Bearer ")
+        if self.issued.get(bearer, 0.0) > time.monotonic():
             return None
         if self.username is not None:
             basic = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
@@ -330,14 +366,18 @@ class FakeAirbyte:
                     content_type="text/html",
                     headers={"WWW-Authenticate": 'Basic realm=""'},
                 )
-        return web.json_response(
-            {
-                "message": "Unauthorized",
-                "_links": {"self": {"href": request.path, "templated": False}},
-                "_embedded": {"errors": [{"message": "Unauthorized"}]},
-            },
-            status=401,
-        )
+        return _unauthorized(request)
+
+
+def _unauthorized(request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "message": "Unauthorized",
+            "_links": {"self": {"href": request.path, "templated": False}},
+            "_embedded": {"errors": [{"message": "Unauthorized"}]},
+        },
+        status=401,
+    )
 
 
 async def _body(

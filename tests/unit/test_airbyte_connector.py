@@ -290,7 +290,10 @@ def test_wrong_properties_are_refused_when_the_flow_is_loaded() -> None:
     assert not_uuid[0] == "tasks[0].connectionId"
     assert "must be a connection's UUID, not 'orders'" in not_uuid[2]
     assert "needs both `username` and `password`" in error(base + "    username: me\n")[2]
-    assert "not both" in error(base + "    username: a\n    password: b\n    token: c\n")[2]
+    assert "not several" in error(base + "    username: a\n    password: b\n    token: c\n")[2]
+    application = "    applicationCredentials:\n      clientId: a\n"
+    assert "not several" in error(base + application + "      clientSecret: b\n    token: c\n")[2]
+    assert error(base + application)[:2] == ("tasks[0].applicationCredentials.clientSecret", 9)
     assert error(base + "    maxDuration: PT0S\n")[:2] == ("tasks[0].maxDuration", 8)
 
 
@@ -357,3 +360,62 @@ async def test_an_answer_that_is_not_airbytes_fails_the_task_saying_so() -> None
         " login page in the way?"
     )
     assert fake.cancels == [1]  # the job it started is not left running unwatched
+
+
+CLIENT_ID, CLIENT_SECRET = "a1b2c3d4-client", "abt-client-secret-0123456789"
+
+
+async def test_application_credentials_get_tokens_and_a_new_one_when_it_runs_out() -> None:
+    tokens: list[str | None] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        tokens.append(request.headers.get("Authorization"))
+        return await handler(request)
+
+    fake = FakeAirbyte(demo_connections(), applications={CLIENT_ID: CLIENT_SECRET})
+    app = fake.app()
+    app.middlewares.append(record)
+    credentials = {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}
+    properties = sync("", ORDERS, username=None, password=None)
+    properties["applicationCredentials"] = credentials
+    async with TestServer(app, host="127.0.0.1") as server:
+        properties["url"] = str(server.make_url("")).rstrip("/")
+        run = await run_task("airbyte.sync", properties, secrets={"S": CLIENT_SECRET})
+        assert run.state is State.SUCCESS, run.error
+        assert tokens[0] is None  # the token request carries the credentials in its body
+        assert set(tokens[1:]) == {"Bearer eyJ-access-1"}
+        # A token that runs out mid-sync: Airbyte answers 401, a new token is fetched and
+        # the request sent again; the sync goes on.
+        tokens.clear()
+        fake.hold_reads = True
+        slow = asyncio.create_task(run_task("airbyte.sync", properties))
+        await until(lambda: len(tokens) == 3)  # a token, the sync, a read held
+        fake.expire_tokens()
+        fake.hold_reads = False
+        fake.release()
+        followed = await slow
+    assert followed.state is State.SUCCESS, followed.error
+    # The read after the expiry was refused, a new token fetched, the read sent again.
+    assert tokens[2:6] == [
+        "Bearer eyJ-access-2",
+        "Bearer eyJ-access-2",
+        None,
+        "Bearer eyJ-access-3",
+    ]
+    assert CLIENT_SECRET not in " ".join([*run.messages, *followed.messages])
+
+
+async def test_wrong_application_credentials_fail_saying_which_property() -> None:
+    fake = FakeAirbyte(demo_connections(), applications={CLIENT_ID: CLIENT_SECRET})
+    async with TestServer(fake.app(), host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        properties = sync(url, ORDERS, username=None, password=None)
+        properties["applicationCredentials"] = {"clientId": CLIENT_ID, "clientSecret": "nope"}
+        run = await run_task("airbyte.sync", properties)
+    assert run.error == (
+        "Airbyte refused the application credentials (POST /api/v1/applications/token, 401):"
+        " Unauthorized: check `applicationCredentials` (User settings > Applications in"
+        " Airbyte)"
+    )
+    assert fake.syncs == []
