@@ -10,5 +10,9 @@ COPY connectors ./connectors
 COPY examples ./examples
 # The dbt extra: workers run dbt tasks (dbt-core and its PostgreSQL adapter).
 RUN pip install --no-cache-dir ".[dbt]" && useradd --create-home headrace
+# Where docker-compose.yml mounts the shared file storage: a named volume mounted on a
+# folder of the image copies its owner at first use, so the services (not root) can
+# write it.
+RUN mkdir -p /var/lib/headrace/storage && chown headrace:headrace /var/lib/headrace/storage
 USER headrace
 ENTRYPOINT ["headrace"]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from headrace.errors import HeadraceError
 from headrace.messages import LogLevel
+from headrace.storage import TaskFiles
 
 # An attempt's outputs, as JSON, are at most this (the worker fails larger ones): a
 # connector that collects data (rows, messages, files) checks it as it goes.
@@ -81,6 +82,9 @@ class TaskContext:
     # Subprocesses started through `connectors._process.run_process` register with it,
     # so they die with the worker. None outside a worker (tests, tools).
     process_guard: ProcessGuard | None = None
+    # The file storage as this task run sees it (headrace/storage.py): files too big for
+    # outputs, and the namespace's files. None where no storage is set up.
+    files: TaskFiles | None = None
 
     async def log(self, level: LogLevel, message: str) -> None:
         await self.log_sink(level, message)

@@ -16,6 +16,7 @@ worker's Python (`pip install 'headrace[dbt]'`), else the first on PATH.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shlex
@@ -39,9 +40,11 @@ from pydantic import (
 
 from headrace.connectors._process import child_environment, run_process
 from headrace.connectors.base import MAX_OUTPUTS_BYTES, TaskContext, TaskFailed
+from headrace.connectors.namespace_files import copy_namespace_files
 from headrace.connectors.script_files import write_input_files
 from headrace.connectors.script_task import ProgramProperties
 from headrace.messages import LogLevel
+from headrace.storage import TaskFiles
 
 INSTALL_HINT = (
     "install headrace[dbt] on the workers (pip install 'headrace[dbt]'), or set dbtPath to"
@@ -122,19 +125,20 @@ class DbtProperties(ProgramProperties):
     @field_validator("project_dir")
     @classmethod
     def _where_the_project_is(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None or "input_files" not in info.data:  # not given, or invalid itself
-            return value
+        given = info.data
+        if value is None or "input_files" not in given or "namespace_files" not in given:
+            return value  # not given, or another property is invalid itself
         path = PurePosixPath(value)
-        if info.data["input_files"]:
+        if given["input_files"] or given["namespace_files"].enabled:
             if path.is_absolute() or ".." in path.parts:
                 raise ValueError(
-                    f"{value!r} must be a directory among the inputFiles (a relative path"
-                    " inside them) when inputFiles are given"
+                    f"{value!r} must be a directory among the inputFiles or namespaceFiles (a"
+                    " relative path inside them) when those are given"
                 )
         elif not path.is_absolute():
             raise ValueError(
                 f"{value!r} must be an absolute path on the worker (or give the project as"
-                " inputFiles)"
+                " inputFiles or namespaceFiles)"
             )
         return value
 
@@ -149,11 +153,17 @@ class DbtProperties(ProgramProperties):
 
     @model_validator(mode="after")
     def _some_project(self) -> DbtProperties:
-        if self.project_dir is None and not self.input_files:
+        if self.project_dir is None and not in_working_directory(self):
             raise ValueError(
-                "give the project: `projectDir` (its path on the worker) or `inputFiles`"
+                "give the project: `projectDir` (its path on the worker), `inputFiles`, or"
+                " `namespaceFiles`"
             )
         return self
+
+
+def in_working_directory(properties: DbtProperties) -> bool:
+    """Whether the project is copied into the working directory (else: `projectDir`)."""
+    return bool(properties.input_files) or properties.namespace_files.enabled
 
 
 def _dbt_command(command: str) -> str:
@@ -284,18 +294,23 @@ def find_dbt(dbt_path: str | None, search_path: str | None) -> str:
     return os.path.abspath(found)
 
 
-def project_directory(properties: DbtProperties, workdir: Path) -> Path:
-    """Where the project is: written from `inputFiles` into `workdir`, or `projectDir`
-    (the model checked which of the two forms `projectDir` takes)."""
-    if properties.input_files:
-        write_input_files(workdir, properties.input_files)
+def project_directory(
+    properties: DbtProperties, workdir: Path, files: TaskFiles | None
+) -> tuple[Path, list[str]]:
+    """Blocking: where the project is, and the namespace files copied for it: copied
+    from the namespace's files and `inputFiles` into `workdir`, or `projectDir` on the
+    worker (the model checked which of the two forms `projectDir` takes)."""
+    copied: list[str] = []
+    if in_working_directory(properties):
+        copied = copy_namespace_files(files, properties.namespace_files, workdir)
+        write_input_files(workdir, properties.input_files, stored=files)
         project = workdir / (properties.project_dir or "")
     else:
         assert properties.project_dir is not None  # the model requires one of the two
         project = Path(properties.project_dir)
     if not (project / "dbt_project.yml").is_file():
         raise TaskFailed(f"projectDir {str(project)!r} holds no dbt_project.yml")
-    return project
+    return project, copied
 
 
 class DbtLog:
@@ -389,8 +404,16 @@ class DbtRunner:
         self.log_path = own / "logs"
         self.profiles_dir = own / "profiles"
 
-    def prepare(self) -> None:
-        self.project = project_directory(self.properties, self.context.workdir)
+    async def prepare(self) -> None:
+        # Off the event loop: copying the project's files may take a while.
+        self.project, copied = await asyncio.to_thread(
+            project_directory, self.properties, self.context.workdir, self.context.files
+        )
+        if self.properties.namespace_files.enabled:
+            await self.context.info(
+                f"namespaceFiles: copied {len(copied)} file(s) of namespace"
+                f" {self.context.namespace}"
+            )
         self.env = child_environment(self.properties.env)
         # A worker does not report usage to dbt Labs unless the flow says so in `env`.
         self.env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
@@ -492,7 +515,7 @@ class DbtCli:
 
     async def run(self, properties: DbtCliProperties, context: TaskContext) -> dict[str, Any]:
         runner = DbtRunner(properties, context)
-        runner.prepare()
+        await runner.prepare()
         total = len(properties.commands)
         for number, command in enumerate(properties.commands, start=1):
             words = command_words(command)[1:]
@@ -508,7 +531,7 @@ class DbtCommand:
 
     async def run(self, properties: DbtTestProperties, context: TaskContext) -> dict[str, Any]:
         runner = DbtRunner(properties, context)
-        runner.prepare()
+        await runner.prepare()
         await runner.run([self.command, *options(properties)], "")
         return await runner.outputs()
 

@@ -4,9 +4,10 @@
 Produce encodes every record first (a wrong key or value fails the task before anything
 is sent, naming the record and the field), sends them all and waits until every one is
 acknowledged by all in-sync replicas. Consume reads until `maxRecords`, `maxDuration` or
-`pollDuration` without a record, and returns the decoded messages as outputs; with a
-`groupId` it starts where that group stopped and commits what it returned, only once all
-of it was read and fits in the outputs.
+`pollDuration` without a record, and returns the decoded messages as outputs, or with
+`store` writes them to a JSON Lines file of the file storage (`stored_results.py`) and
+returns its URI; with a `groupId` it starts where that group stopped and commits what it
+returned, only once all of it was read and fits in the outputs, or is in its file.
 
 Neither starts anything remote that outlives it: a kill (a cancellation) stops the
 client, shielded and bounded (`kafka_client.close_client`). A killed produce may have
@@ -65,6 +66,12 @@ from headrace.connectors.kafka_client import (
 )
 from headrace.connectors.kafka_values import Serde, UnwritableValue, value_encoder
 from headrace.connectors.network_policy import NetworkPolicy
+from headrace.connectors.stored_results import (
+    JsonLines,
+    json_line,
+    json_lines_file,
+    storage_of,
+)
 from headrace.fetch_wait import FetchWait
 from headrace.flow.durations import Duration
 from headrace.flow.triggers import AvroSchema, avro_schema_from_text, checked_avro_schema
@@ -318,6 +325,12 @@ class ConsumeProperties(AvroProperties):
         alias="pollDuration",
         description="Stop once no message came for this long (default PT5S).",
     )
+    store: bool = Field(
+        default=False,
+        description="Write the messages to a JSON Lines file in the file storage, one per"
+        " line, and output its `uri` instead of `messages`: no 256 KiB bound then"
+        " (maxRecords and maxDuration still end the read).",
+    )
 
     @field_validator("topic")
     @classmethod
@@ -361,9 +374,15 @@ class ProduceOutputs(BaseModel):
 
 class ConsumeOutputs(BaseModel):
     messages_count: int = Field(alias="messagesCount", description="Messages read.")
-    messages: list[dict[str, Any]] = Field(
-        description="Each: topic, partition, offset, timestamp (ISO 8601), key, value"
-        " (decoded), headers (name: text)."
+    messages: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Without `store`: each message read, with topic, partition, offset,"
+        " timestamp (ISO 8601), key, value (decoded), headers (name: text).",
+    )
+    uri: str | None = Field(
+        default=None,
+        description="With `store`: the JSON Lines file of the messages (`headrace:///…`),"
+        " one per line, each as in `messages`.",
     )
 
 
@@ -612,7 +631,8 @@ class KafkaConsume:
     what it returned; without, it reads from the start (or `since`) and commits nothing.
     Keys and values are decoded as STRING, JSON or AVRO. A message that cannot be decoded
     fails the task, naming it; so do messages that outgrow the outputs' 256 KiB: bound
-    the read with `maxRecords`. A failed or killed read commits nothing.
+    the read with `maxRecords`, or `store` them in a JSON Lines file of the file storage
+    (output `uri`). A failed or killed read commits nothing, and stores no file.
     """
 
     Properties = ConsumeProperties
@@ -621,6 +641,7 @@ class KafkaConsume:
     uses_workdir = False
 
     async def run(self, properties: ConsumeProperties, context: TaskContext) -> dict[str, Any]:
+        files = storage_of(context, "store: true") if properties.store else None
         policy = NetworkPolicy.from_environment()
         client = properties.properties
         async with (
@@ -637,20 +658,29 @@ class KafkaConsume:
                     await consumer.start()
                 except KafkaError as exc:
                     raise await connection_failure(client, exc) from None
-                reader = _Reader(consumer, properties, registry)
-                try:
-                    messages = await reader.read()
-                except KafkaError as exc:
-                    topics = ", ".join(properties.topics)
-                    raise TaskFailed(f"reading {topics} failed: {kafka_reason(exc)}") from None
+                async with contextlib.AsyncExitStack() as stored:
+                    file = None
+                    if files is not None:
+                        name = f"{context.task_id}.jsonl"
+                        file = await stored.enter_async_context(json_lines_file(files, name))
+                    reader = _Reader(consumer, properties, registry, file)
+                    try:
+                        await reader.read()
+                    except KafkaError as exc:
+                        topics = ", ".join(properties.topics)
+                        raise TaskFailed(f"reading {topics} failed: {kafka_reason(exc)}") from None
+                # The file is whole and in place: only now may the group move past it.
                 if properties.group is not None:
                     await reader.commit()
             finally:
                 await close_client(consumer)
         topics = ", ".join(properties.topics)
+        where = "" if file is None else f" into {file.uri}"
         committed = "" if properties.group is None else f", committed for group {properties.group}"
-        await context.info(f"read {len(messages)} message(s) from {topics}{committed}")
-        return {"messagesCount": len(messages), "messages": messages}
+        await context.info(f"read {reader.count} message(s) from {topics}{where}{committed}")
+        if file is not None:
+            return {"messagesCount": reader.count, "uri": file.uri}
+        return {"messagesCount": reader.count, "messages": reader.messages}
 
 
 def _fetch_wait(poll: timedelta) -> FetchWait:
@@ -672,13 +702,15 @@ def _decoder(
 
 
 class _Reader:
-    """One read: where each partition starts, the messages, what to commit."""
+    """One read: where each partition starts, the messages (kept, or added to `file`),
+    what to commit."""
 
     def __init__(
         self,
         consumer: AdaptiveConsumer,
         properties: ConsumeProperties,
         registry: SchemaRegistry | None,
+        file: JsonLines | None,
     ) -> None:
         raw = properties.avro_format == "RAW"
         self._consumer = consumer
@@ -690,10 +722,12 @@ class _Reader:
             properties.value_deserializer, properties.value_avro_schema, raw, registry
         )
         self._next: dict[TopicPartition, int] = {}  # the offset to commit, per partition
-        self._messages: list[dict[str, Any]] = []
+        self._file = file
+        self.messages: list[dict[str, Any]] = []  # without a file
+        self.count = 0
         self._size = OUTPUTS_FRAME_BYTES
 
-    async def read(self) -> list[dict[str, Any]]:
+    async def read(self) -> None:
         await self._assign()
         properties = self._properties
         started = time.monotonic()
@@ -701,7 +735,7 @@ class _Reader:
         limit_s = (
             None if properties.max_duration is None else properties.max_duration.total_seconds()
         )
-        while properties.max_records is None or len(self._messages) < properties.max_records:
+        while properties.max_records is None or self.count < properties.max_records:
             wait_s = poll_s
             if limit_s is not None:
                 wait_s = min(wait_s, limit_s - (time.monotonic() - started))
@@ -709,14 +743,13 @@ class _Reader:
                     break
             wanted = None
             if properties.max_records is not None:
-                wanted = properties.max_records - len(self._messages)
+                wanted = properties.max_records - self.count
             fetched = await self._consumer.getmany(
                 timeout_ms=int(wait_s * 1000), max_records=wanted
             )
             if not fetched and wait_s >= poll_s:
                 break  # a whole pollDuration without a message
             await self._take(fetched)
-        return self._messages
 
     async def _assign(self) -> None:
         consumer, properties = self._consumer, self._properties
@@ -771,6 +804,10 @@ class _Reader:
             if since_ms is not None and record.timestamp < since_ms:
                 continue
             message = self._message(record)
+            if self._file is not None:
+                await self._file.add(json_line(message, _where(record)))
+                self.count += 1
+                continue
             try:
                 self._size += len(orjson.dumps(message)) + 1
             except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits
@@ -779,10 +816,11 @@ class _Reader:
                 raise TaskFailed(
                     f"the messages read are over the {MAX_OUTPUTS_BYTES // 1024} KiB an attempt's"
                     f" outputs may hold ({describe_size(self._size)} at message"
-                    f" {len(self._messages) + 1}): set maxRecords to read fewer at a time;"
-                    " nothing was committed"
+                    f" {self.count + 1}): set maxRecords to read fewer at a time, or store"
+                    " them in a file (store: true); nothing was committed"
                 )
-            self._messages.append(message)
+            self.messages.append(message)
+            self.count += 1
 
     def _message(self, record: ConsumerRecord) -> dict[str, Any]:
         properties = self._properties

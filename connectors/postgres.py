@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import ssl
 import time
@@ -23,12 +24,16 @@ from pydantic import BaseModel, Field, field_validator
 from headrace.connectors.base import ConnectorProperties, TaskContext, TaskFailed
 from headrace.connectors.network_policy import DENY_ENV, DeniedAddress, NetworkPolicy
 from headrace.connectors.sql_text import named_parameters, split_statements
+from headrace.connectors.stored_results import json_line, json_lines_file, storage_of
+from headrace.storage import TaskFiles
 
 CONNECT_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 5.0
 # What JDBC URLs carry that libpq's do not: translated, not passed on as server settings.
 _JDBC_SETTINGS = {"currentSchema": "search_path", "ApplicationName": "application_name"}
 _AFFECTED = re.compile(r"(\d+)$")  # `INSERT 0 3`, `UPDATE 2`, `DELETE 0`
+# STORE reads the rows through a cursor, this many at a time: the memory a result takes.
+STORE_PREFETCH = 1000
 # URL parameters with which asyncpg reads files on the worker: its password file, a
 # service definition (host and password included), a client certificate and its key,
 # authorities. A flow must not borrow the worker's credentials, nor probe its files.
@@ -47,6 +52,7 @@ class FetchType(StrEnum):
     NONE = "NONE"
     FETCH_ONE = "FETCH_ONE"
     FETCH = "FETCH"
+    STORE = "STORE"
 
 
 class SslMode(StrEnum):
@@ -72,8 +78,10 @@ class PostgresQueryProperties(ConnectorProperties):
     fetch_type: FetchType = Field(
         default=FetchType.NONE,
         alias="fetchType",
-        description="What the last statement's rows become: nothing, `row` (the first)"
-        " or `rows` (all).",
+        description="What the last statement's rows become: NONE (nothing), FETCH_ONE"
+        " (`row`, the first), FETCH (`rows`, all: they must fit in the 256 KiB of outputs)"
+        " or STORE (a JSON Lines file in the file storage, one row per line, as FETCH gives"
+        " them; output `uri`, which a later task's `inputFiles` takes).",
     )
     ssl_mode: SslMode | None = Field(
         default=None, alias="sslMode", description="Default: the URL's sslmode, else PREFER."
@@ -117,9 +125,14 @@ class PostgresQueryProperties(ConnectorProperties):
 class PostgresQueryOutputs(BaseModel):
     row: dict[str, Any] | None = Field(default=None, description="FETCH_ONE: the first row.")
     rows: list[dict[str, Any]] | None = Field(default=None, description="FETCH: every row.")
+    uri: str | None = Field(
+        default=None,
+        description="STORE: the JSON Lines file holding every row (`headrace:///…`), one"
+        " JSON object per line.",
+    )
     size: int = Field(
-        description="Rows fetched; with NONE, the count PostgreSQL reports for the last"
-        " statement (rows inserted, updated, deleted or selected)."
+        description="Rows fetched or stored; with NONE, the count PostgreSQL reports for the"
+        " last statement (rows inserted, updated, deleted or selected)."
     )
 
 
@@ -129,9 +142,10 @@ class PostgresQuery:
     Either every statement takes effect or none does. Parameters are bound by the server,
     never pasted into the text. The last statement's rows become the outputs as
     `fetchType` asks; values are JSON (numbers, text, lists, objects; dates and times as
-    ISO text, bytes as base64). A failing statement fails the task with PostgreSQL's
-    message and its position; a kill or timeout cancels the running statement on the
-    server.
+    ISO text, bytes as base64). STORE streams them into a JSON Lines file of the file
+    storage, of any size, which exists once the transaction committed. A failing
+    statement fails the task with PostgreSQL's message and its position; a kill or
+    timeout cancels the running statement on the server.
     """
 
     Properties = PostgresQueryProperties
@@ -147,21 +161,31 @@ class PostgresQuery:
             raise TaskFailed(
                 "a list of `parameters` binds one statement: name them (`:name`) to use them in several"
             )
+        files = None
+        if properties.fetch_type is FetchType.STORE:  # before connecting: fail at once
+            files = storage_of(context, "fetchType STORE")
         dsn, settings = _dsn(properties.url)
         connection = await _connect(properties, dsn, settings)
         try:
             await _json_codecs(connection)
-            async with connection.transaction():
-                for number, statement in enumerate(statements, 1):
-                    last = number == len(statements)
-                    outputs = await _run_statement(
-                        connection,
-                        statement,
-                        properties,
-                        fetch=properties.fetch_type if last else FetchType.NONE,
-                        label=f"statement {number} of {len(statements)}",
-                        context=context,
-                    )
+            # Left after the transaction: a stored result becomes its URI only once the
+            # transaction committed, so a failed one leaves no file behind.
+            try:
+                async with contextlib.AsyncExitStack() as stored, connection.transaction():
+                    for number, statement in enumerate(statements, 1):
+                        last = number == len(statements)
+                        outputs = await _run_statement(
+                            connection,
+                            statement,
+                            properties,
+                            fetch=properties.fetch_type if last else FetchType.NONE,
+                            label=f"statement {number} of {len(statements)}",
+                            context=context,
+                            files=files,
+                            stored=stored,
+                        )
+            except asyncpg.PostgresError as exc:  # the statements' own are TaskFailed
+                raise TaskFailed(f"the commit failed: {_describe(exc, '')}") from None
         finally:
             await asyncio.shield(_close(connection))
         return outputs
@@ -286,7 +310,11 @@ async def _run_statement(
     fetch: FetchType,
     label: str,
     context: TaskContext,
+    files: TaskFiles | None,
+    stored: contextlib.AsyncExitStack,
 ) -> dict[str, Any]:
+    """Run one statement; STORE's file is left open in `stored`, to be closed (renamed
+    into place) once the transaction committed."""
     started = time.monotonic()
     text, names = (
         named_parameters(statement) if isinstance(properties.parameters, dict) else (statement, [])
@@ -308,6 +336,16 @@ async def _run_statement(
                 "size": 0 if record is None else 1,
             }
             status = "1 row" if record is not None else "no row"
+        elif fetch is FetchType.STORE:
+            assert files is not None  # `run` checked it
+            rows = await stored.enter_async_context(
+                json_lines_file(files, f"{context.task_id}.jsonl")
+            )
+            # A cursor, not `fetch`: the rows come PREFETCH at a time, never all at once.
+            async for record in prepared.cursor(*arguments, prefetch=STORE_PREFETCH):
+                await rows.add(json_line(_row(record), f"row {rows.count + 1}"))
+            outputs = {"uri": rows.uri, "size": rows.count}
+            status = f"{rows.count} rows to {rows.uri}"
         else:
             await prepared.fetch(*arguments)
             status = prepared.get_statusmsg() or ""

@@ -4,7 +4,9 @@ Paths are relative to the directory the task's commands run in, and stay inside 
 absolute path, a `..` step or a symbolic link on the way is refused, naming the file.
 Input files are written through directory descriptors opened without following links,
 so a link placed in the directory (by a `workingDirectory`'s owner, an earlier file)
-cannot redirect a write elsewhere. Output files are found by walking the directory
+cannot redirect a write elsewhere. An input file whose value is a storage URI
+(`headrace:///…`, a STORE result's `uri`) is copied from the file storage, a chunk at a
+time, the same way; the task reads only its own namespace's files. Output files are found by walking the directory
 without following links, and a file that resolves outside it is refused.
 
 Only regular files are written or read: a named pipe (which a task can leave, or a
@@ -12,8 +14,8 @@ Only regular files are written or read: a named pipe (which a task can leave, or
 it. Files are opened without waiting (`O_NONBLOCK`), then checked: opening a pipe
 otherwise waits for its other end, forever, in a thread that a cancellation cannot stop.
 
-headrace has no file storage yet: output files come back as text, in the task's outputs
-(`outputFiles: {path: content}`), within the 256 KiB the outputs of a task may hold. A
+Output files are not put in the file storage: they come back as text, in the task's
+outputs (`outputFiles: {path: content}`), within the 256 KiB the outputs of a task may hold. A
 file that does not fit, or is not UTF-8 text, fails the task naming it: nothing is
 truncated or dropped silently.
 """
@@ -25,13 +27,16 @@ import errno
 import fnmatch
 import os
 import re
+import shutil
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import orjson
 
 from headrace.connectors.base import MAX_OUTPUTS_BYTES, TaskFailed
+from headrace.storage import StorageError, TaskFiles, is_uri, parse_uri
 
 # The worker refuses outputs over MAX_OUTPUTS_BYTES of JSON; checking it here lets the
 # error name the file that did not fit.
@@ -40,6 +45,7 @@ from headrace.connectors.base import MAX_OUTPUTS_BYTES, TaskFailed
 # file may not overwrite them, and output patterns do not collect them.
 RESERVED_PREFIX = ".headrace"
 _MAGIC = re.compile(r"[*?[]")
+COPY_CHUNK_BYTES = 1024 * 1024  # a stored input file is copied this much at a time
 
 
 def check_relative_path(path: str, what: str) -> str:
@@ -67,9 +73,10 @@ def check_relative_path(path: str, what: str) -> str:
 
 
 def check_input_files(files: Mapping[str, str]) -> Mapping[str, str]:
-    """Every key a file path inside the working directory, no two naming one file."""
+    """Every key a file path inside the working directory, no two naming one file; a
+    value that is a storage URI names a storage file."""
     seen: dict[PurePosixPath, str] = {}
-    for path in files:
+    for path, content in files.items():
         check_relative_path(path, "inputFiles")
         if path.endswith("/"):
             raise ValueError(f"inputFiles {path!r} names a directory: give a file name")
@@ -77,6 +84,11 @@ def check_input_files(files: Mapping[str, str]) -> Mapping[str, str]:
         if normal in seen:
             raise ValueError(f"inputFiles {seen[normal]!r} and {path!r} name the same file")
         seen[normal] = path
+        if is_uri(content):
+            try:
+                parse_uri(content)
+            except StorageError as exc:
+                raise ValueError(f"inputFiles {path!r}: {exc}") from None
     return files
 
 
@@ -87,11 +99,22 @@ def check_output_pattern(pattern: str) -> str:
 # ------------------------------------------------------------------ input files
 
 
-def write_input_files(root: Path, files: Mapping[str, str], reserved: Iterable[str] = ()) -> None:
-    """Write `files` (relative path -> text) under `root`, creating subdirectories.
+def write_input_files(
+    root: Path,
+    files: Mapping[str, str],
+    reserved: Iterable[str] = (),
+    *,
+    stored: TaskFiles | None = None,
+) -> None:
+    """Write `files` (relative path -> text, or a storage URI) under `root`, creating
+    subdirectories. Blocking: call it off the event loop.
 
-    Raises `TaskFailed` naming the file when one cannot be written: a reserved name (the
-    task's own script), a symbolic link on its way, a file where a directory should be.
+    A value that is a storage URI (`headrace:///…`) is the file `stored` may read
+    (`TaskFiles.open`: its own namespace's), copied in a chunk at a time. Raises
+    `TaskFailed` naming the file when one cannot be written: a reserved name (the task's
+    own script), a symbolic link on its way, a file where a directory should be, a URI
+    of another namespace or of no file (a link or a non-file in the storage included),
+    or no storage to read it from.
     """
     taken = set(reserved)
     for path in files:
@@ -103,15 +126,49 @@ def write_input_files(root: Path, files: Mapping[str, str], reserved: Iterable[s
         raise TaskFailed(f"inputFiles: cannot open the working directory {root}: {exc}") from exc
     try:
         for path, content in files.items():
+            parts = PurePosixPath(path).parts
+            if is_uri(content):
+                _copy_stored_file(root_fd, parts, path, content, stored)
+                continue
             try:
-                _write_file(root_fd, PurePosixPath(path).parts, content)
+                with _open_target(root_fd, parts) as file:
+                    file.write(content.encode("utf-8"))
             except OSError as exc:
                 raise TaskFailed(f"inputFiles {path!r}: {_write_error(exc)}") from exc
     finally:
         os.close(root_fd)
 
 
-def _write_file(root_fd: int, parts: tuple[str, ...], content: str) -> None:
+def _copy_stored_file(
+    root_fd: int, parts: tuple[str, ...], path: str, uri: str, stored: TaskFiles | None
+) -> None:
+    """The storage file `uri` copied to `parts` under `root_fd`, a chunk at a time."""
+    if stored is None:
+        raise TaskFailed(
+            f"inputFiles {path!r} is a storage URI, and no file storage is set up where this"
+            " task runs (workers have one: HEADRACE_STORAGE_DIR)"
+        )
+    try:
+        # Its own namespace's, a regular file reached without following a link (any task
+        # may write links into the storage): see Storage.open.
+        source = stored.open(uri)
+    except StorageError as exc:
+        raise TaskFailed(f"inputFiles {path!r}: {exc}") from None
+    except OSError as exc:
+        raise TaskFailed(
+            f"inputFiles {path!r}: {uri}: could not read it: {exc.strerror or exc}"
+        ) from None
+    with source:
+        try:
+            with _open_target(root_fd, parts) as target:
+                shutil.copyfileobj(source, target, COPY_CHUNK_BYTES)
+        except OSError as exc:
+            raise TaskFailed(f"inputFiles {path!r}: {_write_error(exc)}") from exc
+
+
+def _open_target(root_fd: int, parts: tuple[str, ...]) -> BinaryIO:
+    """The file `parts` under `root_fd`, created or emptied, open for writing; reached
+    without following a link, and only a regular file."""
     *directories, name = parts
     fd = os.dup(root_fd)
     try:
@@ -140,10 +197,11 @@ def _write_file(root_fd: int, parts: tuple[str, ...], content: str) -> None:
                 mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
                 raise NotARegularFile(name, _special_kind(mode)) from None
             raise
-        with open(file_fd, "w", encoding="utf-8", newline="") as file:
-            if not stat.S_ISREG(mode := os.fstat(file_fd).st_mode):
-                raise NotARegularFile(name, _special_kind(mode))
-            file.write(content)  # (O_NONBLOCK changes nothing for a regular file)
+        file = open(file_fd, "wb")  # noqa: SIM115 (the caller's to close)
+        if not stat.S_ISREG(mode := os.fstat(file_fd).st_mode):
+            file.close()
+            raise NotARegularFile(name, _special_kind(mode))
+        return file  # (O_NONBLOCK changes nothing for a regular file)
     finally:
         os.close(fd)
 
@@ -297,9 +355,9 @@ def _read_text(full: Path, real_root: Path, path: str, budget: int) -> str:
         raise TaskFailed(f"outputFiles {path!r}: could not read it: {exc.strerror}") from exc
     too_large = (
         f"outputFiles {path!r} does not fit in the task's outputs ({MAX_OUTPUTS_BYTES // 1024}"
-        " KiB in all, files included): headrace has no file storage yet, so output files"
-        " come back as text in the outputs; write large files elsewhere (object storage, a"
-        " database) and output their location"
+        " KiB in all, files included): output files come back as text in the outputs, not"
+        " in the file storage; write large files elsewhere (object storage, a database)"
+        " and output their location"
     )
     if len(data) > budget:
         raise TaskFailed(too_large)

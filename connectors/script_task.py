@@ -1,9 +1,10 @@
 """What the script task types (`shell`, `shell.script`, `python`, `python.commands`) share.
 
 Kestra's properties of its script tasks (`beforeCommands`, `env`, `inputFiles`,
-`outputFiles`) and one way to run them: the input files are written, then one `/bin/sh`
-script runs with `set -e` (`beforeCommands`, then the task's own commands: the first
-failing command ends the task), then the output files are read. The script goes to the
+`outputFiles`) and one way to run them: the input files are written (or copied from
+the file storage), then one `/bin/sh` script runs with `set -e` (`beforeCommands`, then
+the task's own commands: the first failing command ends the task), then the output
+files are read. The script goes to the
 attempt's own directory, never into a user's `workingDirectory`; a file (not `sh -c`)
 has no argument-length limit.
 """
@@ -19,6 +20,7 @@ from pydantic import AfterValidator, Field
 
 from headrace.connectors._process import ENV_DESCRIPTION, run_process
 from headrace.connectors.base import ConnectorProperties, TaskContext
+from headrace.connectors.namespace_files import NamespaceFiles, add_namespace_files
 from headrace.connectors.script_files import (
     check_input_files,
     check_output_pattern,
@@ -41,8 +43,17 @@ class ProgramProperties(ConnectorProperties):
         default_factory=dict,
         alias="inputFiles",
         description="Files written into the working directory before anything runs:"
-        " relative path -> text (subdirectories are created). Absolute paths, `..` and"
-        " symbolic links on the way are refused.",
+        " relative path -> text (subdirectories are created), or -> a storage URI"
+        " (`headrace:///…`, such as a STORE result's `{{ outputs.query.uri }}`), whose file"
+        " is copied in; only the flow's own namespace's files are read. Absolute paths,"
+        " `..` and symbolic links on the way are refused.",
+    )
+    namespace_files: NamespaceFiles = Field(
+        default_factory=NamespaceFiles,
+        alias="namespaceFiles",
+        description="The flow's namespace's files (`headrace namespace files`) copied into"
+        " the working directory before anything runs (`enabled: true`), at their paths"
+        " relative to the namespace's root; an input file of the same path wins.",
     )
 
 
@@ -60,8 +71,8 @@ class ScriptTaskProperties(ProgramProperties):
         alias="outputFiles",
         description="Files read back after a successful run: paths relative to the working"
         " directory, or glob patterns (`*.csv`, `out/**/*.json`). Their text is the output"
-        " `outputFiles` (path -> content): headrace has no file storage yet, so they must"
-        " be UTF-8 text and fit in the task's 256 KiB of outputs. A path without wildcards"
+        " `outputFiles` (path -> content), not files of the file storage: they must be"
+        " UTF-8 text and fit in the task's 256 KiB of outputs. A path without wildcards"
         " that the task did not create fails the task.",
     )
 
@@ -79,15 +90,18 @@ async def run_script(
     env: Mapping[str, str],
     reserved: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Write the input files into `cwd`, run `beforeCommands` and `body` there with
+    """Copy the namespace files asked for and write the input files into `cwd`, run `beforeCommands` and `body` there with
     `env`, and return the outputs (with `outputFiles` when the task asked for some).
 
     `reserved`: names in `cwd` that are the task's own (its script file): input files may
     not take them, and output patterns do not collect them.
     """
     reserved = tuple(reserved)
+    await add_namespace_files(properties.namespace_files, context, cwd, reserved)
     if properties.input_files:
-        await asyncio.to_thread(write_input_files, cwd, properties.input_files, reserved)
+        await asyncio.to_thread(
+            write_input_files, cwd, properties.input_files, reserved, stored=context.files
+        )
     script = context.workdir / SCRIPT_NAME
     script.write_text(shell_script(properties.before_commands, body), encoding="utf-8")
     outputs = await run_process(["/bin/sh", str(script)], context, env=env, cwd=cwd)

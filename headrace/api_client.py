@@ -10,14 +10,19 @@ It authenticates with `Authorization: Bearer <token>`: the token given, else
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from headrace.errors import HeadraceError
+from headrace.sse import Event, EventParser
 from headrace.token_file import find_token, token_path
 
 
@@ -36,6 +41,14 @@ class Unauthorized(ApiError):
 
 class ServerUnreachable(HeadraceError):
     """No headrace gateway answered at the URL."""
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """An answer's body being received: `read(n)` gives up to n bytes, b"" at its end."""
+
+    size: int | None  # Content-Length, when the server sent one
+    read: Callable[[int], bytes]
 
 
 @dataclass
@@ -57,6 +70,83 @@ class ApiClient:
         content_type: str | None = None,
         timeout_s: float | None = None,
     ) -> Any:
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            content_type = "application/json"
+        with self._open(method, path, params, body, content_type, timeout_s) as response:
+            payload = self._read(response.read)
+        return json.loads(payload) if payload else None
+
+    @contextlib.contextmanager
+    def download(
+        self, path: str, *, params: dict[str, Any] | None = None, timeout_s: float | None = None
+    ) -> Iterator[Download]:
+        """GET `path` as a stream of bytes, never whole in memory: the `Download` reads it
+        a chunk at a time. An error status raises as `request` does, before any byte."""
+        with self._open("GET", path, params, None, None, timeout_s) as response:
+            length = response.headers.get("Content-Length")
+            yield Download(
+                size=int(length) if length and length.isdigit() else None,
+                read=lambda size: self._read(lambda: response.read(size)),
+            )
+
+    def upload(
+        self,
+        path: str,
+        data: IO[bytes],
+        *,
+        params: dict[str, Any] | None = None,
+        content_type: str = "application/octet-stream",
+        timeout_s: float | None = None,
+    ) -> Any:
+        """POST the open binary file `data` as the body, sent a chunk at a time (chunked
+        transfer encoding), never whole in memory; the JSON answer, as `request`."""
+        with self._open("POST", path, params, data, content_type, timeout_s) as response:
+            payload = self._read(response.read)
+        return json.loads(payload) if payload else None
+
+    def events(
+        self, path: str, *, params: dict[str, Any] | None = None, resume_tries: int = 5
+    ) -> Iterator[Event]:
+        """The Server-Sent Events of `path` (a live stream), as they come, until the
+        server ends the stream. A connection lost meanwhile (a gateway restart) is opened
+        again `resume_tries` times, from the last event's id: no event twice, none lost."""
+        last_id: str | None = None
+        tries = 0
+        while True:
+            query = dict(params or {})
+            if last_id is not None:
+                query["lastEventId"] = last_id
+            try:
+                # The gateway writes a keep-alive every 15 s: 60 s of silence is a dead link.
+                with self._open("GET", path, query, None, None, 60.0) as response:
+                    parser = EventParser()
+                    while line := response.readline():
+                        event = parser.feed(line.decode("utf-8", errors="replace"))
+                        if event is not None:
+                            tries = 0
+                            last_id = event.id or last_id
+                            yield event
+                    return
+            except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
+                failure: BaseException = exc
+            except ServerUnreachable as exc:
+                failure = exc
+            tries += 1
+            if tries > resume_tries:
+                raise self._unreachable(failure, "while following its stream")
+            time.sleep(min(2.0**tries / 4, 5.0))
+
+    @contextlib.contextmanager
+    def _open(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: bytes | IO[bytes] | None,
+        content_type: str | None,
+        timeout_s: float | None,
+    ) -> Iterator[http.client.HTTPResponse]:
         url = self.base_url.rstrip("/") + "/api/v1" + path
         if params:
             query = {k: v for k, v in params.items() if v is not None}
@@ -67,25 +157,33 @@ class ApiClient:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         headers |= self.headers
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            content_type = "application/json"
         if content_type:
             headers["Content-Type"] = content_type
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s) as response:
-                payload = response.read()
+            response = urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s)
         except urllib.error.HTTPError as exc:
             error = _api_error(exc)
             raise (self._unauthorized() if error.status == 401 else error) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ServerUnreachable(
-                f"cannot reach headrace at {self.base_url} ({reason}); "
-                "is `headrace server local` running? (set --server or HEADRACE_URL)"
-            ) from None
-        return json.loads(payload) if payload else None
+            raise self._unreachable(exc) from None
+        with response:
+            yield response
+
+    def _read(self, read: Callable[[], bytes]) -> bytes:
+        """`read()` of the answer's body; a connection that breaks meanwhile is the
+        server's going away, said as `ServerUnreachable`."""
+        try:
+            return read()
+        except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc, "while reading its answer") from None
+
+    def _unreachable(self, exc: BaseException, when: str = "") -> ServerUnreachable:
+        reason = getattr(exc, "reason", exc)
+        return ServerUnreachable(
+            f"cannot reach headrace at {self.base_url}{' ' + when if when else ''} ({reason}); "
+            "is `headrace server local` running? (set --server or HEADRACE_URL)"
+        )
 
     def _unauthorized(self) -> Unauthorized:
         """What to do, said for a CLI user (the gateway's message is for any client)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -242,7 +243,7 @@ def topics_apply(partitions: int | None) -> None:
 
 @cli.group()
 def flow() -> None:
-    """Validate, apply, list and export flows."""
+    """Validate, apply, list and export flows; print their JSON Schema."""
 
 
 @flow.command("validate")
@@ -301,6 +302,32 @@ def flow_export(api: ApiClient, folder: Path, namespace: str | None) -> None:
         path.write_text(item["source"])
         click.echo(f"wrote {path}")
     click.echo(f"{len(flows)} flows exported")
+
+
+@flow.command("schema")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write it to this file instead of printing it.",
+)
+def flow_schema(output: Path | None) -> None:
+    """Print the JSON Schema of flows, for editors (docs/editors.md).
+
+    Built from the task types installed here: no server is needed.
+    """
+    from headrace.flow_schema import flow_json_schema_bytes
+
+    schema = flow_json_schema_bytes()
+    if output is None:
+        click.echo(schema.decode(), nl=False)
+        return
+    try:
+        output.write_bytes(schema)
+    except OSError as exc:
+        raise HeadraceError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    click.echo(f"wrote {output}")
 
 
 # --- task types ----------------------------------------------------------------------
@@ -374,7 +401,9 @@ def execution() -> None:
 @click.argument("namespace")
 @click.argument("flow_id")
 @click.option("--input", "inputs", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
-@click.option("--wait", is_flag=True, help="Wait for the end and print the execution.")
+@click.option(
+    "--wait", is_flag=True, help="Show task states and log lines live, then the execution."
+)
 @click.option("--timeout", default=300, show_default=True, help="Seconds to wait with --wait.")
 @click.pass_obj
 def execution_start(
@@ -382,20 +411,24 @@ def execution_start(
 ) -> None:
     """Start an execution of NAMESPACE/FLOW_ID."""
     values = _key_values(inputs)
-    params = {"wait": "true", "timeout": str(timeout)} if wait else None
-    result = api.request(
-        "POST",
-        f"/executions/{namespace}/{flow_id}",
-        params=params,
-        json_body=values,
-        timeout_s=timeout + 10 if wait else None,
-    )
-    if wait:
-        _echo_execution(result)
-        if result["state"]["current"] not in ("SUCCESS", "WARNING"):
-            sys.exit(1)
-    else:
+    result = api.request("POST", f"/executions/{namespace}/{flow_id}", json_body=values)
+    if not wait:
         click.echo(f"started execution {result['id']}")
+        return
+    from headrace.cli_watch import watch_execution
+
+    execution_id = result["id"]
+    click.echo(f"execution {execution_id}  {namespace}/{flow_id}  started")
+    ended = watch_execution(api, execution_id, timeout)
+    if ended is None:
+        click.echo(
+            f"execution {execution_id} is still running after {timeout}s: follow it with"
+            f" `headrace logs {execution_id} --follow`"
+        )
+        sys.exit(1)
+    _echo_execution(ended)
+    if ended["state"]["current"] not in ("SUCCESS", "WARNING"):
+        sys.exit(1)
 
 
 @execution.command("show")
@@ -486,6 +519,44 @@ def execution_replay(api: ApiClient, execution_id: str, task_run_id: str | None)
     click.echo(f"replaying {execution_id} as new execution {answer['id']}")
 
 
+@execution.command("file")
+@click.argument("execution_id")
+@click.argument("uri")
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    metavar="PATH",
+    help="Write it there (a folder: under the file's name); - writes to stdout. "
+    "Default: the file's name, in the current folder.",
+)
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@click.pass_obj
+def execution_file(
+    api: ApiClient, execution_id: str, uri: str, output: str | None, force: bool
+) -> None:
+    """Download URI (headrace:///…), a file a task of EXECUTION_ID stored: its outputs
+    name it."""
+    from urllib.parse import quote
+
+    from headrace import file_download
+    from headrace.storage import stored_file
+
+    name = stored_file(uri).name  # not a storage URI: the error the gateway would give
+    path = f"/executions/{quote(execution_id, safe='')}/file"
+    target = None if output == "-" else file_download.target_path(output, name)
+    if target is not None:
+        file_download.check_target(target, force)  # before a byte is downloaded
+    with api.download(path, params={"path": uri}) as body:
+        progress = file_download.Progress(body.size)
+        if target is None:
+            file_download.copy(body, sys.stdout.buffer, progress)
+            sys.stdout.buffer.flush()
+            return
+        size = file_download.save(body, target, force, progress)
+    click.echo(f"wrote {target} ({size:,} bytes)")
+
+
 def _key_values(items: tuple[str, ...]) -> dict[str, str]:
     values: dict[str, str] = {}
     for item in items:
@@ -499,24 +570,50 @@ def _key_values(items: tuple[str, ...]) -> dict[str, str]:
 @cli.command("logs")
 @click.argument("execution_id")
 @click.option("--min-level", default=None, help="TRACE, DEBUG, INFO, WARN or ERROR.")
+@click.option("--task", "task_id", default=None, help="Only the lines of this task id.")
+@click.option(
+    "--follow", "-f", is_flag=True, help="Print new lines as they come, until the execution ends."
+)
 @click.pass_obj
-def logs(api: ApiClient, execution_id: str, min_level: str | None) -> None:
+def logs(
+    api: ApiClient, execution_id: str, min_level: str | None, task_id: str | None, follow: bool
+) -> None:
     """Print the log lines of an execution."""
+    params = {"minLevel": min_level, "taskId": task_id}
+    if follow:
+        for event in api.events(f"/logs/{execution_id}/follow", params=params):
+            if event.event == "log":
+                _echo_log_line(json.loads(event.data))
+            elif event.event == "end":
+                state = json.loads(event.data)["state"]
+                click.echo(f"execution {execution_id} ended {_styled_state(state)}")
+        return
     page = 1
     while True:
         records = api.request(
             "GET",
             f"/logs/{execution_id}",
-            params={"minLevel": min_level, "page": page, "size": LOG_PAGE_SIZE},
+            params={**params, "page": page, "size": LOG_PAGE_SIZE},
         )
         for record in records:
-            task = record.get("taskId") or "-"
-            click.echo(
-                f"{record['timestamp']}  {record['level']:<5}  {task:<20}  {record['message']}"
-            )
+            _echo_log_line(record)
         if len(records) < LOG_PAGE_SIZE:
             return
         page += 1
+
+
+LEVEL_COLORS = {"ERROR": "red", "WARN": "yellow", "DEBUG": "bright_black", "TRACE": "bright_black"}
+STATE_COLORS = {"SUCCESS": "green", "FAILED": "red", "WARNING": "yellow", "KILLED": "red"}
+
+
+def _echo_log_line(record: dict[str, Any]) -> None:
+    task = record.get("taskId") or "-"
+    level = click.style(f"{record['level']:<5}", fg=LEVEL_COLORS.get(record["level"]))
+    click.echo(f"{record['timestamp']}  {level}  {task:<20}  {record['message']}")
+
+
+def _styled_state(state: str) -> str:
+    return click.style(state, fg=STATE_COLORS.get(state), bold=True)
 
 
 def _echo_execution(execution: dict[str, Any]) -> None:
@@ -675,3 +772,90 @@ def trigger_backfill(
     for execution_id in answer["executionIds"]:
         click.echo(execution_id)
     click.echo(f"{answer['count']} ticks published (a tick that already ran starts nothing new)")
+
+
+# --- namespaces ----------------------------------------------------------------------
+
+
+@cli.group()
+def namespace() -> None:
+    """A namespace's own things (its files)."""
+
+
+@namespace.group("files")
+def namespace_files() -> None:
+    """Files a namespace keeps beside its flows, for tasks' `namespaceFiles`."""
+
+
+@namespace_files.command("upload")
+@click.argument("local", type=click.Path(exists=True, path_type=Path))
+@click.argument("namespace_name", metavar="NAMESPACE")
+@click.option("--to", default="", metavar="DIR", help="Folder of the namespace to put it in.")
+@click.pass_obj
+def namespace_files_upload(api: ApiClient, local: Path, namespace_name: str, to: str) -> None:
+    """Upload LOCAL, a file or a folder (recursively; hidden entries such as `.git`, and
+    links, skipped), to NAMESPACE's files."""
+    from headrace import namespace_files_cli
+
+    namespace_files_cli.upload(api, local, namespace_name, to, click.echo)
+
+
+@namespace_files.command("list")
+@click.argument("namespace_name", metavar="NAMESPACE")
+@click.argument("path", default="")
+@click.pass_obj
+def namespace_files_list(api: ApiClient, namespace_name: str, path: str) -> None:
+    """List NAMESPACE's files (below the folder PATH): size, time changed (UTC), path."""
+    from headrace import namespace_files_cli
+
+    namespace_files_cli.list_files(api, namespace_name, path, click.echo)
+
+
+@namespace_files.command("download")
+@click.argument("namespace_name", metavar="NAMESPACE")
+@click.argument("path")
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    metavar="PATH",
+    help="Write it there (a folder: under the file's name); - writes to stdout. "
+    "Default: the file's name, in the current folder.",
+)
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@click.pass_obj
+def namespace_files_download(
+    api: ApiClient, namespace_name: str, path: str, output: str | None, force: bool
+) -> None:
+    """Download the file PATH of NAMESPACE."""
+    from headrace import namespace_files_cli
+
+    namespace_files_cli.download(api, namespace_name, path, output, force, click.echo)
+
+
+@namespace_files.command("delete")
+@click.argument("namespace_name", metavar="NAMESPACE")
+@click.argument("path")
+@click.pass_obj
+def namespace_files_delete(api: ApiClient, namespace_name: str, path: str) -> None:
+    """Delete the file or folder PATH of NAMESPACE (a folder with all it holds)."""
+    from headrace import namespace_files_cli
+
+    namespace_files_cli.delete(api, namespace_name, path, click.echo)
+
+
+@namespace_files.command("sync")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("namespace_name", metavar="NAMESPACE")
+@click.option("--prune", is_flag=True, help="Delete NAMESPACE's files that FOLDER lacks.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.pass_obj
+def namespace_files_sync(
+    api: ApiClient, folder: Path, namespace_name: str, prune: bool, dry_run: bool
+) -> None:
+    """Make NAMESPACE's files those of FOLDER: upload what differs (by SHA-256)."""
+    from headrace import namespace_files_cli
+
+    namespace_files_cli.sync(
+        api, folder, namespace_name, prune=prune, dry_run=dry_run, echo=click.echo
+    )

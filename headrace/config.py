@@ -66,6 +66,9 @@ class Settings:
     api_token: str | None = field(default=None, repr=False)
     credentials_file: str | None = None
     allowed_hosts: tuple[str, ...] = ()
+    # The file storage every worker and the gateway share (headrace/storage.py). None:
+    # $XDG_STATE_HOME/headrace/storage, which suits one machine only.
+    storage_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -102,6 +105,7 @@ class Settings:
                 api_token=env.get("HEADRACE_TOKEN") or None,
                 credentials_file=env.get("HEADRACE_CREDENTIALS_FILE") or None,
                 allowed_hosts=split_hosts(env.get("HEADRACE_ALLOWED_HOSTS", "")),
+                storage_dir=env.get("HEADRACE_STORAGE_DIR") or None,
             )
         except ValueError as exc:
             raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
@@ -113,11 +117,12 @@ class Settings:
     def executor_data_path(self, environ: dict[str, str] | None = None) -> Path:
         if self.executor_data_dir:
             return Path(self.executor_data_dir)
-        env = os.environ if environ is None else environ
-        state_home = env.get("XDG_STATE_HOME", "")
-        # The XDG spec: a relative value is invalid and must be ignored.
-        base = Path(state_home) if os.path.isabs(state_home) else Path.home() / ".local/state"
-        return base / "headrace" / "executor"
+        return _state_home(environ) / "headrace" / "executor"
+
+    def storage_path(self, environ: dict[str, str] | None = None) -> Path:
+        if self.storage_dir:
+            return Path(self.storage_dir)
+        return _state_home(environ) / "headrace" / "storage"
 
     def fetch_wait(self) -> FetchWait:
         """A new fetch wait policy, one per consumer (it follows that consumer's traffic).
@@ -127,6 +132,13 @@ class Settings:
         if self.low_latency:
             return FetchWait(busy_ms=5, idle_ms=IDLE_FETCH_WAIT_MS, quiet_after_s=QUIET_AFTER_S)
         return FetchWait(busy_ms=500, idle_ms=500, quiet_after_s=QUIET_AFTER_S)
+
+
+def _state_home(environ: dict[str, str] | None) -> Path:
+    env = os.environ if environ is None else environ
+    state_home = env.get("XDG_STATE_HOME", "")
+    # The XDG spec: a relative value is invalid and must be ignored.
+    return Path(state_home) if os.path.isabs(state_home) else Path.home() / ".local/state"
 
 
 STORES = ("rocksdb://", "memory://")

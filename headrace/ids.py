@@ -14,6 +14,15 @@ _PAIR_BASE = len(_PAIRS)
 _LIMIT = 62**ID_LENGTH
 
 
+def looks_like_id(text: str) -> bool:
+    """Whether `text` has an id's form (22 base62 digits): a cheap first check of ids
+    that come from outside."""
+    return len(text) == ID_LENGTH and all(char in _DIGITS for char in text)
+
+
+_DIGITS = frozenset(ALPHABET)
+
+
 def base62(number: int) -> str:
     """`number` (0 <= number < 62**22, e.g. any 128-bit value) as 22 base62 digits."""
     if not 0 <= number < _LIMIT:

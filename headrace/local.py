@@ -67,6 +67,7 @@ def service_env(
         "HEADRACE_EXECUTION_RETENTION": isodate.duration_isoformat(settings.execution_retention),
         "HEADRACE_WATCHDOG_INTERVAL": str(settings.watchdog_interval_s),
         "HEADRACE_WATCHDOG_QUIET": str(settings.watchdog_quiet_s),
+        "HEADRACE_STORAGE_DIR": str(settings.storage_path()),
         "PYTHONUNBUFFERED": "1",
     }
     if ready_file is not None:

@@ -13,6 +13,7 @@ finds it. The token is printed at start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -97,6 +98,9 @@ def run_local_server(
     # XDG_RUNTIME_DIR is unset (containers, CI): harmless, and noise to a user.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     token, token_note = local_token(sealed)
+    # The rest of the environment's settings (retention, worker concurrency and task
+    # timeout, watchdog) reach the services as given; a bad one stops us before anything starts.
+    configured = Settings.from_env()
     click.echo("starting headrace (Ctrl-C to stop)")
     with ExitStack() as cleanup:
         bootstrap = os.environ.get("HEADRACE_KAFKA_BOOTSTRAP")
@@ -118,8 +122,15 @@ def run_local_server(
             database_url = _start_embedded_postgres(cleanup)
             _done(started, " embedded")
 
-        settings = Settings(
+        storage_dir = os.environ.get("HEADRACE_STORAGE_DIR") or None
+        if storage_dir is None and embedded:
+            # Executions live on the embedded broker and go with it: so do their files.
+            storage_dir = tempfile.mkdtemp(prefix="headrace-storage-")
+            cleanup.callback(shutil.rmtree, storage_dir, ignore_errors=True)
+        settings = dataclasses.replace(
+            configured,
             kafka_bootstrap=bootstrap,
+            storage_dir=storage_dir,
             database_url=database_url,
             partitions=partitions,
             low_latency=embedded,

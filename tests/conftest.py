@@ -102,8 +102,14 @@ def auth_headers(api_token: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def settings(broker: EmbeddedBroker, database_url: str, api_token: str) -> Settings:
-    """Settings pointing at the session's broker (topics applied) and database."""
+def settings(
+    broker: EmbeddedBroker,
+    database_url: str,
+    api_token: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Settings:
+    """Settings pointing at the session's broker (topics applied) and database, and a
+    file storage of the session's own."""
     asyncio.run(apply_topics(broker.bootstrap, TEST_PARTITIONS))
     return Settings(
         kafka_bootstrap=broker.bootstrap,
@@ -112,4 +118,5 @@ def settings(broker: EmbeddedBroker, database_url: str, api_token: str) -> Setti
         low_latency=True,  # the embedded broker (docs/architecture.md)
         gateway_port=0,
         api_token=api_token,
+        storage_dir=str(tmp_path_factory.mktemp("storage")),
     )

@@ -88,6 +88,17 @@ class ExecutionRepository:
             )
         return execution_json(row, task_runs)
 
+    async def version(self, id: str) -> int:
+        """The highest event `seq` the index holds of the execution and its task runs:
+        it grows with every change a follower would see (0: nothing indexed)."""
+        value = await self._pool.fetchval(
+            "SELECT greatest("
+            " (SELECT last_seq FROM executions WHERE id = $1),"
+            " (SELECT max(last_seq) FROM task_runs WHERE execution_id = $1))",
+            id,
+        )
+        return value or 0
+
     async def state(self, id: str) -> State | None:
         """The current state alone: what a waiting client polls."""
         value = await self._pool.fetchval("SELECT state FROM executions WHERE id = $1", id)

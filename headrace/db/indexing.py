@@ -9,7 +9,9 @@ reordering never move a row backwards; within a batch only the highest seq per r
 kept (an upsert may not touch a row twice). Logs are inserted once per id.
 
 Executions that reached a terminal state in the batch are announced with
-`NOTIFY headrace_executions, '<id>'`, delivered when the transaction commits.
+`NOTIFY headrace_executions, '<id>'`, and every execution the batch changed (a state, a
+task run, a log line) with `NOTIFY headrace_changes, '<id>,<id>,…'` (what live followers
+of an execution's logs and states wait on), both delivered when the transaction commits.
 
 PostgreSQL stores no NUL in text (`\x00`) nor in jsonb (`\u0000`): every text value and
 every JSON document is written with NUL replaced by U+FFFD, so a task output holding
@@ -41,6 +43,9 @@ from headrace.messages import (
 from headrace.states import TERMINAL_STATES, State
 
 NOTIFY_CHANNEL = "headrace_executions"
+CHANGES_CHANNEL = "headrace_changes"
+# PostgreSQL refuses a notice payload of 8000 bytes or more.
+MAX_NOTICE_BYTES = 7_900
 
 _TERMINAL = [str(s) for s in TERMINAL_STATES]
 
@@ -250,13 +255,42 @@ async def write_batch(
         if unique_logs:
             await _insert_logs(conn, list(unique_logs.values()))
         answered = await _record_answers(conn, answers) if answers else []
-        # Wakes who waits for these executions' end, or for a command's answer.
+        # Wakes who waits for these executions' end, or for a command's answer; and who
+        # follows any execution the batch changed. One statement for both.
         woken = list(dict.fromkeys([*finished, *answered]))
-        if woken:
+        changed = list(
+            dict.fromkeys(
+                [*executions, *(row.event.execution_id for row in task_runs.values())]
+                + [record.execution_id for record in unique_logs.values()]
+            )
+        )
+        if woken or changed:
+            notices = [(NOTIFY_CHANNEL, _text(i)) for i in woken]
+            notices += [(CHANGES_CHANNEL, ids) for ids in id_lists(changed)]
             await conn.execute(
-                "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id", NOTIFY_CHANNEL, woken
+                "SELECT pg_notify(channel, payload) FROM unnest($1::text[], $2::text[])"
+                " AS notice(channel, payload)",
+                [channel for channel, _ in notices],
+                [payload for _, payload in notices],
             )
     return finished
+
+
+def id_lists(ids: list[str]) -> list[str]:
+    """`ids` as comma-separated lists that fit a notice's payload: a batch changing a
+    thousand executions sends three notices, not a thousand (each costs the commit)."""
+    lists: list[str] = []
+    current: list[str] = []
+    size = 0
+    for execution_id in ids:
+        if current and size + len(execution_id) + 1 > MAX_NOTICE_BYTES:
+            lists.append(",".join(current))
+            current, size = [], 0
+        current.append(execution_id)
+        size += len(execution_id) + 1
+    if current:
+        lists.append(",".join(current))
+    return lists
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,10 @@
-"""Reading an execution's log lines, oldest first, filtered by a minimum level."""
+"""Reading an execution's log lines: a page of them, oldest first, or those after a point."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -13,10 +17,58 @@ LEVEL_ORDER: tuple[LogLevel, ...] = (
     LogLevel.WARN,
     LogLevel.ERROR,
 )
+_COLUMNS = (
+    "n, id, execution_id, namespace, flow_id, task_run_id, task_id, attempt, time, level, message"
+)
 
 
 def levels_at_least(min_level: LogLevel) -> list[str]:
     return [str(level) for level in LEVEL_ORDER[LEVEL_ORDER.index(min_level) :]]
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    """Which lines of an execution: None leaves a criterion out."""
+
+    min_level: LogLevel | None = None
+    task_id: str | None = None
+    task_run_id: str | None = None
+    attempt: int | None = None
+    since: datetime | None = None  # lines at or after
+    until: datetime | None = None  # lines before
+
+    def where(self, first_parameter: int) -> tuple[str, list[Any]]:
+        """SQL conditions (ANDed, each starting with ` AND`) and their arguments, numbered
+        from `$first_parameter`."""
+        conditions: list[str] = []
+        arguments: list[Any] = []
+        for sql, value in (
+            ("level = ANY(${})", self.min_level and levels_at_least(self.min_level)),
+            ("task_id = ${}", self.task_id),
+            ("task_run_id = ${}", self.task_run_id),
+            ("attempt = ${}", self.attempt),
+            ("time >= ${}", self.since),
+            ("time < ${}", self.until),
+        ):
+            if value is not None:
+                arguments.append(value)
+                conditions.append(" AND " + sql.format(first_parameter + len(arguments) - 1))
+        return "".join(conditions), arguments
+
+
+def log_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "executionId": row["execution_id"],
+        "namespace": row["namespace"],
+        "flowId": row["flow_id"],
+        "taskRunId": row["task_run_id"],
+        "taskId": row["task_id"],
+        "attempt": row["attempt"],
+        "timestamp": row["time"],
+        "level": row["level"],
+        "message": row["message"],
+    }
 
 
 class LogRepository:
@@ -29,34 +81,38 @@ class LogRepository:
         min_level: LogLevel | None = None,
         limit: int | None = None,
         offset: int = 0,
+        *,
+        filter: LogFilter | None = None,
     ) -> list[dict]:
-        """Lines at `min_level` or above, oldest first; `limit` lines from `offset` on."""
-        levels = None if min_level is None else levels_at_least(min_level)
+        """Lines matching `filter` (or `min_level`), oldest first; `limit` lines from
+        `offset` on."""
+        filter = filter or LogFilter(min_level=min_level)
+        conditions, arguments = filter.where(4)
         rows = await self._pool.fetch(
-            "SELECT id, execution_id, namespace, flow_id, task_run_id, task_id, attempt,"
-            " time, level, message FROM logs"
-            " WHERE execution_id = $1 AND ($2::text[] IS NULL OR level = ANY($2))"
-            " ORDER BY time, n LIMIT $3 OFFSET $4",
+            f"SELECT {_COLUMNS} FROM logs WHERE execution_id = $1{conditions}"
+            " ORDER BY time, n LIMIT $2 OFFSET $3",
             execution_id,
-            levels,
             limit,
             offset,
+            *arguments,
         )
-        return [
-            {
-                "id": r["id"],
-                "executionId": r["execution_id"],
-                "namespace": r["namespace"],
-                "flowId": r["flow_id"],
-                "taskRunId": r["task_run_id"],
-                "taskId": r["task_id"],
-                "attempt": r["attempt"],
-                "timestamp": r["time"],
-                "level": r["level"],
-                "message": r["message"],
-            }
-            for r in rows
-        ]
+        return [log_json(row) for row in rows]
+
+    async def after(
+        self, execution_id: str, after: int, limit: int, filter: LogFilter | None = None
+    ) -> list[tuple[int, dict]]:
+        """Lines stored after the line numbered `after` (0: from the first), in the order
+        they were stored, each with its number: what a live follower reads next."""
+        conditions, arguments = (filter or LogFilter()).where(4)
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM logs WHERE execution_id = $1 AND n > $2{conditions}"
+            " ORDER BY n LIMIT $3",
+            execution_id,
+            after,
+            limit,
+            *arguments,
+        )
+        return [(row["n"], log_json(row)) for row in rows]
 
     async def exists(self, execution_id: str) -> bool:
         """Whether the execution has any line at all, whatever its level."""

@@ -46,42 +46,52 @@ class _Properties(BaseModel):
 class SequentialProperties(_Properties):
     """Runs its tasks one after the other; it fails at the first that fails."""
 
-    tasks: list[Task] = Field(min_length=1)
+    tasks: list[Task] = Field(min_length=1, description="Run one after the other.")
 
 
 class ParallelProperties(_Properties):
     """Runs its tasks at once (at most `concurrency` at a time); ends when all have."""
 
-    tasks: list[Task] = Field(min_length=1)
-    concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)  # None: all at once
+    tasks: list[Task] = Field(min_length=1, description="Run at once.")
+    concurrency: int | None = Field(
+        default=None, ge=1, le=MAX_CONCURRENCY, description="At most this many at a time."
+    )
 
 
 class DagTask(_Properties):
-    task: Task
-    depends_on: list[str] = Field(default_factory=list)
+    task: Task = Field(description="The task.")
+    depends_on: list[str] = Field(
+        default_factory=list, description="Ids of the tasks of this dag that must succeed first."
+    )
 
 
 class DagProperties(_Properties):
     """Runs its tasks as soon as the tasks each `dependsOn` have succeeded."""
 
-    tasks: list[DagTask] = Field(min_length=1)
-    concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
+    tasks: list[DagTask] = Field(min_length=1, description="Each a `task` and its `dependsOn`.")
+    concurrency: int | None = Field(
+        default=None, ge=1, le=MAX_CONCURRENCY, description="At most this many at a time."
+    )
 
 
 class IfProperties(_Properties):
     """Runs `then` when `condition` renders true, else `else`."""
 
-    condition: Any  # an expression, or a plain boolean
-    then: list[Task] = Field(min_length=1)
-    else_: list[Task] = Field(default_factory=list, alias="else")
+    condition: Any = Field(description="An expression, or a plain boolean.")
+    then: list[Task] = Field(min_length=1, description="Run when `condition` is true.")
+    else_: list[Task] = Field(
+        default_factory=list, alias="else", description="Run when `condition` is false."
+    )
 
 
 class SwitchProperties(_Properties):
     """Runs the case named by `value`'s text, or `defaults` when no case matches."""
 
-    value: Any  # an expression; its text selects the case
-    cases: dict[str, list[Task]] = Field(default_factory=dict)
-    defaults: list[Task] = Field(default_factory=list)
+    value: Any = Field(description="An expression; its text selects the case.")
+    cases: dict[str, list[Task]] = Field(
+        default_factory=dict, description="Tasks by the text of `value` that runs them."
+    )
+    defaults: list[Task] = Field(default_factory=list, description="Run when no case matches.")
 
 
 class ForEachProperties(_Properties):
@@ -90,9 +100,11 @@ class ForEachProperties(_Properties):
     `concurrencyLimit` items at a time; 0 runs every item at once.
     """
 
-    values: list[Any] | str  # a list, or an expression giving one
-    concurrency_limit: int = Field(default=1, ge=0, le=MAX_CONCURRENCY)  # 0: every item at once
-    tasks: list[Task] = Field(min_length=1)
+    values: list[Any] | str = Field(description="A list, or an expression giving one.")
+    concurrency_limit: int = Field(
+        default=1, ge=0, le=MAX_CONCURRENCY, description="Items at a time; 0: every item at once."
+    )
+    tasks: list[Task] = Field(min_length=1, description="Run once per item.")
 
 
 class SubflowProperties(_Properties):
@@ -101,24 +113,37 @@ class SubflowProperties(_Properties):
     With `transmitFailed` (the default) a failed subflow fails this task.
     """
 
-    namespace: str = Field(pattern=NAMESPACE_PATTERN)
-    flow_id: str = Field(pattern=ID_PATTERN)
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    wait: bool = True
-    transmit_failed: bool = True
+    namespace: str = Field(pattern=NAMESPACE_PATTERN, description="The called flow's namespace.")
+    flow_id: str = Field(pattern=ID_PATTERN, description="The called flow's id.")
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="The called flow's inputs; may hold expressions."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels of the execution started."
+    )
+    wait: bool = Field(
+        default=True,
+        description="Wait for the called execution's end; its state and outputs become this task's.",
+    )
+    transmit_failed: bool = Field(
+        default=True, description="A failed subflow fails this task (with `wait`)."
+    )
 
 
 class PauseProperties(_Properties):
     """Pauses the execution: for `delay`, or until it is resumed (API or CLI)."""
 
-    delay: Duration | None = None  # None: wait for a manual resume
+    delay: Duration | None = Field(
+        default=None, description="Resume by itself after this long; none: wait for a resume."
+    )
 
 
 class FailProperties(_Properties):
     """Fails the task run with `message`: ends a branch that must not be reached."""
 
-    message: str = "failed on purpose"
+    message: str = Field(
+        default="failed on purpose", description="The reason; may hold expressions."
+    )
 
 
 PROPERTY_MODELS: dict[str, type[_Properties]] = {

@@ -464,9 +464,7 @@ def _trigger_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
             )
             continue
         properties = {k: v for k, v in trigger.items() if k not in _TRIGGER_KEYS}
-        errors.extend(
-            _property_errors(model, properties, trigger_type, tree, loc, what="trigger type")
-        )
+        errors.extend(_property_errors(model, properties, trigger_type, tree, loc, what=TRIGGER))
     return errors
 
 
@@ -509,6 +507,9 @@ def _webhook_key_copies(data: dict[str, Any], tree: Any) -> list[FlowError]:
     return errors
 
 
+TRIGGER = "trigger type"
+
+
 def _property_errors(
     model: type[BaseModel],
     properties: dict[str, Any],
@@ -546,8 +547,9 @@ def _property_errors(
                     )
                 )
                 continue
-            if kind != "missing" and _is_template_at(properties, where):
-                continue  # rendered at run time: its type is only known then
+            if kind != "missing" and what != TRIGGER and _is_template_at(properties, where):
+                continue  # rendered at run time: its type is only known then (a
+                # trigger's properties are read as written: nothing renders them)
             message, hint = _describe(err, where, model)
             if kind == "missing":
                 message = f"property {where[-1]!r} is required by {what} {task_type!r}"

@@ -52,28 +52,44 @@ class Input(_Model):
     """One declared input. Which rule keys fit which type is checked by the loader
     (`headrace.flow.inputs.definition_errors`), so that each problem gets its own path."""
 
-    id: str = Field(pattern=ID_PATTERN)
-    type: InputType
-    display_name: str | None = None
-    description: str | None = None
-    required: bool = True
-    defaults: Any = None
-    values: list[str] | None = None  # ENUM / SELECT (and ARRAY of them)
-    item_type: InputType | None = None  # ARRAY
-    validator: str | None = None  # STRING: a regex the whole value must match
-    min: int | float | None = Field(default=None, allow_inf_nan=False)  # INT / FLOAT, inclusive
-    max: int | float | None = Field(default=None, allow_inf_nan=False)
-    after: str | None = None  # DATETIME, ISO-8601, exclusive
-    before: str | None = None
+    id: str = Field(pattern=ID_PATTERN, description="Expressions read it as `{{ inputs.<id> }}`.")
+    type: InputType = Field(description="The type the given value is coerced to.")
+    display_name: str | None = Field(default=None, description="A label for forms.")
+    description: str | None = Field(default=None, description="Help for whoever gives the value.")
+    required: bool = Field(
+        default=True, description="An execution without a value (and no `defaults`) is refused."
+    )
+    defaults: Any = Field(default=None, description="The value when none is given.")
+    values: list[str] | None = Field(
+        default=None, description="SELECT, ENUM (and an ARRAY of them): the allowed values."
+    )
+    item_type: InputType | None = Field(default=None, description="ARRAY: the type of each item.")
+    validator: str | None = Field(
+        default=None, description="STRING: a regular expression the whole value must match."
+    )
+    min: int | float | None = Field(
+        default=None, allow_inf_nan=False, description="INT, FLOAT: the smallest value allowed."
+    )
+    max: int | float | None = Field(
+        default=None, allow_inf_nan=False, description="INT, FLOAT: the largest value allowed."
+    )
+    after: str | None = Field(
+        default=None, description="DATETIME: values must be later than this (ISO-8601)."
+    )
+    before: str | None = Field(
+        default=None, description="DATETIME: values must be earlier than this (ISO-8601)."
+    )
 
 
 class FlowOutput(_Model):
     """A value the flow returns: `value` is an expression the core renders at the end."""
 
-    id: str = Field(pattern=ID_PATTERN)
-    type: InputType | None = None  # when set, the rendered value is coerced to it
-    description: str | None = None
-    value: Any
+    id: str = Field(pattern=ID_PATTERN, description="Its name in the execution's outputs.")
+    type: InputType | None = Field(
+        default=None, description="When set, the rendered value is coerced to this type."
+    )
+    description: str | None = Field(default=None, description="What the value is.")
+    value: Any = Field(description="An expression, rendered when the execution ends.")
 
 
 class ConcurrencyBehavior(StrEnum):
@@ -85,28 +101,51 @@ class ConcurrencyBehavior(StrEnum):
 class Concurrency(_Model):
     """How many executions of this flow may run at once (enforced by the executor)."""
 
-    limit: int = Field(ge=1, le=MAX_CONCURRENCY)
-    behavior: ConcurrencyBehavior = ConcurrencyBehavior.QUEUE
+    limit: int = Field(ge=1, le=MAX_CONCURRENCY, description="Executions running at once.")
+    behavior: ConcurrencyBehavior = Field(
+        default=ConcurrencyBehavior.QUEUE,
+        description="Beyond the limit: QUEUE (wait), CANCEL or FAIL the new execution.",
+    )
 
 
 class PluginDefault(_Model):
     """Property values merged into every task of `type` (the loader applies them)."""
 
-    type: str = Field(min_length=1)
-    values: dict[str, Any]
-    forced: bool = False  # when true, these values win over the task's own
+    type: str = Field(min_length=1, description="The task type (ours or Kestra's name).")
+    values: dict[str, Any] = Field(description="Properties given to every task of `type`.")
+    forced: bool = Field(
+        default=False, description="When true, these values win over the task's own."
+    )
 
 
 class RetryPolicy(_Model):
     """How often, and after how long, a failed task is attempted again."""
 
-    type: Literal["constant", "exponential", "random"]
-    interval: Duration | None = None  # constant and exponential
-    max_attempts: int = Field(ge=1, le=MAX_ATTEMPTS)
-    max_duration: Duration | None = None
-    max_interval: Duration | None = None  # the cap (exponential), the upper bound (random)
-    min_interval: Duration | None = None  # random
-    delay_factor: float = Field(default=2.0, gt=1.0, allow_inf_nan=False)
+    type: Literal["constant", "exponential", "random"] = Field(
+        description="constant: `interval` each time; exponential: `interval` times"
+        " `delayFactor` per attempt; random: between `minInterval` and `maxInterval`."
+    )
+    interval: Duration | None = Field(
+        default=None, description="constant, exponential: the (first) wait, e.g. PT10S."
+    )
+    max_attempts: int = Field(
+        ge=1, le=MAX_ATTEMPTS, description="Attempts in all, the first one included."
+    )
+    max_duration: Duration | None = Field(
+        default=None, description="No attempt starts this long after the first one."
+    )
+    max_interval: Duration | None = Field(
+        default=None, description="exponential: the longest wait; random: the upper bound."
+    )
+    min_interval: Duration | None = Field(
+        default=None, description="random: the lower bound of the wait."
+    )
+    delay_factor: float = Field(
+        default=2.0,
+        gt=1.0,
+        allow_inf_nan=False,
+        description="exponential: each wait is the previous one times this.",
+    )
 
     @model_validator(mode="after")
     def _intervals_fit_the_type(self) -> RetryPolicy:
@@ -178,15 +217,25 @@ class Task(_Model):
         alias_generator=to_camel, populate_by_name=True, frozen=True, extra="allow"
     )
 
-    id: str = Field(pattern=ID_PATTERN)
-    type: str
-    description: str | None = None
-    retry: RetryPolicy | None = None
-    timeout: Duration | None = None
-    # Kestra's: a failure ends the task run WARNING and the flow goes on.
-    allow_failure: bool = False
-    disabled: bool = False  # skipped entirely, as if absent
-    run_if: Any = None  # an expression; when it renders false the task run is SKIPPED
+    id: str = Field(
+        pattern=ID_PATTERN,
+        description="Unique in the flow; expressions read its outputs as `outputs.<id>`.",
+    )
+    type: str = Field(description="The task type: ours, or Kestra's name for it.")
+    description: str | None = Field(default=None, description="What the task does, for readers.")
+    retry: RetryPolicy | None = Field(
+        default=None, description="How often, and after how long, a failed attempt is retried."
+    )
+    timeout: Duration | None = Field(
+        default=None, description="An attempt running longer fails, e.g. PT10M."
+    )
+    allow_failure: bool = Field(
+        default=False, description="A failure ends the task run WARNING and the flow goes on."
+    )
+    disabled: bool = Field(default=False, description="Skipped entirely, as if absent.")
+    run_if: Any = Field(
+        default=None, description="An expression; when it renders false the task is SKIPPED."
+    )
 
     @field_validator("type")
     @classmethod
@@ -217,10 +266,10 @@ class Trigger(_Model):
         alias_generator=to_camel, populate_by_name=True, frozen=True, extra="allow"
     )
 
-    id: str = Field(pattern=ID_PATTERN)
-    type: str
-    description: str | None = None
-    disabled: bool = False
+    id: str = Field(pattern=ID_PATTERN, description="Unique among the flow's triggers.")
+    type: str = Field(description="The trigger type: ours, or Kestra's name for it.")
+    description: str | None = Field(default=None, description="What starts the flow, for readers.")
+    disabled: bool = Field(default=False, description="Starts nothing until enabled again.")
 
     @property
     def properties(self) -> dict[str, Any]:
@@ -246,24 +295,42 @@ class Trigger(_Model):
 
 
 class Flow(_Model):
-    id: str = Field(pattern=ID_PATTERN)
-    namespace: str = Field(pattern=NAMESPACE_PATTERN)
-    description: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    inputs: list[Input] = Field(default_factory=list)
+    """A flow: its tasks, and what starts them (docs/flows.md)."""
+
+    id: str = Field(pattern=ID_PATTERN, description="Unique in its namespace.")
+    namespace: str = Field(pattern=NAMESPACE_PATTERN, description="e.g. company.team")
+    description: str | None = Field(default=None, description="What the flow does, for readers.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Given to every execution, e.g. `team: data`."
+    )
+    inputs: list[Input] = Field(
+        default_factory=list, description="Values given when an execution starts."
+    )
     # Rendered by the core with the execution's context; expressions read them as `vars`.
-    variables: dict[str, Any] = Field(default_factory=dict)
-    outputs: list[FlowOutput] = Field(default_factory=list)
-    concurrency: Concurrency | None = None
-    # A disabled flow keeps its definition but cannot be started (the gateway refuses).
-    disabled: bool = False
+    variables: dict[str, Any] = Field(
+        default_factory=dict, description="Values expressions read as `{{ vars.<name> }}`."
+    )
+    outputs: list[FlowOutput] = Field(
+        default_factory=list, description="Values the flow returns when it ends."
+    )
+    concurrency: Concurrency | None = Field(
+        default=None, description="How many executions of this flow may run at once."
+    )
+    disabled: bool = Field(default=False, description="Kept, but cannot be started.")
     # Already merged into the tasks by the loader; kept for export and display.
-    plugin_defaults: list[PluginDefault] = Field(default_factory=list)
-    tasks: list[Task] = Field(min_length=1)
-    # Run when a task of `tasks` fails, and always at the end (Kestra's `errors`/`finally`).
-    errors: list[Task] = Field(default_factory=list)
-    finally_: list[Task] = Field(default_factory=list, alias="finally")
-    triggers: list[Trigger] = Field(default_factory=list)
+    plugin_defaults: list[PluginDefault] = Field(
+        default_factory=list, description="Property values given to every task of a type."
+    )
+    tasks: list[Task] = Field(min_length=1, description="Run in order, one after the other.")
+    errors: list[Task] = Field(
+        default_factory=list, description="Run when a task of `tasks` fails."
+    )
+    finally_: list[Task] = Field(
+        default_factory=list, alias="finally", description="Always run at the end."
+    )
+    triggers: list[Trigger] = Field(
+        default_factory=list, description="What starts the flow besides the API and the CLI."
+    )
 
     @field_validator("labels", mode="before")
     @classmethod

@@ -60,17 +60,25 @@ class TriggerProperties(BaseModel):
         alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
     )
 
-    # Inputs of the execution the trigger starts; may hold expressions over `trigger`.
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Inputs of the executions it starts; may hold expressions over `trigger`.",
+    )
 
 
 class ScheduleTrigger(TriggerProperties):
     """A cron schedule, evaluated in `timezone` (daylight-saving aware)."""
 
-    cron: str
-    timezone: str = "UTC"
-    # After downtime: start every missed tick (ALL), only the latest (LAST), or none.
-    recover_missed_schedules: Literal["ALL", "LAST", "NONE"] = "ALL"
+    cron: str = Field(
+        description="5 fields (minute hour day month weekday), an optional 6th for seconds,"
+        " or a macro such as @daily."
+    )
+    timezone: str = Field(default="UTC", description="e.g. Europe/Paris.")
+    recover_missed_schedules: Literal["ALL", "LAST", "NONE"] = Field(
+        default="ALL",
+        description="After downtime: start every missed tick (ALL), only the latest (LAST),"
+        " or none.",
+    )
 
     @field_validator("cron")
     @classmethod
@@ -101,19 +109,30 @@ class ScheduleTrigger(TriggerProperties):
 class WebhookTrigger(TriggerProperties):
     """`POST|GET /api/v1/executions/webhook/{namespace}/{flowId}/{key}` starts the flow."""
 
-    key: str = Field(min_length=MIN_WEBHOOK_KEY_LENGTH)
-    # Expressions over `trigger.body`, `trigger.headers`, `trigger.parameters`: all must
-    # be true, else the request is accepted and nothing starts.
-    conditions: list[str] = Field(default_factory=list)
+    key: str = Field(
+        min_length=MIN_WEBHOOK_KEY_LENGTH,
+        description="The secret last part of the webhook's URL (16 characters or more).",
+    )
+    conditions: list[str] = Field(
+        default_factory=list,
+        description="Expressions over `trigger.body`, `trigger.headers`, `trigger.parameters`:"
+        " all must be true, else the request is accepted and nothing starts.",
+    )
 
 
 class UpstreamFlow(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    namespace: str
-    flow_id: str | None = None  # None: any flow of the namespace
-    states: list[State] = Field(default_factory=lambda: [State.SUCCESS])
-    labels: dict[str, str] = Field(default_factory=dict)
+    namespace: str = Field(description="The upstream flow's namespace.")
+    flow_id: str | None = Field(
+        default=None, description="The upstream flow's id; none: any flow of the namespace."
+    )
+    states: list[State] = Field(
+        default_factory=lambda: [State.SUCCESS], description="End states that count."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels the upstream execution must have."
+    )
 
     @property
     def condition_key(self) -> str:
@@ -143,14 +162,22 @@ class TimeWindow(BaseModel):
         alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
     )
 
-    type: Literal["DURATION_WINDOW", "SLIDING_WINDOW"] = "DURATION_WINDOW"
-    window: Duration = timedelta(days=1)  # Kestra's default
-    window_advance: Duration | None = None
+    type: Literal["DURATION_WINDOW", "SLIDING_WINDOW"] = Field(
+        default="DURATION_WINDOW",
+        description="DURATION_WINDOW: consecutive windows of `window`; SLIDING_WINDOW: the"
+        " `window` up to the newest upstream end.",
+    )
+    window: Duration = Field(  # Kestra's default
+        default=timedelta(days=1), description="How long a window lasts, e.g. PT1H or P1D."
+    )
+    window_advance: Duration | None = Field(
+        default=None, description="DURATION_WINDOW: shifts the windows from midnight UTC."
+    )
     # DAILY_* windows only; declared so their keys get a "not supported" error, not
     # an "unknown key" one.
-    deadline: Any = None
-    start_time: Any = None
-    end_time: Any = None
+    deadline: Any = Field(default=None, description="DAILY_TIME_* windows: not supported yet.")
+    start_time: Any = Field(default=None, description="DAILY_TIME_* windows: not supported yet.")
+    end_time: Any = Field(default=None, description="DAILY_TIME_* windows: not supported yet.")
 
     @field_validator("type", mode="before")
     @classmethod
@@ -194,13 +221,25 @@ class Preconditions(BaseModel):
 
     # Kestra names the condition set with it; accepted so their flows load, while the
     # progress is kept per trigger (namespace, flow, trigger id).
-    id: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
-    flows: list[UpstreamFlow] = Field(min_length=1)
-    time_window: TimeWindow = Field(default_factory=TimeWindow)
-    # True (Kestra's default): once fired, every condition must be met again in the
-    # window. False: each further end that meets a condition in the window fires again.
-    reset_on_success: bool = True
-    where: Any = None  # Kestra's execution filters: refused, see the validator
+    id: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$",
+        description="Kestra's name for the condition set: accepted, not needed.",
+    )
+    flows: list[UpstreamFlow] = Field(
+        min_length=1, description="Upstream executions that must all have ended."
+    )
+    time_window: TimeWindow = Field(
+        default_factory=TimeWindow, description="Within what time all must be met."
+    )
+    reset_on_success: bool = Field(
+        default=True,
+        description="True: once fired, every condition must be met again in the window."
+        " False: each further end that meets a condition in the window fires again.",
+    )
+    where: Any = Field(  # Kestra's execution filters: refused, see the validator
+        default=None, description="Not supported yet: describe the upstream executions in `flows`."
+    )
 
     @field_validator("where")
     @classmethod
@@ -223,14 +262,19 @@ class FlowTrigger(TriggerProperties):
     """Start when upstream flows' executions end in the given states: when the only
     upstream ends, or, with several, once all of them ended within the time window."""
 
-    preconditions: Preconditions
+    preconditions: Preconditions = Field(description="Which upstream executions start it.")
 
 
 class KafkaBatch(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    max_records: int = Field(default=500, ge=1, le=MAX_CONCURRENCY)
-    max_duration: Duration = timedelta(seconds=5)
+    max_records: int = Field(
+        default=500, ge=1, le=MAX_CONCURRENCY, description="Messages per execution, at most."
+    )
+    max_duration: Duration = Field(
+        default=timedelta(seconds=5),
+        description="A batch spans at most this long from its first message.",
+    )
 
 
 # An Avro schema as JSON: a record/enum/... object, a union list, or a type name.
@@ -242,20 +286,35 @@ _AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 class KafkaTrigger(TriggerProperties):
     """Start an execution per message (or per batch) of a Kafka topic."""
 
-    topic: str
-    bootstrap_servers: str | None = None  # None: headrace's own Kafka
-    group_id: str | None = None  # None: one group per trigger
-    value_deserializer: Literal["JSON", "STRING", "AVRO"] = "JSON"
+    topic: str = Field(description="The topic to read.")
+    bootstrap_servers: str | None = Field(
+        default=None, description="host:port of the brokers; none: headrace's own Kafka."
+    )
+    group_id: str | None = Field(
+        default=None, description="The consumer group; none: one group per trigger."
+    )
+    value_deserializer: Literal["JSON", "STRING", "AVRO"] = Field(
+        default="JSON", description="How message values are read."
+    )
     # AVRO only. A user topic has no schema of ours: the flow names the writer schema
     # inline, or where to look it up by the id each message carries, or both (then the
     # registry's schema is the writer's and the inline one the reader's).
-    avro_schema: AvroSchema | None = None
-    schema_registry_url: str | None = None
+    avro_schema: AvroSchema | None = Field(
+        default=None, description="AVRO: the writer schema (a mapping, JSON text or a type name)."
+    )
+    schema_registry_url: str | None = Field(
+        default=None, description="AVRO: a Confluent Schema Registry to look schemas up in."
+    )
     # How a value is framed: CONFLUENT (magic byte 0, 4-byte schema id, Avro body) or
     # RAW (the Avro body alone). Bytes cannot tell them apart reliably: a raw body may
     # start with 0 too (a null union branch, a zero int), so the flow says which.
-    avro_format: Literal["CONFLUENT", "RAW"] = "CONFLUENT"
-    batch: KafkaBatch | None = None  # None: one execution per message
+    avro_format: Literal["CONFLUENT", "RAW"] = Field(
+        default="CONFLUENT",
+        description="AVRO: CONFLUENT (a 5-byte header, then Avro) or RAW (Avro alone).",
+    )
+    batch: KafkaBatch | None = Field(
+        default=None, description="One execution per batch; none: one per message."
+    )
 
     @field_validator("avro_schema", mode="before")
     @classmethod

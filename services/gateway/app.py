@@ -35,8 +35,11 @@ from headrace.flow_store import FlowStore
 from headrace.kafka import make_producer
 from headrace.services.gateway import (
     executions_api,
+    files_api,
     flows_api,
+    follow,
     logs_api,
+    namespace_files_api,
     plugins_api,
     triggers_api,
     webhooks_api,
@@ -48,9 +51,11 @@ from headrace.services.gateway.context import GATEWAY, Gateway, gateway
 from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.flows_index import index_flows
+from headrace.services.gateway.follow import ChangeFeed
 from headrace.services.gateway.metrics import metrics
 from headrace.services.gateway.responses import error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
+from headrace.storage import Storage
 from headrace.topics.definitions import FLOWS
 
 log = logging.getLogger(__name__)
@@ -132,9 +137,12 @@ def make_app(
     flows_api.add_routes(app, API_PREFIX)
     webhooks_api.add_routes(app, API_PREFIX)  # before the generic /executions routes
     executions_api.add_routes(app, API_PREFIX)
+    files_api.add_routes(app, API_PREFIX)
     logs_api.add_routes(app, API_PREFIX)
+    follow.add_routes(app, API_PREFIX)
     triggers_api.add_routes(app, API_PREFIX)
     plugins_api.add_routes(app, API_PREFIX)
+    namespace_files_api.add_routes(app, API_PREFIX)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
@@ -167,6 +175,7 @@ async def run_gateway(
         waiter = ExecutionWaiter(settings.database_url, executions)
         await waiter.start()
         stack.push_async_callback(waiter.close)
+        changes = ChangeFeed(settings.database_url)
         flow_loader = FlowLoader()
         stack.callback(flow_loader.close)
         await flow_loader.start()
@@ -180,10 +189,15 @@ async def run_gateway(
             flow_log=flow_log,
             producer_started=True,
             flow_loader=flow_loader,
+            storage=Storage(settings.storage_path()),
+            changes=changes,
         )
         runner = make_runner(make_app(gw, authenticator, HostPolicy.from_settings(settings)))
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
+        # Runs before the cleanup (last pushed, first run): live streams end at once
+        # instead of holding the server's shutdown up.
+        stack.push_async_callback(changes.close)
         site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
         await site.start()
         port = _bound_port(runner, settings.gateway_port)

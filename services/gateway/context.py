@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
@@ -14,6 +15,10 @@ from headrace.flow_log import FlowLog
 from headrace.flow_store import FlowStore
 from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.waiter import ExecutionWaiter
+from headrace.storage import Storage
+
+if TYPE_CHECKING:  # follow.py reads the Gateway: imported for annotations only
+    from headrace.services.gateway.follow import ChangeFeed
 
 
 @dataclass
@@ -27,6 +32,10 @@ class Gateway:
     waiter: ExecutionWaiter
     # Flows and trigger switches as the `flows` topic has them: starts need no database.
     flow_log: FlowLog
+    # The file storage the workers share (headrace/storage.py): downloads, namespace files.
+    storage: Storage | None = None
+    # Wakes live followers of executions (services/gateway/follow.py).
+    changes: ChangeFeed | None = None
     producer_started: bool = False
     # Parses and validates YAML off the event loop (its pool starts on first use).
     flow_loader: FlowLoader = field(default_factory=FlowLoader)

@@ -1,4 +1,5 @@
-"""`/api/v1/flows`: store, read, list, delete and validate flows (YAML bodies)."""
+"""`/api/v1/flows`: store, read, list, delete and validate flows (YAML bodies), and the
+JSON Schema of flows for editors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from aiohttp import web
 
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
+from headrace.flow_schema import MEDIA_TYPE, flow_json_schema_bytes
 from headrace.flow_store import FlowExistsError, FlowsUnavailable
 from headrace.messages import FlowRevision
 from headrace.services.gateway.auth import can_write
@@ -150,9 +152,22 @@ async def validate_flow(request: web.Request) -> web.Response:
     return json_response({"valid": True, "errors": [], "namespace": flow.namespace, "id": flow.id})
 
 
+async def flow_schema(request: web.Request) -> web.Response:
+    """The JSON Schema of flows for the task types installed here (docs/editors.md).
+
+    Served as `application/schema+json`, the media type JSON Schema registers: it says
+    what the document is, and its `+json` suffix lets any JSON reader take it. Built
+    once per process: it only changes when connectors are installed or removed.
+    """
+    return web.Response(body=flow_json_schema_bytes(), content_type=MEDIA_TYPE)
+
+
 def add_routes(app: web.Application, prefix: str) -> None:
     app.router.add_post(f"{prefix}/flows", create_flow)
     app.router.add_post(f"{prefix}/flows/validate", validate_flow)
+    # Before any `/flows/{namespace}` route, which would otherwise take `schema` for a
+    # namespace (routes match in the order they are added).
+    app.router.add_get(f"{prefix}/flows/schema", flow_schema)
     app.router.add_get(f"{prefix}/flows", list_flows)
     app.router.add_get(prefix + "/flows/{namespace}/{id}", get_flow)
     app.router.add_put(prefix + "/flows/{namespace}/{id}", put_flow)

@@ -57,6 +57,7 @@ from headrace.secret_markers import resolve_secrets
 from headrace.services.worker.masking import Masker
 from headrace.services.worker.reaper import ATTEMPT_DIRECTORY_PREFIX
 from headrace.states import State
+from headrace.storage import Storage, TaskFiles
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,17 @@ async def _attempt_directory(needed: bool, guard: ProcessGuard | None) -> AsyncI
                 guard.forget_directory(path)
 
 
+def task_files(storage: Storage, request: TaskRequest) -> TaskFiles:
+    return TaskFiles(
+        storage,
+        namespace=request.namespace,
+        flow_id=request.flow_id,
+        execution_id=request.execution_id,
+        task_id=request.task_id,
+        task_run_id=request.task_run_id,
+    )
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -172,12 +184,14 @@ async def run_attempt(
     run_nonce: str | None = None,
     process_guard: ProcessGuard | None = None,
     default_timeout: timedelta = DEFAULT_TASK_TIMEOUT,
+    storage: Storage | None = None,
 ) -> TaskResult:
     """Run `request` to its end and describe the outcome.
 
     Raises only `CancelledError` and what `publish_log` raised (an infrastructure failure:
     the attempt then has no result). `secrets`: the worker's, by name; all are masked.
-    `default_timeout` bounds an attempt whose request has no `timeout_ms`.
+    `default_timeout` bounds an attempt whose request has no `timeout_ms`. `storage`: the
+    shared file storage the attempt's `context.files` writes to and reads from.
     """
     started_at = _now()
     nonce = run_nonce or new_run_nonce()
@@ -266,6 +280,7 @@ async def run_attempt(
                 log_sink=log_sink,
                 workdir=workdir,
                 process_guard=process_guard,
+                files=None if storage is None else task_files(storage, request),
             )
             deadline = asyncio.timeout(limit.seconds)
             try:

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 
 from headrace import codec
 from headrace.config import Settings
+from headrace.connectors.base import Connector
 from headrace.connectors.network_policy import NetworkPolicy
 from headrace.consume import consume, decode
 from headrace.errors import HeadraceError
@@ -41,7 +42,9 @@ from headrace.services.worker.offsets import OffsetTracker
 from headrace.services.worker.publisher import AttemptPublisher, PublishAborted
 from headrace.services.worker.reaper import Reaper
 from headrace.services.worker.runner import PublishLog, new_run_nonce, run_attempt
+from headrace.services.worker.sweeper import sweep_periodically
 from headrace.states import State
+from headrace.storage import Storage
 from headrace.topics.definitions import LOGS, TASK_REQUESTS, TASK_RESULTS
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,8 @@ class Worker:
         *,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
         secrets: Mapping[str, str] | None = None,
+        connectors: Mapping[str, type[Connector]] | None = None,
+        on_attempt_end: Callable[[AttemptKey], None] | None = None,
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
@@ -105,6 +110,11 @@ class Worker:
         self._capacity = max(1, settings.worker_concurrency)
         self._grace_s = shutdown_grace_s
         self._secrets = dict(secrets or {})  # by name: resolved for tasks, all masked
+        # Task type -> connector; None: the installed ones (the test kit passes its own).
+        self._connectors = connectors
+        # Called when the worker is done with an attempt: its lines and result
+        # acknowledged by the broker, or given up (the test kit waits on it).
+        self._on_attempt_end = on_attempt_end
         self._stop = asyncio.Event()  # replaced by the one `run` gets
         self._running: dict[AttemptKey, _Running] = {}
         self._kills = RecentKeys()
@@ -120,6 +130,7 @@ class Worker:
         self._consumer = make_consumer(settings, group_id=WORKER_GROUP, client_id=worker_id)
         self._producer = make_producer(settings, client_id=worker_id)
         self.reaper = Reaper()
+        self.storage = Storage(settings.storage_path())
 
     async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         """Serve until `stop` is set; `ready()` is called once partitions are assigned and
@@ -141,6 +152,14 @@ class Worker:
             try:
                 log.info("worker %s started (concurrency %d)", self.worker_id, self._capacity)
                 committer = asyncio.create_task(self._commit_periodically())
+                sweeper = asyncio.create_task(
+                    sweep_periodically(
+                        self.storage,
+                        self.settings.execution_retention,
+                        label=f"worker {self.worker_id}",
+                    ),
+                    name="storage sweep",
+                )
                 kills = asyncio.create_task(self._follow_kills(stop))
                 try:
                     await self._fetch_until(stop, kills)
@@ -149,7 +168,7 @@ class Worker:
                         await self._drain()
                     finally:
                         try:
-                            await self._end_background(committer, kills)
+                            await self._end_background(committer, kills, sweeper)
                         finally:
                             # Whatever failed above, finished attempts are not run twice.
                             await self.commit()
@@ -302,6 +321,8 @@ class Worker:
             log.warning("%s; the request will be redelivered", exc)
         finally:
             self._release_slot(self._running.pop(key))
+            if self._on_attempt_end is not None:
+                self._on_attempt_end(key)
 
     async def _run_unless_killed(
         self,
@@ -335,9 +356,11 @@ class Worker:
                     worker_id=self.worker_id,
                     publish_log=publish_log,
                     secrets=self._secrets,
+                    connectors=self._connectors,
                     run_nonce=run_id,
                     process_guard=self.reaper,
                     default_timeout=self.settings.worker_task_timeout,
+                    storage=self.storage,
                 )
             )
             self._running[key].connector = connector

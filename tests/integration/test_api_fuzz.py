@@ -187,6 +187,12 @@ _PARAM_NAMES = st.sampled_from(
         "labels",
         "minLevel",
         "taskRunId",
+        "taskId",
+        "startDate",
+        "endDate",
+        "lastEventId",
+        "recursive",
+        "path",
         "x",
     ]
 )
@@ -256,7 +262,17 @@ ROUTES = [
     ("POST", "/api/v1/executions/{}/replay"),
     ("POST", "/api/v1/executions/webhook/{}/{}/{}"),
     ("GET", "/api/v1/executions/webhook/{}/{}/{}"),
+    ("GET", "/api/v1/executions/{}/file"),
+    ("GET", "/api/v1/executions/{}/file/metas"),
     ("GET", "/api/v1/logs/{}"),
+    ("GET", "/api/v1/logs/{}/download"),
+    ("GET", "/api/v1/logs/{}/follow"),
+    ("GET", "/api/v1/executions/{}/follow"),
+    ("GET", "/api/v1/flows/schema"),
+    ("GET", "/api/v1/namespaces/{}/files/directory"),
+    ("GET", "/api/v1/namespaces/{}/files"),
+    ("POST", "/api/v1/namespaces/{}/files"),
+    ("DELETE", "/api/v1/namespaces/{}/files"),
     ("GET", "/api/v1/plugins"),
     ("GET", "/api/v1/plugins/{}"),
     ("GET", "/api/v1/triggers"),
@@ -276,7 +292,9 @@ class Request:
 
     @property
     def waits(self) -> bool:
-        return "wait=" in self.path
+        """A request that may rightly take longer than REQUEST_TIMEOUT_S: `wait=true`,
+        or a live stream (which also waits a few seconds for an id the index lacks)."""
+        return "wait=" in self.path or self.path.split("?")[0].endswith("/follow")
 
 
 @st.composite

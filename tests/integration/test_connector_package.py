@@ -40,4 +40,4 @@ def test_the_connector_template_installs_registers_and_passes_its_tests(tmp_path
         text=True,
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "4 passed" in tests.stdout
+    assert "5 passed" in tests.stdout

@@ -9,6 +9,7 @@ it once or twice and checks all it can on that run.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import tempfile
@@ -27,8 +28,10 @@ import pytest
 
 from headrace.connectors.dbt import OWN_DIRECTORY, DbtBuildProperties, options
 from headrace.messages import LogLevel
+from headrace.namespace_storage import put_namespace_file
 from headrace.states import State
-from headrace.testing import TaskRun, run_task
+from headrace.storage import Storage
+from headrace.testing import TEST_NAMESPACE, TaskRun, run_task
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "dbt_project"
 PROJECT = "headrace_test"  # the fixture's dbt project name
@@ -190,6 +193,45 @@ async def test_cli_runs_its_commands_in_order_on_input_files(warehouse: Warehous
     assert sorted(nodes[1:]) == TESTS_PASSED
     assert (run.outputs["summary"]["success"], run.outputs["summary"]["pass"]) == (1, 2)
     assert await fetch(warehouse.url, f"SELECT count(*) FROM {schema}.stg_orders") == [(3,)]
+
+
+async def test_a_project_kept_as_namespace_files_is_copied_and_built(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """The project as `headrace namespace files sync` leaves it: in the storage, under
+    the flow's namespace; `namespaceFiles` copies it into the attempt's directory."""
+    storage = Storage(tmp_path / "storage")
+    for path in FIXTURE.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as source:
+                name = f"shop/{path.relative_to(FIXTURE)}"
+                put_namespace_file(storage, TEST_NAMESPACE, name, source)
+    put_namespace_file(storage, TEST_NAMESPACE, "notes/readme.txt", io.BytesIO(b"not dbt"))
+    schema = unique_schema()
+    run = await run_task(
+        "dbt.run",
+        {
+            "namespaceFiles": {"enabled": True, "include": ["shop"]},
+            "projectDir": "shop",
+            "profiles": warehouse.profiles(schema),
+            "select": ["stg_orders"],
+            "env": {"HEADRACE_TEST_RAW_SCHEMA": warehouse.raw},
+        },
+        timeout=RUN_TIMEOUT,
+        storage_dir=storage.root,
+    )
+    assert run.state is State.SUCCESS, run.error
+    copied = sum(1 for path in FIXTURE.rglob("*") if path.is_file())
+    assert f"namespaceFiles: copied {copied} file(s) of namespace {TEST_NAMESPACE}" in run.messages
+    assert statuses(run) == [(f"model.{PROJECT}.stg_orders", "success", -1)]
+    assert await fetch(warehouse.url, f"SELECT count(*) FROM {schema}.stg_orders") == [(3,)]
+    # Without the files there, the task says what is missing.
+    empty = await run_task(
+        "dbt.run",
+        {"namespaceFiles": {"enabled": True, "include": ["shop"]}, "projectDir": "shop"},
+        storage_dir=tmp_path / "empty",
+    )
+    assert empty.error == "namespaceFiles include 'shop' matches no file of the namespace"
 
 
 async def test_a_failing_model_fails_with_its_error_and_stops_the_commands(

@@ -22,6 +22,7 @@ from headrace.db.indexing import write_batch
 from headrace.db.logs import LogRepository
 from headrace.db.pool import create_pool
 from headrace.flow_log import FlowLog
+from headrace.flow_schema import MEDIA_TYPE, flow_json_schema
 from headrace.flow_store import FlowStore
 from headrace.kafka import make_consumer, make_producer
 from headrace.messages import (
@@ -136,6 +137,21 @@ async def test_plugins_lists_and_describes_task_types(http: aiohttp.ClientSessio
     async with http.get("/api/v1/plugins/lgo") as response:
         assert response.status == 404
         assert "unknown task type 'lgo'" in (await response.json())["message"]
+
+
+async def test_the_flow_schema_is_served_to_a_caller_with_a_token(
+    http: aiohttp.ClientSession, base_url: str
+) -> None:
+    async with http.get("/api/v1/flows/schema") as response:
+        assert response.status == 200
+        assert response.content_type == MEDIA_TYPE == "application/schema+json"
+        assert await response.json(content_type=None) == flow_json_schema()
+    async with (
+        aiohttp.ClientSession(base_url) as anonymous,
+        anonymous.get("/api/v1/flows/schema") as response,
+    ):
+        assert response.status == 401
+        assert "Authorization: Bearer" in (await json_of(response))["message"]
 
 
 async def test_flow_create_update_get_list_delete(

@@ -14,7 +14,14 @@ import pytest
 
 from headrace.config import Settings
 from headrace.db.executions import ExecutionRepository
-from headrace.db.indexing import NOTIFY_CHANNEL, write_batch, write_each
+from headrace.db.indexing import (
+    CHANGES_CHANNEL,
+    MAX_NOTICE_BYTES,
+    NOTIFY_CHANNEL,
+    id_lists,
+    write_batch,
+    write_each,
+)
 from headrace.db.logs import LogRepository
 from headrace.kafka import make_producer, send
 from headrace.messages import (
@@ -445,3 +452,32 @@ async def test_the_indexer_skips_a_refused_row_and_keeps_going(
     assert any(
         "skipping log line" in r.getMessage() and eid in r.getMessage() for r in caplog.records
     )
+
+
+def test_change_notices_list_executions_within_the_payload_limit() -> None:
+    ids = [uuid.uuid4().hex for _ in range(1_000)]
+    lists = id_lists(ids)
+    assert len(lists) == 5  # 1,000 ids of 33 bytes with their comma: 5 notices
+    assert all(len(payload.encode()) <= MAX_NOTICE_BYTES for payload in lists)
+    assert [i for payload in lists for i in payload.split(",")] == ids
+    assert id_lists([]) == []
+
+
+async def test_a_batch_notifies_every_execution_it_changed(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    running, logging_only = new_id(), new_id()
+    listener = await asyncpg.connect(database_url)
+    notices: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(CHANGES_CHANNEL, lambda *args: notices.put_nowait(args[3]))
+    try:
+        async with pool.acquire() as conn:
+            await write_batch(
+                conn,
+                [task_run_event(running, 1, f"{running}-a", State.CREATED, State.RUNNING)],
+                [log_record(logging_only, 1)],
+            )
+        payload = await asyncio.wait_for(notices.get(), DEADLINE_S)
+        assert sorted(payload.split(",")) == sorted([running, logging_only])
+    finally:
+        await listener.close()

@@ -35,9 +35,11 @@ from headrace.connectors.kafka_values import AvroEncoder, UnwritableValue
 from headrace.flow.loader import load_flow
 from headrace.kafka_values import read_avro
 from headrace.states import State
+from headrace.storage import Storage
 from headrace.testing import TaskRun, run_task
 from tests.integration.stacks import new_topic
 from tests.schema_registry import RegistryServer, redirecting_registry
+from tests.stored_runs import files_under, run_stored, stored_lines
 from tests.unit.test_flow_loader import errors_of
 
 DEADLINE_S = 10.0
@@ -472,10 +474,92 @@ async def test_messages_over_the_outputs_limit_fail_clearly(bootstrap: str, topi
         "the messages read are over the 256 KiB an attempt's outputs may hold (293."
     )
     assert (over.error or "").endswith(
-        " KiB at message 3): set maxRecords to read fewer at a time; nothing was committed"
+        " KiB at message 3): set maxRecords to read fewer at a time, or store them in a file"
+        " (store: true); nothing was committed"
     )
     fits = await consume(bootstrap, topic, groupId=group, maxRecords=2)
     assert fits.state is State.SUCCESS and fits.outputs["messagesCount"] == 2
+
+
+# ------------------------------------------------------------------ store
+
+
+async def consume_stored(
+    bootstrap: str, topic: str, storage: Storage, **properties: Any
+) -> TaskRun:
+    return await run_stored(
+        "kafka.consume",
+        {
+            "properties": {"bootstrap.servers": bootstrap},
+            "topic": topic,
+            "pollDuration": "PT0.5S",
+            "store": True,
+        }
+        | properties,
+        storage,
+        task_id="read",
+    )
+
+
+STORED_URI = (
+    "headrace:///test/test-flow/executions/test-execution/tasks/read/test-task-run/read.jsonl"
+)
+
+
+async def test_stored_messages_go_to_a_file_beyond_the_outputs_limit(
+    bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path)
+    small = [{"key": f"k{i}", "value": {"n": i}, "headers": {"h": "v"}} for i in range(3)]
+    await produce(bootstrap, topic, small, valueSerializer="JSON")
+    inline = await consume(bootstrap, topic, valueDeserializer="JSON", maxRecords=3)
+    stored = await consume_stored(bootstrap, topic, storage, valueDeserializer="JSON")
+    assert stored.state is State.SUCCESS, stored.error
+    assert stored.outputs == {"messagesCount": 3, "uri": STORED_URI}
+    assert stored.messages == [f"read 3 message(s) from {topic} into {STORED_URI}"]
+    # Each line is the message the inline form gives.
+    assert stored_lines(storage, STORED_URI) == inline.outputs["messages"]
+
+    # Far over the 256 KiB of outputs, with a group: committed once the file is whole.
+    big = [{"value": "x" * 100_000} for _ in range(5)]
+    await produce(bootstrap, topic, big)
+    group = f"g-{topic}"
+    whole = await consume_stored(bootstrap, topic, storage, groupId=group, maxRecords=7)
+    assert whole.state is State.SUCCESS, whole.error
+    assert whole.outputs == {"messagesCount": 7, "uri": STORED_URI}
+    assert whole.messages == [
+        f"read 7 message(s) from {topic} into {STORED_URI}, committed for group {group}"
+    ]
+    lines = stored_lines(storage, STORED_URI)
+    assert [m["offset"] for m in lines] == list(range(7))
+    assert [len(m["value"]) for m in lines[3:]] == [100_000] * 4
+    rest = await consume_stored(bootstrap, topic, storage, groupId=group)
+    assert rest.outputs == {"messagesCount": 1, "uri": STORED_URI}
+    assert [m["offset"] for m in stored_lines(storage, STORED_URI)] == [7]
+
+
+async def test_a_failed_stored_read_leaves_no_file_and_commits_nothing(
+    bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path)
+    await produce(bootstrap, topic, [{"value": '{"ok": 1}'}, {"value": "not json"}])
+    group = f"g-{topic}"
+    failed = await consume_stored(
+        bootstrap, topic, storage, groupId=group, valueDeserializer="JSON"
+    )
+    assert failed.state is State.FAILED
+    assert (failed.error or "").startswith(f"message {topic}[0]@1: the value is not JSON: ")
+    assert files_under(tmp_path) == []
+    text = await consume_stored(bootstrap, topic, storage, groupId=group)
+    assert [m["value"] for m in stored_lines(storage, STORED_URI)] == ['{"ok": 1}', "not json"]
+    assert text.outputs["messagesCount"] == 2
+
+    nowhere = await consume_stored(bootstrap, topic, None)
+    assert nowhere.state is State.FAILED
+    assert nowhere.error == (
+        "store: true writes its result to the file storage, and none is set up where this"
+        " task runs (workers have one: HEADRACE_STORAGE_DIR)"
+    )
 
 
 async def test_an_unreachable_broker_fails_clearly() -> None:

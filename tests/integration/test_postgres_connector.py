@@ -14,9 +14,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from headrace.connectors.base import MAX_OUTPUTS_BYTES
 from headrace.connectors.postgres import _addresses, _dsn
 from headrace.states import State
+from headrace.storage import Storage
 from headrace.testing import TaskRun, run_task
+from tests.stored_runs import files_under, run_stored, stored_lines
 from tests.unit.test_flow_loader import only_error
 
 DEADLINE_S = 20.0
@@ -314,3 +317,148 @@ def test_a_wrong_property_is_refused_at_validation_with_its_line() -> None:
     )
     error = only_error(source)
     assert (error.line, error.path) == (8, "tasks[0].fetchType")
+
+
+# ------------------------------------------------------------------ fetchType STORE
+
+
+async def store(database_url: str, storage: Storage, sql: str, **properties: Any) -> TaskRun:
+    return await run_stored(
+        "postgres.query",
+        {"url": database_url, "sql": sql, "fetchType": "STORE", **properties},
+        storage,
+        task_id="query",
+    )
+
+
+STORED_URI = (
+    "headrace:///test/test-flow/executions/test-execution/tasks/query/test-task-run/query.jsonl"
+)
+
+
+async def test_store_writes_the_last_statements_rows_as_fetch_gives_them(
+    database_url: str, table: str, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path)
+    sql = f"""
+        CREATE TABLE {table} (id int, at timestamptz, doc jsonb, raw bytea, price numeric);
+        INSERT INTO {table} VALUES
+            (1, '2026-12-06 10:00+00', '{{"a": [1]}}', '\\x0102', 1.50),
+            (2, NULL, 'null', NULL, 3);
+        SELECT * FROM {table} ORDER BY id
+    """
+    run = await store(database_url, storage, sql)
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs == {"uri": STORED_URI, "size": 2}
+    assert [m.split(" (")[0] for m in run.messages] == [
+        "statement 1 of 3: CREATE TABLE",
+        "statement 2 of 3: INSERT 0 2",
+        f"statement 3 of 3: 2 rows to {STORED_URI}",
+    ]
+    fetched = await query(database_url, f"SELECT * FROM {table} ORDER BY id", fetchType="FETCH")
+    assert stored_lines(storage, STORED_URI) == fetched.outputs["rows"]
+    assert fetched.outputs["rows"][0] == {
+        "id": 1,
+        "at": "2026-12-06T10:00:00+00:00",
+        "doc": {"a": [1]},
+        "raw": "AQI=",
+        "price": 1.5,
+    }
+    # Only the last statement stores; one that returns no rows stores an empty file.
+    changed = await store(database_url, storage, f"SELECT 1; DELETE FROM {table} WHERE id = 9")
+    assert changed.outputs == {"uri": STORED_URI, "size": 0}
+    assert storage.size(STORED_URI) == 0
+    assert files_under(tmp_path) == [Path(STORED_URI.removeprefix("headrace:///"))]
+
+
+async def test_a_result_far_over_the_outputs_limit_is_stored(
+    database_url: str, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path)
+    sql = "SELECT g AS id, md5(g::text) AS hash, :tag AS tag FROM generate_series(1, 200000) g"
+    run = await store(database_url, storage, sql, parameters={"tag": "big"})
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs == {"uri": STORED_URI, "size": 200_000}
+    assert storage.size(STORED_URI) > 40 * MAX_OUTPUTS_BYTES
+    rows = stored_lines(storage, STORED_URI)
+    assert len(rows) == 200_000
+    assert rows[0] == {"id": 1, "hash": "c4ca4238a0b923820dcc509a6f75849b", "tag": "big"}
+    assert [row["id"] for row in rows] == list(range(1, 200_001))
+    # Integers past 64 bits (numeric) are JSON all the same, as long as they are.
+    huge = await store(database_url, storage, "SELECT 10::numeric ^ 30 AS n")
+    assert huge.state is State.SUCCESS, huge.error
+    with storage.open(STORED_URI) as file:
+        assert file.read() == b'{"n":1000000000000000000000000000000}\n'
+
+
+async def test_store_without_a_file_storage_fails_before_connecting(database_url: str) -> None:
+    run = await run_stored(
+        "postgres.query",
+        {"url": "postgresql://postgres@127.0.0.1:1/db", "sql": "SELECT 1", "fetchType": "STORE"},
+        None,
+    )
+    assert run.state is State.FAILED
+    assert run.error == (
+        "fetchType STORE writes its result to the file storage, and none is set up where"
+        " this task runs (workers have one: HEADRACE_STORAGE_DIR)"
+    )
+
+
+async def test_a_failed_query_or_commit_leaves_no_file(
+    database_url: str, table: str, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path)
+    bad = await store(database_url, storage, "SELECT 1; SELEC 2")
+    assert bad.state is State.FAILED
+    assert (bad.error or "").startswith("statement 2 of 2 failed: 42601: ")
+    # Failing after thousands of rows were written out.
+    midway = await store(
+        database_url, storage, "SELECT 1 / (g - 5000) AS x FROM generate_series(1, 10000) g"
+    )
+    assert midway.state is State.FAILED
+    assert midway.error == "statement 1 of 1 failed: 22012: division by zero"
+    # Every row streamed, then the commit refused: the rows were never committed.
+    sql = f"""
+        CREATE TABLE {table} (id int UNIQUE DEFERRABLE INITIALLY DEFERRED);
+        INSERT INTO {table} VALUES (1), (1) RETURNING id
+    """
+    commit = await store(database_url, storage, sql)
+    assert commit.state is State.FAILED
+    assert (commit.error or "").startswith(
+        "the commit failed: 23505: duplicate key value violates unique constraint"
+    )
+    assert files_under(tmp_path) == []
+    # A stored result replaced by a failed retry's stays whole.
+    good = await store(database_url, storage, "SELECT 1 AS one")
+    assert good.state is State.SUCCESS, good.error
+    await store(database_url, storage, "SELECT 1 / 0")
+    assert stored_lines(storage, STORED_URI) == [{"one": 1}]
+
+
+async def test_a_kill_while_storing_leaves_no_file(database_url: str, tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    marker = f"stored_{uuid.uuid4().hex[:8]}"
+    # Thousands of rows stream out, then the query sleeps: killed halfway through.
+    sql = (
+        f"SELECT g AS {marker}, pg_sleep(CASE WHEN g = 3500 THEN 60 ELSE 0 END)"
+        " FROM generate_series(1, 5000) g"
+    )
+    running = asyncio.ensure_future(store(database_url, storage, sql))
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with asyncio.timeout(DEADLINE_S):  # asleep at row 3500: 3000 rows fetched
+            while not await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                " AND query LIKE $1 AND pid <> pg_backend_pid()",
+                f"%{marker}%",
+            ):
+                await asyncio.sleep(0.05)
+    finally:
+        await connection.close()
+    [writing] = files_under(tmp_path)  # the result's temporary file, being written
+    assert writing.name.startswith(".writing-")
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await wait_for_count(database_url, marker, 0)
+    assert files_under(tmp_path) == []

@@ -117,7 +117,10 @@ def test_the_project_is_a_path_or_files_that_stay_inside_the_attempt() -> None:
         return [error.message for error in errors_of(flow_with(f"    type: dbt.run\n{task}"))]
 
     [neither] = messages("    select: [orders]\n")
-    assert "give the project: `projectDir` (its path on the worker) or `inputFiles`" in neither
+    assert (
+        "give the project: `projectDir` (its path on the worker), `inputFiles`, or"
+        " `namespaceFiles`" in neither
+    )
     [escape] = messages("    inputFiles:\n      ../profiles.yml: x\n")
     assert "leads out of the task's working directory" in escape
     [absolute] = messages("    inputFiles:\n      /etc/dbt/profiles.yml: x\n")
@@ -132,7 +135,14 @@ def test_where_the_project_is_and_which_dbt_runs_are_checked_when_the_flow_is_lo
     files = "    inputFiles:\n      shop/dbt_project.yml: 'name: shop'\n"
     line, path, message = error(files + "    projectDir: /srv/shop\n")
     assert (line, path) == (8, "tasks[0].projectDir")
-    assert "'/srv/shop' must be a directory among the inputFiles (a relative path" in message
+    assert (
+        "'/srv/shop' must be a directory among the inputFiles or namespaceFiles (a relative"
+        " path" in message
+    )
+    namespace = "    namespaceFiles:\n      enabled: true\n"
+    assert error(namespace + "    projectDir: ../shop\n")[1] == "tasks[0].projectDir"
+    loaded = load_flow(flow_with(f"    type: dbt.run\n{namespace}    projectDir: shop\n"), "f.yaml")
+    assert loaded.tasks[0].properties["projectDir"] == "shop"
     assert "among the inputFiles" in error(files + "    projectDir: shop/../..\n")[2]
     line, path, message = error("    projectDir: shop\n")
     assert (line, path) == (6, "tasks[0].projectDir")

@@ -868,3 +868,24 @@ def test_a_webhook_key_written_once_is_valid() -> None:
         "triggers: [{id: a, type: webhook, key: hook-key-0123456789abcdef}]\n"
     )
     assert flow.triggers[0].id == "a"
+
+
+def test_a_triggers_properties_are_not_rendered_so_an_expression_is_refused() -> None:
+    """Nothing renders a trigger's properties: `{{ }}` in a typed one fails at load, not
+    in the scheduler later."""
+    error = only_error(
+        """
+        id: f
+        namespace: n
+        tasks:
+          - id: a
+            type: log
+            message: hi
+        triggers:
+          - id: s
+            type: schedule
+            cron: "{{ inputs.cron }}"
+        """
+    )
+    assert (error.path, error.line) == ("triggers[0].cron", 11)
+    assert "invalid cron expression" in error.message

@@ -8,6 +8,8 @@ The `dependencies` tests are in test_python_dependencies.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import os
 import sys
 from datetime import timedelta
@@ -16,8 +18,11 @@ from pathlib import Path
 import pytest
 
 from headrace.flow.loader import load_flow
+from headrace.namespace_storage import put_namespace_file
 from headrace.states import State
-from headrace.testing import run_task
+from headrace.storage import Storage
+from headrace.testing import TEST_NAMESPACE, run_task
+from tests.stored_runs import run_stored
 from tests.unit.test_connectors import process_alive, wait_until
 from tests.unit.test_flow_loader import only_error
 
@@ -210,6 +215,132 @@ async def test_an_input_file_is_never_written_through_a_symbolic_link(tmp_path: 
     assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
 
 
+# ------------------------------------------------------------------ inputFiles from storage
+
+# A file an earlier task of the same namespace (another flow even) stored.
+STORED = "headrace:///test/loader/executions/e1/tasks/query/r1/query.jsonl"
+COUNT_LINES = """\
+import hashlib
+from headrace.task import outputs
+with open("data/rows.jsonl", "rb") as file:
+    data = file.read()
+outputs(lines=data.count(b"\\n"), sha256=hashlib.sha256(data).hexdigest())
+"""
+
+
+def stored_file(storage: Storage, uri: str, data: bytes) -> None:
+    with storage.writer(uri) as file:
+        file.write(data)
+
+
+@pytest.mark.parametrize("task_type", ["python", "shell"])
+async def test_a_storage_uri_input_file_is_copied_in_whole(task_type: str, tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "storage")
+    # Over the copy's chunk, and not text: copied as bytes, never read whole.
+    data = b"".join(b'{"id": %d, "raw": "\xff"}\n' % i for i in range(150_000))
+    assert len(data) > 3 * 1024 * 1024
+    stored_file(storage, STORED, data)
+    code = (
+        {"script": COUNT_LINES}
+        if task_type == "python"
+        else {"commands": ['cmp data/rows.jsonl "$EXPECTED"', "wc -l < data/rows.jsonl"]}
+    )
+    run = await run_stored(
+        task_type,
+        {
+            "inputFiles": {"data/rows.jsonl": STORED, "note.txt": "text stays text"},
+            "env": {"EXPECTED": str(storage.path(STORED))},
+            **code,
+        },
+        storage,
+    )
+    assert run.state is State.SUCCESS, run.error
+    if task_type == "python":
+        assert run.outputs["lines"] == 150_000
+        assert run.outputs["sha256"] == hashlib.sha256(data).hexdigest()
+    else:
+        assert run.messages == ["150000"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "error"),
+    [
+        (
+            "headrace:///other/loader/executions/e1/tasks/query/r1/query.jsonl",
+            "headrace:///other/loader/executions/e1/tasks/query/r1/query.jsonl: a file of"
+            " namespace 'other'; a task of 'test' reads only its own namespace's files",
+        ),
+        (
+            "headrace:///test/loader/executions/e1/tasks/query/r2/query.jsonl",
+            "headrace:///test/loader/executions/e1/tasks/query/r2/query.jsonl: no such file"
+            " in storage",
+        ),
+    ],
+)
+async def test_a_storage_uri_of_another_namespace_or_no_file_fails_naming_it(
+    uri: str, error: str, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path)
+    stored_file(storage, uri.replace("r2", "r1"), b"secret\n")  # exists for `other`
+    run = await run_stored(
+        "shell", {"inputFiles": {"rows.jsonl": uri}, "commands": ["true"]}, storage
+    )
+    assert run.state is State.FAILED
+    assert run.error == f"inputFiles 'rows.jsonl': {error}"
+
+
+async def test_a_storage_uri_is_never_copied_through_a_link(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "storage")
+    stored_file(storage, STORED, b"rows\n")
+    outside, workdir = tmp_path / "outside", tmp_path / "work"
+    outside.mkdir()
+    workdir.mkdir()
+    (outside / "victim.txt").write_text("intact")
+    (workdir / "linked-dir").symlink_to(outside)
+    (workdir / "linked-file.txt").symlink_to(outside / "victim.txt")
+    for path in ("linked-dir/victim.txt", "linked-file.txt"):
+        run = await run_stored(
+            "shell",
+            {"workingDirectory": str(workdir), "inputFiles": {path: STORED}, "commands": ["true"]},
+            storage,
+        )
+        assert (run.state, run.error) == (
+            State.FAILED,
+            f"inputFiles {path!r}: {path.split('/')[0]!r} is a symbolic link, which could lead"
+            " out of the working directory: refused",
+        )
+    assert (outside / "victim.txt").read_text() == "intact"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+
+    # Nor is a link standing in the storage for a stored file followed.
+    linked = STORED.replace("r1", "r9")
+    storage.path(linked).parent.mkdir(parents=True)
+    storage.path(linked).symlink_to(outside / "victim.txt")
+    run = await run_stored(
+        "shell", {"inputFiles": {"in.txt": linked}, "commands": ["true"]}, storage
+    )
+    assert run.error == f"inputFiles 'in.txt': {linked}: no such file in storage"
+
+
+async def test_a_storage_uri_without_a_storage_or_malformed_fails_clearly() -> None:
+    run = await run_stored(
+        "shell", {"inputFiles": {"rows.jsonl": STORED}, "commands": ["true"]}, None
+    )
+    assert (run.state, run.error) == (
+        State.FAILED,
+        "inputFiles 'rows.jsonl' is a storage URI, and no file storage is set up where this"
+        " task runs (workers have one: HEADRACE_STORAGE_DIR)",
+    )
+    error = only_error(
+        "id: f\nnamespace: n\ntasks:\n  - id: t\n    type: shell\n    commands: [ls]\n"
+        "    inputFiles:\n      rows.jsonl: headrace:///n/../x\n"
+    )
+    assert error.path == "tasks[0].inputFiles"
+    assert error.message.startswith(
+        "inputFiles 'rows.jsonl': 'headrace:///n/../x' is not a storage file: bad path segment '..'"
+    )
+
+
 async def test_an_input_file_under_another_input_file_fails_naming_both() -> None:
     run = await run_task(
         "shell", {"inputFiles": {"config": "x", "config/app.ini": "y"}, "commands": ["true"]}
@@ -375,7 +506,7 @@ async def test_an_output_file_too_large_for_the_outputs_fails_naming_it() -> Non
     assert run.state is State.FAILED
     assert run.error is not None
     assert run.error.startswith("outputFiles 'big.txt' does not fit in the task's outputs (256 KiB")
-    assert "headrace has no file storage yet" in run.error
+    assert "output files come back as text in the outputs, not in the file storage" in run.error
 
 
 async def test_an_output_file_linking_out_of_the_directory_is_refused(tmp_path: Path) -> None:
@@ -459,3 +590,55 @@ async def test_output_files_are_read_from_the_working_directory(tmp_path: Path) 
     assert run.state is State.SUCCESS, run.error
     assert run.outputs["outputFiles"] == {"a.txt": "hi\n"}
     assert os.listdir(tmp_path) == ["a.txt"]  # the task's script stays in its own directory
+
+
+# ------------------------------------------------------------------ namespaceFiles
+
+
+@pytest.mark.parametrize("task_type", ["shell", "python.commands"])
+async def test_namespace_files_are_copied_in_before_input_files(
+    tmp_path: Path, task_type: str
+) -> None:
+    storage = Storage(tmp_path / "storage")
+    for path, content in {
+        "sql/load.sql": b"SELECT 1;\n",
+        "sql/old/drop.sql": b"DROP TABLE x;\n",
+        "main.txt": b"from the namespace\n",
+        "data.bin": b"\x00\xff",
+    }.items():
+        put_namespace_file(storage, TEST_NAMESPACE, path, io.BytesIO(content))
+    run = await run_task(
+        task_type,
+        {
+            "namespaceFiles": {
+                "enabled": True,
+                "include": ["sql", "main.txt"],
+                "exclude": ["sql/old"],
+            },
+            "inputFiles": {"main.txt": "from inputFiles\n"},
+            "outputFiles": ["**/*"],
+            "commands": ["true"],
+        },
+        storage_dir=storage.root,
+    )
+    assert run.state is State.SUCCESS, run.error
+    # The input file of the same path won; only what include and exclude take came in.
+    assert run.outputs["outputFiles"] == {
+        "main.txt": "from inputFiles\n",
+        "sql/load.sql": "SELECT 1;\n",
+    }
+    assert f"namespaceFiles: copied 2 file(s) of namespace {TEST_NAMESPACE}" in run.messages
+
+
+async def test_namespace_files_of_another_namespace_are_not_seen(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "storage")
+    put_namespace_file(storage, "company.other", "secret.sql", io.BytesIO(b"x"))
+    put_namespace_file(storage, f"{TEST_NAMESPACE}.child", "child.sql", io.BytesIO(b"x"))
+    run = await run_task(
+        "shell",
+        {"namespaceFiles": {"enabled": True}, "outputFiles": ["**/*"], "commands": ["true"]},
+        storage_dir=storage.root,
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs["outputFiles"] == {}
+    assert f"namespaceFiles: copied 0 file(s) of namespace {TEST_NAMESPACE}" in run.messages

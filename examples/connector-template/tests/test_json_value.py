@@ -1,8 +1,10 @@
-"""json.value against a local HTTP server: the test kit runs it as a worker would."""
+"""json.value against a local HTTP server: the test kit runs it as a worker would, in
+this process (`run_task`, fast) or on a real worker and broker (`TestWorker`)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from aiohttp import web
@@ -10,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from headrace_json_value import JsonValue
 
 from headrace.states import State
-from headrace.testing import run_task
+from headrace.testing import TestWorker, run_task, secret
 
 TOKEN = "a-secret-token"
 
@@ -51,3 +53,14 @@ async def test_names_a_missing_key(api: TestServer) -> None:
 async def test_a_wrong_property_type_is_refused_by_name() -> None:
     run = await run_task(JsonValue, {"url": ["not", "text"]})
     assert run.state is State.FAILED and "invalid property 'url'" in run.error
+
+
+async def test_a_real_worker_finds_and_runs_it(api: TestServer) -> None:
+    # The installed entry point, as every worker finds it; the token as a flow passes it.
+    url = str(api.make_url("/stats"))
+    properties = {"url": url, "path": "data.count", "token": secret("API_TOKEN")}
+    async with TestWorker(secrets={"API_TOKEN": TOKEN}) as worker:
+        run = await worker.run_task("json.value", properties, timeout=timedelta(seconds=30))
+    assert run.state is State.SUCCESS, run.error
+    assert run.outputs == {"value": 3}
+    assert run.messages == [f"GET {url}"]
