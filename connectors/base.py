@@ -36,6 +36,15 @@ class TaskFailed(HeadraceError):
     """The task ran and failed (non-zero exit, bad response): the attempt ends FAILED."""
 
 
+def no_storage(needs: str) -> TaskFailed:
+    """The failure of a task that needs the file storage where there is none (a
+    connector's in-process tests, a tool): `needs` says what needed it."""
+    return TaskFailed(
+        f"{needs}, and no file storage is set up where this task runs (workers have one:"
+        " HEADRACE_STORAGE_DIR)"
+    )
+
+
 class ConnectorProperties(BaseModel):
     """Base of every connector's properties model: unknown keys are errors."""
 
@@ -85,6 +94,9 @@ class TaskContext:
     # The file storage as this task run sees it (headrace/storage.py): files too big for
     # outputs, and the namespace's files. None where no storage is set up.
     files: TaskFiles | None = None
+    # Masks the worker's secrets in a text (the worker applies it to logs, outputs and
+    # errors itself): for what a connector publishes some other way, such as a file.
+    mask: Callable[[str], str] = str
 
     async def log(self, level: LogLevel, message: str) -> None:
         await self.log_sink(level, message)

@@ -40,7 +40,7 @@ from pydantic import (
 
 from headrace.connectors._process import child_environment, run_process
 from headrace.connectors.base import MAX_OUTPUTS_BYTES, TaskContext, TaskFailed
-from headrace.connectors.namespace_files import copy_namespace_files
+from headrace.connectors.namespace_files import copied_line, copy_namespace_files
 from headrace.connectors.script_files import write_input_files
 from headrace.connectors.script_task import ProgramProperties
 from headrace.messages import LogLevel
@@ -410,10 +410,7 @@ class DbtRunner:
             project_directory, self.properties, self.context.workdir, self.context.files
         )
         if self.properties.namespace_files.enabled:
-            await self.context.info(
-                f"namespaceFiles: copied {len(copied)} file(s) of namespace"
-                f" {self.context.namespace}"
-            )
+            await self.context.info(copied_line(copied, self.context.namespace))
         self.env = child_environment(self.properties.env)
         # A worker does not report usage to dbt Labs unless the flow says so in `env`.
         self.env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")

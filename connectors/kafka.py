@@ -662,7 +662,9 @@ class KafkaConsume:
                     file = None
                     if files is not None:
                         name = f"{context.task_id}.jsonl"
-                        file = await stored.enter_async_context(json_lines_file(files, name))
+                        file = await stored.enter_async_context(
+                            json_lines_file(files, name, context.mask)
+                        )
                     reader = _Reader(consumer, properties, registry, file)
                     try:
                         await reader.read()

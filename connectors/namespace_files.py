@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from headrace.connectors.base import TaskContext, TaskFailed
+from headrace.connectors.base import TaskContext, TaskFailed, no_storage
 from headrace.connectors.script_files import (
     COPY_CHUNK_BYTES,
     RESERVED_PREFIX,
@@ -121,10 +121,7 @@ def copy_namespace_files(
     if not selection.enabled:
         return []
     if files is None:
-        raise TaskFailed(
-            "namespaceFiles is enabled, and no file storage is set up where this task runs"
-            " (workers have one: HEADRACE_STORAGE_DIR)"
-        )
+        raise no_storage("namespaceFiles is enabled")
     try:
         entries = files.namespace_files()
     except (StorageError, OSError) as exc:
@@ -179,6 +176,9 @@ async def add_namespace_files(
     copied = await asyncio.to_thread(
         copy_namespace_files, context.files, selection, root, tuple(reserved)
     )
-    await context.info(
-        f"namespaceFiles: copied {len(copied)} file(s) of namespace {context.namespace}"
-    )
+    await context.info(copied_line(copied, context.namespace))
+
+
+def copied_line(copied: list[str], namespace: str) -> str:
+    """The log line saying what namespaceFiles brought in."""
+    return f"namespaceFiles: copied {len(copied)} file(s) of namespace {namespace}"

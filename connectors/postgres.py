@@ -339,7 +339,7 @@ async def _run_statement(
         elif fetch is FetchType.STORE:
             assert files is not None  # `run` checked it
             rows = await stored.enter_async_context(
-                json_lines_file(files, f"{context.task_id}.jsonl")
+                json_lines_file(files, f"{context.task_id}.jsonl", context.mask)
             )
             # A cursor, not `fetch`: the rows come PREFETCH at a time, never all at once.
             async for record in prepared.cursor(*arguments, prefetch=STORE_PREFETCH):

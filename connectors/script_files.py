@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 import orjson
 
-from headrace.connectors.base import MAX_OUTPUTS_BYTES, TaskFailed
+from headrace.connectors.base import MAX_OUTPUTS_BYTES, TaskFailed, no_storage
 from headrace.storage import StorageError, TaskFiles, is_uri, parse_uri
 
 # The worker refuses outputs over MAX_OUTPUTS_BYTES of JSON; checking it here lets the
@@ -144,10 +144,7 @@ def _copy_stored_file(
 ) -> None:
     """The storage file `uri` copied to `parts` under `root_fd`, a chunk at a time."""
     if stored is None:
-        raise TaskFailed(
-            f"inputFiles {path!r} is a storage URI, and no file storage is set up where this"
-            " task runs (workers have one: HEADRACE_STORAGE_DIR)"
-        )
+        raise no_storage(f"inputFiles {path!r} is a storage URI")
     try:
         # Its own namespace's, a regular file reached without following a link (any task
         # may write links into the storage): see Storage.open.

@@ -19,12 +19,12 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 import orjson
 
-from headrace.connectors.base import TaskContext, TaskFailed
+from headrace.connectors.base import TaskContext, TaskFailed, no_storage
 from headrace.storage import TaskFiles
 
 CHUNK_BYTES = 1024 * 1024
@@ -33,10 +33,7 @@ CHUNK_BYTES = 1024 * 1024
 def storage_of(context: TaskContext, what: str) -> TaskFiles:
     """The task run's file storage; TaskFailed saying `what` needs it when there is none."""
     if context.files is None:
-        raise TaskFailed(
-            f"{what} writes its result to the file storage, and none is set up where this"
-            " task runs (workers have one: HEADRACE_STORAGE_DIR)"
-        )
+        raise no_storage(f"{what} writes its result to a file")
     return context.files
 
 
@@ -60,10 +57,11 @@ def json_line(value: Any, where: str) -> bytes:
 class JsonLines:
     """A JSON Lines file being written: `add` a line at a time; `uri` is where it ends up."""
 
-    def __init__(self, file: IO[bytes], uri: str) -> None:
+    def __init__(self, file: IO[bytes], uri: str, mask: Callable[[str], str]) -> None:
         self.uri = uri
         self.count = 0  # lines added
         self._file = file
+        self._mask = mask
         self._chunk = bytearray()
 
     async def add(self, line: bytes) -> None:
@@ -78,6 +76,9 @@ class JsonLines:
         chunk, self._chunk = bytes(self._chunk), bytearray()
         if not chunk:
             return
+        # Secrets are masked here as in outputs: a reader may download the file. A chunk
+        # ends with a line, so no secret is split between two.
+        chunk = self._mask(chunk.decode("utf-8", errors="replace")).encode()
         try:
             await asyncio.to_thread(self._file.write, chunk)
         except OSError as exc:
@@ -87,9 +88,12 @@ class JsonLines:
 
 
 @contextlib.asynccontextmanager
-async def json_lines_file(files: TaskFiles, name: str) -> AsyncIterator[JsonLines]:
+async def json_lines_file(
+    files: TaskFiles, name: str, mask: Callable[[str], str]
+) -> AsyncIterator[JsonLines]:
     """A JSON Lines file that becomes `files.uri(name)` when the block ends without
-    error; on an error, a kill included, its temporary file is removed."""
+    error; on an error, a kill included, its temporary file is removed. `mask`: the
+    task's secret masking (`TaskContext.mask`), applied to every line."""
     uri = files.uri(name)
     writer = files.writer(name)
     try:
@@ -100,7 +104,7 @@ async def json_lines_file(files: TaskFiles, name: str) -> AsyncIterator[JsonLine
         raise TaskFailed(
             f"could not write {uri} to the file storage: {exc.strerror or exc}"
         ) from None
-    lines = JsonLines(file, uri)
+    lines = JsonLines(file, uri, mask)
     try:
         yield lines
         await lines.flush()

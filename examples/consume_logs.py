@@ -102,10 +102,10 @@ class Repeats:
         return True
 
     def new_event(self, record: dict[str, Any]) -> bool:
+        if record.get("command") is not None:
+            return True  # it repeats a seq (0 when unheld): it orders nothing
         # A big step is split into records of the same seq: those all count.
-        if record.get("command") is None and record["seq"] < self.seqs.get(
-            record["execution_id"], -1
-        ):
+        if record["seq"] < self.seqs.get(record["execution_id"], -1):
             return False
         self.seqs[record["execution_id"]] = record["seq"]
         return True

@@ -106,17 +106,24 @@ class ApiClient:
         return json.loads(payload) if payload else None
 
     def events(
-        self, path: str, *, params: dict[str, Any] | None = None, resume_tries: int = 5
+        self,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        resume_tries: int = 5,
+        final: str = "end",
     ) -> Iterator[Event]:
-        """The Server-Sent Events of `path` (a live stream), as they come, until the
-        server ends the stream. A connection lost meanwhile (a gateway restart) is opened
-        again `resume_tries` times, from the last event's id: no event twice, none lost."""
+        """The Server-Sent Events of `path` (a live stream), as they come, through the
+        `final` event. A stream that breaks or closes before it (a gateway restart, a
+        proxy's timeout) is opened again, up to `resume_tries` times in a row, from the
+        last event's id: no event twice, none lost."""
         last_id: str | None = None
         tries = 0
         while True:
             query = dict(params or {})
             if last_id is not None:
                 query["lastEventId"] = last_id
+            failure: BaseException
             try:
                 # The gateway writes a keep-alive every 15 s: 60 s of silence is a dead link.
                 with self._open("GET", path, query, None, None, 60.0) as response:
@@ -127,9 +134,11 @@ class ApiClient:
                             tries = 0
                             last_id = event.id or last_id
                             yield event
-                    return
+                            if event.event == final:
+                                return
+                failure = ConnectionError("the stream closed before its end")
             except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:
-                failure: BaseException = exc
+                failure = exc
             except ServerUnreachable as exc:
                 failure = exc
             tries += 1

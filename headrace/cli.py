@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from headrace.api_client import ApiClient, ApiError
+from headrace.cli_watch import LEVEL_COLORS, STATE_COLORS, watch_execution
 from headrace.config import DEFAULT_URL, Settings
 from headrace.errors import HeadraceError
 
@@ -415,8 +416,6 @@ def execution_start(
     if not wait:
         click.echo(f"started execution {result['id']}")
         return
-    from headrace.cli_watch import watch_execution
-
     execution_id = result["id"]
     click.echo(f"execution {execution_id}  {namespace}/{flow_id}  started")
     ended = watch_execution(api, execution_id, timeout)
@@ -600,10 +599,6 @@ def logs(
         if len(records) < LOG_PAGE_SIZE:
             return
         page += 1
-
-
-LEVEL_COLORS = {"ERROR": "red", "WARN": "yellow", "DEBUG": "bright_black", "TRACE": "bright_black"}
-STATE_COLORS = {"SUCCESS": "green", "FAILED": "red", "WARNING": "yellow", "KILLED": "red"}
 
 
 def _echo_log_line(record: dict[str, Any]) -> None:

@@ -49,7 +49,8 @@ def task_label(run: dict[str, Any]) -> str:
 
 
 class TaskStates:
-    """Prints a task run's state each time it changes."""
+    """Prints a task run's state each time it changes (an event lists the task runs that
+    changed since the previous one)."""
 
     def __init__(self, echo: Callable[[str], None]) -> None:
         self._echo = echo
@@ -73,8 +74,8 @@ def log_line(record: dict[str, Any]) -> str:
 
 
 def watch_execution(api: ApiClient, execution_id: str, timeout_s: float) -> dict[str, Any] | None:
-    """Print the execution's changes and lines until it ends; the ended execution, or
-    None when `timeout_s` passed first."""
+    """Print the execution's changes and lines until it ends; the ended execution (with
+    all its task runs), or None when `timeout_s` passed first."""
     items: queue.Queue[_Item] = queue.Queue()
     for stream, path in (
         ("execution", f"/executions/{execution_id}/follow"),
@@ -84,7 +85,6 @@ def watch_execution(api: ApiClient, execution_id: str, timeout_s: float) -> dict
         threading.Thread(target=_read, args=(api, stream, path, items), daemon=True).start()
     states = TaskStates(click.echo)
     deadline = time.monotonic() + timeout_s
-    last: dict[str, Any] | None = None
     ended = False
     open_streams = {"execution", "logs"}
     while open_streams:
@@ -100,10 +100,12 @@ def watch_execution(api: ApiClient, execution_id: str, timeout_s: float) -> dict
         if item.event == "closed":
             open_streams.discard(item.stream)
         elif item.event == "execution":
-            last = item.data
             states.update(item.data)
         elif item.event == "log":
             click.echo(log_line(item.data))
         elif item.event == "end" and item.stream == "execution":
             ended = True
-    return last if ended else None
+    if not ended:
+        return None
+    # Events after the first carry only the task runs that changed: the whole execution.
+    return api.request("GET", f"/executions/{execution_id}")

@@ -78,6 +78,8 @@ class StorageError(HeadraceError):
 def _check_segment(segment: str, uri: str) -> str:
     if segment in ("", ".", "..") or "\0" in segment or "/" in segment:
         raise StorageError(f"{uri!r} is not a storage file: bad path segment {segment!r}")
+    if segment.startswith(WRITING_PREFIX):  # a file being written: not one yet
+        raise StorageError(f"{uri!r} is not a storage file: {segment!r} is being written")
     return segment
 
 
@@ -195,27 +197,71 @@ class Storage:
 
     def sweep_executions(self, older_than_s: float, now: float | None = None) -> int:
         """Remove the files of executions none of whose files changed in `older_than_s`
-        seconds; how many executions' folders went."""
+        seconds; how many executions' folders went.
+
+        `{namespace}/{flow}/executions/{execution}` folders only, walked through folder
+        descriptors without following a link (tasks may plant links here: one must not
+        lead the sweep to a namespace's own files or out of the storage)."""
         cutoff = (time.time() if now is None else now) - older_than_s
+        try:
+            root = os.open(self.root, _DIRECTORY)
+        except FileNotFoundError:
+            return 0  # nothing stored yet
         removed = 0
-        for executions in self.root.glob(f"*/*/{EXECUTIONS}"):
-            if executions.parent.name == NAMESPACE_FILES:
-                continue  # a namespace's own folder named `executions`: kept until deleted
-            for execution in executions.iterdir():
-                # Every worker sweeps: another may remove this folder under our feet.
-                with contextlib.suppress(FileNotFoundError):
-                    if execution.is_dir() and _newest_change(execution) < cutoff:
-                        shutil.rmtree(execution, ignore_errors=True)
-                        removed += 1
+        try:
+            for namespace in _folders(root):
+                for flow in _folders(root, namespace):
+                    if flow == NAMESPACE_FILES:
+                        continue  # the namespace's own files: kept until deleted
+                    removed += _sweep_flow(root, (namespace, flow, EXECUTIONS), cutoff)
+        finally:
+            os.close(root)
         return removed
 
 
-def _newest_change(folder: Path) -> float:
-    newest = folder.stat().st_mtime
-    for directory, _, files in os.walk(folder):
-        for name in files:
+def _folders(base: int, *parts: str) -> list[str]:
+    """The names of the real folders (not links) in `base/parts`; none when it is gone
+    or not a folder (another worker's sweep may remove it under our feet)."""
+    try:
+        fd = open_directory(base, parts)
+    except OSError:
+        return []
+    try:
+        with os.scandir(fd) as entries:
+            return [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+    finally:
+        os.close(fd)
+
+
+def _sweep_flow(root: int, executions: tuple[str, ...], cutoff: float) -> int:
+    """Remove the execution folders under `executions` whose newest change is older than
+    `cutoff`; how many went."""
+    try:
+        fd = open_directory(root, executions)
+    except OSError:
+        return 0
+    removed = 0
+    try:
+        for execution in _folders(fd):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                if _newest_change(fd, execution) < cutoff:
+                    # With a descriptor, rmtree removes what is below without following links.
+                    shutil.rmtree(execution, dir_fd=fd)
+                    removed += 1
+    finally:
+        os.close(fd)
+    return removed
+
+
+def _newest_change(base: int, name: str) -> float:
+    """The latest modification time of the folder `name` in `base` and of all it holds,
+    links not followed."""
+    newest = os.stat(name, dir_fd=base, follow_symlinks=False).st_mtime
+    for _, _, files, folder in os.fwalk(name, dir_fd=base, follow_symlinks=False):
+        for file in files:
             with contextlib.suppress(FileNotFoundError):
-                newest = max(newest, os.stat(os.path.join(directory, name)).st_mtime)
+                info = os.stat(file, dir_fd=folder, follow_symlinks=False)
+                newest = max(newest, info.st_mtime)
     return newest
 
 

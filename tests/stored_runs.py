@@ -27,10 +27,11 @@ async def run_stored(
     task_id: str = "test-task",
     task_run_id: str = "test-task-run",
     timeout: timedelta | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> TaskRun:
     """One attempt of the installed `task_type` with `properties`, its files in `storage`
     (flow `test-flow`, execution `test-execution`); None: no storage, as outside a
-    worker."""
+    worker. `secrets`: the worker's, by name (masked in everything the run reports)."""
     request = TaskRequest(
         execution_id="test-execution",
         namespace=namespace,
@@ -55,6 +56,7 @@ async def run_stored(
         publish_log=collect,
         connectors=connector_classes(),
         storage=storage,
+        secrets=secrets,
     )
     return TaskRun(state=result.state, outputs=result.outputs, error=result.error, logs=logs)
 

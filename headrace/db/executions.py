@@ -74,7 +74,9 @@ class ExecutionRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def get(self, id: str) -> dict | None:
+    async def get(self, id: str, runs_after: int | None = None) -> dict | None:
+        """The execution with its task runs; with `runs_after`, only the task runs changed
+        by events after that seq (what a live follower has not seen)."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = $1", id
@@ -83,8 +85,10 @@ class ExecutionRepository:
                 return None
             task_runs = await conn.fetch(
                 f"SELECT {_TASK_RUN_COLUMNS} FROM task_runs WHERE execution_id = $1"
+                " AND ($2::bigint IS NULL OR last_seq > $2)"
                 " ORDER BY created_at, first_seq, first_index, id",
                 id,
+                runs_after,
             )
         return execution_json(row, task_runs)
 

@@ -283,11 +283,12 @@ def id_lists(ids: list[str]) -> list[str]:
     current: list[str] = []
     size = 0
     for execution_id in ids:
-        if current and size + len(execution_id) + 1 > MAX_NOTICE_BYTES:
+        length = len(execution_id.encode()) + 1  # PostgreSQL counts bytes
+        if current and size + length > MAX_NOTICE_BYTES:
             lists.append(",".join(current))
             current, size = [], 0
         current.append(execution_id)
-        size += len(execution_id) + 1
+        size += length
     if current:
         lists.append(",".join(current))
     return lists

@@ -37,9 +37,9 @@ class LogFilter:
     since: datetime | None = None  # lines at or after
     until: datetime | None = None  # lines before
 
-    def where(self, first_parameter: int) -> tuple[str, list[Any]]:
+    def where(self, first_parameter: int, table: str = "") -> tuple[str, list[Any]]:
         """SQL conditions (ANDed, each starting with ` AND`) and their arguments, numbered
-        from `$first_parameter`."""
+        from `$first_parameter`; `table`: the columns' qualifier (`w.`), if any."""
         conditions: list[str] = []
         arguments: list[Any] = []
         for sql, value in (
@@ -52,7 +52,8 @@ class LogFilter:
         ):
             if value is not None:
                 arguments.append(value)
-                conditions.append(" AND " + sql.format(first_parameter + len(arguments) - 1))
+                condition = sql.format(first_parameter + len(arguments) - 1)
+                conditions.append(f" AND {table}{condition}")
         return "".join(conditions), arguments
 
 
@@ -100,19 +101,29 @@ class LogRepository:
 
     async def after(
         self, execution_id: str, after: int, limit: int, filter: LogFilter | None = None
-    ) -> list[tuple[int, dict]]:
-        """Lines stored after the line numbered `after` (0: from the first), in the order
-        they were stored, each with its number: what a live follower reads next."""
-        conditions, arguments = (filter or LogFilter()).where(4)
+    ) -> tuple[list[tuple[int, dict]], int, bool]:
+        """What a live follower reads next: of the (up to `limit`) lines stored after the
+        line numbered `after` (0: from the first), those matching `filter`, in the order
+        they were stored, each with its number; the number to read after next time (the
+        last line looked at, matching or not: a filter that skips most lines does not
+        make the next read scan them again); and whether `limit` lines were looked at
+        (more may follow at once)."""
+        conditions, arguments = (filter or LogFilter()).where(4, table="w.")
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM logs WHERE execution_id = $1 AND n > $2{conditions}"
-            " ORDER BY n LIMIT $3",
+            f"WITH scanned AS (SELECT {_COLUMNS} FROM logs"
+            "  WHERE execution_id = $1 AND n > $2 ORDER BY n LIMIT $3)"
+            " SELECT w.*, seen.top, seen.count FROM"
+            "  (SELECT max(n) AS top, count(*) AS count FROM scanned) AS seen"
+            f"  LEFT JOIN scanned AS w ON true{conditions}"
+            " ORDER BY w.n",
             execution_id,
             after,
             limit,
             *arguments,
         )
-        return [(row["n"], log_json(row)) for row in rows]
+        lines = [(row["n"], log_json(row)) for row in rows if row["n"] is not None]
+        top, count = (rows[0]["top"], rows[0]["count"]) if rows else (None, 0)
+        return lines, after if top is None else top, count >= limit
 
     async def exists(self, execution_id: str) -> bool:
         """Whether the execution has any line at all, whatever its level."""

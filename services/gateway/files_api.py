@@ -82,17 +82,20 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-async def download_file(request: web.Request) -> web.StreamResponse:
-    file, handle, size = await _open_requested(request)
+async def send_file(
+    request: web.Request, handle: IO[bytes], size: int, name: str
+) -> web.StreamResponse:
+    """Stream the open file `handle` (`size` bytes) as an attachment named `name`, a
+    chunk at a time off the event loop; closes it. Size and bytes come from one open
+    file: a retry or an upload that replaces the file meanwhile (a rename) does not mix
+    two versions."""
     try:
         response = web.StreamResponse(
             headers={
                 hdrs.CONTENT_TYPE: "application/octet-stream",
-                hdrs.CONTENT_DISPOSITION: content_disposition(file.name),
+                hdrs.CONTENT_DISPOSITION: content_disposition(name),
             }
         )
-        # Size and bytes come from one open file: a task's retry that replaces the file
-        # meanwhile (a rename) does not mix two versions.
         response.content_length = size
         await response.prepare(request)
         if request.method == hdrs.METH_HEAD:
@@ -103,10 +106,15 @@ async def download_file(request: web.Request) -> web.StreamResponse:
             await response.write_eof()
         except ConnectionResetError:
             # The client left: nothing to answer, and not the gateway's error.
-            log.info("download of %s stopped: the client disconnected", file.uri)
+            log.info("download of %s stopped: the client disconnected", name)
         return response
     finally:
         await asyncio.to_thread(handle.close)
+
+
+async def download_file(request: web.Request) -> web.StreamResponse:
+    file, handle, size = await _open_requested(request)
+    return await send_file(request, handle, size, file.name)
 
 
 def add_routes(app: web.Application, prefix: str) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -38,9 +38,9 @@ from headrace.services.gateway.context import gateway
 from headrace.services.gateway.logs_api import log_filter
 from headrace.services.gateway.responses import ApiError
 from headrace.services.gateway.waiter import client_gone
-from headrace.states import State
 
 log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Lines read per query: a follower catching up on a big execution sends them in slices.
 FOLLOW_BATCH = 1_000
@@ -53,6 +53,8 @@ POLL_S = 1.0
 END_GRACE_S = 1.0
 # How long a follower of an execution the index does not know waits for it to appear.
 UNKNOWN_GRACE_S = 10.0
+# Streams one gateway holds at most: each polls PostgreSQL now and then.
+MAX_FOLLOWERS = 1_000
 # A comment line this often keeps proxies and load balancers from closing a quiet stream.
 KEEPALIVE_S = 15.0
 
@@ -98,8 +100,16 @@ class ChangeFeed:
                 return
             try:
                 conn = await connect(self._database_url)
-                await conn.add_listener(CHANGES_CHANNEL, self._on_notice)
             except (DatabaseError, asyncpg.PostgresError, OSError) as exc:
+                log.warning("LISTEN %s failed, following by polling: %s", CHANGES_CHANNEL, exc)
+                return
+            try:
+                await conn.add_listener(CHANGES_CHANNEL, self._on_notice)
+            except BaseException as exc:  # a cancellation too: the connection must not leak
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
+                if not isinstance(exc, asyncpg.PostgresError | OSError):
+                    raise
                 log.warning("LISTEN %s failed, following by polling: %s", CHANGES_CHANNEL, exc)
                 return
             conn.add_termination_listener(self._on_terminated)
@@ -147,6 +157,10 @@ class ChangeFeed:
 # ------------------------------------------------------------------ Server-Sent Events
 
 
+class ClientLeft(Exception):
+    """The client closed the stream: nobody to answer, and not the gateway's error."""
+
+
 class EventStream:
     """One SSE answer: events written as they come, a comment when quiet."""
 
@@ -177,7 +191,10 @@ class EventStream:
             await self._write(b": keep-alive\n\n")
 
     async def _write(self, frame: bytes) -> None:
-        await self.response.write(frame)
+        try:
+            await self.response.write(frame)
+        except ConnectionResetError:
+            raise ClientLeft from None
         self._last_write = asyncio.get_running_loop().time()
 
     @property
@@ -191,29 +208,33 @@ def last_event_id(request: web.Request) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, f"Last-Event-ID must be an id this stream sent, not {raw!r}") from None
-    if value < 0:
+        value = -1
+    if not 0 <= value < 2**63:  # ids are PostgreSQL bigints
         raise ApiError(400, f"Last-Event-ID must be an id this stream sent, not {raw!r}")
     return value
 
 
-async def _exists(request: web.Request, execution_id: str) -> bool:
-    gw = gateway(request)
-    return await gw.executions.state(execution_id) is not None or await gw.logs.exists(execution_id)
-
-
 async def _wait_known(
-    request: web.Request, feed: ChangeFeed, woken: asyncio.Event, execution_id: str
+    request: web.Request,
+    feed: ChangeFeed,
+    woken: asyncio.Event,
+    execution_id: str,
+    *,
+    lines_will_do: bool,
 ) -> None:
-    """Return once the index knows the execution; 404 if it still does not after
-    `UNKNOWN_GRACE_S`: an execution just started is indexed a moment later, and a
-    follower started right after it must not be told it does not exist."""
+    """Return once the index knows the execution (or, with `lines_will_do`, has a line
+    of it); 404 if it still does not after `UNKNOWN_GRACE_S`: an execution just started
+    is indexed a moment later, and a follower started right after it must not be told
+    it does not exist."""
+    gw = gateway(request)
     loop = asyncio.get_running_loop()
     # Not an id headrace makes: no use waiting for it (a typo is answered at once).
     deadline = loop.time() + (UNKNOWN_GRACE_S if looks_like_id(execution_id) else 0)
     while True:
         woken.clear()
-        if await _exists(request, execution_id):
+        if await gw.executions.state(execution_id) is not None:
+            return
+        if lines_will_do and await gw.logs.exists(execution_id):
             return
         remaining = deadline - loop.time()
         if remaining <= 0 or feed.closed.is_set():
@@ -228,6 +249,12 @@ def _feed(request: web.Request) -> ChangeFeed:
     feed = gateway(request).changes
     if feed is None:
         raise ApiError(503, "this gateway follows no execution live (it has no change feed)")
+    if feed.following >= MAX_FOLLOWERS:
+        raise ApiError(
+            503,
+            f"this gateway follows {MAX_FOLLOWERS} streams already: try again later, or"
+            " another gateway",
+        )
     return feed
 
 
@@ -241,25 +268,29 @@ async def follow_logs(request: web.Request) -> web.StreamResponse:
     stream = EventStream(request)
     loop = asyncio.get_running_loop()
     async with feed.watch(execution_id) as woken:
-        await _wait_known(request, feed, woken, execution_id)
+        # Lines without an execution do happen (a kill of an id the executor never held
+        # is logged): they are shown, and the stream ends once no execution came.
+        await _wait_known(request, feed, woken, execution_id, lines_will_do=True)
         await stream.open()
+        opened = loop.time()
         quiet_since: float | None = None  # when the execution was seen ended, lines aside
         while not feed.closed.is_set() and not stream.gone:
             woken.clear()  # before reading: a notice landing after the read wakes us
-            lines = await gw.logs.after(execution_id, after, FOLLOW_BATCH, filter)
+            lines, after, full = await gw.logs.after(execution_id, after, FOLLOW_BATCH, filter)
             for number, line in lines:
                 await stream.send("log", line, number)
-                after = number
-            if len(lines) == FOLLOW_BATCH:
+            if full:
                 continue  # catching up: read on at once
             if lines:
                 quiet_since = None
             state = await gw.executions.state(execution_id)
-            if state is not None and state.is_terminal:
+            if (state is not None and state.is_terminal) or (
+                state is None and loop.time() - opened >= UNKNOWN_GRACE_S
+            ):
                 if quiet_since is None:
                     quiet_since = loop.time()
                 elif loop.time() - quiet_since >= END_GRACE_S:
-                    await stream.send("end", {"state": str(state)})
+                    await stream.send("end", {"state": None if state is None else str(state)})
                     break
             await stream.keep_alive()
             await feed.wait(woken, END_GRACE_S if quiet_since is not None else KEEPALIVE_S)
@@ -267,28 +298,34 @@ async def follow_logs(request: web.Request) -> web.StreamResponse:
 
 
 async def follow_execution(request: web.Request) -> web.StreamResponse:
-    """The execution now, then again at every change, until it ends."""
+    """The execution with all its task runs, then at every change the execution with the
+    task runs that changed, until it ends."""
     gw = gateway(request)
     execution_id = request.match_info["executionId"]
     sent = last_event_id(request)
     feed = _feed(request)
     stream = EventStream(request)
     async with feed.watch(execution_id) as woken:
-        await _wait_known(request, feed, woken, execution_id)
+        await _wait_known(request, feed, woken, execution_id, lines_will_do=False)
         await stream.open()
+        sent_state: str | None = None
         while not feed.closed.is_set() and not stream.gone:
             woken.clear()
             version = await gw.executions.version(execution_id)
-            execution = None
             if version > sent:
-                execution = await gw.executions.get(execution_id)
+                # The first event has every task run; the next ones those that changed.
+                execution = await gw.executions.get(execution_id, runs_after=sent or None)
                 if execution is not None:
                     await stream.send("execution", execution, version)
-                    sent = version
-            state = State(execution["state"]["current"]) if execution else None
-            if state is None:
-                state = await gw.executions.state(execution_id)
+                    sent, sent_state = version, execution["state"]["current"]
+            state = await gw.executions.state(execution_id)
             if state is not None and state.is_terminal:
+                if str(state) != sent_state:
+                    # Ended without a new event (a lost execution closed by the indexer):
+                    # its last state, so that the follower does not keep a stale one.
+                    execution = await gw.executions.get(execution_id, runs_after=sent or None)
+                    if execution is not None:
+                        await stream.send("execution", execution, sent)
                 await stream.send("end", {"state": str(state)})
                 break
             await stream.keep_alive()
@@ -296,6 +333,19 @@ async def follow_execution(request: web.Request) -> web.StreamResponse:
     return stream.response
 
 
+def _until_the_client_leaves(handler: Handler) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ClientLeft:
+            log.debug("%s: the client left", request.path)
+            return web.Response(status=499)  # not sent: its connection is gone
+
+    return handle
+
+
 def add_routes(app: web.Application, prefix: str) -> None:
-    app.router.add_get(prefix + "/logs/{executionId}/follow", follow_logs)
-    app.router.add_get(prefix + "/executions/{executionId}/follow", follow_execution)
+    follow_logs_route = _until_the_client_leaves(follow_logs)
+    follow_execution_route = _until_the_client_leaves(follow_execution)
+    app.router.add_get(prefix + "/logs/{executionId}/follow", follow_logs_route)
+    app.router.add_get(prefix + "/executions/{executionId}/follow", follow_execution_route)

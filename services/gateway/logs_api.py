@@ -16,6 +16,7 @@ from headrace.db.logs import LogFilter
 from headrace.messages import LogLevel
 from headrace.services.gateway.bodies import query_int, query_page
 from headrace.services.gateway.context import gateway
+from headrace.services.gateway.files_api import content_disposition
 from headrace.services.gateway.responses import ApiError, json_response
 
 # Lines per answer: the default shows a typical execution whole; the maximum bounds
@@ -98,18 +99,15 @@ async def download_logs(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/plain; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="{execution_id}.log"',
+            "Content-Disposition": content_disposition(f"{execution_id}.log"),
         }
     )
     await response.prepare(request)
-    after = 0
-    while True:
-        lines = await logs.after(execution_id, after, DOWNLOAD_BATCH, filter)
+    after, more = 0, True
+    while more:
+        lines, after, more = await logs.after(execution_id, after, DOWNLOAD_BATCH, filter)
         if lines:
             await response.write("".join(format_line(line) for _, line in lines).encode())
-            after = lines[-1][0]
-        if len(lines) < DOWNLOAD_BATCH:
-            break
     await response.write_eof()
     return response
 

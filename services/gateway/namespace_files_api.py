@@ -33,7 +33,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import IO, Any, TypeVar
 
-from aiohttp import BodyPartReader, hdrs, web
+from aiohttp import BodyPartReader, web
 
 from headrace.namespace_storage import (
     NamespaceEntry,
@@ -50,7 +50,7 @@ from headrace.namespace_storage import (
 )
 from headrace.services.gateway.bodies import query_bool
 from headrace.services.gateway.context import gateway
-from headrace.services.gateway.files_api import content_disposition
+from headrace.services.gateway.files_api import send_file
 from headrace.services.gateway.responses import ApiError, json_response
 from headrace.storage import Storage, StorageError
 
@@ -139,28 +139,8 @@ async def list_directory(request: web.Request) -> web.Response:
 async def download_file(request: web.Request) -> web.StreamResponse:
     namespace, path = _namespace(request), _path(request)
     handle: IO[bytes] = await _call(open_namespace_file, _storage(request), namespace, path)
-    try:
-        response = web.StreamResponse(
-            headers={
-                hdrs.CONTENT_TYPE: "application/octet-stream",
-                hdrs.CONTENT_DISPOSITION: content_disposition(path.rsplit("/", 1)[-1]),
-            }
-        )
-        # Size and bytes from one open file: an upload replacing it meanwhile (a rename)
-        # does not mix two versions.
-        response.content_length = os.fstat(handle.fileno()).st_size
-        await response.prepare(request)
-        if request.method == hdrs.METH_HEAD:
-            return response
-        try:
-            while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
-                await response.write(chunk)
-            await response.write_eof()
-        except ConnectionResetError:
-            log.info("download of %s/%s stopped: the client disconnected", namespace, path)
-        return response
-    finally:
-        await asyncio.to_thread(handle.close)
+    size = os.fstat(handle.fileno()).st_size
+    return await send_file(request, handle, size, path.rsplit("/", 1)[-1])
 
 
 def _too_large() -> ApiError:

@@ -281,6 +281,7 @@ async def run_attempt(
                 workdir=workdir,
                 process_guard=process_guard,
                 files=None if storage is None else task_files(storage, request),
+                mask=mask,
             )
             deadline = asyncio.timeout(limit.seconds)
             try:

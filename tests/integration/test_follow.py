@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from headrace.api_client import ApiClient, ApiError
 from headrace.config import Settings
+from headrace.db.indexing import write_batch
+from headrace.ids import base62
 from headrace.local import LocalStack
+from headrace.messages import LogLevel, LogRecord
+from headrace.services.gateway import follow
 from headrace.sse import Event, EventParser
-from tests.integration.stacks import run_cli, running_stack
+from tests.integration.stacks import in_process_gateway, run_cli, running_stack
 from tests.integration.waiting import wait_until
 
 NAMESPACE = "tests.follow"
@@ -140,7 +147,11 @@ async def test_the_execution_follow_stream_shows_each_change_then_ends(
     ids = [e.id for e in rest if e.id is not None]
     assert rest[-1].event == "end" and json.loads(rest[-1].data) == {"state": "SUCCESS"}
     assert executions[-1]["state"]["current"] == "SUCCESS"
-    assert [run["taskId"] for run in executions[-1]["taskRunList"]] == ["before", "after"]
+    # Each event holds the task runs that changed since the one before: together, every
+    # run's latest state.
+    runs = {run["taskId"]: run["state"]["current"] for e in executions for run in e["taskRunList"]}
+    assert runs == {"before": "SUCCESS", "after": "SUCCESS"}
+    assert len(executions[-1]["taskRunList"]) < 2  # the last change, not the whole list
     assert ids == sorted(ids, key=int) and len(set(ids)) == len(ids)
     # An ended execution: its last state at once, then the end.
     async with http.get(url) as response:
@@ -215,3 +226,45 @@ def test_the_cli_follows_the_logs_until_the_end(stack: LocalStack, tmp_path: Pat
     ]
     assert printed[3].split()[-2:] == ["the", "end"]
     assert printed[-1] == f"execution {execution_id} ended SUCCESS"
+
+
+async def test_lines_of_an_execution_that_never_existed_end_their_stream(
+    settings: Settings,
+    auth_headers: dict[str, str],
+    migrated_pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kill of an id the executor never held leaves a line and no execution: its
+    follower gets the line, then the end (no state), instead of waiting forever."""
+    monkeypatch.setattr(follow, "UNKNOWN_GRACE_S", 0.5)  # a gateway in this process
+    ghost = base62(uuid.uuid4().int)
+    line = LogRecord(
+        id=f"{ghost}-1",
+        execution_id=ghost,
+        namespace=NAMESPACE,
+        flow_id="gated",
+        time=datetime.now(UTC),
+        level=LogLevel.ERROR,
+        message="kill of an unknown execution",
+    )
+    async with migrated_pool.acquire() as conn:
+        await write_batch(conn, [], [line])
+    async with (
+        in_process_gateway(settings) as url,
+        aiohttp.ClientSession(headers=auth_headers) as http,
+    ):
+        async with http.get(f"{url}/api/v1/logs/{ghost}/follow") as response:
+            events = [event async for event in read_events(response)]
+        assert [(e.event, json.loads(e.data).get("message")) for e in events] == [
+            ("log", "kill of an unknown execution"),
+            ("end", None),
+        ]
+        assert json.loads(events[-1].data) == {"state": None}
+        # An execution stream needs an execution: 404 once the grace is over.
+        async with http.get(f"{url}/api/v1/executions/{ghost}/follow") as response:
+            assert response.status == 404
+        too_big = str(2**63)
+        async with http.get(
+            f"{url}/api/v1/logs/{ghost}/follow", headers={"Last-Event-ID": too_big}
+        ) as response:
+            assert response.status == 400

@@ -557,7 +557,7 @@ async def test_a_failed_stored_read_leaves_no_file_and_commits_nothing(
     nowhere = await consume_stored(bootstrap, topic, None)
     assert nowhere.state is State.FAILED
     assert nowhere.error == (
-        "store: true writes its result to the file storage, and none is set up where this"
+        "store: true writes its result to a file, and no file storage is set up where this"
         " task runs (workers have one: HEADRACE_STORAGE_DIR)"
     )
 

@@ -322,13 +322,35 @@ def test_a_wrong_property_is_refused_at_validation_with_its_line() -> None:
 # ------------------------------------------------------------------ fetchType STORE
 
 
-async def store(database_url: str, storage: Storage, sql: str, **properties: Any) -> TaskRun:
+async def store(
+    database_url: str,
+    storage: Storage,
+    sql: str,
+    secrets: dict[str, str] | None = None,
+    **properties: Any,
+) -> TaskRun:
     return await run_stored(
         "postgres.query",
         {"url": database_url, "sql": sql, "fetchType": "STORE", **properties},
         storage,
         task_id="query",
+        secrets=secrets,
     )
+
+
+async def test_secrets_are_masked_in_a_stored_file_as_in_outputs(
+    database_url: str, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path)
+    secret = "pg-api-key-0123456789"
+    run = await store(
+        database_url,
+        storage,
+        f"SELECT 'key={secret}' AS line, 'ok' AS other",
+        secrets={"API_KEY": secret},
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert stored_lines(storage, STORED_URI) == [{"line": "key=******", "other": "ok"}]
 
 
 STORED_URI = (
@@ -399,7 +421,7 @@ async def test_store_without_a_file_storage_fails_before_connecting(database_url
     )
     assert run.state is State.FAILED
     assert run.error == (
-        "fetchType STORE writes its result to the file storage, and none is set up where"
+        "fetchType STORE writes its result to a file, and no file storage is set up where"
         " this task runs (workers have one: HEADRACE_STORAGE_DIR)"
     )
 

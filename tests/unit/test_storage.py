@@ -280,6 +280,27 @@ def test_the_sweep_removes_executions_older_than_the_retention(storage: Storage)
     assert storage.sweep_executions(7 * DAY_S, now=NOW) == 0  # nothing more to do
 
 
+def test_the_sweep_follows_no_link_planted_in_the_storage(storage: Storage, tmp_path: Path) -> None:
+    """A task can write into the storage folder: links it plants must not lead the sweep
+    to a namespace's own files or out of the storage."""
+    own = write(storage, "headrace:///b/_files/executions/e1/tasks/t/run/x.sql", age_s=90 * DAY_S)
+    outside = tmp_path / "outside" / "executions" / "e2"
+    outside.mkdir(parents=True)
+    (outside / "keep.txt").write_text("mine")
+    os.utime(outside, (NOW - 90 * DAY_S, NOW - 90 * DAY_S))
+    (storage.root / "a").mkdir()
+    os.symlink(storage.root / "b" / "_files", storage.root / "a" / "x")  # a flow folder
+    os.symlink(tmp_path / "outside", storage.root / "a" / "y")
+    (storage.root / "c" / "flow").mkdir(parents=True)
+    os.symlink(outside.parent, storage.root / "c" / "flow" / "executions")  # executions/
+    (storage.root / "d" / "flow" / "executions").mkdir(parents=True)
+    os.symlink(outside, storage.root / "d" / "flow" / "executions" / "e3")  # an execution
+
+    assert storage.sweep_executions(7 * DAY_S, now=NOW) == 0
+    assert own.read_bytes() == b"data"
+    assert (outside / "keep.txt").read_text() == "mine"
+
+
 def test_a_sweep_of_a_storage_never_written_removes_nothing(storage: Storage) -> None:
     assert not storage.root.exists()
     assert storage.sweep_executions(0, now=NOW) == 0
@@ -288,9 +309,9 @@ def test_a_sweep_of_a_storage_never_written_removes_nothing(storage: Storage) ->
 async def test_workers_sweep_at_start_and_again_after_a_failed_sweep(
     storage: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # `executions` as a file where a folder belongs: listing it fails, a real OSError.
-    broken = storage.root / "broken" / "flow" / "executions"
-    broken.parent.mkdir(parents=True)
+    # A file where the storage's folder belongs: opening it fails, a real OSError.
+    broken = storage.root
+    broken.parent.mkdir(parents=True, exist_ok=True)
     broken.write_bytes(b"")
     caplog.set_level(logging.INFO, logger="headrace.services.worker.sweeper")
 
