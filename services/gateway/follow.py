@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import orjson
 from aiohttp import web
 
 from headrace.db.indexing import CHANGES_CHANNEL
@@ -36,7 +35,7 @@ from headrace.db.pool import DatabaseError, connect
 from headrace.ids import looks_like_id
 from headrace.services.gateway.context import gateway
 from headrace.services.gateway.logs_api import log_filter
-from headrace.services.gateway.responses import ApiError
+from headrace.services.gateway.responses import ApiError, json_bytes
 from headrace.services.gateway.waiter import client_gone
 
 log = logging.getLogger(__name__)
@@ -183,7 +182,7 @@ class EventStream:
         frame = b""
         if event_id is not None:
             frame += b"id: %d\n" % event_id
-        frame += b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+        frame += b"event: " + event.encode() + b"\ndata: " + json_bytes(data) + b"\n\n"
         await self._write(frame)
 
     async def keep_alive(self) -> None:

@@ -35,9 +35,14 @@ class ApiError(HeadraceError):
         self.extra = extra
 
 
+def json_bytes(body: Any) -> bytes:
+    """`body` as the API writes JSON everywhere (dates with `Z`)."""
+    return orjson.dumps(body, option=_JSON_OPTIONS)
+
+
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(
-        body=orjson.dumps(body, option=_JSON_OPTIONS),
+        body=json_bytes(body),
         status=status,
         content_type="application/json",
     )
