@@ -15,4 +15,8 @@ RUN pip install --no-cache-dir ".[dbt]" && useradd --create-home headrace
 # write it.
 RUN mkdir -p /var/lib/headrace/storage && chown headrace:headrace /var/lib/headrace/storage
 USER headrace
+# 8080: the gateway's API (with its /healthz, /readyz, /metrics); 9100: the metrics and
+# probes of every other service, when HEADRACE_METRICS_PORT=9100 (docker-compose.yml sets
+# it). Probes need no curl: docker-compose.yml's health checks ask with Python.
+EXPOSE 8080 9100
 ENTRYPOINT ["headrace"]

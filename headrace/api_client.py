@@ -1,7 +1,12 @@
-"""A small synchronous client of the REST API, for the CLI.
+"""A small synchronous client of the REST API, for the CLI and for scripts.
 
 Synchronous on purpose: each CLI command makes one or two calls, and urllib starts
 faster than an event loop with an aiohttp session.
+
+`ApiClient` has a typed method for every operation of the API (`get_flow`,
+`start_execution`, `follow_logs`…: headrace/api.py, one per `operationId` of the OpenAPI
+document); `request`, `download`, `upload` and `events` are what they are made of, and
+reach any route.
 
 It authenticates with `Authorization: Bearer <token>`: the token given, else
 `HEADRACE_TOKEN`, else the token file `headrace server local` keeps
@@ -21,18 +26,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from headrace.api import API_PREFIX, ApiOperations
 from headrace.errors import HeadraceError
 from headrace.sse import Event, EventParser
 from headrace.token_file import find_token, token_path
 
 
 class ApiError(HeadraceError):
-    """The server answered with an error status; `errors` holds its details."""
+    """The server answered with an error status; `errors` holds its details, `body` the
+    whole JSON answer (None when it was not JSON)."""
 
-    def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, errors: list[Any] | None = None, body: Any = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.errors = errors or []
+        self.body = body
 
 
 class Unauthorized(ApiError):
@@ -52,7 +62,7 @@ class Download:
 
 
 @dataclass
-class ApiClient:
+class ApiClient(ApiOperations):
     base_url: str
     timeout_s: float = 30.0
     headers: dict[str, str] = field(default_factory=dict)
@@ -69,21 +79,29 @@ class ApiClient:
         body: bytes | None = None,
         content_type: str | None = None,
         timeout_s: float | None = None,
+        prefix: str = API_PREFIX,
     ) -> Any:
+        """The JSON answer of `method path` (None when empty); `path` is below `prefix`
+        ("" for the server's own routes, `/healthz`)."""
         if json_body is not None:
             body = json.dumps(json_body).encode()
             content_type = "application/json"
-        with self._open(method, path, params, body, content_type, timeout_s) as response:
+        with self._open(method, path, params, body, content_type, timeout_s, prefix) as response:
             payload = self._read(response.read)
         return json.loads(payload) if payload else None
 
     @contextlib.contextmanager
     def download(
-        self, path: str, *, params: dict[str, Any] | None = None, timeout_s: float | None = None
+        self,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        prefix: str = API_PREFIX,
     ) -> Iterator[Download]:
         """GET `path` as a stream of bytes, never whole in memory: the `Download` reads it
         a chunk at a time. An error status raises as `request` does, before any byte."""
-        with self._open("GET", path, params, None, None, timeout_s) as response:
+        with self._open("GET", path, params, None, None, timeout_s, prefix) as response:
             length = response.headers.get("Content-Length")
             yield Download(
                 size=int(length) if length and length.isdigit() else None,
@@ -155,11 +173,13 @@ class ApiClient:
         body: bytes | IO[bytes] | None,
         content_type: str | None,
         timeout_s: float | None,
+        prefix: str = API_PREFIX,
     ) -> Iterator[http.client.HTTPResponse]:
-        url = self.base_url.rstrip("/") + "/api/v1" + path
-        if params:
-            query = {k: v for k, v in params.items() if v is not None}
-            url += "?" + urllib.parse.urlencode(query)
+        url = self.base_url.rstrip("/") + prefix + path
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        if query:
+            # A list value is a repeated parameter (`labels=a:1&labels=b:2`).
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
         headers = {"Accept": "application/json"}
         if self.token is None:
             self.token = find_token() or ""
@@ -219,5 +239,13 @@ def _api_error(exc: urllib.error.HTTPError) -> ApiError:
     try:
         payload = json.loads(raw)
     except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
         return ApiError(exc.code, f"HTTP {exc.code}: {raw[:200].decode(errors='replace')}")
-    return ApiError(exc.code, payload.get("message", f"HTTP {exc.code}"), payload.get("errors"))
+    message = payload.get("message")
+    problems = payload.get("problems")  # an unhealthy /healthz (a list), /readyz (by check)
+    if message is None and problems:
+        if isinstance(problems, dict):
+            problems = [f"{name}: {problem}" for name, problem in problems.items()]
+        message = f"HTTP {exc.code}: " + "; ".join(map(str, problems))
+    return ApiError(exc.code, message or f"HTTP {exc.code}", payload.get("errors"), body=payload)

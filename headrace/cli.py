@@ -12,16 +12,18 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from headrace.api_client import ApiClient, ApiError
+from headrace.cli_output import JSON, echo_json, output_option
 from headrace.cli_watch import LEVEL_COLORS, STATE_COLORS, watch_execution
 from headrace.config import DEFAULT_URL, Settings
 from headrace.errors import HeadraceError
+from headrace.states import State
 
 LOG_PAGE_SIZE = 10_000  # the API's largest page
 SERVICE_NAMES = ("gateway", "scheduler", "executor", "worker", "indexer")
@@ -34,7 +36,9 @@ def main() -> None:
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        # Under `flow apply --detailed-exitcode`, 2 says "changes": a usage error is 1.
+        detailed = "--detailed-exitcode" in sys.argv[1:]
+        sys.exit(1 if detailed and exc.exit_code == 2 else exc.exit_code)
     except ApiError as exc:
         _print_error(str(exc), exc.errors)
         sys.exit(1)
@@ -105,7 +109,16 @@ def server() -> None:
     type=click.IntRange(min=1),
     help="Worker processes (they share the partitions: at most --partitions).",
 )
-def server_local(port: int, partitions: int, executors: int, workers: int) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve each service's /metrics, /healthz and /readyz on this port and the next "
+    "ones (one per process, the gateway's are on its API port). Default: none.",
+)
+def server_local(
+    port: int, partitions: int, executors: int, workers: int, metrics_port: int | None
+) -> None:
     """Embedded broker + embedded PostgreSQL + every service, in one command.
 
     Uses HEADRACE_KAFKA_BOOTSTRAP / HEADRACE_DATABASE_URL instead when they are set.
@@ -124,12 +137,19 @@ def server_local(port: int, partitions: int, executors: int, workers: int) -> No
     # First: its tasks must not read credentials in this ancestor's environment.
     sealed = with_secret_files(seal_process(), os.environ)
     run_local_server(
-        port=port, partitions=partitions, sealed=sealed, executors=executors, workers=workers
+        port=port,
+        partitions=partitions,
+        sealed=sealed,
+        executors=executors,
+        workers=workers,
+        metrics_port=metrics_port,
     )
 
 
 def _service_command(name: str) -> Callable[..., None]:
-    def command(log_level: str, host: str | None = None, port: int | None = None) -> None:
+    def command(
+        log_level: str, log_format: str, host: str | None = None, port: int | None = None
+    ) -> None:
         from headrace.sealed_env import for_service, seal_process, secrets_of
         from headrace.secret_files import with_secret_files
         from headrace.services.main import run_service
@@ -143,7 +163,13 @@ def _service_command(name: str) -> Callable[..., None]:
             settings = dataclasses.replace(settings, gateway_host=host)
         if port is not None:
             settings = dataclasses.replace(settings, gateway_port=port)
-        run_service(name, settings, loglevel=log_level.upper(), secrets=secrets_of(sealed))
+        run_service(
+            name,
+            settings,
+            loglevel=log_level.upper(),
+            secrets=secrets_of(sealed),
+            log_format=log_format,
+        )
 
     command.__doc__ = f"Run the {name} service (settings from HEADRACE_* variables)."
     if name == "gateway":  # the one service that listens
@@ -155,6 +181,14 @@ def _service_command(name: str) -> Callable[..., None]:
         )(command)
     command = click.option(
         "--log-level", default="WARNING", show_default=True, envvar="HEADRACE_LOG_LEVEL"
+    )(command)
+    command = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        envvar="HEADRACE_LOG_FORMAT",
+        help="json: one JSON object per line, with execution and task ids (docs/operations.md).",
     )(command)
     return server.command(name)(command)
 
@@ -244,7 +278,7 @@ def topics_apply(partitions: int | None) -> None:
 
 @cli.group()
 def flow() -> None:
-    """Validate, apply, list and export flows; print their JSON Schema."""
+    """Validate, apply, list, show, diff and export flows; print their JSON Schema."""
 
 
 @flow.command("validate")
@@ -263,29 +297,110 @@ def flow_validate(paths: tuple[Path, ...]) -> None:
 
 @flow.command("apply")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Show what would change (the plan); change nothing.")
 @click.option(
-    "--prune", is_flag=True, help="Delete server flows of the same namespaces not in FOLDER."
+    "--prune",
+    is_flag=True,
+    help="Also delete the flows of these files' namespaces that no file holds.",
 )
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when nothing changed (or would), 2 when something did (or would), 1 on an "
+    "error: for CI.",
+)
+@output_option(help="json: the gateway's answer (every flow's action, revisions and diff).")
 @click.pass_obj
-def flow_apply(api: ApiClient, paths: tuple[Path, ...], dry_run: bool, prune: bool) -> None:
-    """Apply flow files and folders: all validated first, then created or updated."""
-    from headrace.flow_files import apply_folder
+def flow_apply(
+    api: ApiClient,
+    paths: tuple[Path, ...],
+    dry_run: bool,
+    prune: bool,
+    detailed_exitcode: bool,
+    output: str,
+) -> None:
+    """Apply flow files and folders in one request, all or nothing: the server validates
+    every file first (an invalid one: nothing changes), then applies every change at once.
+    Prints the plan: + created, ~ updated (with its diff), - deleted."""
+    from headrace.flow_files import apply_folder, changes
 
-    apply_folder(api, paths, dry_run=dry_run, prune=prune, echo=click.echo)
+    answer = apply_folder(api, paths, dry_run=dry_run, prune=prune, echo=click.echo, output=output)
+    if detailed_exitcode and changes(answer):
+        sys.exit(2)
 
 
 @flow.command("list")
 @click.option("--namespace", default=None)
+@output_option
 @click.pass_obj
-def flow_list(api: ApiClient, namespace: str | None) -> None:
+def flow_list(api: ApiClient, namespace: str | None, output: str) -> None:
     """List the latest revision of every flow."""
     from headrace.flow_files import list_flows
 
     flows = list_flows(api, namespace)
+    if output == JSON:
+        echo_json(flows)
+        return
     for item in flows:
         click.echo(f"{item['namespace']}/{item['id']}  revision {item['revision']}")
     click.echo(f"{len(flows)} flows")
+
+
+def _flow_path(namespace: str, flow_id: str) -> str:
+    from urllib.parse import quote
+
+    return f"/flows/{quote(namespace, safe='')}/{quote(flow_id, safe='')}"
+
+
+@flow.command("revisions")
+@click.argument("namespace")
+@click.argument("flow_id")
+@output_option
+@click.pass_obj
+def flow_revisions(api: ApiClient, namespace: str, flow_id: str, output: str) -> None:
+    """List the revisions of NAMESPACE/FLOW_ID, oldest first (a deletion is one too)."""
+    revisions = api.request("GET", _flow_path(namespace, flow_id) + "/revisions")
+    if output == JSON:
+        echo_json(revisions)
+        return
+    for item in revisions:
+        deleted = "  deleted" if item["deleted"] else ""
+        click.echo(f"revision {item['revision']:<6} {item['createdAt']}{deleted}")
+    click.echo(f"{len(revisions)} revisions")
+
+
+@flow.command("show")
+@click.argument("namespace")
+@click.argument("flow_id")
+@click.option("--revision", type=click.IntRange(min=1), default=None, help="Default: the latest.")
+@click.pass_obj
+def flow_show(api: ApiClient, namespace: str, flow_id: str, revision: int | None) -> None:
+    """Print the YAML source of NAMESPACE/FLOW_ID, as it was applied."""
+    flow = api.request("GET", _flow_path(namespace, flow_id), params={"revision": revision})
+    click.echo(flow["source"], nl=not flow["source"].endswith("\n"))
+
+
+@flow.command("diff")
+@click.argument("namespace")
+@click.argument("flow_id")
+@click.argument("from_revision", metavar="R1", type=click.IntRange(min=1))
+@click.argument("to_revision", metavar="R2", type=click.IntRange(min=1))
+@click.pass_obj
+def flow_diff(
+    api: ApiClient, namespace: str, flow_id: str, from_revision: int, to_revision: int
+) -> None:
+    """Print the unified diff of NAMESPACE/FLOW_ID's source from revision R1 to R2."""
+    from headrace.flow_files import styled_diff_line
+
+    answer = api.request(
+        "GET",
+        _flow_path(namespace, flow_id) + "/diff",
+        params={"from": from_revision, "to": to_revision},
+    )
+    if not answer["diff"]:
+        click.echo(f"revisions {from_revision} and {to_revision} have the same source")
+    for line in answer["diff"].splitlines():
+        click.echo(styled_diff_line(line))
 
 
 @flow.command("export")
@@ -340,11 +455,15 @@ def plugins() -> None:
 
 
 @plugins.command("list")
-def plugins_list() -> None:
+@output_option
+def plugins_list(output: str) -> None:
     """List every task type, its Kestra alias and what it does."""
     from headrace.plugins import plugins as installed
 
     found = installed()
+    if output == JSON:  # as GET /api/v1/plugins gives them
+        echo_json([plugin.to_json() for plugin in found])
+        return
     width = max(len(plugin.type) for plugin in found)
     for plugin in found:
         click.echo(f"{plugin.type:<{width}}  {plugin.summary}")
@@ -382,7 +501,7 @@ def plugins_describe(task_type: str, as_json: bool) -> None:
             if row.default is not None:
                 # As a flow writes it: `true`, `GET`, `[]`, not Python's `True`, `'GET'`.
                 default = row.default
-                if not isinstance(default, str):
+                if not isinstance(default, str) or not default:  # "" shows as ""
                     default = orjson.dumps(default).decode()
                 facts.append(f"default {default}")
             click.echo(f"  {row.name} ({', '.join(f for f in facts if f)})")
@@ -412,12 +531,12 @@ def execution_start(
 ) -> None:
     """Start an execution of NAMESPACE/FLOW_ID."""
     values = _key_values(inputs)
-    result = api.request("POST", f"/executions/{namespace}/{flow_id}", json_body=values)
+    result = api.start_execution(namespace, flow_id, values)
     if not wait:
         click.echo(f"started execution {result['id']}")
         return
     execution_id = result["id"]
-    click.echo(f"execution {execution_id}  {namespace}/{flow_id}  started")
+    click.echo(f"started execution {execution_id}")  # as without --wait: scripts cut it
     ended = watch_execution(api, execution_id, timeout)
     if ended is None:
         click.echo(
@@ -435,7 +554,7 @@ def execution_start(
 @click.pass_obj
 def execution_show(api: ApiClient, execution_id: str) -> None:
     """Show one execution with its task runs."""
-    _echo_execution(api.request("GET", f"/executions/{execution_id}"))
+    _echo_execution(api.get_execution(execution_id))
 
 
 @execution.command("list")
@@ -446,6 +565,7 @@ def execution_show(api: ApiClient, execution_id: str) -> None:
     "--stuck", is_flag=True, help="Only those the watchdog found unable to make progress."
 )
 @click.option("--size", default=25, show_default=True)
+@output_option
 @click.pass_obj
 def execution_list(
     api: ApiClient,
@@ -454,12 +574,13 @@ def execution_list(
     state: str | None,
     stuck: bool,
     size: int,
+    output: str,
 ) -> None:
     """List recent executions."""
-    params = {"namespace": namespace, "flowId": flow_id, "state": state, "size": size}
-    if stuck:
-        params["stuck"] = "true"
-    page = api.request("GET", "/executions", params=params)
+    page = api.list_executions(namespace, flow_id, state, stuck=stuck, size=size)
+    if output == JSON:
+        echo_json(page["results"])
+        return
     for item in page["results"]:
         line = f"{item['id']}  {item['namespace']}/{item['flowId']}  {item['state']['current']}"
         if "stuck" in item:
@@ -481,7 +602,7 @@ def _echo_answer(kind: str, execution_id: str, answer: dict) -> None:
 @click.pass_obj
 def execution_kill(api: ApiClient, execution_id: str) -> None:
     """Kill a running execution: its running tasks and subflows end KILLED."""
-    answer = api.request("POST", f"/executions/{execution_id}/kill")
+    answer = api.kill_execution(execution_id)
     _echo_answer("kill", execution_id, answer)
 
 
@@ -490,7 +611,7 @@ def execution_kill(api: ApiClient, execution_id: str) -> None:
 @click.pass_obj
 def execution_restart(api: ApiClient, execution_id: str) -> None:
     """Re-run a FAILED or KILLED execution from its failed task runs (successful ones are kept)."""
-    answer = api.request("POST", f"/executions/{execution_id}/restart")
+    answer = api.restart_execution(execution_id)
     _echo_answer("restart", execution_id, answer)
 
 
@@ -500,9 +621,7 @@ def execution_restart(api: ApiClient, execution_id: str) -> None:
 @click.pass_obj
 def execution_resume(api: ApiClient, execution_id: str, inputs: tuple[str, ...]) -> None:
     """Resume a PAUSED execution, optionally with inputs for the paused task."""
-    answer = api.request(
-        "POST", f"/executions/{execution_id}/resume", json_body=_key_values(inputs)
-    )
+    answer = api.resume_execution(execution_id, _key_values(inputs))
     _echo_answer("resume", execution_id, answer)
 
 
@@ -512,9 +631,7 @@ def execution_resume(api: ApiClient, execution_id: str, inputs: tuple[str, ...])
 @click.pass_obj
 def execution_replay(api: ApiClient, execution_id: str, task_run_id: str | None) -> None:
     """Start a new execution that replays EXECUTION_ID from a chosen task run."""
-    answer = api.request(
-        "POST", f"/executions/{execution_id}/replay", params={"taskRunId": task_run_id}
-    )
+    answer = api.replay_execution(execution_id, task_run_id)
     click.echo(f"replaying {execution_id} as new execution {answer['id']}")
 
 
@@ -536,17 +653,14 @@ def execution_file(
 ) -> None:
     """Download URI (headrace:///…), a file a task of EXECUTION_ID stored: its outputs
     name it."""
-    from urllib.parse import quote
-
     from headrace import file_download
     from headrace.storage import stored_file
 
     name = stored_file(uri).name  # not a storage URI: the error the gateway would give
-    path = f"/executions/{quote(execution_id, safe='')}/file"
     target = None if output == "-" else file_download.target_path(output, name)
     if target is not None:
         file_download.check_target(target, force)  # before a byte is downloaded
-    with api.download(path, params={"path": uri}) as body:
+    with api.download_execution_file(execution_id, uri) as body:
         progress = file_download.Progress(body.size)
         if target is None:
             file_download.copy(body, sys.stdout.buffer, progress)
@@ -578,9 +692,8 @@ def logs(
     api: ApiClient, execution_id: str, min_level: str | None, task_id: str | None, follow: bool
 ) -> None:
     """Print the log lines of an execution."""
-    params = {"minLevel": min_level, "taskId": task_id}
     if follow:
-        for event in api.events(f"/logs/{execution_id}/follow", params=params):
+        for event in api.follow_logs(execution_id, min_level=min_level, task_id=task_id):
             if event.event == "log":
                 _echo_log_line(json.loads(event.data))
             elif event.event == "end":
@@ -589,10 +702,8 @@ def logs(
         return
     page = 1
     while True:
-        records = api.request(
-            "GET",
-            f"/logs/{execution_id}",
-            params={**params, "page": page, "size": LOG_PAGE_SIZE},
+        records = api.list_logs(
+            execution_id, min_level=min_level, task_id=task_id, page=page, size=LOG_PAGE_SIZE
         )
         for record in records:
             _echo_log_line(record)
@@ -646,11 +757,17 @@ def _echo_execution(execution: dict[str, Any]) -> None:
 
 
 def _duration(state: dict[str, Any]) -> str:
+    """How long it ran: to its end, or until now while it is not over."""
     histories = state.get("histories") or []
-    if len(histories) < 2:
+    if not histories:
         return ""
     start = datetime.fromisoformat(histories[0]["date"])
-    end = datetime.fromisoformat(histories[-1]["date"])
+    if State(histories[-1]["state"]).is_terminal:
+        end = datetime.fromisoformat(histories[-1]["date"])
+    else:
+        end = datetime.now(UTC)
+    if end == start:
+        return ""
     return f"  ({(end - start).total_seconds():.2f}s)"
 
 
@@ -702,10 +819,14 @@ def trigger_publish(
 @trigger.command("list")
 @click.option("--namespace", default=None)
 @click.option("--flow-id", default=None)
+@output_option
 @click.pass_obj
-def trigger_list(api: ApiClient, namespace: str | None, flow_id: str | None) -> None:
+def trigger_list(api: ApiClient, namespace: str | None, flow_id: str | None, output: str) -> None:
     """List declared triggers with their state (disabled, last and next fire time)."""
-    page = api.request("GET", "/triggers", params={"namespace": namespace, "flowId": flow_id})
+    page = api.list_triggers(namespace, flow_id)
+    if output == JSON:
+        echo_json(page["results"])
+        return
     for item in page["results"]:
         state = "disabled" if item["disabled"] else "enabled"
         line = f"{item['namespace']}/{item['flowId']}/{item['triggerId']}  {item['type']}  {state}"
@@ -722,9 +843,7 @@ def trigger_list(api: ApiClient, namespace: str | None, flow_id: str | None) -> 
 def _switch_trigger(
     api: ApiClient, namespace: str, flow_id: str, trigger_id: str, on: bool
 ) -> None:
-    api.request(
-        "PUT", f"/triggers/{namespace}/{flow_id}/{trigger_id}", json_body={"disabled": not on}
-    )
+    api.set_trigger(namespace, flow_id, trigger_id, disabled=not on)
     click.echo(f"{namespace}/{flow_id}/{trigger_id} {'enabled' if on else 'disabled'}")
 
 
@@ -759,11 +878,7 @@ def trigger_backfill(
     api: ApiClient, namespace: str, flow_id: str, trigger_id: str, start: str, end: str
 ) -> None:
     """Start every tick of a schedule in [START, END); re-running it starts nothing new."""
-    answer = api.request(
-        "POST",
-        f"/triggers/{namespace}/{flow_id}/{trigger_id}/backfill",
-        json_body={"start": start, "end": end},
-    )
+    answer = api.backfill_trigger(namespace, flow_id, trigger_id, start, end)
     for execution_id in answer["executionIds"]:
         click.echo(execution_id)
     click.echo(f"{answer['count']} ticks published (a tick that already ran starts nothing new)")
@@ -798,11 +913,22 @@ def namespace_files_upload(api: ApiClient, local: Path, namespace_name: str, to:
 @namespace_files.command("list")
 @click.argument("namespace_name", metavar="NAMESPACE")
 @click.argument("path", default="")
+@output_option
 @click.pass_obj
-def namespace_files_list(api: ApiClient, namespace_name: str, path: str) -> None:
+def namespace_files_list(api: ApiClient, namespace_name: str, path: str, output: str) -> None:
     """List NAMESPACE's files (below the folder PATH): size, time changed (UTC), path."""
     from headrace import namespace_files_cli
 
+    if output == JSON:  # the API's entries, each with its path in the namespace
+        folder = path.strip("/")
+        echo_json(
+            [
+                {**entry, "path": f"{folder}/{entry['fileName']}" if folder else entry["fileName"]}
+                for entry in namespace_files_cli.listing(api, namespace_name, path)
+                if entry["type"] == "File"
+            ]
+        )
+        return
     namespace_files_cli.list_files(api, namespace_name, path, click.echo)
 
 

@@ -13,13 +13,14 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from headrace.api_client import ApiClient
+from headrace.sse import Event
 
 # After the execution ended, the last lines it printed get this long to arrive.
 LAST_LINES_S = 5.0
@@ -34,9 +35,14 @@ class _Item:
     data: Any
 
 
-def _read(api: ApiClient, stream: str, path: str, out: queue.Queue[_Item]) -> None:
+def _read(
+    events: Callable[[str], Iterator[Event]],
+    stream: str,
+    execution_id: str,
+    out: queue.Queue[_Item],
+) -> None:
     try:
-        for event in api.events(path):
+        for event in events(execution_id):
             out.put(_Item(stream, event.event, json.loads(event.data)))
     except Exception as exc:  # reported by the main thread, as the CLI reports errors
         out.put(_Item(stream, "failed", exc))
@@ -77,12 +83,10 @@ def watch_execution(api: ApiClient, execution_id: str, timeout_s: float) -> dict
     """Print the execution's changes and lines until it ends; the ended execution (with
     all its task runs), or None when `timeout_s` passed first."""
     items: queue.Queue[_Item] = queue.Queue()
-    for stream, path in (
-        ("execution", f"/executions/{execution_id}/follow"),
-        ("logs", f"/logs/{execution_id}/follow"),
-    ):
+    for stream, events in (("execution", api.follow_execution), ("logs", api.follow_logs)):
         # Daemons: a timeout leaves them reading; the process ends anyway.
-        threading.Thread(target=_read, args=(api, stream, path, items), daemon=True).start()
+        args = (events, stream, execution_id, items)
+        threading.Thread(target=_read, args=args, daemon=True).start()
     states = TaskStates(click.echo)
     deadline = time.monotonic() + timeout_s
     ended = False
@@ -108,4 +112,4 @@ def watch_execution(api: ApiClient, execution_id: str, timeout_s: float) -> dict
     if not ended:
         return None
     # Events after the first carry only the task runs that changed: the whole execution.
-    return api.request("GET", f"/executions/{execution_id}")
+    return api.get_execution(execution_id)

@@ -184,6 +184,10 @@ def _to_avro(message: Message) -> dict[str, Any]:
             record["command"] = {
                 name: getattr(message.command, name) for name in message.command.__slots__
             }
+    elif isinstance(message, m.FlowChangeSet):
+        record["changes"] = [
+            {name: getattr(item, name) for name in item.__slots__} for item in message.changes
+        ]
     return record
 
 
@@ -211,6 +215,16 @@ def _from_avro(cls: type, record: dict[str, Any]) -> Message:
         record["behavior"] = m.ConcurrencyBehavior(record["behavior"])
     elif cls is m.FlowChange:
         record["action"] = m.FlowChangeAction(record["action"])
+    elif cls is m.FlowChangeSet:
+        record["changes"] = [
+            m.FlowChangeItem(
+                item["namespace"],
+                item["flow_id"],
+                m.FlowChangeAction(item["action"]),
+                item["source"],
+            )
+            for item in record["changes"]
+        ]
     return cls(**record)
 
 

@@ -69,6 +69,10 @@ class Settings:
     # The file storage every worker and the gateway share (headrace/storage.py). None:
     # $XDG_STATE_HOME/headrace/storage, which suits one machine only.
     storage_dir: str | None = None
+    # Every service but the gateway serves /metrics, /healthz and /readyz on this port
+    # (headrace/service_http.py); None: no such server. One port per process.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -106,6 +110,8 @@ class Settings:
                 credentials_file=env.get("HEADRACE_CREDENTIALS_FILE") or None,
                 allowed_hosts=split_hosts(env.get("HEADRACE_ALLOWED_HOSTS", "")),
                 storage_dir=env.get("HEADRACE_STORAGE_DIR") or None,
+                metrics_port=_port("HEADRACE_METRICS_PORT", env.get("HEADRACE_METRICS_PORT")),
+                metrics_host=env.get("HEADRACE_METRICS_HOST") or defaults.metrics_host,
             )
         except ValueError as exc:
             raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
@@ -156,6 +162,19 @@ def _positive(text: str | float) -> float:
     if not 0 < value < float("inf"):
         raise ValueError(f"{text!r} is not a number of seconds above zero")
     return value
+
+
+def _port(name: str, text: str | None) -> int | None:
+    """A TCP port from variable `name` (0: any free one), None when unset or empty."""
+    if not text:
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: {port} is not a port number (0-65535)")
+    return port
 
 
 def _duration(name: str, text: str | None, default: timedelta) -> timedelta:

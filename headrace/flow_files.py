@@ -1,15 +1,20 @@
 """Flows kept as files in Git: find, validate and apply a folder of them.
 
-`apply` is all-or-nothing on validation: every file is validated before the first one is
-sent, so a typo in one file never leaves the server with half a folder applied.
+`apply_folder` sends the whole folder in one request (`POST /api/v1/flows/bulk`): the
+gateway validates every file before it changes anything, then applies them as one record
+of the `flows` topic, so a folder is applied whole or not at all, even if something
+fails halfway. What it prints is the plan: a unified diff of every updated flow.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import click
 
 from headrace.api_client import ApiClient, ApiError
 from headrace.errors import HeadraceError
@@ -19,8 +24,25 @@ from headrace.flow.model import Flow
 
 FLOW_SUFFIXES = (".yaml", ".yml")
 DBT_PROJECT_FILE = "dbt_project.yml"
-# Flows per listing request when pruning (the gateway's maximum page size).
+# Flows per listing request (the gateway's maximum page size).
 LIST_PAGE_SIZE = 1_000
+# A folder is validated whole by the gateway before it answers: give it time.
+APPLY_TIMEOUT_S = 300.0
+# How each action is marked and coloured in the plan.
+MARKS = {
+    "created": ("+", "create", "green"),
+    "updated": ("~", "update", "yellow"),
+    "unchanged": (" ", "unchanged", None),
+    "deleted": ("-", "delete", "red"),
+}
+
+
+class InvalidFlowFiles(HeadraceError):
+    """Files that cannot be applied: `errors` says, one line each, file:line: field: reason."""
+
+    def __init__(self, message: str, errors: list[str]) -> None:
+        super().__init__(message)
+        self.errors = errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,65 +128,118 @@ def apply_folder(
     dry_run: bool,
     prune: bool,
     echo: Callable[[str], None],
-) -> None:
+    output: str = "text",
+) -> dict[str, Any]:
+    """Apply the flow files of `paths` in one request, all or nothing, and print what
+    changed (or, with `dry_run`, what would): a line per flow, the diff of each update,
+    a summary; `output="json"` prints the gateway's answer instead. `prune`: also delete
+    the flows of these files' namespaces that no file holds. Returns the answer
+    (`changes` counts what changed); raises `InvalidFlowFiles` when any file is invalid
+    (then nothing changed)."""
     paths = list(paths)
-    files, errors = load_folder(paths)
-    if errors:
-        for error in errors:
-            echo(str(error))
-        raise HeadraceError(f"{len(errors)} invalid flow file(s): nothing applied")
-    if not files:
+    found = find_flow_files(paths)
+    if not found:
         raise HeadraceError(f"no flow files (*.yaml, *.yml) in {', '.join(str(p) for p in paths)}")
-
-    plan: list[tuple[str, FlowFile]] = []
-    for item in files:
-        current = _current_source(api, *item.key)
-        action = (
-            "create" if current is None else ("unchanged" if current == item.source else "update")
+    documents, unreadable = [], []
+    for path in found:
+        try:
+            documents.append({"name": str(path), "source": read_flow_source(path)})
+        except FlowValidationError as exc:
+            unreadable.append(str(exc))
+    if unreadable:
+        raise InvalidFlowFiles(
+            f"{len(unreadable)} of {len(found)} flow file(s) unreadable: nothing applied",
+            unreadable,
         )
-        plan.append((action, item))
-    to_delete: list[tuple[str, str]] = []
-    if prune:
-        wanted = {item.key for item in files}
-        for namespace in sorted({item.flow.namespace for item in files}):
-            listing = list_flows(api, namespace)
-            # The listing includes sub-namespaces; prune only the namespaces this folder owns.
-            to_delete += [
-                (f["namespace"], f["id"])
-                for f in listing
-                if f["namespace"] == namespace and (f["namespace"], f["id"]) not in wanted
-            ]
-
-    for action, item in plan:
-        echo(f"{action:<9} {item.flow.namespace}/{item.flow.id}  ({item.path})")
-    for namespace, flow_id in to_delete:
-        echo(f"{'delete':<9} {namespace}/{flow_id}")
-    if dry_run:
-        echo("dry run: nothing applied")
-        return
-
-    changed = 0
-    for action, item in plan:
-        if action == "unchanged":
-            continue
-        answer = api.request(
-            "PUT",
-            f"/flows/{item.flow.namespace}/{item.flow.id}",
-            body=item.source.encode(),
-            content_type="application/x-yaml",
-        )
-        changed += 1
-        echo(f"applied   {item.flow.namespace}/{item.flow.id} revision {answer['revision']}")
-    for namespace, flow_id in to_delete:
-        api.request("DELETE", f"/flows/{namespace}/{flow_id}")
-        echo(f"deleted   {namespace}/{flow_id}")
-    echo(f"{changed} applied, {len(plan) - changed} unchanged, {len(to_delete)} deleted")
-
-
-def _current_source(api: ApiClient, namespace: str, flow_id: str) -> str | None:
+    params = {"dryRun": "true" if dry_run else None, "delete": "true" if prune else None}
     try:
-        return api.request("GET", f"/flows/{namespace}/{flow_id}")["source"]
+        answer = api.request(
+            "POST",
+            "/flows/bulk",
+            params=params,
+            json_body={"flows": documents},
+            timeout_s=APPLY_TIMEOUT_S,
+        )
     except ApiError as exc:
-        if exc.status == 404:
-            return None
+        if exc.status == 422 and exc.errors:
+            raise InvalidFlowFiles(str(exc), [format_error(e) for e in exc.errors]) from None
         raise
+    if output == "json":
+        echo(json.dumps(answer, indent=2))
+    else:
+        for line in plan_lines(answer):
+            echo(line)
+    return answer
+
+
+def changes(answer: dict[str, Any]) -> int:
+    """How many flows an answer of the bulk endpoint created, updated or deleted."""
+    summary = answer["summary"]
+    return int(summary["created"] + summary["updated"] + summary["deleted"])
+
+
+def format_error(error: Any) -> str:
+    """An error of the bulk endpoint as `file:line:column: field: reason (hint: ...)`."""
+    if not isinstance(error, dict):
+        return str(error)
+    where = str(error.get("file") or "")
+    for part in ("line", "column"):
+        if error.get(part) is None:
+            break
+        where += f":{error[part]}"
+    text = ": ".join(str(p) for p in (where, error.get("path"), error.get("message", "")) if p)
+    return text + (f" (hint: {error['hint']})" if error.get("hint") else "")
+
+
+def plan_lines(answer: dict[str, Any]) -> list[str]:
+    """The answer as `flow apply` prints it: one line per flow (marked `+` created, `~`
+    updated, `-` deleted), each update's diff under it, then a summary. Styled: click
+    drops the colours when the output is not a terminal."""
+    dry_run = answer["dryRun"]
+    lines = []
+    for item in answer["flows"]:
+        mark, verb, color = MARKS[item["action"]]
+        if not dry_run:
+            verb = item["action"]
+        line = f"{mark} {verb:<9} {item['namespace']}/{item['id']}{_revisions(item, dry_run)}"
+        if item.get("file"):
+            line += f"  ({item['file']})"
+        lines.append(click.style(line, fg=color))
+        lines += ["    " + styled_diff_line(d) for d in (item.get("diff") or "").splitlines()]
+    summary = answer["summary"]
+    if dry_run:
+        lines.append(
+            f"plan: {summary['created']} to create, {summary['updated']} to update,"
+            f" {summary['deleted']} to delete, {summary['unchanged']} unchanged"
+        )
+        lines.append("dry run: nothing applied")
+    else:
+        applied = summary["created"] + summary["updated"]
+        lines.append(
+            f"{applied} applied ({summary['created']} created, {summary['updated']} updated),"
+            f" {summary['unchanged']} unchanged, {summary['deleted']} deleted"
+        )
+    return lines
+
+
+def _revisions(item: dict[str, Any], dry_run: bool) -> str:
+    revision, before = item.get("revision"), item.get("fromRevision")
+    if dry_run or item["action"] == "unchanged":
+        shown = revision if revision is not None else before
+        return f" revision {shown}" if shown is not None else ""
+    if item["action"] == "deleted":
+        return f" (was revision {before})" if before is not None else ""
+    return f" revision {revision}" + (f" (was {before})" if before is not None else "")
+
+
+def styled_diff_line(line: str) -> str:
+    """A unified diff's line in the colours of `git diff`."""
+    if line.startswith(("+++", "---")):
+        return click.style(line, bold=True)
+    if line.startswith("@@"):
+        return click.style(line, fg="cyan")
+    if line.startswith("+"):
+        return click.style(line, fg="green")
+    if line.startswith("-"):
+        return click.style(line, fg="red")
+    return line

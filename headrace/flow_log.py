@@ -3,10 +3,13 @@ services that must not depend on PostgreSQL to run flows (the executor), start t
 gateway's webhooks and API starts, the scheduler) or change them (the gateway's flows API).
 
 A gateway changes a flow by sending a `FlowChange` (save, create, delete) and reading it
-back (`FlowLog.change`). Changes go to one partition, and every reader applies them in
-its order by the same rule (`FlowLog._apply_change`), so every reader gives a change the
-same revision number, or none, with nobody assigning numbers: concurrent saves through
-two gateways get distinct, consecutive revisions without a lock. Each change has a key
+back (`FlowLog.change`), or many flows at once by sending a `FlowChangeSet`
+(`FlowLog.change_set`): one record, so written whole or not at all, whose changes every
+reader applies one after the other before it reads the next record (all or nothing).
+Changes go to one partition, and every reader applies them in its order by the same
+rule (`FlowLog._apply_change`), so every reader gives a change the same revision number,
+or none, with nobody assigning numbers: concurrent saves through two gateways get
+distinct, consecutive revisions without a lock. Each change has a key
 of its own, so compaction never removes one, provided a change is written once: the
 producer is idempotent (Apache Kafka), except on the embedded broker, which refuses such
 producers but does not compact either; readers apply a change written twice (a send
@@ -46,7 +49,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
 
 from headrace import codec
 from headrace.config import Settings
@@ -57,7 +60,14 @@ from headrace.errors import CodecError, HeadraceError
 from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
 from headrace.kafka import AdaptiveConsumer, make_consumer, make_producer
-from headrace.messages import FlowChange, FlowChangeAction, FlowRevision, TriggerSwitch
+from headrace.messages import (
+    FlowChange,
+    FlowChangeAction,
+    FlowChangeItem,
+    FlowChangeSet,
+    FlowRevision,
+    TriggerSwitch,
+)
 from headrace.topics.definitions import FLOWS
 
 log = logging.getLogger(__name__)
@@ -93,6 +103,7 @@ class FlowChangeUnsettled(HeadraceError):
 class ChangeOutcome(NamedTuple):
     revision: int | None  # the revision written, or the latest found; None: no live flow
     written: bool  # whether the change wrote a new revision
+    previous: int | None = None  # the live revision before the change; None: no live flow
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +130,8 @@ class FlowLog:
         # the newest wins whatever order records come in, a gateway's own notes included.
         self._switches: dict[tuple[str, str], dict[str, TriggerSwitch]] = {}
         self._read_to: dict[int, int] = {}  # partition -> next offset to read
-        self._awaited: dict[str, asyncio.Future[ChangeOutcome]] = {}  # by change id
+        # By change id: a change's outcome, or a set's (one per change, in its order).
+        self._awaited: dict[str, asyncio.Future[ChangeOutcome | list[ChangeOutcome]]] = {}
         self._progress = asyncio.Condition()
         self._consumer: AdaptiveConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -179,6 +191,16 @@ class FlowLog:
             namespace, flow_id, number, stored.source, stored.created_at, stored.deleted
         )
 
+    def history(self, namespace: str, flow_id: str) -> list[FlowRevision]:
+        """Every revision read of one flow, tombstones included, oldest first."""
+        stored_revisions = self._revisions.get((namespace, flow_id), {})
+        return [
+            FlowRevision(
+                namespace, flow_id, number, stored.source, stored.created_at, stored.deleted
+            )
+            for number, stored in sorted(stored_revisions.items())
+        ]
+
     def retracted(self) -> list[tuple[str, str, int]]:
         """(namespace, flow id, number) of every revision retracted and not held since."""
         return list(self._retracted)
@@ -200,21 +222,43 @@ class FlowLog:
         it. `KafkaError` or `HeadraceError` if it was not sent (nothing changed);
         `FlowChangeUnsettled` if it was, but its outcome is not known: not acknowledged,
         or not read back within `timeout_s` (it may yet be applied)."""
+        change = FlowChange(namespace, flow_id, uuid.uuid4().hex, action, source, datetime.now(UTC))
+        outcome = await self._send(change, f"the change to flow {namespace}.{flow_id}", timeout_s)
+        assert isinstance(outcome, ChangeOutcome)
+        return outcome
+
+    async def change_set(
+        self, changes: list[FlowChangeItem], timeout_s: float
+    ) -> list[ChangeOutcome]:
+        """Send `changes` as one `FlowChangeSet` and return what each did once read back,
+        in their order: all applied, or none. Errors as `change`; a set too large for
+        one record is refused by the producer before it is sent
+        (`MessageSizeTooLargeError`, a `KafkaError`): nothing changed."""
+        change_set = FlowChangeSet(uuid.uuid4().hex, changes, datetime.now(UTC))
+        outcome = await self._send(change_set, f"the change to {len(changes)} flows", timeout_s)
+        assert isinstance(outcome, list)
+        return outcome
+
+    async def _send(
+        self, message: FlowChange | FlowChangeSet, what: str, timeout_s: float
+    ) -> ChangeOutcome | list[ChangeOutcome]:
         assert self._producer is not None and self._follower is not None, "start() first"
         if self._follower.done():
             raise HeadraceError(f"not following {FLOWS.name}: the change was not sent")
-        change = FlowChange(namespace, flow_id, uuid.uuid4().hex, action, source, datetime.now(UTC))
-        outcome: asyncio.Future[ChangeOutcome] = asyncio.get_running_loop().create_future()
-        self._awaited[change.change_id] = outcome
-        unsettled = f"the change to flow {namespace}.{flow_id} was sent, but"
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[ChangeOutcome | list[ChangeOutcome]] = loop.create_future()
+        self._awaited[message.change_id] = outcome
+        unsettled = f"{what} was sent, but"
         try:
             async with asyncio.timeout(timeout_s):
                 # Refused here (say, too large), it was not queued: nothing changed.
                 acknowledged = await self._producer.send(
-                    FLOWS.name, codec.encode(change), key=change.key.encode(), partition=CHANGES
+                    FLOWS.name, codec.encode(message), key=message.key.encode(), partition=CHANGES
                 )
                 try:
                     await acknowledged
+                except MessageSizeTooLargeError:
+                    raise  # the broker refused the record whole: it was not written
                 except KafkaError as exc:  # it may have landed before the error
                     if not outcome.done():
                         raise FlowChangeUnsettled(f"{unsettled} not acknowledged: {exc!r}") from exc
@@ -225,7 +269,7 @@ class FlowLog:
                     f"{unsettled} not acknowledged and read back within {timeout_s:g} s"
                 ) from None
         finally:
-            self._awaited.pop(change.change_id, None)
+            self._awaited.pop(message.change_id, None)
         if not outcome.done():
             raise FlowChangeUnsettled(
                 f"{unsettled} this process stopped following {FLOWS.name}"
@@ -366,7 +410,7 @@ class FlowLog:
             except CodecError as exc:
                 log.error("skipping an undecodable record of %s: %s", FLOWS.name, exc)
                 continue
-            if isinstance(message, FlowChange):
+            if isinstance(message, FlowChange | FlowChangeSet):
                 if message.change_id in self._changes_seen:
                     # A send the producer retried after it had landed (the embedded
                     # broker has no idempotent producers): applied once, where first read.
@@ -375,7 +419,12 @@ class FlowLog:
                 self._changes_seen[message.change_id] = None
                 if len(self._changes_seen) > CHANGES_REMEMBERED:
                     self._changes_seen.popitem(last=False)
-                outcome = self._apply_change(message)
+                outcome: ChangeOutcome | list[ChangeOutcome]
+                if isinstance(message, FlowChange):
+                    outcome = self._apply_change(message, message.time)
+                else:
+                    # All in this loop turn: no reader of this log sees part of a set.
+                    outcome = [self._apply_change(item, message.time) for item in message.changes]
                 awaited = self._awaited.pop(message.change_id, None)
                 if awaited is not None and not awaited.done():
                     awaited.set_result(outcome)
@@ -409,27 +458,28 @@ class FlowLog:
         self._retracted.add(retracted)
         self.version += 1
 
-    def _apply_change(self, change: FlowChange) -> ChangeOutcome:
+    def _apply_change(self, change: FlowChange | FlowChangeItem, time: datetime) -> ChangeOutcome:
         """The same outcome in every reader: it depends only on the records before it."""
         key = (change.namespace, change.flow_id)
         revisions = self._revisions.get(key, {})
         latest = max(revisions, default=0)
         live = revisions[latest] if latest and not revisions[latest].deleted else None
+        previous = latest if live is not None else None
         if change.action is FlowChangeAction.DELETE:
             if live is None:
                 return ChangeOutcome(None, False)
-            stored = _Stored(live.source, True, change.time)
+            stored = _Stored(live.source, True, time)
         elif live is not None and (
             change.action is FlowChangeAction.CREATE or live.source == change.source
         ):
-            return ChangeOutcome(latest, False)
+            return ChangeOutcome(latest, False, previous)
         else:
-            stored = _Stored(change.source, False, change.time)
+            stored = _Stored(change.source, False, time)
         self._revisions.setdefault(key, {})[latest + 1] = stored
         self._parsed.pop((*key, latest + 1), None)
         self._retracted.discard((*key, latest + 1))
         self.version += 1
-        return ChangeOutcome(latest + 1, True)
+        return ChangeOutcome(latest + 1, True, previous)
 
     def _apply_revision(self, key: bytes, revision: FlowRevision) -> None:
         """An explicit revision fills its number only if nothing holds it: a number, once

@@ -4,6 +4,9 @@ it did (`FlowLog.change`). The topic decides every revision, in its order, so co
 saves through any number of gateways get distinct, consecutive revisions; PostgreSQL's
 `flows` table is an index of the topic (`headrace.db.flows`).
 
+`apply` changes many flows at once, all or nothing: one `FlowChangeSet` record, which
+every reader applies whole (`headrace.flow_log`).
+
 Reads answer from what this gateway has read: a flow saved through it is served at the
 next call, one saved through another gateway a fetch later (`find` looks once more).
 """
@@ -13,11 +16,12 @@ from __future__ import annotations
 import asyncio
 from typing import NamedTuple
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from headrace.errors import HeadraceError
 from headrace.flow_log import ChangeOutcome, FlowChangeUnsettled, FlowLog
-from headrace.messages import FlowChangeAction, FlowRevision
+from headrace.messages import FlowChangeAction, FlowChangeItem, FlowRevision
+from headrace.topics.definitions import FLOWS, MAX_MESSAGE_BYTES
 
 # How long a change may take to be sent and read back before the caller hears so.
 CHANGE_TIMEOUT_S = 10.0
@@ -30,6 +34,10 @@ class FlowExistsError(HeadraceError):
 class FlowsUnavailable(HeadraceError):
     """The `flows` topic could not be written or read in time: the change may or may not
     be applied (its message says which)."""
+
+
+class ChangesTooLarge(HeadraceError):
+    """A set of changes too large for one record of the `flows` topic: nothing changed."""
 
 
 class SaveResult(NamedTuple):
@@ -74,6 +82,36 @@ class FlowStore:
             return False
         outcome = await self._change(namespace, id, FlowChangeAction.DELETE, "")
         return outcome.written
+
+    async def apply(self, changes: list[FlowChangeItem]) -> list[ChangeOutcome]:
+        """Apply `changes` as one: what each did, in their order, once read back; none
+        applied if any error is raised (`FlowsUnavailable` says when that is not known
+        yet). `ChangesTooLarge` when they do not fit in one record."""
+        try:
+            return await self._log.change_set(changes, self._timeout_s)
+        except MessageSizeTooLargeError as exc:
+            raise ChangesTooLarge(
+                f"these {len(changes)} flow changes are too large to apply as one: the"
+                f" {FLOWS.name} topic takes records of up to {MAX_MESSAGE_BYTES:,} bytes"
+                " (nothing was changed); apply fewer flows at a time (each part is then"
+                " all or nothing)"
+            ) from exc
+        except FlowChangeUnsettled as exc:
+            raise FlowsUnavailable(f"{exc}: it may yet be applied; read the flows to see") from exc
+        except (KafkaError, HeadraceError) as exc:  # not sent
+            raise FlowsUnavailable(
+                f"the changes were not sent (nothing was changed): {exc!r}"
+            ) from exc
+
+    async def read_up_to_date(self) -> None:
+        """Read the topic up to now: `get` and `list` then answer with every change
+        acknowledged before the call (`FlowsUnavailable` if it cannot)."""
+        await self._sync()
+
+    def history(self, namespace: str, id: str) -> list[FlowRevision]:
+        """Every revision of the flow read, tombstones included, oldest first; empty for
+        a flow never stored."""
+        return self._log.history(namespace, id)
 
     def get(self, namespace: str, id: str, revision: int | None = None) -> FlowRevision | None:
         """The latest live revision, or the given one (None for a tombstone or unknown)."""

@@ -19,6 +19,7 @@ from headrace import codec
 from headrace.config import Settings
 from headrace.fetch_wait import FetchWait
 from headrace.messages import Message
+from headrace.metrics import watch_lag
 from headrace.topics.definitions import MAX_MESSAGE_BYTES
 
 # 1 ms: enough for a burst of sends from one event-loop turn to share a batch.
@@ -94,7 +95,8 @@ def make_consumer(
     auto_offset_reset: str = "earliest",  # where a group without committed offsets starts
     not_traffic: Callable[[ConsumerRecord], bool] | None = None,
 ) -> AdaptiveConsumer:
-    return AdaptiveConsumer(
+    """A service's consumer; `/metrics` reports its lag (headrace.metrics)."""
+    consumer = AdaptiveConsumer(
         *topics,
         fetch_wait=settings.fetch_wait(),
         not_traffic=not_traffic,
@@ -109,6 +111,8 @@ def make_consumer(
         rebalance_timeout_ms=4_000 if settings.low_latency else 60_000,
         max_poll_records=2_000,
     )
+    watch_lag(consumer)
+    return consumer
 
 
 async def send(producer: AIOKafkaProducer, topic: str, message: Message) -> None:

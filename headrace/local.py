@@ -23,7 +23,7 @@ from typing import IO
 
 import isodate
 
-from headrace.broker import die_with_parent
+from headrace.broker import die_with_parent, free_port
 from headrace.config import Settings
 from headrace.errors import HeadraceError
 from headrace.readiness import READY_FILE_ENV
@@ -34,6 +34,9 @@ SERVICES = ("indexer", "executor", "worker", "scheduler", "gateway")
 # The gateway's credentials reach the gateway alone: the worker runs user code, and no
 # other service has a use for them.
 GATEWAY_ONLY_ENV = ("HEADRACE_TOKEN", "HEADRACE_CREDENTIALS_FILE", "HEADRACE_ALLOWED_HOSTS")
+# One port per process: a value in our environment would make every service but one fail
+# to bind it. `LocalStack.metrics_port` gives each process its own.
+METRICS_PORT_ENV = "HEADRACE_METRICS_PORT"
 STOP_GRACE_S = 15.0
 READY_TIMEOUT_S = 60.0
 
@@ -51,6 +54,7 @@ def service_env(
     # `server local` read the secrets directory and hands its secrets over: a worker
     # reading it again would find each of them twice.
     env.pop(SECRETS_DIR_ENV, None)
+    env.pop(METRICS_PORT_ENV, None)
     if service == "gateway":
         env |= {name: os.environ[name] for name in GATEWAY_ONLY_ENV if name in os.environ}
         if settings.api_token:
@@ -87,10 +91,17 @@ class ServiceProcess:
     ready_file: Path
     output: IO[bytes] | None = None
     copy: int = 1  # the first, second… process of this service
+    # Where it serves /metrics, /healthz and /readyz (headrace.service_http), if it does.
+    metrics_port: int | None = None
 
     @property
     def log_name(self) -> str:
         return log_name(self.name, self.copy)
+
+    def metrics_url(self, host: str) -> str | None:
+        if self.metrics_port is None:
+            return None
+        return f"http://{host}:{self.metrics_port}"
 
     @property
     def alive(self) -> bool:
@@ -107,10 +118,15 @@ class LocalStack:
     # `HEADRACE_SECRET_*` values for the worker, besides any in this process's environment
     # (`headrace server local` keeps them in memory only: headrace.sealed_env).
     secrets: dict[str, str] = field(default_factory=dict)
+    # Metrics and probe ports of the services but the gateway (which serves them on its
+    # API port): None, none; 0, a free port each; N, N, N+1… in the order processes are
+    # first started (a restarted process keeps its port).
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         self._state_dir = Path(tempfile.mkdtemp(prefix="headrace-stack-"))
         self._started = 0
+        self._metrics_ports: dict[tuple[str, int], int] = {}
 
     @property
     def url(self) -> str:
@@ -143,6 +159,9 @@ class LocalStack:
             # Each executor process its own store, kept across its restarts; it goes with
             # the stack, as the embedded broker's changelogs do.
             env["HEADRACE_EXECUTOR_DATA_DIR"] = str(self._state_dir / f"executor-{copy}-data")
+        metrics_port = self.metrics_port_for(name, copy)
+        if metrics_port is not None:
+            env[METRICS_PORT_ENV] = str(metrics_port)
         with hand_over(env, for_service(name, {**sealed, **self.secrets})) as fds:
             process = subprocess.Popen(
                 [sys.executable, "-m", "headrace", "server", name],
@@ -153,9 +172,21 @@ class LocalStack:
                 preexec_fn=die_with_parent,
                 pass_fds=fds,
             )
-        service = ServiceProcess(name, process, ready_file, output, copy)
+        service = ServiceProcess(name, process, ready_file, output, copy, metrics_port)
         self.processes.append(service)
         return service
+
+    def metrics_port_for(self, name: str, copy: int) -> int | None:
+        if self.metrics_port is None or name == "gateway":
+            return None
+        port = self._metrics_ports.get((name, copy))
+        if port is None:
+            if self.metrics_port == 0:
+                port = free_port()
+            else:
+                port = self.metrics_port + len(self._metrics_ports)
+            self._metrics_ports[name, copy] = port
+        return port
 
     def wait_ready(self, progress: Callable[[str], None] = lambda _: None) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -85,9 +85,11 @@ def run_local_server(
     sealed: dict[str, str] | None = None,
     executors: int = 1,
     workers: int = 1,
+    metrics_port: int | None = None,
 ) -> None:
     """`sealed`: credentials this process took out of its environment (sealed_env);
-    `executors`, `workers`: processes of each, sharing their topics' partitions."""
+    `executors`, `workers`: processes of each, sharing their topics' partitions;
+    `metrics_port`: the first of the services' metrics ports (LocalStack.metrics_port)."""
     sealed = sealed or {}
     # SIGINT too: a shell that starts us in the background makes us ignore it otherwise.
     signal.signal(signal.SIGTERM, _stop)
@@ -146,7 +148,12 @@ def run_local_server(
         _done(started)
 
         log_dir = Path(tempfile.mkdtemp(prefix="headrace-logs-"))
-        stack = LocalStack(settings, log_dir=log_dir, secrets=sealed_secrets(sealed))
+        stack = LocalStack(
+            settings,
+            log_dir=log_dir,
+            secrets=sealed_secrets(sealed),
+            metrics_port=metrics_port,
+        )
         cleanup.callback(stack.stop)
         # After a clean stop the logs go; when a service died they stay for a post-mortem.
         keep_logs = True
@@ -158,6 +165,8 @@ def run_local_server(
         click.echo(f"headrace is up: {stack.url}  (API at {stack.url}/api/v1)")
         click.echo(f"token: {token_note}")
         click.echo(f"service logs: {log_dir}")
+        for line in metrics_lines(stack):
+            click.echo(line)
         if stack.url != os.environ.get("HEADRACE_URL", DEFAULT_URL):  # where the CLI goes
             click.echo(f"for the CLI: export HEADRACE_URL={stack.url}")
         click.echo(
@@ -171,6 +180,18 @@ def run_local_server(
         except KeyboardInterrupt:
             click.echo("\nstopping headrace…")
     click.echo("stopped")
+
+
+def metrics_lines(stack: LocalStack) -> list[str]:
+    """Where each service's metrics are (the gateway's: on its API port, with a token)."""
+    if stack.metrics_port is None:
+        return []
+    lines = [f"metrics: {stack.url}/metrics (gateway, with the token)"]
+    for process in stack.processes:
+        url = process.metrics_url(stack.settings.metrics_host)
+        if url is not None:
+            lines.append(f"         {url}/metrics ({process.log_name.removesuffix('.log')})")
+    return lines
 
 
 def services_to_run(executors: int, workers: int) -> list[str]:

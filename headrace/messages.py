@@ -322,6 +322,35 @@ class FlowChange:
 
 
 @dataclass(slots=True)
+class FlowChangeItem:
+    """One flow's part of a `FlowChangeSet` (not a message of its own)."""
+
+    namespace: str
+    flow_id: str
+    action: FlowChangeAction
+    source: str  # empty for a DELETE
+
+
+@dataclass(slots=True)
+class FlowChangeSet:
+    """Changes to many flows in one record (topic `flows`), applied by every reader as
+    one, in their order, at the set's place in the topic: all or nothing, since a record
+    is written whole or not at all (`flow apply`, `POST /api/v1/flows/bulk`)."""
+
+    SCHEMA: ClassVar[str] = "io.headrace.FlowChangeSet"
+    JSON_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    change_id: str
+    changes: list[FlowChangeItem]
+    time: datetime
+
+    @property
+    def key(self) -> str:
+        # No `/`: no flow's key looks like it; unique, so compaction keeps every set.
+        return f"changes!{self.change_id}"
+
+
+@dataclass(slots=True)
 class TriggerSwitch:
     """A trigger's runtime switch (topic `flows`, compacted, keyed by trigger): readers of
     the topic honour it without asking PostgreSQL."""
@@ -351,6 +380,7 @@ Message = (
     | SlotRequest
     | FlowRevision
     | FlowChange
+    | FlowChangeSet
     | TriggerSwitch
 )
 MESSAGE_TYPES: tuple[type, ...] = (
@@ -364,5 +394,6 @@ MESSAGE_TYPES: tuple[type, ...] = (
     SlotRequest,
     FlowRevision,
     FlowChange,
+    FlowChangeSet,
     TriggerSwitch,
 )

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote
 
 from headrace import file_download
 from headrace.api_client import ApiClient
@@ -39,10 +38,6 @@ class LocalFile:
 
     path: str  # `/`-separated, relative to the namespace's root
     source: Path
-
-
-def files_route(namespace: str) -> str:
-    return f"/namespaces/{quote(namespace, safe='')}/files"
 
 
 def _hidden(path: str) -> bool:
@@ -98,7 +93,7 @@ def _send(api: ApiClient, namespace: str, file: LocalFile) -> int:
     except OSError as exc:
         raise HeadraceError(f"cannot read {file.source}: {exc.strerror or exc}") from None
     with data:
-        answer = api.upload(files_route(namespace), data, params={"path": file.path})
+        answer = api.upload_namespace_file(namespace, file.path, data)
     return int(answer["size"])
 
 
@@ -106,8 +101,7 @@ def listing(
     api: ApiClient, namespace: str, path: str = "", *, sha256: bool = False
 ) -> list[dict[str, Any]]:
     """Every file and folder below `path` ("": the namespace's root), flattened."""
-    params = {"path": path or None, "recursive": "true", "sha256": "true" if sha256 else None}
-    return api.request("GET", files_route(namespace) + "/directory", params=params)
+    return api.list_namespace_files(namespace, path, recursive=True, sha256=sha256)
 
 
 def upload(api: ApiClient, source: Path, namespace: str, to: str, echo: Echo) -> None:
@@ -139,7 +133,7 @@ def download(
     target = None if output == "-" else file_download.target_path(output, name)
     if target is not None:
         file_download.check_target(target, force)  # before a byte is downloaded
-    with api.download(files_route(namespace), params={"path": path}) as body:
+    with api.download_namespace_file(namespace, path) as body:
         progress = file_download.Progress(body.size)
         if target is None:
             file_download.copy(body, sys.stdout.buffer, progress)
@@ -150,7 +144,7 @@ def download(
 
 
 def delete(api: ApiClient, namespace: str, path: str, echo: Echo) -> None:
-    answer = api.request("DELETE", files_route(namespace), params={"path": path})
+    answer = api.delete_namespace_file(namespace, path)
     if answer["type"] == "Directory":
         echo(f"deleted folder {answer['path']}/ ({answer['deletedFiles']} file(s))")
     else:
@@ -208,7 +202,7 @@ def sync(
     # free for its upload.
     deleted = 0
     for path, is_folder in plan.deletes:
-        answer = api.request("DELETE", files_route(namespace), params={"path": path})
+        answer = api.delete_namespace_file(namespace, path)
         deleted += int(answer["deletedFiles"])
         echo(f"deleted   {namespace}/{path}{'/' if is_folder else ''}")
     uploaded = 0

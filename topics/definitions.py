@@ -91,8 +91,10 @@ FLOW_SLOTS = TopicSpec(
 # start on more). Flows are few and small.
 FLOWS = TopicSpec(
     "flows",
-    "namespace/flowId!changeId, namespace/flowId@revision!id, namespace/flowId#triggerId!id",
-    "io.headrace.FlowRevision, io.headrace.FlowChange, io.headrace.TriggerSwitch",
+    "namespace/flowId!changeId, changes!changeId, namespace/flowId@revision!id,"
+    " namespace/flowId#triggerId!id",
+    "io.headrace.FlowRevision, io.headrace.FlowChange, io.headrace.FlowChangeSet,"
+    " io.headrace.TriggerSwitch",
     -1,
     Cleanup.COMPACT,
     fixed_partitions=True,

@@ -9,6 +9,7 @@ processes and Faust rebalances partitions (and their table state) between them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -18,10 +19,12 @@ from typing import Any, NoReturn
 import faust
 from mode import Service
 
+from headrace import log_format as log_formats
 from headrace.config import Settings
 from headrace.core.state import StateVersionError
 from headrace.flow_log import FlowLog
 from headrace.readiness import mark_ready
+from headrace.service_http import serving
 from headrace.services.executor.batches import take_batches
 from headrace.services.executor.consumer import install_consumers
 from headrace.services.executor.faust_tuning import faust_settings
@@ -129,7 +132,16 @@ def _exit_on_newer_state() -> NoReturn:
     os._exit(EXIT_NEWER_STATE)
 
 
-def create_app(settings: Settings) -> faust.App:
+class Started:
+    """Whether the Faust worker finished its start (its consumer joined the group)."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+
+def create_app(settings: Settings, started: Started | None = None) -> faust.App:
+    """`started`: what the worker sets once started, for `/readyz` (`service_http`)."""
+    started = started or Started()
     install_consumers(INPUT_TOPICS, settings.fetch_wait)
     app = faust.App(
         APP_ID,
@@ -233,26 +245,51 @@ def create_app(settings: Settings) -> faust.App:
         async def on_stop(self) -> None:
             await holder.close()
 
+    @app.service
+    class ProbesService(Service):
+        """/metrics, /healthz and /readyz on HEADRACE_METRICS_PORT, when it is set."""
+
+        _probes: contextlib.AsyncExitStack | None = None
+
+        async def on_start(self) -> None:
+            self._probes = contextlib.AsyncExitStack()
+            await self._probes.enter_async_context(
+                serving("executor", settings, lambda: started.done)
+            )
+
+        async def on_stop(self) -> None:
+            if self._probes is not None:
+                await self._probes.aclose()
+
     return app
 
 
 class _Worker(faust.Worker):
+    def __init__(self, app: faust.App, *, started: Started, log_format: str, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._startup = started
+        self._log_format = log_format
+
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         # Faust's terminal spinner sets the root logger to DEBUG so that it spins per log
         # record: every aiokafka send then builds a debug LogRecord (10% of executor CPU,
         # measured with py-spy), and it writes cursor escape codes into service logs.
         self.spinner = None
+        # Faust installed its own handler and format: ours, as every service's.
+        log_formats.reformat("executor", self._log_format)
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
+        self._startup.done = True
         mark_ready()
 
 
-def run_executor(settings: Settings, loglevel: str = "warning") -> None:
+def run_executor(settings: Settings, loglevel: str = "warning", log_format: str = "text") -> None:
     """Run the executor until SIGINT/SIGTERM (Faust's worker owns the event loop)."""
     # Held until the process exits: a second executor on the same folder is refused.
     folder_lock = lock_folder(settings.executor_data_path()) if settings.executor_on_disk else None
-    app = create_app(settings)
-    worker = _Worker(app, loglevel=loglevel, quiet=True)
+    started = Started()
+    app = create_app(settings, started)
+    worker = _Worker(app, started=started, log_format=log_format, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     del folder_lock

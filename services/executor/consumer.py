@@ -46,6 +46,7 @@ from faust.types import TP, Message
 
 from headrace.fetch_wait import FetchWait
 from headrace.kafka import AdaptiveConsumer
+from headrace.metrics import watch_lag
 from headrace.services.executor.offsets import (
     OffsetLedger,
     RewoundTooOften,
@@ -250,6 +251,9 @@ class _SeekingKafkaConsumer(AdaptiveConsumer):
     def __init__(self, *topics: str, **kwargs: Any) -> None:
         kwargs.pop("fetch_max_wait_ms", None)
         super().__init__(*topics, fetch_wait=type(self).fetch_wait(), **kwargs)
+        # The input topics only: changelogs are read to a fence at recovery, then paused
+        # (`_fetch_only`), so their high watermark goes stale and says nothing of a backlog.
+        watch_lag(self, GaplessConsumer.gapless_topics)
 
     async def seek_to_committed(self, *partitions: TopicPartition) -> dict[TopicPartition, int]:
         committed = await super().seek_to_committed(*partitions)

@@ -22,12 +22,13 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from headrace import codec
+from headrace import codec, metrics
 from headrace.admission import StartRefused, admit
 from headrace.core.advance import Carry, advance
 from headrace.core.concurrency import answer_command
@@ -54,6 +55,7 @@ from headrace.errors import CodecError, HeadraceError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
 from headrace.flow_log import FlowNotFound
+from headrace.log_format import reset_handling, set_handling
 from headrace.messages import (
     CommandKind,
     ExecutionCommand,
@@ -174,8 +176,11 @@ class ExecutorRuntime:
         self.evictions = TimerQueue(self.fire_timer, self.eviction_index)
 
     async def process_batch(self, batch: Iterable[InputEvent]) -> None:
+        started = time.perf_counter()
+        events = 0
         by_execution: dict[bytes, tuple[int, list[Message]]] = {}
         for item in batch:
+            events += 1
             try:
                 message = codec.decode(item.value)
             except CodecError as exc:
@@ -190,7 +195,9 @@ class ExecutorRuntime:
         # generation when it was read, its header, the execution (None: nothing to keep)
         # and the sizes of its task runs' records.
         kept: list[tuple[bytes, int | None, bytes, Execution | None, list[int]]] = []
+        handled = set_handling()  # log lines name the execution (headrace.log_format)
         for key, (partition, messages) in by_execution.items():
+            set_handling(execution_id=key.decode())
             generation = self.table.store.generation
             raw = self.table.store.read(partition, key)
             killed_early = raw == KILLED_BEFORE_START
@@ -211,6 +218,7 @@ class ExecutorRuntime:
                 log.error("execution %s: %s; %d events dropped", key.decode(), exc, len(messages))
                 continue
             before = [] if execution is None else execution.task_runs  # never mutated
+            was = None if execution is None else execution.state
             carry = Carry()  # from each event's step to the next of this execution
             for message in messages:
                 if tombstone is not None:
@@ -240,6 +248,7 @@ class ExecutorRuntime:
             if tombstone is not None:
                 value = tombstone.to_bytes()
             elif execution is not None:
+                metrics.count_execution(was, execution.state, execution.trigger)
                 value = stored.state_bytes(execution)
                 evict = eviction_timer(execution, self.retention)
                 if evict is not None:
@@ -256,6 +265,7 @@ class ExecutorRuntime:
                 records.insert(0, (key, value))
             if records:
                 changed.append((partition, records))
+        reset_handling(handled)
         if deliveries:
             await asyncio.gather(*deliveries)
         await self._store(self.table, changed)
@@ -265,6 +275,8 @@ class ExecutorRuntime:
                 self.decoded.forget(key)
             else:
                 self.decoded.keep(key, header, generation, execution, run_sizes)
+        metrics.EXECUTOR_BATCH_EVENTS.observe(events)
+        metrics.EXECUTOR_BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def _advance(
         self,
@@ -291,8 +303,10 @@ class ExecutorRuntime:
         try:
             # Fresh per call, never published: it makes this call's secret markers
             # unforgeable (headrace.secret_markers).
+            step_started = time.perf_counter()
             with secret_seed(secrets.token_hex(16)):
                 step = advance(execution, event, flow, now, carry)
+            metrics.EXECUTOR_STEP_SECONDS.observe(time.perf_counter() - step_started)
         except Exception as exc:  # the core does no I/O: whatever it raised, it will again
             return await self._abort(key, execution, message, flow, now, exc, deliveries)
         try:

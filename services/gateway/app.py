@@ -7,7 +7,8 @@ published, the LISTEN connection, then the socket; shutdown in reverse. `/health
 answers 200 only when PostgreSQL answers, the producer is started and the `flows` topic
 was read up to date lately (`FLOWS_STALE_S`).
 Every request passes the browser checks (`browser`), then authentication and roles
-(`auth`): all routes need credentials but `/healthz` and webhooks (whose key is theirs).
+(`auth`): all routes need credentials but `/healthz`, webhooks (whose key is theirs) and
+the OpenAPI document (`openapi_api`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from headrace.services.gateway import (
     follow,
     logs_api,
     namespace_files_api,
+    openapi_api,
     plugins_api,
     triggers_api,
     webhooks_api,
@@ -52,7 +54,7 @@ from headrace.services.gateway.credentials import load_credentials
 from headrace.services.gateway.flow_loading import FlowLoader
 from headrace.services.gateway.flows_index import index_flows
 from headrace.services.gateway.follow import ChangeFeed
-from headrace.services.gateway.metrics import metrics
+from headrace.services.gateway.metrics import metrics, readyz
 from headrace.services.gateway.responses import error_middleware, json_response
 from headrace.services.gateway.waiter import ExecutionWaiter
 from headrace.storage import Storage
@@ -106,6 +108,7 @@ async def index(request: web.Request) -> web.Response:
                 f"{API_PREFIX}/executions",
                 f"{API_PREFIX}/logs/{{executionId}}",
                 f"{API_PREFIX}/plugins",
+                f"{API_PREFIX}{openapi_api.ROUTE}",
                 "/healthz",
                 "/metrics",
             ],
@@ -113,8 +116,11 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
-# Routes open without credentials: health probes, and webhooks (the URL's key is theirs).
-PUBLIC_ROUTES = frozenset({"/healthz", API_PREFIX + webhooks_api.ROUTE})
+# Routes open without credentials: health probes, webhooks (the URL's key is theirs), and
+# the API's OpenAPI document (nothing secret in it; tools fetch it without a token).
+PUBLIC_ROUTES = frozenset(
+    {"/healthz", "/readyz", API_PREFIX + webhooks_api.ROUTE, API_PREFIX + openapi_api.ROUTE}
+)
 # POST routes that change nothing: a reader may call them.
 READ_ONLY_POSTS = frozenset({f"{API_PREFIX}/flows/validate"})
 
@@ -143,7 +149,9 @@ def make_app(
     triggers_api.add_routes(app, API_PREFIX)
     plugins_api.add_routes(app, API_PREFIX)
     namespace_files_api.add_routes(app, API_PREFIX)
+    openapi_api.add_routes(app, API_PREFIX)  # its document: headrace/openapi.py
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
     app.router.add_get(API_PREFIX, index)

@@ -9,6 +9,7 @@ from typing import Any
 import isodate
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from multidict import MultiDictProxy
 
 from headrace.services.gateway.responses import ApiError
@@ -71,7 +72,9 @@ async def read_form(request: web.Request) -> MultiDictProxy[Any]:
     """The form fields; a body that is no form of its declared type is a 400."""
     try:
         return await request.post()
-    except (ValueError, LookupError) as exc:  # no boundary, bad encoding, unknown charset
+    # No boundary, bad encoding, unknown charset; a part's header aiohttp cannot parse
+    # (BadHttpMessage: a raw byte that is no header text, in a field's name).
+    except (ValueError, LookupError, BadHttpMessage) as exc:
         raise ApiError(400, f"malformed {request.content_type} body: {exc}") from exc
 
 

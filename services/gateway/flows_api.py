@@ -1,5 +1,6 @@
-"""`/api/v1/flows`: store, read, list, delete and validate flows (YAML bodies), and the
-JSON Schema of flows for editors."""
+"""`/api/v1/flows`: store, read, list, delete and validate flows (YAML bodies), apply many
+at once (`flows_bulk.py`), list and diff a flow's revisions, and the JSON Schema of flows
+for editors."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from aiohttp import web
 
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
+from headrace.flow_diff import unified_diff
 from headrace.flow_schema import MEDIA_TYPE, flow_json_schema_bytes
 from headrace.flow_store import FlowExistsError, FlowsUnavailable
 from headrace.messages import FlowRevision
 from headrace.services.gateway.auth import can_write
 from headrace.services.gateway.bodies import query_int, query_page, read_yaml
 from headrace.services.gateway.context import gateway
+from headrace.services.gateway.flows_bulk import bulk_flows
 from headrace.services.gateway.masking import mask_flow_json, mask_source
 from headrace.services.gateway.responses import ApiError, json_response
 
@@ -108,9 +111,99 @@ async def get_flow(request: web.Request) -> web.Response:
     except FlowsUnavailable as exc:
         raise ApiError(503, str(exc)) from exc
     if record is None:
-        what = f"flow {namespace}/{flow_id}" + (f" revision {revision}" if revision else "")
-        raise ApiError(404, f"{what} not found")
+        raise ApiError(
+            404, _missing(gw.flows.history(namespace, flow_id), namespace, flow_id, revision)
+        )
     return json_response(await flow_json(request, record, masked=not can_write(request)))
+
+
+def _missing(
+    history: list[FlowRevision], namespace: str, flow_id: str, revision: int | None
+) -> str:
+    """Why a flow, or one revision of it, has no source to serve."""
+    what = f"flow {namespace}/{flow_id}" + (f" revision {revision}" if revision else "")
+    if not history:
+        return f"{what} not found"
+    if revision is None:
+        return (
+            f"{what} not found: it was deleted at revision {history[-1].revision}"
+            f" (GET /api/v1/flows/{namespace}/{flow_id}/revisions lists them all)"
+        )
+    if any(r.revision == revision and r.deleted for r in history):
+        return f"{what} not found: that revision is the flow's deletion"
+    return f"{what} not found: its latest revision is {history[-1].revision}"
+
+
+async def _history(request: web.Request) -> list[FlowRevision]:
+    """The revisions of the URL's flow, looking once more when none was read (saved a
+    moment ago through another gateway); 404 for a flow never stored."""
+    gw = gateway(request)
+    namespace, flow_id = request.match_info["namespace"], request.match_info["id"]
+    history = gw.flows.history(namespace, flow_id)
+    if not history:
+        try:
+            await gw.flows.find(namespace, flow_id)  # reads the topic up to date once
+        except FlowsUnavailable as exc:
+            raise ApiError(503, str(exc)) from exc
+        history = gw.flows.history(namespace, flow_id)
+    if not history:
+        raise ApiError(404, f"flow {namespace}/{flow_id} not found")
+    return history
+
+
+async def flow_revisions(request: web.Request) -> web.Response:
+    """Every revision of a flow, oldest first: number, date, and whether it is the
+    flow's deletion (sources: `GET .../{id}?revision=N`)."""
+    return json_response(
+        [
+            {
+                "namespace": r.namespace,
+                "id": r.flow_id,
+                "revision": r.revision,
+                "createdAt": r.created_at,
+                "deleted": r.deleted,
+            }
+            for r in await _history(request)
+        ]
+    )
+
+
+async def flow_diff(request: web.Request) -> web.Response:
+    """The unified diff of the flow's source from revision `from` to revision `to`; a
+    deletion's source is empty (everything removed), and webhook keys are masked for a
+    reader."""
+    history = {r.revision: r for r in await _history(request)}
+    numbers = [query_int(request, name, 0, 1, MAX_REVISION) for name in ("from", "to")]
+    for name, number in zip(("from", "to"), numbers, strict=True):
+        if number == 0:
+            raise ApiError(400, f"query parameter {name!r} is required: a revision number")
+    namespace, flow_id = request.match_info["namespace"], request.match_info["id"]
+    unknown = [n for n in numbers if n not in history]
+    if unknown:
+        raise ApiError(
+            404,
+            f"flow {namespace}/{flow_id} has no revision {unknown[0]}"
+            f" (its revisions: 1 to {max(history)})",
+        )
+    masked = not can_write(request)
+    texts = []
+    for number in numbers:
+        record = history[number]
+        if record.deleted:
+            texts.append(("", f"{namespace}/{flow_id} revision {number} (deleted)"))
+        else:
+            source = mask_source(record.source, None) if masked else record.source
+            texts.append((source, f"{namespace}/{flow_id} revision {number}"))
+    (old, old_name), (new, new_name) = texts
+    return json_response(
+        {
+            "namespace": namespace,
+            "id": flow_id,
+            "from": numbers[0],
+            "to": numbers[1],
+            "diff": unified_diff(old, new, old_name, new_name),
+        }
+    )
 
 
 async def list_flows(request: web.Request) -> web.Response:
@@ -165,10 +258,13 @@ async def flow_schema(request: web.Request) -> web.Response:
 def add_routes(app: web.Application, prefix: str) -> None:
     app.router.add_post(f"{prefix}/flows", create_flow)
     app.router.add_post(f"{prefix}/flows/validate", validate_flow)
+    app.router.add_post(f"{prefix}/flows/bulk", bulk_flows)
     # Before any `/flows/{namespace}` route, which would otherwise take `schema` for a
     # namespace (routes match in the order they are added).
     app.router.add_get(f"{prefix}/flows/schema", flow_schema)
     app.router.add_get(f"{prefix}/flows", list_flows)
     app.router.add_get(prefix + "/flows/{namespace}/{id}", get_flow)
+    app.router.add_get(prefix + "/flows/{namespace}/{id}/revisions", flow_revisions)
+    app.router.add_get(prefix + "/flows/{namespace}/{id}/diff", flow_diff)
     app.router.add_put(prefix + "/flows/{namespace}/{id}", put_flow)
     app.router.add_delete(prefix + "/flows/{namespace}/{id}", delete_flow)

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import IO, Any, TypeVar
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from headrace.namespace_storage import (
     NamespaceEntry,
@@ -163,7 +164,8 @@ async def _file_part(request: web.Request) -> BodyPartReader:
             raise ApiError(
                 400, f"unexpected form field {part.name!r}: send the file as `{FORM_FIELD}`"
             )
-    except (ValueError, AssertionError, LookupError) as exc:  # no boundary, bad framing
+    # No boundary, bad framing; a part's header aiohttp cannot parse (BadHttpMessage).
+    except (ValueError, AssertionError, LookupError, BadHttpMessage) as exc:
         raise ApiError(400, f"malformed multipart/form-data body: {exc}") from exc
     raise ApiError(400, f"the form has no `{FORM_FIELD}` field: send the file in it")
 

@@ -43,6 +43,7 @@ from headrace.services.gateway.executions_api import (
     refused,
 )
 from headrace.services.gateway.ids import new_execution_id
+from headrace.services.gateway.metrics import count_webhooks
 from headrace.services.gateway.responses import ApiError, json_response
 from headrace.services.gateway.waiter import while_connected
 from headrace.states import State
@@ -253,6 +254,7 @@ ROUTE = "/executions/webhook/{namespace}/{flowId}/{key}"
 def add_routes(app: web.Application, prefix: str) -> None:
     # Before the executions routes: aiohttp tries routes in order of registration.
     path = prefix + ROUTE
-    app.router.add_post(path, webhook)
+    counted = count_webhooks(webhook)  # headrace_webhook_requests_total, by status
+    app.router.add_post(path, counted)
     # No implicit HEAD: a probe must not start an execution.
-    app.router.add_get(path, webhook, allow_head=False)
+    app.router.add_get(path, counted, allow_head=False)

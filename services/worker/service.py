@@ -29,13 +29,15 @@ from datetime import UTC, datetime
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from headrace import codec
+from headrace import codec, metrics
 from headrace.config import Settings
 from headrace.connectors.base import Connector
 from headrace.connectors.network_policy import NetworkPolicy
+from headrace.connectors.registry import connector_classes
 from headrace.consume import consume, decode
 from headrace.errors import HeadraceError
 from headrace.kafka import make_consumer, make_producer
+from headrace.log_format import handling
 from headrace.messages import LogRecord, TaskKill, TaskRequest, TaskResult
 from headrace.services.worker.kills import KillListenerError, RecentKeys, follow_kills
 from headrace.services.worker.offsets import OffsetTracker
@@ -131,6 +133,10 @@ class Worker:
         self._producer = make_producer(settings, client_id=worker_id)
         self.reaper = Reaper()
         self.storage = Storage(settings.storage_path())
+        # Read at each scrape, nothing on the hot path (several workers in one process, as
+        # in tests: the last one made).
+        metrics.WORKER_SLOTS.set(self._capacity)
+        metrics.WORKER_SLOTS_IN_USE.set_function(lambda: self._busy)
 
     async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         """Serve until `stop` is set; `ready()` is called once partitions are assigned and
@@ -284,7 +290,8 @@ class Worker:
             self._kills.add(key)
         if running is not None and running.connector is not None:
             running.connector.cancel()
-            log.info("worker %s: killing %s attempt %d", self.worker_id, *key)
+            ids = {"execution_id": kill.execution_id, "task_run_id": kill.task_run_id}
+            log.info("worker %s: killing %s attempt %d", self.worker_id, *key, extra=ids)
 
     def knows_killed(self, task_run_id: str, attempt: int, run_id: str = "") -> bool:
         key = (task_run_id, attempt)
@@ -297,6 +304,16 @@ class Worker:
             self._room.set()
 
     async def _attempt(self, request: TaskRequest, key: AttemptKey) -> None:
+        # This task's log lines, and its connector's, carry the attempt's ids.
+        with handling(
+            execution_id=request.execution_id,
+            task_run_id=request.task_run_id,
+            task_id=request.task_id,
+            attempt=request.attempt,
+        ):
+            await self._run_attempt(request, key)
+
+    async def _run_attempt(self, request: TaskRequest, key: AttemptKey) -> None:
         publisher = AttemptPublisher(
             self._producer,
             request.execution_id.encode(),
@@ -309,6 +326,7 @@ class Worker:
 
         try:
             result = await self._run_unless_killed(request, key, publisher, publish_log)
+            self._observe(request, result)
             await publisher.send(TASK_RESULTS.name, codec.encode(result))
             # Waiting for acks takes a broker round trip: let the next attempt start meanwhile.
             self._release_slot(self._running[key])
@@ -323,6 +341,12 @@ class Worker:
             self._release_slot(self._running.pop(key))
             if self._on_attempt_end is not None:
                 self._on_attempt_end(key)
+
+    def _observe(self, request: TaskRequest, result: TaskResult) -> None:
+        known = connector_classes() if self._connectors is None else self._connectors
+        metrics.TASK_ATTEMPT_SECONDS.labels(
+            metrics.task_type_label(request.type, known), result.state.value
+        ).observe((result.ended_at - result.started_at).total_seconds())
 
     async def _run_unless_killed(
         self,

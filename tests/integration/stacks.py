@@ -38,17 +38,20 @@ def running_stack(
     logs: str,
     services: Iterable[str] = SERVICES,
     secrets: dict[str, str] | None = None,
+    metrics_port: int | None = None,
     **changes: Any,
 ) -> Iterator[LocalStack]:
     """A started stack on the session's broker and database, its gateway on a free port,
     its service logs in a temporary folder named after `logs`; stopped on exit.
     `services` may name a service more than once (several processes of it). `secrets`:
-    the workers' `HEADRACE_SECRET_*` values, by variable name."""
+    the workers' `HEADRACE_SECRET_*` values, by variable name. `metrics_port`: 0 gives
+    every service but the gateway a metrics port of its own (LocalStack.metrics_port)."""
     asyncio.run(migrate_url(settings.database_url))
     stack = LocalStack(
         dataclasses.replace(settings, gateway_port=free_port(), **changes),
         log_dir=tmp_path_factory.mktemp(logs),
         secrets=secrets or {},
+        metrics_port=metrics_port,
     )
     try:
         stack.start(services)

@@ -193,6 +193,10 @@ _PARAM_NAMES = st.sampled_from(
         "lastEventId",
         "recursive",
         "path",
+        "dryRun",
+        "delete",
+        "from",
+        "to",
         "x",
     ]
 )
@@ -253,6 +257,9 @@ ROUTES = [
     ("GET", "/api/v1/flows/{}/{}"),
     ("PUT", "/api/v1/flows/{}/{}"),
     ("DELETE", "/api/v1/flows/{}/{}"),
+    ("GET", "/api/v1/flows/{}/{}/revisions"),
+    ("GET", "/api/v1/flows/{}/{}/diff"),
+    ("POST", "/api/v1/flows/bulk"),
     ("POST", "/api/v1/executions/{}/{}"),
     ("GET", "/api/v1/executions"),
     ("GET", "/api/v1/executions/{}"),

@@ -140,8 +140,10 @@ async def test_every_route_but_webhooks_and_health_needs_credentials(
         for route in app.router.routes()
         if route.resource is not None and route.method != "HEAD"
     }
-    public = {path for _, path in routes if path == "/healthz" or "/webhook/" in path}
-    assert len(public) == 2 and len(routes) >= 18
+    # The probes, and the OpenAPI document (tools fetch it without a token).
+    probes = ("/healthz", "/readyz", "/api/v1/openapi.json")
+    public = {path for _, path in routes if path in probes or "/webhook/" in path}
+    assert len(public) == 4 and len(routes) >= 18
     for method, path in sorted(routes):
         if path in public:
             continue
@@ -224,6 +226,8 @@ async def test_a_reader_sees_keys_masked_and_cannot_write(
             ("DELETE", flow_url, None, {}),
             ("POST", f"/api/v1/executions/{namespace}/hooked", "{}", {}),
             ("PUT", f"/api/v1/triggers/{namespace}/hooked/push", '{"disabled": true}', {}),
+            # Even as a dry run: the plan compares with the sources as stored, keys included.
+            ("POST", "/api/v1/flows/bulk?dryRun=true", '{"flows": []}', {}),
         ]
         for method, url, data, headers in writes:
             headers = {"Content-Type": "application/json", **headers, **reader}
@@ -236,6 +240,25 @@ async def test_a_reader_sees_keys_masked_and_cannot_write(
         assert flow["triggers"][0]["key"] == KEY and f"key: {KEY}" in flow["source"]
     async with http.get(flow_url, headers=bearer(WRITER_TOKEN)) as response:
         assert (await status_and_body(response))[0] == 200  # the reader deleted nothing
+
+
+async def test_a_reader_lists_and_diffs_revisions_with_keys_masked(
+    http: aiohttp.ClientSession, namespace: str
+) -> None:
+    await put_flow(http, namespace, WRITER_TOKEN, "hooked")
+    flow_url = f"/api/v1/flows/{namespace}/hooked"
+    async with http.delete(flow_url, headers=bearer(WRITER_TOKEN)) as response:
+        assert response.status == 204
+    async with http.get(f"{flow_url}/revisions", headers=bearer(READER_TOKEN)) as response:
+        status, revisions = await status_and_body(response)
+    assert status == 200 and [r["deleted"] for r in revisions] == [False, True]
+    diff_url = f"{flow_url}/diff?from=1&to=2"  # to the deletion: every line removed
+    async with http.get(diff_url, headers=bearer(READER_TOKEN)) as response:
+        status, diff = await status_and_body(response)
+    assert status == 200 and KEY not in str(diff)
+    assert f"-    key: {MASK}   # the URL's secret" in diff["diff"]
+    async with http.get(diff_url, headers=bearer(WRITER_TOKEN)) as response:
+        assert f"-    key: {KEY}" in (await status_and_body(response))[1]["diff"]
 
 
 async def test_cross_site_requests_are_refused_and_start_nothing(

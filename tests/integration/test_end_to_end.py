@@ -230,7 +230,7 @@ def test_readme_tour_through_the_cli(stack: LocalStack) -> None:
     )
     assert started.returncode == 0, started.stdout + started.stderr
     assert "SUCCESS" in started.stdout
-    execution_id = started.stdout.split()[1]
+    execution_id = started.stdout.split()[2]  # "started execution ID"
 
     shown = run_cli(stack, "execution", "show", execution_id)
     assert "letters=4" in shown.stdout
@@ -285,7 +285,7 @@ def test_readme_trigger_tour(stack: LocalStack, settings: Settings) -> None:
     assert wrong.value.status == 404
 
     hello = run_cli(stack, "execution", "start", "examples", "hello", "--wait")
-    hello_id = hello.stdout.split()[1]
+    hello_id = hello.stdout.split()[2]
 
     group = default_group_id("examples", "from-kafka", "orders")
     wait_until(

@@ -90,7 +90,7 @@ async def test_of_two_creates_sent_at_once_the_first_on_the_topic_wins(
         flow_log.change(namespace, "f", FlowChangeAction.CREATE, "mine", 10),
         other_log.change(namespace, "f", FlowChangeAction.CREATE, "theirs", 10),
     )
-    assert sorted([mine, theirs]) == [(1, False), (1, True)]
+    assert sorted([mine[:2], theirs[:2]]) == [(1, False), (1, True)]  # (revision, written)
     winner = "mine" if mine.written else "theirs"
     await other_log.sync()
     for gateway in (store, other_gateway):

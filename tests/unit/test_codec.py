@@ -72,6 +72,14 @@ def samples() -> list[m.Message]:
         ),
         m.FlowRevision("ns", "flow", 3, "id: flow\n", NOW, deleted=True),
         m.FlowChange("ns", "flow", "c" * 32, m.FlowChangeAction.DELETE, "", NOW),
+        m.FlowChangeSet(
+            "s" * 32,
+            [
+                m.FlowChangeItem("ns", "flow", m.FlowChangeAction.SAVE, "id: flow\n"),
+                m.FlowChangeItem("ns.sub", "gone", m.FlowChangeAction.DELETE, ""),
+            ],
+            NOW,
+        ),
         m.TriggerSwitch("ns", "flow", "nightly", True, NOW),
     ]
 

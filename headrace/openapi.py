@@ -1,0 +1,1045 @@
+"""The OpenAPI 3.1 document of the gateway's HTTP API, served at `GET /api/v1/openapi.json`.
+
+Built from `OPERATIONS`, one entry per route the gateway registers (method and aiohttp
+path pattern, as `app.router` spells it): tests/integration/test_openapi.py fails when
+the two differ, naming the routes missing on either side, and when an operation has no
+method in the Python client (`headrace.api.ApiOperations`, the snake_case of its
+`operationId`). Limits come from the handlers' own constants, enumerations from the
+code's enums, so neither can drift from what the gateway does. The schemas of the
+bodies are in headrace/openapi_schemas.py.
+
+Choices:
+
+- OpenAPI 3.1: its schemas are JSON Schema 2020-12 (`type: [string, "null"]`), which
+  schemathesis and openapi-spec-validator read, and Swagger UI shows.
+- Paths are written whole (`/api/v1/flows`, `/healthz`), under the server `/`: the API
+  and the probes share one origin, and the paths read as the router's, so comparing
+  them needs no rewriting.
+- Security: `bearerAuth` (a token) or `basicAuth` (a user of the credentials file) on
+  every operation but webhooks (their URL key is their credential), the probes and this
+  document (docs/security.md). `x-headrace-role` says which role an operation needs.
+- Flow bodies are YAML; their schema here is a minimal object (`id`, `namespace`,
+  `tasks`): the full language is the JSON Schema at `GET /api/v1/flows/schema`, 150 KiB
+  that depends on the connectors installed, and it stays there.
+- Live streams are `text/event-stream`: their schema describes one event (`event`,
+  `data`, `id`), as OpenAPI 3.2's `itemSchema` does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Literal
+
+import orjson
+
+from headrace import __version__
+from headrace.messages import LogLevel
+from headrace.openapi_schemas import (
+    ANY,
+    BOOLEAN,
+    DATE,
+    SCHEMAS,
+    STATE,
+    STRING,
+    Json,
+    object_schema,
+    ref,
+)
+from headrace.services.gateway import (
+    executions_api,
+    flows_api,
+    logs_api,
+    namespace_files_api,
+    triggers_api,
+)
+from headrace.services.gateway.app import API_PREFIX as API
+from headrace.services.gateway.bodies import MAX_PAGE, YAML_TYPES
+from headrace.services.gateway.openapi_api import ROUTE
+
+OPENAPI_VERSION = "3.1.0"
+PATH = API + ROUTE
+
+Role = Literal["public", "reader", "writer"]
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _path_param(name: str, description: str) -> Json:
+    # aiohttp's `{name}` takes one non-empty segment.
+    schema = {"type": "string", "minLength": 1}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _query(name: str, schema: Json, description: str, *, required: bool = False) -> Json:
+    param = {"name": name, "in": "query", "description": description, "schema": schema}
+    if required:
+        param["required"] = True
+    return param
+
+
+NAMESPACE = _path_param("namespace", "A namespace, e.g. `company.team`.")
+FLOW_ID = _path_param("flowId", "A flow's id.")
+FLOW_ID_AS_ID = _path_param("id", "A flow's id.")
+EXECUTION_ID = _path_param("id", "An execution's id.")
+EXECUTION_ID_LONG = _path_param("executionId", "An execution's id.")
+TRIGGER_ID = _path_param("triggerId", "A trigger's id in its flow.")
+
+
+def _page(default_size: int, max_size: int) -> list[Json]:
+    return [
+        _query(
+            "page",
+            {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1},
+            "Page, from 1.",
+        ),
+        _query(
+            "size",
+            {"type": "integer", "minimum": 1, "maximum": max_size, "default": default_size},
+            "Items per page.",
+        ),
+    ]
+
+
+_WAIT = [
+    _query("wait", BOOLEAN, "Answer once the execution ended (200), not at once (202)."),
+    _query(
+        "timeout",
+        {"type": "string", "default": str(int(executions_api.DEFAULT_WAIT_S))},
+        "With `wait`: how long to wait, in seconds (`2.5`) or ISO 8601 (`PT5M`), at most "
+        f"{int(executions_api.MAX_WAIT_S)} s; past it the answer is 504 with the execution's id.",
+    ),
+]
+_LOG_FILTERS = [
+    _query(
+        "minLevel",
+        {"type": "string", "enum": [str(level) for level in LogLevel]},
+        "Lines at this level or above (any case).",
+    ),
+    _query("taskId", STRING, "Only the lines of this task."),
+    _query("taskRunId", STRING, "Only the lines of this task run."),
+    _query(
+        "attempt",
+        {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "Only the lines of this attempt (from 1).",
+    ),
+    _query("startDate", DATE, "Lines at or after this time (ISO 8601; no offset: UTC)."),
+    _query("endDate", DATE, "Lines before this time."),
+]
+_RESUME = [
+    _query(
+        "lastEventId",
+        {"type": "integer", "minimum": 0},
+        "Resume after this event id (as the `Last-Event-ID` header).",
+    ),
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "description": "Resume after this event id (what browsers' EventSource send).",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+]
+_FILE_URI = _query(
+    "path",
+    {"type": "string", "minLength": 1},
+    "The file's URI, `headrace:///…`, as a task's outputs give it.",
+    required=True,
+)
+_NS_PATH = _query(
+    "path",
+    {"type": "string", "minLength": 1},
+    "A file's path below the namespace's root (`sql/report.sql`); to delete, a folder's too.",
+    required=True,
+)
+
+# --------------------------------------------------------------------------- bodies
+
+
+# Every YAML type the gateway reads, the usual one first.
+_YAML_MEDIA_TYPES = sorted(YAML_TYPES, key=lambda media_type: media_type != "application/x-yaml")
+
+
+def _yaml_body(description: str) -> Json:
+    return {
+        "required": True,
+        "description": description,
+        "content": {media_type: {"schema": ref("FlowSource")} for media_type in _YAML_MEDIA_TYPES},
+    }
+
+
+_INPUTS_BODY = {
+    "description": "Inputs by id: a JSON object, or form fields (a file field's UTF-8 "
+    "text is the value). No body: no inputs.",
+    "content": {
+        "application/json": {"schema": {"type": "object"}, "example": {"name": "headrace"}},
+        "application/x-www-form-urlencoded": {
+            "schema": {"type": "object", "additionalProperties": STRING}
+        },
+        "multipart/form-data": {"schema": {"type": "object", "additionalProperties": STRING}},
+    },
+}
+
+
+def _json_body(schema: str) -> Json:
+    return {"required": True, "content": {"application/json": {"schema": ref(schema)}}}
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def _json(schema: Json | str, description: str) -> Json:
+    schema = ref(schema) if isinstance(schema, str) else schema
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str, schema: str = "Error") -> Json:
+    return _json(schema, description)
+
+
+_STREAM = {
+    "text/event-stream": {
+        "schema": ref("ServerSentEvent"),
+        # No content length: the stream ends with its `end` event.
+    }
+}
+_OCTETS = {
+    "application/octet-stream": {
+        "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
+    }
+}
+_NOT_FOUND_FLOW = "No such flow."
+_NO_STORAGE = "This gateway has no file storage (HEADRACE_STORAGE_DIR)."
+_WAITED = "With `wait`: the execution, ended."
+_TIMED_OUT = "With `wait`: it did not end in time; the body has its `id`."
+_REFUSED_START = {
+    409: "The flow is disabled.",
+    413: "The start would be over the size the `triggers` topic takes (body, headers and inputs).",
+    422: "Invalid inputs (`errors`, one per input), or a stored flow that no longer validates.",
+}
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One route: method and aiohttp path pattern, what it does, takes and answers.
+
+    `responses` lists the answers particular to it; every operation also documents 400
+    (a NUL in the URL, a bad parameter), 500, and, unless public, 401 and 403.
+    """
+
+    method: str
+    path: str
+    operation_id: str  # the client's method is its snake_case (`getFlow` -> `get_flow`)
+    tag: str
+    summary: str
+    role: Role
+    responses: dict[int, Json]
+    description: str = ""
+    parameters: list[Json] = field(default_factory=list)
+    body: Json | None = None
+
+    @property
+    def client_method(self) -> str:
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", self.operation_id).lower()
+
+
+F = f"{API}/flows"
+E = f"{API}/executions"
+WEBHOOK = f"{API}/executions/webhook/{{namespace}}/{{flowId}}/{{key}}"
+TRIGGER = f"{API}/triggers/{{namespace}}/{{flowId}}/{{triggerId}}"
+NS_FILES = f"{API}/namespaces/{{namespace}}/files"
+_WEBHOOK_PARAMS = [
+    NAMESPACE,
+    FLOW_ID,
+    _path_param("key", "The webhook trigger's key: the URL's secret."),
+    *_WAIT,
+]
+_WEBHOOK_ANSWERS: dict[int, Json] = {
+    200: _json(
+        {"oneOf": [ref("WebhookNotExecuted"), ref("Execution")]},
+        "The trigger's conditions are not met (nothing started), or, with `wait`, the "
+        "execution, ended.",
+    ),
+    202: _json("ExecutionStarted", "Started."),
+    404: _error("No enabled webhook trigger with this key (the same answer whatever is wrong)."),
+    **{status: _error(text) for status, text in _REFUSED_START.items()},
+    503: _error("The broker did not take the start."),
+    504: _error(_TIMED_OUT),
+}
+_COMMAND_ANSWERS: dict[int, Json] = {
+    202: _json("CommandAnswer", "Applied, or sent and not answered yet."),
+    404: _error("No such execution."),
+    409: _error("Its state does not allow it, or the executor holds no state for it."),
+    503: _error("The broker did not take the command."),
+}
+
+OPERATIONS: tuple[Operation, ...] = (
+    # ------------------------------------------------------------------ flows
+    Operation(
+        "GET",
+        F,
+        "listFlows",
+        "flows",
+        "List flows (latest revision of each)",
+        "reader",
+        {200: _json("FlowPage", "A page of flows, by namespace and id.")},
+        parameters=[
+            _query("namespace", STRING, "Only this namespace."),
+            *_page(flows_api.DEFAULT_FLOW_PAGE_SIZE, flows_api.MAX_FLOW_PAGE_SIZE),
+        ],
+    ),
+    Operation(
+        "POST",
+        F,
+        "createFlow",
+        "flows",
+        "Create a flow",
+        "writer",
+        {
+            201: _json("Flow", "Created: its first revision."),
+            409: _error("A flow with this namespace and id exists."),
+            413: _error("The body is too large."),
+            415: _error("The body is not YAML."),
+            422: _error("The flow is invalid: `errors` says where and why.", "FlowErrors"),
+            503: _error("The `flows` topic did not take or give back the change in time."),
+        },
+        body=_yaml_body("The flow's YAML."),
+    ),
+    Operation(
+        "POST",
+        f"{F}/validate",
+        "validateFlow",
+        "flows",
+        "Validate a flow, store nothing",
+        "reader",
+        {
+            200: _json("FlowValidation", "Whether it is valid, and every error."),
+            413: _error("The body is too large."),
+            415: _error("The body is not YAML."),
+        },
+        body=_yaml_body("The flow's YAML."),
+    ),
+    Operation(
+        "POST",
+        f"{F}/bulk",
+        "applyFlows",
+        "flows",
+        "Apply many flows at once, all or nothing",
+        "writer",
+        {
+            200: _json("BulkResult", "What each flow became (or would, with `dryRun`)."),
+            413: _error("Too many flows, or too large a body or change set."),
+            415: _error("The body is neither JSON nor YAML."),
+            422: _error(
+                "A flow is invalid, duplicated or outside `namespace`: nothing was applied "
+                "(`errors` name the `file` of each).",
+                "FlowErrors",
+            ),
+            503: _error("The `flows` topic did not take or give back the change in time."),
+        },
+        description="Every flow is validated first; then all the changes go to the `flows` "
+        "topic as one record: all applied or none (docs/gitops.md).",
+        parameters=[
+            _query("dryRun", BOOLEAN, "Answer the plan, change nothing."),
+            _query(
+                "delete",
+                BOOLEAN,
+                "Also delete the flows of the namespaces concerned that the request lacks.",
+            ),
+            _query(
+                "namespace",
+                {"type": "array", "items": STRING},
+                "The namespaces concerned (repeat it); default: the flows'.",
+            ),
+        ],
+        body={
+            "required": True,
+            "content": {
+                "application/json": {"schema": ref("FlowBundle")},
+                **{
+                    media_type: {
+                        "schema": {
+                            **STRING,
+                            "description": "YAML documents separated by `---` lines.",
+                        }
+                    }
+                    for media_type in _YAML_MEDIA_TYPES
+                },
+            },
+        },
+    ),
+    Operation(
+        "GET",
+        f"{F}/schema",
+        "getFlowSchema",
+        "flows",
+        "The JSON Schema of flows, for editors",
+        "reader",
+        {
+            200: {
+                "description": "JSON Schema (draft-07) for the task types installed "
+                "here (docs/editors.md).",
+                "content": {"application/schema+json": {"schema": {"type": "object"}}},
+            }
+        },
+    ),
+    Operation(
+        "GET",
+        F + "/{namespace}/{id}",
+        "getFlow",
+        "flows",
+        "Get a flow",
+        "reader",
+        {
+            200: _json("Flow", "The revision asked for, else the latest."),
+            404: _error(_NOT_FOUND_FLOW),
+            503: _error("The `flows` topic could not be read up to date."),
+        },
+        parameters=[
+            NAMESPACE,
+            FLOW_ID_AS_ID,
+            _query(
+                "revision",
+                {"type": "integer", "minimum": 1, "maximum": flows_api.MAX_REVISION},
+                "A revision (default: the latest).",
+            ),
+        ],
+    ),
+    Operation(
+        "GET",
+        F + "/{namespace}/{id}/revisions",
+        "listFlowRevisions",
+        "flows",
+        "A flow's revisions, oldest first",
+        "reader",
+        {
+            200: _json({"type": "array", "items": ref("FlowRevisionEntry")}, "Every revision."),
+            404: _error(_NOT_FOUND_FLOW),
+            503: _error("The `flows` topic could not be read up to date."),
+        },
+        parameters=[NAMESPACE, FLOW_ID_AS_ID],
+    ),
+    Operation(
+        "GET",
+        F + "/{namespace}/{id}/diff",
+        "diffFlowRevisions",
+        "flows",
+        "The unified diff between two revisions of a flow",
+        "reader",
+        {
+            200: _json("FlowDiff", "A deletion's source is empty; readers see keys masked."),
+            404: _error("No such flow, or no such revision."),
+            503: _error("The `flows` topic could not be read up to date."),
+        },
+        parameters=[
+            NAMESPACE,
+            FLOW_ID_AS_ID,
+            *(
+                _query(
+                    name,
+                    {"type": "integer", "minimum": 1, "maximum": flows_api.MAX_REVISION},
+                    f"The revision to diff {name}.",
+                    required=True,
+                )
+                for name in ("from", "to")
+            ),
+        ],
+    ),
+    Operation(
+        "PUT",
+        F + "/{namespace}/{id}",
+        "putFlow",
+        "flows",
+        "Create or update a flow (idempotent)",
+        "writer",
+        {
+            200: _json("Flow", "Unchanged: the source is the latest revision's."),
+            201: _json("Flow", "Saved as a new revision."),
+            413: _error("The body is too large."),
+            415: _error("The body is not YAML."),
+            422: _error(
+                "The flow is invalid, or its namespace and id are not the URL's.", "FlowErrors"
+            ),
+            503: _error("The `flows` topic did not take or give back the change in time."),
+        },
+        parameters=[NAMESPACE, FLOW_ID_AS_ID],
+        body=_yaml_body("The flow's YAML; its namespace and id must be the URL's."),
+    ),
+    Operation(
+        "DELETE",
+        F + "/{namespace}/{id}",
+        "deleteFlow",
+        "flows",
+        "Delete a flow",
+        "writer",
+        {
+            204: {"description": "Deleted (its revisions stay in the `flows` topic)."},
+            404: _error(_NOT_FOUND_FLOW),
+            503: _error("The `flows` topic did not take or give back the change in time."),
+        },
+        parameters=[NAMESPACE, FLOW_ID_AS_ID],
+    ),
+    # ------------------------------------------------------------------ webhooks
+    Operation(
+        "POST",
+        WEBHOOK,
+        "postWebhook",
+        "webhooks",
+        "Start a flow from its webhook trigger",
+        "public",
+        _WEBHOOK_ANSWERS,
+        description="The body becomes `trigger.body` (JSON, a form as an object, else "
+        "text), the query `trigger.parameters`, the headers `trigger.headers` (credentials "
+        "redacted); the trigger's `conditions` and `inputs` render against them "
+        "(docs/triggers.md). No credentials: the key is the secret.",
+        parameters=_WEBHOOK_PARAMS,
+        body={
+            "content": {
+                "application/json": {"schema": ANY},
+                "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+                "text/plain": {"schema": STRING},
+            }
+        },
+    ),
+    Operation(
+        "GET",
+        WEBHOOK,
+        "getWebhook",
+        "webhooks",
+        "Start a flow from its webhook trigger (no body)",
+        "public",
+        _WEBHOOK_ANSWERS,
+        description="As the POST, for senders that only GET.",
+        parameters=_WEBHOOK_PARAMS,
+    ),
+    # ------------------------------------------------------------------ executions
+    Operation(
+        "POST",
+        E + "/{id}/kill",
+        "killExecution",
+        "executions",
+        "Kill an execution",
+        "writer",
+        _COMMAND_ANSWERS,
+        description="Its running tasks and subflows end KILLED.",
+        parameters=[EXECUTION_ID],
+    ),
+    Operation(
+        "POST",
+        E + "/{id}/restart",
+        "restartExecution",
+        "executions",
+        "Restart a FAILED or KILLED execution from its failed task runs",
+        "writer",
+        _COMMAND_ANSWERS,
+        parameters=[EXECUTION_ID],
+    ),
+    Operation(
+        "POST",
+        E + "/{id}/resume",
+        "resumeExecution",
+        "executions",
+        "Resume a PAUSED execution",
+        "writer",
+        {**_COMMAND_ANSWERS, 415: _error("The body is neither JSON nor a form.")},
+        description="A JSON object body becomes the paused task's outputs.",
+        parameters=[EXECUTION_ID],
+        body=_INPUTS_BODY,
+    ),
+    Operation(
+        "POST",
+        E + "/{id}/replay",
+        "replayExecution",
+        "executions",
+        "Replay an ended execution as a new one",
+        "writer",
+        {
+            202: _json("Replay", "The new execution is on its way."),
+            404: _error("No such execution, or no such task run in it."),
+            409: _error("It has not ended, or the executor refused."),
+            503: _error("The broker did not take the replay."),
+        },
+        description="From a task run (`taskRunId`), keeping what ran before it, or "
+        "from the start with the same inputs.",
+        parameters=[
+            EXECUTION_ID,
+            _query("taskRunId", STRING, "Replay from this task run (default: the start)."),
+        ],
+    ),
+    Operation(
+        "POST",
+        E + "/{namespace}/{flowId}",
+        "startExecution",
+        "executions",
+        "Start an execution of a flow's latest revision",
+        "writer",
+        {
+            200: _json("Execution", _WAITED),
+            202: _json("ExecutionStarted", "Started."),
+            404: _error(_NOT_FOUND_FLOW),
+            **{status: _error(text) for status, text in _REFUSED_START.items()},
+            415: _error("The body is neither JSON nor a form."),
+            503: _error("The broker did not take the start."),
+            504: _error(_TIMED_OUT),
+        },
+        parameters=[
+            NAMESPACE,
+            FLOW_ID,
+            *_WAIT,
+            _query(
+                "labels",
+                {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:"}},
+                "Labels, each `key:value` (repeat the parameter).",
+            ),
+        ],
+        body=_INPUTS_BODY,
+    ),
+    Operation(
+        "GET",
+        E + "/{id}",
+        "getExecution",
+        "executions",
+        "Get an execution with its task runs",
+        "reader",
+        {200: _json("Execution", "The execution."), 404: _error("No such execution.")},
+        parameters=[EXECUTION_ID],
+    ),
+    Operation(
+        "GET",
+        E,
+        "listExecutions",
+        "executions",
+        "List executions, newest first",
+        "reader",
+        {200: _json("ExecutionPage", "A page of executions (without task runs).")},
+        parameters=[
+            _query("namespace", STRING, "This namespace and those below it."),
+            _query("flowId", STRING, "Only this flow."),
+            _query(
+                "state",
+                {"type": "array", "items": STATE},
+                "Only these states (repeat, or separate with commas).",
+            ),
+            _query("stuck", BOOLEAN, "Only those the watchdog found unable to make progress."),
+            *_page(executions_api.DEFAULT_PAGE_SIZE, executions_api.MAX_PAGE_SIZE),
+        ],
+    ),
+    Operation(
+        "GET",
+        E + "/{id}/file",
+        "downloadExecutionFile",
+        "executions",
+        "Download a file a task of the execution stored",
+        "reader",
+        {
+            200: {"description": "The file's bytes, as an attachment.", "content": _OCTETS},
+            404: _error("No such execution, or not one of its files."),
+            503: _error(_NO_STORAGE),
+        },
+        parameters=[EXECUTION_ID, _FILE_URI],
+    ),
+    Operation(
+        "GET",
+        E + "/{id}/file/metas",
+        "getExecutionFileMetas",
+        "executions",
+        "A stored file's name and size",
+        "reader",
+        {
+            200: _json("FileMetas", "Its URI, name and size in bytes."),
+            404: _error("No such execution, or not one of its files."),
+            503: _error(_NO_STORAGE),
+        },
+        parameters=[EXECUTION_ID, _FILE_URI],
+    ),
+    Operation(
+        "GET",
+        E + "/{executionId}/follow",
+        "followExecution",
+        "executions",
+        "Follow an execution live (Server-Sent Events)",
+        "reader",
+        {
+            200: {
+                "description": "`execution` events (the execution, then at each change "
+                "with the task runs that changed), then `end` once it ended.",
+                "content": _STREAM,
+            },
+            404: _error("No such execution (after a few seconds' grace for a new one)."),
+            503: _error("This gateway follows too many streams, or cannot follow."),
+        },
+        parameters=[EXECUTION_ID_LONG, *_RESUME],
+    ),
+    # ------------------------------------------------------------------ logs
+    Operation(
+        "GET",
+        API + "/logs/{executionId}",
+        "listLogs",
+        "logs",
+        "An execution's log lines, oldest first",
+        "reader",
+        {
+            200: _json({"type": "array", "items": ref("LogLine")}, "A page of lines."),
+            404: _error("No such execution."),
+        },
+        parameters=[
+            EXECUTION_ID_LONG,
+            *_LOG_FILTERS,
+            *_page(logs_api.DEFAULT_LOG_PAGE_SIZE, logs_api.MAX_LOG_PAGE_SIZE),
+        ],
+    ),
+    Operation(
+        "GET",
+        API + "/logs/{executionId}/download",
+        "downloadLogs",
+        "logs",
+        "An execution's log lines as text",
+        "reader",
+        {
+            200: {
+                "description": "One line per record: time, level, task#attempt, message.",
+                "content": {"text/plain": {"schema": STRING}},
+            },
+            404: _error("No such execution."),
+        },
+        parameters=[EXECUTION_ID_LONG, *_LOG_FILTERS],
+    ),
+    Operation(
+        "GET",
+        API + "/logs/{executionId}/follow",
+        "followLogs",
+        "logs",
+        "Follow an execution's log lines live (Server-Sent Events)",
+        "reader",
+        {
+            200: {
+                "description": "`log` events (the lines stored so far, then each new one), "
+                "then `end` once the execution ended.",
+                "content": _STREAM,
+            },
+            404: _error("No such execution (after a few seconds' grace for a new one)."),
+            503: _error("This gateway follows too many streams, or cannot follow."),
+        },
+        parameters=[EXECUTION_ID_LONG, *_LOG_FILTERS, *_RESUME],
+    ),
+    # ------------------------------------------------------------------ triggers
+    Operation(
+        "GET",
+        API + "/triggers",
+        "listTriggers",
+        "triggers",
+        "Declared triggers with their runtime state",
+        "reader",
+        {200: _json("TriggerPage", "Every trigger of the flows asked for.")},
+        parameters=[
+            _query("namespace", STRING, "Only this namespace."),
+            _query("flowId", STRING, "Only this flow."),
+        ],
+    ),
+    Operation(
+        "PUT",
+        TRIGGER,
+        "setTrigger",
+        "triggers",
+        "Switch a trigger off or back on",
+        "writer",
+        {
+            200: _json("Trigger", "The trigger, switched."),
+            404: _error("No such flow or trigger."),
+            422: _error("The stored flow no longer validates."),
+            503: _error("Stored, but the broker did not take it: send it again."),
+        },
+        description="A runtime switch every scheduler honours, whatever the YAML says; "
+        "ticks missed while off are not caught up.",
+        parameters=[NAMESPACE, FLOW_ID, TRIGGER_ID],
+        body=_json_body("TriggerSwitch"),
+    ),
+    Operation(
+        "POST",
+        TRIGGER + "/backfill",
+        "backfillTrigger",
+        "triggers",
+        "Start every tick of a schedule in [start, end)",
+        "writer",
+        {
+            200: _json("Backfill", "The executions started (a tick that ran starts nothing new)."),
+            404: _error("No such flow or trigger."),
+            409: _error("The flow is disabled."),
+            413: _error("A tick's start would be too large."),
+            422: _error("The stored flow no longer validates, or a tick cannot start."),
+            503: _error("The broker did not take the starts."),
+        },
+        description=f"At most {triggers_api.MAX_BACKFILL_TICKS} ticks per request; "
+        "running it again starts nothing new.",
+        parameters=[NAMESPACE, FLOW_ID, TRIGGER_ID],
+        body=_json_body("BackfillRange"),
+    ),
+    # ------------------------------------------------------------------ plugins
+    Operation(
+        "GET",
+        API + "/plugins",
+        "listPlugins",
+        "plugins",
+        "Task types this gateway validates flows against",
+        "reader",
+        {200: _json({"type": "array", "items": ref("Plugin")}, "Every task type.")},
+    ),
+    Operation(
+        "GET",
+        API + "/plugins/{type}",
+        "getPlugin",
+        "plugins",
+        "One task type",
+        "reader",
+        {200: _json("Plugin", "The type, with its schemas."), 404: _error("Unknown type.")},
+        parameters=[_path_param("type", "A task type, by its name or an alias.")],
+    ),
+    # ------------------------------------------------------------------ namespace files
+    Operation(
+        "GET",
+        NS_FILES + "/directory",
+        "listNamespaceFiles",
+        "namespace files",
+        "List a namespace's folder",
+        "reader",
+        {
+            200: _json({"type": "array", "items": ref("NamespaceEntry")}, "Its entries."),
+            404: _error("No such folder."),
+            409: _error("The path is a file."),
+            503: _error(_NO_STORAGE),
+        },
+        parameters=[
+            NAMESPACE,
+            _query("path", STRING, "A folder (default: the namespace's root)."),
+            _query("recursive", BOOLEAN, "The whole tree below it, paths relative to it."),
+            _query("sha256", BOOLEAN, "Add each file's SHA-256."),
+        ],
+    ),
+    Operation(
+        "GET",
+        NS_FILES,
+        "downloadNamespaceFile",
+        "namespace files",
+        "Download a namespace file",
+        "reader",
+        {
+            200: {"description": "The file's bytes, as an attachment.", "content": _OCTETS},
+            404: _error("No such file."),
+            409: _error("The path is a folder."),
+            503: _error(_NO_STORAGE),
+        },
+        parameters=[NAMESPACE, _NS_PATH],
+    ),
+    Operation(
+        "POST",
+        NS_FILES,
+        "uploadNamespaceFile",
+        "namespace files",
+        "Create or replace a namespace file",
+        "writer",
+        {
+            200: _json("NamespaceEntry", "The file as stored."),
+            404: _error("Deleted again before it could be read back."),
+            409: _error("A folder is in the way, or a file where a folder is needed."),
+            413: _error(f"Over {namespace_files_api.MAX_FILE_BYTES // (1024 * 1024)} MiB."),
+            503: _error(_NO_STORAGE),
+        },
+        description="The file is whole or not there: a broken upload leaves nothing.",
+        parameters=[NAMESPACE, _NS_PATH],
+        body={
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": object_schema(
+                        [namespace_files_api.FORM_FIELD],
+                        {
+                            namespace_files_api.FORM_FIELD: {
+                                "type": "string",
+                                "contentMediaType": "application/octet-stream",
+                            }
+                        },
+                    )
+                },
+                **_OCTETS,
+            },
+        },
+    ),
+    Operation(
+        "DELETE",
+        NS_FILES,
+        "deleteNamespaceFile",
+        "namespace files",
+        "Delete a namespace file or folder",
+        "writer",
+        {
+            200: _json("NamespaceDeletion", "Deleted: a folder with all it held."),
+            404: _error("No such file or folder."),
+            409: _error("A file is in the way of the path."),
+            503: _error(_NO_STORAGE),
+        },
+        parameters=[NAMESPACE, _NS_PATH],
+    ),
+    # ------------------------------------------------------------------ service
+    Operation(
+        "GET",
+        "/healthz",
+        "getHealth",
+        "service",
+        "Health probe",
+        "public",
+        {
+            200: _json("Health", "PostgreSQL answers, the producer runs, flows are current."),
+            503: _json("Health", "Unhealthy: `problems` says why."),
+        },
+    ),
+    Operation(
+        "GET",
+        "/readyz",
+        "getReadiness",
+        "service",
+        "Readiness probe",
+        "public",
+        {
+            200: _json("Readiness", "The gateway reaches the broker and PostgreSQL."),
+            503: _json("Readiness", "Not ready: `problems` says what it cannot reach."),
+        },
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        "getMetrics",
+        "service",
+        "Prometheus metrics",
+        "reader",
+        {
+            200: {
+                "description": "Prometheus text exposition format.",
+                "content": {"text/plain": {"schema": STRING}},
+            }
+        },
+    ),
+    Operation(
+        "GET",
+        "/",
+        "getIndex",
+        "service",
+        "Where things are",
+        "reader",
+        {200: _json("Index", "The server's name, version and main endpoints.")},
+    ),
+    Operation(
+        "GET",
+        API,
+        "getApiIndex",
+        "service",
+        "Where things are",
+        "reader",
+        {200: _json("Index", "The server's name, version and main endpoints.")},
+    ),
+    Operation(
+        "GET",
+        PATH,
+        "getOpenApi",
+        "service",
+        "This document",
+        "public",
+        {200: _json({"type": "object"}, "The OpenAPI 3.1 document of this API.")},
+    ),
+)
+
+
+def _common(operation: Operation) -> dict[int, Json]:
+    common: dict[int, Json] = {
+        400: _error("A malformed request: a NUL in the URL, a bad parameter or body."),
+        500: _error("An internal error; `request_id` finds it in the gateway's log."),
+    }
+    if operation.role != "public":
+        common[401] = _error("No credentials, or wrong ones (with a `WWW-Authenticate` challenge).")
+        common[403] = _error(
+            "A reader calling a writer's route, or a browser check refused it."
+            if operation.role == "writer"
+            else "A browser check refused it (a foreign Host header)."
+        )
+    return common
+
+
+def _operation_object(operation: Operation) -> Json:
+    responses = {**_common(operation), **operation.responses}
+    body: Json = {
+        "operationId": operation.operation_id,
+        "tags": [operation.tag],
+        "summary": operation.summary,
+        "x-headrace-role": operation.role,
+        "responses": {str(status): responses[status] for status in sorted(responses)},
+    }
+    if operation.description:
+        body["description"] = operation.description
+    if operation.parameters:
+        body["parameters"] = operation.parameters
+    if operation.body is not None:
+        body["requestBody"] = operation.body
+    if operation.role == "public":
+        body["security"] = []  # overrides the document's: no credentials
+    return body
+
+
+def openapi_document() -> Json:
+    """The OpenAPI document, as a fresh dict."""
+    paths: dict[str, Json] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, {})[operation.method.lower()] = _operation_object(
+            operation
+        )
+    return orjson.loads(
+        orjson.dumps(
+            {
+                "openapi": OPENAPI_VERSION,
+                "info": {
+                    "title": "headrace",
+                    "version": __version__,
+                    "description": "The REST API of a headrace gateway: flows, executions, "
+                    "logs, triggers, namespace files. Every operation needs credentials but "
+                    "those whose `security` is empty: webhooks (their key is theirs), the "
+                    "probes and this document. A reader may call GET operations and `POST /api/v1/flows/validate`, "
+                    "the rest needs the writer role (docs/security.md, docs/api.md).",
+                    "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+                },
+                "servers": [{"url": "/"}],
+                "security": [{"bearerAuth": []}, {"basicAuth": []}],
+                "tags": [{"name": tag} for tag in dict.fromkeys(op.tag for op in OPERATIONS)],
+                "paths": paths,
+                "components": {
+                    "schemas": SCHEMAS,
+                    "securitySchemes": {
+                        "bearerAuth": {
+                            "type": "http",
+                            "scheme": "bearer",
+                            "description": "A token: the gateway's HEADRACE_TOKEN or one of "
+                            "its credentials file (`headrace auth new-token` makes one).",
+                        },
+                        "basicAuth": {
+                            "type": "http",
+                            "scheme": "basic",
+                            "description": "A user of the credentials file, when it lists users.",
+                        },
+                    },
+                },
+            }
+        )
+    )
+
+
+@cache
+def openapi_json_bytes() -> bytes:
+    """The document as served: built once per process (it only changes with the code)."""
+    return orjson.dumps(openapi_document())
