@@ -635,18 +635,23 @@ def execution_replay(api: ApiClient, execution_id: str, task_run_id: str | None)
     click.echo(f"replaying {execution_id} as new execution {answer['id']}")
 
 
+def download_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`-o/--output PATH` and `--force`, as every download command takes them."""
+    command = click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")(command)
+    return click.option(
+        "-o",
+        "--output",
+        default=None,
+        metavar="PATH",
+        help="Write it there (a folder: under the file's name); - writes to stdout. "
+        "Default: the file's name, in the current folder.",
+    )(command)
+
+
 @execution.command("file")
 @click.argument("execution_id")
 @click.argument("uri")
-@click.option(
-    "-o",
-    "--output",
-    default=None,
-    metavar="PATH",
-    help="Write it there (a folder: under the file's name); - writes to stdout. "
-    "Default: the file's name, in the current folder.",
-)
-@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@download_options
 @click.pass_obj
 def execution_file(
     api: ApiClient, execution_id: str, uri: str, output: str | None, force: bool
@@ -935,15 +940,7 @@ def namespace_files_list(api: ApiClient, namespace_name: str, path: str, output:
 @namespace_files.command("download")
 @click.argument("namespace_name", metavar="NAMESPACE")
 @click.argument("path")
-@click.option(
-    "-o",
-    "--output",
-    default=None,
-    metavar="PATH",
-    help="Write it there (a folder: under the file's name); - writes to stdout. "
-    "Default: the file's name, in the current folder.",
-)
-@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@download_options
 @click.pass_obj
 def namespace_files_download(
     api: ApiClient, namespace_name: str, path: str, output: str | None, force: bool
