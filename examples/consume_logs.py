@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 import fastavro
 import fastavro.schema
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -120,7 +122,11 @@ async def follow(options: argparse.Namespace) -> None:
         group_id=None,
         auto_offset_reset="earliest" if options.from_beginning else "latest",
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except KafkaError:
+        await consumer.stop()  # closes what the failed start opened
+        raise
     repeats = Repeats()
     try:
         await consumer.topics()  # the cluster's metadata, every topic's partitions
@@ -153,6 +159,13 @@ async def follow(options: argparse.Namespace) -> None:
         await consumer.stop()
 
 
+async def follow_or_say_why(options: argparse.Namespace) -> None:
+    try:
+        await follow(options)
+    except KafkaError as exc:
+        raise SystemExit(f"cannot read from Kafka at {options.bootstrap}: {exc}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
@@ -163,9 +176,11 @@ def main() -> None:
     )
     parser.add_argument("--schemas", type=Path, default=DEFAULT_SCHEMAS, help="the .avsc folder")
     options = parser.parse_args()
+    # aiokafka logs each failed connection attempt; the failure is said once, below.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     async def run() -> None:
-        task = asyncio.ensure_future(follow(options))
+        task = asyncio.ensure_future(follow_or_say_why(options))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)

@@ -40,6 +40,7 @@ class ApiError(HeadraceError):
         self, status: int, message: str, errors: list[Any] | None = None, body: Any = None
     ) -> None:
         super().__init__(message)
+        self.message = message
         self.status = status
         self.errors = errors or []
         self.body = body
