@@ -35,11 +35,17 @@ from headrace.messages import FlowChangeAction, FlowChangeItem, FlowRevision
 from headrace.services.gateway.bodies import YAML_TYPES, query_bool
 from headrace.services.gateway.context import gateway
 from headrace.services.gateway.responses import ApiError, json_response
+from headrace.topics.definitions import FLOWS, MAX_MESSAGE_BYTES
 
 # A request's body: a change set must fit in one record of `flows` (1 MiB), and JSON
 # escaping makes the body larger than the sources. Far above that, and still bounded.
 MAX_BULK_BODY_BYTES = 4 * 1024 * 1024
 MAX_BULK_FLOWS = 2_000
+VALIDATING_AT_ONCE = 4
+# Sources past this are refused before validation: twice what one record of `flows`
+# holds, so that a set near the limit is still tried (the producer has the last word)
+# and a far larger one costs no validation.
+MAX_SOURCES_BYTES = 2 * MAX_MESSAGE_BYTES
 CHUNK_BYTES = 64 * 1024
 # Kestra's separator of YAML documents: `---` alone on its line (a block scalar's lines
 # are indented, so none of a flow's own lines can be one).
@@ -95,6 +101,16 @@ async def bulk_flows(request: web.Request) -> web.Response:
     documents = await _read_documents(request)
     if not documents and not (delete and namespaces):
         raise ApiError(400, "no flows in the request: send at least one")
+    sources = sum(len(document.source.encode()) for document in documents)
+    if sources > MAX_SOURCES_BYTES:
+        # Far over what one record holds: say so before validating every flow.
+        raise ApiError(
+            413,
+            f"these flows are too large to apply as one: their sources are {sources:,} bytes,"
+            f" and the {FLOWS.name} topic takes records of up to {MAX_MESSAGE_BYTES:,} bytes"
+            " (nothing was changed); apply fewer flows at a time (each part is then all or"
+            " nothing)",
+        )
     loaded = await _validate(request, documents, namespaces)
     try:
         await gw.flows.read_up_to_date()  # plan against every change made so far
@@ -192,9 +208,16 @@ async def _validate(
     """Every document's flow; a 422 listing every error of every document if any is
     invalid, duplicated, or outside `namespaces` (when given)."""
     loader = gateway(request).flow_loader
+    # A few at a time: one request must not queue every flow ahead of the webhooks and
+    # single saves that share the loader's processes.
+    turns = asyncio.Semaphore(VALIDATING_AT_ONCE)
+
+    async def load(document: Document) -> Flow:
+        async with turns:
+            return await loader.load(document.source, document.name)
+
     results = await asyncio.gather(
-        *(loader.load(document.source, document.name) for document in documents),
-        return_exceptions=True,
+        *(load(document) for document in documents), return_exceptions=True
     )
     errors: list[dict[str, Any]] = []
     loaded: list[Loaded] = []

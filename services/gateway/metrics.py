@@ -14,6 +14,7 @@ Unlike `/healthz`, it does not look at how fresh the gateway's read of `flows` i
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Awaitable, Callable
 
@@ -24,6 +25,8 @@ from headrace.metrics import WEBHOOK_REQUESTS, exposition
 from headrace.readiness import CHECK_TIMEOUT_S, Readiness
 from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.responses import ApiError, json_response
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,7 +68,13 @@ def _readiness(gw: Gateway) -> Readiness:
 
 async def readyz(request: web.Request) -> web.Response:
     report = await _readiness(gateway(request)).report()
-    return json_response(report.body(), status=200 if report.ready else 503)
+    if report.ready:
+        return json_response(report.body())
+    # A public route: what failed, not how (an error can name a host or a user); the
+    # gateway's log has the details.
+    log.warning("not ready: %s", report.problems)
+    body = {"status": "unavailable", "problems": dict.fromkeys(report.problems, "unavailable")}
+    return json_response(body, status=503)
 
 
 def count_webhooks(handler: Handler) -> Handler:

@@ -21,6 +21,7 @@ import pytest
 from headrace.config import Settings
 from headrace.flow.limits import MAX_FLOW_BYTES
 from headrace.flow_log import FlowLog
+from headrace.services.gateway.flows_bulk import MAX_SOURCES_BYTES
 from headrace.topics.definitions import MAX_MESSAGE_BYTES
 from tests.integration.stacks import ROOT, in_process_gateway
 
@@ -282,6 +283,29 @@ async def test_a_change_set_the_topic_refuses_leaves_every_flow_as_it_was(
             http, "PUT", f"/flows/{namespace}/{flow_id}", data=sources[flow_id], headers=YAML
         )
         assert status == 201
+
+
+async def test_sources_far_over_one_record_are_refused_before_validation(
+    http: aiohttp.ClientSession, namespace: str
+) -> None:
+    """Twice what one record holds: refused at once, no flow loaded (a writer cannot
+    hold the loader's processes with a set that could never be written)."""
+    padding = "x" * (MAX_FLOW_BYTES - 4096)
+    count = MAX_SOURCES_BYTES // len(padding) + 1
+    flows = [
+        {
+            "name": f"big{i}.yaml",
+            "source": flow(namespace, f"big{i}", extra=f"description: {padding}\n"),
+        }
+        for i in range(count)
+    ]
+    flows.append({"name": "broken.yaml", "source": "id: [unclosed"})  # would be a 422
+    status, body = await call(http, "POST", "/flows/bulk", json={"flows": flows})
+    assert status == 413, body
+    assert (
+        "too large to apply as one" in body["message"] and "nothing was changed" in body["message"]
+    )
+    assert await revision_of(http, namespace, "big0") is None
 
 
 async def test_revisions_are_listed_shown_and_diffed(
