@@ -76,7 +76,7 @@ class StorageError(HeadraceError):
 
 
 def _check_segment(segment: str, uri: str) -> str:
-    if segment in ("", ".", "..") or "\0" in segment or "/" in segment:
+    if segment in ("", ".", "..") or "\0" in segment or "/" in segment or not _utf8(segment):
         raise StorageError(f"{uri!r} is not a storage file: bad path segment {segment!r}")
     if segment.startswith(WRITING_PREFIX):  # a file being written: not one yet
         raise StorageError(f"{uri!r} is not a storage file: {segment!r} is being written")
@@ -96,11 +96,20 @@ def parse_uri(uri: str) -> tuple[str, ...]:
     return tuple(_check_segment(unquote(segment), uri) for segment in raw[1:])
 
 
+def _utf8(text: str) -> bool:
+    """Whether `text` has a UTF-8 form (a lone surrogate, which JSON can carry, has none:
+    no file can be named by it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def make_uri(*segments: str) -> str:
-    uri = SCHEME + "://" + "".join("/" + quote(segment, safe="") for segment in segments)
-    for segment in segments:
-        _check_segment(segment, uri)
-    return uri
+    for segment in segments:  # before quoting: a lone surrogate cannot be quoted
+        _check_segment(segment, "/".join(segments))
+    return SCHEME + "://" + "".join("/" + quote(segment, safe="") for segment in segments)
 
 
 def is_uri(value: object) -> bool:
