@@ -662,17 +662,11 @@ def execution_file(
     from headrace.storage import stored_file
 
     name = stored_file(uri).name  # not a storage URI: the error the gateway would give
-    target = None if output == "-" else file_download.target_path(output, name)
-    if target is not None:
-        file_download.check_target(target, force)  # before a byte is downloaded
-    with api.download_execution_file(execution_id, uri) as body:
-        progress = file_download.Progress(body.size)
-        if target is None:
-            file_download.copy(body, sys.stdout.buffer, progress)
-            sys.stdout.buffer.flush()
-            return
-        size = file_download.save(body, target, force, progress)
-    click.echo(f"wrote {target} ({size:,} bytes)")
+    written = file_download.download(
+        lambda: api.download_execution_file(execution_id, uri), name, output, force
+    )
+    if written is not None:
+        click.echo(f"wrote {written[0]} ({written[1]:,} bytes)")
 
 
 def _key_values(items: tuple[str, ...]) -> dict[str, str]:

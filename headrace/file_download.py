@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -111,3 +113,25 @@ def save(download: Download, target: Path, force: bool, progress: Progress) -> i
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
     return size
+
+
+def download(
+    open_body: Callable[[], contextlib.AbstractContextManager[Download]],
+    name: str,
+    output: str | None,
+    force: bool,
+) -> tuple[Path, int] | None:
+    """What a download command does: the body `open_body` opens, written to `output` (a
+    path, a folder: under `name`; None: `name` here) or to stdout for `-`; the file
+    written and its size, or None for stdout. The target is checked before a byte
+    comes."""
+    target = None if output == "-" else target_path(output, name)
+    if target is not None:
+        check_target(target, force)
+    with open_body() as body:
+        progress = Progress(body.size)
+        if target is None:
+            copy(body, sys.stdout.buffer, progress)
+            sys.stdout.buffer.flush()
+            return None
+        return target, save(body, target, force, progress)

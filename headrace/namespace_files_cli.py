@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -130,17 +129,11 @@ def download(
     api: ApiClient, namespace: str, path: str, output: str | None, force: bool, echo: Echo
 ) -> None:
     name = PurePosixPath(path).name or path
-    target = None if output == "-" else file_download.target_path(output, name)
-    if target is not None:
-        file_download.check_target(target, force)  # before a byte is downloaded
-    with api.download_namespace_file(namespace, path) as body:
-        progress = file_download.Progress(body.size)
-        if target is None:
-            file_download.copy(body, sys.stdout.buffer, progress)
-            sys.stdout.buffer.flush()
-            return
-        size = file_download.save(body, target, force, progress)
-    echo(f"wrote {target} ({size:,} bytes)")
+    written = file_download.download(
+        lambda: api.download_namespace_file(namespace, path), name, output, force
+    )
+    if written is not None:
+        echo(f"wrote {written[0]} ({written[1]:,} bytes)")
 
 
 def delete(api: ApiClient, namespace: str, path: str, echo: Echo) -> None:

@@ -176,14 +176,20 @@ def namespace_files(
     return sorted(entries, key=lambda entry: entry.path)
 
 
+def _parent_folder(storage: Storage, namespace: str, parts: tuple[str, ...]) -> int | None:
+    """A descriptor of the folder holding `parts` among `namespace`'s files (close it);
+    None when that folder, or the namespace's files, are not there."""
+    try:
+        return _files_folder(storage, namespace, parts[:-1])
+    except NotInStorage:
+        return None
+
+
 def namespace_entry(storage: Storage, namespace: str, path: str) -> NamespaceEntry | None:
     """The file or folder `path` of `namespace` (a link: kind "other"), its `path`
     as checked (`sql/load.sql`); None when there is none."""
     parts = namespace_path(path).parts
-    try:
-        fd = _files_folder(storage, namespace, parts[:-1])
-    except NotInStorage:
-        return None
+    fd = _parent_folder(storage, namespace, parts)
     if fd is None:
         return None
     try:
@@ -259,10 +265,7 @@ def delete_namespace_file(storage: Storage, namespace: str, path: str) -> bool:
     """Remove the file `path` of `namespace` (a link: the link itself); False when
     there was none, StorageConflict when it is a folder."""
     parts = namespace_path(path).parts
-    try:
-        fd = _files_folder(storage, namespace, parts[:-1])
-    except NotInStorage:
-        return False
+    fd = _parent_folder(storage, namespace, parts)
     if fd is None:
         return False
     try:
@@ -284,10 +287,7 @@ def delete_namespace_folder(storage: Storage, namespace: str, path: str) -> int 
     links) went, None when there was no such folder, StorageConflict when it is
     not a folder."""
     parts = namespace_path(path).parts
-    try:
-        fd = _files_folder(storage, namespace, parts[:-1])
-    except NotInStorage:
-        return None
+    fd = _parent_folder(storage, namespace, parts)
     if fd is None:
         return None
     try:

@@ -37,6 +37,7 @@ from headrace.services.gateway.context import gateway
 from headrace.services.gateway.logs_api import log_filter
 from headrace.services.gateway.responses import ApiError, json_bytes
 from headrace.services.gateway.waiter import client_gone
+from headrace.states import State
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -311,13 +312,17 @@ async def follow_execution(request: web.Request) -> web.StreamResponse:
         while not feed.closed.is_set() and not stream.gone:
             woken.clear()
             version = await gw.executions.version(execution_id)
+            execution = None
             if version > sent:
                 # The first event has every task run; the next ones those that changed.
                 execution = await gw.executions.get(execution_id, runs_after=sent or None)
                 if execution is not None:
                     await stream.send("execution", execution, version)
                     sent, sent_state = version, execution["state"]["current"]
-            state = await gw.executions.state(execution_id)
+            if execution is not None:  # the state just read: no second query
+                state: State | None = State(execution["state"]["current"])
+            else:
+                state = await gw.executions.state(execution_id)
             if state is not None and state.is_terminal:
                 if str(state) != sent_state:
                     # Ended without a new event (a lost execution closed by the indexer):
