@@ -49,8 +49,9 @@ from pydantic_core import core_schema
 from headrace.connectors.registry import connector_classes
 from headrace.flow.durations import DURATION_HINT
 from headrace.flow.flowables import PROPERTY_MODELS
-from headrace.flow.loader import ID_HINT, NAMESPACE_HINT, TASK_LISTS
+from headrace.flow.loader import ID_HINT, NAMESPACE_HINT
 from headrace.flow.model import ID_PATTERN, NAMESPACE_PATTERN, Flow, Task, Trigger
+from headrace.flow.task_walk import TASK_LISTS
 from headrace.flow.triggers import TRIGGER_ALIASES, TRIGGER_TYPES
 from headrace.plugins import FLOWABLE, Plugin, plugins
 

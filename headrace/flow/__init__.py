@@ -7,7 +7,7 @@ from headrace.flow.inputs import (
     resolve_inputs,
     validate_input,
 )
-from headrace.flow.loader import load_flow, load_flow_file
+from headrace.flow.loader import load_flow, load_flow_file, load_flow_with_warnings
 from headrace.flow.model import (
     Concurrency,
     ConcurrencyBehavior,
@@ -38,6 +38,7 @@ __all__ = [
     "coerce_input",
     "load_flow",
     "load_flow_file",
+    "load_flow_with_warnings",
     "resolve_inputs",
     "validate_input",
 ]

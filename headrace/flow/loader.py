@@ -43,20 +43,20 @@ from headrace.flow.inputs import definition_errors
 from headrace.flow.limits import MAX_TASKS
 from headrace.flow.model import Flow, Input, PluginDefault, Task, canonical_task_type
 from headrace.flow.plugin_defaults import apply_plugin_defaults
+from headrace.flow.task_walk import entries, every_task
 from headrace.flow.triggers import (
     MIN_WEBHOOK_KEY_LENGTH,
     TRIGGER_TYPES,
     WEBHOOK,
     canonical_trigger_type,
 )
+from headrace.flow.warnings import flow_warnings
 from headrace.flow.yaml_reader import Marks, YamlProblem, read_yaml
 
 FLOW_CACHE_SIZE = 512  # distinct flow revisions kept parsed per process
 
 ID_HINT = "ids use letters, digits, '_' and '-', and start with a letter or a digit"
 NAMESPACE_HINT = "namespaces use lowercase letters, digits, '.', '_' and '-', e.g. company.data"
-TASK_LISTS = ("tasks", "errors", "finally")
-
 Loc = tuple[str | int, ...]
 
 
@@ -82,6 +82,21 @@ def load_flow(text: str, source: str = "<flow>") -> Flow:
         return _load_cached(text)
     except FlowValidationError as exc:
         raise FlowValidationError(source, exc.errors) from None
+
+
+def load_flow_with_warnings(text: str, source: str = "<flow>") -> tuple[Flow, list[FlowError]]:
+    """`load_flow`, and the warnings of the flow (`headrace.flow.warnings`): what it asks
+    for that headrace accepts but does differently, each with its path, line and column."""
+    flow = load_flow(text, source)
+    return flow, list(_warnings_cached(text))
+
+
+@lru_cache(maxsize=FLOW_CACHE_SIZE)
+def _warnings_cached(text: str) -> tuple[FlowError, ...]:
+    document = read_yaml(text)  # it loaded: the YAML is valid
+    data = apply_plugin_defaults(document.data, _plugin_defaults(document.data))
+    found = [_error(document.marks, loc, message) for loc, message in flow_warnings(data)]
+    return tuple(_sorted_unique(found))
 
 
 @lru_cache(maxsize=FLOW_CACHE_SIZE)
@@ -284,20 +299,13 @@ def _rule_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
     return errors
 
 
-def _entries(data: dict[str, Any], key: str) -> list[tuple[Loc, dict[str, Any]]]:
-    items = data.get(key)
-    if not isinstance(items, list):
-        return []
-    return [((key, i), item) for i, item in enumerate(items) if isinstance(item, dict)]
-
-
 def _duplicate_ids(
     data: dict[str, Any], tree: Any, keys: tuple[str, ...], what: str
 ) -> list[FlowError]:
     errors = []
     first: dict[str, Loc] = {}
     for key in keys:
-        for loc, item in _entries(data, key):
+        for loc, item in entries(data, key):
             ident = item.get("id")
             if not isinstance(ident, str):
                 continue
@@ -311,9 +319,7 @@ def _duplicate_ids(
 
 
 def _task_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
-    tasks = [entry for key in TASK_LISTS for entry in _entries(data, key)]
-    for loc, task in list(tasks):
-        tasks.extend(_nested_tasks(loc, task))
+    tasks = every_task(data)
     if len(tasks) > MAX_TASKS:
         message = f"the flow has {len(tasks)} tasks, more than the {MAX_TASKS} a flow may have"
         hint = "split it into subflows (flow.subflow), or loop with flow.foreach"
@@ -351,32 +357,6 @@ def _task_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
         for path, reason in template_syntax_errors(properties):
             errors.append(_error(tree, (*loc, *_split(path)), reason))
     return errors
-
-
-def _nested_tasks(loc: Loc, task: dict[str, Any]) -> list[tuple[Loc, dict[str, Any]]]:
-    """The task mappings nested in a flowable task, at any depth, with their locations."""
-    task_type = task.get("type")
-    task_type = canonical_task_type(task_type) if isinstance(task_type, str) else None
-    found: list[tuple[Loc, dict[str, Any]]] = []
-    lists: list[tuple[Loc, Any]] = []
-    for key in child_list_keys(task_type or ""):
-        value = task.get(key)
-        if key == "cases" and isinstance(value, dict):
-            lists.extend(((*loc, key, case), items) for case, items in value.items())
-        elif task_type == DAG and isinstance(value, list):
-            for i, entry in enumerate(value):
-                if isinstance(entry, dict) and isinstance(entry.get("task"), dict):
-                    found.append(((*loc, key, i, "task"), entry["task"]))
-        else:
-            lists.append(((*loc, key), value))
-    for where, items in lists:
-        if isinstance(items, list):
-            found.extend(
-                ((*where, i), item) for i, item in enumerate(items) if isinstance(item, dict)
-            )
-    for where, child in list(found):
-        found.extend(_nested_tasks(where, child))
-    return found
 
 
 def _duplicate_task_ids(tasks: list[tuple[Loc, dict[str, Any]]], tree: Any) -> list[FlowError]:
@@ -446,7 +426,7 @@ _TRIGGER_KEYS = frozenset({"id", "type", "description", "disabled"})
 def _trigger_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
     errors: list[FlowError] = []
     known = sorted(TRIGGER_TYPES)
-    for loc, trigger in _entries(data, "triggers"):
+    for loc, trigger in entries(data, "triggers"):
         trigger_type = trigger.get("type")
         if not isinstance(trigger_type, str):
             continue  # the model reports a missing or non-text type
@@ -473,7 +453,7 @@ def _webhook_key_copies(data: dict[str, Any], tree: Any) -> list[FlowError]:
     a log message, a YAML alias of it) would reach readers of the flow, of its executions
     or of their logs: the key is the webhook's only credential."""
     keys: dict[str, Loc] = {}
-    for loc, trigger in _entries(data, "triggers"):
+    for loc, trigger in entries(data, "triggers"):
         kind, key = trigger.get("type"), trigger.get("key")
         is_webhook = isinstance(kind, str) and canonical_trigger_type(kind) == WEBHOOK
         if is_webhook and isinstance(key, str) and len(key) >= MIN_WEBHOOK_KEY_LENGTH:
@@ -573,7 +553,7 @@ def _is_template_at(value: Any, where: Loc) -> bool:
 
 def _input_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
     errors = _duplicate_ids(data, tree, ("inputs",), "input")
-    for loc, raw in _entries(data, "inputs"):
+    for loc, raw in entries(data, "inputs"):
         try:
             definition = Input.model_validate(raw)
         except ValidationError:
@@ -595,11 +575,11 @@ def _template_errors(data: dict[str, Any], tree: Any, keys: tuple[str, ...]) -> 
 
 def _plugin_defaults(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
     """The valid entries of `pluginDefaults`; the Flow model reports the invalid ones."""
-    entries = []
-    for _, raw in _entries(data, "pluginDefaults"):
+    defaults = []
+    for _, raw in entries(data, "pluginDefaults"):
         try:
             default = PluginDefault.model_validate(raw)
         except ValidationError:
             continue
-        entries.append((default.type, default.values, default.forced))
-    return entries
+        defaults.append((default.type, default.values, default.forced))
+    return defaults
