@@ -48,7 +48,9 @@ def no_storage(needs: str) -> TaskFailed:
 class ConnectorProperties(BaseModel):
     """Base of every connector's properties model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Kestra renders every property to text: `format: "{{ outputs.x.count }}"` gives "160"
+    # there, so a number where text is due is taken as its text.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, coerce_numbers_to_str=True)
 
 
 LogSink = Callable[[LogLevel, str], Awaitable[None]]

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from headrace.connectors.base import ConnectorProperties, TaskContext
+from headrace.connectors.base import ConnectorProperties, TaskContext, TaskFailed
 from headrace.flow.durations import Duration
 from headrace.messages import LogLevel
 
@@ -81,4 +81,57 @@ class SleepTask:
 
     async def run(self, properties: SleepProperties, context: TaskContext) -> dict[str, Any]:
         await asyncio.sleep(properties.duration.total_seconds())
+        return {}
+
+
+class EchoProperties(ConnectorProperties):
+    format: str = Field(description="The text to log.")
+    level: LogLevel = Field(default=LogLevel.INFO, description="The line's level.")
+
+
+class EchoTask:
+    """Kestra's deprecated `Echo`: logs `format` at `level` (as `log` does)."""
+
+    Properties = EchoProperties
+    aliases = ("io.kestra.plugin.core.debug.Echo", "io.kestra.core.tasks.debugs.Echo")
+    uses_workdir = False
+
+    async def run(self, properties: EchoProperties, context: TaskContext) -> dict[str, Any]:
+        await context.log(properties.level, properties.format)
+        return {}
+
+
+# Kestra's TruthUtils: these texts are false, every other rendered text is true.
+_FALSY = frozenset({"", "0", "-0", "false"})
+
+
+class AssertProperties(ConnectorProperties):
+    conditions: list[Any] = Field(
+        min_length=1,
+        description="Expressions; each must render true (empty text, 0 and false are false).",
+    )
+    error_message: str | None = Field(
+        default=None,
+        alias="errorMessage",
+        description="Added to the failure's message when an assertion fails.",
+    )
+
+
+class AssertTask:
+    """Kestra's `Assert`: fails, logging each false condition, unless all are true."""
+
+    Properties = AssertProperties
+    aliases = ("io.kestra.plugin.core.execution.Assert",)
+    uses_workdir = False
+
+    async def run(self, properties: AssertProperties, context: TaskContext) -> dict[str, Any]:
+        failed = 0
+        for i, value in enumerate(properties.conditions):
+            if str(value).strip().lower() in _FALSY or value is None:
+                failed += 1
+                await context.log(LogLevel.ERROR, f"assertion {i + 1} failed: rendered {value!r}")
+        if failed:
+            plural = "s" if failed > 1 else ""
+            extra = f"\n{properties.error_message}" if properties.error_message else ""
+            raise TaskFailed(f"{failed} assertion{plural} failed!{extra}")
         return {}

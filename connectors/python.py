@@ -25,7 +25,11 @@ import headrace.task
 from headrace.connectors._process import ProcessOutputs, child_environment
 from headrace.connectors.base import TaskContext
 from headrace.connectors.python_env import ensure_virtualenv, python_of, requirement_lines
-from headrace.connectors.script_task import ScriptTaskProperties, run_script
+from headrace.connectors.script_task import (
+    ScriptTaskProperties,
+    local_paths_for_uris,
+    run_script,
+)
 
 SCRIPT_NAME = "headrace_script.py"
 # In the attempt's directory: `bin/` (python wrappers), `lib/` (`headrace.task` alone).
@@ -129,8 +133,8 @@ def _write_python_wrappers(bin_directory: Path, python: str) -> None:
 class PythonConnector:
     """Runs `script` with Python: the worker's, or a virtualenv of its `dependencies`.
 
-    Outputs are the values passed to `headrace.task.outputs(key=value)`, and the text of
-    `outputFiles`. stdout lines are logged at INFO and stderr lines at WARN, as they come
+    Outputs are the values passed to `headrace.task.outputs(key=value)`, and the storage
+    URIs of `outputFiles`. stdout lines are logged at INFO and stderr lines at WARN, as they come
     (the child runs unbuffered). A non-zero exit or an uncaught exception fails the
     attempt with the last stderr line, e.g. "exit code 1: ValueError: bad row".
     """
@@ -143,7 +147,8 @@ class PythonConnector:
         python, env = await _python_environment(properties, context)
         # A file rather than `-c`: tracebacks then show the failing source line.
         script = context.workdir / SCRIPT_NAME
-        script.write_text(properties.script, encoding="utf-8")
+        (text,) = await local_paths_for_uris([properties.script], context)
+        script.write_text(text, encoding="utf-8")
         body = f"exec {shlex.quote(python)} {shlex.quote(str(script))}"
         return await run_script(
             properties, context, body, cwd=context.workdir, env=env, reserved=[SCRIPT_NAME]

@@ -14,38 +14,51 @@ Only regular files are written or read: a named pipe (which a task can leave, or
 it. Files are opened without waiting (`O_NONBLOCK`), then checked: opening a pipe
 otherwise waits for its other end, forever, in a thread that a cancellation cannot stop.
 
-Output files are not put in the file storage: they come back as text, in the task's
-outputs (`outputFiles: {path: content}`), within the 256 KiB the outputs of a task may hold. A
-file that does not fit, or is not UTF-8 text, fails the task naming it: nothing is
-truncated or dropped silently.
+Output files go to the file storage, as in Kestra: each one is copied there (a chunk at a
+time, whole or not at all) and the output `outputFiles` maps its relative path to its
+storage URI (`headrace:///…`), which `read()`, a later task's `inputFiles` and the API's
+download take. So files of any size and any content come back; only their URIs must fit in
+the task's outputs. A file that is UTF-8 text is stored with the worker's secrets masked,
+as the outputs it used to be part of are (a reader of the execution may download it); any
+other file is stored byte for byte. Without a file storage (a connector's tests, a tool),
+a task that matches output files fails saying so: giving their text inline instead would
+make the same flow's outputs differ in shape from one worker to the next.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import fnmatch
+import hashlib
 import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import orjson
 
 from headrace.connectors.base import MAX_OUTPUTS_BYTES, TaskFailed, no_storage
-from headrace.storage import StorageError, TaskFiles, is_uri, parse_uri
+from headrace.storage import StorageError, TaskFiles, is_uri, parse_uri, stored_file
 
-# The worker refuses outputs over MAX_OUTPUTS_BYTES of JSON; checking it here lets the
-# error name the file that did not fit.
-
+# The worker refuses outputs over MAX_OUTPUTS_BYTES of JSON: the URIs of the output files
+# may take this much of them, checked before anything is stored so the error can say why.
+OUTPUT_FILES_BUDGET_BYTES = MAX_OUTPUTS_BYTES * 3 // 4
+STORED_DIGEST_CHARS = 12  # of a stored output file's name: 48 bits tell paths apart
+MAX_STORED_NAME_BYTES = 255  # what file systems take as one name (Linux's NAME_MAX)
 # Names a task's own files take in its attempt directory (its script, helpers): an input
 # file may not overwrite them, and output patterns do not collect them.
 RESERVED_PREFIX = ".headrace"
 _MAGIC = re.compile(r"[*?[]")
 COPY_CHUNK_BYTES = 1024 * 1024  # a stored input file is copied this much at a time
+# Kestra's pattern of an internal storage URI in a script's text
+# (io.kestra.core.models.script.ScriptService.INTERNAL_STORAGE_PATTERN), for our scheme.
+STORAGE_URI_IN_TEXT = re.compile(r"headrace:///[-a-zA-Z0-9%._+~#=/]*")
+LOCAL_COPIES = f"{RESERVED_PREFIX}-files"  # in the attempt's folder: copies of those files
 
 
 def check_relative_path(path: str, what: str) -> str:
@@ -235,23 +248,76 @@ def _write_error(exc: OSError) -> str:
     return f"could not write it: {exc.strerror or exc}"
 
 
+# ------------------------------------------------------------------ URIs in commands
+
+
+def localize_storage_uris(
+    texts: Sequence[str], workdir: Path, stored: TaskFiles | None, what: str
+) -> list[str]:
+    """`texts` with each storage URI in them replaced by the absolute path of a copy of
+    its file, made in `workdir` (the attempt's own folder), as Kestra does with its
+    internal storage URIs in a script's commands (`cat {{ outputs.t.outputFiles['a'] }}`).
+    Blocking: call it off the event loop.
+
+    A URI is what Kestra's pattern takes after the scheme (letters, digits and
+    `-%._+~#=/`); each file is copied once, read as `inputFiles` reads (`stored.open`:
+    its own namespace's). TaskFailed naming `what` and the URI when one cannot be read.
+    """
+    copies: dict[str, str] = {}
+
+    def local(match: re.Match[str]) -> str:
+        uri = match.group()
+        if uri not in copies:
+            copies[uri] = _local_copy(uri, workdir / LOCAL_COPIES, stored, what)
+        return copies[uri]
+
+    return [STORAGE_URI_IN_TEXT.sub(local, text) for text in texts]
+
+
+def _local_copy(uri: str, folder: Path, stored: TaskFiles | None, what: str) -> str:
+    """The path of the copy of `uri` in `folder`, made unless an earlier call made it."""
+    if stored is None:
+        raise no_storage(f"{what} name the storage file {uri}")
+    try:
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", stored_file(uri).name)
+    except StorageError as exc:
+        raise TaskFailed(f"{what}: {exc}") from None
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:STORED_DIGEST_CHARS]
+    target = folder / f"{digest}-{name}"[:MAX_STORED_NAME_BYTES]
+    if target.exists():  # the same URI in the script and in beforeCommands
+        return str(target)
+    try:
+        source = stored.open(uri)
+    except StorageError as exc:
+        raise TaskFailed(f"{what}: {exc}") from None
+    except OSError as exc:
+        raise TaskFailed(f"{what}: {uri}: could not read it: {exc.strerror or exc}") from None
+    with source:
+        try:
+            folder.mkdir(exist_ok=True)
+            with open(target, "xb") as out:  # a new file of the attempt's own folder
+                shutil.copyfileobj(source, out, COPY_CHUNK_BYTES)
+        except OSError as exc:
+            raise TaskFailed(
+                f"{what}: {uri}: could not copy it for the task: {exc.strerror or exc}"
+            ) from None
+    return str(target)
+
+
 # ------------------------------------------------------------------ output files
 
 
-def collect_output_files(
+def output_file_paths(
     root: Path, patterns: Iterable[str], exclude: Iterable[str] = ()
-) -> dict[str, str]:
-    """The text of the files under `root` that `patterns` name, by relative path.
+) -> list[str]:
+    """The relative paths of the files under `root` that `patterns` name, sorted.
 
     A pattern without wildcards must name a file that exists; one with wildcards (`*`,
     `?`, `[...]`, and `**` for any number of directories) may match none. Wildcards do
     not match names starting with a dot unless the pattern's part does, as in a shell.
     `exclude`: top-level names a wildcard never collects (the task's own script).
-
-    Raises `TaskFailed` naming the file when one is missing, a directory, a link out of
-    `root`, not UTF-8 text, or more than the outputs may hold.
+    Raises `TaskFailed` naming a missing file or a directory.
     """
-    real_root = Path(os.path.realpath(root))
     excluded = set(exclude)
     found: dict[str, None] = {}  # ordered, without duplicates
     for pattern in patterns:
@@ -261,13 +327,65 @@ def collect_output_files(
                     found.setdefault(path, None)
         else:
             found.setdefault(_existing_file(root, pattern), None)
-    contents: dict[str, str] = {}
-    budget = MAX_OUTPUTS_BYTES
-    for path in sorted(found):
-        content = _read_text(root / path, real_root, path, budget)
-        budget -= len(orjson.dumps({path: content}))
-        contents[path] = content
-    return contents
+    return sorted(found)
+
+
+def store_output_files(
+    root: Path,
+    patterns: Iterable[str],
+    exclude: Iterable[str] = (),
+    *,
+    stored: TaskFiles | None,
+    mask: Callable[[str], str] = str,
+) -> dict[str, str]:
+    """Write the files under `root` that `patterns` name (`output_file_paths`) to the
+    file storage: their storage URIs, by relative path. Blocking: call it off the event
+    loop.
+
+    Each file is copied a chunk at a time, whole or not at all (`TaskFiles.writer`).
+    UTF-8 text goes through `mask` (the worker's secrets, as in outputs), line by line;
+    any other file is copied byte for byte. Raises `TaskFailed` naming the file when one
+    is missing, a directory, a link out of `root`, a pipe or device, when the URIs do not
+    fit in the outputs, or when there is no storage.
+    """
+    paths = output_file_paths(root, patterns, exclude)
+    if not paths:
+        return {}
+    if stored is None:
+        raise no_storage(f"outputFiles {paths[0]!r} is to be kept in the file storage")
+    uris = {path: stored.uri(_stored_name(path)) for path in paths}
+    _check_outputs_size(uris)
+    real_root = Path(os.path.realpath(root))
+    for path in paths:
+        _store_file(root / path, real_root, path, stored, mask)
+    return uris
+
+
+def _stored_name(path: str) -> str:
+    """The name the file `path` gets in its task run's storage folder, which is flat: the
+    file's own name after a digest of its path (`out/a.csv` and `a.csv` differ), as
+    Kestra names output files. TaskFailed for a name the storage cannot hold."""
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TaskFailed(
+            f"outputFiles {path!r}: the file's name is not UTF-8, which URIs and outputs"
+            " need: rename it"
+        ) from None
+    digest = hashlib.sha256(encoded).hexdigest()[:STORED_DIGEST_CHARS]
+    name = f"{digest}-{PurePosixPath(path).name}"
+    # Within a file system's name length, at a character's boundary.
+    return name.encode()[:MAX_STORED_NAME_BYTES].decode("utf-8", errors="ignore")
+
+
+def _check_outputs_size(uris: Mapping[str, str]) -> None:
+    size = len(orjson.dumps(uris))
+    if size > OUTPUT_FILES_BUDGET_BYTES:
+        raise TaskFailed(
+            f"outputFiles matched {len(uris)} files, whose URIs take {size} bytes of the"
+            f" task's outputs, over the {OUTPUT_FILES_BUDGET_BYTES // 1024} KiB they may"
+            " hold: match fewer files, or put them in one archive (tar, zip) and list that"
+        )
 
 
 def _existing_file(root: Path, pattern: str) -> str:
@@ -331,7 +449,11 @@ def _match_parts(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
     return fnmatch.fnmatchcase(name, head) and _match_parts(tail, path[1:])
 
 
-def _read_text(full: Path, real_root: Path, path: str, budget: int) -> str:
+def _store_file(
+    full: Path, real_root: Path, path: str, stored: TaskFiles, mask: Callable[[str], str]
+) -> None:
+    """The file `full` (`path` under the working directory) copied into the storage as
+    `_stored_name(path)`."""
     real = Path(os.path.realpath(full))
     if not real.is_relative_to(real_root):
         raise TaskFailed(
@@ -342,30 +464,64 @@ def _read_text(full: Path, real_root: Path, path: str, budget: int) -> str:
         raise TaskFailed(f"outputFiles {path!r} is a link to a directory: name its files")
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with open(fd, "rb") as file:
-            if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
-                raise TaskFailed(
-                    f"outputFiles {path!r} is {_special_kind(mode)}, not a regular file: refused"
-                )
-            data = file.read(budget + 1)  # (O_NONBLOCK changes nothing for a regular file)
     except OSError as exc:
         raise TaskFailed(f"outputFiles {path!r}: could not read it: {exc.strerror}") from exc
-    too_large = (
-        f"outputFiles {path!r} does not fit in the task's outputs ({MAX_OUTPUTS_BYTES // 1024}"
-        " KiB in all, files included): output files come back as text in the outputs, not"
-        " in the file storage; write large files elsewhere (object storage, a database)"
-        " and output their location"
-    )
-    if len(data) > budget:
-        raise TaskFailed(too_large)
+    with open(fd, "rb") as source:  # (O_NONBLOCK changes nothing for a regular file)
+        if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
+            raise TaskFailed(
+                f"outputFiles {path!r} is {_special_kind(mode)}, not a regular file: refused"
+            )
+        try:
+            with stored.writer(_stored_name(path)) as target:
+                _copy_masked(source, target, mask)
+        except OSError as exc:
+            raise TaskFailed(
+                f"outputFiles {path!r}: could not copy it to the file storage:"
+                f" {exc.strerror or exc}"
+            ) from exc
+
+
+class _NotText(Exception):
+    """The file being copied is not UTF-8 text: it is copied as it is instead."""
+
+
+def _copy_masked(source: BinaryIO, target: BinaryIO, mask: Callable[[str], str]) -> None:
+    """`source` into `target`: masked line by line if it is UTF-8 text, else as it is."""
     try:
-        content = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TaskFailed(
-            f"outputFiles {path!r} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset"
-            f" {exc.start}): output files come back as text in the outputs, so a binary"
-            " file cannot; encode it (base64) or write it elsewhere and output its location"
-        ) from None
-    if len(orjson.dumps({path: content})) > budget:  # escapes (\n, \") count too
-        raise TaskFailed(too_large)
-    return content
+        _copy_text(source, target, mask)
+    except _NotText:
+        source.seek(0)
+        target.seek(0)
+        target.truncate()
+        shutil.copyfileobj(source, target, COPY_CHUNK_BYTES)
+
+
+def _copy_text(source: BinaryIO, target: BinaryIO, mask: Callable[[str], str]) -> None:
+    """Decode, mask and write `source` a chunk at a time, each chunk cut after a line
+    (so that no secret is split between two), or at COPY_CHUNK_BYTES in a longer line.
+    Raises `_NotText` at the first byte that is not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pending = ""
+    while True:
+        chunk = source.read(COPY_CHUNK_BYTES)
+        try:
+            pending += decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError:
+            raise _NotText from None
+        if not chunk:
+            break
+        cut = pending.rfind("\n") + 1
+        if cut == 0 and len(pending) < COPY_CHUNK_BYTES:
+            continue  # a long line: wait for its end
+        cut = cut or len(pending)
+        target.write(_masked(pending[:cut], mask).encode("utf-8"))
+        pending = pending[cut:]
+    target.write(_masked(pending, mask).encode("utf-8"))
+
+
+def _masked(text: str, mask: Callable[[str], str]) -> str:
+    """`text` with the secrets masked and its NUL characters kept: the worker's masker
+    replaces NUL (which outputs cannot hold), and a stored file can hold it."""
+    if "\0" not in text:
+        return mask(text)
+    return "\0".join(mask(part) for part in text.split("\0"))

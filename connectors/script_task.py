@@ -4,7 +4,9 @@ Kestra's properties of its script tasks (`beforeCommands`, `env`, `inputFiles`,
 `outputFiles`) and one way to run them: the input files are written (or copied from
 the file storage), then one `/bin/sh` script runs with `set -e` (`beforeCommands`, then
 the task's own commands: the first failing command ends the task), then the output
-files are read. The script goes to the
+files are stored (their URIs are the output `outputFiles`). A storage URI written in the
+commands or the script (`cat {{ outputs.t.outputFiles['a.csv'] }}`) becomes the path of
+a local copy of its file first, as in Kestra. The script goes to the
 attempt's own directory, never into a user's `workingDirectory`; a file (not `sh -c`)
 has no argument-length limit.
 """
@@ -22,9 +24,11 @@ from headrace.connectors._process import ENV_DESCRIPTION, run_process
 from headrace.connectors.base import ConnectorProperties, TaskContext
 from headrace.connectors.namespace_files import NamespaceFiles, add_namespace_files
 from headrace.connectors.script_files import (
+    STORAGE_URI_IN_TEXT,
     check_input_files,
     check_output_pattern,
-    collect_output_files,
+    localize_storage_uris,
+    store_output_files,
     write_input_files,
 )
 
@@ -69,11 +73,22 @@ class ScriptTaskProperties(ProgramProperties):
     output_files: list[OutputPattern] | None = Field(
         default=None,
         alias="outputFiles",
-        description="Files read back after a successful run: paths relative to the working"
-        " directory, or glob patterns (`*.csv`, `out/**/*.json`). Their text is the output"
-        " `outputFiles` (path -> content), not files of the file storage: they must be"
-        " UTF-8 text and fit in the task's 256 KiB of outputs. A path without wildcards"
-        " that the task did not create fails the task.",
+        description="Files kept after a successful run: paths relative to the working"
+        " directory, or glob patterns (`*.csv`, `out/**/*.json`). Each is copied to the"
+        " file storage; the output `outputFiles` maps its path to its storage URI"
+        " (`headrace:///…`), for `{{ read(...) }}`, a later task's `inputFiles` or a"
+        " download. A path without wildcards that the task did not create fails the task.",
+    )
+
+
+async def local_paths_for_uris(texts: list[str], context: TaskContext) -> list[str]:
+    """`texts` (a task's commands, its script) with each storage URI replaced by the
+    path of a local copy of its file, as Kestra's script tasks do
+    (`script_files.localize_storage_uris`)."""
+    if not any(STORAGE_URI_IN_TEXT.search(text) for text in texts):
+        return texts
+    return await asyncio.to_thread(
+        localize_storage_uris, texts, context.workdir, context.files, "commands"
     )
 
 
@@ -91,7 +106,8 @@ async def run_script(
     reserved: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Copy the namespace files asked for and write the input files into `cwd`, run `beforeCommands` and `body` there with
-    `env`, and return the outputs (with `outputFiles` when the task asked for some).
+    `env`, and return the outputs (with `outputFiles`, path -> storage URI, when the task
+    asked for some).
 
     `reserved`: names in `cwd` that are the task's own (its script file): input files may
     not take them, and output patterns do not collect them.
@@ -102,11 +118,17 @@ async def run_script(
         await asyncio.to_thread(
             write_input_files, cwd, properties.input_files, reserved, stored=context.files
         )
+    *before, body = await local_paths_for_uris([*properties.before_commands, body], context)
     script = context.workdir / SCRIPT_NAME
-    script.write_text(shell_script(properties.before_commands, body), encoding="utf-8")
+    script.write_text(shell_script(before, body), encoding="utf-8")
     outputs = await run_process(["/bin/sh", str(script)], context, env=env, cwd=cwd)
     if properties.output_files is not None:
         outputs["outputFiles"] = await asyncio.to_thread(
-            collect_output_files, cwd, properties.output_files, reserved
+            store_output_files,
+            cwd,
+            properties.output_files,
+            reserved,
+            stored=context.files,
+            mask=context.mask,
         )
     return outputs

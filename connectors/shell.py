@@ -57,8 +57,8 @@ class ShellConnector:
     """Runs `commands` with `/bin/sh -e`.
 
     `beforeCommands` run first in the same script. `inputFiles` are written into the
-    working directory before, and `outputFiles` read back after a successful run (their
-    text is the output `outputFiles`). stdout lines are logged at INFO and stderr lines at
+    working directory before, and `outputFiles` stored after a successful run (the output
+    `outputFiles` maps each to its storage URI). stdout lines are logged at INFO and stderr lines at
     WARN, as they come. A non-zero exit fails the attempt with "exit code N: <last stderr
     line>". A timeout, a kill or a worker shutdown ends the whole process group.
     """

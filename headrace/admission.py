@@ -8,6 +8,7 @@ renders what its trigger renders. `admit` then decides, with no I/O:
 
 - the flow may start (not disabled);
 - the inputs, typed and defaulted against the flow (`resolve_inputs`);
+- the flow's `checks` with BLOCK_EXECUTION hold for them (`headrace.core.checks`);
 - the start event, its id derived from the execution id (so publishing the same start
   twice sends the same event);
 - the encoded event, refused when the `triggers` topic would not take it.
@@ -25,10 +26,13 @@ from enum import StrEnum
 from typing import Any
 
 from headrace import codec
+from headrace.core.advance import new_execution
+from headrace.core.checks import failed_checks
+from headrace.core.context import render_context
 from headrace.core.ids import derive_id
 from headrace.errors import CodecError, HeadraceError
 from headrace.flow.inputs import InputValidationError, resolve_inputs
-from headrace.flow.model import Flow
+from headrace.flow.model import CheckBehavior, Flow
 from headrace.messages import TriggerEvent
 from headrace.topics.definitions import MAX_VALUE_BYTES, TRIGGERS
 
@@ -38,6 +42,7 @@ class Refusal(StrEnum):
     INVALID_INPUTS = "invalid inputs"
     TOO_LARGE = "too large"
     NOT_ENCODABLE = "not encodable"
+    BLOCKED = "blocked by a check"
 
 
 class StartRefused(HeadraceError):
@@ -87,6 +92,8 @@ def admit(
         labels=dict(labels or {}),
         trigger=trigger,
     )
+    if flow.checks:
+        _refuse_blocked(flow, event)
     try:
         value = codec.encode(event)
     except CodecError as exc:
@@ -99,3 +106,22 @@ def admit(
             " a webhook, the body and headers); send less, or copy less into the inputs",
         )
     return Admitted(event, value)
+
+
+def _refuse_blocked(flow: Flow, event: TriggerEvent) -> None:
+    """Refuse the start when a BLOCK_EXECUTION check is false for it: nothing is created.
+
+    The context is the one the executor renders the checks with when the execution starts.
+    """
+    execution = new_execution(event, flow, event.time)
+    context = render_context(execution, None, 1, now=event.time, variables=flow.variables)
+    blocked = [
+        failed.reason
+        for failed in failed_checks(flow.checks, context)
+        if failed.check.behavior is CheckBehavior.BLOCK_EXECUTION
+    ]
+    if blocked:
+        raise StartRefused(
+            Refusal.BLOCKED,
+            f"flow {flow.namespace}/{flow.id} refused the start: {'; '.join(blocked)}",
+        )

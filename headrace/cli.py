@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from headrace.api_client import ApiClient, ApiError
-from headrace.cli_output import JSON, echo_json, output_option
+from headrace.cli_output import JSON, TEXT, echo_json, output_option
 from headrace.cli_watch import LEVEL_COLORS, STATE_COLORS, watch_execution
 from headrace.config import DEFAULT_URL, Settings
 from headrace.errors import HeadraceError
@@ -245,6 +245,40 @@ def auth_hash_password(password: str) -> None:
     click.echo(f'password = "{hash_password(password)}"')
 
 
+# --- kestra --------------------------------------------------------------------------
+
+
+@cli.group()
+def kestra() -> None:
+    """Moving from Kestra: check which flows run unchanged (docs/kestra.md)."""
+
+
+@kestra.command("check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@output_option(help="json: one object per file (path, verdict, flow, problems) and a summary.")
+def kestra_check(paths: tuple[Path, ...], output: str) -> None:
+    """Read a folder of Kestra flows and say, per file, whether it runs as is, runs with
+    warnings (what headrace does differently) or is refused (why). Changes nothing.
+    Exits 1 when a file is refused."""
+    from headrace.kestra_check import Verdict, check_files, summary
+
+    colours = {Verdict.AS_IS: "green", Verdict.WARNINGS: "yellow", Verdict.REFUSED: "red"}
+    results = []
+    for result in check_files(paths):
+        results.append(result)
+        if output == TEXT:
+            click.echo(f"{result.path}: ", nl=False)
+            click.secho(str(result.verdict), fg=colours[result.verdict])
+            for line in result.lines():
+                click.echo(f"  {line}")
+    if output == JSON:
+        echo_json({"files": [r.to_json() for r in results], "summary": summary(results)})
+    else:
+        click.echo(summary(results))
+    if any(r.verdict is Verdict.REFUSED for r in results):
+        sys.exit(1)
+
+
 # --- topics --------------------------------------------------------------------------
 
 
@@ -285,11 +319,15 @@ def flow() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def flow_validate(paths: tuple[Path, ...]) -> None:
     """Validate flow files (or folders of them) locally; report every error."""
+    from headrace.flow.loader import load_flow_with_warnings
     from headrace.flow_files import load_folder
 
     files, errors = load_folder(paths)
     for error in errors:
         click.secho(str(error), fg="red", err=True)
+    for file in files:
+        for warning in load_flow_with_warnings(file.source, str(file.path))[1]:
+            click.secho(f"warning: {warning.format(str(file.path))}", fg="yellow", err=True)
     if errors:
         raise HeadraceError(f"{len(errors)} of {len(files) + len(errors)} flow file(s) invalid")
     click.echo(f"{len(files)} flow file(s) valid")

@@ -206,6 +206,8 @@ def _from_avro(cls: type, record: dict[str, Any]) -> Message:
             record["command"] = _outcome_from_avro(record["command"])
     elif cls is m.TaskResult:
         record["state"] = State(record["state"])
+    elif cls is m.TaskRequest and record.get("log_level") is not None:
+        record["log_level"] = m.LogLevel(record["log_level"])
     elif cls is m.LogRecord:
         record["level"] = m.LogLevel(record["level"])
     elif cls is m.ExecutionCommand:

@@ -12,14 +12,24 @@ The context (built by the core, `headrace.core.context`):
 - `_now` (NOW_KEY): the time of the event being processed, an aware `datetime` or ISO
   text. `now()` returns it: the core never reads the clock, so the caller passes it.
 
-Functions: `secret(name)`, `now()`, `render(text)` (renders text that itself holds an
-expression, with the same context; at most MAX_RENDER_DEPTH levels). Filters beyond
-Jinja's own (`default`, `upper`, `lower`, `trim`, `replace`, `join`, `length`, ...):
-`date(format)`, `dateAdd(amount, unit)`, `timestamp`, `timestampMilli`,
-`toJson`/`tojson`, `fromJson`/`fromjson`, `slugify`, `substringBefore`,
-`substringAfter`, `substringBeforeLast`, `substringAfterLast`, `b64encode`/`base64encode`,
-`b64decode`/`base64decode`, `sha256`, `sha512`, `md5`; `default(x)` also replaces null.
-Dates are ISO-8601 text in and out.
+Kestra's flows are written in Pebble, which headrace reads too: its operators (`a ? b :
+c`, `??`, `???`, `contains`, `equals`, `..`) and `{% elseif %}` are parsed at Pebble's
+precedence (`headrace.pebble_syntax`), and its and Kestra's filters, tests and functions give
+Kestra's values (`headrace.pebble_filters`, dates in `headrace.java_dates`): a value
+prints as Kestra prints it (`true`, null as nothing, maps as JSON), integers divide as
+Java's, `loop.index` counts from 0, a map iterates as entries (`e.key`, `e.value`).
+What headrace cannot give exactly as Kestra does is refused when the flow is validated.
+
+Functions: `secret(name)`, `now(format?, timeZone?)`, `render(text, recursive?)`,
+`renderOnce(text)` (render text that itself holds an expression, with the same context;
+at most MAX_RENDER_DEPTH levels), `range`, `max`, `min`, `fromJson`/`json`, `yaml`,
+`currentEachOutput`, `printContext`. Filters beyond Jinja's own: Kestra's (`date` with a
+Java pattern or a named format, `dateAdd`, `timestamp*`, `jq`, `toJson`, `keys`,
+`values`, `chunk`, `className`, `number`, `numberFormat`, `escapeChar`, `slugify`,
+`substring*`, `startsWith`, `endsWith`, `split`, `merge`, `distinct`, `flatten`,
+`indent`, `nindent`, `sha1`, `sha256`, `sha512`, `md5`, `base64encode`, ...), and
+Pebble's versions of `default`, `length`, `slice`, `replace` (with a map), `sort`,
+`capitalize`, `title`, `urlencode`. A `date` format with `%` is headrace's strftime form.
 
 Secrets never exist where expressions are rendered (the executor): `secret('NAME')`
 renders to a marker that only the attempt it was rendered for can resolve, and the
@@ -41,14 +51,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
+import decimal
 import hashlib
 import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextvars import ContextVar
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from functools import lru_cache, wraps
 from itertools import chain
 from typing import Any
@@ -56,6 +66,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from jinja2 import (
+    ChainableUndefined,
     StrictUndefined,
     TemplateError,
     TemplateSyntaxError,
@@ -68,11 +79,12 @@ from jinja2 import filters as jinja_filters
 from jinja2.environment import Environment, Template, TemplateExpression
 from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
-from jinja2.runtime import Context, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.runtime import Context, Undefined, new_context
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import missing
 
-from headrace import render_budget, secret_markers
+from headrace import pebble_filters as pf
+from headrace import pebble_syntax, render_budget, secret_markers, stored_reads
 from headrace.errors import PathError
 from headrace.render_budget import (
     MAX_RENDERED_CHARS,
@@ -101,8 +113,11 @@ class ExpressionError(PathError):
     """An expression could not be rendered: syntax, undefined name, forbidden access."""
 
 
-class _Undefined(StrictUndefined):
-    """StrictUndefined whose message says which key is missing and which ones exist."""
+class _Undefined(ChainableUndefined, StrictUndefined):
+    """StrictUndefined whose message says which key is missing and which ones exist.
+
+    Chainable, as Pebble's attribute access is for `??`, `default` and `is defined`:
+    `trigger.body.x` with no `trigger` is undefined, not an error, until it is used."""
 
     __slots__ = ()
 
@@ -153,8 +168,14 @@ def _without_nul(value: Any) -> Any:
 
 # A marker's own NULs are its delimiters: cleaning keeps marker-shaped text whole (the
 # worker resolves only markers with the attempt's nonce, so a forged one stays data).
+# Secret markers and read() markers (headrace.stored_reads) alike.
 _MARKER_TEXT = re.compile(
-    re.escape(secret_markers.MARKER_PREFIX) + "[^\x00]*" + re.escape(secret_markers.MARKER_SUFFIX)
+    "(?:"
+    + re.escape(secret_markers.MARKER_PREFIX)
+    + "|"
+    + re.escape(stored_reads.MARKER_PREFIX)
+    + ")[^\x00]*"
+    + re.escape(secret_markers.MARKER_SUFFIX)
 )
 
 
@@ -216,17 +237,41 @@ def _as_datetime(value: Any) -> datetime:
 
 
 @pass_context
-def _now(context: Context) -> str:
+def _now(
+    context: Context,
+    format: str | None = None,
+    timeZone: str | None = None,
+    locale: str | None = None,
+) -> str:
+    """Kestra's `now(format?, timeZone?)`: the event time, formatted (ISO by default)."""
     moment = context.get(NOW_KEY)
     if moment is None:
         raise ValueError(f"now() needs the event time in the context key {NOW_KEY!r}")
-    return _as_datetime(moment).isoformat()
+    return pf.format_date(_as_datetime(moment), format, timeZone, None, locale) or ""
 
 
 @pass_context
-def _render(context: Context, text: Any) -> Any:
+def _render(context: Context, text: Any, recursive: bool = True) -> Any:
+    """Kestra's `render(text, recursive=true)`: renders until no expression is left
+    (at most MAX_RENDER_DEPTH rounds); `recursive=false` (or `renderOnce`) once."""
     if not isinstance(text, str) or not has_template(text):
         return text
+    rendered = _render_once(context, text)
+    rounds = 1
+    while recursive and has_template(rendered) and rendered != text:
+        if rounds >= MAX_RENDER_DEPTH:
+            raise SecurityError(f"render() still finds expressions after {rounds} rounds")
+        text, rendered = rendered, _render_once(context, rendered)
+        rounds += 1
+    return rendered
+
+
+@pass_context
+def _render_once_function(context: Context, text: Any) -> Any:
+    return _render(context, text, False)
+
+
+def _render_once(context: Context, text: str) -> str:
     depth = _render_depth.get()
     if depth >= MAX_RENDER_DEPTH:
         raise SecurityError(f"render() nested more than {MAX_RENDER_DEPTH} levels")
@@ -247,7 +292,8 @@ def _render(context: Context, text: Any) -> Any:
     return rendered
 
 
-def _date(value: Any, format: str = "%Y-%m-%dT%H:%M:%S%z", timezone: str | None = None) -> str:
+def _strftime_date(value: Any, format: str, timezone: str | None = None) -> str:
+    """headrace's first `date` form: Python `strftime` codes, in the value's own offset."""
     moment = _as_datetime(value)
     if timezone is not None:
         try:
@@ -257,40 +303,20 @@ def _date(value: Any, format: str = "%Y-%m-%dT%H:%M:%S%z", timezone: str | None 
     return moment.strftime(format)
 
 
-_UNITS = {
-    "SECONDS": timedelta(seconds=1),
-    "MINUTES": timedelta(minutes=1),
-    "HOURS": timedelta(hours=1),
-    "DAYS": timedelta(days=1),
-    "WEEKS": timedelta(weeks=1),
-}
-
-
-def _date_add(value: Any, amount: int, unit: str) -> str:
-    """Kestra's `dateAdd(-1, 'DAYS')`; months and years keep the day (clamped)."""
-    moment = _as_datetime(value)
-    name = str(unit).upper()
-    name = name if name.endswith("S") else name + "S"
-    if not isinstance(amount, int) or isinstance(amount, bool):
-        raise ValueError(f"dateAdd amount must be an integer, got {amount!r}")
-    if name in _UNITS:
-        return (moment + _UNITS[name] * amount).isoformat()
-    if name in ("MONTHS", "YEARS"):
-        months = moment.month - 1 + amount * (12 if name == "YEARS" else 1)
-        year, month = moment.year + months // 12, months % 12 + 1
-        day = min(moment.day, calendar.monthrange(year, month)[1])
-        return moment.replace(year=year, month=month, day=day).isoformat()
-    units = ", ".join([*_UNITS, "MONTHS", "YEARS"])
-    raise ValueError(f"unknown unit {unit!r} (units: {units})")
-
-
-def _timestamp(value: Any) -> int:
-    return int(_as_datetime(value).timestamp())
-
-
-def _timestamp_milli(value: Any) -> int:
-    moment = _as_datetime(value)
-    return int(moment.timestamp()) * 1000 + moment.microsecond // 1000
+def _date(
+    value: Any,
+    format: str | None = None,
+    timeZone: str | None = None,
+    existingFormat: str | None = None,
+    locale: str | None = None,
+    timezone: str | None = None,
+) -> str | None:
+    """Kestra's `date(format, timeZone, existingFormat, locale)` with a Java pattern or a
+    named format; a format with `%` is headrace's strftime form (no `%` letter exists
+    in Java patterns, so the two never meet)."""
+    if format is not None and "%" in str(format) and existingFormat is None:
+        return _strftime_date(value, str(format), timezone or timeZone)
+    return pf.format_date(value, format, timeZone or timezone, existingFormat, locale)
 
 
 def _slugify(value: Any) -> str:
@@ -337,15 +363,54 @@ def _b64decode(value: Any) -> str:
         raise ValueError(f"not base64-encoded text: {exc}") from None
 
 
-def _default(value: Any, fallback: Any = "", boolean: bool = False) -> Any:
-    """Jinja's `default`, which also replaces null as Kestra's does (inputs left unset)."""
-    if value is None or isinstance(value, Undefined) or (boolean and not value):
-        return fallback
-    return value
-
-
 def _digest(name: str) -> Callable[[Any], str]:
     return lambda value: hashlib.new(name, _bytes(value)).hexdigest()
+
+
+def _range(*args: Any) -> Any:
+    """Pebble's `range(start, end, step)`, the end included; `range(n)` is 0 to n-1."""
+    if len(args) == 1:
+        return safe_range(args[0])
+    return pf.inclusive_range(*args)
+
+
+@pass_context
+def _current_each_output(context: Context, outputs: Any) -> Any:
+    return pf.current_each_output(outputs, context.get_all())
+
+
+# What printContext() leaves out: the executor's own keys (the event time, secrets).
+_PRIVATE_KEYS = frozenset({NOW_KEY, secret_markers.SCOPE_KEY})
+
+
+@pass_context
+def _print_context(context: Context) -> str:
+    """Kestra's `printContext()`: the context as JSON (globals and private keys left out)."""
+    values = {
+        key: value
+        for key, value in context.parent.items()
+        if key not in _PRIVATE_KEYS and key not in _ENV.globals and not key.startswith("_")
+    }
+    return _tojson(values)
+
+
+def _string(value: Any) -> Any:
+    """Kestra's `string`: a number's text (`1.5`, a numeric text normalised as Java's
+    BigDecimal prints it); other values their `String.valueOf`."""
+    if isinstance(value, str):
+        try:
+            return str(decimal.Decimal(value.strip()))
+        except decimal.InvalidOperation:
+            return value
+    return None if value is None else pf.java_string(value)
+
+
+def _jq(value: Any, expression: str) -> Any:
+    check_text_of(value)
+    results = pf.jq(value, expression)
+    if results is not None:
+        check_size(render_budget.measure(results), "the jq results as JSON")
+    return results
 
 
 # ------------------------------------------------------------ the render budget
@@ -357,7 +422,15 @@ def _center(value: Any, width: int = 80) -> str:
     return jinja_filters.do_center(value, width)
 
 
-def _indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+def _indent(s: Any, width: int | str = 4, first: Any = None, blank: Any = None) -> Any:
+    """Kestra's `indent(amount, prefix?)` (every line but the first, blank ones too);
+    Jinja's `indent(width, first, blank)` when given a boolean or a text width."""
+    if isinstance(width, int) and not isinstance(first, bool) and not isinstance(blank, bool):
+        return pf.indent(s, width, " " if first is None else first)
+    return _jinja_indent(s, width, bool(first), bool(blank))
+
+
+def _jinja_indent(s: Any, width: int | str, first: bool, blank: bool) -> str:
     text = str(s)
     pad = len(width) if isinstance(width, str) else width
     check_width(pad)
@@ -371,16 +444,14 @@ def _format(value: Any, *args: Any, **kwargs: Any) -> str:
 
 
 @pass_eval_context
-def _join(
-    eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: str | int | None = None
-) -> str:
-    items = list(value)
-    check_size(render_budget.measure(items) + len(str(d)) * len(items), "the joined text")
-    return jinja_filters.sync_do_join(eval_ctx, items, d, attribute)
-
-
-@pass_eval_context
-def _replace(eval_ctx: EvalContext, s: Any, old: Any, new: Any, count: int | None = None) -> str:
+def _replace(
+    eval_ctx: EvalContext, s: Any, old: Any, new: Any = None, count: Any = None, regexp: Any = None
+) -> Any:
+    """Kestra's `replace({'old': 'new'}, regexp?)`, or Jinja's `replace(old, new, count)`."""
+    if isinstance(old, Mapping):
+        check_text_of(s)
+        use_regexp = bool(new if regexp is None else regexp)  # replace(map, true) too
+        return None if s is None else pf.replace_pairs(s, old, use_regexp)
     check_text_of(s)
     render_budget.check_replace(str(s), str(old), str(new), -1 if count is None else count)
     return jinja_filters.do_replace(eval_ctx, s, old, new, count)
@@ -422,11 +493,6 @@ def _sum(
             raise TypeError(f"can only concatenate {kind.__name__}s, not {type(item).__name__}")
     check_size(len(start) + sum(map(len, items)))
     return kind(chain(start, *items))
-
-
-def _slice(value: Any, slices: int, fill_with: Any = None) -> Iterator[list[Any]]:
-    check_width(slices)
-    return jinja_filters.sync_do_slice(value, slices, fill_with)
 
 
 # Filters that turn their whole value into text: measured first (`[s] * 100000 | string`).
@@ -490,9 +556,11 @@ def _check_power(left: Any, right: Any) -> None:
 def _finalize(value: Any) -> Any:
     """Each `{{ … }}` of a template before it becomes text: a collection is measured
     first (`str()` of 100,000 references to one big text would be gigabytes)."""
+    if type(value) is str:
+        return value
     if not isinstance(value, _SCALAR_TYPES):
         check_text_of(value)
-    return value
+    return pf.text(value)  # as Kestra prints it: `true`, null as nothing, maps as JSON
 
 
 def _check_secret_calls(tree: nodes.Template) -> None:
@@ -518,15 +586,68 @@ def _check_secret_calls(tree: nodes.Template) -> None:
             )
 
 
+def _check_calls(environment: Environment, tree: nodes.Template) -> None:
+    """A call to a function that does not exist fails when the flow is validated, not
+    when it runs (Kestra's functions that headrace lacks name their alternative)."""
+    for name, lineno in pebble_syntax.unknown_calls(tree, environment.globals):
+        reason = pebble_syntax.REFUSED_FUNCTIONS.get(name, "no such function")
+        raise TemplateSyntaxError(f"{name}() is not supported: {reason}", lineno)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _call_environment(name: str, argument: nodes.Expr) -> nodes.Call:
     return nodes.Call(nodes.EnvironmentAttribute(name), [argument], [], None, None, lineno=1)
 
 
 class _Environment(ImmutableSandboxedEnvironment):
-    # The operators that can build big values, or integers beyond 64 bits.
-    intercepted_binops = frozenset({"+", "-", "*", "//", "%", "**"})
+    # The operators that can build big values, or integers beyond 64 bits; `/` and `%`
+    # compute as Pebble does (integers divide as integers).
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+    code_generator_class = pebble_syntax.PebbleCodeGenerator
+
+    # Pebble's operators, called by the code `pebble_syntax.PebbleParser` builds.
+    pebble_coalesce = staticmethod(pf.coalesce)
+    pebble_contains = staticmethod(pf.contains)
+    pebble_range = staticmethod(pf.inclusive_range)
+
+    @property
+    def lexer(self) -> pebble_syntax.PebbleLexer:  # type: ignore[override]
+        lexer = self.__dict__.get("_pebble_lexer")
+        if lexer is None:
+            lexer = self.__dict__["_pebble_lexer"] = pebble_syntax.PebbleLexer(self)
+        return lexer
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        return pebble_syntax.PebbleParser(self, source, name, filename).parse()
+
+    def compile_expression(self, source: str, undefined_to_none: bool = True) -> TemplateExpression:
+        """Jinja's, with Pebble's parser (Jinja builds its own parser here)."""
+        parser = pebble_syntax.PebbleParser(self, source, state="variable")
+        try:
+            expr = parser.parse_expression()
+            if not parser.stream.eos:
+                raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno)
+            pebble_syntax.check_tree(expr)
+            expr.set_environment(self)
+        except TemplateSyntaxError:
+            self.handle_exception(source=source)
+        body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
+        template = self.from_string(nodes.Template(body, lineno=1))
+        return TemplateExpression(template, undefined_to_none)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "/" and _is_number(left) and _is_number(right):
+            return pf.divide(left, right)
+        if operator == "%" and _is_number(left) and _is_number(right):
+            return pf.modulo(left, right)
+        if operator == "+" and (type(left) is str) != (type(right) is str):
+            # Pebble: "n=" + 1 is "n=1" (a text subclass, such as Markup, stays Jinja's)
+            result = pf.add_text(left, right)
+            check_size(len(result))
+            return result
         if operator == "*":
             _check_product(left, right)
         elif operator == "**":
@@ -588,10 +709,11 @@ class _Environment(ImmutableSandboxedEnvironment):
         return "".join(parts)
 
     def join_values(self, values: tuple[Any, ...]) -> str:
-        """`a ~ b`: the text of the parts, measured before it is built."""
+        """`a ~ b`: the text of the parts (as Pebble: null is nothing, `true`, a map as
+        `{a=1}`), measured before it is built."""
         size = sum(len(v) if isinstance(v, str) else render_budget.measure(v) for v in values)
         check_size(size)
-        return "".join(map(str, values))
+        return pf.concat(values)
 
     def budget_loop(self, iterable: Iterable[Any]) -> Iterable[Any]:
         """The items of a `{% for %}`, a step each: a loop that outputs nothing and calls
@@ -599,6 +721,8 @@ class _Environment(ImmutableSandboxedEnvironment):
         A list, a range or a dict pays for all its items at once, before the first."""
         if isinstance(iterable, Sized):
             render_budget.step(len(iterable))
+            if isinstance(iterable, Mapping):  # Pebble iterates a map's entries
+                return [pf.Entry(key, value) for key, value in iterable.items()]
             return iterable
         return self._stepped(iterable)
 
@@ -616,6 +740,7 @@ class _Environment(ImmutableSandboxedEnvironment):
         defer_init: bool = False,
     ) -> str:
         _check_secret_calls(source)
+        _check_calls(self, source)
         # Jinja has no hook for loop iterations or `~`: both are rewritten to call the
         # methods above. `_generate` sees every tree, of templates and of expressions.
         for loop in list(source.find_all(nodes.For)):
@@ -626,47 +751,127 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super()._generate(source, name, filename, defer_init)
 
 
+class _Template(Template):
+    """Jinja's Template, whose render copies the globals from a plain dict: Jinja copies
+    them from a ChainMap at every render, key by key in Python (a third of a short
+    render). The globals are all set when this module is imported."""
+
+    def new_context(
+        self,
+        vars: dict[str, Any] | None = None,
+        shared: bool = False,
+        locals: Mapping[str, Any] | None = None,
+    ) -> Context:
+        flat = self.__dict__.get("_flat_globals")
+        if flat is None:
+            flat = self.__dict__["_flat_globals"] = dict(self.globals)
+        return new_context(self.environment, self.name, self.blocks, vars, shared, flat, locals)
+
+
 _ENV = _Environment(
     undefined=_Undefined,
     autoescape=False,
     keep_trailing_newline=True,  # scripts keep their final newline
     finalize=_finalize,
 )
-_ENV.globals.update(secret=_secret, now=_now, render=_render)
+_ENV.template_class = _Template
+_ENV.globals.update(
+    secret=_secret,
+    now=_now,
+    render=_render,
+    renderOnce=_render_once_function,
+    range=_range,
+    max=pf.pebble_max,
+    min=pf.pebble_min,
+    fromJson=_fromjson,
+    json=_fromjson,
+    yaml=pf.from_yaml,
+    currentEachOutput=_current_each_output,
+    printContext=_print_context,
+)
+stored_reads.register(_ENV)  # read(): a file's text, resolved on the worker
 # Random text of any size (`lipsum(n=10**6)`): unbounded, and random, so replays diverge.
 del _ENV.globals["lipsum"]
 _ENV.filters.update(
     {
         "tojson": _tojson,
         "toJson": _tojson,
+        "json": _tojson,  # Kestra's name before 0.18
         "fromjson": _fromjson,
         "fromJson": _fromjson,
         "date": _date,
-        "dateAdd": _date_add,
-        "timestamp": _timestamp,
-        "timestampMilli": _timestamp_milli,
-        "slugify": _slugify,
-        "substringBefore": _substring_before,
-        "substringAfter": _substring_after,
-        "substringBeforeLast": _substring_before_last,
-        "substringAfterLast": _substring_after_last,
-        "b64encode": _b64encode,
-        "base64encode": _b64encode,
-        "b64decode": _b64decode,
-        "base64decode": _b64decode,
-        "sha256": _digest("sha256"),
-        "sha512": _digest("sha512"),
-        "md5": _digest("md5"),
-        "default": _default,
-        "d": _default,
+        "dateAdd": pf.date_add,
+        "timestamp": pf.timestamp,
+        "timestampMilli": pf.timestamp_milli,
+        "timestampMicro": pf.timestamp_micro,
+        "timestampNano": pf.timestamp_nano,
+        "slugify": pf.null_passes(_slugify),
+        "substringBefore": pf.null_passes(_substring_before),
+        "substringAfter": pf.null_passes(_substring_after),
+        "substringBeforeLast": pf.null_passes(_substring_before_last),
+        "substringAfterLast": pf.null_passes(_substring_after_last),
+        "b64encode": pf.null_passes(_b64encode),
+        "base64encode": pf.null_passes(_b64encode),
+        "b64decode": pf.null_passes(_b64decode),
+        "base64decode": pf.null_passes(_b64decode),
+        "sha1": pf.null_passes(pf.sha1),
+        "sha256": pf.null_passes(_digest("sha256")),
+        "sha512": pf.null_passes(_digest("sha512")),
+        "md5": pf.null_passes(_digest("md5")),
+        "default": pf.default,
+        "d": pf.default,
         "center": _center,
         "indent": _indent,
+        "nindent": pf.nindent,
         "format": _format,
-        "join": _join,
+        "join": pf.join,
         "replace": _replace,
         "wordwrap": _wordwrap,
         "sum": _sum,
-        "slice": _slice,
+        "slice": pf.slice_,
+        "abbreviate": pf.null_passes(pf.abbreviate),
+        "abs": pf.abs_,
+        "capitalize": pf.null_passes(pf.capitalize),
+        "title": pf.null_passes(pf.title),
+        "upper": pf.null_passes(jinja_filters.do_upper),
+        "lower": pf.null_passes(jinja_filters.do_lower),
+        "trim": pf.null_passes(pf.trim),
+        "startsWith": pf.null_passes(pf.starts_with),
+        "endsWith": pf.null_passes(pf.ends_with),
+        "escapeChar": pf.null_passes(pf.escape_char),
+        "urlencode": pf.null_passes(pf.url_encode),
+        "urldecode": pf.null_passes(pf.url_decode),
+        "split": pf.null_passes(pf.split),
+        "length": pf.length,
+        "count": pf.length,
+        "first": pf.first,
+        "last": pf.last,
+        "keys": pf.keys,
+        "values": pf.values,
+        "merge": pf.merge,
+        "reverse": pf.null_passes(pf.reverse),
+        "sort": pf.sort,
+        "rsort": pf.rsort,
+        "chunk": pf.chunk,
+        "distinct": pf.distinct,
+        "flatten": pf.flatten,
+        "number": pf.number,
+        "numberFormat": pf.number_format,
+        "numberformat": pf.number_format,
+        "className": pf.class_name,
+        "string": _string,
+        "jq": _jq,
+    }
+)
+_ENV.tests.update(
+    {
+        "null": pf.is_null,
+        "empty": pf.is_empty,
+        "map": pf.is_map,
+        "json": pf.is_json,
+        "iterable": pf.is_iterable,
+        "even": pf.is_even,
+        "odd": pf.is_odd,
     }
 )
 _ENV.filters = {name: _guarded(name, function) for name, function in _ENV.filters.items()}

@@ -70,8 +70,9 @@ DURATION_PATTERN = (
     rf"^\s*\+?P(?=[0-9T])(?:0+(?:[.,]0+)?Y)?(?:0+(?:[.,]0+)?M)?(?:{_NUMBER}W)?(?:{_NUMBER}D)?"
     rf"(?:T(?:{_NUMBER}H)?(?:{_NUMBER}M)?(?:{_NUMBER}S)?)?\s*$"
 )
-# Keys the loader refuses on flowable tasks: only worker tasks are retried or timed out.
-WORKER_ONLY_KEYS = ("retry", "timeout")
+# Keys the loader refuses on flowable tasks: only worker tasks are timed out (a flowable
+# takes `retry`, as in Kestra: headrace.core.retries).
+WORKER_ONLY_KEYS = ("timeout",)
 
 TASK = "task"
 TASK_REQUIRED = "task.required"

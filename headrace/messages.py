@@ -25,6 +25,11 @@ class LogLevel(StrEnum):
     WARN = "WARN"
     ERROR = "ERROR"
 
+    def at_least(self, minimum: LogLevel) -> bool:
+        """Whether this level is `minimum` or more severe (members rise in severity)."""
+        order = list(LogLevel)
+        return order.index(self) >= order.index(minimum)
+
 
 class CommandKind(StrEnum):
     TIMER = "TIMER"
@@ -95,6 +100,7 @@ class TaskRequest:
     # Which markers in `properties` the worker may resolve (see headrace.secret_markers).
     secret_names: list[str] = field(default_factory=list)
     secret_nonce: str = ""
+    log_level: LogLevel | None = None  # the task's `logLevel`: lines below it are dropped
 
 
 @dataclass(slots=True)

@@ -50,6 +50,9 @@ from headrace.openapi_schemas import (
 from headrace.services.gateway import (
     executions_api,
     flows_api,
+    kestra_api,
+    kestra_filters,
+    kestra_shapes,
     logs_api,
     namespace_files_api,
     triggers_api,
@@ -247,6 +250,9 @@ class Operation:
     description: str = ""
     parameters: list[Json] = field(default_factory=list)
     body: Json | None = None
+    # A Kestra-compatible alias (services/gateway/kestra_api.py): Kestra's path and answer
+    # shape, for Kestra's clients; headrace's typed client keeps to headrace's routes.
+    kestra: bool = False
 
     @property
     def client_method(self) -> str:
@@ -958,6 +964,345 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
+# --------------------------------------------------------------------------- Kestra's
+
+KESTRA_TAG = "kestra"
+_TAG_DESCRIPTIONS: dict[str, Json] = {
+    KESTRA_TAG: {
+        "description": "Kestra-compatible aliases (`x-headrace-kestra`): Kestra's paths, "
+        "under `/api/v1` and its tenant prefix `/api/v1/main`, with Kestra's answer shapes, "
+        "for Kestra's clients such as kestrapy (docs/api.md)."
+    }
+}
+TENANT = {
+    "name": "tenant",
+    "in": "path",
+    "required": True,
+    "description": "Kestra's tenant: headrace has one, `main` (another one answers 404).",
+    "schema": {"type": "string", "enum": [kestra_shapes.TENANT]},
+}
+_NO_TENANT = " (or a tenant other than `main`)"
+_LABELS = _query(
+    "labels",
+    {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:"}},
+    "Labels, each `key:value` (repeat the parameter).",
+)
+_SORT = _query(
+    "sort",
+    {"type": "array", "items": STRING},
+    "`field:asc` or `field:desc`; executions: "
+    + ", ".join(f"`{k}`" for k in kestra_filters.EXECUTION_SORTS)
+    + "; flows: `id`, `namespace`.",
+)
+_FILTERS_HELP = (
+    "Filters, as Kestra takes them: `filters[field][OPERATION]=value` (what Kestra's SDKs "
+    "send; a label: `filters[labels][EQUALS][key]=value`; IN takes comma-separated values) "
+    "or the flat parameters below. Fields and operations: {fields}. Any other is a 400 "
+    "that names those; and/or groups are not read."
+)
+
+
+def _fields_help(fields: dict[str, frozenset[str]]) -> str:
+    return "; ".join(f"`{name}` ({', '.join(sorted(ops))})" for name, ops in fields.items())
+
+
+_EXECUTION_SEARCH_PARAMS = [
+    *_page(kestra_api.DEFAULT_SEARCH_SIZE, executions_api.MAX_PAGE_SIZE),
+    _SORT,
+    _query("namespace", STRING, "This namespace and those below it."),
+    _query("flowId", STRING, "Only this flow."),
+    _query("state", {"type": "array", "items": STATE}, "Only these states (repeat, or commas)."),
+    _LABELS,
+    _query("startDate", DATE, "Started at or after this time (ISO 8601; no offset: UTC)."),
+    _query("endDate", DATE, "Ended at or before this time."),
+    _query("timeRange", {"type": "string", "example": "PT24H"}, "Created within this (ISO 8601)."),
+    _query("scope", {"type": "array", "items": STRING}, "`USER` (all of headrace's flows)."),
+    _query("childFilter", {"type": "string", "enum": ["CHILD", "MAIN"]}, "Subflow runs or not."),
+    _query("triggerExecutionId", STRING, "Started by this execution's subflow task."),
+]
+_FLOW_SEARCH_PARAMS = [
+    *_page(kestra_api.DEFAULT_SEARCH_SIZE, flows_api.MAX_FLOW_PAGE_SIZE),
+    _SORT,
+    _query("namespace", STRING, "This namespace and those below it."),
+    _query("q", STRING, "In the flow's id or namespace (any case)."),
+    _LABELS,
+    _query("scope", {"type": "array", "items": STRING}, "`USER` (all of headrace's flows)."),
+]
+_RESUME_ANSWERS = {
+    200: _json(
+        {"anyOf": [ref("KestraExecution"), ref("CommandAnswer")]},
+        "Resumed: the execution as the index has it; the command's answer when the index"
+        " has no row for it yet.",
+    ),
+    404: _error("No such execution."),
+    409: _error("It is not PAUSED, or its pause refused the inputs (each one named)."),
+    415: _error("The body is neither JSON nor a form."),
+    503: _error("The broker did not take the command."),
+}
+
+
+def _kestra_resume(base: str, path: str, operation_id: str, tenant: list[Json]) -> Operation:
+    return Operation(
+        "POST",
+        base + path,
+        operation_id,
+        KESTRA_TAG,
+        "Resume a PAUSED execution (Kestra's answer)",
+        "writer",
+        _RESUME_ANSWERS,
+        description="As `POST /api/v1/executions/{id}/resume`: the `onResume` inputs as "
+        "multipart form fields (what kestrapy sends), a form or JSON.",
+        parameters=[*tenant, EXECUTION_ID],
+        body=_INPUTS_BODY,
+        kestra=True,
+    )
+
+
+_KILL_ANSWER = _json(
+    {"anyOf": [ref("KestraExecution"), ref("CommandAnswer")]},
+    "Sent: the execution as the index has it (KILLING, or KILLED once applied); the "
+    "command's answer when the index has no row for it yet.",
+)
+
+
+def _kestra_shared(base: str, suffix: str, tenant: list[Json]) -> list[Operation]:
+    """The routes under both `/api/v1` and `/api/v1/{tenant}`."""
+    not_found = _NO_TENANT if tenant else ""
+    kill_params = [
+        *tenant,
+        EXECUTION_ID,
+        _query("isOnKillCascade", {**BOOLEAN, "default": True}, "`false` is refused (400)."),
+    ]
+    kill_errors = {
+        404: _error("No such execution" + not_found + "."),
+        409: _error("It has ended, or the executor holds no state for it."),
+        503: _error("The broker did not take the command."),
+    }
+    return [
+        Operation(
+            "GET",
+            base + "/executions/search",
+            "kestraSearchExecutions" + suffix,
+            KESTRA_TAG,
+            "Search executions (Kestra's)",
+            "reader",
+            {
+                200: _json("KestraExecutionPage", "A page of executions, newest first."),
+                **({404: _error("No such tenant.")} if tenant else {}),
+            },
+            description=_FILTERS_HELP.format(fields=_fields_help(kestra_filters.EXECUTION_FIELDS)),
+            parameters=[*tenant, *_EXECUTION_SEARCH_PARAMS],
+            kestra=True,
+        ),
+        Operation(
+            "DELETE",
+            base + "/executions/{id}/kill",
+            "kestraKillExecution" + suffix,
+            KESTRA_TAG,
+            "Kill an execution (Kestra 1.x's path)",
+            "writer",
+            {202: _KILL_ANSWER, **kill_errors},
+            description="As `POST /api/v1/executions/{id}/kill`.",
+            parameters=kill_params,
+            kestra=True,
+        ),
+        Operation(
+            "DELETE",
+            base + "/executions/{id}/actions/kill",
+            "kestraKillExecutionAction" + suffix,
+            KESTRA_TAG,
+            "Kill an execution (Kestra 2.x's path)",
+            "writer",
+            {200: _KILL_ANSWER, **kill_errors},
+            description="As `POST /api/v1/executions/{id}/kill`.",
+            parameters=kill_params,
+            kestra=True,
+        ),
+        _kestra_resume(
+            base, "/executions/{id}/actions/resume", "kestraResumeExecution" + suffix, tenant
+        ),
+        Operation(
+            "GET",
+            base + "/flows/search",
+            "kestraSearchFlows" + suffix,
+            KESTRA_TAG,
+            "Search flows (Kestra's)",
+            "reader",
+            {
+                200: _json("KestraFlowPage", "A page of flows (latest revisions), no sources."),
+                **({404: _error("No such tenant.")} if tenant else {}),
+            },
+            description=_FILTERS_HELP.format(fields=_fields_help(kestra_filters.FLOW_FIELDS)),
+            parameters=[*tenant, *_FLOW_SEARCH_PARAMS],
+            kestra=True,
+        ),
+        Operation(
+            "GET",
+            base + "/flows/{namespace}",
+            "kestraListNamespaceFlows" + suffix,
+            KESTRA_TAG,
+            "A namespace's flows (not those below it)",
+            "reader",
+            {
+                200: _json(
+                    {"type": "array", "items": ref("KestraFlow")},
+                    "Their latest revisions, by id; none: an empty list.",
+                ),
+                **({404: _error("No such tenant.")} if tenant else {}),
+            },
+            parameters=[*tenant, NAMESPACE],
+            kestra=True,
+        ),
+    ]
+
+
+def _kestra_tenant_only(base: str) -> list[Operation]:
+    """The tenant's spellings of headrace's own routes, with Kestra's answers."""
+    flow_answers = {
+        413: _error("The body is too large."),
+        415: _error("The body is not YAML."),
+        422: _error("The flow is invalid: `errors` says where and why.", "FlowErrors"),
+        503: _error("The `flows` topic did not take or give back the change in time."),
+    }
+    flow = _json("KestraFlow", "Kestra's `FlowWithSource`.")
+    return [
+        Operation(
+            "POST",
+            base + "/flows",
+            "kestraCreateFlow",
+            KESTRA_TAG,
+            "Create a flow (Kestra's answer)",
+            "writer",
+            {
+                200: flow,
+                404: _error("No such tenant."),
+                409: _error("A flow with this namespace and id exists."),
+                **flow_answers,
+            },
+            description="As `POST /api/v1/flows`, answering Kestra's 200.",
+            parameters=[TENANT],
+            body=_yaml_body("The flow's YAML."),
+            kestra=True,
+        ),
+        Operation(
+            "GET",
+            base + "/flows/{namespace}/{id}",
+            "kestraGetFlow",
+            KESTRA_TAG,
+            "Get a flow (Kestra's answer)",
+            "reader",
+            {
+                200: _json("KestraFlow", "The revision; its `source` with `source=true`."),
+                404: _error(_NOT_FOUND_FLOW[:-1] + _NO_TENANT + "."),
+                503: _error("The `flows` topic could not be read up to date."),
+            },
+            parameters=[
+                TENANT,
+                NAMESPACE,
+                FLOW_ID_AS_ID,
+                _query(
+                    "revision",
+                    {"type": "integer", "minimum": 1, "maximum": flows_api.MAX_REVISION},
+                    "A revision (default: the latest).",
+                ),
+                _query("source", BOOLEAN, "Include the YAML source (Kestra's default: no)."),
+            ],
+            kestra=True,
+        ),
+        Operation(
+            "PUT",
+            base + "/flows/{namespace}/{id}",
+            "kestraUpdateFlow",
+            KESTRA_TAG,
+            "Create or update a flow (Kestra's answer)",
+            "writer",
+            {200: flow, 404: _error("No such tenant."), **flow_answers},
+            description="As `PUT /api/v1/flows/{namespace}/{id}` (which also creates), "
+            "answering 200.",
+            parameters=[TENANT, NAMESPACE, FLOW_ID_AS_ID],
+            body=_yaml_body("The flow's YAML; its namespace and id must be the URL's."),
+            kestra=True,
+        ),
+        Operation(
+            "DELETE",
+            base + "/flows/{namespace}/{id}",
+            "kestraDeleteFlow",
+            KESTRA_TAG,
+            "Delete a flow",
+            "writer",
+            {
+                204: {"description": "Deleted (its revisions stay in the `flows` topic)."},
+                404: _error(_NOT_FOUND_FLOW[:-1] + _NO_TENANT + "."),
+                503: _error("The `flows` topic did not take or give back the change in time."),
+            },
+            parameters=[TENANT, NAMESPACE, FLOW_ID_AS_ID],
+            kestra=True,
+        ),
+        Operation(
+            "POST",
+            base + "/executions/{namespace}/{flowId}",
+            "kestraStartExecution",
+            KESTRA_TAG,
+            "Start an execution (Kestra's answer)",
+            "writer",
+            {
+                200: _json("KestraExecution", "Created; with `wait`, ended."),
+                404: _error(_NOT_FOUND_FLOW[:-1] + _NO_TENANT + "."),
+                **{status: _error(text) for status, text in _REFUSED_START.items()},
+                415: _error("The body is neither JSON nor a form."),
+                503: _error("The broker did not take the start."),
+                504: _error(_TIMED_OUT),
+            },
+            description="As `POST /api/v1/executions/{namespace}/{flowId}`: inputs as "
+            "multipart form fields (what kestrapy sends), a form or JSON; answers 200.",
+            parameters=[TENANT, NAMESPACE, FLOW_ID, *_WAIT, _LABELS],
+            body=_INPUTS_BODY,
+            kestra=True,
+        ),
+        Operation(
+            "GET",
+            base + "/executions/{id}",
+            "kestraGetExecution",
+            KESTRA_TAG,
+            "Get an execution with its task runs (Kestra's answer)",
+            "reader",
+            {
+                200: _json("KestraExecution", "The execution."),
+                404: _error("No such execution" + _NO_TENANT + "."),
+            },
+            parameters=[TENANT, EXECUTION_ID],
+            kestra=True,
+        ),
+        _kestra_resume(
+            base, "/executions/{id}/resume", "kestraResumeExecutionInTenant1x", [TENANT]
+        ),
+        Operation(
+            "GET",
+            base + "/executions",
+            "kestraListExecutions",
+            KESTRA_TAG,
+            "Search executions (Kestra's `GET /executions`)",
+            "reader",
+            {
+                200: _json("KestraExecutionPage", "A page of executions, newest first."),
+                404: _error("No such tenant."),
+            },
+            description="As `GET .../executions/search`.",
+            parameters=[TENANT, *_EXECUTION_SEARCH_PARAMS],
+            kestra=True,
+        ),
+    ]
+
+
+_TENANT_BASE = API + kestra_api.TENANT_SEGMENT
+KESTRA_OPERATIONS: tuple[Operation, ...] = (
+    *_kestra_shared(API, "", []),
+    *_kestra_shared(_TENANT_BASE, "InTenant", [TENANT]),
+    *_kestra_tenant_only(_TENANT_BASE),
+)
+OPERATIONS = (*OPERATIONS, *KESTRA_OPERATIONS)
+
+
 def _common(operation: Operation) -> dict[int, Json]:
     common: dict[int, Json] = {
         400: _error("A malformed request: a NUL in the URL, a bad parameter or body."),
@@ -990,6 +1335,8 @@ def _operation_object(operation: Operation) -> Json:
         body["requestBody"] = operation.body
     if operation.role == "public":
         body["security"] = []  # overrides the document's: no credentials
+    if operation.kestra:
+        body["x-headrace-kestra"] = True
     return body
 
 
@@ -1016,7 +1363,10 @@ def openapi_document() -> Json:
                 },
                 "servers": [{"url": "/"}],
                 "security": [{"bearerAuth": []}, {"basicAuth": []}],
-                "tags": [{"name": tag} for tag in dict.fromkeys(op.tag for op in OPERATIONS)],
+                "tags": [
+                    {"name": tag, **_TAG_DESCRIPTIONS.get(tag, {})}
+                    for tag in dict.fromkeys(op.tag for op in OPERATIONS)
+                ],
                 "paths": paths,
                 "components": {
                     "schemas": SCHEMAS,

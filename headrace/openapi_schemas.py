@@ -39,6 +39,121 @@ BOOLEAN = {"type": "boolean"}
 STATE = {"type": "string", "enum": [str(s) for s in State]}
 BULK_ACTIONS = (CREATED, UPDATED, UNCHANGED, DELETED)
 
+# --------------------------------------------------------------------------- Kestra's
+
+# The answers of the Kestra-compatible routes (services/gateway/kestra_api.py), in the
+# shapes of Kestra's API: what its clients (kestrapy) read.
+_KESTRA_LABELS = {
+    "type": "array",
+    "items": object_schema(["key", "value"], {"key": STRING, "value": STRING}),
+    "description": "Kestra's labels: a list of `{key, value}`.",
+}
+KESTRA_SCHEMAS: Json = {
+    "KestraState": object_schema(
+        ["current", "histories"],
+        {
+            "current": STATE,
+            "histories": {
+                "type": "array",
+                "items": object_schema(["state", "date"], {"state": STATE, "date": DATE}),
+            },
+            "startDate": nullable("string", format="date-time"),
+            "endDate": nullable("string", format="date-time"),
+            "duration": {**STRING, "description": "ISO 8601, as Java writes it: `PT1.5S`."},
+        },
+    ),
+    "KestraTaskRun": object_schema(
+        ["id", "executionId", "namespace", "flowId", "taskId", "state"],
+        {
+            "id": STRING,
+            "executionId": STRING,
+            "namespace": STRING,
+            "flowId": STRING,
+            "taskId": STRING,
+            "parentTaskRunId": nullable("string"),
+            "value": ANY,
+            "state": ref("KestraState"),
+            "attempts": {
+                "type": "array",
+                "items": object_schema(["state"], {"state": ref("KestraState")}),
+            },
+            "outputs": ANY,
+        },
+    ),
+    "KestraExecution": object_schema(
+        [
+            "id",
+            "namespace",
+            "flowId",
+            "flowRevision",
+            "state",
+            "labels",
+            "inputs",
+            "outputs",
+            "originalId",
+            "deleted",
+            "metadata",
+        ],
+        {
+            "id": STRING,
+            "tenantId": STRING,
+            "namespace": STRING,
+            "flowId": STRING,
+            "flowRevision": INTEGER,
+            "state": ref("KestraState"),
+            "labels": _KESTRA_LABELS,
+            "inputs": {"type": "object"},
+            "outputs": {"type": "object"},
+            "originalId": STRING,
+            "deleted": BOOLEAN,
+            "metadata": object_schema(
+                ["originalCreatedDate"],
+                {"attemptNumber": INTEGER, "originalCreatedDate": nullable("string")},
+            ),
+            "trigger": {
+                "oneOf": [
+                    {"type": "null"},
+                    object_schema(
+                        ["id", "type"],
+                        {"id": STRING, "type": STRING, "variables": {"type": "object"}},
+                    ),
+                ],
+                "description": "What started it; null for a start through the API.",
+            },
+            "taskRunList": {"type": "array", "items": ref("KestraTaskRun")},
+        },
+        description="An execution in the shape of Kestra's `Execution`; headrace's own "
+        "fields (`createdAt`, `stuck`…) come too. `taskRunList` in the answers about one "
+        "execution, not in searches.",
+    ),
+    "KestraExecutionPage": object_schema(
+        ["results", "total"],
+        {"results": {"type": "array", "items": ref("KestraExecution")}, "total": INTEGER},
+        description="Kestra's `PagedResults` of executions.",
+    ),
+    "KestraFlow": object_schema(
+        ["id", "namespace", "revision", "labels", "disabled", "deleted"],
+        {
+            "id": STRING,
+            "namespace": STRING,
+            "revision": {**INTEGER, "minimum": 1},
+            "labels": _KESTRA_LABELS,
+            "disabled": BOOLEAN,
+            "deleted": BOOLEAN,
+            "updated": DATE,
+            "tasks": {"type": "array", "items": {"type": "object"}},
+            "source": {**STRING, "description": "The YAML: `FlowWithSource` only."},
+        },
+        description="A flow's revision in the shape of Kestra's `Flow` (with `source`: "
+        "`FlowWithSource`), its definition's fields as headrace parsed them.",
+    ),
+    "KestraFlowPage": object_schema(
+        ["results", "total"],
+        {"results": {"type": "array", "items": ref("KestraFlow")}, "total": INTEGER},
+        description="Kestra's `PagedResults` of flows.",
+    ),
+}
+
 # --------------------------------------------------------------------------- schemas
 
 SCHEMAS: Json = {
@@ -305,7 +420,22 @@ SCHEMAS: Json = {
             "lastFiredAt": nullable("string", format="date-time"),
             "lastFiredExecutionId": nullable("string"),
             "updatedAt": nullable("string", format="date-time"),
+            "stopAfter": {
+                "type": "array",
+                "items": STRING,
+                "description": "End states that switch the trigger off (Kestra's stopAfter).",
+            },
+            "stoppedAfter": {
+                "type": ["object", "null"],
+                "description": "Set while stopAfter keeps the trigger switched off.",
+                "properties": {
+                    "state": STRING,
+                    "executionId": STRING,
+                    "at": {**STRING, "format": "date-time"},
+                },
+            },
             "cron": STRING,
+            "withSeconds": BOOLEAN,
             "timezone": STRING,
             "nextTick": nullable("string", format="date-time"),
         },
@@ -409,4 +539,5 @@ SCHEMAS: Json = {
         },
         description="One event of a live stream (docs/streams.md).",
     ),
+    **KESTRA_SCHEMAS,
 }

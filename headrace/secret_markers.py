@@ -61,10 +61,12 @@ class SecretError(PathError):
 @dataclass(slots=True)
 class SecretScope:
     """The secrets of one attempt's properties while they render: the marker nonce, and
-    the names `secret()` was called for (in order of first call)."""
+    the names `secret()` was called for (in order of first call). `reads`: whether
+    `read()` made markers too (headrace.stored_reads: they take the same nonce)."""
 
     nonce: str
     names: list[str] = field(default_factory=list)
+    reads: bool = False
 
 
 def is_valid_name(name: object) -> bool:

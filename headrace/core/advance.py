@@ -26,6 +26,7 @@ from typing import Any
 
 from headrace import messages
 from headrace.core import outcomes, tree
+from headrace.core.checks import failed_checks
 from headrace.core.concurrency import answers_current_claim
 from headrace.core.events import (
     Abort,
@@ -37,7 +38,6 @@ from headrace.core.events import (
     Replay,
     Restart,
     Resume,
-    SendCommand,
     SlotDenied,
     SlotGranted,
     Start,
@@ -45,8 +45,8 @@ from headrace.core.events import (
     TaskFinished,
     TimerFired,
 )
-from headrace.core.ids import command_id, task_run_id
-from headrace.core.retries import format_duration
+from headrace.core.ids import command_id, derive_id, task_run_id
+from headrace.core.retries import chain_of, format_duration, retried_trigger
 from headrace.core.state import (
     MAX_APPLIED_COMMANDS,
     Attempt,
@@ -99,7 +99,7 @@ def _advance(execution: Execution | None, event: Event, flow: Flow, now: datetim
         # Recorded even when it changed nothing (a resume while RUNNING, a kill once
         # ended): on a replay of the batch it would otherwise act on a later state
         # (resume the next pause, kill the restarted run). A copy: never mutate the input.
-        step = Step(replace(execution, applied=applied), step.commands)
+        step = Step(replace(execution, applied=applied), step.commands, step.refusal)
     else:
         assert step.execution is not None  # these commands never delete an execution
         step.execution.applied = applied  # a fresh copy made by the step
@@ -156,7 +156,9 @@ def _dispatch(execution: Execution | None, event: Event, flow: Flow, now: dateti
 
 def _start(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Step:
     seed = trigger.trigger.get("seed") if trigger.trigger.get("type") == "replay" else None
-    step = Transition(_new_execution(trigger, flow, now), flow, now, fresh=True)
+    step = Transition(new_execution(trigger, flow, now), flow, now, fresh=True)
+    if flow.checks and _checks_block(step):
+        return step.finish()
     queued = flow.concurrency is not None
     if queued:
         step.queue_for_slot()  # nothing starts before the slot is granted
@@ -182,7 +184,19 @@ def _start(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Step:
     return step.finish()
 
 
-def _new_execution(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Execution:
+def _checks_block(step: Transition) -> bool:
+    """Log each false check of the flow; end the execution FAILED if one of them blocks."""
+    failed = failed_checks(step.flow.checks, tree.context_for(step, None))
+    for check in failed:
+        level = LogLevel.ERROR if check.blocks else LogLevel.WARN
+        step.log(level, f"check failed: {check.reason}", None, None)
+    if any(check.blocks for check in failed):
+        tree.end_execution(step, State.FAILED)
+        return True
+    return False
+
+
+def new_execution(trigger: messages.TriggerEvent, flow: Flow, now: datetime) -> Execution:
     """The execution a trigger creates, CREATED, before anything runs."""
     return Execution(
         id=trigger.execution_id,
@@ -340,7 +354,8 @@ def _task_finished(
         step.set_task_run_state(index, State.KILLED)
     elif result.state in (State.SUCCESS, State.WARNING):
         writable.outputs = result.outputs
-        step.set_task_run_state(index, result.state)
+        # warningOnRetry first, then allowWarning (in end_run): Kestra's worker order.
+        tree.end_run(step, index, tree.succeeded_state(step, index, result.state))
     else:
         tree.attempt_failed(step, index, result.error or f"attempt ended {result.state}")
     tree.settle_parent(step, index)
@@ -375,10 +390,14 @@ def _timer_fired(
     current = task_run.attempts[-1]
     if timer.kind is TimerKind.RETRY:
         if task_run.state is State.RETRYING and current.number == timer.attempt - 1:
-            tree.request_attempt(step, index, timer.attempt)
+            governing = tree.retry_of(step, index)
+            if governing is not None and governing.new_execution:
+                _retry_as_new_execution(step, index, timer.attempt)
+                return step.finish()
+            tree.retry_attempt(step, index, timer.attempt)
     elif timer.kind is TimerKind.PAUSE:
         if task_run.state is State.PAUSED and current.number == timer.attempt:
-            tree.resume(step, index, {})
+            tree.pause_elapsed(step, index)
     elif (
         task_run.state is State.RUNNING
         and current.number == timer.attempt
@@ -404,52 +423,13 @@ def _kill(execution: Execution, flow: Flow, now: datetime) -> Step:
     if execution.state is State.KILLING:
         return Step(execution, [])
     step = Transition(execution, flow, now)
-    step.set_execution_state(State.KILLING)
-    # Retry and pause timers are dropped; timeouts stay: they are the backstop for a
-    # worker that died and will never report the killed attempt.
-    execution = step.execution
-    execution.timers = [t for t in execution.timers if t.kind is TimerKind.TIMEOUT]
-    ended: list[int] = []
-    for index, run in enumerate(execution.task_runs):
-        if run.state.is_terminal:
-            continue
-        task_type = step.task_of(index).type
-        if task_type in f.CONTAINERS:
-            continue  # ends from its children
-        if _cancel(step, index):
-            continue  # KILLED when its result arrives
-        current = run.attempts[-1] if run.attempts else None
-        if current is not None and not current.state.is_terminal:
-            step.task_run(index).attempts[-1] = Attempt(
-                current.number, State.KILLED, current.started_at, now, "killed"
-            )
-        step.set_task_run_state(index, State.KILLED)
-        ended.append(index)
-    for index in reversed(ended):  # deepest first: children come after their parents
-        tree.settle_parent(step, index)
+    tree.start_kill(step)
     if not step.execution.state.is_terminal:
         tree.settle_root(step)
     return step.finish()
 
 
-def _cancel(step: Transition, index: int) -> bool:
-    """Ask whoever runs the task run at `index` to stop: the worker running its attempt
-    (True: a KILLED result will come), or its subflow's child execution."""
-    run = step.execution.task_runs[index]
-    task_type = step.task_of(index).type
-    current = run.attempts[-1] if run.attempts else None
-    if task_type == f.SUBFLOW and run.state is State.RUNNING:
-        child = run.outputs["executionId"]
-        step.emit(SendCommand(_command(child, CommandKind.KILL, step.now)))
-    elif (
-        task_type not in f.PROPERTY_MODELS
-        and run.state is State.RUNNING
-        and current is not None
-        and current.state is State.RUNNING
-    ):
-        step.emit(KillTask(step.execution.id, run.id, current.number))
-        return True
-    return False
+_cancel = tree.cancel_run
 
 
 def _abort(execution: Execution | None, event: Abort, flow: Flow, now: datetime) -> Step:
@@ -459,11 +439,19 @@ def _abort(execution: Execution | None, event: Abort, flow: Flow, now: datetime)
     if execution is None:
         if event.trigger is None:
             return Step(execution, [])
-        step = Transition(_new_execution(event.trigger, flow, now), flow, now, fresh=True)
+        step = Transition(new_execution(event.trigger, flow, now), flow, now, fresh=True)
     elif execution.state.is_terminal:
         return Step(execution, [])  # the failed event changed nothing: it stays ended
     else:
         step = Transition(execution, flow, now)
+    _fail_open_runs(step, "aborted")
+    step.log(LogLevel.ERROR, event.reason, None, None)
+    tree.end_execution(step, State.FAILED)
+    return step.finish()
+
+
+def _fail_open_runs(step: Transition, why: str) -> None:
+    """End every task run not over yet FAILED, cancelling the work under way."""
     for index, run in enumerate(step.execution.task_runs):
         if run.state.is_terminal:
             continue
@@ -471,20 +459,42 @@ def _abort(execution: Execution | None, event: Abort, flow: Flow, now: datetime)
         current = run.attempts[-1] if run.attempts else None
         if current is not None and not current.state.is_terminal:
             step.task_run(index).attempts[-1] = Attempt(
-                current.number, State.FAILED, current.started_at, now, "aborted"
+                current.number, State.FAILED, current.started_at, step.now, why
             )
         step.set_task_run_state(index, State.FAILED)
-    step.log(LogLevel.ERROR, event.reason, None, None)
+
+
+def _retry_as_new_execution(step: Transition, index: int, number: int) -> None:
+    """CREATE_NEW_EXECUTION: this execution ends FAILED at once (Kestra ends it RETRIED:
+    no `errors` or `finally` run) and the next execution of the chain starts, of the
+    same flow revision, with the same inputs and labels, from the first task."""
+    execution = step.execution
+    run = execution.task_runs[index]
+    chain = chain_of(execution.id, execution.trigger, execution.created_at)
+    new_id = derive_id(execution.id, "retry", run.id, number)
+    _fail_open_runs(step, f"retried as execution {new_id}")
+    step.log(
+        LogLevel.WARN,
+        f"task {run.task_id!r} failed; the flow is retried as execution {new_id}"
+        f" (attempt {chain.attempt + 1} of the executions of {chain.original_id})",
+        index,
+        None,
+    )
     tree.end_execution(step, State.FAILED)
-    return step.finish()
-
-
-def _command(execution_id: str, kind: CommandKind, now: datetime) -> messages.ExecutionCommand:
-    return messages.ExecutionCommand(
-        command_id=command_id(execution_id, str(kind), int(now.timestamp() * 1_000_000)),
-        execution_id=execution_id,
-        kind=kind,
-        time=now,
+    step.emit(
+        StartExecution(
+            messages.TriggerEvent(
+                event_id=command_id(new_id, "retry"),
+                execution_id=new_id,
+                namespace=execution.namespace,
+                flow_id=execution.flow_id,
+                flow_revision=execution.flow_revision,
+                inputs=execution.inputs,
+                time=step.now,
+                labels=execution.labels,
+                trigger=retried_trigger(execution.trigger, execution.id, chain),
+            )
+        )
     )
 
 
@@ -500,13 +510,20 @@ def _resume(
     if not targets or execution.state is State.KILLING:
         return Step(execution, [])
     inputs = command.payload.get("inputs")
-    outputs: dict[str, Any] = inputs if isinstance(inputs, dict) else {}
+    given: dict[str, Any] = inputs if isinstance(inputs, dict) else {}
     step = Transition(execution, flow, now)
+    resumed = []
     for run_id in targets:
         index = step.find(run_id)
         assert index is not None
-        tree.resume(step, index, outputs)
-        tree.settle_parent(step, index)
+        try:  # every pause first: a resume is applied to all of them or to none
+            resumed.append((index, tree.resume_inputs(step, index, given)))
+        except ValueError as exc:
+            return Step(execution, [], refusal=f"pause {step.task_of(index).id!r}: {exc}")
+    for index, outputs in resumed:
+        if step.execution.task_runs[index].state is State.PAUSED:  # not ended by another
+            tree.resume(step, index, outputs)
+            tree.settle_parent(step, index)
     return step.finish()
 
 
@@ -535,15 +552,21 @@ def _child_ended(
         "outputs": command.payload.get("outputs") or {},
     }
     current = writable.attempts[-1]
-    if child_state in (State.SUCCESS, State.WARNING):
+    # The calling task's `outputs` that did not render over the child fail it (Kestra).
+    unrendered = command.payload.get("outputsError")
+    if isinstance(unrendered, str):
+        end_state = State.FAILED
+    elif child_state in (State.SUCCESS, State.WARNING):
         end_state = child_state
     else:
         end_state = State.FAILED if properties.transmit_failed else State.SUCCESS
     writable.attempts[-1] = Attempt(current.number, end_state, current.started_at, now)
-    if end_state is State.FAILED:
-        tree.fail_run(step, index, f"subflow execution {child} ended {child_state}")
+    if isinstance(unrendered, str):
+        tree.attempt_failed(step, index, f"subflow execution {child}: outputs {unrendered}")
+    elif end_state is State.FAILED:
+        tree.attempt_failed(step, index, f"subflow execution {child} ended {child_state}")
     else:
-        step.set_task_run_state(index, end_state)
+        tree.end_run(step, index, end_state)  # applies allowWarning
     tree.settle_parent(step, index)
     return step.finish()
 
@@ -562,10 +585,13 @@ def _rerun(step: Transition) -> None:
     execution = step.execution
     # The errors and finally branches run afresh (new ids: `Transition.generation`).
     plan = step.plan
+    runs = execution.task_runs
+    # A failed flowable's own errors/finally run again too, as the flow's do.
     branch_roots = {
         i
-        for i, run in enumerate(execution.task_runs)
-        if run.parent_task_run_id is None and plan.node(run.task_id).branch != "tasks"
+        for i, run in enumerate(runs)
+        if plan.node(run.task_id).branch in ("errors", "finally", "afterExecution")
+        and (run.parent_task_run_id is None or _parent_failed(step, run.parent_task_run_id))
     }
     doomed = set(branch_roots)
     for i, run in enumerate(execution.task_runs):
@@ -580,12 +606,21 @@ def _rerun(step: Transition) -> None:
     tree.settle_root(step)
 
 
+def _parent_failed(step: Transition, parent_id: str) -> bool:
+    parent = step.find(parent_id)
+    return parent is not None and step.execution.task_runs[parent].state in tree.FAILED_STATES
+
+
 def _restart_run(step: Transition, index: int) -> None:
     run = step.execution.task_runs[index]
     task = step.task_of(index)
+    # A pause that was resumed (`data`: how) failed in its own tasks: they run again.
+    resumed = task.type == f.PAUSE and run.data in ("SUCCESS", "WARNING")
     # Sequential, parallel and dag take no decision (their `data` stays None): only an
     # if/switch/for-each without one failed before deciding and must decide again.
-    if task.type in f.CONTAINERS and (run.data is not None or task.type not in f.DECIDING):
+    if resumed or (
+        task.type in f.CONTAINERS and (run.data is not None or task.type not in f.DECIDING)
+    ):
         step.set_task_run_state(index, State.RUNNING)
         for child in step.children(index):
             if step.execution.task_runs[child].state in tree.FAILED_STATES:

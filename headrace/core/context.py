@@ -85,7 +85,11 @@ def render_context(
     context: dict[str, Any] = {
         "inputs": execution.inputs,
         "outputs": task_outputs(execution) if outputs is None else outputs,
-        "execution": {"id": execution.id, "startDate": execution.created_at.isoformat()},
+        "execution": {
+            "id": execution.id,
+            "startDate": execution.created_at.isoformat(),
+            "state": str(execution.state),
+        },
         "flow": {
             "id": execution.flow_id,
             "namespace": execution.namespace,
@@ -111,13 +115,19 @@ def render_context(
     return context
 
 
+def outputs_visible_while_running(run: TaskRun) -> bool:
+    """A resumed pause running its own tasks (Kestra's `tasks` of a Pause): they read its
+    `onResume` outputs while it is RUNNING."""
+    return run.state is State.RUNNING and "resumed" in run.outputs
+
+
 def task_outputs(execution: Execution) -> dict[str, Any]:
     """`{{ outputs }}`: the outputs of every succeeded task run, keyed by task id (and by
     for-each item inside loops). Costs a pass over every task run."""
     outputs: dict[str, Any] = {}
     by_id = {run.id: run for run in execution.task_runs}
     for run in execution.task_runs:
-        if run.state not in _SUCCEEDED:
+        if run.state not in _SUCCEEDED and not outputs_visible_while_running(run):
             continue
         values = _loop_values(run, by_id)
         if not values:

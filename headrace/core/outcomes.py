@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from headrace import messages
+from headrace.core import tree
 from headrace.core.events import PublishEvent
 from headrace.core.state import Execution
 from headrace.core.transition import Step, Transition
@@ -39,7 +40,7 @@ def answer(
         command_id=command.command_id,
         kind=command.kind,
         status=CommandStatus.APPLIED if applied else CommandStatus.IGNORED,
-        reason=None if applied else ignored_because(command, before),
+        reason=None if applied else step.refusal or ignored_because(command, before),
         state=after.state,
     )
     return Step(after, [*step.commands, _publish(after, outcome, now)])
@@ -108,7 +109,7 @@ def stuck_reason(step: Transition) -> str | None:
     for index, run in enumerate(runs):
         if run.state is State.PAUSED:
             return None  # a resume moves it
-        if run.state is not State.RUNNING or step.task_of(index).type in f.CONTAINERS:
+        if run.state is not State.RUNNING or tree.is_container_run(step, index):
             continue  # containers move when their children do
         current = run.attempts[-1] if run.attempts else None
         waits_for_worker = current is not None and not current.state.is_terminal

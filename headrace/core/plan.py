@@ -70,6 +70,42 @@ class ItemLanes(Sequence[Lane]):
         return Lane(self._tasks, index if index >= 0 else index + len(self._items), value)
 
 
+class PairLanes(Sequence[Lane]):
+    """Kestra's `EachParallel`: a lane per item and task (each task of each item runs on
+    its own, at once), made when asked for. Lane `k` is item `k // n`, task `k % n`."""
+
+    __slots__ = ("_items", "_position", "_tasks")
+
+    def __init__(self, tasks: list[Task], items: list[str]) -> None:
+        self._tasks = tasks
+        self._items = items
+        self._position = {task.id: i for i, task in enumerate(tasks)}
+
+    def __len__(self) -> int:
+        return len(self._items) * len(self._tasks)
+
+    @overload
+    def __getitem__(self, index: int) -> Lane: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Lane]: ...
+
+    def __getitem__(self, index: int | slice) -> Lane | Sequence[Lane]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        item, task = divmod(index, len(self._tasks))
+        return Lane([self._tasks[task]], item, self._items[item])
+
+    def position(self, task_id: str, iteration: int) -> int | None:
+        """The lane of the run of `task_id` for item `iteration`."""
+        task = self._position.get(task_id)
+        return None if task is None else iteration * len(self._tasks) + task
+
+
 class StaticLanes(list[Lane]):
     """The lanes of a sequential, parallel or dag task: the same for every run of it, so
     made once per plan, with the lane of each task id (a parallel of a thousand tasks is
@@ -88,6 +124,7 @@ class Plan:
     main: list[Task] = field(default_factory=list)
     errors: list[Task] = field(default_factory=list)
     finally_: list[Task] = field(default_factory=list)
+    after_execution: list[Task] = field(default_factory=list)
     # The lanes of containers whose lanes do not depend on their run (`StaticLanes`).
     _static: dict[str, tuple[StaticLanes, int]] = field(
         default_factory=dict, repr=False, compare=False
@@ -109,16 +146,16 @@ class Plan:
         match properties:
             case f.SequentialProperties(tasks=tasks):
                 static = StaticLanes(_one_lane(tasks)), 0
-            case f.ParallelProperties(tasks=tasks, concurrency=limit):
-                static = StaticLanes([Lane([t]) for t in enabled(tasks)]), limit or 0
-            case f.DagProperties(tasks=entries, concurrency=limit):
+            case f.ParallelProperties(tasks=tasks):
+                static = StaticLanes([Lane([t]) for t in enabled(tasks)]), properties.limit
+            case f.DagProperties(tasks=entries):
                 disabled = {e.task.id for e in entries if e.task.disabled}
                 lanes = [
                     Lane([e.task], depends_on=tuple(d for d in e.depends_on if d not in disabled))
                     for e in entries
                     if not e.task.disabled
                 ]
-                static = StaticLanes(lanes), limit or 0
+                static = StaticLanes(lanes), properties.limit
         if static is not None:
             self._static[task.id] = static
             return static
@@ -134,7 +171,26 @@ class Plan:
                 children = enabled(tasks)
                 items = data if isinstance(data, list) and children else []
                 return ItemLanes(children, items), limit
+            case f.EachSequentialProperties(tasks=tasks):
+                children = enabled(tasks)
+                items = data if isinstance(data, list) and children else []
+                return ItemLanes(children, items), 1
+            case f.EachParallelProperties(tasks=tasks, concurrent=limit):
+                children = enabled(tasks)
+                items = data if isinstance(data, list) and children else []
+                return PairLanes(children, items), limit
+            case f.PauseProperties(tasks=tasks):
+                # Its tasks run once it was resumed (`data` holds how it ended); a pause
+                # that ended FAILED (its `behavior`) runs none of them.
+                return (_one_lane(tasks) if data in ("SUCCESS", "WARNING") else []), 0
         return [], 0
+
+    def branches(self, task: Task) -> tuple[list[Task], list[Task]]:
+        """A flowable's own `errors` and `finally` tasks (the enabled ones)."""
+        properties = self.nodes[task.id].properties
+        if isinstance(properties, f._Branches):
+            return enabled(properties.errors), enabled(properties.finally_)
+        return [], []
 
 
 def _one_lane(tasks: list[Task]) -> list[Lane]:
@@ -164,10 +220,12 @@ def plan_of(flow: Flow) -> Plan:
 def _build(flow: Flow) -> Plan:
     plan = Plan(main=enabled(flow.tasks), errors=enabled(flow.errors))
     plan.finally_ = enabled(flow.finally_)
+    plan.after_execution = enabled(flow.after_execution)
     for branch, tasks in (
         ("tasks", flow.tasks),
         ("errors", flow.errors),
         ("finally", flow.finally_),
+        ("afterExecution", flow.after_execution),
     ):
         for task in tasks:
             _add(plan, task, None, branch)

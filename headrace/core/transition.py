@@ -18,7 +18,7 @@ from typing import Any
 
 from headrace import messages
 from headrace.core.concurrency import claim_open, slot_request
-from headrace.core.context import task_outputs
+from headrace.core.context import outputs_visible_while_running, task_outputs
 from headrace.core.events import Command, EmitLog, PublishEvent, RequestSlot, SetTimer
 from headrace.core.ids import log_id
 from headrace.core.plan import Node, Plan, plan_of
@@ -79,6 +79,7 @@ class Step:
 
     execution: Execution | None
     commands: list[Command]
+    refusal: str | None = None  # why a command changed nothing, when the state cannot say
 
 
 class Transition:
@@ -282,9 +283,10 @@ class Transition:
 
     def set_task_run_state(self, index: int, state: State) -> None:
         task_run = self.task_run(index)
-        if state in _SUCCEEDED or task_run.state in _SUCCEEDED:
-            self._outputs = None  # its outputs appear in (or leave) `{{ outputs }}`
+        was_visible = task_run.state in _SUCCEEDED or outputs_visible_while_running(task_run)
         task_run.state = state
+        if was_visible or state in _SUCCEEDED or outputs_visible_while_running(task_run):
+            self._outputs = None  # its outputs appear in (or leave) `{{ outputs }}`
         task_run.histories.append(StateChange(state, self.now))
         self.changed(index)
 

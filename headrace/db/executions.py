@@ -15,7 +15,7 @@ from headrace.states import State
 
 MAX_PAGE_SIZE = 1_000
 
-_EXECUTION_COLUMNS = (
+EXECUTION_COLUMNS = (
     "id, namespace, flow_id, flow_revision, state, histories, inputs, outputs, labels,"
     " trigger, created_at, updated_at, start_date, end_date, stuck_reason, checked_at"
 )
@@ -79,7 +79,7 @@ class ExecutionRepository:
         by events after that seq (what a live follower has not seen)."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = $1", id
+                f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1", id
             )
             if row is None:
                 return None
@@ -136,7 +136,7 @@ class ExecutionRepository:
                 f"SELECT count(*) FROM executions WHERE {where}", namespace, flow_id, states
             )
             rows = await conn.fetch(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE {where}"
+                f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE {where}"
                 " ORDER BY created_at DESC, id LIMIT $4 OFFSET $5",
                 namespace,
                 flow_id,

@@ -22,7 +22,7 @@ TriggerKey = tuple[str, str, str]  # (namespace, flow id, trigger id)
 
 _COLUMNS = (
     "namespace, flow_id, trigger_id, last_tick, next_tick, last_execution_id, disabled,"
-    " last_error, updated_at, schedule"
+    " last_error, updated_at, schedule, stopped_state, stopped_execution_id, stopped_at"
 )
 
 
@@ -38,6 +38,10 @@ class TriggerState:
     last_error: str | None
     updated_at: datetime
     schedule: str | None = None  # the cron and zone `last_tick` was kept for
+    # Set when `stopAfter` switched the trigger off: the end state, its execution, when.
+    stopped_state: str | None = None
+    stopped_execution_id: str | None = None
+    stopped_at: datetime | None = None
 
     @property
     def key(self) -> TriggerKey:
@@ -183,6 +187,11 @@ class TriggerStateRepository:
             " last_tick = CASE WHEN trigger_state.disabled AND NOT EXCLUDED.disabled"
             "   THEN greatest(trigger_state.last_tick, EXCLUDED.last_tick)"
             "   ELSE trigger_state.last_tick END,"
+            # Switched on again: the `stopAfter` reason is history.
+            " stopped_state = CASE WHEN EXCLUDED.disabled THEN trigger_state.stopped_state END,"
+            " stopped_execution_id = CASE WHEN EXCLUDED.disabled"
+            "   THEN trigger_state.stopped_execution_id END,"
+            " stopped_at = CASE WHEN EXCLUDED.disabled THEN trigger_state.stopped_at END,"
             " updated_at = clock_timestamp()"
             f" RETURNING {_COLUMNS}",
             *key,
@@ -190,6 +199,28 @@ class TriggerStateRepository:
             now,
         )
         return _state(row)
+
+    async def stop_after(
+        self, key: TriggerKey, state: str, execution_id: str
+    ) -> TriggerState | None:
+        """Switch the trigger off because `execution_id` ended in `state` (its
+        `stopAfter`), with `updated_at` as the switch's version (see `set_disabled`).
+        None when it was off already: a switch made since is not overwritten."""
+        row = await self._pool.fetchrow(
+            "INSERT INTO trigger_state (namespace, flow_id, trigger_id, disabled,"
+            " stopped_state, stopped_execution_id, stopped_at, updated_at)"
+            " VALUES ($1, $2, $3, true, $4, $5, clock_timestamp(), clock_timestamp())"
+            " ON CONFLICT (namespace, flow_id, trigger_id) DO UPDATE SET disabled = true,"
+            " stopped_state = EXCLUDED.stopped_state,"
+            " stopped_execution_id = EXCLUDED.stopped_execution_id,"
+            " stopped_at = EXCLUDED.stopped_at, updated_at = EXCLUDED.updated_at"
+            " WHERE NOT trigger_state.disabled"
+            f" RETURNING {_COLUMNS}",
+            *key,
+            state,
+            execution_id,
+        )
+        return None if row is None else _state(row)
 
     async def disabled_keys(self) -> set[TriggerKey]:
         """Triggers switched off at runtime (every scheduler component honours these)."""

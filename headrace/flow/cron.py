@@ -53,6 +53,41 @@ class CronError(HeadraceError):
     """A cron expression or time zone that croniter or zoneinfo refuses."""
 
 
+SIX_FIELDS_NEED_SECONDS = (
+    "six fields: set `withSeconds: true` and put the seconds first, as Kestra does"
+    " (`*/2 * * * * *` is every 2 seconds)"
+)
+
+
+def croniter_form(cron: str, with_seconds: bool = False) -> str:
+    """A flow's cron as croniter reads it.
+
+    Flows write Kestra's form: five fields (minute hour day month weekday), or with
+    `withSeconds: true` six with the seconds *first*; croniter wants seconds *last*.
+    A six-field cron without `withSeconds` is refused rather than read either way: the
+    two conventions give different rhythms for the same text. Raises `CronError`.
+    """
+    text = cron.strip()
+    if text.lower() in _MACROS:
+        return text
+    fields = text.split()
+    if with_seconds:
+        if len(fields) != 6:
+            raise CronError(
+                f"withSeconds: true needs six fields, seconds first (second minute hour day"
+                f" month weekday), got {len(fields)}"
+            )
+        return " ".join([*fields[1:], fields[0]])
+    if len(fields) == 6:
+        raise CronError(SIX_FIELDS_NEED_SECONDS)
+    if len(fields) != 5:
+        raise CronError(
+            f"a cron has five fields (minute hour day month weekday), got {len(fields)}:"
+            " or six with `withSeconds: true`, or a macro such as @daily"
+        )
+    return text
+
+
 class MissedPolicy(StrEnum):
     """What a schedule does with ticks it missed while no scheduler ran (`recoverMissedSchedules`)."""
 
@@ -226,6 +261,7 @@ class DuePlan:
     advance_to: datetime | None  # the new `last_tick` (None: nothing to record)
     skipped_missed: int  # missed ticks the policy drops
     truncated: bool  # more than `limit` ticks were due: the next pass continues
+    skipped_late: int = 0  # ticks later than `lateMaximumDelay` (counted up to `limit`)
 
 
 def plan_due(
@@ -236,14 +272,45 @@ def plan_due(
     *,
     late_after: timedelta,
     limit: int,
+    max_delay: timedelta | None = None,
 ) -> DuePlan:
     """Which ticks in (last_tick, now] to fire.
 
-    A tick older than `late_after` at `now` was missed (the scheduler was down or
-    stalled); the policy decides about those. Ticks newer than that are on time and
-    always fire. ALL fires at most `limit` per pass, oldest first, and reports truncation.
+    A tick more than `max_delay` old at `now` (`lateMaximumDelay`) never fires, whatever
+    the policy (Kestra's rule: a tick not started within that delay is skipped). Of the
+    others, one older than `late_after` was missed (the scheduler was down or stalled);
+    the policy decides about those. Ticks newer than that are on time and always fire.
+    ALL fires at most `limit` per pass, oldest first, and reports truncation.
     """
     now = as_utc(now)
+    latest_too_late = _latest_too_late(schedule, last_tick, now, max_delay)
+    if latest_too_late is None:
+        return _plan_due(schedule, policy, last_tick, now, late_after=late_after, limit=limit)
+    too_late = len(schedule.ticks(last_tick, latest_too_late, limit))
+    plan = _plan_due(schedule, policy, latest_too_late, now, late_after=late_after, limit=limit)
+    advance = max(plan.advance_to or latest_too_late, latest_too_late)
+    return DuePlan(plan.fire, advance, plan.skipped_missed, plan.truncated, too_late)
+
+
+def _latest_too_late(
+    schedule: CronSchedule, last_tick: datetime, now: datetime, max_delay: timedelta | None
+) -> datetime | None:
+    """The latest tick after `last_tick` more than `max_delay` old at `now` (None: none)."""
+    if max_delay is None or now - max_delay <= last_tick:
+        return None
+    latest = schedule.previous_before(now - max_delay)
+    return latest if latest is not None and latest > last_tick else None
+
+
+def _plan_due(
+    schedule: CronSchedule,
+    policy: MissedPolicy,
+    last_tick: datetime,
+    now: datetime,
+    *,
+    late_after: timedelta,
+    limit: int,
+) -> DuePlan:
     cutoff = now - late_after
     if policy is MissedPolicy.ALL:
         due = schedule.ticks(last_tick, now, limit + 1)

@@ -40,9 +40,19 @@ from headrace.flow.flowables import (
     dag_problems,
 )
 from headrace.flow.inputs import definition_errors
+from headrace.flow.kestra_keys import KESTRA_ONLY_KEYS
+from headrace.flow.kestra_types import why_not_run
 from headrace.flow.limits import MAX_TASKS
-from headrace.flow.model import Flow, Input, PluginDefault, Task, canonical_task_type
+from headrace.flow.model import (
+    REMOVED_KESTRA_TYPES,
+    Flow,
+    Input,
+    PluginDefault,
+    Task,
+    canonical_task_type,
+)
 from headrace.flow.plugin_defaults import apply_plugin_defaults
+from headrace.flow.read_calls import read_call_problems
 from headrace.flow.task_walk import entries, every_task
 from headrace.flow.triggers import (
     MIN_WEBHOOK_KEY_LENGTH,
@@ -95,7 +105,9 @@ def load_flow_with_warnings(text: str, source: str = "<flow>") -> tuple[Flow, li
 def _warnings_cached(text: str) -> tuple[FlowError, ...]:
     document = read_yaml(text)  # it loaded: the YAML is valid
     data = apply_plugin_defaults(document.data, _plugin_defaults(document.data))
-    found = [_error(document.marks, loc, message) for loc, message in flow_warnings(data)]
+    found = [
+        _error(document.marks, loc, message, on_key=True) for loc, message in flow_warnings(data)
+    ]
     return tuple(_sorted_unique(found))
 
 
@@ -221,12 +233,19 @@ def _describe(err: Mapping[str, Any], loc: Loc, root: type[BaseModel]) -> tuple[
         return "is required", _MISSING_HINTS.get(loc)
     if kind == "extra_forbidden":
         model = _model_at(root, loc[:-1])
-        allowed = sorted(_aliases(model)) if model else []
+        # Kestra's keys headrace only accepts (with a warning or a refusal) are left
+        # out: they are not keys to suggest to someone writing a flow.
+        allowed = sorted(set(_aliases(model)) - KESTRA_ONLY_KEYS) if model else []
         hint = _did_you_mean(str(last), allowed) if allowed else None
         known = f"known keys: {', '.join(allowed)}" if allowed else None
         return f"unknown key {last!r}", " ".join(h for h in (hint, known) if h) or None
     if kind == "string_pattern_mismatch":
         hint = NAMESPACE_HINT if last == "namespace" else ID_HINT if last == "id" else None
+        if last == "id" and isinstance(value, str) and "." in value:
+            # Kestra allows dots in flow ids; headrace's ids are one path segment of names.
+            hint = (
+                f"{ID_HINT}; Kestra allows '.', headrace does not: e.g. {value.replace('.', '_')!r}"
+            )
         return f"invalid value {value!r}", hint
     if kind == "duration":
         return err["msg"], DURATION_HINT
@@ -295,7 +314,8 @@ def _rule_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
     errors.extend(_trigger_errors(data, tree))
     errors.extend(_webhook_key_copies(data, tree))
     errors.extend(_duplicate_ids(data, tree, ("outputs",), "output"))
-    errors.extend(_template_errors(data, tree, ("variables", "outputs")))
+    errors.extend(_template_errors(data, tree, ("variables", "outputs", "checks")))
+    errors.extend(_error(tree, loc, message) for loc, message in read_call_problems(data))
     return errors
 
 
@@ -337,6 +357,14 @@ def _task_errors(data: dict[str, Any], tree: Any) -> list[FlowError]:
                 errors.append(_error(tree, (*loc, path), reason))
         if task_type in PROPERTY_MODELS:
             errors.extend(_flowable_errors(task_type, task, tree, loc))
+            continue
+        if task_type in REMOVED_KESTRA_TYPES:
+            message = f"task type {task_type!r} cannot run here"
+            errors.append(_error(tree, (*loc, "type"), message, REMOVED_KESTRA_TYPES[task_type]))
+            continue
+        if task_type not in models and (why := why_not_run(task_type)) is not None:
+            message = f"Kestra's {task_type.rsplit('.', 1)[-1]} is not run by headrace: {why}"
+            errors.append(_error(tree, (*loc, "type"), message))
             continue
         if task_type not in models:
             hint = _did_you_mean(task_type, known)
@@ -380,7 +408,10 @@ def _flowable_errors(task_type: str, task: dict[str, Any], tree: Any, loc: Loc) 
     nested = child_list_keys(task_type)
     properties = {k: v for k, v in task.items() if k not in _TASK_KEYS}
     model = PROPERTY_MODELS[task_type]
-    errors = _property_errors(model, properties, task_type, tree, loc, nested)
+    # The core reads a flowable's typed properties as written (only the expression ones,
+    # typed as any value, are rendered): a template where a number or a name is due
+    # would fail every run, so it is refused here.
+    errors = _property_errors(model, properties, task_type, tree, loc, nested, rendered=False)
     if task_type == DAG:
         try:
             parsed = DagProperties.model_validate(properties)
@@ -390,23 +421,38 @@ def _flowable_errors(task_type: str, task: dict[str, Any], tree: Any, loc: Loc) 
             errors.extend(
                 _error(tree, (*loc, *where), reason) for where, reason in dag_problems(parsed)
             )
+    if task_type == PAUSE:
+        errors.extend(_on_resume_errors(task, tree, loc))
     own = {k: v for k, v in properties.items() if k not in nested}
     for path, reason in template_syntax_errors(own):
         errors.append(_error(tree, (*loc, *_split(path)), reason))
-    for key in ("retry", "timeout"):
-        if key in task:
-            message = (
-                f"{task_type} does not take `{key}`: only worker tasks are retried or timed out"
-            )
-            errors.append(_error(tree, (*loc, key), message, _UNHONOURED_HINTS.get(task_type)))
+    # `retry` is taken, as in Kestra: a flow.fail or flow.subflow run is retried itself, a
+    # container's `retry` is the default of the tasks inside (headrace.core.retries).
+    # A pause honours `timeout`: not resumed within it, the pause fails.
+    if "timeout" in task and task_type != PAUSE:
+        message = f"{task_type} does not take `timeout`: only worker tasks are timed out"
+        errors.append(_error(tree, (*loc, "timeout"), message, _UNHONOURED_HINTS.get(task_type)))
     return errors
 
 
-# The core runs flowable tasks itself and honours neither key on them: refusing them at
+def _on_resume_errors(task: dict[str, Any], tree: Any, loc: Loc) -> list[FlowError]:
+    """A pause's `onResume` inputs: the rules of flow inputs (unique ids, fitting keys)."""
+    errors = _duplicate_ids(task, tree, ("onResume",), "onResume input")
+    for where, raw in entries(task, "onResume"):
+        try:
+            definition = Input.model_validate(raw)
+        except ValidationError:
+            continue  # the pause's model reports it
+        for key, message, hint in definition_errors(definition):
+            errors.append(_error(tree, (*loc, *where, key), message, hint))
+    return errors
+
+
+# The core runs flowable tasks itself and does not time them out: refusing `timeout` at
 # load time beats a flow that looks protected and is not.
 _UNHONOURED_HINTS = {
     SUBFLOW: "put it on the tasks of the called flow",
-    PAUSE: "a pause ends by itself after `delay`",
+    PAUSE: "a pause ends by itself after `pauseDuration`",
     FAIL: "a flow.fail task fails every time",
 }
 _UNHONOURED_HINTS.update((t, "put it on the tasks inside") for t in CONTAINERS)
@@ -498,6 +544,7 @@ def _property_errors(
     loc: Loc,
     nested: frozenset[str] = frozenset(),
     what: str = "task type",
+    rendered: bool = True,
 ) -> list[FlowError]:
     try:
         model.model_validate(properties)
@@ -505,8 +552,8 @@ def _property_errors(
         errors = []
         allowed = sorted(_aliases(model))
         for err in exc.errors():
-            where = tuple(err["loc"])
             kind = err["type"]
+            where = _data_loc(properties, tuple(err["loc"]), keep_last=kind == "missing")
             if len(where) > 1 and where[0] in nested:
                 # Inside a nested task (a flowable's child): worded like any task's error.
                 message, hint = _describe(err, where, model)
@@ -527,7 +574,8 @@ def _property_errors(
                     )
                 )
                 continue
-            if kind != "missing" and what != TRIGGER and _is_template_at(properties, where):
+            templated = rendered and what != TRIGGER and _is_template_at(properties, where)
+            if kind != "missing" and templated:
                 continue  # rendered at run time: its type is only known then (a
                 # trigger's properties are read as written: nothing renders them)
             message, hint = _describe(err, where, model)
@@ -536,6 +584,22 @@ def _property_errors(
             errors.append(_error(tree, (*loc, *where), message, hint))
         return errors
     return []
+
+
+def _data_loc(value: Any, where: Loc, keep_last: bool) -> Loc:
+    """`where` without the parts that name no key of the data on the way: the tags a
+    discriminated union puts in pydantic's locations (a schedule condition's type).
+    `keep_last`: the last part is a missing key, kept."""
+    kept: list[str | int] = []
+    for i, part in enumerate(where):
+        last = i == len(where) - 1
+        if isinstance(value, dict) and part not in value and not (last and keep_last):
+            continue  # a union's tag
+        kept.append(part)
+        in_dict = isinstance(value, dict) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        value = value[part] if in_dict or in_list else None
+    return tuple(kept)
 
 
 def _is_template_at(value: Any, where: Loc) -> bool:
@@ -574,9 +638,11 @@ def _template_errors(data: dict[str, Any], tree: Any, keys: tuple[str, ...]) -> 
 
 
 def _plugin_defaults(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
-    """The valid entries of `pluginDefaults`; the Flow model reports the invalid ones."""
+    """The valid entries of `pluginDefaults` (and of `taskDefaults`, Kestra's older name);
+    the Flow model reports the invalid ones."""
     defaults = []
-    for _, raw in entries(data, "pluginDefaults"):
+    raws = [raw for key in ("pluginDefaults", "taskDefaults") for _, raw in entries(data, key)]
+    for raw in raws:
         try:
             default = PluginDefault.model_validate(raw)
         except ValidationError:

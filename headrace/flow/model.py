@@ -14,12 +14,20 @@ from functools import cache, cached_property
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from headrace.connectors.registry import alias_table, connector_classes
 from headrace.flow.durations import Duration
 from headrace.flow.limits import MAX_ATTEMPTS, MAX_CONCURRENCY, MAX_DURATION
+from headrace.messages import LogLevel
 
 if TYPE_CHECKING:
     from headrace.flow.triggers import TriggerProperties
@@ -92,6 +100,31 @@ class FlowOutput(_Model):
     value: Any = Field(description="An expression, rendered when the execution ends.")
 
 
+class CheckBehavior(StrEnum):
+    BLOCK_EXECUTION = "BLOCK_EXECUTION"  # nothing runs: refused at the API, else FAILED
+    FAIL_EXECUTION = "FAIL_EXECUTION"  # the execution is created, and ends FAILED at once
+    CREATE_EXECUTION = "CREATE_EXECUTION"  # it runs; the message is logged as a warning
+
+
+class FlowCheck(_Model):
+    """A condition over the inputs, evaluated before any task runs (Kestra's `checks`)."""
+
+    condition: Any = Field(
+        validation_alias=AliasChoices("condition", "when"),
+        description="An expression over `inputs` (and `flow`, `labels`); false fails the check."
+        " Kestra 2 names it `when`.",
+    )
+    message: str = Field(description="Said when the condition is false.")
+    style: Literal["ERROR", "SUCCESS", "WARNING", "INFO"] = Field(
+        default="INFO", description="Kestra's UI style of the message; the log level here."
+    )
+    behavior: CheckBehavior = Field(
+        default=CheckBehavior.BLOCK_EXECUTION,
+        description="When false: BLOCK_EXECUTION (no task runs), FAIL_EXECUTION (ends"
+        " FAILED) or CREATE_EXECUTION (runs, with the message as a warning).",
+    )
+
+
 class ConcurrencyBehavior(StrEnum):
     QUEUE = "QUEUE"  # wait until a running execution ends
     CANCEL = "CANCEL"  # end the new execution as CANCELLED
@@ -118,8 +151,13 @@ class PluginDefault(_Model):
     )
 
 
+class RetryBehavior(StrEnum):
+    RETRY_FAILED_TASK = "RETRY_FAILED_TASK"  # a new attempt of the task run, in place
+    CREATE_NEW_EXECUTION = "CREATE_NEW_EXECUTION"  # a new execution of the flow, from the start
+
+
 class RetryPolicy(_Model):
-    """How often, and after how long, a failed task is attempted again."""
+    """How often, and after how long, a failed task is attempted again (Kestra's `retry`)."""
 
     type: Literal["constant", "exponential", "random"] = Field(
         description="constant: `interval` each time; exponential: `interval` times"
@@ -128,8 +166,24 @@ class RetryPolicy(_Model):
     interval: Duration | None = Field(
         default=None, description="constant, exponential: the (first) wait, e.g. PT10S."
     )
-    max_attempts: int = Field(
-        ge=1, le=MAX_ATTEMPTS, description="Attempts in all, the first one included."
+    max_attempts: int | None = Field(
+        default=None,
+        # Kestra renamed `maxAttempt` to `maxAttempts` in 0.24 and reads both.
+        validation_alias=AliasChoices("maxAttempts", "maxAttempt"),
+        ge=1,
+        le=MAX_ATTEMPTS,
+        description="Attempts in all, the first one included; `maxAttempt` (Kestra before"
+        " 0.24) is the same key. Optional: without it `maxDuration` (and a cap of 1,000"
+        " attempts) bounds the retries.",
+    )
+    warning_on_retry: bool = Field(
+        default=False,
+        description="A task run that succeeded only after a retry ends WARNING.",
+    )
+    behavior: RetryBehavior = Field(
+        default=RetryBehavior.RETRY_FAILED_TASK,
+        description="RETRY_FAILED_TASK: attempt the task again in the same execution;"
+        " CREATE_NEW_EXECUTION: end the execution FAILED and start a new one of the flow.",
     )
     max_duration: Duration | None = Field(
         default=None, description="No attempt starts this long after the first one."
@@ -146,6 +200,11 @@ class RetryPolicy(_Model):
         allow_inf_nan=False,
         description="exponential: each wait is the previous one times this.",
     )
+
+    @property
+    def attempt_limit(self) -> int:
+        """Attempts in all: `maxAttempts`, else the safety cap (`maxDuration` bounds them)."""
+        return self.max_attempts if self.max_attempts is not None else MAX_ATTEMPTS
 
     @model_validator(mode="after")
     def _intervals_fit_the_type(self) -> RetryPolicy:
@@ -181,18 +240,55 @@ class RetryPolicy(_Model):
         return min(delay, cap)
 
 
+_KESTRA_FLOWABLES: dict[str, tuple[str, ...]] = {
+    # ours: Kestra's name, then the older names Kestra still accepts (its `aliases`)
+    "flow.sequential": (
+        "io.kestra.plugin.core.flow.Sequential",
+        "io.kestra.core.tasks.flows.Sequential",
+    ),
+    "flow.parallel": ("io.kestra.plugin.core.flow.Parallel", "io.kestra.core.tasks.flows.Parallel"),
+    "flow.dag": ("io.kestra.plugin.core.flow.Dag", "io.kestra.core.tasks.flows.Dag"),
+    "flow.if": ("io.kestra.plugin.core.flow.If", "io.kestra.core.tasks.flows.If"),
+    "flow.switch": ("io.kestra.plugin.core.flow.Switch", "io.kestra.core.tasks.flows.Switch"),
+    "flow.foreach": ("io.kestra.plugin.core.flow.ForEach",),
+    "flow.eachsequential": (
+        "io.kestra.plugin.core.flow.EachSequential",
+        "io.kestra.core.tasks.flows.EachSequential",
+    ),
+    "flow.eachparallel": (
+        "io.kestra.plugin.core.flow.EachParallel",
+        "io.kestra.core.tasks.flows.EachParallel",
+    ),
+    "flow.allowfailure": (
+        "io.kestra.plugin.core.flow.AllowFailure",
+        "io.kestra.core.tasks.flows.AllowFailure",
+    ),
+    "flow.workingdirectory": (
+        "io.kestra.plugin.core.flow.WorkingDirectory",
+        "io.kestra.core.tasks.flows.WorkingDirectory",
+    ),
+    "flow.subflow": (
+        "io.kestra.plugin.core.flow.Subflow",
+        "io.kestra.core.tasks.flows.Subflow",
+        "io.kestra.core.tasks.flows.Flow",
+    ),
+    "flow.pause": ("io.kestra.plugin.core.flow.Pause", "io.kestra.core.tasks.flows.Pause"),
+    "flow.fail": ("io.kestra.plugin.core.execution.Fail", "io.kestra.core.tasks.executions.Fail"),
+    "flow.exit": ("io.kestra.plugin.core.execution.Exit",),
+}
+
 FLOWABLE_TYPE_ALIASES: dict[str, str] = {
-    "io.kestra.plugin.core.flow.Sequential": "flow.sequential",
-    "io.kestra.plugin.core.flow.Parallel": "flow.parallel",
-    "io.kestra.plugin.core.flow.Dag": "flow.dag",
-    "io.kestra.plugin.core.flow.If": "flow.if",
-    "io.kestra.plugin.core.flow.Switch": "flow.switch",
-    "io.kestra.plugin.core.flow.ForEach": "flow.foreach",
-    "io.kestra.plugin.core.flow.Subflow": "flow.subflow",
-    "io.kestra.plugin.core.flow.Pause": "flow.pause",
-    "io.kestra.plugin.core.execution.Fail": "flow.fail",
+    alias: ours for ours, aliases in _KESTRA_FLOWABLES.items() for alias in aliases
 }
 """Kestra's names of the flowable types -> ours (connectors declare their own `aliases`)."""
+
+REMOVED_KESTRA_TYPES: dict[str, str] = {
+    "io.kestra.plugin.core.flow.Template": "Kestra removed templates: call the flow with"
+    " io.kestra.plugin.core.flow.Subflow (flow.subflow) instead",
+    "io.kestra.core.tasks.flows.Template": "Kestra removed templates: call the flow with"
+    " io.kestra.plugin.core.flow.Subflow (flow.subflow) instead",
+}
+"""Kestra task types that cannot run here, and what to write instead (the loader says it)."""
 
 
 @cache
@@ -236,6 +332,20 @@ class Task(_Model):
     run_if: Any = Field(
         default=None, description="An expression; when it renders false the task is SKIPPED."
     )
+    log_level: LogLevel | None = Field(
+        default=None, description="The task's log lines below this level are dropped."
+    )
+    allow_warning: bool = Field(
+        default=False, description="A WARNING end counts as SUCCESS (after `allowFailure`)."
+    )
+    # Kestra's core task keys that headrace accepts and does not act on: the loader warns
+    # about each (headrace.flow.kestra_keys) with what headrace does instead.
+    log_to_file: bool = Field(default=False, description="Kestra's; ignored with a warning.")
+    worker_group: Any = Field(default=None, description="Kestra's; ignored with a warning.")
+    task_cache: Any = Field(default=None, description="Kestra's; ignored with a warning.")
+    version: Any = Field(default=None, description="Kestra's; ignored with a warning.")
+    plugin_defaults_ref: Any = Field(default=None, description="Kestra's; ignored with a warning.")
+    assets: Any = Field(default=None, description="Kestra's; ignored with a warning.")
 
     @field_validator("type")
     @classmethod
@@ -316,6 +426,11 @@ class Flow(_Model):
     concurrency: Concurrency | None = Field(
         default=None, description="How many executions of this flow may run at once."
     )
+    retry: RetryPolicy | None = Field(
+        default=None,
+        description="The retry of every task that has none of its own (nor a container"
+        " around it with one), as in Kestra.",
+    )
     disabled: bool = Field(default=False, description="Kept, but cannot be started.")
     # Already merged into the tasks by the loader; kept for export and display.
     plugin_defaults: list[PluginDefault] = Field(
@@ -328,9 +443,49 @@ class Flow(_Model):
     finally_: list[Task] = Field(
         default_factory=list, alias="finally", description="Always run at the end."
     )
+    after_execution: list[Task] = Field(
+        default_factory=list,
+        description="Run once the execution's end state is known (`{{ execution.state }}`);"
+        " their failures do not change it.",
+    )
     triggers: list[Trigger] = Field(
         default_factory=list, description="What starts the flow besides the API and the CLI."
     )
+    checks: list[FlowCheck] = Field(
+        default_factory=list,
+        description="Conditions over the inputs, evaluated before any task runs.",
+    )
+    task_defaults: list[PluginDefault] = Field(
+        default_factory=list, description="Kestra's older name of `pluginDefaults`."
+    )
+    # Kestra's flow keys that headrace accepts and does not act on: the loader warns
+    # about each (headrace.flow.kestra_keys) with what headrace does instead.
+    sla: Any = Field(default=None, description="Kestra's; ignored with a warning.")
+    revision: Any = Field(default=None, description="Kestra's; ignored with a warning.")
+    tenant_id: Any = Field(default=None, description="Kestra's; ignored with a warning.")
+    worker_group: Any = Field(default=None, description="Kestra's; ignored with a warning.")
+    deleted: bool = Field(default=False, description="Kestra's; must be false.")
+    listeners: Any = Field(default=None, description="Kestra's removed listeners: refused.")
+
+    @field_validator("deleted")
+    @classmethod
+    def _not_deleted(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "a deleted flow cannot be applied: remove its file and apply the folder with"
+                " --prune, or DELETE /api/v1/flows/{namespace}/{id}"
+            )
+        return value
+
+    @field_validator("listeners")
+    @classmethod
+    def _no_listeners(cls, value: Any) -> Any:
+        if value:
+            raise ValueError(
+                "listeners were removed from Kestra (0.21) and headrace has none: move their"
+                " tasks to `errors`, `finally`, or a flow with a Flow trigger"
+            )
+        return value
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -357,8 +512,8 @@ class Flow(_Model):
         return value
 
     def all_tasks(self) -> list[Task]:
-        """`tasks`, then `errors`, then `finally`: task ids are unique across all three."""
-        return [*self.tasks, *self.errors, *self.finally_]
+        """`tasks`, `errors`, `finally`, `afterExecution`: task ids are unique across all."""
+        return [*self.tasks, *self.errors, *self.finally_, *self.after_execution]
 
     def task(self, task_id: str) -> Task:
         for task in self.all_tasks():

@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from headrace.flow.model import canonical_task_type
-
-TASK_LISTS = ("tasks", "errors", "finally")
+from headrace.flow.task_walk import TASK_LISTS
 
 
 def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

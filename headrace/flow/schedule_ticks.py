@@ -16,7 +16,8 @@ from headrace.core.ids import derive_id
 from headrace.expressions import NOW_KEY, render_value
 from headrace.flow.cron import CronSchedule, as_utc
 from headrace.flow.model import Flow
-from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
+from headrace.flow.schedule_conditions import conditions_hold
+from headrace.flow.triggers import SCHEDULE, ScheduleTrigger, TriggerProperties
 
 
 def tick_execution_id(namespace: str, flow_id: str, trigger_id: str, tick: datetime) -> str:
@@ -24,7 +25,7 @@ def tick_execution_id(namespace: str, flow_id: str, trigger_id: str, tick: datet
 
 
 def schedule_of(spec: ScheduleTrigger) -> CronSchedule:
-    return CronSchedule(spec.cron, spec.timezone)
+    return CronSchedule(spec.croniter_cron, spec.timezone)
 
 
 def tick_trigger(
@@ -44,6 +45,19 @@ def tick_trigger(
     return trigger
 
 
+def tick_context(
+    flow: Flow, revision: int, trigger: dict[str, Any], tick: datetime
+) -> dict[str, Any]:
+    """What a tick's `inputs` and `conditions` expressions read (`schedule` is Kestra's
+    other name for the tick's dates)."""
+    return {
+        "trigger": trigger,
+        "schedule": trigger,
+        "flow": {"id": flow.id, "namespace": flow.namespace, "revision": revision},
+        NOW_KEY: as_utc(tick),
+    }
+
+
 def tick_event(
     flow: Flow,
     revision: int,
@@ -52,19 +66,19 @@ def tick_event(
     tick: datetime,
     *,
     backfill: bool = False,
-) -> Admitted:
-    """The start of the execution of `tick`.
+) -> Admitted | None:
+    """The start of the execution of `tick`, or None when the trigger's `conditions`
+    are false for it (the tick starts nothing).
 
-    Raises `ExpressionError` (an input expression fails) or `StartRefused` (the flow is
-    disabled, the rendered inputs do not fit it, the start is too large).
+    Raises `ExpressionError` (an input expression fails, or a condition cannot be
+    evaluated: `ConditionError`) or `StartRefused` (the flow is disabled, the rendered
+    inputs do not fit it, the start is too large).
     """
     schedule = schedule_of(spec)
     trigger = tick_trigger(trigger_id, schedule, tick, backfill=backfill)
-    context = {
-        "trigger": trigger,
-        "flow": {"id": flow.id, "namespace": flow.namespace, "revision": revision},
-        NOW_KEY: as_utc(tick),
-    }
+    context = tick_context(flow, revision, trigger, tick)
+    if spec.conditions and not conditions_hold(spec.conditions, context):
+        return None
     rendered = render_value(dict(spec.inputs), context, "inputs")
     return admit(
         flow,
@@ -73,4 +87,11 @@ def tick_event(
         inputs=rendered,
         trigger=trigger,
         time=as_utc(tick),
+        labels=rendered_labels(spec, context),
     )
+
+
+def rendered_labels(spec: TriggerProperties, context: dict[str, Any]) -> dict[str, str]:
+    """The trigger's `labels`, their values rendered with `context`, as text."""
+    rendered = render_value(dict(spec.labels), context, "labels")
+    return {key: str(value) for key, value in rendered.items()}

@@ -11,7 +11,7 @@ from typing import Any
 from headrace.flow.flowables import DAG, child_list_keys
 from headrace.flow.model import canonical_task_type
 
-TASK_LISTS = ("tasks", "errors", "finally")
+TASK_LISTS = ("tasks", "errors", "finally", "afterExecution")
 """The flow's top-level task lists."""
 
 Loc = tuple[str | int, ...]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,6 +19,7 @@ from croniter import croniter
 from fastavro.schema import SchemaParseException, UnknownType, parse_schema
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -27,10 +28,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from headrace.flow.cron import CronError, CronSchedule
+from headrace.flow.cron import CronError, CronSchedule, croniter_form
 from headrace.flow.durations import Duration
+from headrace.flow.execution_conditions import EndedExecution, ExecutionCondition
 from headrace.flow.limits import MAX_CONCURRENCY
-from headrace.states import State
+from headrace.flow.schedule_conditions import ScheduleCondition
+from headrace.states import TERMINAL_STATES, State
 
 SCHEDULE = "schedule"
 WEBHOOK = "webhook"
@@ -51,8 +54,42 @@ TRIGGER_ALIASES = {
 # Any fixed instant: a cron that fires at all fires within years of it.
 _CRON_CHECK_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 
-# Webhook keys are the only secret guarding a webhook URL: short ones can be guessed.
+# Webhook keys are the only secret guarding a webhook URL: short ones can be guessed
+# (they load with a warning).
 MIN_WEBHOOK_KEY_LENGTH = 16
+# How the gateway shows a key to readers: a source copied from a reader's view must not
+# set it as the key, which everyone would then know.
+MASKED_WEBHOOK_KEY = "<masked>"
+
+
+def _labels_as_map(value: Any) -> Any:
+    """Kestra writes labels as `{k: v}` or `[{key: k, value: v}]`; scalars become text."""
+    if isinstance(value, list):
+        pairs = all(isinstance(i, dict) and set(i) == {"key", "value"} for i in value)
+        if not pairs:
+            raise ValueError("labels must be a mapping, or a list of {key, value} mappings")
+        value = {item["key"]: item["value"] for item in value}
+    if isinstance(value, dict):
+        return {k: str(v).lower() if isinstance(v, bool) else v for k, v in value.items()}
+    return value
+
+
+TriggerLabels = Annotated[
+    dict[str, str | int | float],
+    BeforeValidator(
+        _labels_as_map,
+        json_schema_input_type=dict[str, str | int | float | bool] | list[dict[str, Any]],
+    ),
+]
+# Kestra's trigger keys headrace accepts and does not act on (a warning says so).
+IGNORED_TRIGGER_KEYS = (
+    "logLevel",
+    "minLogLevel",
+    "logToFile",
+    "failOnTriggerError",
+    "workerGroup",
+    "allowConcurrent",
+)
 
 
 class TriggerProperties(BaseModel):
@@ -64,14 +101,52 @@ class TriggerProperties(BaseModel):
         default_factory=dict,
         description="Inputs of the executions it starts; may hold expressions over `trigger`.",
     )
+    labels: TriggerLabels = Field(
+        default_factory=dict,
+        description="Labels of the executions it starts (values may hold expressions over"
+        " `trigger`): a mapping, or Kestra's list of {key, value}.",
+    )
+    log_level: Any = Field(default=None, description="Kestra's: ignored, with a warning.")
+    min_log_level: Any = Field(default=None, description="Kestra's: ignored, with a warning.")
+    log_to_file: Any = Field(default=None, description="Kestra's: ignored, with a warning.")
+    fail_on_trigger_error: Any = Field(
+        default=None, description="Kestra's: ignored, with a warning."
+    )
+    worker_group: Any = Field(default=None, description="Kestra's: ignored, with a warning.")
+    allow_concurrent: bool | None = Field(
+        default=None,
+        description="Kestra's: headrace starts every execution a trigger fires (see the"
+        " warning); limit them with the flow's `concurrency`.",
+    )
+    stop_after: list[State] = Field(
+        default_factory=list,
+        description="End states (e.g. FAILED): once an execution this trigger started ends in"
+        " one, the trigger is switched off until switched on again (Kestra's `stopAfter`).",
+    )
+
+    @field_validator("stop_after")
+    @classmethod
+    def _terminal_states(cls, value: list[State]) -> list[State]:
+        if not_ends := [state for state in value if not state.is_terminal]:
+            ends = ", ".join(sorted(TERMINAL_STATES))
+            raise ValueError(
+                f"stopAfter acts when an execution ends: {', '.join(not_ends)} is not an end"
+                f" state (end states: {ends})"
+            )
+        return value
 
 
 class ScheduleTrigger(TriggerProperties):
     """A cron schedule, evaluated in `timezone` (daylight-saving aware)."""
 
+    # Before `cron`: its validator reads it.
+    with_seconds: bool = Field(
+        default=False,
+        description="True: the cron has six fields, the seconds first (Kestra's `withSeconds`).",
+    )
     cron: str = Field(
-        description="5 fields (minute hour day month weekday), an optional 6th for seconds,"
-        " or a macro such as @daily."
+        description="5 fields (minute hour day month weekday), 6 with `withSeconds: true`"
+        " (seconds first), or a macro such as @daily."
     )
     timezone: str = Field(default="UTC", description="e.g. Europe/Paris.")
     recover_missed_schedules: Literal["ALL", "LAST", "NONE"] = Field(
@@ -79,19 +154,38 @@ class ScheduleTrigger(TriggerProperties):
         description="After downtime: start every missed tick (ALL), only the latest (LAST),"
         " or none.",
     )
+    late_maximum_delay: Duration | None = Field(
+        default=None,
+        description="A tick not started within this delay (e.g. PT1H) is skipped, whatever"
+        " `recoverMissedSchedules` says.",
+    )
+    conditions: list[ScheduleCondition] = Field(
+        default_factory=list,
+        description="Kestra's schedule conditions (DayWeek, Weekend, TimeBetween, ...): a tick"
+        " for which one is false starts nothing.",
+    )
+    # Kestra's deprecated first-run backfill: accepted so their flows load, with a warning
+    # (`headrace trigger backfill` does it on demand).
+    backfill: dict[str, Any] | None = Field(
+        default=None, description="Kestra's deprecated backfill: ignored, see the warning."
+    )
 
     @field_validator("cron")
     @classmethod
-    def _valid_cron(cls, value: str) -> str:
-        if not croniter.is_valid(value):
+    def _valid_cron(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            cron = croniter_form(value, bool(info.data.get("with_seconds")))
+        except CronError as exc:
+            raise ValueError(f"invalid cron expression: {exc}") from None
+        if not croniter.is_valid(cron):
             raise ValueError(
                 f"invalid cron expression {value!r}: use 5 fields (minute hour day month "
-                "weekday), an optional 6th for seconds, or a macro such as @daily"
+                "weekday), 6 with `withSeconds: true` (seconds first), or a macro such as @daily"
             )
         # Valid fields can still name no date at all (30 February): refuse it here, or
         # every scheduler pass would fail on it.
         try:
-            CronSchedule(value).next_after(_CRON_CHECK_FROM)
+            CronSchedule(cron).next_after(_CRON_CHECK_FROM)
         except CronError:
             raise ValueError(f"cron expression {value!r} never fires (no such date)") from None
         return value
@@ -105,19 +199,71 @@ class ScheduleTrigger(TriggerProperties):
             raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Paris, UTC)") from None
         return value
 
+    @property
+    def croniter_cron(self) -> str:
+        """The cron as croniter reads it (seconds last)."""
+        return croniter_form(self.cron, self.with_seconds)
+
+
+_EXPRESSION_CONDITIONS = frozenset(
+    (
+        "io.kestra.plugin.core.condition.Expression",
+        "io.kestra.plugin.core.condition.ExpressionCondition",
+        "io.kestra.core.models.conditions.types.VariableCondition",
+    )
+)
+
+
+def _webhook_condition(item: Any) -> Any:
+    """A webhook condition as an expression: Kestra's Expression condition is its text."""
+    if not isinstance(item, dict):
+        return item
+    kind = item.get("type")
+    if kind in _EXPRESSION_CONDITIONS and set(item) == {"type", "expression"}:
+        return item["expression"]
+    raise ValueError(
+        f"condition type {kind!r} is not supported on a webhook: write the condition as an"
+        " expression over `trigger.body`, `trigger.headers` or `trigger.parameters` (or as"
+        " io.kestra.plugin.core.condition.Expression with its `expression`)"
+    )
+
+
+# A condition: an expression, or Kestra's Expression condition (read as its expression).
+WebhookCondition = Annotated[
+    str, BeforeValidator(_webhook_condition, json_schema_input_type=str | dict[str, str])
+]
+
 
 class WebhookTrigger(TriggerProperties):
     """`POST|GET /api/v1/executions/webhook/{namespace}/{flowId}/{key}` starts the flow."""
 
+    # Kestra takes any key; a short one loads with a warning (`headrace.flow.trigger_warnings`).
     key: str = Field(
-        min_length=MIN_WEBHOOK_KEY_LENGTH,
-        description="The secret last part of the webhook's URL (16 characters or more).",
+        min_length=1,
+        description="The secret last part of the webhook's URL: 16 characters or more, or a"
+        " warning says it can be guessed.",
     )
-    conditions: list[str] = Field(
+    conditions: list[WebhookCondition] = Field(
         default_factory=list,
-        description="Expressions over `trigger.body`, `trigger.headers`, `trigger.parameters`:"
-        " all must be true, else the request is accepted and nothing starts.",
+        description="Expressions over `trigger.body`, `trigger.headers`, `trigger.parameters`"
+        " (or Kestra's Expression conditions): all must be true, else the request is accepted"
+        " and nothing starts.",
     )
+    # Kestra's answer options: accepted, with a warning (the URL's `?wait=true` waits).
+    wait: bool = Field(default=False, description="Kestra's: see the warning; use `?wait=true`.")
+    return_outputs: bool = Field(default=False, description="Kestra's: see the warning.")
+    response_content_type: str | None = Field(default=None, description="Kestra's: ignored.")
+    response_code: int | str | None = Field(default=None, description="Kestra's: ignored.")
+
+    @field_validator("key")
+    @classmethod
+    def _not_the_mask(cls, value: str) -> str:
+        if value == MASKED_WEBHOOK_KEY:
+            raise ValueError(
+                f"{MASKED_WEBHOOK_KEY} is how a key is shown to readers, not a key: write the"
+                " real key (ask someone with the writer role)"
+            )
+        return value
 
 
 class UpstreamFlow(BaseModel):
@@ -260,9 +406,40 @@ class Preconditions(BaseModel):
 
 class FlowTrigger(TriggerProperties):
     """Start when upstream flows' executions end in the given states: when the only
-    upstream ends, or, with several, once all of them ended within the time window."""
+    upstream ends, or, with several, once all of them ended within the time window.
 
-    preconditions: Preconditions = Field(description="Which upstream executions start it.")
+    Kestra's older form works too: `conditions` over the upstream execution (and
+    `states`), all of which must hold for an end to start the flow.
+    """
+
+    preconditions: Preconditions | None = Field(
+        default=None, description="Which upstream executions start it."
+    )
+    conditions: list[ExecutionCondition] = Field(
+        default_factory=list,
+        description="Kestra's execution conditions (ExecutionFlow, ExecutionNamespace,"
+        " ExecutionStatus, ExecutionLabels): all must hold for an upstream end.",
+    )
+    states: list[State] = Field(
+        default_factory=lambda: sorted(TERMINAL_STATES),
+        description="Upstream states it reacts to: every end state by default (Kestra's"
+        " default); headrace reacts to ends only.",
+    )
+
+    @model_validator(mode="after")
+    def _names_upstreams(self) -> FlowTrigger:
+        # Kestra would start on every execution of every flow: a loop waiting to happen.
+        if self.preconditions is None and not self.conditions:
+            raise ValueError(
+                "a flow trigger needs `preconditions` (the upstream flows) or `conditions`"
+                " (e.g. io.kestra.plugin.core.condition.ExecutionFlow): without either it"
+                " would start on the end of every execution of every flow"
+            )
+        return self
+
+    def passes(self, end: EndedExecution) -> bool:
+        """True when an upstream end meets `states` and every one of `conditions`."""
+        return end.state in self.states and all(c.test(end) for c in self.conditions)
 
 
 class KafkaBatch(BaseModel):

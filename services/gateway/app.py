@@ -39,6 +39,7 @@ from headrace.services.gateway import (
     files_api,
     flows_api,
     follow,
+    kestra_api,
     logs_api,
     namespace_files_api,
     openapi_api,
@@ -142,6 +143,7 @@ def make_app(
     app[GATEWAY] = gw
     flows_api.add_routes(app, API_PREFIX)
     webhooks_api.add_routes(app, API_PREFIX)  # before the generic /executions routes
+    kestra_api.add_routes(app, API_PREFIX)  # after /flows/schema, before /executions/{id}
     executions_api.add_routes(app, API_PREFIX)
     files_api.add_routes(app, API_PREFIX)
     logs_api.add_routes(app, API_PREFIX)
@@ -150,6 +152,7 @@ def make_app(
     plugins_api.add_routes(app, API_PREFIX)
     namespace_files_api.add_routes(app, API_PREFIX)
     openapi_api.add_routes(app, API_PREFIX)  # its document: headrace/openapi.py
+    kestra_api.add_tenant_routes(app, API_PREFIX)  # /api/v1/main/…: last, shadows none
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

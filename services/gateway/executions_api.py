@@ -68,6 +68,7 @@ REFUSAL_STATUS = {
     Refusal.INVALID_INPUTS: 422,
     Refusal.TOO_LARGE: 413,
     Refusal.NOT_ENCODABLE: 422,
+    Refusal.BLOCKED: 422,
 }
 
 
@@ -176,7 +177,7 @@ COMMAND_WAIT_S = 10.0
 MAX_ID_CHARS = 128
 
 
-async def _command(
+async def send_command(
     request: web.Request, kind: CommandKind, payload: dict | None = None
 ) -> web.Response:
     """Send `kind` to the execution and tell what the executor did with it: 202 APPLIED
@@ -236,19 +237,21 @@ async def _command(
 
 def _command_handler(kind: CommandKind):
     async def handler(request: web.Request) -> web.Response:
-        return await _command(request, kind)
+        return await send_command(request, kind)
 
     return handler
 
 
 async def resume_execution(request: web.Request) -> web.Response:
-    """Resume a PAUSED execution; a JSON object body becomes the paused task's outputs."""
+    """Resume a PAUSED execution with the inputs of a JSON object or a form body (as
+    Kestra's clients send them). The executor checks them against each pause's `onResume`
+    inputs (a mismatch is a 409 naming each input), and they become its outputs."""
     inputs = await read_inputs(request)
     # As for starts, whose inputs are checked: the body becomes the task's outputs, which
     # PostgreSQL cannot store with a NUL and later tasks render into their properties.
     if has_nul(inputs):
         raise ApiError(400, "the body contains a NUL character (\\x00), which cannot be stored")
-    return await _command(request, CommandKind.RESUME, {"inputs": inputs})
+    return await send_command(request, CommandKind.RESUME, {"inputs": inputs})
 
 
 async def replay_execution(request: web.Request) -> web.Response:
@@ -271,7 +274,7 @@ async def replay_execution(request: web.Request) -> web.Response:
             raise ApiError(404, f"task run {task_run_id} not found in execution {execution_id}")
         # The original's owner builds the replay: it holds the task runs to keep.
         payload = {"newExecutionId": new_id, "taskRunId": task_run_id}
-        await _command(request, CommandKind.REPLAY, payload)  # raises if refused
+        await send_command(request, CommandKind.REPLAY, payload)  # raises if refused
     else:
         trigger = TriggerEvent(
             event_id=new_execution_id(),

@@ -7,8 +7,9 @@ then `flow apply` must give back the same flows.
 Every literal occurrence of a key in the source is replaced (the trigger's `key:`, and
 any copy in a comment or a description), then the result is parsed again: when a key
 is still in it (written with YAML escapes), or the revision no longer loads, the source
-is withheld from readers rather than shown with its key. The mask is shorter than the 16 characters a key needs: a
-masked source applied by mistake is refused instead of setting a key everyone knows.
+is withheld from readers rather than shown with its key. The mask itself is refused as
+a key (`triggers.MASKED_WEBHOOK_KEY`): a masked source applied by mistake is refused
+instead of setting a key everyone knows.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from ruamel.yaml.error import YAMLError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
-from headrace.flow.triggers import WEBHOOK, WebhookTrigger
+from headrace.flow.triggers import MASKED_WEBHOOK_KEY, WEBHOOK, WebhookTrigger
 
-MASK = "<masked>"
+MASK = MASKED_WEBHOOK_KEY
 WITHHELD = (
     "# source withheld: it may hold a webhook key this gateway could not mask for a reader; "
     "a caller with the writer role sees it\n"

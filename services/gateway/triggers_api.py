@@ -95,11 +95,14 @@ def _trigger_json(
         "lastFiredAt": _iso(last_fired[1]) if last_fired else None,
         "lastFiredExecutionId": last_fired[0] if last_fired else None,
         "updatedAt": _iso(state.updated_at) if state else None,
+        "stopAfter": [str(end) for end in trigger.spec().stop_after],
+        "stoppedAfter": _stopped_after(state),
     }
     if trigger.kind == SCHEDULE:
         spec = trigger.spec()
         assert isinstance(spec, ScheduleTrigger)
         item["cron"], item["timezone"] = spec.cron, spec.timezone
+        item["withSeconds"] = spec.with_seconds
         item["nextTick"] = None
         if not item["disabled"]:
             # From the watermark, not the stored next_tick: a switch or a cron edit moves it.
@@ -107,6 +110,17 @@ def _trigger_json(
             with contextlib.suppress(CronError):  # a stored cron that names no date
                 item["nextTick"] = _iso(schedule_of(spec).next_after(since))
     return item
+
+
+def _stopped_after(state: TriggerState | None) -> dict[str, Any] | None:
+    """Why `stopAfter` switched the trigger off (None: it did not, or it is on again)."""
+    if state is None or not state.disabled or state.stopped_state is None:
+        return None
+    return {
+        "state": state.stopped_state,
+        "executionId": state.stopped_execution_id,
+        "at": _iso(state.stopped_at),
+    }
 
 
 async def list_triggers(request: web.Request) -> web.Response:
@@ -277,9 +291,12 @@ def backfill_messages(
             )
         except ExpressionError as exc:
             return Refusal(
-                422, f"the trigger's inputs do not render for tick {tick.isoformat()}: {exc}"
+                422,
+                f"the trigger's inputs or conditions do not render for tick {tick.isoformat()}:"
+                f" {exc}",
             )
-        messages.append((admitted.event.execution_id, admitted.value))
+        if admitted is not None:  # None: the trigger's conditions are false for this tick
+            messages.append((admitted.event.execution_id, admitted.value))
     return messages
 
 

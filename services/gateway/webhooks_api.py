@@ -27,6 +27,7 @@ from headrace.admission import StartRefused, admit
 from headrace.expressions import ExpressionError, render_value
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow
+from headrace.flow.schedule_ticks import rendered_labels
 from headrace.flow.triggers import WEBHOOK, WebhookTrigger
 from headrace.services.gateway.bodies import (
     FORM_TYPES,
@@ -214,6 +215,7 @@ async def webhook(request: web.Request) -> web.Response:
             if not is_true(render_value(condition, context, path)):
                 return json_response({"executed": False, "reason": "conditions not met"})
         raw_inputs = render_value(spec.inputs, context, f"triggers.{trigger_id}.inputs")
+        labels = rendered_labels(spec, context)
     except ExpressionError as exc:
         raise ApiError(422, f"the webhook trigger's expression failed: {exc}") from exc
     try:
@@ -224,6 +226,7 @@ async def webhook(request: web.Request) -> web.Response:
             inputs=raw_inputs,
             trigger=trigger,
             time=datetime.now(UTC),
+            labels=labels,
         )
     except StartRefused as exc:
         raise refused(exc) from exc

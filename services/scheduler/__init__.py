@@ -26,6 +26,7 @@ from headrace.services.scheduler.catalog import TriggerCatalog
 from headrace.services.scheduler.flow_triggers import FlowTriggers
 from headrace.services.scheduler.kafka_triggers import KafkaTriggers
 from headrace.services.scheduler.schedules import ScheduleRunner
+from headrace.services.scheduler.stop_after import TriggerStops
 from headrace.services.scheduler.watchdog import Watchdog, WatchdogSettings
 
 
@@ -46,7 +47,8 @@ async def run_scheduler(
         await publish_stored(FlowIndex(pool), states, flow_log)
         catalog = TriggerCatalog(flow_log)
         catalog.refresh()
-        flow_triggers = FlowTriggers(settings, producer, catalog, FlowWindowRepository(pool))
+        stops = TriggerStops(states, producer, flow_log)
+        flow_triggers = FlowTriggers(settings, producer, catalog, FlowWindowRepository(pool), stops)
         await flow_triggers.start()  # joined before ready: no execution end is missed
         stack.push_async_callback(flow_triggers.close)
         kafka_triggers = KafkaTriggers(settings, producer, catalog)

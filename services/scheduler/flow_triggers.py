@@ -36,7 +36,14 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from headrace.config import Settings
 from headrace.consume import consume, decode
 from headrace.db.flow_windows import Firing, FlowWindowRepository, WindowChange
-from headrace.flow.triggers import FLOW, FlowTrigger, UpstreamFlow
+from headrace.flow.execution_conditions import EndedExecution
+from headrace.flow.triggers import (
+    FLOW,
+    TRIGGER_TYPES,
+    FlowTrigger,
+    Preconditions,
+    UpstreamFlow,
+)
 from headrace.kafka import make_consumer
 from headrace.messages import ExecutionEvent, ExecutionSnapshot, TriggerEvent
 from headrace.services.scheduler.catalog import DeclaredTrigger, TriggerCatalog
@@ -56,6 +63,7 @@ from headrace.services.scheduler.starts import (
     trigger_execution_id,
     try_build_start,
 )
+from headrace.services.scheduler.stop_after import TriggerStops, stops_for
 from headrace.topics.definitions import EXECUTIONS
 
 log = logging.getLogger(__name__)
@@ -100,15 +108,28 @@ def flow_spec(declared: DeclaredTrigger) -> FlowTrigger:
     return spec
 
 
+# The one condition of a trigger without `preconditions`: its `states` and `conditions`.
+FILTERS_ONLY = "conditions"
+
+
 def met_conditions(spec: FlowTrigger, snapshot: ExecutionSnapshot) -> list[str]:
-    """The keys of the trigger's conditions this end meets (one end may meet several)."""
+    """The keys of the trigger's conditions this end meets (one end may meet several).
+
+    The trigger's own `states` and `conditions` (Kestra's) must hold first; without
+    `preconditions` they are its one condition.
+    """
+    end = EndedExecution(snapshot.namespace, snapshot.flow_id, snapshot.state, snapshot.labels)
+    if not spec.passes(end):
+        return []
+    if spec.preconditions is None:
+        return [FILTERS_ONLY]
     conditions = spec.preconditions.conditions()
     return [key for key, upstream in conditions.items() if upstream_matches(upstream, snapshot)]
 
 
 def is_windowed(spec: FlowTrigger) -> bool:
     """Several conditions: the trigger waits for all, with state; one: fires per end."""
-    return len(spec.preconditions.conditions()) > 1
+    return spec.preconditions is not None and len(spec.preconditions.conditions()) > 1
 
 
 def split_by_conditions(
@@ -236,6 +257,12 @@ class WindowedMatch:
     met: tuple[str, ...]  # condition keys
     end: UpstreamEnd
 
+    @property
+    def preconditions(self) -> Preconditions:
+        """A windowed trigger's (only triggers with several upstreams are windowed)."""
+        assert self.spec.preconditions is not None
+        return self.spec.preconditions
+
 
 def windowed_matches(
     event: ExecutionEvent, declared: Iterable[DeclaredTrigger]
@@ -264,7 +291,7 @@ def window_change(
 ) -> WindowChange:
     """What counting `match.end` does to a window whose stored progress is `stored`."""
     satisfied = {key: UpstreamEnd.from_json(held) for key, held in stored.items()}
-    step = count_end(satisfied, match.spec.preconditions, match.met, match.end)
+    step = count_end(satisfied, match.preconditions, match.met, match.end)
     firing = None
     if step.fired is not None:
         cause = firing_cause(window_start, step.fired)
@@ -289,7 +316,7 @@ async def count_match(
 ) -> TriggerEvent | None:
     """Count one end in its window (in PostgreSQL); the Start it fired, now or when it
     was first counted (a replay after a crash re-publishes the same execution)."""
-    bounds = window_bounds(match.spec.preconditions.time_window, match.end.ended_at)
+    bounds = window_bounds(match.preconditions.time_window, match.end.ended_at)
     counted = await windows.count_end(
         match.declared.key,
         bounds.start,
@@ -317,8 +344,10 @@ class FlowTriggers:
         producer: AIOKafkaProducer,
         catalog: TriggerCatalog,
         windows: FlowWindowRepository,
+        stops: TriggerStops | None = None,
     ):
         self._settings = settings
+        self._stops = stops  # `stopAfter`: switches triggers off as their executions end
         self._producer = producer
         self._catalog = catalog
         self._windows = windows
@@ -395,6 +424,8 @@ class FlowTriggers:
         if starts:
             await publish_starts(self._producer, starts)
             log.info("flow triggers started %d executions", len(starts))
+        if not await self._apply_stops(events, stop):
+            return  # stopped while PostgreSQL or the broker was away: nothing is committed
         try:
             await consumer.commit()
         except CommitFailedError as exc:
@@ -423,6 +454,30 @@ class FlowTriggers:
             if stop.is_set():
                 return None
             delay = min(delay * 2, DB_RETRY_MAX_S)
+
+    async def _apply_stops(self, events: list[ExecutionEvent], stop: asyncio.Event) -> bool:
+        """Switch off the triggers whose `stopAfter` these ends meet, trying again while
+        PostgreSQL or the broker is away (a switch made twice is made once); False when
+        stopped first."""
+        if self._stops is None:
+            return True
+        declared = [d for kind in TRIGGER_TYPES for d in self._catalog.of_kind(kind)]
+        stops = stops_for(events, declared)
+        delay = DB_RETRY_FIRST_S
+        while stops:
+            try:
+                await self._stops.apply(stops)
+                return True
+            except (OSError, KafkaError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning(
+                    "cannot switch triggers off (stopAfter), retrying in %.1f s: %s", delay, exc
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return False
+            delay = min(delay * 2, DB_RETRY_MAX_S)
+        return True
 
     async def _forget_old_windows(self, now: datetime) -> None:
         if now - self._cleaned_at < STATE_CLEANUP_INTERVAL:

@@ -153,6 +153,7 @@ class ScheduleRunner:
                 now,
                 late_after=LATE_AFTER,
                 limit=MAX_TICKS_PER_PASS,
+                max_delay=spec.late_maximum_delay,
             )
             name = "/".join(item.key)
             if plan.truncated:
@@ -169,6 +170,13 @@ class ScheduleRunner:
                     name,
                     plan.skipped_missed,
                     spec.recover_missed_schedules,
+                )
+            if plan.skipped_late:
+                log.warning(
+                    "schedule %s: skipped %d ticks older than lateMaximumDelay %s",
+                    name,
+                    plan.skipped_late,
+                    spec.late_maximum_delay,
                 )
             if plan.advance_to is None:
                 return False
@@ -197,6 +205,9 @@ class ScheduleRunner:
                 # A bad tick is skipped, not retried forever: the same inputs would fail again.
                 error = f"tick {schedule.local_iso(tick)} skipped: {exc}"
                 log.error("schedule %s: %s", name, error)
+                continue
+            if start is None:
+                log.debug("schedule %s: tick %s: conditions false", name, tick)
                 continue
             last_execution_id = start.event.execution_id
             key = last_execution_id.encode()

@@ -27,6 +27,7 @@ from headrace.admission import StartRefused, admit
 from headrace.core.ids import derive_id
 from headrace.errors import CodecError, HeadraceError
 from headrace.expressions import ExpressionError, render_value
+from headrace.flow.schedule_ticks import rendered_labels
 from headrace.messages import TriggerEvent
 from headrace.services.scheduler.catalog import DeclaredTrigger
 from headrace.topics.definitions import MAX_VALUE_BYTES, TRIGGERS
@@ -64,7 +65,9 @@ def build_start(
     trigger = {**data, "id": declared.trigger.id}
     where = f"{declared.flow.namespace}/{declared.flow.id} trigger {declared.trigger.id!r}"
     try:
-        raw = render_value(declared.trigger.spec().inputs, {"trigger": trigger}, "inputs")
+        spec = declared.trigger.spec()
+        raw = render_value(spec.inputs, {"trigger": trigger}, "inputs")
+        own = rendered_labels(spec, {"trigger": trigger})
         start = admit(
             declared.flow,
             declared.revision,
@@ -72,7 +75,7 @@ def build_start(
             inputs=raw,
             trigger=trigger,
             time=time,
-            labels=labels,
+            labels={**own, **(labels or {})},
         )
     except (ExpressionError, StartRefused) as exc:
         raise TriggerStartError(f"{where}: {exc}") from exc

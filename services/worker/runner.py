@@ -10,7 +10,9 @@ handles it; the attempt is not reported FAILED).
 Secrets: only the request's own markers resolve, those holding its `secret_nonce` and
 naming one of its `secret_names` (what the flow's `secret()` calls asked for when the
 executor rendered the properties). Marker-like text from anywhere else (an input, a
-webhook body, an upstream output) is data and reaches the task unchanged.
+webhook body, an upstream output) is data and reaches the task unchanged. `read()`
+markers, which hold the same nonce, become the text of their storage files next
+(`headrace.stored_reads`), read from the task's own namespace only.
 
 Everything published is made safe first:
 - the values of ALL the worker's secrets (not only those the task referenced) are masked
@@ -58,6 +60,7 @@ from headrace.services.worker.masking import Masker
 from headrace.services.worker.reaper import ATTEMPT_DIRECTORY_PREFIX
 from headrace.states import State
 from headrace.storage import Storage, TaskFiles
+from headrace.stored_reads import has_reads, resolve_reads
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +228,8 @@ async def run_attempt(
             raise
 
     async def log_sink(level: LogLevel, message: str) -> None:
+        if request.log_level is not None and not level.at_least(request.log_level):
+            return  # the task's `logLevel` drops it (before the line limit counts it)
         if line_number < MAX_LOG_LINES:
             await publish(level, cut_line(mask(message)))
         elif line_number == MAX_LOG_LINES:
@@ -260,6 +265,15 @@ async def run_attempt(
             nonce=request.secret_nonce,
             names=request.secret_names,
         )
+        # After the secrets: a file's text is never taken for a secret marker.
+        if has_reads(raw_properties, request.secret_nonce):
+            files = None if storage is None else task_files(storage, request)
+            raw_properties = await asyncio.to_thread(
+                resolve_reads,
+                raw_properties,
+                None if files is None else files.open,
+                nonce=request.secret_nonce,
+            )
     except HeadraceError as exc:
         return finish(State.FAILED, error=str(exc))
     try:

@@ -108,7 +108,8 @@ tasks:
 triggers:
   - id: tick
     type: schedule
-    cron: "* * * * * */10"  # the 6th field is seconds
+    cron: "*/10 * * * * *"  # seconds first, as Kestra writes them
+    withSeconds: true
     recoverMissedSchedules: {policy}
     inputs:
       at: "{{{{ trigger.date }}}}"
@@ -280,6 +281,7 @@ triggers:
   - id: every-second
     type: schedule
     cron: "* * * * * *"
+    withSeconds: true
     inputs:
       at: "{{{{ trigger.date }}}}"
 """
@@ -343,7 +345,9 @@ def test_per_second_schedule_through_the_stack_never_fires_a_tick_twice(
 def test_backfill_is_idempotent_through_api_and_cli(stack: LocalStack) -> None:
     api = ApiClient(stack.url, timeout_s=60)
     flow_id = f"backfill-{uuid.uuid4().hex[:8]}"
-    source = per_second_flow(flow_id).replace('cron: "* * * * * *"', 'cron: "0 2 * * *"')
+    source = per_second_flow(flow_id).replace(
+        'cron: "* * * * * *"\n    withSeconds: true', 'cron: "0 2 * * *"'
+    )
     source = source.replace("type: schedule", "type: schedule\n    timezone: Europe/Paris")
     api.request(
         "PUT",

@@ -152,14 +152,14 @@ def test_a_task_request_from_an_older_executor_decodes_without_secrets() -> None
     """`TaskRequest.v1.avsc` is bundled: requests written before `secret_names` and
     `secret_nonce` existed still decode during an upgrade, and resolve no secret."""
     current = codec.registry().current["io.headrace.TaskRequest"]
+    fields = {f["name"] for f in current.parsed["fields"]}
     (old,) = [
         schema
         for schema in codec.registry().by_fingerprint.values()
-        if schema.name == current.name and schema is not current
+        if schema.name == current.name
+        and fields - {f["name"] for f in schema.parsed["fields"]}
+        == {"secret_names", "secret_nonce", "log_level"}
     ]
-    assert {f["name"] for f in current.parsed["fields"]} - {
-        f["name"] for f in old.parsed["fields"]
-    } == {"secret_names", "secret_nonce"}
     body = io.BytesIO()
     record = {
         "execution_id": "e",
@@ -178,6 +178,7 @@ def test_a_task_request_from_an_older_executor_decodes_without_secrets() -> None
     decoded = codec.decode(codec.MAGIC + old.fingerprint + body.getvalue())
     assert decoded == m.TaskRequest("e", "n", "f", 1, "r", "t", 1, "log", {"message": "hi"}, NOW)
     assert (decoded.secret_names, decoded.secret_nonce) == ([], "")
+    assert decoded.log_level is None
 
 
 def _older_version(name: str) -> codec.Schema:
@@ -374,3 +375,22 @@ def test_an_older_executors_event_of_one_task_run_reads_as_a_list_of_one(version
         NOW,
         task_runs=[m.TaskRunSnapshot("tr", "t", State.SUCCESS, history, [], {"x": 1})],
     )
+
+
+def test_a_task_request_with_a_log_level_round_trips_and_one_without_uses_v2() -> None:
+    """`log_level` is new in v3: a request without it is written with v2 (older workers
+    read it), one with it round-trips as a `LogLevel`."""
+    plain = m.TaskRequest("e", "n", "f", 1, "r", "t", 1, "log", {"message": "hi"}, NOW)
+    versions = {
+        s.fingerprint: s
+        for s in codec.registry().by_fingerprint.values()
+        if s.name == "io.headrace.TaskRequest"
+    }
+    written = codec.encode(plain)
+    assert "log_level" not in {f["name"] for f in versions[written[2:10]].parsed["fields"]}
+    leveled = m.TaskRequest(
+        "e", "n", "f", 1, "r", "t", 1, "log", {"message": "hi"}, NOW, log_level=m.LogLevel.WARN
+    )
+    decoded = codec.decode(codec.encode(leveled))
+    assert decoded == leveled
+    assert decoded.log_level is m.LogLevel.WARN

@@ -156,11 +156,16 @@ _HUGE_LIST = "([inputs.big] * 100000)"  # 100,000 references to 100 KB: 10 GB as
         "{{ range(100000) | map('string') | map('center', 999999) | list | length }}",
         # loops hidden in a filter or a function
         "{{ [1] | slice(10**9) | list | length }}",
-        "{{ lipsum(1, false, 10**8, 10**8 + 1) }}",
     ],
 )
 def test_amplification_is_refused(template: str) -> None:
     refused(template)
+
+
+def test_lipsum_is_refused_when_the_flow_is_validated() -> None:
+    (problem,) = template_syntax_errors("{{ lipsum(1, false, 10**8, 10**8 + 1) }}", "p")
+    assert problem[0] == "p"
+    assert "lipsum() is not supported: random text of any size" in problem[1]
 
 
 def test_summing_lists_takes_linear_time() -> None:
@@ -271,16 +276,16 @@ def test_secret_markers_pass_through_filters(template: str) -> None:
     [
         ("{{ flow.namespace }}.{{ flow.id }} r{{ flow.revision }}", "company.data.nightly r4"),
         ("{{ inputs.name | upper }} has {{ inputs.n }}", "ADA has 3"),
-        ("{{ 'a' * 3 }}-{{ [1, 2] + [3] }}-{{ 'x' ~ 1 }}", "aaa-[1, 2, 3]-x1"),
+        ("{{ 'a' * 3 }}-{{ [1, 2] + [3] }}-{{ 'x' ~ 1 }}", "aaa-[1,2,3]-x1"),
         ("{{ '%5.2f|%-4s|%d' % (3.14159, 'ab', 10**12) }}", " 3.14|ab  |1000000000000"),
         ("{{ '{:>6}|{:.3f}|{}'.format('ab', 2.5, 10**12) }}", "    ab|2.500|1000000000000"),
         ("{{ '%(a)s=%(b)03d' % {'a': 'k', 'b': 7} }}", "k=007"),
         ("{{ 'ab' | center(6) }}|{{ 'x\ny' | indent(2) }}", "  ab  |x\n  y"),
         ("{{ 'a-b-c' | replace('-', '+') }}{{ 'ab'.replace('', '.') }}", "a+b+c.a.b."),
         ("{{ range(5) | join(',') }} {{ ['a', 'b'] | join }}", "0,1,2,3,4 ab"),
-        ("{{ [1, 2, 3] | sum }} {{ [[1], [2]] | sum(start=[]) }}", "6 [1, 2]"),
+        ("{{ [1, 2, 3] | sum }} {{ [[1], [2]] | sum(start=[]) }}", "6 [1,2]"),
         ("{{ {'a': [1, 2]} | tojson }} {{ [1, 2] | string }}", '{"a":[1,2]} [1, 2]'),
-        ("{{ range(7) | slice(3) | list }}", [[0, 1, 2], [3, 4], [5, 6]]),
+        ("{{ range(7) | batch(3) | list }}", [[0, 1, 2], [3, 4, 5], [6]]),
         (
             "{% set ns = namespace(n=0) %}{% for i in range(10) %}{% set ns.n = ns.n + i %}"
             "{% endfor %}{{ ns.n }}",

@@ -311,7 +311,7 @@ def test_retry_policies_are_checked_field_by_field() -> None:
     assert errors[2].message == "must be greater than or equal to 1, got 0"
 
 
-def test_a_misspelt_retry_key_is_both_unknown_and_missing() -> None:
+def test_a_misspelt_retry_key_is_unknown_where_written() -> None:
     errors = errors_of("""\
         id: x
         namespace: n
@@ -321,12 +321,11 @@ def test_a_misspelt_retry_key_is_both_unknown_and_missing() -> None:
             message: m
             retry: {type: constant, interval: PT1S, maxAtempts: 3}
         """)
-    # The missing key points at the retry mapping, the typo at itself.
+    # maxAttempts is optional (as in Kestra): the typo alone is reported, at itself.
     assert [(e.path, e.line, e.column, e.message) for e in errors] == [
-        ("tasks[0].retry.maxAttempts", 7, 12, "is required"),
         ("tasks[0].retry.maxAtempts", 7, 45, "unknown key 'maxAtempts'"),
     ]
-    assert errors[1].hint.startswith("did you mean 'maxAttempts'?")
+    assert errors[0].hint.startswith("did you mean 'maxAttempts'?")
 
 
 def test_connector_properties_unknown_and_missing() -> None:

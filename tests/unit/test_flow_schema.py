@@ -199,9 +199,9 @@ BAD_FLOWS = {
     + "tasks:\n  - id: t\n    type: shell\n    commands: [ls]\n    timeout: 10s\n",
     "an expression as a task's timeout": HEAD
     + "tasks:\n  - id: t\n    type: shell\n    commands: [ls]\n    timeout: '{{ vars.t }}'\n",
-    "a retry on a flowable task": HEAD
-    + "tasks:\n  - id: p\n    type: flow.sequential\n    retry: {type: constant, interval: PT1S,"
-    " maxAttempts: 2}\n    tasks:\n      - {id: t, type: log, message: hi}\n",
+    "a timeout on a flowable task": HEAD
+    + "tasks:\n  - id: p\n    type: flow.sequential\n    timeout: PT1M\n    tasks:\n"
+    "      - {id: t, type: log, message: hi}\n",
     "an unknown top-level key": HEAD + "task:\n  - {id: t, type: log, message: hi}\n",
     "an id with a space": HEAD + "tasks:\n  - {id: my task, type: log, message: hi}\n",
     "an unknown input key": HEAD

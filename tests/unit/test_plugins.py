@@ -35,6 +35,7 @@ def test_aliases_map_to_the_type_that_declares_them() -> None:
         "com.example.Echo": "echo",
         "echo.v1": "echo",
         "io.kestra.plugin.core.log.Log": "log",
+        "io.kestra.core.tasks.log.Log": "log",
     }
 
 
@@ -105,7 +106,7 @@ def test_kestra_names_find_the_same_type_and_load_in_flows() -> None:
 
 def test_property_rows_say_type_requirement_default_and_description() -> None:
     rows = {row.name: row for row in property_rows(find_plugin("log").properties)}
-    assert rows["message"].required and rows["message"].type == "string"
+    assert rows["message"].required and rows["message"].type == "string or list of string"
     assert rows["level"].type == "one of TRACE, DEBUG, INFO, WARN, ERROR"
     assert rows["level"].default == "INFO" and not rows["level"].required
     shell = {row.name: row for row in property_rows(find_plugin("shell").properties)}
@@ -133,7 +134,7 @@ def test_the_cli_describes_a_type_by_its_kestra_name() -> None:
     assert "  level (one of TRACE, DEBUG, INFO, WARN, ERROR, default INFO)" in result.output
     http = CliRunner().invoke(cli, ["plugins", "describe", "http.request"])
     assert "  options.followRedirects (boolean, default true)" in http.output
-    assert "  message (string, required)\n      The text to log" in result.output
+    assert "  message (string or list of string, required)\n      The text to log" in result.output
     as_json = CliRunner().invoke(cli, ["plugins", "describe", "shell", "--json"])
     assert orjson.loads(as_json.output) == find_plugin("shell").to_json()
 

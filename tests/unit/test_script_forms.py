@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import io
 import os
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +22,7 @@ from headrace.flow.loader import load_flow
 from headrace.namespace_storage import put_namespace_file
 from headrace.states import State
 from headrace.storage import Storage
-from headrace.testing import TEST_NAMESPACE, run_task
+from headrace.testing import TEST_NAMESPACE, TaskRun, run_task
 from tests.stored_runs import run_stored
 from tests.unit.test_connectors import process_alive, wait_until
 from tests.unit.test_flow_loader import only_error
@@ -405,8 +406,13 @@ def test_wrong_property_types_are_refused_when_the_flow_is_loaded(
 # ------------------------------------------------------------------ outputFiles
 
 
+def stored_texts(run: TaskRun) -> dict[str, str]:
+    """The task's output files (`outputFiles`: path -> storage URI), each by its text."""
+    return {path: run.read_file(uri).decode() for path, uri in run.outputs["outputFiles"].items()}
+
+
 @pytest.mark.parametrize("task_type", SCRIPT_TYPES)
-async def test_output_files_come_back_as_text(task_type: str) -> None:
+async def test_output_files_are_stored_and_named_by_their_uris(task_type: str) -> None:
     run = await run_task(
         task_type,
         {
@@ -425,11 +431,14 @@ async def test_output_files_come_back_as_text(task_type: str) -> None:
         },
     )
     assert run.state is State.SUCCESS, run.error
-    assert run.outputs["outputFiles"] == {
-        "out/a.csv": "a\n",
-        "out/b.csv": "b\n",
-        "report.txt": "done\n",
-    }
+    assert stored_texts(run) == {"out/a.csv": "a\n", "out/b.csv": "b\n", "report.txt": "done\n"}
+    # Kestra's naming: a task run's folder holds the files, each name after a digest of its
+    # path (out/a.csv and a.csv would differ).
+    folder = f"headrace:///{TEST_NAMESPACE}/test-flow/executions/test-execution/tasks/"
+    for path, uri in run.outputs["outputFiles"].items():
+        assert uri.startswith(folder), uri
+        assert re.fullmatch(r"[0-9a-f]{12}-" + re.escape(path.rsplit("/")[-1]), uri.rsplit("/")[-1])
+    assert len(set(run.outputs["outputFiles"].values())) == 3
 
 
 async def test_double_star_matches_any_depth_but_not_hidden_files() -> None:
@@ -448,7 +457,7 @@ async def test_double_star_matches_any_depth_but_not_hidden_files() -> None:
         },
     )
     assert run.state is State.SUCCESS, run.error
-    assert run.outputs["outputFiles"] == {"a.json": "1\n", "x/y/b.json": "2\n"}
+    assert stored_texts(run) == {"a.json": "1\n", "x/y/b.json": "2\n"}
 
 
 async def test_a_pattern_matching_nothing_gives_no_file_and_no_files_no_key() -> None:
@@ -465,7 +474,7 @@ async def test_the_python_script_itself_is_not_an_output_file() -> None:
         {"outputFiles": ["*.py"], "script": "open('made.py', 'w').write('x = 1\\n')"},
     )
     assert run.state is State.SUCCESS, run.error
-    assert run.outputs["outputFiles"] == {"made.py": "x = 1\n"}
+    assert stored_texts(run) == {"made.py": "x = 1\n"}
 
 
 async def test_a_missing_output_file_fails_the_task() -> None:
@@ -482,31 +491,73 @@ async def test_a_directory_is_no_output_file() -> None:
     )
 
 
-async def test_a_binary_output_file_fails_the_task_naming_it() -> None:
-    run = await run_task(
-        "shell",
-        {"outputFiles": ["*.bin"], "commands": ["printf 'ok\\377\\376' > data.bin"]},
-    )
-    assert run.state is State.FAILED
-    assert run.error is not None
-    assert run.error.startswith("outputFiles 'data.bin' is not UTF-8 text (byte 0xff at offset 2)")
-
-
-async def test_an_output_file_too_large_for_the_outputs_fails_naming_it() -> None:
+async def test_binary_and_large_output_files_are_stored_byte_for_byte() -> None:
+    # Neither fits in outputs: the storage holds them, and outputs only their URIs.
     run = await run_task(
         "shell",
         {
-            "outputFiles": ["small.txt", "big.txt"],
+            "outputFiles": ["data.bin", "big.txt", "nul.txt"],
             "commands": [
-                "echo small > small.txt",
-                "head -c 300000 /dev/zero | tr '\\0' a > big.txt",
+                "printf 'ok\\377\\376\\000end' > data.bin",
+                "head -c 3000000 /dev/zero | tr '\\0' a > big.txt",
+                "printf 'a\\000b\\n' > nul.txt",  # UTF-8 text with a NUL: kept
             ],
         },
     )
+    assert run.state is State.SUCCESS, run.error
+    files = run.outputs["outputFiles"]
+    assert run.read_file(files["data.bin"]) == b"ok\xff\xfe\x00end"
+    assert run.read_file(files["big.txt"]) == b"a" * 3_000_000
+    assert run.read_file(files["nul.txt"]) == b"a\x00b\n"
+
+
+async def test_secrets_are_masked_in_text_output_files_not_in_binary_ones() -> None:
+    # Text files are published as outputs were (a reader may download them); a binary
+    # file would be corrupted by masking, and is copied as the task wrote it.
+    lines = "".join(f"line {i}\n" for i in range(200_000))  # several chunks
+    run = await run_task(
+        "python",
+        {
+            "outputFiles": ["*.txt", "*.bin"],
+            "script": (
+                "import os\n"
+                "token = os.environ['TOKEN']\n"
+                f"open('log.txt', 'w').write({lines!r} + 'token=' + token + '\\n')\n"
+                "open('blob.bin', 'wb').write(b'\\xff' + token.encode())\n"
+            ),
+            "env": {"TOKEN": "s3cr3t-value"},
+        },
+        secrets={"TOKEN": "s3cr3t-value"},
+    )
+    assert run.state is State.SUCCESS, run.error
+    files = run.outputs["outputFiles"]
+    assert run.read_file(files["log.txt"]).decode() == lines + "token=******\n"
+    assert run.read_file(files["blob.bin"]) == b"\xffs3cr3t-value"
+
+
+async def test_too_many_output_files_for_the_outputs_fail_before_any_is_stored() -> None:
+    run = await run_task(
+        "shell",
+        {"outputFiles": ["f/*"], "commands": ["mkdir f", "cd f && seq 1 2500 | xargs touch"]},
+    )
     assert run.state is State.FAILED
     assert run.error is not None
-    assert run.error.startswith("outputFiles 'big.txt' does not fit in the task's outputs (256 KiB")
-    assert "output files come back as text in the outputs, not in the file storage" in run.error
+    assert run.error.startswith("outputFiles matched 2500 files, whose URIs take")
+    assert "put them in one archive (tar, zip) and list that" in run.error
+    assert run.storage_dir is not None and not any(run.storage_dir.iterdir())
+
+
+async def test_output_files_without_a_file_storage_fail_the_task_saying_so() -> None:
+    run = await run_stored(
+        "shell", {"outputFiles": ["a.txt"], "commands": ["echo a > a.txt"]}, None
+    )
+    assert run.state is State.FAILED
+    assert run.error == (
+        "outputFiles 'a.txt' is to be kept in the file storage, and no file storage is set"
+        " up where this task runs (workers have one: HEADRACE_STORAGE_DIR)"
+    )
+    matched_none = await run_stored("shell", {"outputFiles": ["*.csv"], "commands": ["true"]}, None)
+    assert matched_none.outputs == {"outputFiles": {}, "exitCode": 0}
 
 
 async def test_an_output_file_linking_out_of_the_directory_is_refused(tmp_path: Path) -> None:
@@ -541,7 +592,7 @@ async def test_a_link_to_a_directory_outside_is_not_walked(tmp_path: Path) -> No
         },
     )
     assert run.state is State.SUCCESS, run.error
-    assert run.outputs["outputFiles"] == {"in.csv": "in\n"}
+    assert stored_texts(run) == {"in.csv": "in\n"}
 
 
 async def test_a_named_pipe_is_no_output_file_and_holds_nothing_up() -> None:
@@ -588,7 +639,7 @@ async def test_output_files_are_read_from_the_working_directory(tmp_path: Path) 
         },
     )
     assert run.state is State.SUCCESS, run.error
-    assert run.outputs["outputFiles"] == {"a.txt": "hi\n"}
+    assert stored_texts(run) == {"a.txt": "hi\n"}
     assert os.listdir(tmp_path) == ["a.txt"]  # the task's script stays in its own directory
 
 
@@ -623,10 +674,7 @@ async def test_namespace_files_are_copied_in_before_input_files(
     )
     assert run.state is State.SUCCESS, run.error
     # The input file of the same path won; only what include and exclude take came in.
-    assert run.outputs["outputFiles"] == {
-        "main.txt": "from inputFiles\n",
-        "sql/load.sql": "SELECT 1;\n",
-    }
+    assert stored_texts(run) == {"main.txt": "from inputFiles\n", "sql/load.sql": "SELECT 1;\n"}
     assert f"namespaceFiles: copied 2 file(s) of namespace {TEST_NAMESPACE}" in run.messages
 
 
@@ -642,3 +690,57 @@ async def test_namespace_files_of_another_namespace_are_not_seen(tmp_path: Path)
     assert run.state is State.SUCCESS, run.error
     assert run.outputs["outputFiles"] == {}
     assert f"namespaceFiles: copied 0 file(s) of namespace {TEST_NAMESPACE}" in run.messages
+
+
+# ------------------------------------------------------------------ storage URIs in commands
+
+
+@pytest.mark.parametrize("task_type", SCRIPT_TYPES)
+async def test_a_storage_uri_in_the_commands_is_a_local_copy_of_its_file(
+    task_type: str, tmp_path: Path
+) -> None:
+    # Kestra's `cat {{ outputs.t.outputFiles['a.txt'] }}`: the URI becomes a file's path.
+    storage = Storage(tmp_path / "storage")
+    stored_file(storage, STORED, b"from the storage\n")
+    run = await run_stored(
+        task_type,
+        {
+            "beforeCommands": [f"test -f {STORED}"],  # the same file, copied once
+            **body(task_type, [f"cat {STORED}", f"echo {STORED}"]),
+        },
+        storage,
+    )
+    assert run.state is State.SUCCESS, run.error
+    (copied, path) = run.messages
+    assert copied == "from the storage"
+    assert path.endswith("-query.jsonl") and "/.headrace-files/" in path
+
+
+async def test_a_storage_uri_in_a_python_script_is_a_local_path(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "storage")
+    stored_file(storage, STORED, b"42")
+    run = await run_stored(
+        "python", {"script": f"print(int(open('{STORED}').read()) + 1)"}, storage
+    )
+    assert run.state is State.SUCCESS, run.error
+    assert run.messages == ["43"]
+
+
+async def test_a_storage_uri_in_the_commands_that_cannot_be_read_fails_naming_it(
+    tmp_path: Path,
+) -> None:
+    storage = Storage(tmp_path / "storage")
+    other = STORED.replace("///test/", "///other/")
+    stored_file(storage, other, b"not yours")
+    run = await run_stored("shell", {"commands": [f"cat {other}"]}, storage)
+    assert run.state is State.FAILED
+    assert run.error == (
+        f"commands: {other}: a file of namespace 'other'; a task of 'test' reads only its"
+        " own namespace's files"
+    )
+    run = await run_stored("shell", {"commands": [f"cat {STORED}"]}, None)
+    assert run.state is State.FAILED
+    assert run.error == (
+        f"commands name the storage file {STORED}, and no file storage is set up where this"
+        " task runs (workers have one: HEADRACE_STORAGE_DIR)"
+    )

@@ -58,7 +58,7 @@ async def test_secrets_are_masked_in_logs_and_outputs() -> None:
 
 
 async def test_a_bad_property_and_a_task_failure_end_failed_saying_why() -> None:
-    run = await run_task(Waiting, {"token": 3})
+    run = await run_task(Waiting, {"token": ["not", "text"]})
     assert run.state is State.FAILED and "invalid property 'token'" in (run.error or "")
     run = await run_task(Waiting, {"token": "t", "seconds": -1})
     assert run.state is State.FAILED and run.error == "no negative waits"
