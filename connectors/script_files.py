@@ -486,21 +486,25 @@ class _NotText(Exception):
 
 
 def _copy_masked(source: BinaryIO, target: BinaryIO, mask: Callable[[str], str]) -> None:
-    """`source` into `target`: masked line by line if it is UTF-8 text, else as it is."""
+    """`source` into `target`, masked line by line: as UTF-8 text, or, for any other file
+    (an archive, a Latin-1 log), byte for byte read as Latin-1, so that a secret's ASCII
+    form is masked there too and every other byte is kept as it was."""
     try:
         _copy_text(source, target, mask)
     except _NotText:
         source.seek(0)
         target.seek(0)
         target.truncate()
-        shutil.copyfileobj(source, target, COPY_CHUNK_BYTES)
+        _copy_text(source, target, mask, encoding="latin-1")
 
 
-def _copy_text(source: BinaryIO, target: BinaryIO, mask: Callable[[str], str]) -> None:
+def _copy_text(
+    source: BinaryIO, target: BinaryIO, mask: Callable[[str], str], encoding: str = "utf-8"
+) -> None:
     """Decode, mask and write `source` a chunk at a time, each chunk cut after a line
     (so that no secret is split between two), or at COPY_CHUNK_BYTES in a longer line.
-    Raises `_NotText` at the first byte that is not UTF-8."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+    Raises `_NotText` at the first byte that is not in `encoding`."""
+    decoder = codecs.getincrementaldecoder(encoding)()
     pending = ""
     while True:
         chunk = source.read(COPY_CHUNK_BYTES)
@@ -514,9 +518,9 @@ def _copy_text(source: BinaryIO, target: BinaryIO, mask: Callable[[str], str]) -
         if cut == 0 and len(pending) < COPY_CHUNK_BYTES:
             continue  # a long line: wait for its end
         cut = cut or len(pending)
-        target.write(_masked(pending[:cut], mask).encode("utf-8"))
+        target.write(_masked(pending[:cut], mask).encode(encoding, errors="replace"))
         pending = pending[cut:]
-    target.write(_masked(pending, mask).encode("utf-8"))
+    target.write(_masked(pending, mask).encode(encoding, errors="replace"))
 
 
 def _masked(text: str, mask: Callable[[str], str]) -> str:

@@ -405,7 +405,8 @@ def _string(value: Any) -> Any:
     return None if value is None else pf.java_string(value)
 
 
-def _jq(value: Any, expression: str) -> Any:
+@pass_context  # never folded while compiling: validation must not run a jq program
+def _jq(context: Context, value: Any, expression: str) -> Any:
     check_text_of(value)
     results = pf.jq(value, expression)
     if results is not None:

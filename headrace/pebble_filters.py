@@ -18,7 +18,6 @@ import decimal
 import hashlib
 import math
 import re
-import re._parser as re_parser  # the parsed form, to refuse patterns that explode
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta, tzinfo
@@ -26,11 +25,12 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 import orjson
+import re2  # google-re2: linear-time regular expressions for patterns flows give
 from jinja2.exceptions import UndefinedError
 from jinja2.runtime import Undefined
 from jinja2.sandbox import safe_range
 
-from headrace import java_dates
+from headrace import java_dates, jq_sandbox
 from headrace.render_budget import check_size, check_width
 
 
@@ -336,7 +336,12 @@ def replace_pairs(value: Any, pairs: Mapping[Any, Any], regexp: bool = False) ->
         for old, new in pairs.items():
             if regexp:
                 pattern = safe_regex(java_string(old))
-                text_value = pattern.sub(_java_replacement(java_string(new)), text_value)
+                try:
+                    text_value = pattern.sub(_java_replacement(java_string(new)), text_value)
+                except (re.error, re2.error, IndexError, ValueError) as exc:
+                    raise ValueError(
+                        f"replace: bad replacement {java_string(new)!r}: {exc}"
+                    ) from None
             else:
                 text_value = text_value.replace(java_string(old), java_string(new))
             check_size(len(text_value))
@@ -347,44 +352,26 @@ def replace_pairs(value: Any, pairs: Mapping[Any, Any], regexp: bool = False) ->
 
 # A regular expression's length: longer ones are data, not a flow author's pattern.
 MAX_REGEX_CHARS = 1000
-_REPEATS = (re_parser.MAX_REPEAT, re_parser.MIN_REPEAT, re_parser.POSSESSIVE_REPEAT)
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the flow's error, not a line on stderr
 
 
 @lru_cache(maxsize=256)
-def safe_regex(pattern: str) -> re.Pattern[str]:
-    """`pattern` compiled, unless it could take exponential time (a repetition of
-    something that repeats or alternates: `(a+)+`, `(a|aa)*`). Python's regular
-    expressions cannot be stopped once started, and the executor renders for everyone."""
+def safe_regex(pattern: str) -> Any:
+    """`pattern` compiled by RE2, which matches in time linear in the text: Python's
+    regular expressions can take exponential (or high polynomial) time on a crafted text
+    and cannot be stopped once started, and the text is often trigger data. RE2 has no
+    back-references or look-arounds: such a pattern is refused, saying so."""
     if len(pattern) > MAX_REGEX_CHARS:
         raise ValueError(f"regular expression longer than {MAX_REGEX_CHARS} characters")
     try:
-        compiled = re.compile(pattern)
-        parsed = re_parser.parse(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-    if _nested_repeat(list(parsed), inside_repeat=False):
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         raise ValueError(
-            f"regular expression {pattern!r} repeats a repetition or an alternative, which "
-            "can take exponential time: simplify it (e.g. (a+)+ is a+)"
-        )
-    return compiled
-
-
-def _nested_repeat(items: list[Any], inside_repeat: bool) -> bool:
-    for op, argument in items:
-        if op in _REPEATS:
-            body = argument[2]
-            if inside_repeat or _nested_repeat(list(body), inside_repeat=argument[1] > 1):
-                return True
-        elif op == re_parser.BRANCH:
-            if inside_repeat or any(_nested_repeat(list(b), False) for b in argument[1]):
-                return True
-        elif op == re_parser.SUBPATTERN:
-            if _nested_repeat(list(argument[-1]), inside_repeat):
-                return True
-        elif op == re_parser.ATOMIC_GROUP and _nested_repeat(list(argument), inside_repeat):
-            return True
-    return False
+            f"regular expression {pattern!r} is refused: {reason} (patterns run on RE2: no"
+            " back-references or look-arounds)"
+        ) from None
 
 
 def _java_replacement(replacement: str) -> str:
@@ -413,7 +400,7 @@ def split(value: Any, delimiter: str, limit: int = 0) -> list[str]:
     return parts
 
 
-def _split_without_groups(pattern: re.Pattern[str], text_value: str, limit: int) -> list[str]:
+def _split_without_groups(pattern: Any, text_value: str, limit: int) -> list[str]:
     parts, start = [], 0
     for match in pattern.finditer(text_value):
         if limit > 0 and len(parts) == limit - 1:
@@ -650,7 +637,7 @@ def number(value: Any, type: str = "") -> Any:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise TypeError(f"number applies to a text, got {type(value).__name__}")
+        raise TypeError(f"number applies to a text, got {value.__class__.__name__}")
     text_value = value.strip()
     kind = str(type).upper()
     if kind in ("INT", "LONG", "BIGINTEGER"):
@@ -658,15 +645,24 @@ def number(value: Any, type: str = "") -> Any:
             int(text_value, 0) if text_value.lower().startswith(("0x", "-0x")) else int(text_value)
         )
     if kind in ("FLOAT", "DOUBLE"):
-        return float(text_value)
+        return _finite(float(text_value), text_value)
     if kind == "BIGDECIMAL":
         parsed = decimal.Decimal(text_value)
+        if not parsed.is_finite():
+            raise ValueError(f"{text_value!r} is not a finite number")
         return int(parsed) if parsed == parsed.to_integral_value() else float(parsed)
     if kind:
         raise ValueError(f"unknown number type {type!r}")
     if re.fullmatch(r"[+-]?(0[xX][0-9a-fA-F]+|\d+)[lL]?", text_value):
         return int(text_value.rstrip("lL"), 0 if "x" in text_value.lower() else 10)
-    return float(text_value)
+    return _finite(float(text_value), text_value)
+
+
+def _finite(number: float, text_value: str) -> float:
+    """Java would give Infinity or NaN; neither is JSON, nor a value later tasks can use."""
+    if not math.isfinite(number):
+        raise ValueError(f"{text_value!r} is not a finite number")
+    return number
 
 
 def abs_(value: Any) -> Any:
@@ -757,9 +753,6 @@ def pebble_min(*args: Any) -> Any:
 # ------------------------------------------------------------ dates
 
 
-_ZONE_SUFFIX = re.compile(r"^(?P<moment>.+?)\[(?P<zone>[^\]]+)\]$")
-
-
 def to_moment(value: Any, zone: tzinfo, existing_format: str | None = None) -> datetime:
     """Kestra's `AbstractDate.convert`: a date-time from a date-time, ISO text (with an
     offset, or read in `zone`), epoch seconds, or text in `existing_format`."""
@@ -778,9 +771,12 @@ def to_moment(value: Any, zone: tzinfo, existing_format: str | None = None) -> d
 
 def _parse_iso(value: str, zone: tzinfo) -> datetime:
     region = None
-    match = _ZONE_SUFFIX.match(value)
-    if match:
-        value, region = match.group("moment"), java_dates.zone(match.group("zone"))
+    # `2024-05-01T10:00+02:00[Europe/Paris]`: Java's zoned form. No regex: the text is
+    # often trigger data, and a backtracking pattern is quadratic on `[[[[…`.
+    if value.endswith("]"):
+        moment, bracket, zone_name = value[:-1].rpartition("[")
+        if bracket and moment and zone_name and "]" not in zone_name:
+            value, region = moment, java_dates.zone(zone_name)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -904,61 +900,37 @@ def timestamp_nano(
 
 # ------------------------------------------------------------ jq
 
-# jq builtins that read the environment, files or the clock, loop without end, or
-# print: a template must give the same result on replay, within its budget.
+# jq builtins that read the clock, files or other inputs: a template must give the same
+# result on replay. Programs that run long or grow large are stopped by the sandbox
+# (`headrace.jq_sandbox`); a name after `.` or `$` is a field or a variable, not these.
 _JQ_REFUSED = re.compile(
-    r"\$ENV\b|\$__loc__|\$__prog_args|\b(env|input|inputs|include|import|now|mktime|"
-    r"localtime|strflocaltime|debug|stderr|halt|halt_error|input_filename|input_line_number|"
-    r"get_search_list|range|repeat|recurse|recurse_down|while|until|def)\b"
+    r"\$__loc__|\$__prog_args|(?<![.\w$])(input|inputs|include|import|now|mktime|"
+    r"localtime|strflocaltime|debug|stderr|input_filename|input_line_number|"
+    r"get_search_list)\b"
 )
 
 
 def check_jq(program: str) -> None:
-    """Refuse a jq program that could read the host, the clock, or loop without end."""
+    """Refuse a jq program that reads the clock, files or other inputs."""
     found = _JQ_REFUSED.search(re.sub(r'"(?:\\.|[^"\\])*"', '""', program))
     if found:
         raise ValueError(
-            f"jq: {found.group(0)!r} is not allowed in expressions (it reads the host or the "
-            "clock, or may not end); transform the data in a task instead"
+            f"jq: {found.group(0)!r} is not allowed in expressions (it reads the clock,"
+            " files or other inputs, so a replay could differ); transform the data in a"
+            " task instead"
         )
 
 
 def jq(value: Any, expression: str) -> list[Any] | None:
-    """Kestra's `jq(expression)`: the list of all results (text input is read as JSON)."""
+    """Kestra's `jq(expression)`: the list of all results (text input is read as JSON),
+    computed in the jq sandbox (a child process stopped after a second)."""
     if value is None:
         return None
-    try:
-        import jq as jq_library  # imported here: only flows that use jq pay for it
-    except ImportError:
-        raise ValueError("the jq filter needs the `jq` package on the executor") from None
-
     program = str(expression)
     check_jq(program)
-    compiled = _jq_program(program, jq_library)
-    try:
-        if isinstance(value, str):
-            results = compiled.input_text(value).all()
-        else:
-            results = compiled.input_value(orjson.loads(to_json(value))).all()
-    except ValueError as exc:
-        raise ValueError(f"jq {program!r}: {exc}") from None
-    return results
-
-
-_jq_cache: dict[str, Any] = {}
-
-
-def _jq_program(program: str, jq_library: Any) -> Any:
-    compiled = _jq_cache.get(program)
-    if compiled is None:
-        try:
-            compiled = jq_library.compile(program)
-        except ValueError as exc:
-            raise ValueError(f"jq {program!r} does not compile: {exc}") from None
-        if len(_jq_cache) > 1024:
-            _jq_cache.clear()
-        _jq_cache[program] = compiled
-    return compiled
+    if isinstance(value, str):
+        return jq_sandbox.SANDBOX.run(program, value, None)
+    return jq_sandbox.SANDBOX.run(program, None, orjson.loads(to_json(value)))
 
 
 # ------------------------------------------------------------ functions

@@ -46,7 +46,7 @@ from headrace.core.events import (
     TimerFired,
 )
 from headrace.core.ids import command_id, derive_id, task_run_id
-from headrace.core.retries import chain_of, format_duration, retried_trigger
+from headrace.core.retries import RETRIED_AS, chain_of, format_duration, retried_trigger
 from headrace.core.state import (
     MAX_APPLIED_COMMANDS,
     Attempt,
@@ -480,6 +480,8 @@ def _retry_as_new_execution(step: Transition, index: int, number: int) -> None:
         index,
         None,
     )
+    # Marked so that Flow triggers and `stopAfter` wait for the end of the chain.
+    step.execution.trigger = {**execution.trigger, RETRIED_AS: new_id}
     tree.end_execution(step, State.FAILED)
     step.emit(
         StartExecution(

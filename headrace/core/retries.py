@@ -22,6 +22,17 @@ from typing import Any
 from headrace.flow.model import RetryBehavior, RetryPolicy, Task
 
 RETRY_KEYS = ("retryOf", "originalId", "attempt", "originalCreatedAt")
+RETRIED_AS = "retriedAs"
+"""Set in the `trigger` of an execution that CREATE_NEW_EXECUTION retried, naming the
+new one: the end of such an execution is not the end of its chain (Kestra's RETRIED), so
+Flow triggers and `stopAfter` pass it by."""
+
+
+def was_retried(trigger: dict[str, Any]) -> bool:
+    """Whether an ended execution was retried as a new one (its end is not final)."""
+    return RETRIED_AS in trigger
+
+
 """What a CREATE_NEW_EXECUTION retry adds to the new execution's `trigger`: the failed
 execution, the first one of the chain, this one's number in it, and when the chain began."""
 
@@ -96,7 +107,9 @@ def retried_trigger(trigger: dict[str, Any], failed_id: str, chain: Chain) -> di
     """The trigger of the execution that retries `failed_id`: its own, kept for
     expressions (`trigger.date`…), plus the chain. A subflow's child becomes a replay on
     its own: its parent already has the failed child's end."""
-    kept = {k: v for k, v in trigger.items() if k != "seed" and k not in RETRY_KEYS}
+    kept = {
+        k: v for k, v in trigger.items() if k not in ("seed", RETRIED_AS) and k not in RETRY_KEYS
+    }
     if kept.get("type") == "subflow":
         kept = {k: v for k, v in kept.items() if k not in ("parentExecutionId", "parentTaskRunId")}
         kept["type"] = "replay"

@@ -188,7 +188,8 @@ def start_child(step: Transition, task: Task, parent: int | None, lane: Lane) ->
     else:
         value = None if parent_run is None else parent_run.value
     node = step.plan.node(task.id)
-    # `errors`/`finally` runs again after a restart with new ids (`Transition.generation`).
+    # `errors`/`finally`/`afterExecution` run again after a restart with new ids
+    # (`Transition.generation`): a late result of the earlier run must not end the new one.
     generation = step.generation if node.branch in _BRANCHES else 0
     run_id = task_run_id(execution.id, task.id, parent_id, lane.iteration, generation)
     index = step.add_task_run(
@@ -217,7 +218,7 @@ def start_child(step: Transition, task: Task, parent: int | None, lane: Lane) ->
     return index
 
 
-_BRANCHES = ("errors", "finally")
+_BRANCHES = ("errors", "finally", "afterExecution")
 
 
 def begin(step: Transition, index: int, number: int) -> None:

@@ -205,7 +205,9 @@ class TriggerStateRepository:
     ) -> TriggerState | None:
         """Switch the trigger off because `execution_id` ended in `state` (its
         `stopAfter`), with `updated_at` as the switch's version (see `set_disabled`).
-        None when it was off already: a switch made since is not overwritten."""
+        None when it was off already for another reason: a switch made since is not
+        overwritten. Asked again for the same execution (its publish failed after this
+        stored it), it answers the row again, so that the switch is published."""
         row = await self._pool.fetchrow(
             "INSERT INTO trigger_state (namespace, flow_id, trigger_id, disabled,"
             " stopped_state, stopped_execution_id, stopped_at, updated_at)"
@@ -215,6 +217,7 @@ class TriggerStateRepository:
             " stopped_execution_id = EXCLUDED.stopped_execution_id,"
             " stopped_at = EXCLUDED.stopped_at, updated_at = EXCLUDED.updated_at"
             " WHERE NOT trigger_state.disabled"
+            " OR trigger_state.stopped_execution_id = EXCLUDED.stopped_execution_id"
             f" RETURNING {_COLUMNS}",
             *key,
             state,

@@ -116,7 +116,9 @@ class FlowCheck(_Model):
     )
     message: str = Field(description="Said when the condition is false.")
     style: Literal["ERROR", "SUCCESS", "WARNING", "INFO"] = Field(
-        default="INFO", description="Kestra's UI style of the message; the log level here."
+        default="INFO",
+        description="Kestra's UI style of the message, kept for display (the log level"
+        " follows `behavior`: ERROR when it blocks, WARN otherwise).",
     )
     behavior: CheckBehavior = Field(
         default=CheckBehavior.BLOCK_EXECUTION,

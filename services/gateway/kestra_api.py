@@ -264,9 +264,11 @@ def add_tenant_routes(app: web.Application, prefix: str) -> None:
         ("GET", "/flows/{namespace}/{id}", get_flow),
         ("PUT", "/flows/{namespace}/{id}", _reshaped_flow(flows_api.put_flow)),
         ("DELETE", "/flows/{namespace}/{id}", flows_api.delete_flow),
+        # Before the start's `/executions/{namespace}/{flowId}`, which would take it
+        # (a flow `resume` in a namespace named like the id): routes match in order.
+        ("POST", "/executions/{id}/resume", resume),
         ("POST", "/executions/{namespace}/{flowId}", start_execution),
         ("GET", "/executions/{id}", get_execution),
-        ("POST", "/executions/{id}/resume", resume),
         ("GET", "/executions", search_executions),
     ]
     for method, path, handler in routes:

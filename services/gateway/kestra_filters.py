@@ -94,8 +94,11 @@ def read_conditions(query: MultiMapping[str], fields: dict[str, frozenset[str]])
     for name, (field, operation) in _LEGACY.items():
         # Repeated (`state=A&state=B`) is one list, as Kestra reads it: any of them.
         values = [v for v in query.getall(name, []) if v != ""]
-        if field not in fields or not values:
+        if not values:
             continue
+        if field not in fields:
+            known = ", ".join(sorted(fields))
+            raise ApiError(400, f"filter {name!r} is not supported here (supported: {known})")
         if name in _LIST_PARAMS:
             values = [",".join(values)]
         conditions.extend(Condition(field, operation, value) for value in values)
@@ -214,7 +217,11 @@ def _execution_clause(sql: _Sql, c: Condition, now: datetime) -> str:
         date = sql.arg(parse_date(c.value, f"filter {c.field}"))
         return f"{_DATE_COLUMNS[c.field]} {_DATE_SQL[c.operation]} {date}"
     if c.field == "timeRange":
-        return f"created_at >= {sql.arg(now - _duration(c.value))}"
+        try:
+            since = now - _duration(c.value)
+        except (OverflowError, ValueError):
+            raise ApiError(400, f"timeRange {c.value!r} reaches before year 1") from None
+        return f"created_at >= {sql.arg(since)}"
     if c.field == "scope":
         return "TRUE" if USER_SCOPE in c.values() else "FALSE"
     if c.field == "childFilter":

@@ -22,7 +22,12 @@ from ruamel.yaml.error import YAMLError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.loader import load_flow
 from headrace.flow.model import Flow
-from headrace.flow.triggers import MASKED_WEBHOOK_KEY, WEBHOOK, WebhookTrigger
+from headrace.flow.triggers import (
+    MASKED_WEBHOOK_KEY,
+    MIN_WEBHOOK_KEY_LENGTH,
+    WEBHOOK,
+    WebhookTrigger,
+)
 
 MASK = MASKED_WEBHOOK_KEY
 WITHHELD = (
@@ -58,6 +63,10 @@ def mask_source(source: str, flow: Flow | None) -> str:
         except FlowValidationError:
             return WITHHELD
     keys = webhook_keys(flow)
+    if any(len(key) < MIN_WEBHOOK_KEY_LENGTH for key in keys):
+        # A short key is likely to occur elsewhere too (`key: team` in `company.team`),
+        # and where the mask lands would tell it: such a source is withheld.
+        return WITHHELD
     masked = source
     for key in sorted(keys, key=len, reverse=True):  # a key inside another goes after it
         masked = masked.replace(key, MASK)

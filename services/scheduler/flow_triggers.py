@@ -35,6 +35,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from headrace.config import Settings
 from headrace.consume import consume, decode
+from headrace.core.retries import was_retried
 from headrace.db.flow_windows import Firing, FlowWindowRepository, WindowChange
 from headrace.flow.execution_conditions import EndedExecution
 from headrace.flow.triggers import (
@@ -497,6 +498,8 @@ class FlowTriggers:
                 continue
             if not message.execution.state.is_terminal:
                 continue
+            if was_retried(message.execution.trigger):
+                continue  # its retry runs on: the chain's last end is the one that counts
             key = (message.execution_id, len(message.execution.histories))
             if key in self._seen:
                 continue

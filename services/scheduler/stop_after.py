@@ -9,7 +9,9 @@ stored in PostgreSQL first (with the reason, shown by the API), then a `TriggerS
 on the `flows` topic, which every scheduler and gateway honours.
 
 Applied before the offsets of the ends are committed: a crash in between reads the end
-again, and switching off a trigger that is off already changes nothing.
+again. Storing it again for the same execution answers the stored switch, which is then
+published again (a publish that failed after the store is not lost; readers take the
+newest); a trigger switched off for another reason is left as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 from headrace import codec
+from headrace.core.retries import was_retried
 from headrace.db.triggers import TriggerKey, TriggerStateRepository
 from headrace.flow_log import FlowLog, unique_key
 from headrace.messages import ExecutionEvent, TriggerSwitch
@@ -49,7 +52,7 @@ def stops_for(events: Iterable[ExecutionEvent], declared: Iterable[DeclaredTrigg
     stops: dict[TriggerKey, Stop] = {}
     for event in events:
         snapshot = event.execution
-        if snapshot is None or not snapshot.state.is_terminal:
+        if snapshot is None or not snapshot.state.is_terminal or was_retried(snapshot.trigger):
             continue
         trigger_id, kind = snapshot.trigger.get("id"), snapshot.trigger.get("type")
         if not isinstance(trigger_id, str) or not isinstance(kind, str):
@@ -77,7 +80,7 @@ class TriggerStops:
         for stop in stops:
             state = await self._states.stop_after(stop.key, stop.state, stop.execution_id)
             if state is None:
-                continue  # off already
+                continue  # off already, switched by someone else
             switch = TriggerSwitch(*stop.key, True, state.updated_at)
             await self._producer.send_and_wait(
                 FLOWS.name, codec.encode(switch), key=unique_key(switch)

@@ -208,9 +208,9 @@ CHECKS: dict[str, Callable[[dict], None]] = {
         _outputs(e, "best-effort")["state"] == "FAILED"
         and set(_outputs(e, "fire-and-forget")) == {"executionId"}
     ),
-    "pause-for-approval": lambda e: (
-        _outputs(e, "approval") == {"approved": "yes", "approver": "ada"}
-        and _states(e, "published") == ["SUCCESS"]
+    "vacation-approval": lambda e: (
+        _outputs(e, "wait_for_approval")["onResume"] == {"approved": True, "reason": "looks good"}
+        and _states(e, "approve") == ["SUCCESS"]
     ),
     "fail-demo": lambda e: _states(e, "load") == [] and _states(e, "report") == ["SUCCESS"],
     "safe-inputs": lambda e: (

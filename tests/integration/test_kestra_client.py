@@ -308,6 +308,20 @@ def test_kestrapy_resumes_a_paused_execution_with_its_on_resume_inputs(
     assert decided.additional_properties["outputs"] == {"value": "true:looks good"}
 
 
+def test_kestra_1x_resume_path_resumes_rather_than_starting_a_flow(
+    stack: LocalStack, kestra: KestraClient, api_token: str
+) -> None:
+    """`POST /api/v1/main/executions/{id}/resume` has the shape of a start
+    (`/executions/{namespace}/{flowId}`): the resume must win."""
+    kestra.flows.update_flow(APPROVALS, "approval", TENANT, APPROVAL)
+    started = kestra.executions.create_execution(TENANT, APPROVALS, "approval")
+    _wait_for_state(kestra, started.id, StateType.PAUSED)
+    path = f"/api/v1/{TENANT}/executions/{started.id}/resume"
+    status, body = _http(stack, "POST", path, api_token, b"approved=false&reason=no")
+    assert status == 200 and body["id"] == started.id, body
+    _wait_for_state(kestra, started.id, StateType.SUCCESS)
+
+
 def test_kestrapy_with_basic_auth_keeps_roles_and_browser_checks(
     stack: LocalStack, kestra: KestraClient, flows: dict[str, Any]
 ) -> None:

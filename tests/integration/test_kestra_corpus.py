@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from headrace.api_client import ApiClient
+from headrace.api_client import ApiClient, ApiError
 from headrace.config import Settings
 from headrace.local import LocalStack
 from tests.integration.stacks import running_stack
@@ -51,18 +51,21 @@ def _run(api: ApiClient, case: Case) -> dict[str, Any]:
         )
     started = api.start_execution(NAMESPACE, case.flow_id, case.inputs)
     execution_id = started["id"]
-    wait_until(
-        lambda: api.get_execution(execution_id)["state"]["current"] == "PAUSED",
-        END_S,
-        f"{case.file} to pause",
-    )
+    wait_until(lambda: _in(api, execution_id, ("PAUSED",)), END_S, f"{case.file} to pause")
     api.resume_execution(execution_id, case.resume)
-    return wait_until(lambda: _ended(api.get_execution(execution_id)), END_S, f"{case.file} to end")
+    ends = ("SUCCESS", "WARNING", "FAILED", "KILLED")
+    return wait_until(lambda: _in(api, execution_id, ends), END_S, f"{case.file} to end")
 
 
-def _ended(execution: dict[str, Any]) -> dict[str, Any] | None:
-    state = execution["state"]["current"]
-    return execution if state in ("SUCCESS", "WARNING", "FAILED", "KILLED") else None
+def _in(api: ApiClient, execution_id: str, states: tuple[str, ...]) -> dict[str, Any] | None:
+    """The execution once in one of `states`; None before (or while not indexed yet)."""
+    try:
+        execution = api.get_execution(execution_id)
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return execution if execution["state"]["current"] in states else None
 
 
 @pytest.mark.parametrize("case", [c for c in cases() if c.run], ids=lambda c: c.file)

@@ -110,6 +110,19 @@ def failed_ids(api: ApiClient, flow_id: str) -> set[str]:
     return {e["id"] for e in answer["results"] if e["state"]["current"] == "FAILED"}
 
 
+async def test_a_stop_is_answered_again_for_its_execution_so_a_failed_publish_is_redone(
+    runner_parts: Any,  # noqa: F811
+) -> None:
+    pool, _ = runner_parts
+    states = TriggerStateRepository(pool)
+    key = (NAMESPACE, f"stops-{uuid.uuid4().hex[:8]}", "nightly")
+    first = await states.stop_after(key, "FAILED", "ex-1")
+    assert first is not None and first.disabled
+    again = await states.stop_after(key, "FAILED", "ex-1")  # the publish failed: retried
+    assert again is not None and again.disabled
+    assert await states.stop_after(key, "FAILED", "ex-2") is None  # off already
+
+
 def test_stop_after_switches_the_schedule_off_until_switched_on(stack: LocalStack) -> None:
     api = ApiClient(stack.url, timeout_s=60)
     flow_id = f"stop-after-{uuid.uuid4().hex[:8]}"

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from headrace import messages
-from headrace.core.events import Kill
+from headrace.core.events import Kill, Restart
 from headrace.flow import load_flow
 from headrace.flow.errors import FlowValidationError
 from headrace.messages import CommandKind
@@ -100,3 +100,27 @@ def test_task_ids_are_unique_across_after_execution_too() -> None:
     with pytest.raises(FlowValidationError) as caught:
         load_flow(source)
     assert [e.message for e in caught.value.errors] == ["duplicate task id 'work'"]
+
+
+def test_a_restart_runs_after_execution_afresh_and_a_late_result_of_the_old_run_is_ignored() -> (
+    None
+):
+    run = run_flow()
+    (work,) = requests(run.send(trigger()))
+    (alert,) = requests(run.send(finished(work, State.FAILED, error="boom")))
+    (cleanup,) = requests(run.send(finished(alert)))
+    (first_after,) = requests(run.send(finished(cleanup)))
+    run.send(finished(first_after))
+    assert run.state is State.FAILED
+    restart = messages.ExecutionCommand(
+        command_id="restart-1", execution_id="ex1", kind=CommandKind.RESTART, time=T0
+    )
+    (work_again,) = requests(run.send(Restart(restart)))
+    (cleanup_again,) = requests(run.send(finished(work_again)))
+    (second_after,) = requests(run.send(finished(cleanup_again)))
+    assert second_after.task_id == "on_success"
+    assert second_after.task_run_id != first_after.task_run_id
+    assert run.send(finished(first_after)) == []  # the earlier run's result, redelivered
+    assert run.state is State.RUNNING
+    run.send(finished(second_after))
+    assert run.state is State.SUCCESS

@@ -227,6 +227,12 @@ def test_masking_hides_every_copy_of_every_key() -> None:
     assert mask_source(without_key, None) == without_key
 
 
+def test_a_source_with_a_short_key_is_withheld_where_the_mask_would_tell_the_key() -> None:
+    short = "id: hook\nnamespace: company.team\ntasks:\n  - {id: t, type: log, message: hi}\n"
+    short += "triggers:\n  - id: w\n    type: webhook\n    key: team\n"
+    assert mask_source(short, load_flow(short)) == WITHHELD
+
+
 def test_a_source_whose_keys_cannot_be_found_is_withheld() -> None:
     escaped = HOOK_FLOW.replace(f"key: {KEY}\n", 'key: "hook-key-\\x30123456789abcdef"\n')
     assert load_flow(escaped).triggers[0].spec().key == KEY  # type: ignore[union-attr]

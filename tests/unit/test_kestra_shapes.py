@@ -191,6 +191,9 @@ def test_filters_become_parameterised_sql() -> None:
         ([("state", "DONE")], "unknown state 'DONE'"),
         ([("startDate", "yesterday")], "not an ISO 8601 date-time"),
         ([("labels", "nokey")], "is not key:value"),
+        ([("q", "anything")], "filter 'q' is not supported here"),
+        ([("timeRange", "P99999999Y")], "reaches before year 1"),
+        ([("timeRange", "PT99999999999999H")], "reaches before year 1"),
     ],
 )
 def test_what_headrace_does_not_read_is_a_400_that_says_so(

@@ -26,6 +26,7 @@ from headrace.states import State
 from tests.unit.test_core_helpers import (
     T0,
     Run,
+    events,
     finished,
     fired,
     log_task,
@@ -275,6 +276,10 @@ def test_create_new_execution_ends_this_one_and_starts_the_next_after_the_wait()
         "originalCreatedAt": T0.isoformat(),
     }
     assert started.execution_id != "ex1"
+    # The retried end is marked: Flow triggers and stopAfter wait for the chain's last.
+    (ended,) = [e.execution for e in events(commands) if e.execution is not None]
+    assert ended.trigger["retriedAs"] == started.execution_id
+    assert "retriedAs" not in started.trigger
 
 
 def test_create_new_execution_counts_executions_up_to_max_attempts():

@@ -321,6 +321,17 @@ def test_stop_after_names_the_trigger_whose_execution_ended_so() -> None:
     assert stops_for([ended("g", State.FAILED, schedule_trigger)], [stopping]) == []
 
 
+def test_an_end_retried_as_a_new_execution_stops_nothing_but_the_chains_last_does() -> None:
+    """CREATE_NEW_EXECUTION marks the retried end (Kestra's RETRIED): not the chain's end."""
+    stopping = declared(schedule("0 9 * * *", "    stopAfter: [FAILED]"))
+    retried = {"type": "schedule", "id": "s", "retriedAs": "e2"}
+    assert stops_for([ended("f", State.FAILED, retried)], [stopping]) == []
+    last = {"type": "schedule", "id": "s", "retryOf": "e2", "attempt": 3}
+    assert stops_for([ended("f", State.FAILED, last, "e3")], [stopping]) == [
+        Stop(("company.team", "f", "s"), "FAILED", "e3")
+    ]
+
+
 def test_stop_after_takes_end_states_only() -> None:
     [(path, _, message)] = refusal(schedule("0 9 * * *", "    stopAfter: [RUNNING]"))
     assert path == "triggers[0].stopAfter"
