@@ -319,15 +319,13 @@ def flow() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def flow_validate(paths: tuple[Path, ...]) -> None:
     """Validate flow files (or folders of them) locally; report every error."""
-    from headrace.flow.loader import load_flow_with_warnings
-    from headrace.flow_files import load_folder
+    from headrace.flow_files import flow_file_warnings, load_folder
 
     files, errors = load_folder(paths)
     for error in errors:
         click.secho(str(error), fg="red", err=True)
-    for file in files:
-        for warning in load_flow_with_warnings(file.source, str(file.path))[1]:
-            click.secho(f"warning: {warning.format(str(file.path))}", fg="yellow", err=True)
+    for warning in flow_file_warnings(paths):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     if errors:
         raise HeadraceError(f"{len(errors)} of {len(files) + len(errors)} flow file(s) invalid")
     click.echo(f"{len(files)} flow file(s) valid")
@@ -360,8 +358,10 @@ def flow_apply(
     """Apply flow files and folders in one request, all or nothing: the server validates
     every file first (an invalid one: nothing changes), then applies every change at once.
     Prints the plan: + created, ~ updated (with its diff), - deleted."""
-    from headrace.flow_files import apply_folder, changes
+    from headrace.flow_files import apply_folder, changes, flow_file_warnings
 
+    for warning in flow_file_warnings(paths):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     answer = apply_folder(api, paths, dry_run=dry_run, prune=prune, echo=click.echo, output=output)
     if detailed_exitcode and changes(answer):
         sys.exit(2)

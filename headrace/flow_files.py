@@ -19,7 +19,7 @@ import click
 from headrace.api_client import ApiClient, ApiError
 from headrace.errors import HeadraceError
 from headrace.flow.errors import FlowError, FlowValidationError
-from headrace.flow.loader import load_flow
+from headrace.flow.loader import load_flow, load_flow_with_warnings
 from headrace.flow.model import Flow
 
 FLOW_SUFFIXES = (".yaml", ".yml")
@@ -82,6 +82,20 @@ def read_flow_source(path: Path) -> str:
         raise FlowValidationError(
             str(path), [FlowError("", None, None, f"cannot read the file: {exc}")]
         ) from exc
+
+
+def flow_file_warnings(paths: Iterable[Path]) -> list[str]:
+    """The warnings of the flow files of `paths` that load (`file:line:col: path:
+    message`): what they ask for that headrace does differently. Files that do not load
+    have errors instead, which the validation or the apply reports."""
+    found = []
+    for path in find_flow_files(paths):
+        try:
+            _, warnings = load_flow_with_warnings(read_flow_source(path), str(path))
+        except FlowValidationError:
+            continue
+        found += [warning.format(str(path)) for warning in warnings]
+    return found
 
 
 def list_flows(api: ApiClient, namespace: str | None) -> list[dict[str, Any]]:

@@ -110,3 +110,12 @@ def test_the_migration_guide_names_every_kestra_core_type_headrace_runs_or_refus
         and f"{name.rsplit('.', 1)[0]}.*" not in guide
     ]
     assert missing == []
+
+
+def test_flow_validate_prints_each_warning_with_its_line(tmp_path: Path) -> None:
+    flows = folder(tmp_path)
+    (flows / "c_refused.yml").unlink()
+    result = CliRunner().invoke(cli, ["flow", "validate", str(flows)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {flows}/sub/b_warns.yaml:7:5: tasks[0].workerGroup:" in result.stderr
+    assert "2 flow file(s) valid" in result.stdout
