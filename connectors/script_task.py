@@ -59,6 +59,16 @@ class ProgramProperties(ConnectorProperties):
         " the working directory before anything runs (`enabled: true`), at their paths"
         " relative to the namespace's root; an input file of the same path wins.",
     )
+    # Kestra's ways to choose where a script runs: headrace runs it as a process of the
+    # worker, so they are accepted and ignored (a warning at validation says so).
+    task_runner: Any = Field(
+        default=None, alias="taskRunner", description="Kestra's; ignored with a warning."
+    )
+    container_image: Any = Field(
+        default=None, alias="containerImage", description="Kestra's; ignored with a warning."
+    )
+    docker: Any = Field(default=None, description="Kestra's; ignored with a warning.")
+    runner: Any = Field(default=None, description="Kestra's; ignored with a warning.")
 
 
 class ScriptTaskProperties(ProgramProperties):

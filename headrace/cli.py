@@ -260,9 +260,14 @@ def kestra_check(paths: tuple[Path, ...], output: str) -> None:
     """Read a folder of Kestra flows and say, per file, whether it runs as is, runs with
     warnings (what headrace does differently) or is refused (why). Changes nothing.
     Exits 1 when a file is refused."""
-    from headrace.kestra_check import Verdict, check_files, summary
+    from headrace.kestra_check import Verdict, check_files, counts, summary
 
-    colours = {Verdict.AS_IS: "green", Verdict.WARNINGS: "yellow", Verdict.REFUSED: "red"}
+    colours = {
+        Verdict.AS_IS: "green",
+        Verdict.WARNINGS: "yellow",
+        Verdict.REFUSED: "red",
+        Verdict.NOT_A_FLOW: None,
+    }
     results = []
     for result in check_files(paths):
         results.append(result)
@@ -272,7 +277,13 @@ def kestra_check(paths: tuple[Path, ...], output: str) -> None:
             for line in result.lines():
                 click.echo(f"  {line}")
     if output == JSON:
-        echo_json({"files": [r.to_json() for r in results], "summary": summary(results)})
+        echo_json(
+            {
+                "files": [r.to_json() for r in results],
+                "counts": counts(results),
+                "summary": summary(results),
+            }
+        )
     else:
         click.echo(summary(results))
     if any(r.verdict is Verdict.REFUSED for r in results):
@@ -577,10 +588,17 @@ def execution_start(
     click.echo(f"started execution {execution_id}")  # as without --wait: scripts cut it
     ended = watch_execution(api, execution_id, timeout)
     if ended is None:
-        click.echo(
-            f"execution {execution_id} is still running after {timeout}s: follow it with"
-            f" `headrace logs {execution_id} --follow`"
-        )
+        state = api.get_execution(execution_id)["state"]["current"]
+        if state == "PAUSED":
+            click.echo(
+                f"execution {execution_id} is PAUSED after {timeout}s, waiting for a resume:"
+                f" `headrace execution resume {execution_id} [--input KEY=VALUE ...]`"
+            )
+        else:
+            click.echo(
+                f"execution {execution_id} is still {state} after {timeout}s: follow it with"
+                f" `headrace logs {execution_id} --follow`"
+            )
         sys.exit(1)
     _echo_execution(ended)
     if ended["state"]["current"] not in ("SUCCESS", "WARNING"):

@@ -132,10 +132,19 @@ def _labels(inner: JsonSchemaValue) -> JsonSchemaValue:
     }
 
 
+def _input_type(inner: JsonSchemaValue) -> JsonSchemaValue:
+    """`headrace.flow.model.Input._kestra_types`: Kestra's deprecated `BOOL` too (the
+    other Kestra types it names are refused, as the enum refuses them)."""
+    if "enum" in inner:
+        return {**inner, "enum": [*inner["enum"], "BOOL"]}
+    return {"anyOf": [inner, {"const": "BOOL"}]}
+
+
 _WIDENING: dict[str, Callable[[JsonSchemaValue], JsonSchemaValue]] = {
     "headrace.connectors.kafka._as_list": _one_or_list,
     "headrace.connectors.dbt.DbtTestProperties._one_or_many": _one_or_list,
     "headrace.flow.model.Flow._labels_as_map": _labels,
+    "headrace.flow.model.Input._kestra_types": _input_type,
 }
 # Validators that only refuse values, or read text the type accepts already.
 _SAME_INPUT = frozenset(

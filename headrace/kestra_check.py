@@ -8,8 +8,9 @@ copy of the files, so a team can measure a migration before it starts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,12 @@ class Verdict(StrEnum):
     AS_IS = "runs as is"
     WARNINGS = "runs with warnings"
     REFUSED = "refused"
+    NOT_A_FLOW = "skipped: not a flow"
+
+
+# A flow's file has a top-level `namespace:` or `tasks:` key; a repository's other YAML
+# (CI workflows, compose files, dbt projects) has neither.
+_FLOW_KEY = re.compile(r"^(namespace|tasks)\s*:", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +46,12 @@ class FileCheck:
         return [problem.format(str(self.path)) for problem in self.problems]
 
     def to_json(self) -> dict[str, Any]:
+        severity = "error" if self.verdict is Verdict.REFUSED else "warning"
         return {
             "path": str(self.path),
             "verdict": self.verdict.name,
             "flow": None if self.flow is None else {"namespace": self.flow[0], "id": self.flow[1]},
-            "problems": self.lines(),
+            "problems": [{**asdict(p), "severity": severity} for p in self.problems],
         }
 
 
@@ -51,6 +59,8 @@ def check_files(paths: Iterable[Path]) -> Iterator[FileCheck]:
     """A verdict per flow file of `paths` (folders searched through), in path order."""
     seen: dict[tuple[str, str], Path] = {}
     for path in find_flow_files(paths):
+        if any(part.startswith(".") for part in path.parts if part not in (".", "..")):
+            continue  # `.github/`, `.venv/`: not where flows live
         result = check_file(path)
         if result.flow is not None and result.flow in seen:
             namespace, flow_id = result.flow
@@ -66,6 +76,8 @@ def check_files(paths: Iterable[Path]) -> Iterator[FileCheck]:
 def check_file(path: Path) -> FileCheck:
     try:
         source = read_flow_source(path)
+        if not _FLOW_KEY.search(source):
+            return FileCheck(path, Verdict.NOT_A_FLOW)
         flow, warnings = load_flow_with_warnings(source, str(path))
     except FlowValidationError as exc:
         return FileCheck(path, Verdict.REFUSED, [_shorter(error) for error in exc.errors])
@@ -83,10 +95,21 @@ def _shorter(error: FlowError) -> FlowError:
     return FlowError(error.path, error.line, error.column, error.message, hint)
 
 
+def counts(results: list[FileCheck]) -> dict[str, int]:
+    """How many files got each verdict, by its name (`AS_IS`, …)."""
+    return {verdict.name: sum(r.verdict is verdict for r in results) for verdict in Verdict}
+
+
 def summary(results: list[FileCheck]) -> str:
+    found = counts(results)
+    flows = [verdict for verdict in Verdict if verdict is not Verdict.NOT_A_FLOW]
+
     def count(verdict: Verdict) -> str:
-        n = sum(r.verdict is verdict for r in results)
+        n = found[verdict.name]
         return f"{n} {verdict}" if n == 1 else f"{n} {verdict}".replace("runs ", "run ")
 
-    files = "file" if len(results) == 1 else "files"
-    return f"{len(results)} {files}: " + ", ".join(count(verdict) for verdict in Verdict)
+    total = sum(found[verdict.name] for verdict in flows)
+    files = "file" if total == 1 else "files"
+    text = f"{total} flow {files}: " + ", ".join(count(verdict) for verdict in flows)
+    skipped = found[Verdict.NOT_A_FLOW.name]
+    return text + (f" ({skipped} other YAML file(s) skipped)" if skipped else "")

@@ -24,6 +24,7 @@ from typing import Any
 
 from headrace.core.state import Execution, TaskRun
 from headrace.expressions import NOW_KEY, render_variables
+from headrace.flow.model import Task
 from headrace.secret_markers import SCOPE_KEY, SecretScope
 from headrace.states import State
 
@@ -74,6 +75,8 @@ def render_context(
     parents: list[str] | None = None,
     secrets: SecretScope | None = None,
     outputs: Mapping[str, Any] | None = None,
+    task: Task | None = None,
+    iteration: int | None = None,
 ) -> dict[str, Any]:
     """The context for `task_run` (None: the execution itself, for flow outputs).
 
@@ -89,12 +92,19 @@ def render_context(
             "id": execution.id,
             "startDate": execution.created_at.isoformat(),
             "state": str(execution.state),
+            # Kestra's: the first execution of a retry chain (itself when none).
+            "originalId": execution.trigger.get("originalId", execution.id),
         },
         "flow": {
             "id": execution.flow_id,
             "namespace": execution.namespace,
             "revision": execution.flow_revision,
+            "tenantId": "main",  # Kestra's one tenant (headrace has only this one)
         },
+        # Scripts run in their working directory: Kestra's paths are `.` there (files
+        # in `outputDir` are kept only when `outputFiles` lists them).
+        "workingDir": ".",
+        "outputDir": ".",
         "labels": execution.labels,
         "trigger": execution.trigger,
         NOW_KEY: now,
@@ -103,9 +113,14 @@ def render_context(
         context["taskrun"] = {
             "id": task_run.id,
             "attempt": attempt,
+            "attemptsCount": attempt - 1,  # Kestra's: attempts before this one
             "value": task_run.value,
+            "iteration": iteration,
             "parentId": task_run.parent_task_run_id,
+            "startDate": task_run.histories[0].date.isoformat() if task_run.histories else None,
         }
+        if task is not None:
+            context["task"] = {"id": task.id, "type": task.type}
         loops = [{"taskrun": {"value": value}} for value in parents or []]
         context["parents"] = loops
         context["parent"] = loops[0] if loops else None
@@ -121,17 +136,27 @@ def outputs_visible_while_running(run: TaskRun) -> bool:
     return run.state is State.RUNNING and "resumed" in run.outputs
 
 
-def task_outputs(execution: Execution) -> dict[str, Any]:
+SCRIPT_TYPES = frozenset({"shell", "shell.script", "python", "python.commands"})
+"""Task types whose printed values (`::{"outputs": …}::`) Kestra reads under `vars`."""
+_NOT_VARS = frozenset({"exitCode", "outputFiles", "vars"})
+
+
+def task_outputs(execution: Execution, scripts: frozenset[str] = frozenset()) -> dict[str, Any]:
     """`{{ outputs }}`: the outputs of every succeeded task run, keyed by task id (and by
-    for-each item inside loops). Costs a pass over every task run."""
+    for-each item inside loops). Costs a pass over every task run. The tasks of
+    `scripts` (ids) also show their printed values under `vars`, where Kestra reads them
+    (`outputs.<task>.vars.<key>`)."""
     outputs: dict[str, Any] = {}
     by_id = {run.id: run for run in execution.task_runs}
     for run in execution.task_runs:
         if run.state not in _SUCCEEDED and not outputs_visible_while_running(run):
             continue
+        own = run.outputs
+        if run.task_id in scripts and "vars" not in own:
+            own = {**own, "vars": {k: v for k, v in own.items() if k not in _NOT_VARS}}
         values = _loop_values(run, by_id)
         if not values:
-            outputs[run.task_id] = run.outputs
+            outputs[run.task_id] = own
             continue
         # Inside nested loops, one level per loop: `outputs.task[outer][inner]`.
         node = outputs.setdefault(run.task_id, {})
@@ -140,5 +165,5 @@ def task_outputs(execution: Execution) -> dict[str, Any]:
                 break
             node = node.setdefault(value, {})
         if isinstance(node, dict):
-            node[values[-1]] = run.outputs
+            node[values[-1]] = own
     return outputs

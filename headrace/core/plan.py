@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
+from headrace.core.context import SCRIPT_TYPES
 from headrace.flow import flowables as f
 from headrace.flow.model import Flow, Task
 
@@ -125,6 +126,8 @@ class Plan:
     errors: list[Task] = field(default_factory=list)
     finally_: list[Task] = field(default_factory=list)
     after_execution: list[Task] = field(default_factory=list)
+    # The ids of the flow's script tasks: their printed values also show under `vars`.
+    script_task_ids: frozenset[str] = frozenset()
     # The lanes of containers whose lanes do not depend on their run (`StaticLanes`).
     _static: dict[str, tuple[StaticLanes, int]] = field(
         default_factory=dict, repr=False, compare=False
@@ -229,6 +232,9 @@ def _build(flow: Flow) -> Plan:
     ):
         for task in tasks:
             _add(plan, task, None, branch)
+    plan.script_task_ids = frozenset(
+        task_id for task_id, node in plan.nodes.items() if node.task.type in SCRIPT_TYPES
+    )
     return plan
 
 

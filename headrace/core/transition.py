@@ -167,7 +167,7 @@ class Transition:
         only before the state change that makes them visible (SUCCESS or WARNING).
         """
         if self._outputs is None:
-            self._outputs = task_outputs(self.execution)
+            self._outputs = task_outputs(self.execution, self.plan.script_task_ids)
         return self._outputs
 
     def node_of(self, index: int) -> Node:

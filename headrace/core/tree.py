@@ -121,15 +121,19 @@ def context_for(
     task_run = None if index is None else execution.task_runs[index]
     parents: list[str] = []
     top = index
+    iteration = None if task_run is None else task_run.iteration
     if index is not None:
-        # Enclosing for-each items, closest first: the value of each for-each ancestor
-        # is the item of the loop around it.
+        # Kestra's `parent`/`parents`: the enclosing task runs that hold a loop item
+        # (`value`), closest first. A task run inside a loop holds the item of the
+        # closest loop around it, so `parent.taskrun.value` is that of its parent.
         current = step.parent_index(index)
         while current is not None:
             top = current
             run = execution.task_runs[current]
-            if step.task_of(current).type in f.LOOPS and run.value is not None:
+            if run.value is not None:
                 parents.append(run.value)
+            if iteration is None:
+                iteration = run.iteration
             current = step.parent_index(current)
     context = render_context(
         execution,
@@ -140,6 +144,8 @@ def context_for(
         parents=parents,
         secrets=secrets,
         outputs=step.outputs(),
+        task=None if index is None else step.task_of(index),
+        iteration=iteration,
     )
     if top is not None and step.node_of(top).branch == "afterExecution":
         # Kestra's afterExecution tasks read the end state the execution is going to.

@@ -40,6 +40,23 @@ def ignored_task_keys(data: dict[str, Any]) -> Iterator[tuple[Loc, str]]:
                 yield (*loc, key), f"`{key}` is {why}"
 
 
+# Kestra's keys choosing where a script runs (a Docker image, a runner): headrace runs
+# scripts as processes of the worker.
+RUNNER_KEYS = ("taskRunner", "containerImage", "docker", "runner")
+
+
+def ignored_runner_keys(data: dict[str, Any]) -> Iterator[tuple[Loc, str]]:
+    for loc, task in every_task(data):
+        for key in RUNNER_KEYS:
+            if task.get(key) is not None:
+                yield (
+                    (*loc, key),
+                    f"`{key}` is ignored: headrace runs the script as a process of the worker,"
+                    " with the worker's interpreters and tools (no container): install what it"
+                    " needs on the workers, or list Python packages in `dependencies`",
+                )
+
+
 def ignored_flow_keys(data: dict[str, Any]) -> Iterator[tuple[Loc, str]]:
     for key, why in IGNORED_FLOW_KEYS.items():
         if data.get(key) not in (None, [], {}):

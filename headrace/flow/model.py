@@ -56,6 +56,18 @@ class InputType(StrEnum):
     FILE = "FILE"  # a reference (path or URI) kept as given; uploads are a later issue
 
 
+_KESTRA_INPUT_TYPES = {
+    "DATE": "use DATETIME, or STRING with a `validator` such as \\d{4}-\\d{2}-\\d{2}",
+    "TIME": "use STRING with a `validator`, or DATETIME",
+    "DURATION": "use STRING (an ISO-8601 duration such as PT1H, read with dateAdd)",
+    "YAML": "use JSON, or STRING read with the yaml() function",
+    "SECRET": "keep secrets in the workers' secrets and read them with secret('NAME')",
+    "EMAIL": "use STRING with a `validator`",
+    "MULTISELECT": "use ARRAY with `itemType: SELECT` and `values`",
+}
+"""Kestra's input types headrace does not have, and what to write instead."""
+
+
 class Input(_Model):
     """One declared input. Which rule keys fit which type is checked by the loader
     (`headrace.flow.inputs.definition_errors`), so that each problem gets its own path."""
@@ -87,6 +99,25 @@ class Input(_Model):
     before: str | None = Field(
         default=None, description="DATETIME: values must be earlier than this (ISO-8601)."
     )
+    name: Any = Field(default=None, description="Kestra's older name of `id`: refused.")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _kestra_types(cls, value: Any) -> Any:
+        if value == "BOOL":  # Kestra's deprecated spelling
+            return InputType.BOOLEAN
+        if isinstance(value, str) and value in _KESTRA_INPUT_TYPES:
+            raise ValueError(
+                f"Kestra's {value} inputs are not supported: {_KESTRA_INPUT_TYPES[value]}"
+            )
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _no_name(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("Kestra's older `name` of an input: rename it `id`")
+        return value
 
 
 class FlowOutput(_Model):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from headrace.flow.flowable_warnings import CHECKS as FLOWABLE_CHECKS
-from headrace.flow.kestra_keys import ignored_flow_keys, ignored_task_keys
+from headrace.flow.kestra_keys import ignored_flow_keys, ignored_runner_keys, ignored_task_keys
 from headrace.flow.retry_warnings import retry_differences
 from headrace.flow.task_walk import Loc
 from headrace.flow.trigger_warnings import CHECKS as TRIGGER_CHECKS
@@ -29,7 +29,7 @@ def flow_warnings(data: dict[str, Any]) -> list[tuple[Loc, str]]:
     return [warning for check in CHECKS for warning in check(data)]
 
 
-CHECKS: list[Check] = [ignored_task_keys, ignored_flow_keys]
+CHECKS: list[Check] = [ignored_task_keys, ignored_runner_keys, ignored_flow_keys]
 """Each check of a module that adds warnings; append yours here."""
 CHECKS += TRIGGER_CHECKS
 CHECKS.append(retry_differences)

@@ -238,6 +238,15 @@ def test_readme_tour_through_the_cli(stack: LocalStack) -> None:
     runs = ApiClient(stack.url).request("GET", f"/executions/{execution_id}")["taskRunList"]
     assert all(f"id {run['id']}" in shown.stdout for run in runs)
 
+    # A flow that pauses: `--wait` says so, and how to resume it.
+    paused = run_cli(
+        stack, "execution", "start", "examples", "approval", "--wait", "--timeout", "3"
+    )
+    assert paused.returncode == 1
+    assert "is PAUSED after 3s, waiting for a resume: `headrace execution resume" in paused.stdout
+    killed = run_cli(stack, "execution", "kill", paused.stdout.split()[2])
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+
     looped = run_cli(stack, "execution", "start", "examples", "per-table", "--wait")
     assert looped.returncode == 0, looped.stdout + looped.stderr
     assert "load-table[orders]" in looped.stdout  # for-each runs show their item

@@ -61,7 +61,9 @@ def test_starting_every_item_at_once_builds_the_outputs_once(monkeypatch):
     built = []
     task_outputs = transition.task_outputs
     monkeypatch.setattr(
-        transition, "task_outputs", lambda execution: built.append(1) or task_outputs(execution)
+        transition,
+        "task_outputs",
+        lambda execution, scripts: built.append(1) or task_outputs(execution, scripts),
     )
     run = Run(foreach_flow(limit=0))
     started = requests(run.send(trigger(inputs={"items": list(range(2_000))})))

@@ -57,7 +57,7 @@ def test_each_file_gets_a_verdict_and_reasons_at_their_lines(tmp_path: Path) -> 
     assert "`headrace plugins list`" in lines[2] and "known types" not in lines[2]
     assert lines[3] == f"{flows}/sub/b_warns.yaml: runs with warnings"
     assert lines[4].startswith(f"  {flows}/sub/b_warns.yaml:7:5: tasks[0].workerGroup:")
-    assert lines[-1] == "3 files: 1 runs as is, 1 runs with warnings, 1 refused"
+    assert lines[-1] == "3 flow files: 1 runs as is, 1 runs with warnings, 1 refused"
     assert "Traceback" not in result.output
 
 
@@ -71,8 +71,12 @@ def test_a_folder_that_all_runs_exits_zero_and_json_lists_every_file(tmp_path: P
         ("AS_IS", "hello"),
         ("WARNINGS", "warned"),
     ]
-    assert answer["files"][1]["problems"][0].endswith("(headrace has no worker groups)")
-    assert answer["summary"] == "2 files: 1 runs as is, 1 runs with warnings, 0 refused"
+    (problem,) = answer["files"][1]["problems"]
+    assert (problem["path"], problem["line"], problem["column"]) == ("tasks[0].workerGroup", 7, 5)
+    assert problem["severity"] == "warning"
+    assert problem["message"].endswith("(headrace has no worker groups)")
+    assert answer["counts"] == {"AS_IS": 1, "WARNINGS": 1, "REFUSED": 0, "NOT_A_FLOW": 0}
+    assert answer["summary"] == "2 flow files: 1 runs as is, 1 runs with warnings, 0 refused"
 
 
 def test_the_same_flow_in_two_files_refuses_the_second(tmp_path: Path) -> None:
@@ -119,3 +123,17 @@ def test_flow_validate_prints_each_warning_with_its_line(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert f"warning: {flows}/sub/b_warns.yaml:7:5: tasks[0].workerGroup:" in result.stderr
     assert "2 flow file(s) valid" in result.stdout
+
+
+def test_a_repositorys_other_yaml_and_hidden_folders_are_not_flows(tmp_path: Path) -> None:
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {}\n")
+    (tmp_path / "docker-compose.yml").write_text("services:\n  db:\n    image: postgres\n")
+    (tmp_path / "hello.yml").write_text(RUNS)
+    result = CliRunner().invoke(cli, ["kestra", "check", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path}/docker-compose.yml: skipped: not a flow" in result.output
+    assert "ci.yml" not in result.output
+    assert result.output.splitlines()[-1] == (
+        "1 flow file: 1 runs as is, 0 run with warnings, 0 refused (1 other YAML file(s) skipped)"
+    )

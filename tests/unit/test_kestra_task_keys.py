@@ -15,7 +15,7 @@ from headrace.flow.errors import FlowValidationError
 from headrace.messages import LogLevel, LogRecord
 from headrace.states import State
 from services.worker.runner import run_attempt
-from tests.unit.test_core_helpers import Run, finished, logs, requests, trigger
+from tests.unit.test_core_helpers import T0, Run, finished, logs, requests, trigger
 
 
 def kestra_flow(body: str) -> str:
@@ -346,3 +346,111 @@ def test_a_kestra_flow_id_with_a_dot_is_refused_naming_a_replacement() -> None:
     (error,) = caught.value.errors
     assert (error.path, error.line) == ("id", 1)
     assert error.hint is not None and error.hint.endswith("e.g. 'sales_daily'")
+
+
+def test_kestras_context_variables_are_there() -> None:
+    flow = load_flow(
+        kestra_flow("""
+        tasks:
+          - id: make
+            type: io.kestra.plugin.scripts.shell.Commands
+            commands: ["echo hi"]
+          - id: show
+            type: io.kestra.plugin.core.debug.Return
+            format: >-
+              {{ task.id }}/{{ task.type }}/{{ taskrun.attemptsCount }}/{{ taskrun.startDate }}
+              /{{ execution.originalId }}/{{ flow.tenantId }}/{{ workingDir }}
+              /{{ outputs.make.vars.word }}={{ outputs.make.word }}
+        """)
+    )
+    run = Run(flow)
+    (make,) = requests(run.send(trigger()))
+    (show,) = requests(run.send(finished(make, outputs={"exitCode": 0, "word": "w"})))
+    assert show.properties["format"] == (f"show/return/0/{T0.isoformat()} /ex1/main/. /w=w")
+
+
+def test_parent_and_iteration_inside_a_for_each_as_kestra_documents() -> None:
+    """Kestra's ForEach example: `parent.taskrun.value` in a task of an If in the loop."""
+    flow = load_flow(
+        kestra_flow("""
+        tasks:
+          - id: for_each
+            type: io.kestra.plugin.core.flow.ForEach
+            values: ["value 1", "value 2"]
+            tasks:
+              - id: before_if
+                type: io.kestra.plugin.core.debug.Return
+                format: "Before if {{ taskrun.value }} #{{ taskrun.iteration }}"
+              - id: if
+                type: io.kestra.plugin.core.flow.If
+                condition: '{{ taskrun.value == "value 2" }}'
+                then:
+                  - id: after_if
+                    type: io.kestra.plugin.core.debug.Return
+                    format: "After if {{ parent.taskrun.value }}"
+        """)
+    )
+    run = Run(flow)
+    first = requests(run.send(trigger()))
+    assert [r.properties["format"] for r in first] == ["Before if value 1 #0"]
+    (second,) = requests(run.send(finished(first[0])))
+    assert second.properties["format"] == "Before if value 2 #1"
+    (after,) = requests(run.send(finished(second)))
+    assert after.properties["format"] == "After if value 2"
+
+
+def test_a_scripts_task_runner_and_container_image_load_with_a_warning_each() -> None:
+    flow, warnings = load_flow_with_warnings(
+        kestra_flow("""
+        tasks:
+          - id: script
+            type: io.kestra.plugin.scripts.python.Script
+            containerImage: python:3.12-slim
+            taskRunner:
+              type: io.kestra.plugin.scripts.runner.docker.Docker
+            script: print("hi")
+        """)
+    )
+    assert flow.tasks[0].properties["containerImage"] == "python:3.12-slim"  # kept, unused
+    assert [(w.path, w.line) for w in warnings] == [
+        ("tasks[0].containerImage", 7),
+        ("tasks[0].taskRunner", 8),
+    ]
+    assert "runs the script as a process of the worker" in warnings[0].message
+
+
+@pytest.mark.parametrize(
+    ("kestra_type", "instead"),
+    [("DATE", "use DATETIME"), ("YAML", "use JSON"), ("SECRET", "secret('NAME')")],
+)
+def test_kestras_input_types_headrace_lacks_are_refused_naming_the_alternative(
+    kestra_type: str, instead: str
+) -> None:
+    source = kestra_flow(f"""
+        inputs:
+          - id: x
+            type: {kestra_type}
+        tasks:
+          - id: a
+            type: {LOG}
+            message: hi
+        """)
+    with pytest.raises(FlowValidationError) as caught:
+        load_flow(source)
+    (error,) = caught.value.errors
+    assert error.path == "inputs[0].type" and instead in error.message
+
+
+def test_kestras_bool_input_is_a_boolean() -> None:
+    flow = load_flow(
+        kestra_flow(f"""
+        inputs:
+          - id: flag
+            type: BOOL
+        tasks:
+          - id: a
+            type: {LOG}
+            message: hi
+        """)
+    )
+    assert flow.inputs[0].type == "BOOLEAN"

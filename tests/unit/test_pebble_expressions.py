@@ -458,19 +458,23 @@ def test_jq_cannot_read_the_clock_files_or_other_inputs(program: str) -> None:
         render_value("{{ {} | jq(p) }}", {"p": program}, "p")
 
 
+# Whichever comes first on this machine, the time limit or the memory limit, stops it.
+_STOPPED = "took longer than 1 s and was stopped|ran out of memory"
+
+
 @pytest.mark.parametrize(
-    ("program", "reason"),
+    "program",
     [
-        ("[range(1e9)]", "took longer than 1 s and was stopped"),
-        ("[[0,1,2,3,4,5,6,7,8,9] | combinations(9)] | length", "took longer than 1 s"),
-        ('"abcdefgh" * 100000000 | length', "ran out of memory"),
-        ("def f: f; f", "took longer than 1 s"),
+        "[range(1e9)]",
+        "[[0,1,2,3,4,5,6,7,8,9] | combinations(9)] | length",
+        '"abcdefgh" * 100000000 | length',
+        "def f: f; f",
     ],
 )
-def test_jq_programs_that_run_long_or_grow_large_are_stopped(program: str, reason: str) -> None:
+def test_jq_programs_that_run_long_or_grow_large_are_stopped(program: str) -> None:
     """libjq cannot be interrupted: the sandbox process is killed instead, and the next
     program runs in a new one."""
-    with pytest.raises(ExpressionError, match=re.escape(reason)):
+    with pytest.raises(ExpressionError, match=_STOPPED):
         render_value("{{ {} | jq(p) }}", {"p": program}, "p")
     assert render_value("{{ [1, 2] | jq('add') }}", {}, "p") == [3]
 
