@@ -24,10 +24,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from headrace.flow.condition_types import NEW, kestra_names, short_name, tag_of, unknown_type_config
 from headrace.states import State
-
-_NEW = "io.kestra.plugin.core.condition."
-_OLD = "io.kestra.core.models.conditions.types."
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,36 +111,22 @@ class ExecutionLabels(_Condition):
 
 _MODELS = (ExecutionFlow, ExecutionNamespace, ExecutionStatus, ExecutionLabels)
 _TYPES: dict[str, type[_Condition]] = {
-    name: model
-    for model in _MODELS
-    for name in (
-        f"{_NEW}{model.__name__}",
-        f"{_NEW}{model.__name__}Condition",
-        f"{_OLD}{model.__name__}Condition",
-    )
+    name: model for model in _MODELS for name in kestra_names(model.__name__)
 }
-CONDITION_TYPES = tuple(f"{_NEW}{model.__name__}" for model in _MODELS)
+CONDITION_TYPES = tuple(f"{NEW}{model.__name__}" for model in _MODELS)
 
 
 class _Unknown(BaseModel):
     """Any other type: refused, with what to write instead."""
 
-    # In the JSON schema: any type but the known ones, so that editors see one match.
-    model_config = ConfigDict(
-        extra="allow",
-        frozen=True,
-        json_schema_extra=lambda schema: schema["properties"]["type"].update(
-            {"not": {"enum": sorted(_TYPES)}}
-        ),
-    )
+    model_config = unknown_type_config(_TYPES)
 
     type: Any = Field(default=None, description="A type headrace does not know: refused.")
 
     @model_validator(mode="after")
     def _refuse(self) -> _Unknown:
         kind = self.type
-        short = kind.rsplit(".", 1)[-1].removesuffix("Condition") if isinstance(kind, str) else ""
-        if short == "Multiple":
+        if short_name(kind) == "Multiple":
             raise ValueError(
                 "MultipleCondition is not supported: list the upstream flows under"
                 " `preconditions.flows` (with `timeWindow`), which is Kestra's newer form"
@@ -156,17 +140,11 @@ class _Unknown(BaseModel):
         raise NotImplementedError
 
 
-def _tag(raw: Any) -> str:
-    kind = raw.get("type") if isinstance(raw, dict) else getattr(raw, "type", None)
-    model = _TYPES.get(kind) if isinstance(kind, str) else None
-    return model.__name__ if model is not None else "unknown"
-
-
 ExecutionCondition = Annotated[
     Annotated[ExecutionFlow, Tag("ExecutionFlow")]
     | Annotated[ExecutionNamespace, Tag("ExecutionNamespace")]
     | Annotated[ExecutionStatus, Tag("ExecutionStatus")]
     | Annotated[ExecutionLabels, Tag("ExecutionLabels")]
     | Annotated[_Unknown, Tag("unknown")],
-    Discriminator(_tag),
+    Discriminator(tag_of(_TYPES)),
 ]

@@ -30,9 +30,15 @@ from pydantic.alias_generators import to_camel
 
 from headrace.errors import HeadraceError
 from headrace.expressions import ExpressionError, has_template, render_value
+from headrace.flow.condition_types import (
+    NEW,
+    OLD,
+    kestra_names,
+    short_name,
+    tag_of,
+    unknown_type_config,
+)
 
-_NEW = "io.kestra.plugin.core.condition."
-_OLD = "io.kestra.core.models.conditions.types."
 TRIGGER_DATE = "{{ trigger.date }}"
 
 DayOfWeek = Literal["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY"]
@@ -41,11 +47,6 @@ _DAYS: tuple[str, ...] = DayOfWeek.__args__  # type: ignore[attr-defined]
 
 class ConditionError(ExpressionError):
     """A condition could not be evaluated (its date does not render or is no date)."""
-
-
-def _names(name: str, *older: str) -> tuple[str, ...]:
-    """Kestra's names for a condition: current, `...Condition`, and the pre-0.17 package."""
-    return (f"{_NEW}{name}", f"{_NEW}{name}Condition", f"{_OLD}{name}Condition", *older)
 
 
 class _Condition(BaseModel):
@@ -241,16 +242,16 @@ for _model, _extra in (
     (Weekend, ()),
     (TimeBetween, ()),
     (DateTimeBetween, ()),
-    (Expression, (f"{_OLD}VariableCondition",)),
+    (Expression, (f"{OLD}VariableCondition",)),
     (Not, ()),
     (Or, ()),
     (PublicHoliday, ()),
 ):
-    for _name in _names(_model.__name__, *_extra):
+    for _name in (*kestra_names(_model.__name__), *_extra):
         _TYPES[_name] = _model
 
 CONDITION_TYPES: tuple[str, ...] = tuple(
-    f"{_NEW}{m.__name__}" for m in dict.fromkeys(_TYPES.values())
+    f"{NEW}{m.__name__}" for m in dict.fromkeys(_TYPES.values())
 )
 """The current Kestra name of each supported schedule condition (for messages and docs)."""
 
@@ -266,7 +267,7 @@ _NOT_FOR_SCHEDULES = frozenset(
         "FlowNamespace",
         "Flow",
         "HasRetryAttempt",
-        "MultipleCondition",
+        "Multiple",  # MultipleCondition, as `short_name` gives it
     )
 )
 
@@ -274,22 +275,14 @@ _NOT_FOR_SCHEDULES = frozenset(
 class _Unknown(BaseModel):
     """Any other type: refused, with the supported ones named."""
 
-    # In the JSON schema: any type but the known ones, so that editors see one match.
-    model_config = ConfigDict(
-        extra="allow",
-        frozen=True,
-        json_schema_extra=lambda schema: schema["properties"]["type"].update(
-            {"not": {"enum": sorted(_TYPES)}}
-        ),
-    )
+    model_config = unknown_type_config(_TYPES)
 
     type: Any = Field(default=None, description="A type headrace does not know: refused.")
 
     @model_validator(mode="after")
     def _refuse(self) -> _Unknown:
         kind = self.type
-        short = kind.rsplit(".", 1)[-1].removesuffix("Condition") if isinstance(kind, str) else ""
-        if short in _NOT_FOR_SCHEDULES:
+        if short_name(kind) in _NOT_FOR_SCHEDULES:
             raise ValueError(
                 f"{kind} is not a schedule condition (Kestra's Schedule ignores it): remove it"
             )
@@ -299,12 +292,6 @@ class _Unknown(BaseModel):
 
     def test(self, render: Callable[[str], Any]) -> bool:  # never built: refused above
         raise NotImplementedError
-
-
-def _tag(raw: Any) -> str:
-    kind = raw.get("type") if isinstance(raw, dict) else getattr(raw, "type", None)
-    model = _TYPES.get(kind) if isinstance(kind, str) else None
-    return model.__name__ if model is not None else "unknown"
 
 
 ScheduleCondition = Annotated[
@@ -318,7 +305,7 @@ ScheduleCondition = Annotated[
     | Annotated[Or, Tag("Or")]
     | Annotated[PublicHoliday, Tag("PublicHoliday")]
     | Annotated[_Unknown, Tag("unknown")],
-    Discriminator(_tag),
+    Discriminator(tag_of(_TYPES)),
 ]
 Not.model_rebuild()
 Or.model_rebuild()

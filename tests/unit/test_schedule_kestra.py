@@ -224,6 +224,18 @@ def test_a_condition_that_cannot_be_evaluated_is_an_expression_error() -> None:
         fires(condition, MONDAY_11)
 
 
+def test_a_multiple_condition_on_a_schedule_is_named_as_no_schedule_condition() -> None:
+    source = schedule(
+        "0 11 * * *",
+        "    conditions:\n"
+        "      - type: io.kestra.plugin.core.condition.MultipleCondition\n"
+        "        conditions: {}\n",
+    )
+    [(path, _, message)] = refusal(source)
+    assert path == "triggers[0].conditions[0]"
+    assert "MultipleCondition is not a schedule condition (Kestra's Schedule ignores it)" in message
+
+
 def test_bad_conditions_are_refused_on_their_line() -> None:
     source = schedule(
         "0 11 * * *",
