@@ -246,18 +246,29 @@ class ApiOperations(ABC):
         flow_id: str | None = None,
         state: str | list[str] | None = None,
         *,
+        labels: dict[str, str] | None = None,
+        start_date: datetime | str | None = None,
+        end_date: datetime | str | None = None,
+        q: str | None = None,
         stuck: bool = False,
         page: int | None = None,
         size: int | None = None,
     ) -> dict[str, Any]:
         """A page of executions, newest first, without task runs: `results`, `total`,
-        `page`, `size`. `namespace` takes those below it too; `state` is one state, a
-        comma-separated list or a list; `stuck`: those the watchdog found stuck."""
+        `page`, `size`. Every filter given must match: `namespace` takes those below it
+        too; `state` is one state, a comma-separated list or a list; `labels` each
+        key with its value; `start_date` / `end_date` bound when they were created; `q`
+        an id's start or text in the flow id or namespace (any case); `stuck`: those the
+        watchdog found stuck."""
         states = ",".join(state) if isinstance(state, list) else state
         params = {
             "namespace": namespace,
             "flowId": flow_id,
             "state": states,
+            "labels": [f"{key}:{value}" for key, value in (labels or {}).items()] or None,
+            "startDate": _date(start_date),
+            "endDate": _date(end_date),
+            "q": q,
             "stuck": _flag(stuck),
             "page": page,
             "size": size,
@@ -442,6 +453,42 @@ class ApiOperations(ABC):
         """Delete a file, or a folder with all it holds: `path`, `type`, `deletedFiles`."""
         return self.request("DELETE", self._files(namespace), params={"path": path})
 
+    # ------------------------------------------------------------------ the web UI's
+
+    def list_namespaces(self) -> dict[str, Any]:
+        """The namespaces that hold flows: `results` (`namespace`, its own `flows`
+        count), by name, and `total`."""
+        return self.request("GET", "/namespaces")
+
+    def get_me(self) -> dict[str, Any]:
+        """Who the client's credentials are: `name`, `role` (reader, writer), `scheme`."""
+        return self.request("GET", "/me")
+
+    def get_stats(self, hours: int | None = None) -> dict[str, Any]:
+        """The dashboard over the last `hours` (default 24): executions per state in
+        `buckets`, `states` totals, `failuresByFlow`, what runs `now`, and the `workers`
+        the gateway's HEADRACE_METRICS_TARGETS report."""
+        return self.request("GET", "/stats", params={"hours": hours})
+
+    def list_blueprints(self) -> dict[str, Any]:
+        """The example flows shipped with headrace: `results` (id, title, description,
+        namespace, flowId, taskTypes, triggerTypes, inputs, source) and `total`."""
+        return self.request("GET", "/blueprints")
+
+    def get_blueprint(self, blueprint_id: str) -> dict[str, Any]:
+        """One example flow, by its file's name (`hello`)."""
+        return self.request("GET", f"/blueprints/{_segment(blueprint_id)}")
+
+    def copy_blueprint(
+        self, blueprint_id: str, namespace: str, flow_id: str | None = None
+    ) -> FlowJson:
+        """Save a copy of an example flow in `namespace` (as `flow_id`, default its own):
+        the new flow's first revision. 409 if it exists, 422 if the copy is invalid."""
+        body: dict[str, Any] = {"namespace": namespace}
+        if flow_id is not None:
+            body["id"] = flow_id
+        return self.request("POST", f"/blueprints/{_segment(blueprint_id)}/copy", json_body=body)
+
     # ------------------------------------------------------------------ service
 
     def get_health(self) -> dict[str, Any]:
@@ -462,12 +509,8 @@ class ApiOperations(ABC):
                 chunks.append(chunk)
         return b"".join(chunks).decode()
 
-    def get_index(self) -> dict[str, Any]:
-        """The server's name, version and main endpoints."""
-        return self.request("GET", "/", prefix="")
-
     def get_api_index(self) -> dict[str, Any]:
-        """As `get_index`, at `/api/v1`."""
+        """The server's name, version and main endpoints (`/` is the web UI)."""
         return self.request("GET", "")
 
     def get_open_api(self) -> dict[str, Any]:

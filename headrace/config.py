@@ -73,6 +73,9 @@ class Settings:
     # (headrace/service_http.py); None: no such server. One port per process.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # The gateway's dashboard (`GET /api/v1/stats`) reads the metrics of these services:
+    # their base URLs (`http://worker:9100`), as HEADRACE_METRICS_PORT serves them.
+    metrics_targets: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -112,6 +115,7 @@ class Settings:
                 storage_dir=env.get("HEADRACE_STORAGE_DIR") or None,
                 metrics_port=_port("HEADRACE_METRICS_PORT", env.get("HEADRACE_METRICS_PORT")),
                 metrics_host=env.get("HEADRACE_METRICS_HOST") or defaults.metrics_host,
+                metrics_targets=split_targets(env.get(METRICS_TARGETS_ENV, "")),
             )
         except ValueError as exc:
             raise ConfigError(f"bad numeric setting in the environment: {exc}") from exc
@@ -191,6 +195,21 @@ def _duration(name: str, text: str | None, default: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise ConfigError(f"{name}: must be longer than zero, got {text!r}")
     return value
+
+
+METRICS_TARGETS_ENV = "HEADRACE_METRICS_TARGETS"
+
+
+def split_targets(text: str) -> tuple[str, ...]:
+    """`HEADRACE_METRICS_TARGETS`: comma- or space-separated http(s) base URLs."""
+    targets = tuple(dict.fromkeys(text.replace(",", " ").split()))
+    for target in targets:
+        scheme, sep, rest = target.partition("://")
+        if scheme.lower() not in ("http", "https") or not sep or not rest.strip("/"):
+            raise ConfigError(
+                f"{METRICS_TARGETS_ENV}: {target!r} is not an http:// or https:// URL"
+            )
+    return targets
 
 
 def split_hosts(text: str) -> tuple[str, ...]:

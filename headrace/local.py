@@ -37,6 +37,10 @@ GATEWAY_ONLY_ENV = ("HEADRACE_TOKEN", "HEADRACE_CREDENTIALS_FILE", "HEADRACE_ALL
 # One port per process: a value in our environment would make every service but one fail
 # to bind it. `LocalStack.metrics_port` gives each process its own.
 METRICS_PORT_ENV = "HEADRACE_METRICS_PORT"
+# Where the gateway's dashboard reads the services' metrics (GET /api/v1/stats).
+METRICS_TARGETS_ENV = "HEADRACE_METRICS_TARGETS"
+# A service bound to every interface is reached on loopback from the same machine.
+_ANY_HOST = frozenset({"0.0.0.0", "::", ""})
 STOP_GRACE_S = 15.0
 READY_TIMEOUT_S = 60.0
 
@@ -137,9 +141,22 @@ class LocalStack:
         services: Iterable[str] = SERVICES,
         progress: Callable[[str], None] = lambda _: None,
     ) -> None:
+        services = list(services)
+        # Every process's metrics port first: the gateway is handed them all.
+        copies: dict[str, int] = {}
+        for name in services:
+            copies[name] = copies.get(name, 0) + 1
+            self.metrics_port_for(name, copies[name])
         for name in services:
             self.start_service(name)
         self.wait_ready(progress)
+
+    def metrics_targets(self) -> list[str]:
+        """The base URL of every process's metrics (none without `metrics_port`)."""
+        host = self.settings.metrics_host
+        host = "127.0.0.1" if host in _ANY_HOST else host
+        host = f"[{host}]" if ":" in host else host
+        return [f"http://{host}:{port}" for port in self._metrics_ports.values()]
 
     def start_service(self, name: str, copy: int | None = None) -> ServiceProcess:
         """Start a process of service `name`: the `copy`-th (default: one more)."""
@@ -162,6 +179,8 @@ class LocalStack:
         metrics_port = self.metrics_port_for(name, copy)
         if metrics_port is not None:
             env[METRICS_PORT_ENV] = str(metrics_port)
+        if name == "gateway" and self.metrics_port is not None:
+            env[METRICS_TARGETS_ENV] = ",".join(self.metrics_targets())
         with hand_over(env, for_service(name, {**sealed, **self.secrets})) as fds:
             process = subprocess.Popen(
                 [sys.executable, "-m", "headrace", "server", name],

@@ -23,6 +23,7 @@ import time
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 
@@ -164,6 +165,9 @@ def run_local_server(
         _done(started, f" {', '.join(_counted(stack))}")
         click.echo(f"headrace is up: {stack.url}  (API at {stack.url}/api/v1)")
         click.echo(f"token: {token_note}")
+        from_environment = token_note == f"from {TOKEN_ENV}"
+        for line in web_ui_lines(stack.url, token, from_environment):
+            click.echo(line)
         click.echo(f"service logs: {log_dir}")
         for line in metrics_lines(stack):
             click.echo(line)
@@ -180,6 +184,17 @@ def run_local_server(
         except KeyboardInterrupt:
             click.echo("\nstopping headrace…")
     click.echo("stopped")
+
+
+def web_ui_lines(url: str, token: str, from_environment: bool) -> list[str]:
+    """Where the web UI is, and an address that signs a browser tab in at once: the
+    token rides in the fragment (`#token=`), which browsers never send to a server; the
+    page keeps it in the tab and takes it out of the address bar. A token the user set
+    in HEADRACE_TOKEN is not printed (they chose where it goes)."""
+    if from_environment:
+        return [f"web UI: {url}/  (sign in with the token of HEADRACE_TOKEN)"]
+    signed_in = f"{url}/#token={quote(token, safe='')}"
+    return [f"web UI: {url}/", f"        {signed_in}  (opens it signed in)"]
 
 
 def metrics_lines(stack: LocalStack) -> list[str]:

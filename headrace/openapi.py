@@ -35,6 +35,7 @@ from typing import Literal
 import orjson
 
 from headrace import __version__
+from headrace.db.stats import MAX_HOURS
 from headrace.messages import LogLevel
 from headrace.openapi_schemas import (
     ANY,
@@ -55,7 +56,9 @@ from headrace.services.gateway import (
     kestra_shapes,
     logs_api,
     namespace_files_api,
+    stats_api,
     triggers_api,
+    ui,
 )
 from headrace.services.gateway.app import API_PREFIX as API
 from headrace.services.gateway.bodies import MAX_PAGE, YAML_TYPES
@@ -218,6 +221,20 @@ _OCTETS = {
         "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
     }
 }
+_HTML = {"text/html": {"schema": STRING}}
+# What the UI's static folder holds (services/gateway/ui.py sets each file's type).
+_UI_FILES = {
+    media_type: {"schema": STRING}
+    for media_type in (
+        "text/javascript",
+        "text/css",
+        "application/json",
+        "text/html",
+        "image/svg+xml",
+        "application/octet-stream",
+    )
+}
+_BLUEPRINT_ID = _path_param("id", "A blueprint's id: its example file's name (`hello`).")
 _NOT_FOUND_FLOW = "No such flow."
 _NO_STORAGE = "This gateway has no file storage (HEADRACE_STORAGE_DIR)."
 _WAITED = "With `wait`: the execution, ended."
@@ -253,6 +270,9 @@ class Operation:
     # A Kestra-compatible alias (services/gateway/kestra_api.py): Kestra's path and answer
     # shape, for Kestra's clients; headrace's typed client keeps to headrace's routes.
     kestra: bool = False
+    # The web UI's page and files (services/gateway/ui.py), for browsers: the typed
+    # client has no method for them.
+    ui: bool = False
 
     @property
     def client_method(self) -> str:
@@ -628,13 +648,30 @@ OPERATIONS: tuple[Operation, ...] = (
         "List executions, newest first",
         "reader",
         {200: _json("ExecutionPage", "A page of executions (without task runs).")},
+        description="Every filter given must match; a bad value is a 400 naming its "
+        "parameter. Each filter is served by an index (fast at 100,000 executions: "
+        "docs/benchmarks.md). The filters may also be spelt as Kestra's "
+        "`filters[field][OPERATION]=value`, with the operation each one has here.",
         parameters=[
             _query("namespace", STRING, "This namespace and those below it."),
-            _query("flowId", STRING, "Only this flow."),
+            _query("flowId", STRING, "Only this flow (by its id, in any namespace)."),
             _query(
                 "state",
                 {"type": "array", "items": STATE},
-                "Only these states (repeat, or separate with commas).",
+                "Only these states (repeat, or separate with commas; any case).",
+            ),
+            _query(
+                "labels",
+                {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:"}},
+                "Labels, each `key:value` (repeat the parameter): all must match.",
+            ),
+            _query("startDate", DATE, "Created at or after this time (ISO 8601; no offset: UTC)."),
+            _query("endDate", DATE, "Created at or before this time."),
+            _query(
+                "q",
+                {"type": "string", "maxLength": executions_api.MAX_Q_CHARS},
+                "Search, in any case: an execution id that starts with it, or a flow id or "
+                "namespace that holds it.",
             ),
             _query("stuck", BOOLEAN, "Only those the watchdog found unable to make progress."),
             *_page(executions_api.DEFAULT_PAGE_SIZE, executions_api.MAX_PAGE_SIZE),
@@ -895,6 +932,134 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         parameters=[NAMESPACE, _NS_PATH],
     ),
+    # ------------------------------------------------------------------ the web UI's
+    Operation(
+        "GET",
+        API + "/namespaces",
+        "listNamespaces",
+        "flows",
+        "The namespaces that hold flows, with how many each holds",
+        "reader",
+        {200: _json("NamespacePage", "Every namespace with a flow, by name.")},
+    ),
+    Operation(
+        "GET",
+        API + "/me",
+        "getMe",
+        "service",
+        "Who the request's credentials are, and their role",
+        "reader",
+        {200: _json("Me", "The caller: its name, role and how it signed in.")},
+        description="The web UI asks it to show a reader the actions it may not take.",
+    ),
+    Operation(
+        "GET",
+        API + stats_api.ROUTE,
+        "getStats",
+        "dashboard",
+        "Executions per state over time, failing flows, what runs now, the services",
+        "reader",
+        {200: _json("Stats", "The dashboard's numbers.")},
+        description="Executions created in the last `hours`, in 25 to 49 buckets aligned on "
+        "multiples of `bucketSeconds` (the same buckets from one call to the next), by "
+        "current state; the 10 flows with most FAILED executions in that window; the "
+        "executions running, queued and paused now; and what each service of "
+        "HEADRACE_METRICS_TARGETS reports in its metrics (read at each call, each within "
+        f"{stats_api.SCRAPE_TIMEOUT_S:g} s: one that does not answer is `up: false` with its "
+        "error).",
+        parameters=[
+            _query(
+                "hours",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_HOURS,
+                    "default": stats_api.DEFAULT_HOURS,
+                },
+                "The window: the last this many hours.",
+            )
+        ],
+    ),
+    Operation(
+        "GET",
+        API + "/blueprints",
+        "listBlueprints",
+        "blueprints",
+        "The example flows shipped with headrace",
+        "reader",
+        {200: _json("BlueprintPage", "Every example that loads as a flow, by id.")},
+    ),
+    Operation(
+        "GET",
+        API + "/blueprints/{id}",
+        "getBlueprint",
+        "blueprints",
+        "One example flow",
+        "reader",
+        {200: _json("Blueprint", "The example."), 404: _error("No such blueprint.")},
+        parameters=[_BLUEPRINT_ID],
+    ),
+    Operation(
+        "POST",
+        API + "/blueprints/{id}/copy",
+        "copyBlueprint",
+        "blueprints",
+        "Copy an example flow into a namespace",
+        "writer",
+        {
+            201: _json("Flow", "Created: the copy's first revision."),
+            404: _error("No such blueprint."),
+            409: _error("A flow with this namespace and id exists."),
+            422: _error(
+                "The copy is invalid (a bad namespace or id): `errors` says why.", "FlowErrors"
+            ),
+            503: _error("The `flows` topic did not take or give back the change in time."),
+        },
+        description="The copy is the example's YAML with only its top-level `namespace:` "
+        "(and `id:`, when given) replaced, saved as `POST /api/v1/flows` saves a flow.",
+        parameters=[_BLUEPRINT_ID],
+        body=_json_body("BlueprintCopy"),
+    ),
+    *(
+        Operation(
+            "GET",
+            path,
+            operation_id,
+            "web UI",
+            summary,
+            "public",
+            {200: {"description": "The web UI's page.", "content": _HTML}, **answers},
+            description="The same HTML page at every address of the UI; its scripts "
+            "route in the browser and call the API with the user's credentials.",
+            parameters=parameters,
+            ui=True,
+        )
+        for path, operation_id, summary, parameters, answers in (
+            ("/", "getWebUi", "The web UI (home)", [], {}),
+            ("/ui", "getWebUiRoot", "The web UI", [], {}),
+            (
+                "/ui/{tail}",
+                "getWebUiPage",
+                "A page of the web UI",
+                [_path_param("tail", "The page's address, e.g. `flows/examples/hello`.")],
+                {404: _error("An address no page can have (a line break in it).")},
+            ),
+        )
+    ),
+    Operation(
+        "GET",
+        ui.STATIC_ROUTE + "/{path}",
+        "getWebUiFile",
+        "web UI",
+        "A file of the web UI (scripts, styles, the vendored editor)",
+        "public",
+        {
+            200: {"description": "The file.", "content": _UI_FILES},
+            404: _error("No such file."),
+        },
+        parameters=[_path_param("path", "The file's path below the UI's static folder.")],
+        ui=True,
+    ),
     # ------------------------------------------------------------------ service
     Operation(
         "GET",
@@ -933,15 +1098,6 @@ OPERATIONS: tuple[Operation, ...] = (
                 "content": {"text/plain": {"schema": STRING}},
             }
         },
-    ),
-    Operation(
-        "GET",
-        "/",
-        "getIndex",
-        "service",
-        "Where things are",
-        "reader",
-        {200: _json("Index", "The server's name, version and main endpoints.")},
     ),
     Operation(
         "GET",
@@ -1355,10 +1511,12 @@ def openapi_document() -> Json:
                     "title": "headrace",
                     "version": __version__,
                     "description": "The REST API of a headrace gateway: flows, executions, "
-                    "logs, triggers, namespace files. Every operation needs credentials but "
-                    "those whose `security` is empty: webhooks (their key is theirs), the "
-                    "probes and this document. A reader may call GET operations and `POST /api/v1/flows/validate`, "
-                    "the rest needs the writer role (docs/security.md, docs/api.md).",
+                    "logs, triggers, namespace files, the dashboard's statistics and the "
+                    "blueprints. Every operation needs credentials but those whose "
+                    "`security` is empty: webhooks (their key is theirs), the probes, this "
+                    "document and the web UI's page and files (they hold no data). A reader "
+                    "may call GET operations and `POST /api/v1/flows/validate`, the rest "
+                    "needs the writer role (docs/security.md, docs/api.md).",
                     "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
                 },
                 "servers": [{"url": "/"}],

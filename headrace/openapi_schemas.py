@@ -39,6 +39,147 @@ BOOLEAN = {"type": "boolean"}
 STATE = {"type": "string", "enum": [str(s) for s in State]}
 BULK_ACTIONS = (CREATED, UPDATED, UNCHANGED, DELETED)
 
+# --------------------------------------------------------------------------- the web UI's
+
+_COUNTS = {
+    "type": "object",
+    "additionalProperties": {**INTEGER, "minimum": 1},
+    "propertyNames": STATE,
+    "description": "Executions by their current state (states with none are left out).",
+}
+_COUNT = {**INTEGER, "minimum": 0}
+UI_SCHEMAS: Json = {
+    "Stats": object_schema(
+        ["from", "to", "bucketSeconds", "buckets", "states", "failuresByFlow", "now", "workers"],
+        {
+            "from": {**DATE, "description": "The first bucket's start."},
+            "to": {**DATE, "description": "Now: the last bucket holds it."},
+            "bucketSeconds": {**INTEGER, "minimum": 1},
+            "buckets": {
+                "type": "array",
+                "items": object_schema(["start", "counts"], {"start": DATE, "counts": _COUNTS}),
+                "description": "Every bucket of the window, oldest first: the executions "
+                "created in it, by current state.",
+            },
+            "states": _COUNTS,
+            "failuresByFlow": {
+                "type": "array",
+                "items": object_schema(
+                    ["namespace", "flowId", "failed", "total"],
+                    {
+                        "namespace": STRING,
+                        "flowId": STRING,
+                        "failed": {**INTEGER, "minimum": 1},
+                        "total": {**INTEGER, "minimum": 1},
+                    },
+                ),
+                "description": "The flows with FAILED executions created in the window, most "
+                "failures first (at most 10), with all their executions of the window.",
+            },
+            "now": object_schema(
+                ["running", "queued", "paused", "taskRunsRunning"],
+                {
+                    "running": {**_COUNT, "description": "RUNNING, RETRYING and KILLING."},
+                    "queued": {**_COUNT, "description": "CREATED and QUEUED."},
+                    "paused": _COUNT,
+                    "taskRunsRunning": _COUNT,
+                },
+                description="Executions by state now, whenever they were created.",
+            ),
+            "workers": object_schema(
+                ["configured", "services"],
+                {
+                    "configured": {
+                        **BOOLEAN,
+                        "description": "Whether HEADRACE_METRICS_TARGETS names any service.",
+                    },
+                    "services": {"type": "array", "items": ref("ServiceMetrics")},
+                },
+            ),
+        },
+        description="The dashboard: executions over the window, failing flows, what runs "
+        "now, and the services' activity from their metrics.",
+    ),
+    "ServiceMetrics": object_schema(
+        ["url", "service", "up", "error", "version", "slots", "slotsInUse", "attemptsDone"],
+        {
+            "url": STRING,
+            "service": {**nullable("string"), "description": "From `headrace_info`."},
+            "up": {**BOOLEAN, "description": "Its metrics were read."},
+            "error": {**nullable("string"), "description": "Why they could not be read."},
+            "version": nullable("string"),
+            "slots": {**nullable("integer"), "description": "A worker's task slots."},
+            "slotsInUse": nullable("integer"),
+            "attemptsDone": {
+                **nullable("integer"),
+                "description": "Task attempts the worker ran since it started.",
+            },
+        },
+        description="One HEADRACE_METRICS_TARGETS URL and what its metrics say (worker "
+        "figures are null for other services).",
+    ),
+    "Blueprint": object_schema(
+        [
+            "id",
+            "title",
+            "description",
+            "namespace",
+            "flowId",
+            "taskTypes",
+            "triggerTypes",
+            "inputs",
+            "source",
+        ],
+        {
+            "id": {**STRING, "description": "The example file's name, without `.yaml`."},
+            "title": {**STRING, "description": "The description's first sentence, or the id."},
+            "description": STRING,
+            "namespace": {**STRING, "description": "The example's own (`examples`)."},
+            "flowId": STRING,
+            "taskTypes": {"type": "array", "items": STRING, "description": "Nested ones too."},
+            "triggerTypes": {"type": "array", "items": STRING},
+            "inputs": {**INTEGER, "minimum": 0, "description": "How many inputs it takes."},
+            "source": {**STRING, "description": "The YAML."},
+        },
+        description="An example flow shipped with headrace (its `examples/` folder).",
+    ),
+    "BlueprintPage": object_schema(
+        ["results", "total"],
+        {"results": {"type": "array", "items": ref("Blueprint")}, "total": INTEGER},
+    ),
+    "NamespacePage": object_schema(
+        ["results", "total"],
+        {
+            "results": {
+                "type": "array",
+                "items": object_schema(
+                    ["namespace", "flows"],
+                    {"namespace": STRING, "flows": {**INTEGER, "minimum": 1}},
+                ),
+                "description": "By name; each with the number of its own flows (not those "
+                "of the namespaces below it).",
+            },
+            "total": INTEGER,
+        },
+    ),
+    "Me": object_schema(
+        ["name", "role", "scheme"],
+        {
+            "name": {**STRING, "description": "The token's or the user's name."},
+            "role": {"type": "string", "enum": ["reader", "writer"]},
+            "scheme": {"type": "string", "enum": ["bearer", "basic"]},
+        },
+        description="Who the credentials of the request are, and what they may do.",
+    ),
+    "BlueprintCopy": object_schema(
+        ["namespace"],
+        {
+            "namespace": {**STRING, "description": "Where the copy goes.", "example": "team.data"},
+            "id": {**STRING, "description": "The copy's flow id (default: the example's)."},
+        },
+    ),
+}
+
 # --------------------------------------------------------------------------- Kestra's
 
 # The answers of the Kestra-compatible routes (services/gateway/kestra_api.py), in the
@@ -297,10 +438,17 @@ SCHEMAS: Json = {
         },
     ),
     "FlowValidation": object_schema(
-        ["valid", "errors"],
+        ["valid", "errors", "warnings"],
         {
             "valid": BOOLEAN,
             "errors": {"type": "array", "items": ref("FlowError")},
+            "warnings": {
+                "type": "array",
+                "items": ref("FlowError"),
+                "description": "A valid flow's warnings: what it asks for that headrace "
+                "accepts but does differently (Kestra's keys it ignores...), each with its "
+                "place. Empty when the flow is invalid.",
+            },
             "namespace": STRING,
             "id": STRING,
         },
@@ -530,6 +678,7 @@ SCHEMAS: Json = {
             "endpoints": {"type": "array", "items": STRING},
         },
     ),
+    **UI_SCHEMAS,
     "ServerSentEvent": object_schema(
         ["event", "data"],
         {

@@ -6,7 +6,10 @@ stored already in the API shape, so reading is a rename of columns, not a rebuil
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -70,6 +73,95 @@ def task_run_json(row: asyncpg.Record) -> dict:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ExecutionFilter:
+    """Which executions a listing shows; every given filter must match."""
+
+    namespace: str | None = None  # this namespace and those below it
+    flow_id: str | None = None
+    states: Sequence[str] = ()  # any of them
+    labels: Mapping[str, str] = field(default_factory=dict)  # each key with its value
+    created_from: datetime | None = None  # created at or after
+    created_to: datetime | None = None  # created at or before
+    q: str | None = None  # an id's start, or in the flow id or namespace, any case
+    stuck: bool = False  # only those the watchdog found stuck
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The WHERE clause over `executions` and its parameters ($1, $2…).
+
+        Each clause is one the indexes of migrations 0001 and 0009 serve: the
+        namespace's subtree as a range (`namespace_clause`), labels by containment
+        (GIN, `jsonb_path_ops`)."""
+        clauses: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if self.namespace is not None:
+            clauses.append(namespace_clause(arg, self.namespace))
+        if self.flow_id is not None:
+            clauses.append(f"flow_id = {arg(self.flow_id)}")
+        if self.states:
+            clauses.append(f"state = ANY({arg(list(self.states))}::text[])")
+        if self.labels:
+            clauses.append(f"labels @> {arg(dict(self.labels))}::jsonb")
+        if self.created_from is not None:
+            clauses.append(f"created_at >= {arg(self.created_from)}")
+        if self.created_to is not None:
+            clauses.append(f"created_at <= {arg(self.created_to)}")
+        if self.q:
+            clauses.append(q_clause(arg, self.q))
+        if self.stuck:
+            clauses.append("stuck_reason IS NOT NULL")
+        return " AND ".join(clauses) or "TRUE", args
+
+
+def namespace_clause(arg: Callable[[Any], str], namespace: str) -> str:
+    """`namespace` and those below it: in byte order (`COLLATE "C"`, whatever the
+    database's collation), every one of them is within [`ns`, `ns/`) (`/` follows `.`),
+    a range an index on `namespace COLLATE "C"` serves; the range also holds `ns-x`,
+    which the second test leaves out."""
+    exact, below, end = arg(namespace), arg(namespace + "."), arg(namespace + "/")
+    column = 'namespace COLLATE "C"'
+    return (
+        f"({column} >= {exact} AND {column} < {end}"
+        f" AND (namespace = {exact} OR {column} >= {below}))"
+    )
+
+
+# Above every character: `text < text + TOP` for any text that starts with `text`.
+TOP = "\U0010ffff"
+
+
+def q_clause(arg: Callable[[Any], str], q: str) -> str:
+    """The search box: an execution id that starts with `q`, or a flow id or namespace
+    that holds it, in any case. Served by the expression indexes of migration 0009: a
+    range over `lower(id) COLLATE "C"`, trigrams of `lower(flow_id)` and
+    `lower(namespace)` (pg_trgm, where the database has it; else a scan)."""
+    text = q.lower()
+    start, end = arg(text), arg(text + TOP)
+    pattern = arg("%" + re.sub(r"([\\%_])", r"\\\1", text) + "%")
+    column = 'lower(id) COLLATE "C"'
+    return (
+        f"(({column} >= {start} AND {column} < {end})"
+        f" OR lower(flow_id) LIKE {pattern} OR lower(namespace) LIKE {pattern})"
+    )
+
+
+def list_queries(where: ExecutionFilter) -> tuple[str, str, list[Any]]:
+    """The count and the page statements of a listing (the page's LIMIT and OFFSET are
+    the two parameters after `args`): what `list` runs, and what benchmarks EXPLAIN."""
+    clause, args = where.where()
+    count_sql = f"SELECT count(*) FROM executions WHERE {clause}"
+    page_sql = (
+        f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE {clause}"
+        f" ORDER BY created_at DESC, id LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}"
+    )
+    return count_sql, page_sql, args
+
+
 class ExecutionRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -116,34 +208,23 @@ class ExecutionRepository:
         page: int = 1,
         size: int = 25,
         stuck: bool = False,
+        *,
+        where: ExecutionFilter | None = None,
     ) -> tuple[list[dict], int]:
         """One page of executions, newest first, without their task runs; and the total.
-        `stuck`: only those the watchdog found stuck."""
+        `stuck`: only those the watchdog found stuck. `where` gives every filter at once
+        (the keyword filters are its shorthand and are ignored when it is given)."""
         if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
             raise ValueError(f"page must be >= 1 and size within 1..{MAX_PAGE_SIZE}")
-        states = None
-        if state is not None:
-            states = [str(state)] if isinstance(state, str) else [str(s) for s in state]
-        where = (
-            "($1::text IS NULL OR namespace = $1 OR starts_with(namespace, $1 || '.'))"
-            " AND ($2::text IS NULL OR flow_id = $2)"
-            " AND ($3::text[] IS NULL OR state = ANY($3))"
-        )
-        if stuck:
-            where += " AND stuck_reason IS NOT NULL"
+        if where is None:
+            states: tuple[str, ...] = ()
+            if state is not None:
+                states = (str(state),) if isinstance(state, str) else tuple(map(str, state))
+            where = ExecutionFilter(namespace, flow_id, states, stuck=stuck)
+        count_sql, page_sql, args = list_queries(where)
         async with self._pool.acquire() as conn:
-            total = await conn.fetchval(
-                f"SELECT count(*) FROM executions WHERE {where}", namespace, flow_id, states
-            )
-            rows = await conn.fetch(
-                f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE {where}"
-                " ORDER BY created_at DESC, id LIMIT $4 OFFSET $5",
-                namespace,
-                flow_id,
-                states,
-                size,
-                (page - 1) * size,
-            )
+            total = await conn.fetchval(count_sql, *args)
+            rows = await conn.fetch(page_sql, *args, size, (page - 1) * size)
         return [execution_json(r, None) for r in rows], total
 
     async def answer(self, command_id: str) -> dict | None:

@@ -7,8 +7,9 @@ published, the LISTEN connection, then the socket; shutdown in reverse. `/health
 answers 200 only when PostgreSQL answers, the producer is started and the `flows` topic
 was read up to date lately (`FLOWS_STALE_S`).
 Every request passes the browser checks (`browser`), then authentication and roles
-(`auth`): all routes need credentials but `/healthz`, webhooks (whose key is theirs) and
-the OpenAPI document (`openapi_api`).
+(`auth`): all routes need credentials but `/healthz`, webhooks (whose key is theirs),
+the OpenAPI document (`openapi_api`) and the web UI's page and files (`ui`: they hold no
+data; its scripts call the API with the user's credentials).
 """
 
 from __future__ import annotations
@@ -35,16 +36,21 @@ from headrace.flow_log import FlowLog, publish_stored
 from headrace.flow_store import FlowStore
 from headrace.kafka import make_producer
 from headrace.services.gateway import (
+    blueprints_api,
     executions_api,
     files_api,
     flows_api,
     follow,
     kestra_api,
     logs_api,
+    me_api,
     namespace_files_api,
+    namespaces_api,
     openapi_api,
     plugins_api,
+    stats_api,
     triggers_api,
+    ui,
     webhooks_api,
 )
 from headrace.services.gateway.auth import Authenticator, require_credentials
@@ -98,7 +104,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def index(request: web.Request) -> web.Response:
-    """What a browser pointed at the server sees until the web UI lands: where things are."""
+    """The API's root: where things are (a browser at `/` gets the web UI)."""
     return json_response(
         {
             "name": "headrace",
@@ -119,8 +125,11 @@ async def index(request: web.Request) -> web.Response:
 
 # Routes open without credentials: health probes, webhooks (the URL's key is theirs), and
 # the API's OpenAPI document (nothing secret in it; tools fetch it without a token).
-PUBLIC_ROUTES = frozenset(
-    {"/healthz", "/readyz", API_PREFIX + webhooks_api.ROUTE, API_PREFIX + openapi_api.ROUTE}
+PUBLIC_ROUTES = (
+    frozenset(
+        {"/healthz", "/readyz", API_PREFIX + webhooks_api.ROUTE, API_PREFIX + openapi_api.ROUTE}
+    )
+    | ui.PUBLIC_ROUTES
 )
 # POST routes that change nothing: a reader may call them.
 READ_ONLY_POSTS = frozenset({f"{API_PREFIX}/flows/validate"})
@@ -131,7 +140,9 @@ def make_app(
     authenticator: Authenticator,
     hosts: HostPolicy,
     max_body_bytes: int = MAX_BODY_BYTES,
+    metrics_targets: tuple[str, ...] = (),
 ) -> web.Application:
+    """`metrics_targets`: the services whose metrics `GET /api/v1/stats` shows."""
     # error_middleware first: it turns what the inner ones raise into JSON answers.
     middlewares = [
         error_middleware,
@@ -151,13 +162,17 @@ def make_app(
     triggers_api.add_routes(app, API_PREFIX)
     plugins_api.add_routes(app, API_PREFIX)
     namespace_files_api.add_routes(app, API_PREFIX)
+    namespaces_api.add_routes(app, API_PREFIX)
+    me_api.add_routes(app, API_PREFIX)
+    stats_api.add_routes(app, API_PREFIX, metrics_targets)  # the web UI's dashboard
+    blueprints_api.add_routes(app, API_PREFIX)  # the examples, to copy
     openapi_api.add_routes(app, API_PREFIX)  # its document: headrace/openapi.py
     kestra_api.add_tenant_routes(app, API_PREFIX)  # /api/v1/main/…: last, shadows none
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/", index)
     app.router.add_get(API_PREFIX, index)
+    ui.add_routes(app)  # `/` and `/ui/...`: the web UI's page and files
     return app
 
 
@@ -203,7 +218,13 @@ async def run_gateway(
             storage=Storage(settings.storage_path()),
             changes=changes,
         )
-        runner = make_runner(make_app(gw, authenticator, HostPolicy.from_settings(settings)))
+        app = make_app(
+            gw,
+            authenticator,
+            HostPolicy.from_settings(settings),
+            metrics_targets=settings.metrics_targets,
+        )
+        runner = make_runner(app)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         # Runs before the cleanup (last pushed, first run): live streams end at once

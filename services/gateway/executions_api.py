@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 
 from headrace import codec
 from headrace.admission import Admitted, Refusal, StartRefused, admit
-from headrace.db.executions import MAX_PAGE_SIZE
+from headrace.db.executions import MAX_PAGE_SIZE, ExecutionFilter
 from headrace.errors import CodecError
 from headrace.flow.errors import FlowValidationError
 from headrace.flow.inputs import has_nul
@@ -29,6 +29,7 @@ from headrace.services.gateway.bodies import (
 )
 from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.ids import new_execution_id
+from headrace.services.gateway.kestra_filters import parse_date, read_conditions
 from headrace.services.gateway.responses import ApiError, json_response
 from headrace.services.gateway.waiter import while_connected
 from headrace.states import State
@@ -148,23 +149,77 @@ async def get_execution(request: web.Request) -> web.Response:
     return json_response(execution)
 
 
-async def list_executions(request: web.Request) -> web.Response:
-    states = []
-    for raw in request.query.getall("state", []):
-        for name in raw.split(","):
-            try:
-                states.append(State(name.strip().upper()))
-            except ValueError as exc:
-                raise ApiError(400, f"unknown state {name!r}") from exc
-    page, size = query_page(request, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    results, total = await gateway(request).executions.list(
-        namespace=request.query.get("namespace") or None,
-        flow_id=request.query.get("flowId") or None,
-        state=states or None,
-        page=page,
-        size=size,
+# The list's filters, as `kestra_filters` reads them (flat or `filters[field][OP]`).
+LIST_FIELDS: dict[str, frozenset[str]] = {
+    "namespace": frozenset({"PREFIX"}),
+    "flowId": frozenset({"EQUALS"}),
+    "state": frozenset({"IN"}),
+    "labels": frozenset({"EQUALS"}),
+    "startDate": frozenset({"GREATER_THAN_OR_EQUAL_TO"}),
+    "endDate": frozenset({"LESS_THAN_OR_EQUAL_TO"}),
+    "q": frozenset({"EQUALS"}),
+}
+MAX_Q_CHARS = 200
+
+
+def execution_filter(request: web.Request) -> ExecutionFilter:
+    """The list's filters from the query string; a bad value is a 400 naming its parameter."""
+    single: dict[str, str] = {}
+    states: list[str] = []
+    labels: dict[str, str] = {}
+    for c in read_conditions(request.query, LIST_FIELDS):
+        if c.field == "state":
+            states.extend(_state_names(c.values()))
+        elif c.field == "labels":
+            labels[c.key or ""] = c.value
+        elif c.field in single:
+            raise ApiError(400, f"query parameter {c.field!r} is given more than once")
+        else:
+            single[c.field] = c.value
+    q = single.get("q")
+    if q is not None and (len(q) > MAX_Q_CHARS or not q.isprintable()):
+        raise ApiError(
+            400, f"query parameter 'q' must be printable text of at most {MAX_Q_CHARS} characters"
+        )
+    return ExecutionFilter(
+        namespace=single.get("namespace"),
+        flow_id=single.get("flowId"),
+        states=tuple(dict.fromkeys(states)),
+        labels=labels,
+        created_from=_date(single, "startDate"),
+        created_to=_date(single, "endDate"),
+        q=q,
         stuck=query_bool(request, "stuck"),
     )
+
+
+def _state_names(values: list[str]) -> list[str]:
+    names = [value.upper() for value in values]
+    for name in names:
+        if name not in State.__members__:
+            raise ApiError(
+                400,
+                f"query parameter 'state': unknown state {name!r}; states: "
+                + ", ".join(State.__members__),
+            )
+    return names
+
+
+def _date(values: dict[str, str], name: str) -> datetime | None:
+    if name not in values:
+        return None
+    date = parse_date(values[name], f"query parameter {name!r}")
+    try:
+        return date.astimezone(UTC)  # PostgreSQL takes it in UTC: years 1 to 9999 there too
+    except OverflowError:
+        raise ApiError(400, f"query parameter {name!r}: {values[name]!r} is out of range") from None
+
+
+async def list_executions(request: web.Request) -> web.Response:
+    """A page of executions, newest first: every filter given must match."""
+    where = execution_filter(request)
+    page, size = query_page(request, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    results, total = await gateway(request).executions.list(where=where, page=page, size=size)
     return json_response({"results": results, "total": total, "page": page, "size": size})
 
 

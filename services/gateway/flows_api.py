@@ -4,11 +4,13 @@ for editors."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
 from headrace.flow.errors import FlowValidationError
+from headrace.flow.loader import load_flow_with_warnings
 from headrace.flow.model import Flow
 from headrace.flow_diff import unified_diff
 from headrace.flow_schema import MEDIA_TYPE, flow_json_schema_bytes
@@ -17,6 +19,7 @@ from headrace.messages import FlowRevision
 from headrace.services.gateway.auth import can_write
 from headrace.services.gateway.bodies import query_int, query_page, read_yaml
 from headrace.services.gateway.context import gateway
+from headrace.services.gateway.flow_loading import LOAD_TIMEOUT_S
 from headrace.services.gateway.flows_bulk import bulk_flows
 from headrace.services.gateway.masking import mask_flow_json, mask_source
 from headrace.services.gateway.responses import ApiError, json_response
@@ -61,8 +64,13 @@ async def flow_json(
 
 
 async def create_flow(request: web.Request) -> web.Response:
+    return await create_from_source(request, await read_yaml(request))
+
+
+async def create_from_source(request: web.Request, source: str) -> web.Response:
+    """Store a new flow from its YAML: 201 with its first revision, 422 when invalid,
+    409 when it exists (also a blueprint's copy: blueprints_api)."""
     gw = gateway(request)
-    source = await read_yaml(request)
     flow = await _parse(request, source)
     try:
         revision = await gw.flows.create(flow.namespace, flow.id, source)
@@ -237,12 +245,34 @@ async def delete_flow(request: web.Request) -> web.Response:
 
 
 async def validate_flow(request: web.Request) -> web.Response:
+    """`valid` and `errors` (each with path, line, column, message, hint), and the
+    `warnings` of a valid flow: what it asks for that headrace accepts but does
+    differently (`load_flow_with_warnings`), each with its place."""
     source = await read_yaml(request)
+    loader = gateway(request).flow_loader
     try:
-        flow = await gateway(request).flow_loader.load(source, "<request body>")
+        flow = await loader.load(source, "<request body>")
     except FlowValidationError as exc:
-        return json_response({"valid": False, "errors": exc.to_json()})
-    return json_response({"valid": True, "errors": [], "namespace": flow.namespace, "id": flow.id})
+        return json_response({"valid": False, "errors": exc.to_json(), "warnings": []})
+    try:
+        warnings = await loader.run(flow_warnings, source, timeout_s=LOAD_TIMEOUT_S)
+    except ApiError:  # it loaded within the limit: its warnings are only slower to list
+        warnings = []
+    return json_response(
+        {
+            "valid": True,
+            "errors": [],
+            "warnings": warnings,
+            "namespace": flow.namespace,
+            "id": flow.id,
+        }
+    )
+
+
+def flow_warnings(source: str) -> list[dict[str, Any]]:
+    """In a flow loader's worker: the warnings of a flow that loads."""
+    _, warnings = load_flow_with_warnings(source, "<request body>")
+    return [asdict(w) for w in warnings]  # path, line, column, message, hint
 
 
 async def flow_schema(request: web.Request) -> web.Response:

@@ -197,6 +197,8 @@ _PARAM_NAMES = st.sampled_from(
         "delete",
         "from",
         "to",
+        "q",
+        "hours",
         "x",
     ]
 )
@@ -285,8 +287,14 @@ ROUTES = [
     ("GET", "/api/v1/triggers"),
     ("PUT", "/api/v1/triggers/{}/{}/{}"),
     ("POST", "/api/v1/triggers/{}/{}/{}/backfill"),
+    ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/blueprints"),
+    ("GET", "/api/v1/blueprints/{}"),
+    ("POST", "/api/v1/blueprints/{}/copy"),
     ("GET", "/healthz"),
     ("GET", "/"),
+    ("GET", "/ui/{}"),
+    ("GET", "/ui/static/{}"),
 ]
 
 
@@ -311,6 +319,8 @@ def requests(draw: st.DrawFn) -> Request:
     if count >= 2 and draw(st.booleans()):  # the seeded flow, to get past the lookups
         third = KEY if "webhook" in template else draw(st.sampled_from(["tick", "hook", "k"]))
         segments = [NAMESPACE, "target", third][:count]
+    elif template.startswith("/api/v1/blueprints/") and draw(st.booleans()):
+        segments = [draw(st.sampled_from(["hello", "etl"]))]  # examples that exist
     else:
         segments = [quote(draw(_SEGMENT), safe="") or "x" for _ in range(count)]
     path = template.format(*segments)
@@ -338,6 +348,11 @@ def requests(draw: st.DrawFn) -> Request:
         body = json.dumps(draw(_INPUTS), allow_nan=True).encode()
     elif method == "PUT" and template.startswith("/api/v1/triggers"):
         body = draw(st.sampled_from([b'{"disabled": true}', b'{"disabled": "x"}']) | _BODIES)
+    elif template.startswith("/api/v1/blueprints/"):
+        copy = {"namespace": draw(st.sampled_from([NAMESPACE, NAMESPACE + ".bp"]) | _TEXT)}
+        if draw(st.booleans()):
+            copy["id"] = draw(_TEXT)
+        body = json.dumps(copy).encode() if draw(st.booleans()) else draw(_BODIES)
     elif template.endswith("/backfill"):
         body = (
             json.dumps({"start": draw(_TEXT), "end": draw(_EDGE_TEXT)}).encode()

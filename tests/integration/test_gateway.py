@@ -212,6 +212,7 @@ async def test_invalid_flow_is_422_with_path_and_line(
         assert await json_of(response) == {
             "valid": True,
             "errors": [],
+            "warnings": [],
             "namespace": namespace,
             "id": "hello",
         }

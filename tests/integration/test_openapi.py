@@ -115,8 +115,9 @@ def test_roles_and_public_operations_are_the_gateways() -> None:
 
 
 def test_every_operation_has_a_client_method_and_every_method_an_operation() -> None:
-    # Kestra's aliases are for Kestra's clients (tests/integration/test_kestra_client.py).
-    wanted = {op.client_method for op in OPERATIONS if not op.kestra}
+    # Kestra's aliases are for Kestra's clients (tests/integration/test_kestra_client.py);
+    # the web UI's page and files for browsers (tests/integration/test_ui_routes.py).
+    wanted = {op.client_method for op in OPERATIONS if not op.kestra and not op.ui}
     methods = {
         name
         for name, value in vars(ApiOperations).items()
@@ -229,7 +230,7 @@ def test_the_typed_client_reaches_every_operation(stack: LocalStack, seeded: See
 
     # The service's own routes.
     assert api.get_open_api() == openapi_document()
-    assert api.get_index()["api"] == api.get_api_index()["api"] == API_PREFIX
+    assert api.get_api_index()["api"] == API_PREFIX
     assert api.get_health() == {"status": "ok"}
     assert api.get_readiness() == {"status": "ready"}
     assert "headrace_executions_stuck" in api.get_metrics()
@@ -311,7 +312,18 @@ def test_the_typed_client_reaches_every_operation(stack: LocalStack, seeded: See
         assert body.read(1 << 20) == FILE_DATA
     assert api.delete_namespace_file(ns, "dir")["deletedFiles"] == 1
 
-    missed = sorted({op.operation_id for op in OPERATIONS if not op.kestra} - api.called)
+    # What the web UI asks besides: namespaces, who it is, the dashboard and blueprints.
+    assert {"namespace": ns, "flows": 2} in api.list_namespaces()["results"]
+    assert api.get_me()["role"] == "writer"
+    stats = api.get_stats(hours=1)
+    assert stats["states"].get("SUCCESS", 0) >= 1 and stats["workers"]["configured"] is False
+    assert "hello" in {b["id"] for b in api.list_blueprints()["results"]}
+    assert api.get_blueprint("hello")["flowId"] == "hello"
+    copied = api.copy_blueprint("hello", ns, "from-blueprint")
+    assert (copied["namespace"], copied["id"], copied["revision"]) == (ns, "from-blueprint", 1)
+
+    wanted = {op.operation_id for op in OPERATIONS if not op.kestra and not op.ui}
+    missed = sorted(wanted - api.called)
     assert not missed, f"operations no typed method reached: {missed}"
 
 

@@ -1,0 +1,165 @@
+// One namespace (`/ui/namespaces/{namespace}`): its flows and its files. The files
+// browser lists a folder, opens sub-folders, uploads files into the folder shown,
+// downloads, previews small text files and deletes (what `headrace namespace files` does).
+
+import { api, authorization } from "../api.js";
+import { clear, errorBox, formatDate, h, toast } from "../dom.js";
+
+const PREVIEW_BYTES = 256 * 1024;
+
+export async function render(main, { namespace }, { setTitle, query, navigate }) {
+  setTitle(namespace);
+  const filesUrl = `/api/v1/namespaces/${encodeURIComponent(namespace)}/files`;
+  const folder = normalise(query.get("path") || "/");
+  const flowsBox = h("div", {});
+  const filesBox = h("div", {});
+  main.append(
+    h("p", {}, h("a", { href: "/ui/namespaces" }, "← All namespaces")),
+    h("div", { class: "page-head" }, h("h1", {}, namespace), h("span", { class: "spacer" }), h("a", { class: "button primary", href: `/ui/flows/new?namespace=${encodeURIComponent(namespace)}` }, "New flow here")),
+    h("section", { "aria-labelledby": "ns-flows" }, h("h2", { id: "ns-flows" }, "Flows"), flowsBox),
+    h("section", { "aria-labelledby": "ns-files" }, h("h2", { id: "ns-files" }, "Files"), filesBox),
+  );
+
+  const flows = (await api("flows", { query: { namespace } })).results.filter((f) => f.namespace === namespace);
+  clear(
+    flowsBox,
+    flows.length
+      ? h("ul", { class: "plain-list" }, flows.map((f) => h("li", {}, h("a", { href: `/ui/flows/${encodeURIComponent(namespace)}/${encodeURIComponent(f.id)}` }, f.id), h("span", { class: "muted" }, ` revision ${f.revision}`))))
+      : h("p", { class: "muted" }, "No flow in this namespace."),
+  );
+
+  const goTo = (path) => navigate(`/ui/namespaces/${encodeURIComponent(namespace)}?path=${encodeURIComponent(path)}`);
+  try {
+    const entries = await api(`${filesUrl}/directory`, { query: { path: folder } });
+    clear(filesBox, breadcrumbs(folder, goTo), uploadForm(filesUrl, folder, () => goTo(folder)), filesTable(entries, folder, filesUrl, goTo));
+  } catch (error) {
+    clear(filesBox, breadcrumbs(folder, goTo), error.status === 404 ? h("p", { class: "muted" }, "This folder is empty.") : errorBox(error), uploadForm(filesUrl, folder, () => goTo(folder)));
+  }
+}
+
+function normalise(path) {
+  const parts = path.split("/").filter((p) => p && p !== ".");
+  return `/${parts.join("/")}`;
+}
+
+function join(folder, name) {
+  return normalise(`${folder}/${name}`);
+}
+
+function breadcrumbs(folder, goTo) {
+  const parts = folder.split("/").filter(Boolean);
+  const crumbs = [h("button", { class: "link", onclick: () => goTo("/") }, "root")];
+  parts.forEach((part, i) => {
+    crumbs.push(" / ", h("button", { class: "link", onclick: () => goTo(`/${parts.slice(0, i + 1).join("/")}`) }, part));
+  });
+  return h("nav", { class: "crumbs", "aria-label": "Folder" }, crumbs);
+}
+
+function uploadForm(filesUrl, folder, done) {
+  const input = h("input", { id: "upload-files", type: "file", multiple: true });
+  const form = h(
+    "form",
+    { class: "filters" },
+    h("div", { class: "field" }, h("label", { for: "upload-files" }, `Upload into ${folder}`), input),
+    h("button", { type: "submit" }, "Upload"),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!input.files.length) return toast("Choose one or more files first.");
+    try {
+      for (const file of input.files) {
+        const body = new FormData();
+        body.append("fileContent", file, file.name);
+        const response = await fetch(`${filesUrl}?path=${encodeURIComponent(join(folder, file.name))}`, {
+          method: "POST",
+          headers: { Authorization: authorization() || "" },
+          body,
+        });
+        if (!response.ok) throw new Error((await response.json().catch(() => ({}))).message || response.statusText);
+      }
+      toast(`Uploaded ${input.files.length} file(s)`);
+      done();
+    } catch (error) {
+      toast(`Upload failed: ${error.message}`, "error");
+    }
+  });
+  return form;
+}
+
+function filesTable(entries, folder, filesUrl, goTo) {
+  if (!entries.length) return h("p", { class: "muted" }, "This folder is empty.");
+  const sorted = [...entries].sort((a, b) => (a.type === b.type ? a.fileName.localeCompare(b.fileName) : a.type === "Directory" ? -1 : 1));
+  const preview = h("div", {});
+  const rows = sorted.map((entry) => {
+    const path = join(folder, entry.fileName);
+    const isDir = entry.type === "Directory";
+    return h(
+      "tr",
+      {},
+      h("td", {}, isDir ? h("button", { class: "link", onclick: () => goTo(path) }, `${entry.fileName}/`) : entry.fileName),
+      h("td", { class: "num" }, isDir ? "" : size(entry.size)),
+      h("td", {}, entry.lastModifiedTime ? formatDate(entry.lastModifiedTime) : ""),
+      h(
+        "td",
+        { class: "row" },
+        isDir ? null : h("button", { onclick: () => showPreview(preview, filesUrl, path, entry.size), "aria-label": `View ${entry.fileName}` }, "View"),
+        isDir ? null : h("button", { onclick: () => download(filesUrl, path, entry.fileName), "aria-label": `Download ${entry.fileName}` }, "Download"),
+        h("button", { class: "danger", onclick: () => remove(filesUrl, path, isDir, () => goTo(folder)), "aria-label": `Delete ${entry.fileName}` }, "Delete"),
+      ),
+    );
+  });
+  return h(
+    "div",
+    {},
+    h("table", { class: "list" }, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", { class: "num" }, "Size"), h("th", {}, "Modified"), h("th", {}, h("span", { class: "visually-hidden" }, "Actions")))), h("tbody", {}, rows)),
+    preview,
+  );
+}
+
+function size(bytes) {
+  if (bytes === undefined || bytes === null) return "";
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+async function fetchFile(filesUrl, path) {
+  const response = await fetch(`${filesUrl}?path=${encodeURIComponent(path)}`, { headers: { Authorization: authorization() || "" } });
+  if (!response.ok) throw new Error((await response.json().catch(() => ({}))).message || response.statusText);
+  return response.blob();
+}
+
+async function showPreview(box, filesUrl, path, bytes) {
+  if (bytes > PREVIEW_BYTES) return toast("Too large to view here: download it.");
+  try {
+    const text = await (await fetchFile(filesUrl, path)).text();
+    clear(box, h("h3", {}, path), h("pre", { class: "code" }, text));
+  } catch (error) {
+    toast(`Cannot open ${path}: ${error.message}`, "error");
+  }
+}
+
+async function download(filesUrl, path, name) {
+  try {
+    const blob = await fetchFile(filesUrl, path);
+    const url = URL.createObjectURL(blob);
+    const a = h("a", { href: url, download: name });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  } catch (error) {
+    toast(`Download failed: ${error.message}`, "error");
+  }
+}
+
+async function remove(filesUrl, path, isDir, done) {
+  if (!confirm(isDir ? `Delete the folder ${path} and everything in it?` : `Delete ${path}?`)) return;
+  try {
+    await api(filesUrl, { method: "DELETE", query: { path } });
+    toast(`Deleted ${path}`);
+    done();
+  } catch (error) {
+    toast(`Delete failed: ${error.message}`, "error");
+  }
+}
