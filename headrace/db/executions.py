@@ -131,21 +131,13 @@ def namespace_clause(arg: Callable[[Any], str], namespace: str) -> str:
     )
 
 
-# Above every character: `text < text + TOP` for any text that starts with `text`.
-TOP = "\U0010ffff"
-
-
 def q_clause(arg: Callable[[Any], str], q: str) -> str:
     """The search box: an execution id that starts with `q`, or a flow id or namespace
-    that holds it, in any case. Served by the expression indexes of migration 0009: a
-    range over `lower(id) COLLATE "C"`, trigrams of `lower(flow_id)` and
-    `lower(namespace)` (pg_trgm, where the database has it; else a scan)."""
+    that holds it, in any case. No index serves it (migration 0009 says why): a scan."""
     text = q.lower()
-    start, end = arg(text), arg(text + TOP)
     pattern = arg("%" + re.sub(r"([\\%_])", r"\\\1", text) + "%")
-    column = 'lower(id) COLLATE "C"'
     return (
-        f"(({column} >= {start} AND {column} < {end})"
+        f"(starts_with(lower(id), {arg(text)})"
         f" OR lower(flow_id) LIKE {pattern} OR lower(namespace) LIKE {pattern})"
     )
 

@@ -14,10 +14,10 @@ Two attacks reach a gateway that only its operator's machine can connect to:
   webhooks whose URL key is made to be called from anywhere, refused are: an `Origin`
   other than the server's own, `Sec-Fetch-Site: cross-site` or `same-site`, and a POST
   that is not authenticated by a bearer token (which a browser never adds on its own)
-  unless its body is JSON or YAML. A page can send a POST without a CORS preflight only
-  with no body, a form or text/plain; the gateway answers no preflight (no CORS
-  headers), so a page cannot send a JSON or YAML one. PUT, PATCH and DELETE always need
-  a preflight.
+  unless its body is JSON, YAML or raw bytes (application/octet-stream). A page can
+  send a POST without a CORS preflight only with no body, a form or text/plain; the
+  gateway answers no preflight (no CORS headers), so a page cannot send any of those.
+  PUT, PATCH and DELETE always need a preflight.
 """
 
 from __future__ import annotations
@@ -41,7 +41,14 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Fetch names the other way round, the types a page may send: form-urlencoded,
 # multipart/form-data, text/plain, or none; anything outside this list counts as those.
 PREFLIGHTED_BODY_TYPES = frozenset(
-    {"application/json", "application/x-yaml", "application/yaml", "text/yaml", "text/x-yaml"}
+    {
+        "application/json",
+        "application/x-yaml",
+        "application/yaml",
+        "text/yaml",
+        "text/x-yaml",
+        "application/octet-stream",  # raw uploads (namespace files), as the web UI sends them
+    }
 )
 # `same-site` too: a page on another port of localhost is same-site with the gateway.
 FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})

@@ -85,11 +85,17 @@ async def scrape(session: aiohttp.ClientSession, target: str) -> dict[str, Any]:
         "attemptsDone": None,
     }
     try:
-        async with session.get(metrics_url(target)) as response:
+        # No redirects: a target answers for itself, it does not send the gateway elsewhere.
+        async with session.get(metrics_url(target), allow_redirects=False) as response:
             if response.status != 200:
                 entry["error"] = f"HTTP {response.status} from {metrics_url(target)}"
                 return entry
-            body = await response.content.read(MAX_METRICS_BYTES + 1)
+            # read(n) gives what is buffered so far: gather chunks up to the cap.
+            body = b""
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > MAX_METRICS_BYTES:
+                    break
         if len(body) > MAX_METRICS_BYTES:
             entry["error"] = f"the metrics are over {MAX_METRICS_BYTES} bytes"
             return entry

@@ -22,8 +22,11 @@ from aiohttp import hdrs, web
 STATIC_ROUTE = "/ui/static"
 PAGE_ROUTES = ("/", "/ui", "/ui/{tail:(?!static/).*}")
 IMPORT_MAP_MARK = "<!--importmap-->"
-# The vendored files change only with a release: a day in a cache, revalidated by ETag.
-STATIC_CACHE = "public, max-age=86400"
+# The vendored editor changes only when tools/vendor_ui.sh pins new versions: a day in a
+# cache. Our own modules are revalidated (ETag) on every load, so that after an upgrade no
+# browser runs old modules beside new ones, or against an API that changed.
+VENDOR_CACHE = "public, max-age=86400"
+OWN_CACHE = "no-cache"
 TYPES = {".js": "text/javascript", ".css": "text/css", ".json": "application/json"}
 
 
@@ -64,13 +67,17 @@ class UiPage:
 async def static_file(request: web.Request) -> web.StreamResponse:
     root = static_dir()
     relative = request.match_info["path"]
+    # index.html is served only as the page (with its CSP); a NUL makes no path.
+    if "\x00" in relative or relative == "index.html":
+        raise web.HTTPNotFound(text="no such UI file")
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()) or not path.is_file():
         raise web.HTTPNotFound(text=f"no UI file {relative!r}")
     content_type = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
     response = web.FileResponse(path)
     response.content_type = content_type or "application/octet-stream"
-    response.headers[hdrs.CACHE_CONTROL] = STATIC_CACHE
+    vendored = path.is_relative_to((root / "vendor").resolve())
+    response.headers[hdrs.CACHE_CONTROL] = VENDOR_CACHE if vendored else OWN_CACHE
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 

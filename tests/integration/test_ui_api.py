@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -34,9 +33,7 @@ import pytest
 
 from headrace.broker import free_port
 from headrace.config import Settings
-from headrace.db.executions import ExecutionFilter, ExecutionRepository
 from headrace.db.indexing import write_batch
-from headrace.db.migrate import migrate_url
 from headrace.db.pool import create_pool
 from headrace.ids import base62
 from headrace.messages import (
@@ -585,51 +582,3 @@ def test_server_local_prints_the_web_ui_and_gives_the_gateway_its_services_metri
         process.send_signal(signal.SIGINT)
         process.wait(60)
         reader.join(10)
-
-
-# ------------------------------------------------------------------ migration 0009
-
-
-async def test_without_pg_trgm_the_migration_goes_on_and_search_still_finds(
-    postgres_server_url: str,
-) -> None:
-    """A database whose owner may not create extensions: no trigram indexes, the rest."""
-    suffix = uuid.uuid4().hex[:8]
-    role, database = f"headrace_notrgm_{suffix}", f"headrace_notrgm_{suffix}"
-    base = postgres_server_url.rpartition("/")[0]
-    admin = await asyncpg.connect(postgres_server_url)
-    try:
-        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        await admin.execute(f'CREATE DATABASE "{database}"')
-        owner = await asyncpg.connect(f"{base}/{database}")
-        try:  # tables in `public`, but no CREATE on the database: no extension
-            await owner.execute(f'ALTER SCHEMA public OWNER TO "{role}"')
-        finally:
-            await owner.close()
-        server = urlsplit(postgres_server_url)
-        url = f"postgresql://{role}@{server.hostname}:{server.port or 5432}/{database}"
-        assert 9 in await migrate_url(url)
-        pool = await create_pool(url)
-        try:
-            indexes = {
-                r["indexname"]
-                for r in await pool.fetch(
-                    "SELECT indexname FROM pg_indexes WHERE tablename = 'executions'"
-                )
-            }
-            assert {"executions_labels_idx", "executions_id_lower_idx"} <= indexes
-            assert not any("trgm" in name for name in indexes)
-            execution_id = base62(uuid.uuid4().int)
-            async with pool.acquire() as conn:
-                await write_batch(
-                    conn, [_event(execution_id, ("t.ns", "Nightly-Load", State.SUCCESS, 5, {}))], []
-                )
-            repository = ExecutionRepository(pool)
-            found, total = await repository.list(where=ExecutionFilter(q="ly-lo"))
-            assert total == 1 and found[0]["id"] == execution_id
-        finally:
-            await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
-        await admin.close()

@@ -69,9 +69,15 @@ export async function api(path, { method = "GET", query, body, yaml, signal } = 
   if (yaml !== undefined) {
     init.headers["Content-Type"] = "application/x-yaml";
     init.body = yaml;
-  } else if (body !== undefined) {
+  } else if (body instanceof Blob) {
+    init.headers["Content-Type"] = "application/octet-stream";
+    init.body = body;
+  } else if (body !== undefined || method === "POST") {
+    // A POST always carries JSON (`{}` when there is nothing to say): a body-less or form
+    // POST is what any page can make a browser send, and the gateway refuses it to
+    // basic-auth callers (services/gateway/browser.py).
     init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
+    init.body = JSON.stringify(body ?? {});
   }
   const response = await fetch(url(path, query), init);
   if (!response.ok) throw await failure(response);
@@ -142,4 +148,15 @@ function parseEvent(block) {
     }
   }
   return { name, id, data: parsed };
+}
+
+// Who these credentials are (`GET /api/v1/me`: name, role, scheme), asked once per set of
+// credentials; null when the gateway has no such route. Pages disable what a reader may
+// not do, with READ_ONLY as the reason, instead of letting the API answer 403.
+export const READ_ONLY = "read-only token";
+const whoAnswers = new Map();
+export function whoAmI() {
+  const key = authorization() || "";
+  if (!whoAnswers.has(key)) whoAnswers.set(key, api("me").catch(() => null));
+  return whoAnswers.get(key);
 }

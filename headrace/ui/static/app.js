@@ -27,37 +27,46 @@ let current = null; // the AbortController of the page on screen
 export function navigate(href, { replace = false } = {}) {
   if (replace) history.replaceState(null, "", href);
   else history.pushState(null, "", href);
-  show();
+  show({ moved: true });
 }
 
 function setTitle(title) {
   document.title = title ? `${title} · headrace` : "headrace";
 }
 
-async function show() {
+// `moved`: a new page was asked for (a link, not Back/Forward): it opens at its top and
+// takes the focus, so that a screen reader starts reading there.
+async function show({ moved = false } = {}) {
   current?.abort();
   const controller = new AbortController();
   current = controller;
-  const path = decodeURI(location.pathname);
   if (!authorization()) return showSignIn();
   renderWho();
-  const match = ROUTES.map(([pattern, nav, load]) => [pattern.exec(path), nav, load]).find(([m]) => m);
-  for (const a of document.querySelectorAll("[data-nav]")) {
-    if (match && a.dataset.nav === match[1]) a.setAttribute("aria-current", "page");
-    else a.removeAttribute("aria-current");
-  }
-  if (!match) {
-    setTitle("Not found");
-    clear(main, h("h1", {}, "Page not found"), h("p", {}, `Nothing lives at ${path}. `, h("a", { href: "/" }, "Go home")));
-    return;
-  }
-  const [found, , load] = match;
-  const params = Object.fromEntries(Object.entries(found.groups || {}).map(([k, v]) => [k, decodeURIComponent(v)]));
+  // Each page renders into its own container: one still loading when the user has moved
+  // on writes into a container no longer on screen, never into the next page.
+  const container = h("div", { class: "page" });
   try {
+    const path = decodeURI(location.pathname);
+    const match = ROUTES.map(([pattern, nav, load]) => [pattern.exec(path), nav, load]).find(([m]) => m);
+    for (const a of document.querySelectorAll("[data-nav]")) {
+      if (match && a.dataset.nav === match[1]) a.setAttribute("aria-current", "page");
+      else a.removeAttribute("aria-current");
+    }
+    if (!match) {
+      setTitle("Not found");
+      clear(main, h("h1", {}, "Page not found"), h("p", {}, `Nothing lives at ${path}. `, h("a", { href: "/" }, "Go home")));
+      return;
+    }
+    const [found, , load] = match;
+    const params = Object.fromEntries(Object.entries(found.groups || {}).map(([k, v]) => [k, decodeURIComponent(v)]));
     const page = await load();
     if (controller.signal.aborted) return;
-    clear(main);
-    await page.render(main, params, {
+    clear(main, container);
+    if (moved) {
+      window.scrollTo(0, 0);
+      main.focus({ preventScroll: true });
+    }
+    await page.render(container, params, {
       signal: controller.signal,
       query: new URLSearchParams(location.search),
       setTitle,
@@ -126,14 +135,19 @@ function showSignIn(reason) {
 function takeTokenFromFragment() {
   const match = /^#token=(.+)$/.exec(location.hash);
   if (!match) return;
-  signIn(`Bearer ${decodeURIComponent(match[1])}`);
   history.replaceState(null, "", location.pathname + location.search);
+  try {
+    signIn(`Bearer ${decodeURIComponent(match[1])}`);
+  } catch {
+    // a malformed link: the sign-in form asks instead
+  }
 }
 
 document.addEventListener("click", (event) => {
   const a = event.target.closest("a[href]");
   if (!a || event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
-  const target = new URL(a.href, location.href);
+  // An SVG link's href is an SVGAnimatedString (the topology's subflow links).
+  const target = new URL(typeof a.href === "string" ? a.href : a.href.baseVal, location.href);
   if (target.origin !== location.origin || a.target || a.hasAttribute("download")) return;
   if (!(target.pathname === "/" || target.pathname.startsWith("/ui/")) || target.pathname.startsWith("/ui/static/")) return;
   event.preventDefault();
@@ -141,7 +155,7 @@ document.addEventListener("click", (event) => {
   navigate(target.pathname + target.search + target.hash);
 });
 
-window.addEventListener("popstate", show);
+window.addEventListener("popstate", () => show());
 setUnauthorizedHandler((message) => {
   signOut();
   showSignIn(message);

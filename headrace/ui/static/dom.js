@@ -96,23 +96,18 @@ export function errorBox(error) {
   return h("div", { class: "error-box", role: "alert" }, h("strong", {}, "Error: "), error?.message || String(error));
 }
 
-export function pretty(value) {
-  return typeof value === "string" ? value : JSON.stringify(value, null, 2);
-}
-
-// A value shown as a code block (inputs, outputs).
-export function codeBlock(value) {
-  return h("pre", { class: "code" }, pretty(value));
-}
-
 // Wait for `ms` unless `signal` aborts first.
 export function sleep(ms, signal) {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
+    const abort = () => {
       clearTimeout(timer);
       resolve();
-    });
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", abort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", abort, { once: true });
   });
 }
 
@@ -129,4 +124,58 @@ export function inlineCode(text) {
   return String(text)
     .split(/(`[^`]+`)/)
     .map((part) => (part.length > 2 && part.startsWith("`") && part.endsWith("`") ? h("code", {}, part.slice(1, -1)) : part));
+}
+
+// Where the UI shows a flow, and its path in the API (`flows/{namespace}/{id}`).
+export function flowPath(namespace, id) {
+  return `${encodeURIComponent(namespace)}/${encodeURIComponent(id)}`;
+}
+
+export function flowHref(namespace, id) {
+  return `/ui/flows/${flowPath(namespace, id)}`;
+}
+
+// "3 min ago", "in 2 h", "yesterday"; put the exact time in a title beside it.
+export function relativeTime(value) {
+  const then = new Date(value);
+  if (!value || Number.isNaN(then.getTime())) return "—";
+  const seconds = Math.round((then.getTime() - Date.now()) / 1000);
+  const future = seconds > 0;
+  const abs = Math.abs(seconds);
+  const say = (text) => (future ? `in ${text}` : `${text} ago`);
+  if (abs < 45) return future ? "in a few seconds" : "just now";
+  if (abs < 3600) return say(`${Math.round(abs / 60)} min`);
+  if (abs < 86400) return say(`${Math.round(abs / 3600)} h`);
+  const days = Math.round(abs / 86400);
+  if (days === 1) return future ? "tomorrow" : "yesterday";
+  if (days < 7) return say(`${days} days`);
+  return then.toLocaleDateString(undefined, { dateStyle: "medium" });
+}
+
+// An API error as a form shows it: its message, then each detail the API listed.
+export function describeError(error) {
+  const details = error?.body?.errors || error?.body?.details;
+  if (Array.isArray(details) && details.length) {
+    return `${error.message}: ${details.map((d) => d.message || JSON.stringify(d)).join("; ")}`;
+  }
+  return error?.message || String(error);
+}
+
+// Saves `blob` as a download named `name` (files the API serves need the auth header,
+// so they are fetched first rather than linked).
+export function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = h("a", { href: url, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+// A time as a `datetime-local` control shows it: the user's wall clock, to the minute.
+export function toLocalInput(iso) {
+  const date = new Date(iso);
+  if (!iso || Number.isNaN(date.getTime())) return "";
+  const local = new Date(date.getTime() - date.getTimezoneOffset() * 60_000);
+  return local.toISOString().slice(0, 16);
 }

@@ -5,7 +5,7 @@
 // inputForm(inputs, {submitLabel, onSubmit, extra}) -> <form>; `onSubmit(values)` may
 // throw an ApiError, whose message (and per-input details) is shown in the form.
 
-import { h } from "../dom.js";
+import { describeError, h, toLocalInput } from "../dom.js";
 
 let formCount = 0;
 
@@ -46,21 +46,13 @@ export function inputForm(inputs, { submitLabel = "Start", onSubmit, extra = [],
     try {
       await onSubmit(values);
     } catch (error) {
-      message.textContent = describe(error);
+      message.textContent = describeError(error);
       message.hidden = false;
     } finally {
       submit.disabled = false;
     }
   });
   return form;
-}
-
-function describe(error) {
-  const details = error?.body?.errors || error?.body?.details;
-  if (Array.isArray(details) && details.length) {
-    return `${error.message}: ${details.map((d) => d.message || JSON.stringify(d)).join("; ")}`;
-  }
-  return error?.message || String(error);
 }
 
 function controlFor(input, id) {
@@ -110,7 +102,7 @@ function controlFor(input, id) {
   }
   const htmlType = type === "DATETIME" ? "datetime-local" : type === "URI" ? "url" : "text";
   const control = h("input", { ...common, type: htmlType, pattern: input.validator });
-  if (fallback !== undefined && fallback !== null) control.value = type === "DATETIME" ? String(fallback).slice(0, 16) : fallback;
+  if (fallback !== undefined && fallback !== null) control.value = type === "DATETIME" ? toLocalInput(fallback) : fallback;
   return {
     control,
     read: () => {

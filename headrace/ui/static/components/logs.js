@@ -8,7 +8,7 @@
 // logs.setTaskRun(run | null); logs.follow() again after the execution restarted.
 
 import { api, follow } from "../api.js";
-import { clear, h, toast } from "../dom.js";
+import { clear, h, saveBlob, toast } from "../dom.js";
 
 const LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
 const DEFAULT_LEVEL = "INFO";
@@ -248,7 +248,7 @@ export function createLogs(executionId, { signal, onClearTaskRun = () => {}, lev
     download.disabled = true;
     try {
       const text = await api(`logs/${encodeURIComponent(executionId)}/download`, { signal });
-      saveText(text, `${executionId}.log`);
+      saveBlob(new Blob([text], { type: "text/plain;charset=utf-8" }), `${executionId}.log`);
     } catch (error) {
       if (!signal?.aborted) toast(`Download failed: ${error.message}`, "error");
     } finally {
@@ -308,11 +308,3 @@ function highlight(text, needle) {
   return parts;
 }
 
-function saveText(text, name) {
-  const url = URL.createObjectURL(new Blob([text], { type: "text/plain;charset=utf-8" }));
-  const a = h("a", { href: url, download: name, hidden: true });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
-}

@@ -4,7 +4,7 @@
 // the new flow's page.
 
 import { api } from "../api.js";
-import { clear, errorBox, h, inlineCode, link, toast } from "../dom.js";
+import { clear, describeError, errorBox, h, inlineCode, link, toast } from "../dom.js";
 import { renderTopology } from "../components/topology.js";
 import { parseYaml } from "../components/yaml_value.js";
 
@@ -214,7 +214,7 @@ function openUseDialog(owner, blueprint, navigate) {
         showMessage(message, `The flow ${ns}.${id || blueprint.flowId || blueprint.id} exists already. `, link(existing, "Open it"), ", or give another flow id.");
         flowId.focus();
       } else {
-        showMessage(message, describe(error));
+        showMessage(message, describeError(error));
       }
     } finally {
       submit.disabled = false;
@@ -230,8 +230,3 @@ function showMessage(box, ...parts) {
   box.hidden = false;
 }
 
-function describe(error) {
-  const details = error?.body?.errors;
-  if (Array.isArray(details) && details.length) return `${error.message}: ${details.map((d) => d.message || JSON.stringify(d)).join("; ")}`;
-  return error?.message || String(error);
-}

@@ -6,11 +6,11 @@
 // execution with the task runs that changed) until it ends; after a restart or a resume
 // the page follows it again.
 
-import { api, follow } from "../api.js";
+import { api, follow, READ_ONLY, whoAmI } from "../api.js";
 import { createGantt } from "../components/gantt.js";
 import { inputForm } from "../components/input_form.js";
 import { createLogs } from "../components/logs.js";
-import { TERMINAL_STATES, clear, duration, errorBox, formatDate, formatDuration, h, sleep, stateBadge, toast } from "../dom.js";
+import { clear, duration, errorBox, flowHref, formatDate, formatDuration, h, sleep, stateBadge, TERMINAL_STATES, toast } from "../dom.js";
 
 const KILLABLE = new Set(["CREATED", "QUEUED", "RUNNING", "PAUSED", "RETRYING"]);
 const RESTARTABLE = new Set(["FAILED", "KILLED"]);
@@ -38,6 +38,11 @@ class ExecutionPage {
     this.execution = null;
     this.selected = null; // the task run whose logs are shown
     this.expectChangeUntil = 0;
+    this.readOnly = false; // a reader's token: the actions are disabled
+    whoAmI().then((who) => {
+      this.readOnly = who?.role === "reader";
+      if (this.readOnly && this.execution) this.refresh();
+    });
     this.watching = false;
     this.flow = undefined; // the flow at the execution's revision, loaded when needed
     this.topology = null;
@@ -92,7 +97,7 @@ class ExecutionPage {
     this.gantt = createGantt({ onSelect: (run) => this.select(run) });
     this.selectionBar = h("div", { class: "selection-bar", hidden: true });
     this.logs = createLogs(this.id, { signal: this.signal, onClearTaskRun: () => this.select(null), level: this.ctx.query.get("level") || undefined });
-    const flowHref = `/ui/flows/${encodeURIComponent(e.namespace)}/${encodeURIComponent(e.flowId)}`;
+    const flowLink = flowHref(e.namespace, e.flowId);
 
     clear(
       this.main,
@@ -102,7 +107,7 @@ class ExecutionPage {
           h("a", { href: `/ui/executions?namespace=${encodeURIComponent(e.namespace)}` }, e.namespace), " / ",
           h("a", { href: `/ui/executions?namespace=${encodeURIComponent(e.namespace)}&flowId=${encodeURIComponent(e.flowId)}` }, e.flowId)),
         h("div", { class: "page-head exec-head" },
-          h("h1", {}, h("a", { href: flowHref, class: "flow-link" }, e.flowId), " ", h("span", { class: "exec-id", title: "Execution id" }, e.id)),
+          h("h1", {}, h("a", { href: flowLink, class: "flow-link" }, e.flowId), " ", h("span", { class: "exec-id", title: "Execution id" }, e.id)),
           this.stateBadge,
           h("span", { class: "spacer" }),
           h("div", { class: "exec-actions" }, this.buttons.resume, this.buttons.restart, this.buttons.replay, this.buttons.kill)),
@@ -164,10 +169,12 @@ class ExecutionPage {
     const state = e.state?.current || "CREATED";
     this.stateBadge.className = `state state-${state.toLowerCase()}`;
     this.stateBadge.textContent = state;
-    this.buttons.kill.disabled = !KILLABLE.has(state);
-    this.buttons.restart.disabled = !RESTARTABLE.has(state);
-    this.buttons.replay.disabled = !TERMINAL_STATES.has(state);
-    this.buttons.resume.disabled = state !== "PAUSED";
+    const reader = this.readOnly;
+    this.buttons.kill.disabled = reader || !KILLABLE.has(state);
+    this.buttons.restart.disabled = reader || !RESTARTABLE.has(state);
+    this.buttons.replay.disabled = reader || !TERMINAL_STATES.has(state);
+    this.buttons.resume.disabled = reader || state !== "PAUSED";
+    for (const button of Object.values(this.buttons)) if (reader) button.title = READ_ONLY;
     this.buttons.resume.classList.toggle("primary", state === "PAUSED");
     this.renderDetails();
     clear(this.inputs, values(e.inputs, "No inputs."));
@@ -183,11 +190,11 @@ class ExecutionPage {
   renderDetails() {
     const e = this.execution;
     const s = e.state || {};
-    const flowHref = `/ui/flows/${encodeURIComponent(e.namespace)}/${encodeURIComponent(e.flowId)}`;
+    const flowLink = flowHref(e.namespace, e.flowId);
     this.durationText = h("span", {}, formatDuration(duration(s.startDate || e.createdAt, s.endDate)));
     clear(
       this.details,
-      row("Flow", h("span", {}, h("a", { href: flowHref }, `${e.namespace} / ${e.flowId}`), h("span", { class: "muted" }, ` · revision ${e.flowRevision}`))),
+      row("Flow", h("span", {}, h("a", { href: flowLink }, `${e.namespace} / ${e.flowId}`), h("span", { class: "muted" }, ` · revision ${e.flowRevision}`))),
       row("Created", formatDate(e.createdAt)),
       row("Started", formatDate(s.startDate)),
       row("Ended", s.endDate ? formatDate(s.endDate) : h("span", { class: "muted" }, TERMINAL_STATES.has(s.current) ? "—" : "not yet")),

@@ -3,7 +3,7 @@
 // while the tab is visible. Rows are updated in place, so focus and scroll stay put.
 
 import { api } from "../api.js";
-import { TERMINAL_STATES, clear, duration, errorBox, formatDuration, h, sleep, stateBadge } from "../dom.js";
+import { clear, duration, errorBox, flowHref, formatDuration, h, sleep, stateBadge, TERMINAL_STATES, toLocalInput } from "../dom.js";
 
 const PAGE_SIZE = 25;
 const REFRESH_MS = 2000;
@@ -59,13 +59,6 @@ function hrefOf(filters) {
 }
 
 // An ISO instant <-> the value of a datetime-local control (the user's own time zone).
-function toLocalInput(iso) {
-  const date = new Date(iso);
-  if (!iso || Number.isNaN(date.getTime())) return "";
-  const local = new Date(date.getTime() - date.getTimezoneOffset() * 60_000);
-  return local.toISOString().slice(0, 16);
-}
-
 function fromLocalInput(value) {
   const date = new Date(value);
   return value && !Number.isNaN(date.getTime()) ? date.toISOString() : "";
@@ -101,7 +94,7 @@ function labelBadges(labels) {
 function executionRow(execution) {
   const state = execution.state?.current || "CREATED";
   const ended = TERMINAL_STATES.has(state);
-  const flowHref = `/ui/flows/${encodeURIComponent(execution.namespace)}/${encodeURIComponent(execution.flowId)}`;
+  const flowLink = flowHref(execution.namespace, execution.flowId);
   const durationCell = h("td", { class: "num" }, formatDuration(runningDuration(execution)));
   if (!ended) durationCell.dataset.ticking = "true";
   const row = h(
@@ -109,7 +102,7 @@ function executionRow(execution) {
     { dataset: { id: execution.id, version: execution.updatedAt || "", state } },
     h("td", { class: "mono" }, h("a", { href: `/ui/executions/${encodeURIComponent(execution.id)}`, title: execution.id, dataset: { focusKey: `exec-${execution.id}` } }, shortId(execution.id))),
     h("td", { class: "ellipsis", title: execution.namespace }, execution.namespace),
-    h("td", { class: "ellipsis" }, h("a", { href: flowHref, title: `${execution.namespace}/${execution.flowId}`, dataset: { focusKey: `flow-${execution.id}` } }, execution.flowId)),
+    h("td", { class: "ellipsis" }, h("a", { href: flowLink, title: `${execution.namespace}/${execution.flowId}`, dataset: { focusKey: `flow-${execution.id}` } }, execution.flowId)),
     h("td", {}, stateBadge(state)),
     h("td", { class: "labels-cell" }, labelBadges(execution.labels)),
     h("td", { class: "nowrap", title: execution.createdAt }, shortDate(execution.createdAt)),

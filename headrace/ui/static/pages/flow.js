@@ -12,12 +12,11 @@
 // reader's token (`GET /api/v1/me`) sees every button that would change something
 // disabled, with the reason.
 
-import { api, ApiError, authorization } from "../api.js";
-import { clear, errorBox, formatDate, h, toast } from "../dom.js";
+import { api, ApiError, READ_ONLY, whoAmI } from "../api.js";
+import { clear, errorBox, flowHref, flowPath, formatDate, h, relativeTime, toast } from "../dom.js";
 import { createFlowEditor } from "../components/editor.js";
 import { inputForm } from "../components/input_form.js";
-import { diffCounts, executionsPanel, modal, READ_ONLY, revisionsPanel, topologyPanel, triggersPanel, yamlDiff } from "./flow_panels.js";
-import { relativeTime } from "./flows.js";
+import { diffCounts, executionsPanel, modal, revisionsPanel, topologyPanel, triggersPanel, yamlDiff } from "./flow_panels.js";
 
 const TABS = [
   ["editor", "Editor"],
@@ -28,7 +27,6 @@ const TABS = [
 ];
 
 let schemaPromise = null;
-const whoAnswers = new Map(); // credentials -> Promise of GET /api/v1/me's answer (or null)
 
 // The flow JSON Schema, fetched once per page load (it changes only with connectors).
 function flowSchema() {
@@ -37,23 +35,6 @@ function flowSchema() {
     throw error;
   });
   return schemaPromise;
-}
-
-// Who these credentials are (`GET /api/v1/me`: name, role, scheme), asked once per page
-// load; null when the gateway has no such route: nothing is then disabled up front, and a
-// reader learns from the API's 403 as before.
-function whoAmI() {
-  const key = authorization() || "";
-  if (!whoAnswers.has(key)) whoAnswers.set(key, api("me").catch(() => null));
-  return whoAnswers.get(key);
-}
-
-export function flowPath(namespace, id) {
-  return `${encodeURIComponent(namespace)}/${encodeURIComponent(id)}`;
-}
-
-export function flowHref(namespace, id) {
-  return `/ui/flows/${flowPath(namespace, id)}`;
 }
 
 function starterYaml(namespace) {
@@ -401,14 +382,15 @@ function guardUnsavedChanges(main, signal, dirty) {
   const onClick = (event) => {
     const a = event.target.closest?.("a[href]");
     if (!a || !dirty() || event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || a.target) return;
-    const target = new URL(a.href, location.href);
+    const target = new URL(typeof a.href === "string" ? a.href : a.href.baseVal, location.href);
     if (target.origin !== location.origin || target.pathname === location.pathname) return;
     event.preventDefault();
     event.stopPropagation();
     confirmLeave(main, () => {
       window.removeEventListener("beforeunload", beforeUnload);
       document.removeEventListener("click", onClick, true);
-      a.click();
+      // A click event, not a.click(): SVG links (the topology's) have no click().
+      a.dispatchEvent(new MouseEvent("click", { bubbles: true, cancelable: true }));
     });
   };
   window.addEventListener("beforeunload", beforeUnload);

@@ -8,9 +8,8 @@
 // Also the pieces flow.js shares: `yamlDiff` (the one side-by-side YAML diff, used by the
 // Revisions tab and by "Review changes"), `diffCounts` and `modal`.
 
-import { api } from "../api.js";
-import { relativeTime } from "./flows.js";
-import { clear, duration, errorBox, formatDate, formatDuration, h, sleep, stateBadge, TERMINAL_STATES, toast } from "../dom.js";
+import { api, READ_ONLY } from "../api.js";
+import { clear, duration, errorBox, flowPath, formatDate, formatDuration, h, relativeTime, sleep, stateBadge, TERMINAL_STATES, toast } from "../dom.js";
 import { MergeView } from "@codemirror/merge";
 import { yaml } from "@codemirror/lang-yaml";
 import { defaultHighlightStyle, syntaxHighlighting } from "@codemirror/language";
@@ -22,11 +21,6 @@ const EXECUTIONS_REFRESH_MS = 3000;
 const TRIGGERS_REFRESH_MS = 15000;
 const BACKFILL_LISTED = 10; // execution links shown after a backfill
 // The title of what a reader's token may not use (GET /api/v1/me says "reader").
-export const READ_ONLY = "read-only token";
-
-function flowPath(flow) {
-  return `${encodeURIComponent(flow.namespace)}/${encodeURIComponent(flow.id)}`;
-}
 
 function notSavedYet(panel, what) {
   clear(panel, h("div", { class: "card empty" }, h("p", {}, `Save the flow to see its ${what}.`)));
@@ -63,12 +57,12 @@ export async function topologyPanel(panel, page) {
 export async function revisionsPanel(panel, page, { signal, restore }) {
   if (!page.saved) return notSavedYet(panel, "revisions");
   const flow = page.saved;
-  const revisions = (await api(`flows/${flowPath(flow)}/revisions`, { signal })).slice().reverse();
+  const revisions = (await api(`flows/${flowPath(flow.namespace, flow.id)}/revisions`, { signal })).slice().reverse();
   const sources = new Map();
   const source = async (number) => {
     if (!sources.has(number)) {
       const entry = revisions.find((r) => r.revision === number);
-      sources.set(number, entry?.deleted ? Promise.resolve("") : api(`flows/${flowPath(flow)}`, { query: { revision: number }, signal }).then((f) => f.source));
+      sources.set(number, entry?.deleted ? Promise.resolve("") : api(`flows/${flowPath(flow.namespace, flow.id)}`, { query: { revision: number }, signal }).then((f) => f.source));
     }
     return sources.get(number);
   };
@@ -353,7 +347,7 @@ function webhookUrl(key, flow, triggerId) {
   if (!key || /mask/i.test(key)) {
     return h("span", { class: "muted" }, "hidden: its key is shown to writers only");
   }
-  const url = `${location.origin}/api/v1/executions/webhook/${flowPath(flow)}/${encodeURIComponent(key)}`;
+  const url = `${location.origin}/api/v1/executions/webhook/${flowPath(flow.namespace, flow.id)}/${encodeURIComponent(key)}`;
   const copy = h("button", { type: "button", class: "link copy", "aria-label": `Copy the webhook URL of ${triggerId}` }, "Copy");
   copy.addEventListener("click", async () => {
     try {

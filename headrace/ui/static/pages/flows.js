@@ -5,7 +5,7 @@
 // (the listing carries sources, not parsed fields).
 
 import { api } from "../api.js";
-import { clear, formatDate, h } from "../dom.js";
+import { clear, flowHref, formatDate, h, relativeTime } from "../dom.js";
 import { parseYaml } from "../components/yaml_value.js";
 
 const PAGE_SIZE = 1000; // the API's maximum: one request for most installations
@@ -112,10 +112,6 @@ function filter(flows, namespace, text) {
   });
 }
 
-function flowHref(flow) {
-  return `/ui/flows/${encodeURIComponent(flow.namespace)}/${encodeURIComponent(flow.id)}`;
-}
-
 function newFlowHref(namespace) {
   return namespace ? `/ui/flows/new?namespace=${encodeURIComponent(namespace)}` : "/ui/flows/new";
 }
@@ -149,30 +145,13 @@ function flowRow(flow) {
     "tr",
     {},
     h("td", { class: "flows-ns" }, h("a", { class: "ns-link", href: `/ui/flows?namespace=${encodeURIComponent(flow.namespace)}`, title: `Only ${flow.namespace}` }, flow.namespace)),
-    h("td", { class: "flows-id" }, h("a", { href: flowHref(flow) }, flow.id), flow.disabled ? h("span", { class: "badge flow-badge-muted" }, "disabled") : null),
+    h("td", { class: "flows-id" }, h("a", { href: flowHref(flow.namespace, flow.id) }, flow.id), flow.disabled ? h("span", { class: "badge flow-badge-muted" }, "disabled") : null),
     h("td", { class: "flows-desc", title: flow.description || null }, firstLine || h("span", { class: "muted" }, "—")),
     h("td", { class: "num" }, flow.revision),
     h("td", { class: "num" }, flow.tasks),
     h("td", { class: "flows-triggers" }, flow.triggers.length ? flow.triggers.map((t) => h("span", { class: `badge trigger-${t}` }, t)) : h("span", { class: "muted" }, "—")),
     h("td", { class: "flows-date" }, h("time", { datetime: flow.createdAt, title: formatDate(flow.createdAt) }, relativeTime(flow.createdAt))),
   );
-}
-
-// "3 min ago", "in 2 h", "yesterday"; the exact time goes in a title.
-export function relativeTime(value) {
-  const then = new Date(value);
-  if (!value || Number.isNaN(then.getTime())) return "—";
-  const seconds = Math.round((then.getTime() - Date.now()) / 1000);
-  const future = seconds > 0;
-  const abs = Math.abs(seconds);
-  const say = (text) => (future ? `in ${text}` : `${text} ago`);
-  if (abs < 45) return future ? "in a few seconds" : "just now";
-  if (abs < 3600) return say(`${Math.round(abs / 60)} min`);
-  if (abs < 86400) return say(`${Math.round(abs / 3600)} h`);
-  const days = Math.round(abs / 86400);
-  if (days === 1) return future ? "tomorrow" : "yesterday";
-  if (days < 7) return say(`${days} days`);
-  return then.toLocaleDateString(undefined, { dateStyle: "medium" });
 }
 
 function emptyState() {

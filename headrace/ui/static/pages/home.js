@@ -3,7 +3,7 @@
 // get a first one (a blueprint, `headrace flow apply examples/`, or the editor).
 
 import { api } from "../api.js";
-import { clear, duration, errorBox, formatDate, formatDuration, h, link, sleep, stateBadge, TERMINAL_STATES } from "../dom.js";
+import { clear, duration, errorBox, flowHref, formatDate, formatDuration, h, link, relativeTime, sleep, stateBadge, TERMINAL_STATES } from "../dom.js";
 import { parseYaml } from "../components/yaml_value.js";
 
 const REFRESH_MS = 3000;
@@ -104,23 +104,6 @@ function keepFocus(root, rebuild) {
   if (key) root.querySelector(`[data-focus-key="${CSS.escape(key)}"]`)?.focus({ preventScroll: true });
 }
 
-// How long ago, short: "12 s ago", "5 min ago", "3 h ago", then the date.
-export function ago(value, now = Date.now()) {
-  if (!value) return "—";
-  const seconds = Math.round((now - new Date(value).getTime()) / 1000);
-  if (Number.isNaN(seconds)) return String(value);
-  if (seconds < 5) return "just now";
-  if (seconds < 60) return `${seconds} s ago`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
-  if (seconds < 7 * 86400) return `${Math.floor(seconds / 86400)} d ago`;
-  return new Date(value).toLocaleDateString(undefined, { dateStyle: "medium" });
-}
-
-function flowHref(namespace, id) {
-  return `/ui/flows/${encodeURIComponent(namespace)}/${encodeURIComponent(id)}`;
-}
-
 function description(flow) {
   try {
     const parsed = flow.source ? parseYaml(flow.source) : null;
@@ -148,7 +131,7 @@ function recentFlows(flows) {
           h("span", { class: "muted home-ns" }, flow.namespace),
           text ? h("span", { class: "home-desc muted", title: text }, text) : null,
         ),
-        h("span", { class: "home-meta muted", title: formatDate(flow.createdAt) }, `rev ${flow.revision} · ${ago(flow.createdAt)}`),
+        h("span", { class: "home-meta muted", title: formatDate(flow.createdAt) }, `rev ${flow.revision} · ${relativeTime(flow.createdAt)}`),
       );
     }),
   );
@@ -173,7 +156,7 @@ function recentExecutions(executions) {
           h("td", {}, h("a", { class: "mono", href: `/ui/executions/${encodeURIComponent(execution.id)}`, title: execution.id, dataset: { focusKey: `ex-${execution.id}` } }, execution.id.slice(0, 8))),
           h("td", { class: "home-flow-cell" }, h("a", { href: flowHref(execution.namespace, execution.flowId), dataset: { focusKey: `exflow-${execution.id}` } }, execution.flowId), h("span", { class: "muted" }, ` ${execution.namespace}`)),
           h("td", {}, stateBadge(state)),
-          h("td", { title: formatDate(start) }, ago(start)),
+          h("td", { title: formatDate(start) }, relativeTime(start)),
           h("td", { class: "num" }, formatDuration(duration(start, end))),
         );
       }),

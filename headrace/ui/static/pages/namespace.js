@@ -3,7 +3,7 @@
 // downloads, previews small text files and deletes (what `headrace namespace files` does).
 
 import { api, authorization } from "../api.js";
-import { clear, errorBox, formatDate, h, toast } from "../dom.js";
+import { clear, errorBox, formatDate, h, saveBlob, toast } from "../dom.js";
 
 const PREVIEW_BYTES = 256 * 1024;
 
@@ -68,14 +68,7 @@ function uploadForm(filesUrl, folder, done) {
     if (!input.files.length) return toast("Choose one or more files first.");
     try {
       for (const file of input.files) {
-        const body = new FormData();
-        body.append("fileContent", file, file.name);
-        const response = await fetch(`${filesUrl}?path=${encodeURIComponent(join(folder, file.name))}`, {
-          method: "POST",
-          headers: { Authorization: authorization() || "" },
-          body,
-        });
-        if (!response.ok) throw new Error((await response.json().catch(() => ({}))).message || response.statusText);
+        await api(filesUrl, { method: "POST", query: { path: join(folder, file.name) }, body: file });
       }
       toast(`Uploaded ${input.files.length} file(s)`);
       done();
@@ -141,13 +134,7 @@ async function showPreview(box, filesUrl, path, bytes) {
 
 async function download(filesUrl, path, name) {
   try {
-    const blob = await fetchFile(filesUrl, path);
-    const url = URL.createObjectURL(blob);
-    const a = h("a", { href: url, download: name });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 1000);
+    saveBlob(await fetchFile(filesUrl, path), name);
   } catch (error) {
     toast(`Download failed: ${error.message}`, "error");
   }
