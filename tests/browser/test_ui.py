@@ -691,6 +691,10 @@ def pages(api: ApiClient, catalog: Catalog) -> dict[str, str]:
         "execution": f"/ui/executions/{execution}",
         "dashboard": "/ui/dashboard",
         "blueprints": "/ui/blueprints",
+        "namespaces": "/ui/namespaces",
+        "namespace": f"/ui/namespaces/{catalog.orders}",
+        "plugins": "/ui/plugins",
+        "plugin": "/ui/plugins/shell",
     }
 
 
@@ -703,6 +707,10 @@ HEADINGS = {
     "execution": "orders-daily",
     "dashboard": "Dashboard",
     "blueprints": "Blueprints",
+    "namespaces": "Namespaces",
+    "namespace": "ui.",  # the catalog's namespace
+    "plugins": "Plugins",
+    "plugin": "shell",
 }
 
 

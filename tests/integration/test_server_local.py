@@ -1,11 +1,15 @@
 """`headrace server local` as a user starts it, without HEADRACE_TOKEN: it creates the
 token file, prints the token, hands it to the gateway process alone, and the CLI on the
-same machine finds it. (The session's PostgreSQL; its own embedded broker.)"""
+same machine finds it; it prints the web UI's address and gives the gateway its services'
+metrics for the dashboard. (The session's PostgreSQL; its own embedded broker.)"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -13,13 +17,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from headrace.broker import free_port
+from headrace.config import Settings
 from tests.integration.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120
+SERVICES_WITH_METRICS = 4  # indexer, executor, worker, scheduler: --metrics-port N..N+3
 
 
 def user_env(config_home: Path, **extra: str) -> dict[str, str]:
@@ -50,14 +57,32 @@ def service_of(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2].decode()
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (--metrics-port takes N, N+1...)."""
+    for _ in range(50):
+        first = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
 @pytest.fixture(scope="module")
 def server(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[subprocess.Popen[str], list[str], Path, int]]:
+) -> Iterator[tuple[subprocess.Popen[str], list[str], Path, int, int]]:
     config_home = tmp_path_factory.mktemp("config")
-    port = free_port()
+    port, metrics_port = free_port(), free_ports(SERVICES_WITH_METRICS)
     process = subprocess.Popen(
-        [sys.executable, "-m", "headrace", "server", "local", "--port", str(port)],
+        [
+            *(sys.executable, "-m", "headrace", "server", "local", "--port", str(port)),
+            *("--metrics-port", str(metrics_port)),
+        ],
         cwd=ROOT,
         env=user_env(config_home, HEADRACE_DATABASE_URL=database_url),
         stdout=subprocess.PIPE,
@@ -77,7 +102,7 @@ def server(
             "headrace server local to be up",
         )
         assert process.poll() is None, "".join(lines)
-        yield process, lines, config_home, port
+        yield process, lines, config_home, port, metrics_port
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(60)
@@ -85,9 +110,9 @@ def server(
 
 
 def test_first_start_creates_prints_and_hands_over_the_token(
-    server: tuple[subprocess.Popen[str], list[str], Path, int],
+    server: tuple[subprocess.Popen[str], list[str], Path, int, int],
 ) -> None:
-    process, lines, config_home, port = server
+    process, lines, config_home, port, _ = server
     path = config_home / "headrace" / "token"
     token = path.read_text().strip()
     (printed,) = [line for line in lines if line.startswith("token:")]
@@ -120,3 +145,35 @@ def test_first_start_creates_prints_and_hands_over_the_token(
         timeout=60,
     )
     assert stranger.returncode == 1 and "needs a token" in stranger.stderr
+
+
+def test_it_prints_the_web_ui_and_gives_the_gateway_its_services_metrics(
+    server: tuple[subprocess.Popen[str], list[str], Path, int, int],
+) -> None:
+    _, lines, config_home, port, metrics_port = server
+    token = (config_home / "headrace" / "token").read_text().strip()
+    url = f"http://127.0.0.1:{port}"
+    assert f"web UI: {url}/\n" in lines
+    (signed_in,) = [line for line in lines if "#token=" in line]
+    assert signed_in.split()[0] == f"{url}/#token={token}"
+
+    async def read_stats() -> dict:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.get(f"{url}/api/v1/stats", params={"hours": 1}) as response,
+        ):
+            assert response.status == 200
+            return await response.json()
+
+    # The dashboard's worker figures: the gateway reads every service's metrics.
+    workers = asyncio.run(read_stats())["workers"]
+    assert workers["configured"] is True
+    services = {s["service"]: s for s in workers["services"]}
+    assert set(services) == {"indexer", "executor", "worker", "scheduler"}, workers
+    assert all(s["up"] and s["error"] is None for s in services.values())
+    urls = {s["url"] for s in services.values()}
+    assert urls == {f"http://127.0.0.1:{metrics_port + i}" for i in range(SERVICES_WITH_METRICS)}
+    worker = services["worker"]
+    assert worker["slots"] == Settings().worker_concurrency and worker["slotsInUse"] == 0
+    assert isinstance(worker["attemptsDone"], int) and services["indexer"]["slots"] is None

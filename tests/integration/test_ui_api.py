@@ -11,15 +11,9 @@ states, labels and creation times.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
-import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -47,7 +41,6 @@ from headrace.passwords import token_digest
 from headrace.services.gateway.stats_api import SCRAPE_TIMEOUT_S
 from headrace.states import State
 from tests.integration.stacks import in_process_gateway
-from tests.integration.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -508,77 +501,3 @@ async def test_validate_answers_the_warnings_of_a_valid_flow(http: aiohttp.Clien
 
 
 # ------------------------------------------------------------------ server local
-
-
-def _free_ports(count: int) -> int:
-    """The first of `count` consecutive free ports (--metrics-port takes N, N+1...)."""
-    for _ in range(50):
-        first = free_port()
-        with contextlib.ExitStack() as held:
-            try:
-                for port in range(first, first + count):
-                    sock = held.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return first
-    raise AssertionError(f"no {count} consecutive free ports")
-
-
-def test_server_local_prints_the_web_ui_and_gives_the_gateway_its_services_metrics(
-    database_url: str, tmp_path: Path
-) -> None:
-    port, metrics_port = free_port(), _free_ports(4)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-    env |= {"XDG_CONFIG_HOME": str(tmp_path), "HEADRACE_DATABASE_URL": database_url}
-    command = [sys.executable, "-m", "headrace", "server", "local", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--metrics-port", str(metrics_port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    assert process.stdout is not None
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
-    try:
-        wait_until(
-            lambda: (
-                any(line.startswith("service logs") for line in lines) or process.poll() is not None
-            ),
-            120,
-            "headrace server local to be up",
-        )
-        assert process.poll() is None, "".join(lines)
-        token = (tmp_path / "headrace" / "token").read_text().strip()
-        url = f"http://127.0.0.1:{port}"
-        assert f"web UI: {url}/\n" in lines
-        (signed_in,) = [line for line in lines if "#token=" in line]
-        assert signed_in.split()[0] == f"{url}/#token={token}"
-
-        async def read_stats() -> dict:
-            headers = {"Authorization": f"Bearer {token}"}
-            async with (
-                aiohttp.ClientSession(headers=headers) as http,
-                http.get(f"{url}/api/v1/stats", params={"hours": 1}) as response,
-            ):
-                assert response.status == 200
-                return await response.json()
-
-        workers = asyncio.run(read_stats())["workers"]
-        assert workers["configured"] is True
-        services = {s["service"]: s for s in workers["services"]}
-        assert set(services) == {"indexer", "executor", "worker", "scheduler"}, workers
-        assert all(s["up"] and s["error"] is None for s in services.values())
-        urls = {s["url"] for s in services.values()}
-        assert urls == {f"http://127.0.0.1:{metrics_port + i}" for i in range(4)}
-        worker = services["worker"]
-        assert worker["slots"] == Settings().worker_concurrency and worker["slotsInUse"] == 0
-        assert isinstance(worker["attemptsDone"], int) and services["indexer"]["slots"] is None
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(60)
-        reader.join(10)

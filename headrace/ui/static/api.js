@@ -4,6 +4,8 @@
 // "Basic …"); they are sent as a header, never as a cookie, so no other site can make the
 // browser use them. A 401 sends the user to the sign-in form.
 
+import { sleep } from "./dom.js";
+
 const STORAGE_KEY = "headrace.authorization";
 export const API = "/api/v1";
 
@@ -114,14 +116,19 @@ export async function follow(path, { query, onEvent, signal }) {
           if (event.id !== null) lastId = event.id;
           if (event.data === null && event.name === "message") continue;
           onEvent(event.name, event.data);
-          if (event.name === "end") return;
+          if (event.name === "end") {
+            reader.cancel().catch(() => {});
+            return;
+          }
         }
       }
     } catch (error) {
       if (signal?.aborted) return;
       if (error instanceof ApiError && error.status < 500) throw error;
+      // A dropped connection is retried; a bug in onEvent is not hidden by a retry.
+      if (!(error instanceof ApiError) && error?.name !== "TypeError" && error?.name !== "AbortError") throw error;
     }
-    await new Promise((resolve) => setTimeout(resolve, delay));
+    await sleep(delay, signal);
     delay = Math.min(delay * 2, 10_000);
   }
 }

@@ -150,6 +150,8 @@ document.addEventListener("click", (event) => {
   const target = new URL(typeof a.href === "string" ? a.href : a.href.baseVal, location.href);
   if (target.origin !== location.origin || a.target || a.hasAttribute("download")) return;
   if (!(target.pathname === "/" || target.pathname.startsWith("/ui/")) || target.pathname.startsWith("/ui/static/")) return;
+  // Same page, another fragment ("Skip to content"): the browser's own jump and focus.
+  if (target.pathname === location.pathname && target.search === location.search && target.hash) return;
   event.preventDefault();
   if (target.pathname === location.pathname && target.search === location.search) return;
   navigate(target.pathname + target.search + target.hash);

@@ -16,7 +16,7 @@ import { api } from "../api.js";
 import { h } from "../dom.js";
 import { SchemaCompleter } from "./schema_complete.js";
 import { cursorContext } from "./yaml_context.js";
-import { autocompletion, closeBrackets, closeBracketsKeymap, completionKeymap } from "@codemirror/autocomplete";
+import { autocompletion, closeBrackets, closeBracketsKeymap, completionKeymap, pickedCompletion } from "@codemirror/autocomplete";
 import { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
 import { yaml } from "@codemirror/lang-yaml";
 import { bracketMatching, defaultHighlightStyle, foldGutter, foldKeymap, indentOnInput, indentUnit, syntaxHighlighting } from "@codemirror/language";
@@ -173,7 +173,24 @@ function schemaSource(completer) {
     // Nothing to offer once the word is complete: Enter then starts a new line rather
     // than "accepting" what is already there. (No `validFor`: asked again each keystroke.)
     if (!options.length || options.some((o) => o.label === found.word)) return null;
+    // Mending a key that is already written (`mesage:` -> `message:`): replace the rest
+    // of the word and its colon too, keeping the value after it.
+    const line = context.state.doc.lineAt(context.pos);
+    const rest = found.kind === "key" ? /^[\w.-]*\s*:/.exec(line.text.slice(context.pos - line.from)) : null;
+    // (Not by widening `to`: the menu filters its options by the text up to `to`.)
+    if (rest) return { from: found.from, options: options.map((o) => ({ ...o, apply: mendKey(o.label, rest[0].length) })) };
     return { from: found.from, options };
+  };
+}
+
+// Applies a key completion over the rest of the key already written and its colon.
+function mendKey(label, restLength) {
+  return (view, completion, from, to) => {
+    view.dispatch({
+      changes: { from, to: to + restLength, insert: `${label}:` },
+      selection: { anchor: from + label.length + 1 },
+      annotations: pickedCompletion.of(completion),
+    });
   };
 }
 

@@ -19,7 +19,7 @@ export function inputForm(inputs, { submitLabel = "Start", onSubmit, extra = [],
     return h(
       "div",
       { class: "field" },
-      h("label", { for: control.id }, label, input.required === false ? "" : h("span", { class: "required", "aria-hidden": "true" }, " *"), h("span", { class: "muted type" }, ` ${input.type}`)),
+      h("label", { for: control.id }, label, input.required === false || input.defaults !== undefined ? "" : h("span", { class: "required", "aria-hidden": "true" }, " *"), h("span", { class: "muted type" }, ` ${input.type}`)),
       control,
       input.description ? h("small", { class: "help", id: `${control.id}-help` }, input.description) : null,
     );

@@ -62,7 +62,7 @@ export function createLogs(executionId, { signal, onClearTaskRun = () => {}, lev
   let ended = false;
   let streaming = null; // the AbortController of the stream
 
-  const matches = (line) => (!taskRun || line.taskRunId === taskRun.id) && (!needle || line.message.toLowerCase().includes(needle) || (line.taskId || "").toLowerCase().includes(needle));
+  const matches = (line) => (!taskRun || line.taskRunId === taskRun.id) && (!needle || (line.message || "").toLowerCase().includes(needle) || (line.taskId || "").toLowerCase().includes(needle));
 
   const lineElement = (line) =>
     h(

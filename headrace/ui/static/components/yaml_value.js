@@ -62,7 +62,8 @@ function readMapping(node, text) {
     if (!keyValue) continue;
     const name = String(read(keyValue, text));
     const value = valueChild(pair);
-    result[name] = value ? read(value, text) : null;
+    // defineProperty: a key named `__proto__` is a key, not the object's prototype.
+    Object.defineProperty(result, name, { value: value ? read(value, text) : null, enumerable: true, writable: true, configurable: true });
   }
   return result;
 }

@@ -146,10 +146,11 @@ function lastNamespace() {
   }
 }
 
-// The copy dialog: a namespace (the last one used by default) and an optional new id.
+// The copy dialog: a namespace (the blueprint's own by default, so that the examples
+// that name each other still do) and an optional new id.
 function openUseDialog(owner, blueprint, navigate) {
   const base = `use-${blueprint.id}`;
-  const namespace = h("input", { id: `${base}-namespace`, name: "namespace", required: true, value: lastNamespace(), autocomplete: "off", spellcheck: "false", "aria-describedby": `${base}-namespace-help` });
+  const namespace = h("input", { id: `${base}-namespace`, name: "namespace", required: true, value: blueprint.namespace || lastNamespace(), autocomplete: "off", spellcheck: "false", "aria-describedby": `${base}-namespace-help` });
   const flowId = h("input", { id: `${base}-id`, name: "id", placeholder: blueprint.flowId || blueprint.id, autocomplete: "off", spellcheck: "false", "aria-describedby": `${base}-id-help` });
   const message = h("div", { class: "form-error", role: "alert", hidden: true });
   const submit = h("button", { type: "submit", class: "primary" }, "Copy and open");

@@ -178,7 +178,7 @@ class ExecutionPage {
     this.buttons.resume.classList.toggle("primary", state === "PAUSED");
     this.renderDetails();
     clear(this.inputs, values(e.inputs, "No inputs."));
-    clear(this.outputs, values(e.outputs, TERMINAL_STATES.has(state) ? "No outputs." : "None yet."));
+    clear(this.outputs, values(e.outputs, TERMINAL_STATES.has(state) ? "No flow outputs." : "None yet."), taskOutputs(e.taskRunList));
     this.gantt.update(e);
     if (this.selected) {
       this.selected = this.runs.get(this.selected.id) || null;
@@ -436,6 +436,19 @@ function row(term, value) {
 }
 
 // Inputs or outputs: one line per key, values as text or indented JSON.
+// What each task run gave (as `headrace execution start --wait` prints them), under the
+// flow's own outputs: one entry per task run that has any.
+function taskOutputs(runs) {
+  const given = (runs || []).filter((run) => run.outputs && Object.keys(run.outputs).length);
+  if (!given.length) return null;
+  return h(
+    "div",
+    { class: "task-outputs" },
+    h("h3", {}, "Task outputs"),
+    given.map((run) => [h("h4", {}, run.taskId, run.value !== null && run.value !== undefined ? ` (${run.value})` : ""), values(run.outputs, "")]),
+  );
+}
+
 function values(object, emptyText) {
   const entries = Object.entries(object || {});
   if (!entries.length) return h("p", { class: "muted" }, emptyText);

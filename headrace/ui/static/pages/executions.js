@@ -29,8 +29,9 @@ function filtersFromQuery(query) {
 
 // "team:data, env:prod" or "team:data env:prod" -> ["team:data", "env:prod"]; null when
 // one item is not key:value.
+// `team:data env=prod`: key:value or key=value (as the Start form takes them).
 export function parseLabels(text) {
-  const items = text.split(/[\s,]+/).filter(Boolean);
+  const items = text.split(/[\s,]+/).filter(Boolean).map((item) => item.replace(/^([^:=]+)=/, "$1:"));
   return items.every((item) => /^[^:]+:.+$/.test(item)) ? items : null;
 }
 
@@ -188,7 +189,7 @@ function buildFilters(filters, flows, onChange) {
   const from = h("input", { id: "exf-from", type: "datetime-local", value: toLocalInput(filters.startDate) });
   const to = h("input", { id: "exf-to", type: "datetime-local", value: toLocalInput(filters.endDate) });
   const labels = h("input", { id: "exf-labels", type: "text", value: filters.labels, placeholder: "key:value, …", spellcheck: "false", "aria-describedby": "exf-labels-error" });
-  const labelsError = h("small", { id: "exf-labels-error", class: "field-error", hidden: true }, "Write labels as key:value");
+  const labelsError = h("small", { id: "exf-labels-error", class: "field-error", hidden: true }, "Write labels as key:value (or key=value)");
   const search = h("input", { id: "exf-search", type: "search", value: filters.q, placeholder: "Id, flow or namespace", spellcheck: "false" });
   const chips = stateChips(filters.state, () => onChange(read(), { now: true }));
   const clearButton = h("button", { type: "button", class: "link clear-filters" }, "Clear filters");
