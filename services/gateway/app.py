@@ -33,6 +33,7 @@ from headrace.db.pool import create_pool
 from headrace.db.triggers import TriggerStateRepository
 from headrace.errors import HeadraceError
 from headrace.flow_log import FlowLog, publish_stored
+from headrace.flow_schema import flow_json_schema_bytes
 from headrace.flow_store import FlowStore
 from headrace.kafka import make_producer
 from headrace.services.gateway import (
@@ -205,6 +206,9 @@ async def run_gateway(
         flow_loader = FlowLoader()
         stack.callback(flow_loader.close)
         await flow_loader.start()
+        # Built once per process, in ~0.25 s of pure Python: before serving, not on the
+        # loop while other requests wait (the editor asks for it on every flow page).
+        flow_json_schema_bytes()
         gw = Gateway(
             pool=pool,
             producer=producer,

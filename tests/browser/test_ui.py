@@ -636,6 +636,30 @@ async def test_a_blueprint_copied_with_one_click_lands_on_its_flow(
     await ui.shot("blueprint-copied")
 
 
+async def test_a_file_uploaded_into_a_namespace_folder_is_listed_and_stored(
+    ui: Ui, api: ApiClient, api_token: str
+) -> None:
+    """What `headrace namespace files upload FILE ns --to sql` does, in the browser."""
+    page = ui.page
+    namespace = new_namespace("files")
+    await ui.sign_in(api_token)
+    await ui.goto(f"/ui/namespaces/{namespace}")
+    await expect(page.get_by_role("heading", name=namespace, level=1)).to_be_visible()
+    await page.get_by_label("Into folder").fill("/sql")
+    content = b"SELECT 1;\n"
+    await page.get_by_label("Files to upload").set_input_files(
+        {"name": "daily.sql", "mimeType": "text/plain", "buffer": content}
+    )
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    # The page then shows the folder it uploaded into, with the file.
+    await expect(page).to_have_url(re.compile(r"\?path=%2Fsql$"))
+    await expect(page.get_by_role("cell", name="daily.sql", exact=True)).to_be_visible()
+    await ui.shot("namespace-file-uploaded")
+    files = f"/namespaces/{namespace}/files"
+    with api.download(files, params={"path": "/sql/daily.sql"}) as download:
+        assert download.read(1024) == content
+
+
 async def test_dashboard_renders_its_tiles(ui: Ui, catalog: Catalog, api_token: str) -> None:
     page = ui.page
     await ui.sign_in(api_token)

@@ -31,9 +31,9 @@ export async function render(main, { namespace }, { setTitle, query, navigate })
   const goTo = (path) => navigate(`/ui/namespaces/${encodeURIComponent(namespace)}?path=${encodeURIComponent(path)}`);
   try {
     const entries = await api(`${filesUrl}/directory`, { query: { path: folder } });
-    clear(filesBox, breadcrumbs(folder, goTo), uploadForm(filesUrl, folder, () => goTo(folder)), filesTable(entries, folder, filesUrl, goTo));
+    clear(filesBox, breadcrumbs(folder, goTo), uploadForm(filesUrl, folder, goTo), filesTable(entries, folder, filesUrl, goTo));
   } catch (error) {
-    clear(filesBox, breadcrumbs(folder, goTo), error.status === 404 ? h("p", { class: "muted" }, "This folder is empty.") : errorBox(error), uploadForm(filesUrl, folder, () => goTo(folder)));
+    clear(filesBox, breadcrumbs(folder, goTo), error.status === 404 ? h("p", { class: "muted" }, "This folder is empty.") : errorBox(error), uploadForm(filesUrl, folder, goTo));
   }
 }
 
@@ -55,24 +55,38 @@ function breadcrumbs(folder, goTo) {
   return h("nav", { class: "crumbs", "aria-label": "Folder" }, crumbs);
 }
 
+// Files, or a whole folder with its sub-folders (what `headrace namespace files upload
+// DIR --to FOLDER` does), into the folder typed (the one shown by default).
 function uploadForm(filesUrl, folder, done) {
-  const input = h("input", { id: "upload-files", type: "file", multiple: true });
+  const into = h("input", { id: "upload-into", type: "text", value: folder, spellcheck: "false" });
+  const files = h("input", { id: "upload-files", type: "file", multiple: true });
+  const tree = h("input", { id: "upload-folder", type: "file", webkitdirectory: true });
+  const progress = h("span", { class: "muted", role: "status" });
   const form = h(
     "form",
     { class: "filters" },
-    h("div", { class: "field" }, h("label", { for: "upload-files" }, `Upload into ${folder}`), input),
+    h("div", { class: "field" }, h("label", { for: "upload-into" }, "Into folder"), into),
+    h("div", { class: "field" }, h("label", { for: "upload-files" }, "Files to upload"), files),
+    h("div", { class: "field" }, h("label", { for: "upload-folder" }, "Or a whole folder"), tree),
     h("button", { type: "submit" }, "Upload"),
+    progress,
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (!input.files.length) return toast("Choose one or more files first.");
+    const chosen = [...files.files, ...tree.files];
+    if (!chosen.length) return toast("Choose files or a folder first.");
+    const target = normalise(into.value || "/");
     try {
-      for (const file of input.files) {
-        await api(filesUrl, { method: "POST", query: { path: join(folder, file.name) }, body: file });
+      for (const [index, file] of chosen.entries()) {
+        progress.textContent = `Uploading ${index + 1} of ${chosen.length}…`;
+        // A folder's files keep their path below it (webkitRelativePath: "dbt/models/a.sql").
+        const path = join(target, file.webkitRelativePath || file.name);
+        await api(filesUrl, { method: "POST", query: { path }, body: file });
       }
-      toast(`Uploaded ${input.files.length} file(s)`);
-      done();
+      toast(`Uploaded ${chosen.length} file(s) into ${target}`);
+      done(target);
     } catch (error) {
+      progress.textContent = "";
       toast(`Upload failed: ${error.message}`, "error");
     }
   });
@@ -94,10 +108,14 @@ function filesTable(entries, folder, filesUrl, goTo) {
       h("td", {}, entry.lastModifiedTime ? formatDate(entry.lastModifiedTime) : ""),
       h(
         "td",
-        { class: "row" },
-        isDir ? null : h("button", { onclick: () => showPreview(preview, filesUrl, path, entry.size), "aria-label": `View ${entry.fileName}` }, "View"),
-        isDir ? null : h("button", { onclick: () => download(filesUrl, path, entry.fileName), "aria-label": `Download ${entry.fileName}` }, "Download"),
-        h("button", { class: "danger", onclick: () => remove(filesUrl, path, isDir, () => goTo(folder)), "aria-label": `Delete ${entry.fileName}` }, "Delete"),
+        {},
+        h(
+          "div",
+          { class: "row" },
+          isDir ? null : h("button", { onclick: () => showPreview(preview, filesUrl, path, entry.size), "aria-label": `View ${entry.fileName}` }, "View"),
+          isDir ? null : h("button", { onclick: () => download(filesUrl, path, entry.fileName), "aria-label": `Download ${entry.fileName}` }, "Download"),
+          h("button", { class: "danger", onclick: () => remove(filesUrl, path, isDir, () => goTo(folder)), "aria-label": `Delete ${entry.fileName}` }, "Delete"),
+        ),
       ),
     );
   });
@@ -126,7 +144,9 @@ async function showPreview(box, filesUrl, path, bytes) {
   if (bytes > PREVIEW_BYTES) return toast("Too large to view here: download it.");
   try {
     const text = await (await fetchFile(filesUrl, path)).text();
-    clear(box, h("h3", {}, path), h("pre", { class: "code" }, text));
+    clear(box, h("h3", { tabindex: "-1" }, path), h("pre", { class: "code" }, text));
+    box.firstChild.focus({ preventScroll: true });
+    box.scrollIntoView({ block: "nearest" });
   } catch (error) {
     toast(`Cannot open ${path}: ${error.message}`, "error");
   }
