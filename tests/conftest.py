@@ -12,6 +12,7 @@ and the CLI in a subprocess read); raw HTTP clients send `auth_headers`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -62,10 +63,10 @@ def _with_database(url: str, database: str) -> str:
     return f"{base}/{database}{query}"
 
 
-@pytest.fixture(scope="session")
-def database_url(postgres_server_url: str) -> Iterator[str]:
-    """A fresh, empty database for this test session."""
-    name = f"headrace_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def scratch_database(postgres_server_url: str, prefix: str = "headrace_test") -> Iterator[str]:
+    """A fresh, empty database on the server, dropped on exit; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect(postgres_server_url)
@@ -75,8 +76,17 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
             await conn.close()
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield _with_database(postgres_server_url, name)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield _with_database(postgres_server_url, name)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for this test session."""
+    with scratch_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from headrace.flow.errors import FlowValidationError
 from headrace.flow.model import Flow, canonical_task_type
 from headrace.flow.task_walk import every_task
 from headrace.flow.yaml_reader import YamlProblem, read_yaml
+from headrace.services.gateway.bodies import read_json_object
 from headrace.services.gateway.context import gateway
 from headrace.services.gateway.flows_api import create_from_source
 from headrace.services.gateway.responses import ApiError, json_response
@@ -134,7 +135,7 @@ async def get_blueprint(request: web.Request) -> web.Response:
 async def copy_blueprint(request: web.Request) -> web.Response:
     """`{"namespace": "team.data", "id": "optional new id"}`: 201 with the new flow."""
     blueprint = await _blueprint(request)
-    body = await _json_object(request)
+    body = await read_json_object(request)
     namespace, flow_id = body.get("namespace"), body.get("id")
     if not isinstance(namespace, str) or not namespace.strip():
         raise ApiError(400, 'expected {"namespace": "company.team"} (and optionally "id")')
@@ -144,16 +145,6 @@ async def copy_blueprint(request: web.Request) -> web.Response:
     if flow_id is not None:
         source = replace_top_level(source, "id", flow_id)
     return await create_from_source(request, source)
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.read() or b"null")
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"malformed JSON body: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
 
 
 def yaml_scalar(value: str) -> str:

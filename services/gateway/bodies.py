@@ -153,3 +153,14 @@ def query_labels(request: web.Request) -> dict[str, str]:
             raise ApiError(400, f"label {item!r} is not key:value")
         labels[key] = value
     return labels
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object (none: a 400 saying so, as for any other value)."""
+    try:
+        body = orjson.loads(await request.read() or b"null")
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"malformed JSON body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body

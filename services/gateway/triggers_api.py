@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
@@ -31,6 +30,7 @@ from headrace.flow.triggers import SCHEDULE, ScheduleTrigger
 from headrace.flow_log import unique_key
 from headrace.flow_store import FlowsUnavailable
 from headrace.messages import FlowRevision, TriggerSwitch
+from headrace.services.gateway.bodies import read_json_object
 from headrace.services.gateway.context import Gateway, gateway
 from headrace.services.gateway.executions_api import refused
 from headrace.services.gateway.responses import ApiError, json_response
@@ -163,21 +163,11 @@ async def _declared(gw: Gateway, request: web.Request) -> tuple[FlowRevision, Fl
     return record, flow, trigger
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.read() or b"null")
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"malformed JSON body: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
-
-
 async def set_trigger(request: web.Request) -> web.Response:
     """`PUT {"disabled": true|false}`: the runtime switch every scheduler honours."""
     gw = gateway(request)
     _, flow, trigger = await _declared(gw, request)
-    body = await _json_object(request)
+    body = await read_json_object(request)
     disabled = body.get("disabled")
     if not isinstance(disabled, bool):
         raise ApiError(400, 'expected {"disabled": true} or {"disabled": false}')
@@ -230,7 +220,7 @@ async def backfill(request: web.Request) -> web.Response:
     spec = trigger.spec()
     assert isinstance(spec, ScheduleTrigger)
     schedule = schedule_of(spec)
-    body = await _json_object(request)
+    body = await read_json_object(request)
     start = _moment(body, "start", schedule.zone)
     end = _moment(body, "end", schedule.zone)
     if end <= start:

@@ -10,7 +10,6 @@ states, labels and creation times.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
 import socket
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from headrace.broker import free_port
@@ -40,6 +38,7 @@ from headrace.messages import (
 from headrace.passwords import token_digest
 from headrace.services.gateway.stats_api import SCRAPE_TIMEOUT_S
 from headrace.states import State
+from tests.conftest import scratch_database
 from tests.integration.stacks import in_process_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,19 +55,8 @@ NOW = datetime.now(UTC)
 @pytest.fixture(scope="module")
 def own_database(postgres_server_url: str) -> Iterator[str]:
     """A database of this module's own: the statistics count every execution in it."""
-    name = f"headrace_test_ui_{uuid.uuid4().hex[:8]}"
-    base = postgres_server_url.rpartition("/")[0]
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(postgres_server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(postgres_server_url, "headrace_test_ui") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
